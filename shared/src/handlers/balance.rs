@@ -1,0 +1,21 @@
+//! `GET /api/stripe/balance`: the signed-in user's balance, one DynamoDB read.
+
+use lambda_http::{Body, Request, Response};
+
+use crate::http::{ok, respond, ApiError};
+use crate::ledger::Balance;
+use crate::{auth, App};
+
+#[tracing::instrument(name = "balance", skip_all)]
+pub async fn balance(app: &App, req: Request) -> Response<Body> {
+    respond(run(app, &req).await)
+}
+
+async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
+    let user = auth::user_id(req)?;
+    let balance = app.store.balance(&user).await?.unwrap_or(Balance {
+        balance: 0,
+        currency: app.config.default_currency.clone(),
+    });
+    Ok(ok(balance.to_json()))
+}

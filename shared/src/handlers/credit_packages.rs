@@ -1,0 +1,18 @@
+//! `GET /api/stripe/credit-packages`: active packages, cheapest first.
+
+use lambda_http::{Body, Request, Response};
+
+use crate::http::{ok, respond, ApiError};
+use crate::packages::active_cheapest_first;
+use crate::{auth, App};
+
+#[tracing::instrument(name = "credit_packages", skip_all)]
+pub async fn credit_packages(app: &App, req: Request) -> Response<Body> {
+    respond(run(app, &req).await)
+}
+
+async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
+    auth::user_id(req)?;
+    let packages = active_cheapest_first(app.packages().await?);
+    Ok(ok(packages.iter().map(|p| p.to_json()).collect::<Vec<_>>()))
+}

@@ -1,0 +1,41 @@
+//! One handler per function. Each takes the cold-start `App` and a request, and always returns a
+//! response in the contract's envelope (errors included): an `Err` never reaches the runtime.
+
+mod balance;
+mod create_payment_intent;
+mod credit_packages;
+mod payment_history;
+mod stripe_webhook;
+
+pub use balance::balance;
+pub use create_payment_intent::create_payment_intent;
+pub use credit_packages::credit_packages;
+pub use payment_history::payment_history;
+pub use stripe_webhook::stripe_webhook;
+
+use lambda_http::{Body, Request, Response};
+
+use crate::http::ApiError;
+use crate::App;
+
+/// The contract's routes, as API Gateway maps them to functions. Used by the local router, so
+/// that locally each path reaches the very handler its Lambda function runs.
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    ("GET", "/api/stripe/credit-packages", "credit-packages"),
+    ("POST", "/api/stripe/create-payment-intent", "create-payment-intent"),
+    ("GET", "/api/stripe/balance", "balance"),
+    ("GET", "/api/stripe/payment-history", "payment-history"),
+    ("POST", "/api/stripe/webhook", "stripe-webhook"),
+];
+
+/// Runs the handler of the named function.
+pub async fn call(function: &str, app: &App, req: Request) -> Response<Body> {
+    match function {
+        "credit-packages" => credit_packages(app, req).await,
+        "create-payment-intent" => create_payment_intent(app, req).await,
+        "balance" => balance(app, req).await,
+        "payment-history" => payment_history(app, req).await,
+        "stripe-webhook" => stripe_webhook(app, req).await,
+        _ => ApiError::NotFound("No such route.".into()).into_response(),
+    }
+}

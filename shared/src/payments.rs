@@ -1,0 +1,125 @@
+//! The Stripe adapter: the only module that talks to Stripe. Requests are built with
+//! async-stripe's typed builders and their responses read into small structs of the fields Coffer
+//! uses, so that older API versions (and localstripe) that omit fields still work.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_core::payment_intent::{CreatePaymentIntent, RetrievePaymentIntent};
+use stripe_types::Currency as StripeCurrency;
+
+use crate::http::ApiError;
+use crate::money::Currency;
+
+/// Metadata keys Coffer writes on every PaymentIntent it creates.
+pub const META_USER: &str = "coffer_user_id";
+pub const META_PACKAGE: &str = "coffer_package_id";
+pub const META_CREDITS: &str = "coffer_credits";
+
+/// Time allowed for one Stripe attempt; well inside an API Gateway 29 s budget.
+const STRIPE_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The fields of a PaymentIntent that Coffer reads.
+#[derive(Debug, miniserde::Deserialize)]
+pub struct Intent {
+    pub id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: Option<String>,
+    pub client_secret: Option<String>,
+    pub metadata: Option<HashMap<String, String>>,
+    pub created: Option<i64>,
+}
+
+/// What Coffer asks Stripe to charge.
+pub struct NewIntent<'a> {
+    pub amount: i64,
+    pub currency: &'a Currency,
+    pub metadata: HashMap<String, String>,
+    pub payment_method: Option<&'a str>,
+}
+
+/// A Stripe client pointed at Stripe or at a configured base URL (localstripe).
+#[derive(Clone)]
+pub struct StripeApi {
+    client: Client,
+}
+
+impl StripeApi {
+    pub fn new(secret_key: &str, api_base: Option<&str>) -> Result<Self, ApiError> {
+        let mut builder = ClientBuilder::new(secret_key).timeout(STRIPE_TIMEOUT);
+        if let Some(base) = api_base {
+            let base = if base.ends_with('/') {
+                base.to_owned()
+            } else {
+                format!("{base}/")
+            };
+            builder = builder.url(base);
+        }
+        let client = builder
+            .build()
+            .map_err(|_| ApiError::Unavailable("the Stripe client could not be configured".into()))?;
+        Ok(Self { client })
+    }
+
+    /// Creates a PaymentIntent. The idempotency key makes a retried call return the same intent.
+    pub async fn create_intent(
+        &self,
+        intent: NewIntent<'_>,
+        idempotency_key: &str,
+    ) -> Result<Intent, ApiError> {
+        let currency: StripeCurrency = intent
+            .currency
+            .as_str()
+            .parse()
+            .map_err(|_| ApiError::Internal(format!("unsupported currency {}", intent.currency)))?;
+        let mut request =
+            CreatePaymentIntent::new(intent.amount, currency).metadata(intent.metadata);
+        if let Some(method) = intent.payment_method {
+            request = request.payment_method(method);
+        }
+        let key = IdempotencyKey::new(idempotency_key)
+            .map_err(|_| ApiError::Internal("invalid idempotency key".into()))?;
+        request
+            .build()
+            .customize::<Intent>()
+            .request_strategy(RequestStrategy::Idempotent(key))
+            .send(&self.client)
+            .await
+            .map_err(map_error)
+    }
+
+    /// Reads a PaymentIntent back (used to answer a replayed create with the same intent).
+    pub async fn retrieve_intent(&self, id: &str) -> Result<Intent, ApiError> {
+        RetrievePaymentIntent::new(id)
+            .build()
+            .customize::<Intent>()
+            .request_strategy(RequestStrategy::Retry(2))
+            .send(&self.client)
+            .await
+            .map_err(map_error)
+    }
+}
+
+/// Card errors (402) become a user-facing 402; everything else from Stripe is a 502.
+fn map_error(err: StripeError) -> ApiError {
+    match err {
+        StripeError::Stripe(details, 402) => ApiError::CardDeclined(
+            details
+                .message
+                .clone()
+                .unwrap_or_else(|| "The card was declined.".into()),
+        ),
+        StripeError::Stripe(details, status) => ApiError::Stripe(format!(
+            "stripe answered {status}: {}",
+            details.message.as_deref().unwrap_or("no message")
+        )),
+        StripeError::JSONDeserialize(msg) => {
+            ApiError::Stripe(format!("unreadable Stripe response: {msg}"))
+        }
+        StripeError::ClientError(msg) => ApiError::Stripe(format!("stripe unreachable: {msg}")),
+        StripeError::Timeout => ApiError::Stripe("stripe timed out".into()),
+        StripeError::ConfigError(msg) => ApiError::Internal(format!("stripe config: {msg}")),
+    }
+}
