@@ -1,1 +1,111 @@
-fn main() {}
+//! `coffer-dev`: the local stack's command line.
+//!
+//! - `coffer-dev up`: set up the table, packages, secret and webhook, then serve the API.
+//! - `coffer-dev token <user-id> [ttl-seconds]`: print a local JWT for a user.
+//! - `coffer-dev sign <event.json> [secret]`: print the event with a fresh `Stripe-Signature`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use coffer::config::Config;
+use coffer::{app, telemetry, App};
+use coffer_dev::{router, setup, token};
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// The local defaults, documented in the README. None of them is a real credential.
+pub const DEFAULT_STRIPE_KEY: &str = "sk_test_coffer_local";
+pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_coffer_local";
+pub const DEFAULT_JWT_SECRET: &str = "coffer-local-jwt-secret";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("up") => up().await,
+        Some("token") => print_token(&args[1..]),
+        Some("sign") => sign(&args[1..]),
+        _ => Err(
+            "usage: coffer-dev up | token <user-id> [ttl-seconds] | sign <event.json> [secret]"
+                .into(),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("coffer-dev: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn up() -> Result<(), String> {
+    telemetry::init();
+    let port = env_or("PORT", "3000");
+    let stripe_key = env_or("STRIPE_SECRET_KEY", DEFAULT_STRIPE_KEY);
+    let webhook_secret = env_or("STRIPE_WEBHOOK_SECRET", DEFAULT_WEBHOOK_SECRET);
+    let jwt_secret = env_or("LOCAL_JWT_SECRET", DEFAULT_JWT_SECRET);
+    let config = Config::from_env().map_err(|e| e.to_string())?;
+    let secret_id = config
+        .secret_id
+        .clone()
+        .ok_or("STRIPE_SECRET_ID is required")?;
+    let sdk = app::load_sdk_config().await;
+    let app = App::new(config, &sdk);
+
+    setup::table_and_packages(&app.store).await?;
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    setup::store_secret(&secrets, &secret_id, &stripe_key, &webhook_secret).await?;
+    let webhook_url = format!("http://127.0.0.1:{port}/api/stripe/webhook");
+    if let Some(base) = app.config.stripe_api_base.clone() {
+        setup::register_webhook(&base, "coffer-local", &webhook_url, &webhook_secret).await?;
+    }
+
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+    eprintln!(
+        "Coffer API:   http://127.0.0.1:{port}/api/stripe/credit-packages (and the other routes)"
+    );
+    eprintln!("Webhook URL:  {webhook_url}");
+    eprintln!("Get a token:  scripts/token.sh <user-id>");
+    let api = Arc::new(router::LocalApi { app, jwt_secret });
+    router::serve(listener, api)
+        .await
+        .map_err(|e| format!("server stopped: {e}"))
+}
+
+fn print_token(args: &[String]) -> Result<(), String> {
+    let user = args
+        .first()
+        .ok_or("usage: coffer-dev token <user-id> [ttl-seconds]")?;
+    let ttl = match args.get(1) {
+        Some(t) => t
+            .parse::<i64>()
+            .map_err(|_| "ttl-seconds must be a number")?,
+        None => 3600,
+    };
+    let secret = env_or("LOCAL_JWT_SECRET", DEFAULT_JWT_SECRET);
+    let jwt = token::issue(&secret, user, ttl).map_err(|e| e.to_string())?;
+    println!("{jwt}");
+    Ok(())
+}
+
+fn sign(args: &[String]) -> Result<(), String> {
+    let path = args
+        .first()
+        .ok_or("usage: coffer-dev sign <event.json> [secret]")?;
+    let secret = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| env_or("STRIPE_WEBHOOK_SECRET", DEFAULT_WEBHOOK_SECRET));
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let signed = coffer_dev::resign(&text, &secret).map_err(|e| format!("{path}: {e}"))?;
+    println!("{signed}");
+    Ok(())
+}

@@ -56,7 +56,10 @@ impl App {
     }
 
     pub fn new(config: Config, sdk: &SdkConfig) -> Self {
-        let store = Store::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name.clone());
+        let store = Store::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            config.table_name.clone(),
+        );
         let secrets = SecretsCache::new(
             aws_sdk_secretsmanager::Client::new(sdk),
             config.secret_id.clone(),

@@ -95,7 +95,11 @@ impl ApiError {
             Self::Stripe(cause) | Self::Unavailable(cause) | Self::Internal(cause) => {
                 tracing::error!(code = self.code(), cause = %cause, "request failed");
             }
-            _ => tracing::info!(code = self.code(), status = self.status().as_u16(), "request refused"),
+            _ => tracing::info!(
+                code = self.code(),
+                status = self.status().as_u16(),
+                "request refused"
+            ),
         }
         let body = json!({
             "success": false,
@@ -164,7 +168,9 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     if let Some(kind) = req.headers().get(header::CONTENT_TYPE) {
         let kind = kind.to_str().unwrap_or("").to_ascii_lowercase();
         if !kind.starts_with("application/json") {
-            return Err(ApiError::bad_request("Content-Type must be application/json."));
+            return Err(ApiError::bad_request(
+                "Content-Type must be application/json.",
+            ));
         }
     }
     let bytes = body_bytes(req, MAX_JSON_BODY)?;
@@ -287,7 +293,8 @@ mod tests {
 
     #[test]
     fn internal_causes_never_reach_the_body() {
-        let response = ApiError::Internal("dynamodb said: secret sk_test_123".into()).into_response();
+        let response =
+            ApiError::Internal("dynamodb said: secret sk_test_123".into()).into_response();
         let text = serde_json::to_string(&body_of(&response)).unwrap();
         assert_eq!(response.status(), 500);
         assert!(!text.contains("sk_test"), "{text}");
@@ -296,7 +303,10 @@ mod tests {
 
     #[test]
     fn duplicated_json_keys_are_refused() {
-        let req = request(Some("application/json"), Body::from(r#"{"name":"a","name":"b"}"#));
+        let req = request(
+            Some("application/json"),
+            Body::from(r#"{"name":"a","name":"b"}"#),
+        );
         let err = json_body::<Sample>(&req).unwrap_err();
         assert_eq!(err.status(), 400);
         assert!(err.to_string().contains("duplicate key"));

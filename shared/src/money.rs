@@ -188,9 +188,21 @@ mod tests {
         assert_eq!(usd().parse_major(&json!(19.99), max), Ok(1999));
         assert_eq!(usd().parse_major(&json!(-2.5), max), Ok(-250));
         assert_eq!(usd().parse_major(&json!(1e2), max), Ok(10000));
-        assert_eq!(usd().parse_major(&json!(0.001), max), Err(AmountError::TooPrecise));
-        assert_eq!(usd().parse_major(&json!("5"), max), Err(AmountError::NotANumber));
-        assert_eq!(usd().parse_major(&json!(1e300), max), Err(AmountError::TooLarge));
-        assert_eq!(usd().parse_major(&json!(2_000_000), max), Err(AmountError::TooLarge));
+        assert_eq!(
+            usd().parse_major(&json!(0.001), max),
+            Err(AmountError::TooPrecise)
+        );
+        assert_eq!(
+            usd().parse_major(&json!("5"), max),
+            Err(AmountError::NotANumber)
+        );
+        assert_eq!(
+            usd().parse_major(&json!(1e300), max),
+            Err(AmountError::TooLarge)
+        );
+        assert_eq!(
+            usd().parse_major(&json!(2_000_000), max),
+            Err(AmountError::TooLarge)
+        );
     }
 }

@@ -57,9 +57,9 @@ impl StripeApi {
             };
             builder = builder.url(base);
         }
-        let client = builder
-            .build()
-            .map_err(|_| ApiError::Unavailable("the Stripe client could not be configured".into()))?;
+        let client = builder.build().map_err(|_| {
+            ApiError::Unavailable("the Stripe client could not be configured".into())
+        })?;
         Ok(Self { client })
     }
 
@@ -69,11 +69,10 @@ impl StripeApi {
         intent: NewIntent<'_>,
         idempotency_key: &str,
     ) -> Result<Intent, ApiError> {
-        let currency: StripeCurrency = intent
-            .currency
-            .as_str()
-            .parse()
-            .map_err(|_| ApiError::Internal(format!("unsupported currency {}", intent.currency)))?;
+        let currency: StripeCurrency =
+            intent.currency.as_str().parse().map_err(|_| {
+                ApiError::Internal(format!("unsupported currency {}", intent.currency))
+            })?;
         let mut request =
             CreatePaymentIntent::new(intent.amount, currency).metadata(intent.metadata);
         if let Some(method) = intent.payment_method {

@@ -112,8 +112,8 @@ mod tests {
 
     #[test]
     fn empty_values_count_as_missing() {
-        let secrets = StripeSecrets::from_json(r#"{"stripeSecretKey":"k","webhookSecret":"  "}"#)
-            .unwrap();
+        let secrets =
+            StripeSecrets::from_json(r#"{"stripeSecretKey":"k","webhookSecret":"  "}"#).unwrap();
         assert_eq!(secrets.stripe_secret_key().unwrap(), "k");
         assert_eq!(secrets.webhook_secret().unwrap_err().status(), 503);
     }

@@ -17,8 +17,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ReturnValuesOnConditionCheckFailure,
-    ScalarAttributeType, TransactWriteItem, Update,
+    KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -61,7 +61,9 @@ fn n(value: i64) -> AttributeValue {
 }
 
 fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
-    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
 }
 
 fn get_n(item: &Item, name: &str) -> Option<i64> {
@@ -225,7 +227,9 @@ impl Store {
                 }
             }
         }
-        Err(ApiError::Unavailable("dynamodb kept keys unprocessed".into()))
+        Err(ApiError::Unavailable(
+            "dynamodb kept keys unprocessed".into(),
+        ))
     }
 
     // ---- payments ---------------------------------------------------------------------------
@@ -250,7 +254,10 @@ impl Store {
         item.insert("gsi1pk".into(), s(history_pk(&payment.user_id)));
         item.insert(
             "gsi1sk".into(),
-            s(format!("{:015}#{}", payment.created_at_ms, payment.intent_id)),
+            s(format!(
+                "{:015}#{}",
+                payment.created_at_ms, payment.intent_id
+            )),
         );
         let put_payment = Put::builder()
             .table_name(&self.table)
@@ -261,7 +268,11 @@ impl Store {
 
         let Some(hash) = idempotency_hash else {
             // No client key: a fresh intent id can only be recorded once anyway.
-            let Put { item, condition_expression, .. } = put_payment;
+            let Put {
+                item,
+                condition_expression,
+                ..
+            } = put_payment;
             self.client
                 .put_item()
                 .table_name(&self.table)
@@ -315,9 +326,11 @@ impl Store {
     /// Credits a succeeded PaymentIntent exactly once: the payment moves to `succeeded`, the
     /// purchase entry is written and the balance grows, all in one conditional transaction.
     pub async fn credit_purchase(&self, paid: &PaidIntent) -> Result<CreditOutcome, ApiError> {
-        let (Some(user), Some(package_id), Some(credits)) =
-            (paid.user_id.as_deref(), paid.package_id.as_deref(), paid.credits)
-        else {
+        let (Some(user), Some(package_id), Some(credits)) = (
+            paid.user_id.as_deref(),
+            paid.package_id.as_deref(),
+            paid.credits,
+        ) else {
             return self.diagnose_credit(paid).await;
         };
         let Some(user) = UserId::parse(user) else {
@@ -380,9 +393,17 @@ impl Store {
             let result = self
                 .client
                 .transact_write_items()
-                .transact_items(TransactWriteItem::builder().update(update_payment.clone()).build())
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .update(update_payment.clone())
+                        .build(),
+                )
                 .transact_items(TransactWriteItem::builder().put(put_entry.clone()).build())
-                .transact_items(TransactWriteItem::builder().update(update_balance.clone()).build())
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .update(update_balance.clone())
+                        .build(),
+                )
                 .send()
                 .await;
             let err = match result {
@@ -401,7 +422,9 @@ impl Store {
                 continue;
             }
             if conflict {
-                return Err(ApiError::Unavailable("dynamodb: transaction conflict persisted".into()));
+                return Err(ApiError::Unavailable(
+                    "dynamodb: transaction conflict persisted".into(),
+                ));
             }
             return match reasons.first() {
                 Some((Some(code), old)) if code == "ConditionalCheckFailed" => Ok(match old {
@@ -410,7 +433,9 @@ impl Store {
                     Some(_) => CreditOutcome::Mismatch,
                 }),
                 // The payment matched but the balance is in another currency.
-                _ if reasons.get(2).and_then(|r| r.0.as_deref()) == Some("ConditionalCheckFailed") => {
+                _ if reasons.get(2).and_then(|r| r.0.as_deref())
+                    == Some("ConditionalCheckFailed") =>
+                {
                     Ok(CreditOutcome::Mismatch)
                 }
                 _ => Err(storage_error(err)),
@@ -553,7 +578,11 @@ impl Store {
             .send()
             .await
             .map_err(storage_error)?;
-        Ok(output.items().iter().filter_map(|i| get_n(i, "amount")).collect())
+        Ok(output
+            .items()
+            .iter()
+            .filter_map(|i| get_n(i, "amount"))
+            .collect())
     }
 
     // ---- schema -----------------------------------------------------------------------------
@@ -579,7 +608,11 @@ impl Store {
             .index_name(GSI1)
             .key_schema(key_el("gsi1pk", KeyType::Hash)?)
             .key_schema(key_el("gsi1sk", KeyType::Range)?)
-            .projection(Projection::builder().projection_type(ProjectionType::All).build())
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
             .build()
             .map_err(build_error)?;
         let result = self
@@ -702,8 +735,14 @@ mod tests {
         last.insert("gsi1sk".into(), s("000000000000001#pi_1"));
         let cursor = encode_cursor(&last);
         assert_eq!(decode_cursor(&cursor, "USER#a#PAY").unwrap(), last);
-        assert_eq!(decode_cursor(&cursor, "USER#b#PAY").unwrap_err().status(), 400);
-        assert_eq!(decode_cursor("!!!", "USER#a#PAY").unwrap_err().status(), 400);
+        assert_eq!(
+            decode_cursor(&cursor, "USER#b#PAY").unwrap_err().status(),
+            400
+        );
+        assert_eq!(
+            decode_cursor("!!!", "USER#a#PAY").unwrap_err().status(),
+            400
+        );
     }
 
     #[test]

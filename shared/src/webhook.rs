@@ -42,7 +42,11 @@ fn parse_header(header: &str) -> Result<SignatureHeader, SignatureError> {
                 if timestamp.is_some() {
                     return Err(SignatureError::Malformed);
                 }
-                timestamp = Some(value.parse::<i64>().map_err(|_| SignatureError::Malformed)?);
+                timestamp = Some(
+                    value
+                        .parse::<i64>()
+                        .map_err(|_| SignatureError::Malformed)?,
+                );
             }
             // A v1 that is not hex can never match; skip it rather than refuse the others.
             "v1" => {
@@ -76,12 +80,15 @@ pub fn verify(
     if (now - parsed.timestamp).abs() > TOLERANCE_SECS {
         return Err(SignatureError::Stale);
     }
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .map_err(|_| SignatureError::Mismatch)?;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| SignatureError::Mismatch)?;
     mac.update(parsed.timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(payload);
-    let matches = parsed.v1.iter().any(|candidate| mac.clone().verify_slice(candidate).is_ok());
+    let matches = parsed
+        .v1
+        .iter()
+        .any(|candidate| mac.clone().verify_slice(candidate).is_ok());
     if matches {
         Ok(())
     } else {
@@ -91,7 +98,10 @@ pub fn verify(
 
 /// Builds a `Stripe-Signature` header value the way Stripe does (for tests, fixtures and tools).
 pub fn sign(payload: &[u8], secret: &str, timestamp: i64) -> String {
-    format!("t={timestamp},v1={}", signature_hex(payload, secret, timestamp))
+    format!(
+        "t={timestamp},v1={}",
+        signature_hex(payload, secret, timestamp)
+    )
 }
 
 /// The hex HMAC-SHA256 of `"{timestamp}.{payload}"`.
@@ -172,9 +182,15 @@ mod tests {
     #[test]
     fn webhook_with_stale_or_future_timestamp_is_rejected() {
         let header = sign(BODY, SECRET, NOW - 301);
-        assert_eq!(verify(BODY, Some(&header), SECRET, NOW), Err(SignatureError::Stale));
+        assert_eq!(
+            verify(BODY, Some(&header), SECRET, NOW),
+            Err(SignatureError::Stale)
+        );
         let header = sign(BODY, SECRET, NOW + 301);
-        assert_eq!(verify(BODY, Some(&header), SECRET, NOW), Err(SignatureError::Stale));
+        assert_eq!(
+            verify(BODY, Some(&header), SECRET, NOW),
+            Err(SignatureError::Stale)
+        );
         let header = sign(BODY, SECRET, NOW - 300);
         assert_eq!(verify(BODY, Some(&header), SECRET, NOW), Ok(()));
     }
@@ -183,16 +199,35 @@ mod tests {
     fn tampered_body_wrong_secret_and_empty_secret_are_rejected() {
         let header = sign(BODY, SECRET, NOW);
         let tampered = br#"{"id":"evt_1","type":"payment_intent.succeeded "}"#;
-        assert_eq!(verify(tampered, Some(&header), SECRET, NOW), Err(SignatureError::Mismatch));
-        assert_eq!(verify(BODY, Some(&header), "whsec_other", NOW), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(tampered, Some(&header), SECRET, NOW),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(BODY, Some(&header), "whsec_other", NOW),
+            Err(SignatureError::Mismatch)
+        );
         let empty_signed = sign(BODY, "", NOW);
-        assert_eq!(verify(BODY, Some(&empty_signed), "", NOW), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(BODY, Some(&empty_signed), "", NOW),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
     fn missing_and_malformed_headers_are_rejected() {
-        assert_eq!(verify(BODY, None, SECRET, NOW), Err(SignatureError::Missing));
-        for header in ["", "garbage", "t=abc,v1=00", "v1=00", "t=1,t=2,v1=00", &format!("t={NOW}")] {
+        assert_eq!(
+            verify(BODY, None, SECRET, NOW),
+            Err(SignatureError::Missing)
+        );
+        for header in [
+            "",
+            "garbage",
+            "t=abc,v1=00",
+            "v1=00",
+            "t=1,t=2,v1=00",
+            &format!("t={NOW}"),
+        ] {
             assert_eq!(
                 verify(BODY, Some(header), SECRET, NOW),
                 Err(SignatureError::Malformed),
@@ -209,7 +244,14 @@ mod tests {
         )
         .unwrap();
         let intent = event.intent().unwrap();
-        assert_eq!((intent.id.as_str(), intent.amount, intent.metadata["a"].as_str()), ("pi_1", 500, "b"));
+        assert_eq!(
+            (
+                intent.id.as_str(),
+                intent.amount,
+                intent.metadata["a"].as_str()
+            ),
+            ("pi_1", 500, "b")
+        );
         assert!(Event::parse(b"not json").is_none());
     }
 }

@@ -1,1 +1,356 @@
+//! Test harness for over-the-wire tests. `spawn_app` gives each test its own DynamoDB table, its
+//! own secret in the Secrets Manager emulator and its own local router on a free port, with a
+//! webhook registered at localstripe, like a fresh database per test. The servers themselves are
+//! started by `scripts/test.sh`, which exports their URLs.
 
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coffer::config::Config;
+use coffer::money::Currency;
+use coffer::{app, App};
+use coffer_dev::{router, setup, token};
+use serde_json::{json, Value};
+
+/// The Stripe key used with localstripe (it accepts any `sk_` key).
+pub const STRIPE_KEY: &str = "sk_test_coffer_local";
+pub const JWT_SECRET: &str = "integration-test-jwt-secret";
+
+pub struct TestApp {
+    pub base_url: String,
+    pub stripe_base: String,
+    pub webhook_secret: String,
+    pub table: String,
+    pub app: Arc<router::LocalApi>,
+    pub http: reqwest::Client,
+}
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the integration tests through scripts/test.sh")
+    })
+}
+
+/// Options for a test app whose secret is deliberately broken.
+#[derive(Default, Clone)]
+pub struct SecretSetup {
+    /// Store no secret at all (the id points at nothing).
+    pub missing: bool,
+    /// Store an empty webhook secret.
+    pub empty_webhook_secret: bool,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(SecretSetup::default()).await
+}
+
+pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
+    required_env("AWS_ENDPOINT_URL_DYNAMODB");
+    required_env("AWS_ENDPOINT_URL_SECRETS_MANAGER");
+    let stripe_base = required_env("STRIPE_API_BASE");
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let table = format!("coffer-test-{id}");
+    let secret_id = format!("coffer-test-{id}");
+    let webhook_secret = format!("whsec_test_{}", &id[..12]);
+
+    let sdk = app::load_sdk_config().await;
+    if !secret_setup.missing {
+        let webhook = if secret_setup.empty_webhook_secret {
+            ""
+        } else {
+            &webhook_secret
+        };
+        let client = aws_sdk_secretsmanager::Client::new(&sdk);
+        setup::store_secret(&client, &secret_id, STRIPE_KEY, webhook)
+            .await
+            .expect("store the test secret in moto");
+    }
+    let config = Config {
+        table_name: table.clone(),
+        secret_id: Some(secret_id),
+        stripe_api_base: Some(stripe_base.clone()),
+        default_currency: Currency::parse("usd").expect("usd"),
+    };
+    let app = App::new(config, &sdk);
+    setup::table_and_packages(&app.store)
+        .await
+        .expect("create the test table");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let api = Arc::new(router::LocalApi {
+        app,
+        jwt_secret: JWT_SECRET.into(),
+    });
+    tokio::spawn(router::serve(listener, api.clone()));
+    let base_url = format!("http://127.0.0.1:{port}");
+    setup::register_webhook(
+        &stripe_base,
+        &table,
+        &format!("{base_url}/api/stripe/webhook"),
+        &webhook_secret,
+    )
+    .await
+    .expect("register the webhook with localstripe");
+
+    TestApp {
+        base_url,
+        stripe_base,
+        webhook_secret,
+        table,
+        app: api,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client"),
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub fn token(&self, user: &str) -> String {
+        token::issue(JWT_SECRET, user, 3600).expect("token")
+    }
+
+    pub async fn get(&self, path: &str, user: Option<&str>) -> Reply {
+        let mut req = self.http.get(format!("{}{path}", self.base_url));
+        if let Some(user) = user {
+            req = req.bearer_auth(self.token(user));
+        }
+        read(req.send().await.expect("GET")).await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        user: Option<&str>,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(user) = user {
+            req = req.bearer_auth(self.token(user));
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        read(req.send().await.expect("POST")).await
+    }
+
+    /// create-payment-intent for `package`; returns the PaymentIntent id.
+    pub async fn create_intent(&self, user: &str, package: &str) -> String {
+        let reply = self
+            .post(
+                "/api/stripe/create-payment-intent",
+                Some(user),
+                &json!({ "creditPackageId": package }).to_string(),
+                &[],
+            )
+            .await;
+        assert_eq!(reply.status, 200, "create-payment-intent: {}", reply.body);
+        reply.body["data"]["paymentIntentId"]
+            .as_str()
+            .expect("paymentIntentId")
+            .to_owned()
+    }
+
+    pub async fn balance(&self, user: &str) -> f64 {
+        let reply = self.get("/api/stripe/balance", Some(user)).await;
+        assert_eq!(reply.status, 200, "balance: {}", reply.body);
+        reply.body["data"]["balance"]
+            .as_f64()
+            .expect("balance number")
+    }
+
+    /// Sends a webhook body with the given `Stripe-Signature` (or none).
+    pub async fn deliver(&self, body: &str, signature: Option<&str>) -> Reply {
+        let mut req = self
+            .http
+            .post(format!("{}/api/stripe/webhook", self.base_url))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(signature) = signature {
+            req = req.header("stripe-signature", signature);
+        }
+        read(req.send().await.expect("webhook POST")).await
+    }
+
+    /// Delivers the same signed body `count` times at once; the statuses, in any order.
+    pub async fn deliver_concurrently(
+        &self,
+        body: &str,
+        signature: &str,
+        count: usize,
+    ) -> Vec<u16> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..count {
+            let request = self
+                .http
+                .post(format!("{}/api/stripe/webhook", self.base_url))
+                .header("content-type", "application/json")
+                .header("stripe-signature", signature)
+                .body(body.to_owned());
+            tasks.spawn(async move { request.send().await.map(|r| r.status().as_u16()) });
+        }
+        let mut statuses = Vec::new();
+        while let Some(result) = tasks.join_next().await {
+            statuses.push(result.expect("task").expect("delivery"));
+        }
+        statuses
+    }
+
+    /// Signs `body` now with this app's webhook secret, as Stripe would.
+    pub fn sign(&self, body: &str) -> String {
+        coffer::webhook::sign(body.as_bytes(), &self.webhook_secret, now())
+    }
+
+    // ---- localstripe ---------------------------------------------------------------------
+
+    async fn stripe_post(&self, path: &str, form: &[(&str, &str)]) -> Reply {
+        let body: String = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let req = self
+            .http
+            .post(format!("{}{path}", self.stripe_base))
+            .bearer_auth(STRIPE_KEY)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        read(req.send().await.expect("localstripe POST")).await
+    }
+
+    /// The PaymentIntent as localstripe holds it.
+    pub async fn stripe_intent(&self, id: &str) -> Value {
+        let req = self
+            .http
+            .get(format!("{}/v1/payment_intents/{id}", self.stripe_base))
+            .bearer_auth(STRIPE_KEY);
+        read(req.send().await.expect("localstripe GET")).await.body
+    }
+
+    /// Pays an intent with a test card, as the frontend would with Stripe.js: creates the
+    /// payment method, attaches it, confirms. Returns the confirm reply.
+    pub async fn pay_with_card(&self, intent_id: &str, card: &str) -> Reply {
+        let pm = self
+            .stripe_post(
+                "/v1/payment_methods",
+                &[
+                    ("type", "card"),
+                    ("card[number]", card),
+                    ("card[exp_month]", "12"),
+                    ("card[exp_year]", "2034"),
+                    ("card[cvc]", "123"),
+                ],
+            )
+            .await;
+        assert_eq!(pm.status, 200, "payment method: {}", pm.body);
+        let pm_id = pm.body["id"].as_str().expect("pm id").to_owned();
+        let attach = self
+            .stripe_post(
+                &format!("/v1/payment_intents/{intent_id}"),
+                &[("payment_method", &pm_id)],
+            )
+            .await;
+        assert_eq!(attach.status, 200, "attach: {}", attach.body);
+        self.stripe_post(&format!("/v1/payment_intents/{intent_id}/confirm"), &[])
+            .await
+    }
+
+    /// A `type` event wrapping the PaymentIntent `intent` (as localstripe or Stripe sends it).
+    pub fn event(&self, kind: &str, intent: &Value) -> String {
+        json!({
+            "id": format!("evt_{}", uuid::Uuid::new_v4().simple()),
+            "object": "event",
+            "type": kind,
+            "created": now(),
+            "api_version": "2017-08-15",
+            "livemode": false,
+            "data": { "object": intent },
+        })
+        .to_string()
+    }
+
+    /// Status of a payment in the user's history.
+    pub async fn history_status(&self, user: &str, intent_id: &str) -> Option<String> {
+        let reply = self
+            .get("/api/stripe/payment-history?limit=100", Some(user))
+            .await;
+        reply.body["data"].as_array()?.iter().find_map(|p| {
+            (p["id"] == intent_id).then(|| p["status"].as_str().unwrap_or_default().to_owned())
+        })
+    }
+
+    /// Checks the ledger's invariant for a user: balance == sum of entries.
+    pub async fn assert_ledger_adds_up(&self, user: &str) {
+        let user_id = coffer::auth::UserId::parse(user).expect("user id");
+        let store = &self.app.app.store;
+        let entries: i64 = store
+            .entry_amounts(&user_id)
+            .await
+            .expect("entries")
+            .iter()
+            .sum();
+        let balance = store
+            .balance(&user_id)
+            .await
+            .expect("balance")
+            .map_or(0, |b| b.balance);
+        assert_eq!(
+            balance, entries,
+            "balance must equal the sum of its entries"
+        );
+    }
+}
+
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn read(response: reqwest::Response) -> Reply {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Reply { status, body }
+}
+
+/// Polls `check` until it returns `Some`, for up to `secs` seconds (webhooks arrive ~1 s late).
+pub async fn eventually<T, F, Fut>(secs: u64, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -72,7 +72,11 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
             &stripe_key,
         )
         .await?;
-    if intent.amount != package.amount || !intent.currency.eq_ignore_ascii_case(package.currency.as_str()) {
+    if intent.amount != package.amount
+        || !intent
+            .currency
+            .eq_ignore_ascii_case(package.currency.as_str())
+    {
         return Err(ApiError::Stripe(format!(
             "stripe returned intent {} with another amount or currency",
             intent.id
@@ -90,7 +94,11 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         created_at_ms: now_ms(),
         description: package.name.clone(),
     };
-    if let Some(winner) = app.store.record_payment(&payment, idem_hash.as_deref()).await? {
+    if let Some(winner) = app
+        .store
+        .record_payment(&payment, idem_hash.as_deref())
+        .await?
+    {
         // A concurrent request with the same key recorded its intent first: answer with that one.
         return replay(app, &package, &winner.package_id, &winner.intent_id).await;
     }
@@ -120,7 +128,9 @@ fn answer(intent: &Intent) -> Result<Response<Body>, ApiError> {
         .client_secret
         .as_deref()
         .ok_or_else(|| ApiError::Stripe("stripe returned no client secret".into()))?;
-    Ok(ok(json!({ "clientSecret": secret, "paymentIntentId": intent.id })))
+    Ok(ok(
+        json!({ "clientSecret": secret, "paymentIntentId": intent.id }),
+    ))
 }
 
 fn metadata(user: &UserId, package: &CreditPackage) -> HashMap<String, String> {

@@ -22,7 +22,11 @@ use crate::App;
 /// that locally each path reaches the very handler its Lambda function runs.
 pub const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/api/stripe/credit-packages", "credit-packages"),
-    ("POST", "/api/stripe/create-payment-intent", "create-payment-intent"),
+    (
+        "POST",
+        "/api/stripe/create-payment-intent",
+        "create-payment-intent",
+    ),
     ("GET", "/api/stripe/balance", "balance"),
     ("GET", "/api/stripe/payment-history", "payment-history"),
     ("POST", "/api/stripe/webhook", "stripe-webhook"),

@@ -59,7 +59,10 @@ async fn credit(app: &App, event: &Event) -> Result<(), ApiError> {
         currency: intent.currency.to_ascii_lowercase(),
         user_id: intent.metadata.get(META_USER).cloned(),
         package_id: intent.metadata.get(META_PACKAGE).cloned(),
-        credits: intent.metadata.get(META_CREDITS).and_then(|c| c.parse().ok()),
+        credits: intent
+            .metadata
+            .get(META_CREDITS)
+            .and_then(|c| c.parse().ok()),
         event_id: event.id.clone(),
     };
     let outcome = app.store.credit_purchase(&paid).await?;

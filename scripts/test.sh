@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, and integration tests over the wire against DynamoDB Local, moto
+# and localstripe, which it installs (project-local) and starts on their own ports, then stops.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+ensure_tools
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+# Ports of their own, so that tests can run beside a running local stack.
+STATE_DIR="$ROOT/.stack/test"
+start_servers "${TEST_DYNAMODB_PORT:-18000}" "${TEST_MOTO_PORT:-15000}" "${TEST_STRIPE_PORT:-18420}"
+export STRIPE_API_BASE="http://127.0.0.1:${TEST_STRIPE_PORT:-18420}"
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo test"
+cargo test --workspace --locked

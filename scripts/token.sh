@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Prints a local JWT (HS256, signed with LOCAL_JWT_SECRET) for the given user id.
+#   scripts/token.sh alice [ttl-seconds]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+cargo build -q -p coffer-dev
+exec "$ROOT/target/debug/coffer-dev" token "$@"
