@@ -9,8 +9,8 @@ pub fn init() {
     let _ = fmt()
         .json()
         .with_env_filter(filter)
-        .with_current_span(true)
-        .with_span_list(false)
+        .with_current_span(false)
+        .with_span_list(true)
         .with_target(false)
         .with_ansi(false)
         .try_init();
