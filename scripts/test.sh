@@ -16,5 +16,7 @@ export STRIPE_API_BASE="http://127.0.0.1:${TEST_STRIPE_PORT:-18420}"
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
+say "cargo build (the function binaries that tests/tests/binaries.rs runs)"
+cargo build --workspace --locked
 say "cargo test"
 cargo test --workspace --locked

@@ -4,6 +4,7 @@
 //! requests into API Gateway v2 events for the very handlers the Lambda functions run.
 
 pub mod router;
+pub mod runtime_api;
 pub mod setup;
 pub mod token;
 

@@ -22,6 +22,7 @@ pub struct TestApp {
     pub stripe_base: String,
     pub webhook_secret: String,
     pub table: String,
+    pub secret_id: String,
     pub app: Arc<router::LocalApi>,
     pub http: reqwest::Client,
 }
@@ -68,7 +69,7 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
     }
     let config = Config {
         table_name: table.clone(),
-        secret_id: Some(secret_id),
+        secret_id: Some(secret_id.clone()),
         stripe_api_base: Some(stripe_base.clone()),
         default_currency: Currency::parse("usd").expect("usd"),
     };
@@ -101,6 +102,7 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
         stripe_base,
         webhook_secret,
         table,
+        secret_id,
         app: api,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
