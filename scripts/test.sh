@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests, and integration tests over the wire against DynamoDB Local, moto
-# and localstripe, which it installs (project-local) and starts on their own ports, then stops.
+# Runs every test: unit tests; integration tests over the wire against DynamoDB Local, moto and
+# localstripe, which it installs (project-local) and starts on their own ports, then stops; the
+# real function binaries fed every events/ file through a local Lambda Runtime API; and the
+# deployment checks (cfn-lint, sam validate --lint, cargo lambda build --release --arm64).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
-ensure_tools
+ensure_tools aws-sam-cli cfn-lint
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
@@ -20,3 +22,6 @@ say "cargo build (the function binaries that tests/tests/binaries.rs runs)"
 cargo build --workspace --locked
 say "cargo test"
 cargo test --workspace --locked
+
+# Template lint/validate, template ↔ crates, release arm64 bootstraps (the slow part: ~10 min cold).
+"$ROOT/scripts/check-deploy.sh"

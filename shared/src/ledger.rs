@@ -76,6 +76,103 @@ impl Payment {
     }
 }
 
+/// Promotional credits granted by an operator, shown in history beside payments.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grant {
+    pub entry_id: String,
+    pub credits: i64,
+    pub currency: Currency,
+    pub reason: String,
+    pub created_at_ms: i64,
+}
+
+/// One line of a user's history: a payment or a grant.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HistoryItem {
+    Payment(Payment),
+    Grant(Grant),
+}
+
+impl HistoryItem {
+    pub fn to_json(&self) -> Value {
+        match self {
+            Self::Payment(payment) => payment.to_json(),
+            Self::Grant(grant) => json!({
+                "id": grant.entry_id,
+                "amount": grant.currency.to_major(0),
+                "creditAmount": grant.currency.to_major(grant.credits),
+                "currency": grant.currency.as_str(),
+                "status": PaymentStatus::Succeeded.as_str(),
+                "createdAt": rfc3339(grant.created_at_ms),
+                "description": format!("Grant: {}", grant.reason),
+                "kind": "grant",
+            }),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Payment(payment) => &payment.intent_id,
+            Self::Grant(grant) => &grant.entry_id,
+        }
+    }
+}
+
+/// The result of a spend, a grant or another keyed credit movement.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MoveOutcome {
+    /// Written now; the entry id.
+    Done(String),
+    /// The same key was used before with the same amount: nothing more was taken.
+    Replayed(String),
+    /// The same key was used before with another amount.
+    KeyConflict,
+    /// Not enough credits; nothing taken.
+    Insufficient,
+}
+
+/// What Stripe says about a charge of a Coffer payment (`charge.refunded`).
+#[derive(Clone, Debug)]
+pub struct RefundedCharge {
+    pub intent_id: String,
+    pub amount: i64,
+    pub amount_refunded: i64,
+    pub currency: String,
+    pub event_id: String,
+}
+
+/// Dispute steps that change a payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisputeStep {
+    Created,
+    FundsWithdrawn,
+    FundsReinstated,
+}
+
+/// The result of applying a refund or dispute event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LifecycleOutcome {
+    /// Applied; credits moved by this signed amount (0 for a status change only).
+    Applied(i64),
+    /// Already applied, or older than what was applied: nothing changed.
+    Unchanged,
+    /// No Coffer payment for this intent.
+    UnknownPayment,
+    /// The payment is not credited yet (or the dispute not withdrawn yet): Stripe should retry.
+    NotReady,
+}
+
+/// Credits to claw back for a cumulative refund: the refunded share of the credits, rounded
+/// down, never more than `credits`.
+pub fn refund_share(credits: i64, amount: i64, amount_refunded: i64) -> i64 {
+    if amount <= 0 || amount_refunded <= 0 {
+        return 0;
+    }
+    let refunded = i128::from(amount_refunded.min(amount));
+    let share = i128::from(credits) * refunded / i128::from(amount);
+    i64::try_from(share).unwrap_or(credits).min(credits)
+}
+
 /// What a `payment_intent.succeeded` event claims was paid.
 #[derive(Clone, Debug)]
 pub struct PaidIntent {
@@ -146,6 +243,16 @@ mod tests {
             assert_eq!(PaymentStatus::parse(status.as_str()), Some(status));
         }
         assert_eq!(PaymentStatus::parse("bogus"), None);
+    }
+
+    #[test]
+    fn refunds_claw_back_their_share_rounded_down() {
+        assert_eq!(refund_share(1650, 1500, 1500), 1650);
+        assert_eq!(refund_share(1650, 1500, 500), 550);
+        assert_eq!(refund_share(1000, 3, 1), 333);
+        assert_eq!(refund_share(1000, 1500, 9999), 1000);
+        assert_eq!(refund_share(1000, 1500, 0), 0);
+        assert_eq!(refund_share(i64::MAX, i64::MAX, i64::MAX - 1), i64::MAX - 1);
     }
 
     #[test]
