@@ -1,15 +1,22 @@
 //! `coffer-dev`: the local stack's command line.
 //!
 //! - `coffer-dev up`: set up the table, packages, secret and webhook, then serve the API.
-//! - `coffer-dev token <user-id> [ttl-seconds]`: print a local JWT for a user.
+//! - `coffer-dev token <user-id> [ttl-seconds]`: print a local JWT for a user
+//!   (`token --service <name>`: a token for `/internal/*`, standing in for IAM locally).
 //! - `coffer-dev sign <event.json> [secret]`: print the event with a fresh `Stripe-Signature`.
+//! - `coffer-dev grant <user-id> <amount> <reason> <key>`: promotional credits (operator).
+//! - `coffer-dev reconcile [hours]`: credit succeeded intents the webhook missed.
+//! - `coffer-dev check`: recompute every balance and payment; exit 1 on any difference.
+//!
+//! `grant`, `reconcile` and `check` act on `TABLE_NAME` with the caller's AWS credentials
+//! (IAM is the authorization), locally or against a deployed stack.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use coffer::config::Config;
 use coffer::{app, telemetry, App};
-use coffer_dev::{router, setup, token};
+use coffer_dev::{ops, router, setup, token};
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name)
@@ -23,6 +30,9 @@ pub const DEFAULT_STRIPE_KEY: &str = "sk_test_coffer_local";
 pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_coffer_local";
 pub const DEFAULT_JWT_SECRET: &str = "coffer-local-jwt-secret";
 
+const USAGE: &str = "usage: coffer-dev up | token [--service] <name> [ttl-seconds] | \
+sign <event.json> [secret] | grant <user-id> <amount> <reason> <key> | reconcile [hours] | check";
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,10 +40,10 @@ async fn main() -> ExitCode {
         Some("up") => up().await,
         Some("token") => print_token(&args[1..]),
         Some("sign") => sign(&args[1..]),
-        _ => Err(
-            "usage: coffer-dev up | token <user-id> [ttl-seconds] | sign <event.json> [secret]"
-                .into(),
-        ),
+        Some("grant") => ops::grant(&args[1..]).await,
+        Some("reconcile") => ops::reconcile(&args[1..]).await,
+        Some("check") => ops::check().await,
+        _ => Err(USAGE.into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,9 +91,11 @@ async fn up() -> Result<(), String> {
 }
 
 fn print_token(args: &[String]) -> Result<(), String> {
-    let user = args
-        .first()
-        .ok_or("usage: coffer-dev token <user-id> [ttl-seconds]")?;
+    let (service, args) = match args.first().map(String::as_str) {
+        Some("--service") => (true, &args[1..]),
+        _ => (false, args),
+    };
+    let user = args.first().ok_or(USAGE)?;
     let ttl = match args.get(1) {
         Some(t) => t
             .parse::<i64>()
@@ -91,7 +103,12 @@ fn print_token(args: &[String]) -> Result<(), String> {
         None => 3600,
     };
     let secret = env_or("LOCAL_JWT_SECRET", DEFAULT_JWT_SECRET);
-    let jwt = token::issue(&secret, user, ttl).map_err(|e| e.to_string())?;
+    let jwt = if service {
+        token::issue_service(&secret, user, ttl)
+    } else {
+        token::issue(&secret, user, ttl)
+    }
+    .map_err(|e| e.to_string())?;
     println!("{jwt}");
     Ok(())
 }

@@ -94,7 +94,16 @@ async fn route(api: Arc<LocalApi>, req: hyper::Request<Incoming>, request_id: St
     } else {
         bearer(&parts.headers).and_then(|token| crate::token::verify(&api.jwt_secret, token))
     };
-    let event = gateway_event(&parts, route_path, &body, claims, &request_id);
+    // `/internal/*` is IAM-authorized when deployed. Locally a service token (`coffer-dev token
+    // --service NAME`) stands in for SigV4, and the caller shows up as an IAM principal.
+    let authorizer = if route_path.starts_with("/internal/") {
+        claims
+            .filter(|c| c.get("role").map(String::as_str) == Some("service"))
+            .map(|c| Authorizer::Iam(c.get("sub").cloned().unwrap_or_default()))
+    } else {
+        claims.map(Authorizer::Jwt)
+    };
+    let event = gateway_event(&parts, route_path, &body, authorizer, &request_id);
     let request = match lambda_http::request::from_str(&event.to_string()) {
         Ok(request) => request,
         Err(_) => {
@@ -128,12 +137,18 @@ fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// What API Gateway's authorizer would have put in the request context.
+enum Authorizer {
+    Jwt(HashMap<String, String>),
+    Iam(String),
+}
+
 /// The API Gateway HTTP API (payload 2.0) event for this request.
 fn gateway_event(
     parts: &hyper::http::request::Parts,
     route_path: &str,
     body: &Bytes,
-    claims: Option<HashMap<String, String>>,
+    authorizer: Option<Authorizer>,
     request_id: &str,
 ) -> Value {
     let mut headers: HashMap<String, String> = HashMap::new();
@@ -179,8 +194,18 @@ fn gateway_event(
         "time": now.unix_timestamp().to_string(),
         "timeEpoch": now.unix_timestamp() * 1000,
     });
-    if let Some(claims) = claims {
-        context["authorizer"] = json!({ "jwt": { "claims": claims, "scopes": null } });
+    match authorizer {
+        Some(Authorizer::Jwt(claims)) => {
+            context["authorizer"] = json!({ "jwt": { "claims": claims, "scopes": null } });
+        }
+        Some(Authorizer::Iam(name)) => {
+            context["authorizer"] = json!({ "iam": {
+                "accessKey": "LOCAL", "accountId": "000000000000", "callerId": name,
+                "principalOrgId": null, "userArn": format!("arn:aws:iam::000000000000:user/{name}"),
+                "userId": name,
+            }});
+        }
+        None => {}
     }
     let mut event = json!({
         "version": "2.0",

@@ -37,6 +37,9 @@ pub enum ApiError {
     Stripe(String),
     #[error("a dependency is unavailable")]
     Unavailable(String),
+    /// An event that can only be applied after another one (Stripe retries it later).
+    #[error("{0}")]
+    RetryLater(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -56,7 +59,7 @@ impl ApiError {
             Self::InsufficientCredits | Self::CardDeclined(_) => StatusCode::PAYMENT_REQUIRED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Stripe(_) => StatusCode::BAD_GATEWAY,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::RetryLater(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,6 +77,7 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::Stripe(_) => "stripe_error",
             Self::Unavailable(_) => "service_unavailable",
+            Self::RetryLater(_) => "retry_later",
             Self::Internal(_) => "internal_error",
         }
     }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
-use stripe_core::payment_intent::{CreatePaymentIntent, RetrievePaymentIntent};
+use stripe_core::payment_intent::{CreatePaymentIntent, ListPaymentIntent, RetrievePaymentIntent};
 use stripe_types::Currency as StripeCurrency;
 
 use crate::http::ApiError;
@@ -30,6 +30,13 @@ pub struct Intent {
     pub client_secret: Option<String>,
     pub metadata: Option<HashMap<String, String>>,
     pub created: Option<i64>,
+}
+
+/// One page of PaymentIntents.
+#[derive(Debug, miniserde::Deserialize)]
+pub struct IntentPage {
+    pub data: Vec<Intent>,
+    pub has_more: bool,
 }
 
 /// What Coffer asks Stripe to charge.
@@ -94,6 +101,24 @@ impl StripeApi {
         RetrievePaymentIntent::new(id)
             .build()
             .customize::<Intent>()
+            .request_strategy(RequestStrategy::Retry(2))
+            .send(&self.client)
+            .await
+            .map_err(map_error)
+    }
+}
+
+impl StripeApi {
+    /// One page of PaymentIntents (newest first at Stripe), after `starting_after` if given.
+    /// Only `limit` and `starting_after` are sent: both Stripe and localstripe accept them.
+    pub async fn list_intents(&self, starting_after: Option<&str>) -> Result<IntentPage, ApiError> {
+        let mut request = ListPaymentIntent::new().limit(100);
+        if let Some(after) = starting_after {
+            request = request.starting_after(after);
+        }
+        request
+            .build()
+            .customize::<IntentPage>()
             .request_strategy(RequestStrategy::Retry(2))
             .send(&self.client)
             .await

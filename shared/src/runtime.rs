@@ -3,22 +3,42 @@
 
 use std::future::Future;
 
-use lambda_http::{service_fn, Body, Error, Request, Response};
+use lambda_http::{service_fn, Body, Error, LambdaEvent, Request, Response};
+use serde_json::Value;
 
 use crate::{telemetry, App};
 
+/// Logging and the `App`, once per cold start. The `App` lives as long as the process, so it is
+/// leaked to `'static` on purpose.
+async fn boot() -> Result<&'static App, Error> {
+    telemetry::init();
+    Ok(Box::leak(Box::new(App::from_env().await?)))
+}
+
 /// Builds the `App` once (failing fast on bad configuration) and serves `handler` on the Lambda
-/// runtime. The `App` lives as long as the process, so it is leaked to `'static` on purpose.
+/// runtime.
 pub async fn serve<F, Fut>(handler: F) -> Result<(), Error>
 where
     F: Fn(&'static App, Request) -> Fut,
     Fut: Future<Output = Response<Body>> + Send,
 {
-    telemetry::init();
-    let app: &'static App = Box::leak(Box::new(App::from_env().await?));
+    let app = boot().await?;
     lambda_http::run(service_fn(move |req: Request| {
         let response = handler(app, req);
         async move { Ok::<_, Error>(response.await) }
+    }))
+    .await
+}
+
+/// The same for a scheduled (EventBridge) function: the handler gets the raw event.
+pub async fn serve_event<F, Fut>(handler: F) -> Result<(), Error>
+where
+    F: Fn(&'static App, LambdaEvent<Value>) -> Fut,
+    Fut: Future<Output = Result<Value, Error>> + Send,
+{
+    let app = boot().await?;
+    lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        handler(app, event)
     }))
     .await
 }

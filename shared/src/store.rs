@@ -27,16 +27,19 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::UserId;
 use crate::http::ApiError;
-use crate::ledger::{now_ms, Balance, CreditOutcome, PaidIntent, Payment, PaymentStatus};
+use crate::ledger::{
+    now_ms, refund_share, Balance, CreditOutcome, DisputeStep, Grant, HistoryItem,
+    LifecycleOutcome, MoveOutcome, PaidIntent, Payment, PaymentStatus, RefundedCharge,
+};
 use crate::money::Currency;
 use crate::packages::CreditPackage;
 
-type Item = HashMap<String, AttributeValue>;
+pub type Item = HashMap<String, AttributeValue>;
 
 /// How long an `Idempotency-Key` is remembered (Stripe keeps its own for 24 h too).
 const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
 /// Attempts of a transaction that lost a race with another one on the same items.
-const CONFLICT_ATTEMPTS: u32 = 4;
+const CONFLICT_ATTEMPTS: u32 = 12;
 pub const GSI1: &str = "gsi1";
 
 /// The remembered answer to a create-payment-intent call.
@@ -60,13 +63,13 @@ fn n(value: i64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+pub fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     item.get(name)
         .and_then(|v| v.as_s().ok())
         .map(String::as_str)
 }
 
-fn get_n(item: &Item, name: &str) -> Option<i64> {
+pub fn get_n(item: &Item, name: &str) -> Option<i64> {
     item.get(name)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
@@ -251,6 +254,7 @@ impl Store {
         item.insert("status".into(), s(payment.status.as_str()));
         item.insert("createdAt".into(), n(payment.created_at_ms));
         item.insert("description".into(), s(&payment.description));
+        item.insert("rev".into(), n(0));
         item.insert("gsi1pk".into(), s(history_pk(&payment.user_id)));
         item.insert(
             "gsi1sk".into(),
@@ -387,38 +391,62 @@ impl Store {
             .build()
             .map_err(build_error)?;
 
+        let items = vec![
+            TransactWriteItem::builder().update(update_payment).build(),
+            TransactWriteItem::builder().put(put_entry).build(),
+            TransactWriteItem::builder().update(update_balance).build(),
+        ];
+        let reasons = match self.transact(items).await? {
+            Ok(()) => return Ok(CreditOutcome::Credited),
+            Err(reasons) => reasons,
+        };
+        Ok(match reasons.first() {
+            Some((Some(code), old)) if code == "ConditionalCheckFailed" => match old {
+                None => CreditOutcome::UnknownPayment,
+                Some(old) if old.contains_key("creditedAt") => CreditOutcome::AlreadyCredited,
+                Some(_) => CreditOutcome::Mismatch,
+            },
+            // The payment matched but the balance is held in another currency.
+            _ => CreditOutcome::Mismatch,
+        })
+    }
+
+    /// Runs a transaction, retrying when it lost a race with another transaction on the same
+    /// items. `Ok(Err(reasons))`: a condition failed (each item's code and old item).
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<Result<(), Vec<Reason>>, ApiError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = self
                 .client
                 .transact_write_items()
-                .transact_items(
-                    TransactWriteItem::builder()
-                        .update(update_payment.clone())
-                        .build(),
-                )
-                .transact_items(TransactWriteItem::builder().put(put_entry.clone()).build())
-                .transact_items(
-                    TransactWriteItem::builder()
-                        .update(update_balance.clone())
-                        .build(),
-                )
+                .set_transact_items(Some(items.clone()))
                 .send()
                 .await;
             let err = match result {
-                Ok(_) => return Ok(CreditOutcome::Credited),
+                Ok(_) => return Ok(Ok(())),
                 Err(err) => err,
             };
             let reasons = cancellation_reasons(&err);
             if reasons.is_empty() {
                 return Err(storage_error(err));
             }
+            let failed = reasons
+                .iter()
+                .any(|(code, _)| code.as_deref() == Some("ConditionalCheckFailed"));
+            if failed {
+                return Ok(Err(reasons));
+            }
             let conflict = reasons
                 .iter()
                 .any(|(code, _)| code.as_deref() == Some("TransactionConflict"));
             if conflict && attempt < CONFLICT_ATTEMPTS {
-                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                // Jittered backoff so that colliding writers spread out.
+                let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt) + jitter)).await;
                 continue;
             }
             if conflict {
@@ -426,20 +454,7 @@ impl Store {
                     "dynamodb: transaction conflict persisted".into(),
                 ));
             }
-            return match reasons.first() {
-                Some((Some(code), old)) if code == "ConditionalCheckFailed" => Ok(match old {
-                    None => CreditOutcome::UnknownPayment,
-                    Some(old) if old.contains_key("creditedAt") => CreditOutcome::AlreadyCredited,
-                    Some(_) => CreditOutcome::Mismatch,
-                }),
-                // The payment matched but the balance is in another currency.
-                _ if reasons.get(2).and_then(|r| r.0.as_deref())
-                    == Some("ConditionalCheckFailed") =>
-                {
-                    Ok(CreditOutcome::Mismatch)
-                }
-                _ => Err(storage_error(err)),
-            };
+            return Err(storage_error(err));
         }
     }
 
@@ -501,7 +516,7 @@ impl Store {
         user: &UserId,
         limit: i32,
         cursor: Option<&str>,
-    ) -> Result<(Vec<Payment>, Option<String>), ApiError> {
+    ) -> Result<(Vec<HistoryItem>, Option<String>), ApiError> {
         let pk = history_pk(user);
         let start = cursor.map(|c| decode_cursor(c, &pk)).transpose()?;
         let output = self
@@ -524,8 +539,8 @@ impl Store {
             .then(|| items.get(page.wrapping_sub(1)))
             .flatten()
             .map(encode_cursor);
-        let payments = items[..page].iter().filter_map(payment_from_item).collect();
-        Ok((payments, next))
+        let history = items[..page].iter().filter_map(history_from_item).collect();
+        Ok((history, next))
     }
 
     /// One payment record (tests and tools).
@@ -541,6 +556,350 @@ impl Store {
             .map_err(storage_error)?
             .item;
         Ok(item.as_ref().and_then(payment_from_item))
+    }
+
+    // ---- spends and grants ------------------------------------------------------------------
+
+    /// Moves `delta` credits for `user` as the entry `entry_id`, exactly once per entry id.
+    /// A negative delta (a spend) never takes the balance below zero; a positive one (a grant)
+    /// is recorded in history too.
+    pub async fn move_credits(
+        &self,
+        user: &UserId,
+        entry_id: &str,
+        kind: &str,
+        delta: i64,
+        currency: &Currency,
+        reason: &str,
+    ) -> Result<MoveOutcome, ApiError> {
+        let now = now_ms();
+        let mut entry = key(user_pk(user), format!("ENTRY#{entry_id}"));
+        entry.insert("kind".into(), s(kind));
+        entry.insert("entryId".into(), s(entry_id));
+        entry.insert("amount".into(), n(delta));
+        entry.insert("currency".into(), s(currency.as_str()));
+        entry.insert("reason".into(), s(reason));
+        entry.insert("createdAt".into(), n(now));
+        if delta > 0 {
+            entry.insert("gsi1pk".into(), s(history_pk(user)));
+            entry.insert("gsi1sk".into(), s(format!("{now:015}#{entry_id}")));
+        }
+        let put_entry = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(entry))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(build_error)?;
+        let balance = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user), "BALANCE")))
+            .expression_attribute_values(":delta", n(delta))
+            .expression_attribute_values(":currency", s(currency.as_str()))
+            .expression_attribute_values(":now", n(now));
+        let balance = if delta < 0 {
+            balance
+                .update_expression("ADD balance :delta SET updatedAt = :now")
+                .condition_expression("balance >= :need AND currency = :currency")
+                .expression_attribute_values(":need", n(delta.saturating_neg()))
+        } else {
+            balance
+                .update_expression("ADD balance :delta SET currency = :currency, updatedAt = :now")
+                .condition_expression("attribute_not_exists(currency) OR currency = :currency")
+        };
+        let items = vec![
+            TransactWriteItem::builder().put(put_entry).build(),
+            TransactWriteItem::builder()
+                .update(balance.build().map_err(build_error)?)
+                .build(),
+        ];
+        let reasons = match self.transact(items).await? {
+            Ok(()) => return Ok(MoveOutcome::Done(entry_id.to_owned())),
+            Err(reasons) => reasons,
+        };
+        match reasons.first() {
+            Some((Some(code), Some(old))) if code == "ConditionalCheckFailed" => {
+                Ok(if get_n(old, "amount") == Some(delta) {
+                    MoveOutcome::Replayed(entry_id.to_owned())
+                } else {
+                    MoveOutcome::KeyConflict
+                })
+            }
+            _ if delta < 0 => Ok(MoveOutcome::Insufficient),
+            _ => Err(ApiError::Internal(format!(
+                "the balance of this user is not in {currency}"
+            ))),
+        }
+    }
+
+    // ---- refunds and disputes ---------------------------------------------------------------
+
+    async fn payment_item(&self, intent_id: &str) -> Result<Option<Item>, ApiError> {
+        Ok(self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(payment_pk(intent_id), "PAY")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(storage_error)?
+            .item)
+    }
+
+    /// One read-then-conditional-write step on a credited payment: `plan` looks at the payment
+    /// and says what to change; the write only lands if nobody changed the payment in between
+    /// (its `rev`), else the step is read and planned again.
+    async fn lifecycle_step<F>(
+        &self,
+        intent_id: &str,
+        plan: F,
+    ) -> Result<LifecycleOutcome, ApiError>
+    where
+        F: Fn(&Item) -> Plan,
+    {
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let Some(item) = self.payment_item(intent_id).await? else {
+                return Ok(LifecycleOutcome::UnknownPayment);
+            };
+            if !item.contains_key("creditedAt") {
+                return Ok(LifecycleOutcome::NotReady);
+            }
+            let (Some(user), Some(currency)) = (
+                get_s(&item, "userId").and_then(UserId::parse),
+                get_s(&item, "currency").map(str::to_owned),
+            ) else {
+                return Err(ApiError::Internal(format!(
+                    "payment {intent_id} is unreadable"
+                )));
+            };
+            let change = match plan(&item) {
+                Plan::Nothing => return Ok(LifecycleOutcome::Unchanged),
+                Plan::NotReady => return Ok(LifecycleOutcome::NotReady),
+                Plan::Change(change) => change,
+            };
+            let rev = get_n(&item, "rev").unwrap_or(0);
+            let mut update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(payment_pk(intent_id), "PAY")))
+                .condition_expression("rev = :rev")
+                .expression_attribute_values(":rev", n(rev))
+                .expression_attribute_values(":next", n(rev + 1))
+                .expression_attribute_values(":now", n(now_ms()))
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", s(change.status.as_str()));
+            let mut sets = vec![
+                "rev = :next".to_string(),
+                "updatedAt = :now".to_string(),
+                "#status = :status".to_string(),
+            ];
+            for (i, (name, value)) in change.set.into_iter().enumerate() {
+                sets.push(format!("{name} = :v{i}"));
+                update = update.expression_attribute_values(format!(":v{i}"), value);
+            }
+            update = update.update_expression(format!("SET {}", sets.join(", ")));
+            let mut items = vec![TransactWriteItem::builder()
+                .update(update.build().map_err(build_error)?)
+                .build()];
+            if change.delta != 0 {
+                let now = now_ms();
+                let mut entry = key(user_pk(&user), format!("ENTRY#{}", change.entry_id));
+                entry.insert("kind".into(), s(change.kind));
+                entry.insert("entryId".into(), s(&change.entry_id));
+                entry.insert("amount".into(), n(change.delta));
+                entry.insert("currency".into(), s(&currency));
+                entry.insert("intentId".into(), s(intent_id));
+                entry.insert("createdAt".into(), n(now));
+                items.push(
+                    TransactWriteItem::builder()
+                        .put(
+                            Put::builder()
+                                .table_name(&self.table)
+                                .set_item(Some(entry))
+                                .condition_expression("attribute_not_exists(pk)")
+                                .build()
+                                .map_err(build_error)?,
+                        )
+                        .build(),
+                );
+                // No floor: credits already spent leave the balance negative, visibly.
+                items.push(
+                    TransactWriteItem::builder()
+                        .update(
+                            Update::builder()
+                                .table_name(&self.table)
+                                .set_key(Some(key(user_pk(&user), "BALANCE")))
+                                .update_expression("ADD balance :delta SET updatedAt = :now")
+                                .expression_attribute_values(":delta", n(change.delta))
+                                .expression_attribute_values(":now", n(now))
+                                .build()
+                                .map_err(build_error)?,
+                        )
+                        .build(),
+                );
+            }
+            match self.transact(items).await? {
+                Ok(()) => return Ok(LifecycleOutcome::Applied(change.delta)),
+                // Someone changed the payment (or wrote this entry) first: look again.
+                Err(_) => continue,
+            }
+        }
+        Err(ApiError::Unavailable(format!(
+            "payment {intent_id} kept changing; try again"
+        )))
+    }
+
+    /// `charge.refunded`: claws back the refunded share of the credits, netted against what
+    /// was already clawed back. Older (smaller cumulative) refunds change nothing.
+    pub async fn apply_refund(
+        &self,
+        charge: &RefundedCharge,
+    ) -> Result<LifecycleOutcome, ApiError> {
+        self.lifecycle_step(&charge.intent_id, |item| {
+            let amount = get_n(item, "amount").unwrap_or(0);
+            let credits = get_n(item, "credits").unwrap_or(0);
+            let currency_matches =
+                get_s(item, "currency").is_some_and(|c| c.eq_ignore_ascii_case(&charge.currency));
+            if charge.amount != amount || !currency_matches {
+                tracing::warn!(intent_id = %charge.intent_id, "refunded charge does not match the payment; ignored");
+                return Plan::Nothing;
+            }
+            let refunded_before = get_n(item, "refundedAmount").unwrap_or(0);
+            if charge.amount_refunded <= refunded_before {
+                return Plan::Nothing;
+            }
+            let clawed = get_n(item, "refundClawed").unwrap_or(0);
+            let held = get_n(item, "disputeHeld").unwrap_or(0);
+            let target = refund_share(credits, amount, charge.amount_refunded);
+            let take = (target - clawed).min(credits - held - clawed).max(0);
+            let disputed = matches!(get_s(item, "disputeState"), Some("open" | "withdrawn"));
+            let status = if disputed {
+                PaymentStatus::Disputed
+            } else if charge.amount_refunded >= amount {
+                PaymentStatus::Refunded
+            } else {
+                PaymentStatus::PartiallyRefunded
+            };
+            Plan::Change(Change {
+                status,
+                set: vec![
+                    ("refundedAmount", n(charge.amount_refunded)),
+                    ("refundClawed", n(clawed + take)),
+                ],
+                delta: -take,
+                kind: "refund",
+                entry_id: format!("refund:{}:{}", charge.intent_id, charge.amount_refunded),
+            })
+        })
+        .await
+    }
+
+    /// `charge.dispute.*`: created marks the payment, funds withdrawn takes the credits that
+    /// refunds left, funds reinstated gives them back; each at most once.
+    pub async fn apply_dispute(
+        &self,
+        intent_id: &str,
+        dispute_id: &str,
+        step: DisputeStep,
+    ) -> Result<LifecycleOutcome, ApiError> {
+        self.lifecycle_step(intent_id, |item| {
+            let state = get_s(item, "disputeState");
+            let credits = get_n(item, "credits").unwrap_or(0);
+            let clawed = get_n(item, "refundClawed").unwrap_or(0);
+            let held = get_n(item, "disputeHeld").unwrap_or(0);
+            let dispute = ("disputeId", s(dispute_id));
+            match step {
+                DisputeStep::Created => match state {
+                    Some(_) => Plan::Nothing,
+                    None => Plan::Change(Change {
+                        status: PaymentStatus::Disputed,
+                        set: vec![("disputeState", s("open")), dispute],
+                        delta: 0,
+                        kind: "dispute",
+                        entry_id: String::new(),
+                    }),
+                },
+                DisputeStep::FundsWithdrawn => match state {
+                    Some("withdrawn" | "reinstated") => Plan::Nothing,
+                    _ => {
+                        let take = (credits - clawed).max(0);
+                        Plan::Change(Change {
+                            status: PaymentStatus::Disputed,
+                            set: vec![
+                                ("disputeState", s("withdrawn")),
+                                ("disputeHeld", n(take)),
+                                dispute,
+                            ],
+                            delta: -take,
+                            kind: "dispute_withdrawn",
+                            entry_id: format!("dispute-withdrawn:{dispute_id}"),
+                        })
+                    }
+                },
+                DisputeStep::FundsReinstated => match state {
+                    Some("reinstated") => Plan::Nothing,
+                    Some("withdrawn") => {
+                        let amount = get_n(item, "amount").unwrap_or(0);
+                        let refunded = get_n(item, "refundedAmount").unwrap_or(0);
+                        let status = if refunded >= amount && amount > 0 {
+                            PaymentStatus::Refunded
+                        } else if refunded > 0 {
+                            PaymentStatus::PartiallyRefunded
+                        } else {
+                            PaymentStatus::Succeeded
+                        };
+                        Plan::Change(Change {
+                            status,
+                            set: vec![
+                                ("disputeState", s("reinstated")),
+                                ("disputeHeld", n(0)),
+                                dispute,
+                            ],
+                            delta: held,
+                            kind: "dispute_reinstated",
+                            entry_id: format!("dispute-reinstated:{dispute_id}"),
+                        })
+                    }
+                    // Reinstated before withdrawn arrived: let Stripe deliver it again later.
+                    _ => Plan::NotReady,
+                },
+            }
+        })
+        .await
+    }
+
+    /// Every item of the table, page by page (the invariant checker's input).
+    pub async fn scan_all(&self) -> Result<Vec<Item>, ApiError> {
+        let mut all = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(storage_error)?;
+            all.extend(page.items().iter().cloned());
+            match page.last_evaluated_key() {
+                Some(last) if !last.is_empty() => start = Some(last.clone()),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// Writes one raw item (tests use it to corrupt a table on purpose).
+    pub async fn put_raw(&self, item: Item) -> Result<(), ApiError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(storage_error)?;
+        Ok(())
     }
 
     // ---- balances ---------------------------------------------------------------------------
@@ -653,10 +1012,29 @@ impl Store {
     }
 }
 
+/// What a lifecycle step wants to do to a payment.
+enum Plan {
+    Nothing,
+    NotReady,
+    Change(Change),
+}
+
+struct Change {
+    status: PaymentStatus,
+    set: Vec<(&'static str, AttributeValue)>,
+    /// Credits to move (0: status only, no entry).
+    delta: i64,
+    kind: &'static str,
+    entry_id: String,
+}
+
+/// A cancelled transaction item: its code and, for a failed condition, the item as it was.
+type Reason = (Option<String>, Option<Item>);
+
 /// Each cancelled item's code and, for failed conditions, the item as it was.
 fn cancellation_reasons<R>(
     err: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
-) -> Vec<(Option<String>, Option<Item>)> {
+) -> Vec<Reason> {
     match err.as_service_error() {
         Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(e)) => e
             .cancellation_reasons()
@@ -681,6 +1059,19 @@ fn package_from_item(item: &Item) -> Option<CreditPackage> {
             .copied()
             .unwrap_or(false),
     })
+}
+
+fn history_from_item(item: &Item) -> Option<HistoryItem> {
+    if get_s(item, "kind") == Some("grant") {
+        return Some(HistoryItem::Grant(Grant {
+            entry_id: get_s(item, "entryId")?.to_owned(),
+            credits: get_n(item, "amount")?,
+            currency: Currency::parse(get_s(item, "currency")?)?,
+            reason: get_s(item, "reason").unwrap_or_default().to_owned(),
+            created_at_ms: get_n(item, "createdAt")?,
+        }));
+    }
+    payment_from_item(item).map(HistoryItem::Payment)
 }
 
 fn payment_from_item(item: &Item) -> Option<Payment> {

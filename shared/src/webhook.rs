@@ -145,10 +145,47 @@ pub struct IntentObject {
     pub status: Option<String>,
 }
 
+/// The charge inside a `charge.*` event.
+#[derive(Debug, Deserialize)]
+pub struct ChargeObject {
+    pub id: String,
+    pub amount: i64,
+    #[serde(default)]
+    pub amount_refunded: i64,
+    pub currency: String,
+    #[serde(default)]
+    pub payment_intent: Option<serde_json::Value>,
+}
+
+/// The dispute inside a `charge.dispute.*` event.
+#[derive(Debug, Deserialize)]
+pub struct DisputeObject {
+    pub id: String,
+    #[serde(default)]
+    pub payment_intent: Option<serde_json::Value>,
+}
+
+/// A PaymentIntent reference: an id, or an expanded object with one.
+pub fn intent_id(reference: Option<&serde_json::Value>) -> Option<String> {
+    match reference? {
+        serde_json::Value::String(id) => Some(id.clone()),
+        serde_json::Value::Object(object) => object.get("id")?.as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
 impl Event {
     /// Parses an event body; `None` when it is not a Stripe event at all.
     pub fn parse(payload: &[u8]) -> Option<Self> {
         serde_json::from_slice(payload).ok()
+    }
+
+    pub fn charge(&self) -> Option<ChargeObject> {
+        ChargeObject::deserialize(&self.data.object).ok()
+    }
+
+    pub fn dispute(&self) -> Option<DisputeObject> {
+        DisputeObject::deserialize(&self.data.object).ok()
     }
 
     /// The PaymentIntent object, when this is a `payment_intent.*` event that has one.

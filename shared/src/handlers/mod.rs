@@ -2,12 +2,15 @@
 //! response in the contract's envelope (errors included): an `Err` never reaches the runtime.
 
 mod balance;
+mod consume_credits;
 mod create_payment_intent;
 mod credit_packages;
 mod payment_history;
 mod stripe_webhook;
+mod stripe_webhook_lifecycle;
 
 pub use balance::balance;
+pub use consume_credits::{consume_credits, internal_consume_credits};
 pub use create_payment_intent::create_payment_intent;
 pub use credit_packages::credit_packages;
 pub use payment_history::payment_history;
@@ -30,6 +33,12 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/api/stripe/balance", "balance"),
     ("GET", "/api/stripe/payment-history", "payment-history"),
     ("POST", "/api/stripe/webhook", "stripe-webhook"),
+    ("POST", "/api/credits/consume", "consume-credits"),
+    (
+        "POST",
+        "/internal/credits/consume",
+        "internal-consume-credits",
+    ),
 ];
 
 /// Runs the handler of the named function.
@@ -40,6 +49,8 @@ pub async fn call(function: &str, app: &App, req: Request) -> Response<Body> {
         "balance" => balance(app, req).await,
         "payment-history" => payment_history(app, req).await,
         "stripe-webhook" => stripe_webhook(app, req).await,
+        "consume-credits" => consume_credits(app, req).await,
+        "internal-consume-credits" => internal_consume_credits(app, req).await,
         _ => ApiError::NotFound("No such route.".into()).into_response(),
     }
 }

@@ -1,13 +1,15 @@
 //! `POST /api/stripe/webhook`: verifies the Stripe signature over the raw body, then applies
 //! `payment_intent.succeeded` (credit exactly once), `payment_intent.payment_failed` and
-//! `payment_intent.canceled` (mark, never move credits). Other types are acknowledged. Storage
+//! `payment_intent.canceled` (mark, never move credits), and refunds and disputes (see
+//! `stripe_webhook_lifecycle`). Other types are acknowledged. Storage
 //! and secret failures answer 5xx so that Stripe retries.
 
 use lambda_http::{Body, Request, Response};
 use time::OffsetDateTime;
 
+use super::stripe_webhook_lifecycle as lifecycle;
 use crate::http::{ack, body_bytes, respond, ApiError, MAX_WEBHOOK_BODY};
-use crate::ledger::{CreditOutcome, PaidIntent, PaymentStatus};
+use crate::ledger::{CreditOutcome, DisputeStep, PaidIntent, PaymentStatus};
 use crate::payments::{META_CREDITS, META_PACKAGE, META_USER};
 use crate::webhook::{self, Event, SignatureError};
 use crate::App;
@@ -44,6 +46,14 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         "payment_intent.succeeded" => credit(app, &event).await?,
         "payment_intent.payment_failed" => mark(app, &event, PaymentStatus::Failed).await?,
         "payment_intent.canceled" => mark(app, &event, PaymentStatus::Canceled).await?,
+        "charge.refunded" => lifecycle::refunded(app, &event).await?,
+        "charge.dispute.created" => lifecycle::dispute(app, &event, DisputeStep::Created).await?,
+        "charge.dispute.funds_withdrawn" => {
+            lifecycle::dispute(app, &event, DisputeStep::FundsWithdrawn).await?
+        }
+        "charge.dispute.funds_reinstated" => {
+            lifecycle::dispute(app, &event, DisputeStep::FundsReinstated).await?
+        }
         _ => tracing::info!(event_type = %event.kind, "event type not handled; acknowledged"),
     }
     Ok(ack())

@@ -1,0 +1,50 @@
+//! The scheduled functions' handlers (EventBridge events, not HTTP): reconciliation and the
+//! invariant check. A run that finds a broken invariant fails, so that the error metric alarms.
+
+use lambda_http::{Error, LambdaEvent};
+use serde_json::{json, Value};
+
+use crate::{invariants, reconcile, App};
+
+/// How far back reconciliation looks when the event does not say (`{"windowHours": n}`).
+const DEFAULT_WINDOW_HOURS: i64 = 72;
+
+pub async fn reconcile_job(app: &'static App, event: LambdaEvent<Value>) -> Result<Value, Error> {
+    let hours = event
+        .payload
+        .get("windowHours")
+        .and_then(Value::as_i64)
+        .filter(|h| (1..=24 * 30).contains(h))
+        .unwrap_or(DEFAULT_WINDOW_HOURS);
+    // Boxed: the future is deep enough to overflow the type layout limit of the binary crate.
+    let report = Box::pin(reconcile::reconcile(app, hours * 3600))
+        .await
+        .map_err(|err| Error::from(format!("reconciliation failed: {}", err.code())))?;
+    Ok(json!(report))
+}
+
+pub async fn invariants_job(app: &'static App, _event: LambdaEvent<Value>) -> Result<Value, Error> {
+    let items = app
+        .store
+        .scan_all()
+        .await
+        .map_err(|err| Error::from(format!("scan failed: {}", err.code())))?;
+    let report = invariants::check(&items);
+    if report.is_clean() {
+        tracing::info!(
+            users = report.users,
+            payments = report.payments,
+            entries = report.entries,
+            "ledger invariants hold"
+        );
+        Ok(json!(report))
+    } else {
+        for violation in &report.violations {
+            tracing::error!(violation = %violation, "ledger invariant broken");
+        }
+        Err(Error::from(format!(
+            "{} ledger invariant violation(s)",
+            report.violations.len()
+        )))
+    }
+}
