@@ -924,26 +924,6 @@ impl Store {
         }))
     }
 
-    /// Every ledger entry amount of a user (for checks and tests).
-    pub async fn entry_amounts(&self, user: &UserId) -> Result<Vec<i64>, ApiError> {
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :entry)")
-            .expression_attribute_values(":pk", s(user_pk(user)))
-            .expression_attribute_values(":entry", s("ENTRY#"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(storage_error)?;
-        Ok(output
-            .items()
-            .iter()
-            .filter_map(|i| get_n(i, "amount"))
-            .collect())
-    }
-
     // ---- schema -----------------------------------------------------------------------------
 
     /// Creates the table (local stack and tests); the SAM template does it when deployed.

@@ -38,6 +38,8 @@ fn required_env(name: &str) -> String {
 pub struct SecretSetup {
     /// Store no secret at all (the id points at nothing).
     pub missing: bool,
+    /// Do not register the webhook with localstripe (a webhook that is unreachable).
+    pub no_webhook: bool,
     /// Store an empty webhook secret.
     pub empty_webhook_secret: bool,
 }
@@ -88,14 +90,16 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
     });
     tokio::spawn(router::serve(listener, api.clone()));
     let base_url = format!("http://127.0.0.1:{port}");
-    setup::register_webhook(
-        &stripe_base,
-        &table,
-        &format!("{base_url}/api/stripe/webhook"),
-        &webhook_secret,
-    )
-    .await
-    .expect("register the webhook with localstripe");
+    if !secret_setup.no_webhook {
+        setup::register_webhook(
+            &stripe_base,
+            &table,
+            &format!("{base_url}/api/stripe/webhook"),
+            &webhook_secret,
+        )
+        .await
+        .expect("register the webhook with localstripe");
+    }
 
     TestApp {
         base_url,
@@ -295,25 +299,41 @@ impl TestApp {
         })
     }
 
-    /// Checks the ledger's invariant for a user: balance == sum of entries.
-    pub async fn assert_ledger_adds_up(&self, user: &str) {
-        let user_id = coffer::auth::UserId::parse(user).expect("user id");
-        let store = &self.app.app.store;
-        let entries: i64 = store
-            .entry_amounts(&user_id)
-            .await
-            .expect("entries")
-            .iter()
-            .sum();
-        let balance = store
-            .balance(&user_id)
-            .await
-            .expect("balance")
-            .map_or(0, |b| b.balance);
-        assert_eq!(
-            balance, entries,
-            "balance must equal the sum of its entries"
+    /// The invariant checker over this test's whole table: every balance equals the sum of its
+    /// entries and every payment's entries add up to what it says it moved.
+    pub async fn assert_invariants(&self) {
+        let items = self.app.app.store.scan_all().await.expect("scan");
+        let report = coffer::invariants::check(&items);
+        assert!(
+            report.is_clean(),
+            "ledger invariants broken: {:?}",
+            report.violations
         );
+    }
+
+    /// Buys `package` for `user` by delivering a signed `payment_intent.succeeded` built from
+    /// localstripe's own intent (no card needed). Returns the intent id.
+    pub async fn bought(&self, user: &str, package: &str) -> String {
+        let intent_id = self.create_intent(user, package).await;
+        let intent = self.stripe_intent(&intent_id).await;
+        let reply = self
+            .deliver_event("payment_intent.succeeded", &intent)
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        intent_id
+    }
+
+    /// Delivers a signed event of `kind` around `object`; the reply.
+    pub async fn deliver_event(&self, kind: &str, object: &Value) -> Reply {
+        let event = self.event(kind, object);
+        self.deliver(&event, Some(&self.sign(&event))).await
+    }
+
+    /// POST /api/credits/consume as `user`.
+    pub async fn spend(&self, user: &str, amount: Value, key: &str) -> Reply {
+        let body = json!({"amount": amount, "reason": "test spend", "idempotencyKey": key});
+        self.post("/api/credits/consume", Some(user), &body.to_string(), &[])
+            .await
     }
 }
 

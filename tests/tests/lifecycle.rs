@@ -1,0 +1,414 @@
+//! The credit lifecycle over the wire: spends, grants, refunds, disputes, reconciliation and the
+//! invariant checker, each scenario ending with the checker passing.
+
+use std::process::Command;
+
+use integration_tests::{eventually, spawn_app, spawn_app_with, SecretSetup, TestApp, JWT_SECRET};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn spending_takes_credits_when_there_are_enough_and_refuses_when_not() {
+    let app = spawn_app().await;
+    app.bought("olga", "starter").await; // 5.00 credits
+
+    let spent = app.spend("olga", json!(2), "order-1").await;
+    assert_eq!(spent.status, 200, "{}", spent.body);
+    assert_eq!(spent.body["data"]["balance"], json!(3.0));
+    let entry = spent.body["data"]["entryId"].as_str().unwrap().to_owned();
+
+    let too_much = app.spend("olga", json!(3.01), "order-2").await;
+    assert_eq!(too_much.status, 402, "{}", too_much.body);
+    assert_eq!(too_much.body["code"], "insufficient_credits");
+    assert_eq!(app.balance("olga").await, 3.0);
+
+    // The same key: the first result, nothing more taken; with another amount: 409.
+    let replay = app.spend("olga", json!(2), "order-1").await;
+    assert_eq!(replay.status, 200);
+    assert_eq!(replay.body["data"]["entryId"], entry.as_str());
+    assert_eq!(app.balance("olga").await, 3.0);
+    let conflict = app.spend("olga", json!(1), "order-1").await;
+    assert_eq!(conflict.status, 409);
+
+    // A user who never bought anything cannot spend.
+    assert_eq!(app.spend("nobody", json!(1), "k").await.status, 402);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn spend_amounts_and_fields_are_validated() {
+    let app = spawn_app().await;
+    app.bought("pat", "starter").await;
+    for amount in [
+        json!(0),
+        json!(-1),
+        json!("1"),
+        json!(0.001),
+        json!(1e300),
+        json!(null),
+        json!(true),
+    ] {
+        let reply = app.spend("pat", amount.clone(), "k1").await;
+        assert_eq!(reply.status, 400, "{amount}: {}", reply.body);
+        assert_eq!(reply.body["code"], "invalid_request");
+    }
+    for body in [
+        json!({"amount": 1, "reason": "r"}),
+        json!({"amount": 1, "idempotencyKey": "k"}),
+        json!({"amount": 1, "reason": "", "idempotencyKey": "k"}),
+        json!({"amount": 1, "reason": "r", "idempotencyKey": ""}),
+    ] {
+        let reply = app
+            .post("/api/credits/consume", Some("pat"), &body.to_string(), &[])
+            .await;
+        assert_eq!(reply.status, 400, "{body}: {}", reply.body);
+    }
+    // A userId in the public route's body is not identity: pat's own credits are spent.
+    let body = json!({"amount": 1, "reason": "r", "idempotencyKey": "k2", "userId": "victim"});
+    let reply = app
+        .post("/api/credits/consume", Some("pat"), &body.to_string(), &[])
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(app.balance("pat").await, 4.0);
+    assert_eq!(
+        app.post("/api/credits/consume", None, &body.to_string(), &[])
+            .await
+            .status,
+        401
+    );
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_spends_of_one_against_twenty_succeed_exactly_twenty_times() {
+    let app = spawn_app().await;
+    grant(&app, "quinn", "20", "k-quinn");
+    assert_eq!(app.balance("quinn").await, 20.0);
+
+    let token = app.token("quinn");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let request = app
+            .http
+            .post(format!("{}/api/credits/consume", app.base_url))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(
+                json!({"amount": 1, "reason": "burst", "idempotencyKey": format!("burst-{i}")})
+                    .to_string(),
+            );
+        tasks.spawn(async move { request.send().await.map(|r| r.status().as_u16()) });
+    }
+    let mut statuses = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        statuses.push(done.unwrap().unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 402).count();
+    assert_eq!((ok, refused), (20, 30), "statuses: {statuses:?}");
+    assert_eq!(app.balance("quinn").await, 0.0);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn the_internal_route_spends_for_a_named_user_only_with_iam() {
+    let app = spawn_app().await;
+    app.bought("rita", "starter").await;
+    let body =
+        json!({"userId": "rita", "amount": 1.5, "reason": "api call", "idempotencyKey": "i-1"})
+            .to_string();
+    let url = format!("{}/internal/credits/consume", app.base_url);
+    let service = coffer_dev::token::issue_service(JWT_SECRET, "app-backend", 60).unwrap();
+    let reply = app
+        .http
+        .post(&url)
+        .bearer_auth(&service)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(app.balance("rita").await, 3.5);
+
+    // A user's token is not IAM: 403, nothing taken.
+    let user = app.token("rita");
+    let reply = app
+        .http
+        .post(&url)
+        .bearer_auth(&user)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 403);
+    let reply = app.http.post(&url).body(body).send().await.unwrap();
+    assert_eq!(reply.status(), 403);
+    assert_eq!(app.balance("rita").await, 3.5);
+    app.assert_invariants().await;
+}
+
+/// `coffer-dev grant`, the operator command, against this test's table.
+fn grant(app: &TestApp, user: &str, amount: &str, key: &str) {
+    let status = coffer_dev_command(app, &["grant", user, amount, "welcome bonus", key]);
+    assert!(status.success(), "grant failed");
+}
+
+fn coffer_dev_command(app: &TestApp, args: &[&str]) -> std::process::ExitStatus {
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/coffer-dev");
+    Command::new(bin)
+        .args(args)
+        .env("TABLE_NAME", &app.table)
+        .env("STRIPE_SECRET_ID", &app.secret_id)
+        .env("STRIPE_API_BASE", &app.stripe_base)
+        .status()
+        .expect("run coffer-dev (scripts/test.sh builds it)")
+}
+
+#[tokio::test]
+async fn grants_are_their_own_entries_shown_in_history_and_granted_once() {
+    let app = spawn_app().await;
+    grant(&app, "sam", "7.5", "promo-2026");
+    grant(&app, "sam", "7.5", "promo-2026");
+    assert_eq!(app.balance("sam").await, 7.5);
+    let history = app.get("/api/stripe/payment-history", Some("sam")).await;
+    let items = history.body["data"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", history.body);
+    assert_eq!(items[0]["kind"], "grant");
+    assert_eq!(items[0]["creditAmount"], json!(7.5));
+    assert_eq!(items[0]["description"], "Grant: welcome bonus");
+    app.assert_invariants().await;
+}
+
+/// localstripe's charge for a paid intent, with Stripe's cumulative `amount_refunded`.
+async fn charge(app: &TestApp, intent_id: &str, amount_refunded: i64) -> Value {
+    let intent = app.stripe_intent(intent_id).await;
+    let mut charge = intent["latest_charge"].clone();
+    assert!(
+        charge.is_object(),
+        "localstripe should expose the charge: {intent}"
+    );
+    charge["amount_refunded"] = json!(amount_refunded);
+    charge["refunded"] = json!(amount_refunded >= charge["amount"].as_i64().unwrap());
+    charge["payment_intent"] = json!(intent_id);
+    charge
+}
+
+async fn paid_by_card(app: &TestApp, user: &str, package: &str, credits: f64) -> String {
+    let intent_id = app.create_intent(user, package).await;
+    assert_eq!(
+        app.pay_with_card(&intent_id, "4242424242424242")
+            .await
+            .status,
+        200
+    );
+    let credited = eventually(20, || async {
+        (app.balance(user).await >= credits).then_some(())
+    })
+    .await;
+    assert!(credited.is_some(), "the webhook should credit {user}");
+    intent_id
+}
+
+#[tokio::test]
+async fn partial_and_full_refunds_net_correctly_in_any_order_with_duplicates() {
+    let app = spawn_app().await;
+    let pi = paid_by_card(&app, "tess", "standard", 16.5).await; // 15.00 paid, 16.50 credits
+
+    let partial = charge(&app, &pi, 500).await; // a third refunded → 5.50 credits back
+    for _ in 0..2 {
+        assert_eq!(
+            app.deliver_event("charge.refunded", &partial).await.status,
+            200
+        );
+    }
+    assert_eq!(app.balance("tess").await, 11.0);
+    assert_eq!(
+        app.history_status("tess", &pi).await.as_deref(),
+        Some("partially_refunded")
+    );
+
+    let full = charge(&app, &pi, 1500).await;
+    assert_eq!(
+        app.deliver_event("charge.refunded", &full).await.status,
+        200
+    );
+    // The older partial event arriving late, and the full one again, change nothing.
+    assert_eq!(
+        app.deliver_event("charge.refunded", &partial).await.status,
+        200
+    );
+    assert_eq!(
+        app.deliver_event("charge.refunded", &full).await.status,
+        200
+    );
+    assert_eq!(app.balance("tess").await, 0.0);
+    assert_eq!(
+        app.history_status("tess", &pi).await.as_deref(),
+        Some("refunded")
+    );
+    app.assert_invariants().await;
+
+    // Full first, then a late partial: still exactly the full clawback.
+    let pi2 = paid_by_card(&app, "tess", "starter", 5.0).await;
+    assert_eq!(
+        app.deliver_event("charge.refunded", &charge(&app, &pi2, 500).await)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.deliver_event("charge.refunded", &charge(&app, &pi2, 200).await)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(app.balance("tess").await, 0.0);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_refund_after_spending_leaves_a_visible_negative_balance() {
+    let app = spawn_app().await;
+    let pi = paid_by_card(&app, "uma", "starter", 5.0).await;
+    assert_eq!(app.spend("uma", json!(4), "u-1").await.status, 200);
+    assert_eq!(
+        app.deliver_event("charge.refunded", &charge(&app, &pi, 500).await)
+            .await
+            .status,
+        200
+    );
+    let balance = app.get("/api/stripe/balance", Some("uma")).await;
+    assert_eq!(
+        balance.body["data"],
+        json!({"balance": -4.0, "currency": "usd"})
+    );
+    // Spending is refused while negative.
+    assert_eq!(app.spend("uma", json!(0.01), "u-2").await.status, 402);
+    app.assert_invariants().await;
+}
+
+fn dispute(intent_id: &str, charge_id: &str) -> Value {
+    json!({"id": format!("dp_{intent_id}"), "object": "dispute", "amount": 500, "currency": "usd",
+           "charge": charge_id, "payment_intent": intent_id, "status": "needs_response", "reason": "fraudulent"})
+}
+
+#[tokio::test]
+async fn a_dispute_withdraws_then_reinstates_each_once() {
+    let app = spawn_app().await;
+    let pi = paid_by_card(&app, "vic", "starter", 5.0).await;
+    let charge_id = charge(&app, &pi, 0).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dispute = dispute(&pi, &charge_id);
+
+    assert_eq!(
+        app.deliver_event("charge.dispute.created", &dispute)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.history_status("vic", &pi).await.as_deref(),
+        Some("disputed")
+    );
+    assert_eq!(app.balance("vic").await, 5.0);
+
+    for _ in 0..2 {
+        assert_eq!(
+            app.deliver_event("charge.dispute.funds_withdrawn", &dispute)
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(app.balance("vic").await, 0.0);
+    app.assert_invariants().await;
+
+    for _ in 0..2 {
+        assert_eq!(
+            app.deliver_event("charge.dispute.funds_reinstated", &dispute)
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(app.balance("vic").await, 5.0);
+    assert_eq!(
+        app.history_status("vic", &pi).await.as_deref(),
+        Some("succeeded")
+    );
+    app.assert_invariants().await;
+
+    // Reinstated before withdrawn (out of order): 503 so Stripe redelivers it later.
+    let pi2 = paid_by_card(&app, "vic", "starter", 10.0).await;
+    let early = self::dispute(&pi2, "ch_x");
+    assert_eq!(
+        app.deliver_event("charge.dispute.funds_reinstated", &early)
+            .await
+            .status,
+        503
+    );
+    assert_eq!(app.balance("vic").await, 10.0);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn reconciliation_credits_a_payment_the_webhook_missed_exactly_once() {
+    let app = spawn_app_with(SecretSetup {
+        no_webhook: true,
+        ..Default::default()
+    })
+    .await;
+    let pi = app.create_intent("walt", "pro").await;
+    assert_eq!(app.pay_with_card(&pi, "4242424242424242").await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        app.balance("walt").await,
+        0.0,
+        "the webhook never reached this app"
+    );
+
+    let first = coffer::reconcile::reconcile(&app.app.app, 3600)
+        .await
+        .expect("reconcile");
+    assert_eq!(first.credited, vec![pi.clone()]);
+    assert_eq!(app.balance("walt").await, 60.0);
+    let second = coffer::reconcile::reconcile(&app.app.app, 3600)
+        .await
+        .expect("reconcile");
+    assert!(second.credited.is_empty(), "{second:?}");
+    assert!(second.already_credited >= 1);
+    assert_eq!(app.balance("walt").await, 60.0);
+    // The command an operator runs does the same, and changes nothing now.
+    assert!(coffer_dev_command(&app, &["reconcile", "1"]).success());
+    assert_eq!(app.balance("walt").await, 60.0);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn the_invariant_checker_fails_on_a_deliberately_corrupted_table() {
+    let app = spawn_app().await;
+    app.bought("xena", "starter").await;
+    assert!(coffer_dev_command(&app, &["check"]).success());
+
+    // Credits that appear without an entry.
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let item = [
+        ("pk", AttributeValue::S("USER#xena".into())),
+        ("sk", AttributeValue::S("BALANCE".into())),
+        ("balance", AttributeValue::N("100500".into())),
+        ("currency", AttributeValue::S("usd".into())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    app.app.app.store.put_raw(item).await.unwrap();
+
+    let report = coffer::invariants::check(&app.app.app.store.scan_all().await.unwrap());
+    assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+    assert!(report.violations[0].contains("USER#xena"));
+    assert!(
+        !coffer_dev_command(&app, &["check"]).success(),
+        "check must exit non-zero"
+    );
+}
