@@ -80,7 +80,6 @@ async fn every_sample_event_gets_its_expected_status_from_the_real_binary() {
 
     for (name, want) in expected.iter().filter(|(k, _)| !k.starts_with('_')) {
         let function = want["function"].as_str().expect("function");
-        let status = want["status"].as_u64().expect("status");
         let text = std::fs::read_to_string(events.join(name)).expect("event file");
         let text = if function == "stripe-webhook" && name != "webhook-bad-signature.json" {
             coffer_dev::resign(&text, &app.webhook_secret).expect("re-sign")
@@ -89,6 +88,12 @@ async fn every_sample_event_gets_its_expected_status_from_the_real_binary() {
         };
         let event: Value = serde_json::from_str(&text).expect("event JSON");
         let reply = invoke_binary(&app, function, event).await;
+        if let Some(field) = want.get("job").and_then(Value::as_str) {
+            // A scheduled job answers with its report.
+            assert!(reply.get(field).is_some(), "{name}: {reply}");
+            continue;
+        }
+        let status = want["status"].as_u64().expect("status");
         assert_eq!(
             reply["statusCode"].as_u64(),
             Some(status),
