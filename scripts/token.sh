@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prints a local JWT (HS256, signed with LOCAL_JWT_SECRET) for the given user id.
 #   scripts/token.sh alice [ttl-seconds]
+#   scripts/token.sh --service app-backend   (locally stands in for IAM on /internal/*)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
