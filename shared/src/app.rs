@@ -56,14 +56,21 @@ impl App {
     }
 
     pub fn new(config: Config, sdk: &SdkConfig) -> Self {
-        let store = Store::new(
+        Self::from_clients(
+            config,
             aws_sdk_dynamodb::Client::new(sdk),
-            config.table_name.clone(),
-        );
-        let secrets = SecretsCache::new(
             aws_sdk_secretsmanager::Client::new(sdk),
-            config.secret_id.clone(),
-        );
+        )
+    }
+
+    /// The same from ready clients (tests point them at fault-injecting proxies).
+    pub fn from_clients(
+        config: Config,
+        dynamodb: aws_sdk_dynamodb::Client,
+        secrets_manager: aws_sdk_secretsmanager::Client,
+    ) -> Self {
+        let store = Store::new(dynamodb, config.table_name.clone());
+        let secrets = SecretsCache::new(secrets_manager, config.secret_id.clone());
         Self {
             config,
             store,

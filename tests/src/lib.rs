@@ -4,6 +4,7 @@
 //! started by `scripts/test.sh`, which exports their URLs.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use coffer::config::Config;
 use coffer::money::Currency;
 use coffer::{app, App};
 use coffer_dev::{router, setup, token};
+use proxy::FaultProxy;
 use serde_json::{json, Value};
 
 /// The Stripe key used with localstripe (it accepts any `sk_` key).
@@ -25,6 +27,54 @@ pub struct TestApp {
     pub secret_id: String,
     pub app: Arc<router::LocalApi>,
     pub http: reqwest::Client,
+    /// The fault proxies in front of DynamoDB, Secrets Manager and Stripe, when asked for.
+    pub proxies: Option<Proxies>,
+    delivered: AtomicUsize,
+    invariant_checks: AtomicUsize,
+}
+
+pub struct Proxies {
+    pub dynamodb: FaultProxy,
+    pub secrets: FaultProxy,
+    pub stripe: FaultProxy,
+}
+
+impl Proxies {
+    pub fn faults(&self) -> usize {
+        [&self.dynamodb, &self.secrets, &self.stripe]
+            .iter()
+            .map(|p| p.faulted.load(Ordering::SeqCst))
+            .sum()
+    }
+}
+
+/// Each test's figures go to `COFFER_REPORT_FILE` (one JSON line per test) when it ends, so
+/// that `scripts/test.sh` can print the closing table.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let Ok(path) = std::env::var("COFFER_REPORT_FILE") else {
+            return;
+        };
+        let scenario = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_owned();
+        let line = json!({
+            "scenario": scenario,
+            "events": self.delivered.load(Ordering::SeqCst),
+            "faults": self.proxies.as_ref().map_or(0, Proxies::faults),
+            "invariantChecks": self.invariant_checks.load(Ordering::SeqCst),
+            "result": if std::thread::panicking() { "FAILED" } else { "passed" },
+        });
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(file, "{line}");
+        }
+    }
 }
 
 fn required_env(name: &str) -> String {
@@ -40,6 +90,8 @@ pub struct SecretSetup {
     pub missing: bool,
     /// Do not register the webhook with localstripe (a webhook that is unreachable).
     pub no_webhook: bool,
+    /// Put a fault proxy in front of DynamoDB, Secrets Manager and Stripe.
+    pub proxied: bool,
     /// Store an empty webhook secret.
     pub empty_webhook_secret: bool,
 }
@@ -48,9 +100,35 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(SecretSetup::default()).await
 }
 
+/// Sends the in-process functions' logs (the same JSON lines as in Lambda, at the production
+/// level) to `COFFER_TEST_LOG`, so that `scripts/test.sh` can scan the whole run for secrets.
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(path) = std::env::var("COFFER_TEST_LOG") else {
+            return;
+        };
+        let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        else {
+            return;
+        };
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_current_span(false)
+            .with_span_list(true)
+            .with_writer(std::sync::Mutex::new(file))
+            .try_init();
+    });
+}
+
 pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
-    required_env("AWS_ENDPOINT_URL_DYNAMODB");
-    required_env("AWS_ENDPOINT_URL_SECRETS_MANAGER");
+    capture_logs();
+    let dynamodb_url = required_env("AWS_ENDPOINT_URL_DYNAMODB");
+    let secrets_url = required_env("AWS_ENDPOINT_URL_SECRETS_MANAGER");
     let stripe_base = required_env("STRIPE_API_BASE");
     let id = uuid::Uuid::new_v4().simple().to_string();
     let table = format!("coffer-test-{id}");
@@ -69,16 +147,41 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
             .await
             .expect("store the test secret in moto");
     }
-    let config = Config {
+    let mut config = Config {
         table_name: table.clone(),
         secret_id: Some(secret_id.clone()),
         stripe_api_base: Some(stripe_base.clone()),
         default_currency: Currency::parse("usd").expect("usd"),
     };
-    let app = App::new(config, &sdk);
-    setup::table_and_packages(&app.store)
+    setup::table_and_packages(&App::new(config.clone(), &sdk).store)
         .await
         .expect("create the test table");
+    let proxies = if secret_setup.proxied {
+        Some(Proxies {
+            dynamodb: FaultProxy::start(&proxy::authority(&dynamodb_url)).await,
+            secrets: FaultProxy::start(&proxy::authority(&secrets_url)).await,
+            stripe: FaultProxy::start(&proxy::authority(&stripe_base)).await,
+        })
+    } else {
+        None
+    };
+    let app = match &proxies {
+        None => App::new(config, &sdk),
+        Some(p) => {
+            config.stripe_api_base = Some(p.stripe.url.clone());
+            let dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .endpoint_url(&p.dynamodb.url)
+                .build();
+            let secrets = aws_sdk_secretsmanager::config::Builder::from(&sdk)
+                .endpoint_url(&p.secrets.url)
+                .build();
+            App::from_clients(
+                config,
+                aws_sdk_dynamodb::Client::from_conf(dynamodb),
+                aws_sdk_secretsmanager::Client::from_conf(secrets),
+            )
+        }
+    };
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -112,6 +215,9 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("http client"),
+        proxies,
+        delivered: AtomicUsize::new(0),
+        invariant_checks: AtomicUsize::new(0),
     }
 }
 
@@ -181,6 +287,7 @@ impl TestApp {
 
     /// Sends a webhook body with the given `Stripe-Signature` (or none).
     pub async fn deliver(&self, body: &str, signature: Option<&str>) -> Reply {
+        self.delivered.fetch_add(1, Ordering::SeqCst);
         let mut req = self
             .http
             .post(format!("{}/api/stripe/webhook", self.base_url))
@@ -199,6 +306,7 @@ impl TestApp {
         signature: &str,
         count: usize,
     ) -> Vec<u16> {
+        self.delivered.fetch_add(count, Ordering::SeqCst);
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..count {
             let request = self
@@ -214,6 +322,11 @@ impl TestApp {
             statuses.push(result.expect("task").expect("delivery"));
         }
         statuses
+    }
+
+    /// Counts a delivery made by a test's own request builder (for the closing report).
+    pub fn count_delivery(&self) {
+        self.delivered.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Signs `body` now with this app's webhook secret, as Stripe would.
@@ -302,6 +415,7 @@ impl TestApp {
     /// The invariant checker over this test's whole table: every balance equals the sum of its
     /// entries and every payment's entries add up to what it says it moved.
     pub async fn assert_invariants(&self) {
+        self.invariant_checks.fetch_add(1, Ordering::SeqCst);
         let items = self.app.app.store.scan_all().await.expect("scan");
         let report = coffer::invariants::check(&items);
         assert!(
@@ -376,3 +490,4 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+pub mod proxy;

@@ -21,6 +21,20 @@ fn bin_dir() -> PathBuf {
         .unwrap_or_else(|| workspace().join("target/debug"))
 }
 
+/// The binaries' output joins the captured log of the run (see `COFFER_TEST_LOG`).
+fn log_sink() -> Stdio {
+    std::env::var("COFFER_TEST_LOG")
+        .ok()
+        .and_then(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()
+        })
+        .map_or_else(Stdio::null, Stdio::from)
+}
+
 async fn invoke_binary(app: &TestApp, function: &str, event: Value) -> Value {
     let binary = bin_dir().join(function);
     assert!(
@@ -37,8 +51,8 @@ async fn invoke_binary(app: &TestApp, function: &str, event: Value) -> Value {
         .env("TABLE_NAME", &app.table)
         .env("STRIPE_SECRET_ID", &app.secret_id)
         .env("STRIPE_API_BASE", &app.stripe_base)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(log_sink())
+        .stderr(log_sink())
         .kill_on_drop(true)
         .spawn()
         .expect("start the function binary");
