@@ -16,12 +16,21 @@ STATE_DIR="$ROOT/.stack/test"
 start_servers "${TEST_DYNAMODB_PORT:-18000}" "${TEST_MOTO_PORT:-15000}" "${TEST_STRIPE_PORT:-18420}"
 export STRIPE_API_BASE="http://127.0.0.1:${TEST_STRIPE_PORT:-18420}"
 
+# Every log line of the run (in-process functions and the real binaries) and each test's figures.
+export COFFER_TEST_LOG="$STATE_DIR/functions.log" COFFER_REPORT_FILE="$STATE_DIR/report.jsonl"
+rm -f "$COFFER_TEST_LOG" "$COFFER_REPORT_FILE"
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo build (the function binaries that tests/tests/binaries.rs runs)"
 cargo build --workspace --locked
 say "cargo test"
 cargo test --workspace --locked
+
+say "secrecy: scanning every captured log line"
+"$ROOT/scripts/scan-secrets.sh" "$COFFER_TEST_LOG" 200
+say "reliability report"
+python3 "$ROOT/scripts/report.py" "$COFFER_REPORT_FILE"
 
 # Template lint/validate, template ↔ crates, release arm64 bootstraps (the slow part: ~10 min cold).
 # (COFFER_SKIP_DEPLOY_CHECKS=1 skips them while iterating; CI never sets it.)

@@ -17,6 +17,14 @@ pub async fn payment_history(app: &App, req: Request) -> Response<Body> {
 async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let user = auth::user_id(req)?;
     let query = req.query_string_parameters_ref();
+    for name in ["limit", "cursor"] {
+        if query
+            .and_then(|q| q.all(name))
+            .is_some_and(|values| values.len() > 1)
+        {
+            return Err(ApiError::bad_request(format!("{name} may be given once.")));
+        }
+    }
     let limit = match query.and_then(|q| q.first("limit")) {
         None => DEFAULT_LIMIT,
         Some(text) => text
