@@ -117,4 +117,5 @@ async fn every_sample_event_gets_its_expected_status_from_the_real_binary() {
             .unwrap_or_else(|_| panic!("{name}: body is not JSON: {reply}"));
         assert_eq!(body["success"], status == 200, "{name}: {body}");
     }
+    app.assert_invariants().await;
 }

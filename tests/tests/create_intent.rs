@@ -46,6 +46,7 @@ async fn bad_requests_get_the_envelope_and_the_right_status() {
         .await
         .unwrap();
     assert_eq!(forged.status(), 401);
+    app.assert_invariants().await;
 }
 
 #[tokio::test]
@@ -102,6 +103,7 @@ async fn the_same_idempotency_key_returns_the_same_intent_and_conflicts_on_anoth
 
     let history = app.get("/api/stripe/payment-history", Some("hank")).await;
     assert_eq!(history.body["data"].as_array().unwrap().len(), 1);
+    app.assert_invariants().await;
 }
 
 #[tokio::test]
@@ -129,4 +131,5 @@ async fn a_missing_secret_is_a_503_envelope_not_a_crash() {
         app.get("/api/stripe/balance", Some("jack")).await.status,
         200
     );
+    app.assert_invariants().await;
 }

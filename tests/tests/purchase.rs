@@ -119,6 +119,7 @@ async fn users_never_see_each_others_balance_or_history() {
         )
         .await;
     assert_eq!(stolen.status, 400);
+    app.assert_invariants().await;
 }
 
 #[tokio::test]
@@ -160,6 +161,7 @@ async fn history_pages_newest_first_with_next_cursor() {
         assert_eq!(reply.status, 400, "{bad}");
         assert_eq!(reply.body["success"], false);
     }
+    app.assert_invariants().await;
 }
 
 #[tokio::test]
@@ -182,4 +184,5 @@ async fn packages_list_active_ones_cheapest_first() {
     let anonymous = app.get("/api/stripe/credit-packages", None).await;
     assert_eq!(anonymous.status, 401);
     assert_eq!(anonymous.body["code"], "unauthorized");
+    app.assert_invariants().await;
 }

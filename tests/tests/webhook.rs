@@ -112,6 +112,7 @@ async fn an_empty_webhook_secret_is_a_configuration_error_not_accept_all() {
     let reply = app.deliver(body, Some(&signed_with_empty)).await;
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert_eq!(reply.body["code"], "service_unavailable");
+    app.assert_invariants().await;
 }
 
 #[tokio::test]
@@ -182,4 +183,5 @@ async fn canceled_intents_are_marked_and_move_no_credits() {
         Some("canceled")
     );
     assert_eq!(app.balance("nia").await, 0.0);
+    app.assert_invariants().await;
 }
