@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Benchmark (not part of the tests' pass/fail): builds release binaries for this machine and the
+# Node.js peer, starts DynamoDB Local, moto and localstripe on their own ports, and prints one
+# row per function (size, zip, init, first/warm latency, own overhead, peak RSS, calls per
+# request), the Node peer's row and the Rust/Node ratios, then which targets were met.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+ensure_tools
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+say "npm install (bench/node-peer: stripe, @aws-sdk/client-dynamodb, @aws-sdk/client-secrets-manager)"
+(cd bench/node-peer && npm install --silent --no-audit --no-fund >/dev/null)
+
+functions=$(ls functions)
+packages=(-p coffer-bench)
+for name in $functions; do packages+=(-p "$name"); done
+say "cargo build --release (this machine's architecture; fat LTO, opt-level z)"
+cargo build --release --locked "${packages[@]}"
+
+STATE_DIR="$ROOT/.stack/bench"
+start_servers "${BENCH_DYNAMODB_PORT:-38000}" "${BENCH_MOTO_PORT:-35000}" "${BENCH_STRIPE_PORT:-38420}"
+export STRIPE_API_BASE="http://127.0.0.1:${BENCH_STRIPE_PORT:-38420}"
+"$ROOT/target/release/coffer-bench"
