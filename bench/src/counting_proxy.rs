@@ -43,7 +43,13 @@ impl CountingProxy {
                 let (state, client, upstream) = (state.clone(), client.clone(), upstream.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
-                        forward(service, req, state.clone(), client.clone(), upstream.clone())
+                        forward(
+                            service,
+                            req,
+                            state.clone(),
+                            client.clone(),
+                            upstream.clone(),
+                        )
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -70,13 +76,25 @@ async fn forward(
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: String,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
-    let name = match req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()) {
+    let name = match req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(target) => format!("{service}:{}", target.rsplit('.').next().unwrap_or(target)),
         None => format!("{service}:{} {}", req.method(), req.uri().path()),
     };
     let (mut parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
     parts.uri = match format!("{upstream}{path}").parse() {
         Ok(uri) => uri,
         Err(_) => return Ok(hyper::Response::new(Full::new(Bytes::new()))),
@@ -88,7 +106,11 @@ async fn forward(
     let reply = match outcome {
         Ok(response) => {
             let (parts, body) = response.into_parts();
-            let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             hyper::Response::from_parts(parts, Full::new(bytes))
         }
         Err(_) => {

@@ -129,7 +129,9 @@ fn zipped_size(path: &Path) -> u64 {
 }
 
 fn dir_size(path: &Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
     if meta.is_dir() {
         std::fs::read_dir(path)
             .map(|entries| entries.flatten().map(|e| dir_size(&e.path())).sum())
@@ -250,10 +252,26 @@ fn print(rows: &[Row]) {
             r.zipped as f64 / 1e6,
             ms(percentile(&r.init, 0.5)),
             ms(percentile(&r.init, 1.0)),
-            if r.first.is_empty() { "-".into() } else { ms(percentile(&r.first, 0.5)) },
-            if r.warm.is_empty() { "-".into() } else { ms(percentile(&r.warm, 0.5)) },
-            if r.warm.is_empty() { "-".into() } else { ms(percentile(&r.warm, 0.99)) },
-            if r.overhead.is_empty() { "-".into() } else { ms(percentile(&r.overhead, 0.99)) },
+            if r.first.is_empty() {
+                "-".into()
+            } else {
+                ms(percentile(&r.first, 0.5))
+            },
+            if r.warm.is_empty() {
+                "-".into()
+            } else {
+                ms(percentile(&r.warm, 0.5))
+            },
+            if r.warm.is_empty() {
+                "-".into()
+            } else {
+                ms(percentile(&r.warm, 0.99))
+            },
+            if r.overhead.is_empty() {
+                "-".into()
+            } else {
+                ms(percentile(&r.overhead, 0.99))
+            },
             r.rss_kb as f64 / 1024.0,
             r.calls,
             r.secrets_per_cold_start,
@@ -267,9 +285,10 @@ async fn main() {
     let ddb = env("AWS_ENDPOINT_URL_DYNAMODB");
     let sm = env("AWS_ENDPOINT_URL_SECRETS_MANAGER");
     let stripe = env("STRIPE_API_BASE");
-    let bin_dir = PathBuf::from(std::env::var("COFFER_BENCH_BIN_DIR").unwrap_or_else(|_| {
-        root().join("target/release").to_string_lossy().into_owned()
-    }));
+    let bin_dir = PathBuf::from(
+        std::env::var("COFFER_BENCH_BIN_DIR")
+            .unwrap_or_else(|_| root().join("target/release").to_string_lossy().into_owned()),
+    );
 
     // A fresh table and secret for this run.
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -285,7 +304,9 @@ async fn main() {
     let app = coffer::App::new(config, &sdk);
     setup::table_and_packages(&app.store).await.expect("table");
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
-    setup::store_secret(&secrets, &secret_id, STRIPE_KEY, WEBHOOK_SECRET).await.expect("secret");
+    setup::store_secret(&secrets, &secret_id, STRIPE_KEY, WEBHOOK_SECRET)
+        .await
+        .expect("secret");
 
     let proxies = Proxies {
         dynamodb: CountingProxy::start("dynamodb", ddb.trim_end_matches('/').to_owned()).await,
@@ -296,8 +317,14 @@ async fn main() {
         ("TABLE_NAME".into(), table),
         ("STRIPE_SECRET_ID".into(), secret_id),
         ("STRIPE_API_BASE".into(), proxies.stripe.url.clone()),
-        ("AWS_ENDPOINT_URL_DYNAMODB".into(), proxies.dynamodb.url.clone()),
-        ("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), proxies.secrets.url.clone()),
+        (
+            "AWS_ENDPOINT_URL_DYNAMODB".into(),
+            proxies.dynamodb.url.clone(),
+        ),
+        (
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER".into(),
+            proxies.secrets.url.clone(),
+        ),
         ("AWS_REGION".into(), "us-east-1".into()),
         ("AWS_ACCESS_KEY_ID".into(), "local".into()),
         ("AWS_SECRET_ACCESS_KEY".into(), "local".into()),
@@ -313,9 +340,15 @@ async fn main() {
         ("create-payment-intent", Some(create)),
         ("balance", Some(load_event("balance.json"))),
         ("payment-history", Some(load_event("payment-history.json"))),
-        ("stripe-webhook", Some(load_event("webhook-payment-intent-succeeded.json"))),
+        (
+            "stripe-webhook",
+            Some(load_event("webhook-payment-intent-succeeded.json")),
+        ),
         ("consume-credits", Some(load_event("consume-credits.json"))),
-        ("internal-consume-credits", Some(load_event("internal-consume-credits.json"))),
+        (
+            "internal-consume-credits",
+            Some(load_event("internal-consume-credits.json")),
+        ),
         ("reconcile", None),
         ("check-invariants", None),
     ];
@@ -323,7 +356,10 @@ async fn main() {
     for (name, event) in functions {
         let program = bin_dir.join(name);
         if !program.exists() {
-            eprintln!("{} is missing: scripts/bench.sh builds it", program.display());
+            eprintln!(
+                "{} is missing: scripts/bench.sh builds it",
+                program.display()
+            );
             std::process::exit(2);
         }
         let target = Target {
@@ -341,7 +377,10 @@ async fn main() {
     let node = Target {
         name: "node-peer balance".into(),
         program: PathBuf::from("node"),
-        args: vec![peer_dir.join("bootstrap.mjs").to_string_lossy().into_owned()],
+        args: vec![peer_dir
+            .join("bootstrap.mjs")
+            .to_string_lossy()
+            .into_owned()],
         event: Some(load_event("balance.json")),
         package: peer_dir,
     };
@@ -351,7 +390,10 @@ async fn main() {
     print(&rows);
     print(std::slice::from_ref(&node_row));
 
-    let balance = rows.iter().find(|r| r.name == "balance").expect("balance row");
+    let balance = rows
+        .iter()
+        .find(|r| r.name == "balance")
+        .expect("balance row");
     let ratio = |node: Duration, rust: Duration| node.as_secs_f64() / rust.as_secs_f64().max(1e-9);
     println!("\nRust/Node (balance): init p50 {:.1}× faster, warm p50 {:.1}× faster, peak RSS {:.1}× smaller",
         ratio(percentile(&node_row.init, 0.5), percentile(&balance.init, 0.5)),
@@ -369,16 +411,41 @@ async fn main() {
     };
     for r in &rows {
         let init = percentile(&r.init, 0.5);
-        check(init <= Duration::from_millis(8), format!("{}: init p50 {} ms ≤ 8 ms", r.name, ms(init)));
-        check(r.size <= 8_000_000, format!("{}: binary {:.2} MB ≤ 8 MB", r.name, r.size as f64 / 1e6));
-        check(r.zipped <= 3_000_000, format!("{}: zip {:.2} MB ≤ 3 MB", r.name, r.zipped as f64 / 1e6));
-        check(r.rss_kb <= 16 * 1024, format!("{}: peak RSS {:.1} MB ≤ 16 MB", r.name, r.rss_kb as f64 / 1024.0));
+        check(
+            init <= Duration::from_millis(8),
+            format!("{}: init p50 {} ms ≤ 8 ms", r.name, ms(init)),
+        );
+        check(
+            r.size <= 8_000_000,
+            format!("{}: binary {:.2} MB ≤ 8 MB", r.name, r.size as f64 / 1e6),
+        );
+        check(
+            r.zipped <= 3_000_000,
+            format!("{}: zip {:.2} MB ≤ 3 MB", r.name, r.zipped as f64 / 1e6),
+        );
+        check(
+            r.rss_kb <= 16 * 1024,
+            format!(
+                "{}: peak RSS {:.1} MB ≤ 16 MB",
+                r.name,
+                r.rss_kb as f64 / 1024.0
+            ),
+        );
         if !r.overhead.is_empty() {
             let p99 = percentile(&r.overhead, 0.99);
-            check(p99 <= Duration::from_millis(1), format!("{}: own overhead p99 {} ms ≤ 1 ms", r.name, ms(p99)));
+            check(
+                p99 <= Duration::from_millis(1),
+                format!("{}: own overhead p99 {} ms ≤ 1 ms", r.name, ms(p99)),
+            );
         }
     }
-    let init_ratio = ratio(percentile(&node_row.init, 0.5), percentile(&balance.init, 0.5));
-    check(init_ratio >= 30.0, format!("balance init ≥ 30× faster than Node: {init_ratio:.1}×"));
+    let init_ratio = ratio(
+        percentile(&node_row.init, 0.5),
+        percentile(&balance.init, 0.5),
+    );
+    check(
+        init_ratio >= 30.0,
+        format!("balance init ≥ 30× faster than Node: {init_ratio:.1}×"),
+    );
     println!("{missed} target(s) missed");
 }

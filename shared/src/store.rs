@@ -460,16 +460,7 @@ impl Store {
 
     /// For an event that lacks Coffer's metadata: tell a duplicate from a mismatch (one read).
     async fn diagnose_credit(&self, paid: &PaidIntent) -> Result<CreditOutcome, ApiError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(payment_pk(&paid.intent_id), "PAY")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(storage_error)?
-            .item;
+        let item = self.get(key(payment_pk(&paid.intent_id), "PAY")).await?;
         Ok(match item {
             None => CreditOutcome::UnknownPayment,
             Some(item) if item.contains_key("creditedAt") => CreditOutcome::AlreadyCredited,
@@ -545,16 +536,7 @@ impl Store {
 
     /// One payment record (tests and tools).
     pub async fn payment(&self, intent_id: &str) -> Result<Option<Payment>, ApiError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(payment_pk(intent_id), "PAY")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(storage_error)?
-            .item;
+        let item = self.get(key(payment_pk(intent_id), "PAY")).await?;
         Ok(item.as_ref().and_then(payment_from_item))
     }
 
@@ -635,11 +617,16 @@ impl Store {
     // ---- refunds and disputes ---------------------------------------------------------------
 
     async fn payment_item(&self, intent_id: &str) -> Result<Option<Item>, ApiError> {
+        self.get(key(payment_pk(intent_id), "PAY")).await
+    }
+
+    /// One item by key, strongly consistent.
+    async fn get(&self, key: Item) -> Result<Option<Item>, ApiError> {
         Ok(self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(key(payment_pk(intent_id), "PAY")))
+            .set_key(Some(key))
             .consistent_read(true)
             .send()
             .await
@@ -906,16 +893,7 @@ impl Store {
 
     /// The user's balance (one consistent GetItem); `None` when nothing was ever credited.
     pub async fn balance(&self, user: &UserId) -> Result<Option<Balance>, ApiError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(user_pk(user), "BALANCE")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(storage_error)?
-            .item;
+        let item = self.get(key(user_pk(user), "BALANCE")).await?;
         Ok(item.and_then(|item| {
             Some(Balance {
                 balance: get_n(&item, "balance").unwrap_or(0),
