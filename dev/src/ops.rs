@@ -8,7 +8,8 @@ use coffer::{invariants, reconcile as reconciliation, App};
 
 async fn app() -> Result<App, String> {
     coffer::telemetry::init();
-    App::from_env().await.map_err(|e| e.to_string())
+    let config = coffer::config::Config::from_env().map_err(|e| e.to_string())?;
+    Ok(App::new(config, &coffer::app::load_sdk_config().await))
 }
 
 /// `grant <user-id> <amount> <reason> <key>`: promotional credits, recorded as a `grant` entry

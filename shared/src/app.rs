@@ -4,9 +4,11 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::SdkConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::SharedCredentialsProvider;
 use tokio::sync::OnceCell;
 
 use crate::config::{Config, ConfigError};
@@ -38,7 +40,35 @@ pub fn sdk_timeouts() -> TimeoutConfig {
         .build()
 }
 
-/// Loads the AWS configuration (region, credentials, `AWS_ENDPOINT_URL_*` overrides).
+/// The AWS configuration a Lambda function needs, built without the full provider chain (profile
+/// files, SSO, IMDS), which costs several milliseconds of every cold start: region and
+/// credentials come from the environment Lambda sets (`AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`); endpoint overrides are applied per client.
+pub fn lambda_sdk_config() -> SdkConfig {
+    let region = std::env::var("AWS_REGION")
+        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+        .ok()
+        .map(Region::new);
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(region)
+        .credentials_provider(SharedCredentialsProvider::new(
+            EnvironmentVariableCredentialsProvider::new(),
+        ))
+        .timeout_config(sdk_timeouts())
+        .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .build()
+}
+
+/// `AWS_ENDPOINT_URL_<SERVICE>`, else `AWS_ENDPOINT_URL` (local emulators).
+fn endpoint_override(service_variable: &str) -> Option<String> {
+    [service_variable, "AWS_ENDPOINT_URL"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+}
+
+/// Loads the AWS configuration through the full provider chain (profiles, SSO, …): for the
+/// operator commands and local tools, where a person's credentials may come from anywhere.
 pub async fn load_sdk_config() -> SdkConfig {
     aws_config::from_env()
         .timeout_config(sdk_timeouts())
@@ -51,15 +81,22 @@ impl App {
     /// Reads the environment and builds the SDK clients; fails fast on a missing variable.
     pub async fn from_env() -> Result<Self, ConfigError> {
         let config = Config::from_env()?;
-        let sdk = load_sdk_config().await;
-        Ok(Self::new(config, &sdk))
+        Ok(Self::new(config, &lambda_sdk_config()))
     }
 
     pub fn new(config: Config, sdk: &SdkConfig) -> Self {
+        let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(sdk);
+        if let Some(url) = endpoint_override("AWS_ENDPOINT_URL_DYNAMODB") {
+            dynamodb = dynamodb.endpoint_url(url);
+        }
+        let mut secrets = aws_sdk_secretsmanager::config::Builder::from(sdk);
+        if let Some(url) = endpoint_override("AWS_ENDPOINT_URL_SECRETS_MANAGER") {
+            secrets = secrets.endpoint_url(url);
+        }
         Self::from_clients(
             config,
-            aws_sdk_dynamodb::Client::new(sdk),
-            aws_sdk_secretsmanager::Client::new(sdk),
+            aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+            aws_sdk_secretsmanager::Client::from_conf(secrets.build()),
         )
     }
 
