@@ -17,8 +17,10 @@ say "npm install (bench/node-peer: stripe, @aws-sdk/client-dynamodb, @aws-sdk/cl
 functions=$(ls functions)
 packages=(-p coffer-bench)
 for name in $functions; do packages+=(-p "$name"); done
-say "cargo build --release (this machine's architecture; fat LTO, opt-level z)"
+say "cargo build --release (this machine's architecture, to run; fat LTO, opt-level z)"
 cargo build --release --locked "${packages[@]}"
+say "cargo lambda build --release --arm64 (what is deployed, for its size)"
+"$ROOT/scripts/check-deploy.sh" >/dev/null
 
 STATE_DIR="$ROOT/.stack/bench"
 start_servers "${BENCH_DYNAMODB_PORT:-38000}" "${BENCH_MOTO_PORT:-35000}" "${BENCH_STRIPE_PORT:-38420}"

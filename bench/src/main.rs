@@ -33,6 +33,8 @@ struct Row {
     name: String,
     size: u64,
     zipped: u64,
+    /// The arm64 `bootstrap` that is deployed (target/lambda), when it was built.
+    arm64: Option<(u64, u64)>,
     init: Vec<Duration>,
     first: Vec<Duration>,
     warm: Vec<Duration>,
@@ -172,6 +174,15 @@ async fn measure(target: &Target, vars: &[(String, String)], proxies: &Proxies) 
         name: target.name.clone(),
         size: dir_size(&target.package),
         zipped: zipped_size(&target.package),
+        arm64: {
+            let bootstrap = root()
+                .join("target/lambda")
+                .join(&target.name)
+                .join("bootstrap");
+            bootstrap
+                .exists()
+                .then(|| (dir_size(&bootstrap), zipped_size(&bootstrap)))
+        },
         ..Row::default()
     };
     let timeout = Duration::from_secs(30);
@@ -241,15 +252,16 @@ async fn measure(target: &Target, vars: &[(String, String)], proxies: &Proxies) 
 
 fn print(rows: &[Row]) {
     println!(
-        "\n{:<26} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}  calls per warm request (Secrets Manager per cold start)",
-        "function", "size MB", "zip MB", "init p50", "init max", "1st inv", "warm p50", "warm p99", "own p99", "RSS MB"
+        "\n{:<26} {:>8} {:>8} {:>13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7}  calls per warm request (Secrets Manager per cold start)",
+        "function", "size MB", "zip MB", "arm64 MB/zip", "init p50", "init max", "1st inv", "warm p50", "warm p99", "own p50", "own p99", "RSS MB"
     );
     for r in rows {
         println!(
-            "{:<26} {:>8.2} {:>8.2} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7.1}  {} (SM {:.1})",
+            "{:<26} {:>8.2} {:>8.2} {:>13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7.1}  {} (SM {:.1})",
             r.name,
             r.size as f64 / 1e6,
             r.zipped as f64 / 1e6,
+            r.arm64.map_or("-".into(), |(s, z)| format!("{:.2}/{:.2}", s as f64 / 1e6, z as f64 / 1e6)),
             ms(percentile(&r.init, 0.5)),
             ms(percentile(&r.init, 1.0)),
             if r.first.is_empty() {
@@ -266,6 +278,11 @@ fn print(rows: &[Row]) {
                 "-".into()
             } else {
                 ms(percentile(&r.warm, 0.99))
+            },
+            if r.overhead.is_empty() {
+                "-".into()
+            } else {
+                ms(percentile(&r.overhead, 0.5))
             },
             if r.overhead.is_empty() {
                 "-".into()
