@@ -438,11 +438,19 @@ async fn main() {
             .map_or((r.size, r.zipped, "x86_64"), |(s, z)| (s, z, "arm64"));
         check(
             size <= 8_000_000,
-            format!("{}: {arch} binary {:.2} MB ≤ 8 MB", r.name, size as f64 / 1e6),
+            format!(
+                "{}: {arch} binary {:.2} MB ≤ 8 MB",
+                r.name,
+                size as f64 / 1e6
+            ),
         );
         check(
             zipped <= 3_000_000,
-            format!("{}: {arch} zip {:.2} MB ≤ 3 MB", r.name, zipped as f64 / 1e6),
+            format!(
+                "{}: {arch} zip {:.2} MB ≤ 3 MB",
+                r.name,
+                zipped as f64 / 1e6
+            ),
         );
         check(
             r.rss_kb <= 16 * 1024,
