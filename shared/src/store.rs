@@ -142,26 +142,19 @@ impl Store {
 
     /// Every stored package (active or not), one Query.
     pub async fn list_packages(&self) -> Result<Vec<CreditPackage>, ApiError> {
-        let mut packages = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s("PACKAGES"))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(storage_error)?;
-            packages.extend(page.items().iter().filter_map(package_from_item));
-            match page.last_evaluated_key() {
-                Some(last) if !last.is_empty() => start = Some(last.clone()),
-                _ => break,
-            }
-        }
-        Ok(packages)
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s("PACKAGES"))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(storage_error)?;
+        Ok(items.iter().filter_map(package_from_item).collect())
     }
 
     pub async fn put_package(&self, package: &CreditPackage) -> Result<(), ApiError> {
@@ -857,24 +850,16 @@ impl Store {
 
     /// Every item of the table, page by page (the invariant checker's input).
     pub async fn scan_all(&self) -> Result<Vec<Item>, ApiError> {
-        let mut all = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(storage_error)?;
-            all.extend(page.items().iter().cloned());
-            match page.last_evaluated_key() {
-                Some(last) if !last.is_empty() => start = Some(last.clone()),
-                _ => return Ok(all),
-            }
-        }
+        self.client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(storage_error)
     }
 
     /// Writes one raw item (tests use it to corrupt a table on purpose).
