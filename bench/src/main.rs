@@ -312,12 +312,8 @@ async fn main() {
     let table = format!("coffer-bench-{}", &id[..8]);
     let secret_id = format!("coffer-bench-{}", &id[..8]);
     let sdk = coffer::app::load_sdk_config().await;
-    let config = coffer::config::Config {
-        table_name: table.clone(),
-        secret_id: Some(secret_id.clone()),
-        stripe_api_base: Some(stripe.clone()),
-        default_currency: coffer::money::Currency::parse("usd").expect("usd"),
-    };
+    let config =
+        coffer::config::Config::new(table.clone(), Some(secret_id.clone()), Some(stripe.clone()));
     let app = coffer::App::new(config, &sdk);
     setup::table_and_packages(&app.store).await.expect("table");
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
@@ -334,6 +330,11 @@ async fn main() {
         ("TABLE_NAME".into(), table),
         ("STRIPE_SECRET_ID".into(), secret_id),
         ("STRIPE_API_BASE".into(), proxies.stripe.url.clone()),
+        // The caller of events/internal-consume-credits.json.
+        (
+            "ALLOWED_CALLER_ARNS".into(),
+            "arn:aws:iam::123456789012:role/app-backend".into(),
+        ),
         (
             "AWS_ENDPOINT_URL_DYNAMODB".into(),
             proxies.dynamodb.url.clone(),

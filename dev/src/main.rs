@@ -7,6 +7,7 @@
 //! - `coffer-dev grant <user-id> <amount> <reason> <key>`: promotional credits (operator).
 //! - `coffer-dev reconcile [hours]`: credit succeeded intents the webhook missed.
 //! - `coffer-dev check`: recompute every balance and payment; exit 1 on any difference.
+//! - `coffer-dev attention`: list succeeded payments that could not be credited.
 //!
 //! `grant`, `reconcile` and `check` act on `TABLE_NAME` with the caller's AWS credentials
 //! (IAM is the authorization), locally or against a deployed stack.
@@ -29,9 +30,11 @@ fn env_or(name: &str, default: &str) -> String {
 pub const DEFAULT_STRIPE_KEY: &str = "sk_test_coffer_local";
 pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_coffer_local";
 pub const DEFAULT_JWT_SECRET: &str = "coffer-local-jwt-secret";
+/// The role the local stack allows on `/internal/*` unless `ALLOWED_CALLER_ARNS` says otherwise.
+pub const LOCAL_BACKEND_ROLE: &str = "arn:aws:iam::000000000000:role/app-backend";
 
 const USAGE: &str = "usage: coffer-dev up | token [--service] <name> [ttl-seconds] | \
-sign <event.json> [secret] | grant <user-id> <amount> <reason> <key> | reconcile [hours] | check";
+sign <event.json> [secret] | grant <user-id> <amount> <reason> <key> | reconcile [hours] | check | attention";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -43,6 +46,7 @@ async fn main() -> ExitCode {
         Some("grant") => ops::grant(&args[1..]).await,
         Some("reconcile") => ops::reconcile(&args[1..]).await,
         Some("check") => ops::check().await,
+        Some("attention") => ops::attention().await,
         _ => Err(USAGE.into()),
     };
     match result {
@@ -60,7 +64,11 @@ async fn up() -> Result<(), String> {
     let stripe_key = env_or("STRIPE_SECRET_KEY", DEFAULT_STRIPE_KEY);
     let webhook_secret = env_or("STRIPE_WEBHOOK_SECRET", DEFAULT_WEBHOOK_SECRET);
     let jwt_secret = env_or("LOCAL_JWT_SECRET", DEFAULT_JWT_SECRET);
-    let config = Config::from_env().map_err(|e| e.to_string())?;
+    let mut config = Config::from_env().map_err(|e| e.to_string())?;
+    if config.allowed_callers.is_empty() {
+        // Locally, `token --service app-backend` is the app's backend (see the README).
+        config.allowed_callers = vec![LOCAL_BACKEND_ROLE.to_owned()];
+    }
     let secret_id = config
         .secret_id
         .clone()

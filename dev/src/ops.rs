@@ -1,10 +1,13 @@
-//! Operator commands: grants, reconciliation and the invariant check, run with the caller's AWS
-//! credentials against `TABLE_NAME` (the local stack's or a deployed one).
+//! Operator commands: grants, reconciliation, the invariant check and the payments that need
+//! attention, run with the caller's AWS credentials against `TABLE_NAME` (the local stack's or a
+//! deployed one). Failures print their whole cause chain.
 
+use coffer::adapters::store::{idempotency_hash, MoveOutcome};
 use coffer::auth::UserId;
-use coffer::ledger::MoveOutcome;
-use coffer::store::idempotency_hash;
-use coffer::{invariants, reconcile as reconciliation, App};
+use coffer::domain::invariants;
+use coffer::domain::ledger::CreditMove;
+use coffer::http::error_chain;
+use coffer::{reconcile as reconciliation, App};
 
 async fn app() -> Result<App, String> {
     coffer::telemetry::init();
@@ -23,32 +26,37 @@ pub async fn grant(args: &[String]) -> Result<(), String> {
     let app = app().await?;
     let user = UserId::parse(user).ok_or("user-id is malformed")?;
     let currency = &app.config.default_currency;
-    let amount: serde_json::Value =
-        serde_json::from_str(amount).map_err(|_| "amount must be a number")?;
     let minor = currency
-        .parse_major(&amount, 1_000_000_000)
+        .parse_major(amount, 1_000_000_000)
         .map_err(|e| e.to_string())?;
     if minor <= 0 || reason.trim().is_empty() || key.is_empty() {
         return Err("amount must be > 0, reason and key non-empty".into());
     }
     let entry_id = format!("grant:{}", &idempotency_hash(&user, key)[..32]);
+    let request = CreditMove {
+        delta: minor,
+        reason: reason.clone(),
+    };
     let outcome = app
         .store
-        .move_credits(&user, &entry_id, "grant", minor, currency, reason)
+        .move_credits(&user, &entry_id, "grant", &request, currency)
         .await
-        .map_err(|e| format!("grant failed: {}", e.code()))?;
+        .map_err(|e| format!("grant failed: {}", error_chain(&e)))?;
     match outcome {
-        MoveOutcome::Done(id) => println!(
-            "granted {} {currency} to {} ({id})",
+        MoveOutcome::Done { entry_id, .. } => println!(
+            "granted {} {currency} to {} ({entry_id})",
             currency.to_major(minor),
             user.as_str()
         ),
-        MoveOutcome::Replayed(id) => {
-            println!("already granted with this key ({id}); nothing changed")
+        MoveOutcome::Replayed { entry_id, .. } => {
+            println!("already granted with this key ({entry_id}); nothing changed")
         }
-        MoveOutcome::KeyConflict => return Err("this key was used for another amount".into()),
-        MoveOutcome::Insufficient => {
-            return Err("unexpected: a grant cannot be insufficient".into())
+        MoveOutcome::KeyConflict => {
+            return Err("this key was used for another amount or reason".into())
+        }
+        MoveOutcome::Insufficient => return Err("the balance would overflow".into()),
+        MoveOutcome::CurrencyMismatch => {
+            return Err(format!("this user's balance is not in {currency}"))
         }
     }
     Ok(())
@@ -65,7 +73,7 @@ pub async fn reconcile(args: &[String]) -> Result<(), String> {
     let app = app().await?;
     let report = reconciliation::reconcile(&app, hours * 3600)
         .await
-        .map_err(|e| format!("reconciliation failed: {}", e.code()))?;
+        .map_err(|e| format!("reconciliation failed ({}): {}", e.code(), e.cause()))?;
     println!(
         "{}",
         serde_json::to_string_pretty(&report).unwrap_or_default()
@@ -76,12 +84,12 @@ pub async fn reconcile(args: &[String]) -> Result<(), String> {
 /// `check`: exit status 1 when any balance or payment does not add up.
 pub async fn check() -> Result<(), String> {
     let app = app().await?;
-    let items = app
+    let snapshot = app
         .store
-        .scan_all()
+        .scan_ledger()
         .await
-        .map_err(|e| format!("scan failed: {}", e.code()))?;
-    let report = invariants::check(&items);
+        .map_err(|e| format!("reading the ledger failed: {}", error_chain(&e)))?;
+    let report = invariants::check(&snapshot);
     println!(
         "{}",
         serde_json::to_string_pretty(&report).unwrap_or_default()
@@ -94,4 +102,20 @@ pub async fn check() -> Result<(), String> {
             report.violations.len()
         ))
     }
+}
+
+/// `attention`: the succeeded payments that could not be credited (amount, currency or metadata
+/// did not match what was recorded), as JSON; an operator refunds or credits them by hand.
+pub async fn attention() -> Result<(), String> {
+    let app = app().await?;
+    let flagged = app
+        .store
+        .payments_needing_attention()
+        .await
+        .map_err(|e| format!("reading the flagged payments failed: {}", error_chain(&e)))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&flagged).unwrap_or_default()
+    );
+    Ok(())
 }

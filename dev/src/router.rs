@@ -201,7 +201,9 @@ fn gateway_event(
         Some(Authorizer::Iam(name)) => {
             context["authorizer"] = json!({ "iam": {
                 "accessKey": "LOCAL", "accountId": "000000000000", "callerId": name,
-                "principalOrgId": null, "userArn": format!("arn:aws:iam::000000000000:user/{name}"),
+                "principalOrgId": null,
+                // As a session of the role `name` appears (the allowlist names the role).
+                "userArn": format!("arn:aws:sts::000000000000:assumed-role/{name}/local"),
                 "userId": name,
             }});
         }

@@ -1,9 +1,9 @@
 //! Local-stack setup, safe to run again: the table, the sample packages, the Stripe secret in
 //! the Secrets Manager emulator, and the webhook registered with localstripe.
 
-use coffer::money::Currency;
-use coffer::packages::CreditPackage;
-use coffer::store::Store;
+use coffer::adapters::store::Store;
+use coffer::domain::money::Currency;
+use coffer::domain::packages::CreditPackage;
 use serde::Deserialize;
 
 /// The sample packages (`dev/packages.json`).

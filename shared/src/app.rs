@@ -11,12 +11,12 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::SharedCredentialsProvider;
 use tokio::sync::OnceCell;
 
+use crate::adapters::secrets::SecretsCache;
+use crate::adapters::store::{Store, StoreError};
+use crate::adapters::stripe::StripeApi;
 use crate::config::{Config, ConfigError};
+use crate::domain::packages::CreditPackage;
 use crate::http::ApiError;
-use crate::packages::CreditPackage;
-use crate::payments::StripeApi;
-use crate::secrets::SecretsCache;
-use crate::store::Store;
 
 /// How long the package list is served from memory before it is read again.
 const PACKAGE_CACHE_TTL: Duration = Duration::from_secs(60);
@@ -122,16 +122,16 @@ impl App {
         self.stripe
             .get_or_try_init(|| async {
                 let secrets = self.secrets.get().await?;
-                StripeApi::new(
+                Ok::<_, ApiError>(StripeApi::new(
                     secrets.stripe_secret_key()?,
                     self.config.stripe_api_base.as_deref(),
-                )
+                )?)
             })
             .await
     }
 
     /// Every stored package, from memory when read less than a minute ago.
-    pub async fn packages(&self) -> Result<Vec<CreditPackage>, ApiError> {
+    pub async fn packages(&self) -> Result<Vec<CreditPackage>, StoreError> {
         if let Ok(cache) = self.packages.lock() {
             if let Some((at, packages)) = cache.as_ref() {
                 if at.elapsed() < PACKAGE_CACHE_TTL {

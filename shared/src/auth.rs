@@ -5,23 +5,8 @@
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 
+pub use crate::domain::records::UserId;
 use crate::http::ApiError;
-
-/// A verified user id (the JWT `sub`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UserId(String);
-
-impl UserId {
-    /// Accepts 1–255 characters with no control characters.
-    pub fn parse(raw: &str) -> Option<Self> {
-        let ok = !raw.is_empty() && raw.len() <= 255 && !raw.chars().any(char::is_control);
-        ok.then(|| Self(raw.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
 
 /// The `sub` claim from the verified JWT claims in the request context; 401 otherwise.
 pub fn user_id(req: &Request) -> Result<UserId, ApiError> {
@@ -41,9 +26,95 @@ pub fn user_id(req: &Request) -> Result<UserId, ApiError> {
         .ok_or(ApiError::Unauthorized)
 }
 
+/// The IAM principal that API Gateway verified (SigV4) for an IAM-authorized route, if it is on
+/// the allowlist; 403 otherwise. A request without an IAM authorizer context did not come
+/// through such a route, whatever its body says.
+pub fn allowed_iam_caller(req: &Request, allowed: &[String]) -> Result<String, ApiError> {
+    let arn = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.iam.as_ref())
+            .and_then(|iam| iam.user_arn.clone()),
+        _ => None,
+    }
+    .ok_or(ApiError::Forbidden)?;
+    if allowed.iter().any(|entry| principal_matches(&arn, entry)) {
+        Ok(arn)
+    } else {
+        tracing::warn!(principal = %arn, "IAM caller is not on the allowlist");
+        Err(ApiError::Forbidden)
+    }
+}
+
+/// Whether the caller `arn` is the allowed `entry`: the same ARN, or a session of the allowed
+/// role (`arn:aws:sts::<account>:assumed-role/<name>/<session>` for
+/// `arn:aws:iam::<account>:role/[<path>/]<name>`).
+pub fn principal_matches(arn: &str, entry: &str) -> bool {
+    if arn == entry {
+        return true;
+    }
+    let parts = |text: &str| -> Option<(String, String, String)> {
+        let mut it = text.splitn(6, ':');
+        let (_, partition, service, _, account, resource) = (
+            it.next()?,
+            it.next()?,
+            it.next()?,
+            it.next()?,
+            it.next()?,
+            it.next()?,
+        );
+        Some((
+            format!("{partition}:{account}"),
+            service.to_owned(),
+            resource.to_owned(),
+        ))
+    };
+    let (Some((caller_scope, caller_service, caller)), Some((role_scope, role_service, role))) =
+        (parts(arn), parts(entry))
+    else {
+        return false;
+    };
+    let Some(role_name) = role
+        .strip_prefix("role/")
+        .and_then(|path| path.rsplit('/').next())
+    else {
+        return false;
+    };
+    let mut session = caller.splitn(3, '/');
+    caller_scope == role_scope
+        && caller_service == "sts"
+        && role_service == "iam"
+        && session.next() == Some("assumed-role")
+        && session.next() == Some(role_name)
+        && session.next().is_some_and(|name| !name.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_sessions_match_their_role_and_nothing_else() {
+        let role = "arn:aws:iam::123456789012:role/app-backend";
+        let session = "arn:aws:sts::123456789012:assumed-role/app-backend/i-0abc";
+        assert!(principal_matches(session, role));
+        assert!(principal_matches(
+            session,
+            "arn:aws:iam::123456789012:role/service/app-backend"
+        ));
+        assert!(principal_matches(role, role));
+        for other in [
+            "arn:aws:sts::999999999999:assumed-role/app-backend/i-0abc",
+            "arn:aws:sts::123456789012:assumed-role/app-backend-2/i-0abc",
+            "arn:aws:sts::123456789012:assumed-role/app-backend/",
+            "arn:aws:iam::123456789012:user/app-backend",
+            "arn:aws-cn:sts::123456789012:assumed-role/app-backend/s",
+            "garbage",
+        ] {
+            assert!(!principal_matches(other, role), "{other}");
+        }
+    }
 
     fn event(authorizer: &str) -> String {
         format!(

@@ -7,6 +7,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::adapters::secrets::SecretsError;
+use crate::adapters::store::StoreError;
+use crate::adapters::stripe::StripeFailure;
+
 /// Largest JSON body accepted on the API routes.
 pub const MAX_JSON_BODY: usize = 16 * 1024;
 /// Largest body accepted on the webhook (Stripe events are far smaller).
@@ -93,6 +97,15 @@ impl ApiError {
         }
     }
 
+    /// The whole cause, for the log: the internal detail behind `Stripe`, `Unavailable` and
+    /// `Internal`, or the sentence of any other error.
+    pub fn cause(&self) -> String {
+        match self {
+            Self::Stripe(cause) | Self::Unavailable(cause) | Self::Internal(cause) => cause.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// The one conversion from an error to the contract's envelope.
     pub fn into_response(self) -> Response<Body> {
         match &self {
@@ -112,6 +125,50 @@ impl ApiError {
         });
         json_response(self.status(), &body)
     }
+}
+
+/// Storage failures: unreachable or throttled → 503 (the caller retries), a cursor Coffer did
+/// not issue → 400, anything else → 500. The cause chain goes to the log only.
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match &err {
+            StoreError::InvalidCursor => Self::bad_request("cursor is not valid."),
+            StoreError::Unavailable(_) | StoreError::Contention(_) => {
+                Self::Unavailable(error_chain(&err))
+            }
+            StoreError::Refused(_) | StoreError::Malformed(_) => Self::Internal(error_chain(&err)),
+        }
+    }
+}
+
+/// Card declines → 402 with Stripe's sentence; Stripe's own failures → 502.
+impl From<StripeFailure> for ApiError {
+    fn from(err: StripeFailure) -> Self {
+        match err {
+            StripeFailure::CardDeclined(message) => Self::CardDeclined(message),
+            StripeFailure::Upstream(_) => Self::Stripe(error_chain(&err)),
+            StripeFailure::Config(_) => Self::Internal(error_chain(&err)),
+        }
+    }
+}
+
+/// A secret that cannot be read or is incomplete is a configuration or dependency problem: 503.
+impl From<SecretsError> for ApiError {
+    fn from(err: SecretsError) -> Self {
+        Self::Unavailable(error_chain(&err))
+    }
+}
+
+/// An error and every cause under it, as one line for the log.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `{"success": true, "data": …}` with status 200.
@@ -187,7 +244,9 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     if !value.is_object() {
         return Err(ApiError::bad_request("The body must be a JSON object."));
     }
-    serde_json::from_value(value)
+    // From the text, not the parsed value, so that a field may keep a number's own digits
+    // (`Box<RawValue>`) instead of a float.
+    serde_json::from_str(text)
         .map_err(|err| ApiError::bad_request(format!("Invalid request body: {}", describe(&err))))
 }
 

@@ -4,7 +4,9 @@
 use lambda_http::{Error, LambdaEvent};
 use serde_json::{json, Value};
 
-use crate::{invariants, reconcile, App};
+use crate::domain::invariants;
+use crate::http::error_chain;
+use crate::{reconcile, App};
 
 /// How far back reconciliation looks when the event does not say (`{"windowHours": n}`).
 const DEFAULT_WINDOW_HOURS: i64 = 72;
@@ -19,17 +21,20 @@ pub async fn reconcile_job(app: &'static App, event: LambdaEvent<Value>) -> Resu
     // Boxed: the future is deep enough to overflow the type layout limit of the binary crate.
     let report = Box::pin(reconcile::reconcile(app, hours * 3600))
         .await
-        .map_err(|err| Error::from(format!("reconciliation failed: {}", err.code())))?;
+        .map_err(|err| {
+            tracing::error!(code = err.code(), cause = %err.cause(), "reconciliation failed");
+            Error::from(format!("reconciliation failed: {}", err.code()))
+        })?;
     Ok(json!(report))
 }
 
 pub async fn invariants_job(app: &'static App, _event: LambdaEvent<Value>) -> Result<Value, Error> {
-    let items = app
-        .store
-        .scan_all()
-        .await
-        .map_err(|err| Error::from(format!("scan failed: {}", err.code())))?;
-    let report = invariants::check(&items);
+    let snapshot = app.store.scan_ledger().await.map_err(|err| {
+        let cause = error_chain(&err);
+        tracing::error!(cause = %cause, "reading the ledger failed");
+        Error::from("reading the ledger failed")
+    })?;
+    let report = invariants::check(&snapshot);
     if report.is_clean() {
         tracing::info!(
             users = report.users,

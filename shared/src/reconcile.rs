@@ -1,20 +1,28 @@
-//! Reconciliation: lists recent PaymentIntents at Stripe and credits every succeeded one the
-//! webhook missed, through the very same exactly-once transaction the webhook uses. Running it
+//! Reconciliation: lists PaymentIntents at Stripe and credits every succeeded one of the window
+//! that the webhook missed, through the very same exactly-once path the webhook uses. Running it
 //! again changes nothing.
+//!
+//! It pages through the whole window. Stripe lists newest first, so paging stops at the first
+//! page that ends before the window; a list in another order (localstripe lists oldest first) is
+//! read to its end. Only `limit` and `starting_after` are sent, which both accept.
 
 use serde::Serialize;
 
+use crate::adapters::store::CreditOutcome;
+use crate::adapters::stripe::{Intent, META_CREDITS, META_PACKAGE, META_USER};
+use crate::domain::ledger::PaidIntent;
+use crate::domain::records::now_ms;
 use crate::http::ApiError;
-use crate::ledger::{now_ms, CreditOutcome, PaidIntent};
-use crate::payments::{META_CREDITS, META_PACKAGE, META_USER};
 use crate::App;
 
-/// At most this many pages of 100 intents are read per run.
-const MAX_PAGES: usize = 20;
+/// A bound on one run (10 million intents), so that a run always ends.
+const MAX_PAGES: usize = 100_000;
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ReconcileReport {
+    /// Pages read from Stripe.
+    pub pages: usize,
     /// Intents read from Stripe inside the window.
     pub listed: usize,
     /// Succeeded intents that carry Coffer's metadata.
@@ -23,62 +31,120 @@ pub struct ReconcileReport {
     pub credited: Vec<String>,
     pub already_credited: usize,
     pub unknown: usize,
+    /// Succeeded intents that do not match their payment (flagged for an operator).
     pub mismatched: usize,
+    /// False only when the page bound was reached before the window's end.
+    pub complete: bool,
 }
 
 /// Reconciles the intents created in the last `window_secs` seconds.
 pub async fn reconcile(app: &App, window_secs: i64) -> Result<ReconcileReport, ApiError> {
     let stripe = app.stripe().await?;
-    let since = now_ms() / 1000 - window_secs;
-    let run = format!("reconcile:{}", now_ms());
+    let since = (now_ms() / 1000).saturating_sub(window_secs);
+    let source = format!("reconcile:{}", now_ms());
     let mut report = ReconcileReport::default();
     let mut after: Option<String> = None;
-    for _ in 0..MAX_PAGES {
+    while report.pages < MAX_PAGES {
         let page = stripe.list_intents(after.as_deref()).await?;
+        report.pages += 1;
         after = page.data.last().map(|i| i.id.clone());
-        for intent in &page.data {
-            if intent.created.is_some_and(|created| created < since) {
-                continue;
-            }
+        for intent in page
+            .data
+            .iter()
+            .filter(|i| i.created.unwrap_or(i64::MAX) >= since)
+        {
             report.listed += 1;
-            let Some(metadata) = &intent.metadata else {
-                continue;
-            };
-            if intent.status.as_deref() != Some("succeeded") || !metadata.contains_key(META_USER) {
-                continue;
-            }
-            report.succeeded += 1;
-            let paid = PaidIntent {
-                intent_id: intent.id.clone(),
-                amount: intent.amount,
-                currency: intent.currency.to_ascii_lowercase(),
-                user_id: metadata.get(META_USER).cloned(),
-                package_id: metadata.get(META_PACKAGE).cloned(),
-                credits: metadata.get(META_CREDITS).and_then(|c| c.parse().ok()),
-                event_id: run.clone(),
-            };
-            match app.store.credit_purchase(&paid).await? {
-                CreditOutcome::Credited => {
-                    tracing::warn!(intent_id = %intent.id, "reconciliation credited a payment the webhook missed");
-                    report.credited.push(intent.id.clone());
-                }
-                CreditOutcome::AlreadyCredited => report.already_credited += 1,
-                CreditOutcome::UnknownPayment => report.unknown += 1,
-                CreditOutcome::Mismatch => {
-                    tracing::warn!(intent_id = %intent.id, "succeeded intent does not match its payment record");
-                    report.mismatched += 1;
-                }
-            }
+            reconcile_intent(app, intent, &source, &mut report).await?;
         }
-        if !page.has_more || after.is_none() {
+        if !page.has_more || after.is_none() || ends_before(&page.data, since) {
+            report.complete = true;
             break;
         }
     }
+    if !report.complete {
+        tracing::error!(
+            pages = report.pages,
+            "reconciliation stopped at its page bound"
+        );
+    }
     tracing::info!(
+        pages = report.pages,
         listed = report.listed,
         succeeded = report.succeeded,
         credited = report.credited.len(),
         "reconciliation finished"
     );
     Ok(report)
+}
+
+/// A newest-first page whose last intent is older than the window: every later page is too.
+fn ends_before(page: &[Intent], since: i64) -> bool {
+    let times: Vec<i64> = page.iter().filter_map(|i| i.created).collect();
+    let newest_first = times.windows(2).all(|pair| pair[0] >= pair[1]);
+    newest_first && times.len() >= 2 && times.last().is_some_and(|last| *last < since)
+}
+
+async fn reconcile_intent(
+    app: &App,
+    intent: &Intent,
+    source: &str,
+    report: &mut ReconcileReport,
+) -> Result<(), ApiError> {
+    let Some(metadata) = &intent.metadata else {
+        return Ok(());
+    };
+    if intent.status.as_deref() != Some("succeeded") || !metadata.contains_key(META_USER) {
+        return Ok(());
+    }
+    report.succeeded += 1;
+    let paid = PaidIntent {
+        intent_id: intent.id.clone(),
+        amount: intent.amount,
+        currency: intent.currency.to_ascii_lowercase(),
+        user_id: metadata.get(META_USER).cloned(),
+        package_id: metadata.get(META_PACKAGE).cloned(),
+        credits: metadata.get(META_CREDITS).and_then(|c| c.parse().ok()),
+    };
+    match app.store.credit_purchase(&paid, source).await? {
+        CreditOutcome::Credited => {
+            tracing::warn!(intent_id = %intent.id, "reconciliation credited a payment the webhook missed");
+            report.credited.push(intent.id.clone());
+        }
+        CreditOutcome::AlreadyCredited => report.already_credited += 1,
+        CreditOutcome::UnknownPayment => report.unknown += 1,
+        CreditOutcome::Mismatch {
+            reason,
+            newly_flagged,
+        } => {
+            crate::telemetry::payment_needs_attention(&intent.id, reason, newly_flagged);
+            report.mismatched += 1;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn intent(created: i64) -> Intent {
+        Intent {
+            id: format!("pi_{created}"),
+            amount: 1,
+            currency: "usd".into(),
+            status: None,
+            client_secret: None,
+            metadata: None,
+            created: Some(created),
+        }
+    }
+
+    #[test]
+    fn only_a_newest_first_page_that_ends_before_the_window_stops_paging() {
+        let newest_first = [intent(30), intent(20), intent(5)];
+        assert!(ends_before(&newest_first, 10));
+        assert!(!ends_before(&newest_first, 5));
+        let oldest_first = [intent(5), intent(20), intent(30)];
+        assert!(!ends_before(&oldest_first, 100));
+    }
 }

@@ -15,3 +15,50 @@ pub fn init() {
         .with_ansi(false)
         .try_init();
 }
+
+/// A succeeded payment that could not be credited: an error log line every time, and the first
+/// time it is flagged, one CloudWatch Embedded Metric Format line for the
+/// `Coffer/PaymentsNeedingAttention` metric (the template's alarm watches it). EMF must be a
+/// top-level JSON object on its own line, so it is printed, not traced.
+pub fn payment_needs_attention(intent_id: &str, reason: &str, newly_flagged: bool) {
+    tracing::error!(
+        intent_id,
+        reason,
+        newly_flagged,
+        "a succeeded payment could not be credited; an operator must look (coffer-dev attention)"
+    );
+    if newly_flagged {
+        println!(
+            "{}",
+            attention_metric_line(crate::domain::records::now_ms())
+        );
+    }
+}
+
+fn attention_metric_line(now_ms: i64) -> String {
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": "Coffer",
+                "Dimensions": [[]],
+                "Metrics": [{"Name": "PaymentsNeedingAttention", "Unit": "Count"}],
+            }],
+        },
+        "PaymentsNeedingAttention": 1,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_attention_metric_is_an_emf_line_with_one_count() {
+        let line: serde_json::Value =
+            serde_json::from_str(&super::attention_metric_line(1_700_000_000_000)).unwrap();
+        assert_eq!(line["PaymentsNeedingAttention"], 1);
+        let metric = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(metric["Namespace"], "Coffer");
+        assert_eq!(metric["Metrics"][0]["Name"], "PaymentsNeedingAttention");
+    }
+}

@@ -77,7 +77,8 @@ pub fn verify(
         return Err(SignatureError::Mismatch);
     }
     let parsed = parse_header(header)?;
-    if (now - parsed.timestamp).abs() > TOLERANCE_SECS {
+    // `abs_diff` cannot overflow, whatever timestamp the header claims.
+    if now.abs_diff(parsed.timestamp) > TOLERANCE_SECS.unsigned_abs() {
         return Err(SignatureError::Stale);
     }
     let mut mac =
@@ -161,6 +162,20 @@ pub struct ChargeObject {
 #[derive(Debug, Deserialize)]
 pub struct DisputeObject {
     pub id: String,
+    /// The disputed amount (part of the charge or all of it).
+    #[serde(default)]
+    pub amount: Option<i64>,
+    #[serde(default)]
+    pub payment_intent: Option<serde_json::Value>,
+}
+
+/// The refund inside a `charge.refund.updated` event.
+#[derive(Debug, Deserialize)]
+pub struct RefundObject {
+    pub id: String,
+    pub amount: i64,
+    #[serde(default)]
+    pub status: Option<String>,
     #[serde(default)]
     pub payment_intent: Option<serde_json::Value>,
 }
@@ -186,6 +201,10 @@ impl Event {
 
     pub fn dispute(&self) -> Option<DisputeObject> {
         DisputeObject::deserialize(&self.data.object).ok()
+    }
+
+    pub fn refund(&self) -> Option<RefundObject> {
+        RefundObject::deserialize(&self.data.object).ok()
     }
 
     /// The PaymentIntent object, when this is a `payment_intent.*` event that has one.
@@ -249,6 +268,25 @@ mod tests {
             verify(BODY, Some(&empty_signed), "", NOW),
             Err(SignatureError::Mismatch)
         );
+    }
+
+    #[test]
+    fn hostile_timestamps_are_stale_not_an_overflow() {
+        for t in [i64::MIN, i64::MIN + 1, i64::MAX, -1, 0] {
+            let header = format!("t={t},v1={}", signature_hex(BODY, SECRET, NOW));
+            assert_eq!(
+                verify(BODY, Some(&header), SECRET, NOW),
+                Err(SignatureError::Stale),
+                "{t}"
+            );
+            // At any clock, however far from the claimed time: refused, never a panic.
+            for now in [i64::MIN, i64::MAX] {
+                assert!(
+                    verify(BODY, Some(&header), SECRET, now).is_err(),
+                    "{t} at {now}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -3,9 +3,9 @@
 //! cursors.
 
 use coffer::auth::UserId;
+use coffer::domain::money::Currency;
+use coffer::domain::packages::valid_package_id;
 use coffer::http::{json_body, ApiError};
-use coffer::money::Currency;
-use coffer::packages::valid_package_id;
 use coffer::webhook::{self, Event};
 use lambda_http::{Body, Request};
 use proptest::prelude::*;
@@ -106,15 +106,18 @@ proptest! {
     fn amounts_parse_exactly_or_are_refused(
         text in "-?[0-9]{0,25}(\\.[0-9]{0,25})?([eE]-?[0-9]{1,4})?",
     ) {
-        let usd = Currency::parse("usd").expect("usd");
-        if let Ok(value) = serde_json::from_str::<Value>(&text) {
-            if let Ok(minor) = usd.parse_major(&value, 1_000_000_000) {
-                prop_assert!(minor.abs() <= 1_000_000_000);
-                // Exact: the minor units shown back as major units are the same number.
-                let shown = usd.to_major(minor).as_f64().unwrap_or(f64::NAN);
-                let given = value.as_f64().unwrap_or(f64::NAN);
-                prop_assert!((shown - given).abs() < 1e-9, "{text}: {minor}");
-            }
+        let usd = Currency::usd();
+        if let Ok(minor) = usd.parse_major(&text, 1_000_000_000) {
+            prop_assert!(minor.abs() <= 1_000_000_000);
+            // Only JSON numbers are accepted.
+            prop_assert!(serde_json::from_str::<Value>(&text).is_ok_and(|v| v.is_number()), "{text}");
+            // Exact: the minor units written back as a decimal parse to the same minor units,
+            // and are the same number as the text.
+            let sign = if minor < 0 { "-" } else { "" };
+            let back = format!("{sign}{}.{:02}", minor.abs() / 100, minor.abs() % 100);
+            prop_assert_eq!(usd.parse_major(&back, 1_000_000_000), Ok(minor));
+            let given: f64 = text.parse().unwrap_or(f64::NAN);
+            prop_assert!((minor as f64 / 100.0 - given).abs() < 1e-6, "{text}: {minor}");
         }
     }
 

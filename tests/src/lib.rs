@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coffer::config::Config;
-use coffer::money::Currency;
 use coffer::{app, App};
 use coffer_dev::{router, setup, token};
 use proxy::FaultProxy;
@@ -18,6 +17,11 @@ use serde_json::{json, Value};
 /// The Stripe key used with localstripe (it accepts any `sk_` key).
 pub const STRIPE_KEY: &str = "sk_test_coffer_local";
 pub const JWT_SECRET: &str = "integration-test-jwt-secret";
+/// The IAM role allowed on `/internal/*` in tests (`service_token("app-backend")` is a session
+/// of it).
+pub const BACKEND_ROLE: &str = "arn:aws:iam::000000000000:role/app-backend";
+/// Test apps re-read a rotated webhook secret at most this often.
+pub const SECRET_REFRESH_SECS: u64 = 2;
 
 pub struct TestApp {
     pub base_url: String,
@@ -147,12 +151,13 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
             .await
             .expect("store the test secret in moto");
     }
-    let mut config = Config {
-        table_name: table.clone(),
-        secret_id: Some(secret_id.clone()),
-        stripe_api_base: Some(stripe_base.clone()),
-        default_currency: Currency::parse("usd").expect("usd"),
-    };
+    let mut config = Config::new(
+        table.clone(),
+        Some(secret_id.clone()),
+        Some(stripe_base.clone()),
+    );
+    config.allowed_callers = vec![BACKEND_ROLE.to_owned()];
+    config.secret_refresh_interval = Duration::from_secs(SECRET_REFRESH_SECS);
     setup::table_and_packages(&App::new(config.clone(), &sdk).store)
         .await
         .expect("create the test table");
@@ -390,11 +395,16 @@ impl TestApp {
 
     /// A `type` event wrapping the PaymentIntent `intent` (as localstripe or Stripe sends it).
     pub fn event(&self, kind: &str, intent: &Value) -> String {
+        self.event_at(kind, intent, now())
+    }
+
+    /// The same, created at Stripe at `created` (Unix seconds): an older event arriving late.
+    pub fn event_at(&self, kind: &str, intent: &Value, created: i64) -> String {
         json!({
             "id": format!("evt_{}", uuid::Uuid::new_v4().simple()),
             "object": "event",
             "type": kind,
-            "created": now(),
+            "created": created,
             "api_version": "2017-08-15",
             "livemode": false,
             "data": { "object": intent },
@@ -416,8 +426,8 @@ impl TestApp {
     /// entries and every payment's entries add up to what it says it moved.
     pub async fn assert_invariants(&self) {
         self.invariant_checks.fetch_add(1, Ordering::SeqCst);
-        let items = self.app.app.store.scan_all().await.expect("scan");
-        let report = coffer::invariants::check(&items);
+        let snapshot = self.app.app.store.scan_ledger().await.expect("scan");
+        let report = coffer::domain::invariants::check(&snapshot);
         assert!(
             report.is_clean(),
             "ledger invariants broken: {:?}",
@@ -440,7 +450,12 @@ impl TestApp {
     /// Delivers a signed event of `kind` around `object`; the reply.
     pub async fn deliver_event(&self, kind: &str, object: &Value) -> Reply {
         let event = self.event(kind, object);
-        self.deliver(&event, Some(&self.sign(&event))).await
+        self.deliver_signed(&event).await
+    }
+
+    /// Delivers an event body signed now (a first delivery or Stripe's retry of it).
+    pub async fn deliver_signed(&self, event: &str) -> Reply {
+        self.deliver(event, Some(&self.sign(event))).await
     }
 
     /// POST /api/credits/consume as `user`.

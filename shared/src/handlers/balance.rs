@@ -2,8 +2,8 @@
 
 use lambda_http::{Body, Request, Response};
 
+use crate::domain::records::Balance;
 use crate::http::{ok, respond, ApiError};
-use crate::ledger::Balance;
 use crate::{auth, App};
 
 #[tracing::instrument(name = "balance", skip_all)]

@@ -2,16 +2,16 @@
 //! `POST /internal/credits/consume` for the app's own backend (IAM-authorized, names the user).
 //! One conditional transaction: never below zero, the same key never spends twice.
 
-use lambda_http::request::RequestContext;
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+use crate::adapters::store::{hash_parts, MoveOutcome};
 use crate::auth::UserId;
+use crate::domain::ledger::CreditMove;
+use crate::domain::money::AmountError;
 use crate::http::{json_body, ok, respond, ApiError};
-use crate::ledger::MoveOutcome;
-use crate::money::AmountError;
-use crate::store::idempotency_hash;
 use crate::{auth, App};
 
 /// The largest single spend accepted, in minor units (10 million in major units).
@@ -21,10 +21,18 @@ const MAX_REASON_CHARS: usize = 200;
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ConsumeBody {
-    amount: Option<Value>,
+    /// Kept as the literal's own text, so that no digit is lost through a float.
+    amount: Option<Box<RawValue>>,
     reason: Option<Value>,
     idempotency_key: Option<Value>,
     user_id: Option<Value>,
+}
+
+/// Whose idempotency keys these are: the user's own frontend, or a backend IAM principal.
+/// Keys of different callers never collide.
+enum Caller {
+    User,
+    Service(String),
 }
 
 #[tracing::instrument(name = "consume_credits", skip_all)]
@@ -41,13 +49,11 @@ async fn consume_for_jwt_user(app: &App, req: &Request) -> Result<Response<Body>
     let user = auth::user_id(req)?;
     // A `userId` in the body is not identity here: it is ignored.
     let body: ConsumeBody = json_body(req)?;
-    spend(app, &user, &body).await
+    spend(app, &user, &Caller::User, &body).await
 }
 
 async fn consume_for_named_user(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
-    if !iam_authorized(req) {
-        return Err(ApiError::Forbidden);
-    }
+    let principal = auth::allowed_iam_caller(req, &app.config.allowed_callers)?;
     let body: ConsumeBody = json_body(req)?;
     let user = match &body.user_id {
         Some(Value::String(id)) => {
@@ -56,25 +62,20 @@ async fn consume_for_named_user(app: &App, req: &Request) -> Result<Response<Bod
         Some(_) => return Err(ApiError::bad_request("userId must be a string.")),
         None => return Err(ApiError::bad_request("userId is required.")),
     };
-    spend(app, &user, &body).await
+    spend(app, &user, &Caller::Service(principal), &body).await
 }
 
-/// API Gateway fills `authorizer.iam` only for routes with IAM authorization; a request without
-/// it did not come through one, whatever its body says.
-fn iam_authorized(req: &Request) -> bool {
-    matches!(
-        req.request_context_ref(),
-        Some(RequestContext::ApiGatewayV2(context))
-            if context.authorizer.as_ref().is_some_and(|a| a.iam.is_some())
-    )
-}
-
-async fn spend(app: &App, user: &UserId, body: &ConsumeBody) -> Result<Response<Body>, ApiError> {
+async fn spend(
+    app: &App,
+    user: &UserId,
+    caller: &Caller,
+    body: &ConsumeBody,
+) -> Result<Response<Body>, ApiError> {
     let currency = &app.config.default_currency;
     let amount = match &body.amount {
         None => return Err(ApiError::bad_request("amount is required.")),
-        Some(value) => currency
-            .parse_major(value, MAX_SPEND_MINOR)
+        Some(raw) => currency
+            .parse_major(raw.get(), MAX_SPEND_MINOR)
             .map_err(|err| match err {
                 AmountError::NotANumber => ApiError::bad_request("amount must be a number."),
                 AmountError::TooPrecise => ApiError::bad_request(format!(
@@ -106,29 +107,74 @@ async fn spend(app: &App, user: &UserId, body: &ConsumeBody) -> Result<Response<
         }
         None => return Err(ApiError::bad_request("idempotencyKey is required.")),
     };
-    let entry_id = format!("spend:{}", &idempotency_hash(user, key)[..32]);
+    let request = CreditMove {
+        delta: -amount,
+        reason: reason.clone(),
+    };
+    let entry_id = spend_entry_id(user, caller, key);
     let outcome = app
         .store
-        .move_credits(user, &entry_id, "spend", -amount, currency, reason)
+        .move_credits(user, &entry_id, "spend", &request, currency)
         .await?;
-    let entry_id = match outcome {
-        MoveOutcome::Done(id) => {
-            tracing::info!(entry_id = %id, amount, "credits spent");
-            id
+    let (entry_id, balance) = match outcome {
+        MoveOutcome::Done {
+            entry_id,
+            balance_after,
+        } => {
+            tracing::info!(entry_id = %entry_id, amount, "credits spent");
+            (entry_id, balance_after)
         }
-        MoveOutcome::Replayed(id) => {
-            tracing::info!(entry_id = %id, "spend replayed; nothing more taken");
-            id
+        MoveOutcome::Replayed {
+            entry_id,
+            balance_after,
+        } => {
+            tracing::info!(entry_id = %entry_id, "spend replayed; nothing more taken");
+            let balance = match balance_after {
+                Some(balance) => balance,
+                // Written by an earlier version, which did not record it.
+                None => app.store.balance(user).await?.map_or(0, |b| b.balance),
+            };
+            (entry_id, balance)
         }
         MoveOutcome::KeyConflict => {
             return Err(ApiError::Conflict(
-                "This idempotencyKey was already used with another amount.".into(),
+                "This idempotencyKey was already used with another amount or reason.".into(),
             ))
         }
         MoveOutcome::Insufficient => return Err(ApiError::InsufficientCredits),
+        MoveOutcome::CurrencyMismatch => {
+            return Err(ApiError::Internal(format!(
+                "the balance of this user is not in {currency}"
+            )))
+        }
     };
-    let balance = app.store.balance(user).await?.map_or(0, |b| b.balance);
     Ok(ok(
         json!({ "balance": currency.to_major(balance), "entryId": entry_id }),
     ))
+}
+
+/// The entry id of a spend: a hash of the user, the caller and the key. The user's own keys
+/// hash as they always have (user, key), so spends made before callers were told apart replay.
+fn spend_entry_id(user: &UserId, caller: &Caller, key: &str) -> String {
+    let hash = match caller {
+        Caller::User => hash_parts(&[user.as_str(), key]),
+        Caller::Service(principal) => hash_parts(&[user.as_str(), "iam", principal, key]),
+    };
+    format!("spend:{}", &hash[..32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_key_from_the_user_and_from_a_service_are_different_spends() {
+        let user = UserId::parse("u").unwrap();
+        let own = spend_entry_id(&user, &Caller::User, "k");
+        let backend = spend_entry_id(&user, &Caller::Service("arn:x".into()), "k");
+        let other_backend = spend_entry_id(&user, &Caller::Service("arn:y".into()), "k");
+        assert_ne!(own, backend);
+        assert_ne!(backend, other_backend);
+        assert_eq!(own, spend_entry_id(&user, &Caller::User, "k"));
+    }
 }

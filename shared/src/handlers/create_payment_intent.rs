@@ -8,12 +8,13 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::adapters::store::idempotency_hash;
+use crate::adapters::stripe::{Intent, NewIntent, META_CREDITS, META_PACKAGE, META_USER};
 use crate::auth::UserId;
+use crate::domain::ledger::{ChargeFacts, PaymentRecord};
+use crate::domain::packages::{valid_package_id, CreditPackage};
+use crate::domain::records::{now_ms, PaymentStatus};
 use crate::http::{json_body, ok, respond, ApiError};
-use crate::ledger::{now_ms, Payment, PaymentStatus};
-use crate::packages::{valid_package_id, CreditPackage};
-use crate::payments::{Intent, NewIntent, META_CREDITS, META_PACKAGE, META_USER};
-use crate::store::idempotency_hash;
 use crate::{auth, App};
 
 #[derive(Deserialize)]
@@ -83,7 +84,7 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         )));
     }
 
-    let payment = Payment {
+    let payment = PaymentRecord {
         intent_id: intent.id.clone(),
         user_id: user.clone(),
         package_id: package.id.clone(),
@@ -93,6 +94,11 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         status: PaymentStatus::Pending,
         created_at_ms: now_ms(),
         description: package.name.clone(),
+        credited: false,
+        attention: None,
+        facts: ChargeFacts::default(),
+        applied: 0,
+        rev: 0,
     };
     if let Some(winner) = app
         .store

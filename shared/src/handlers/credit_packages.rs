@@ -2,8 +2,8 @@
 
 use lambda_http::{Body, Request, Response};
 
+use crate::domain::packages::active_cheapest_first;
 use crate::http::{ok, respond, ApiError};
-use crate::packages::active_cheapest_first;
 use crate::{auth, App};
 
 #[tracing::instrument(name = "credit_packages", skip_all)]

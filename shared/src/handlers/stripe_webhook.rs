@@ -1,18 +1,21 @@
 //! `POST /api/stripe/webhook`: verifies the Stripe signature over the raw body, then applies
 //! `payment_intent.succeeded` (credit exactly once), `payment_intent.payment_failed` and
 //! `payment_intent.canceled` (mark, never move credits), and refunds and disputes (see
-//! `stripe_webhook_lifecycle`). Other types are acknowledged. Storage
-//! and secret failures answer 5xx so that Stripe retries.
+//! `stripe_webhook_lifecycle`). Other types are acknowledged. Storage and secret failures answer
+//! 5xx so that Stripe retries. After a rotation of the signing secret, a signature that does not
+//! match the cached secret is checked once more against a fresh read (rate-limited).
 
 use lambda_http::{Body, Request, Response};
 use time::OffsetDateTime;
 
 use super::stripe_webhook_lifecycle as lifecycle;
+use crate::adapters::store::CreditOutcome;
+use crate::adapters::stripe::{META_CREDITS, META_PACKAGE, META_USER};
+use crate::domain::ledger::{DisputeStep, PaidIntent};
+use crate::domain::records::PaymentStatus;
 use crate::http::{ack, body_bytes, respond, ApiError, MAX_WEBHOOK_BODY};
-use crate::ledger::{CreditOutcome, DisputeStep, PaidIntent, PaymentStatus};
-use crate::payments::{META_CREDITS, META_PACKAGE, META_USER};
 use crate::webhook::{self, Event, SignatureError};
-use crate::App;
+use crate::{telemetry, App};
 
 #[tracing::instrument(name = "stripe_webhook", skip_all)]
 pub async fn stripe_webhook(app: &App, req: Request) -> Response<Body> {
@@ -21,23 +24,7 @@ pub async fn stripe_webhook(app: &App, req: Request) -> Response<Body> {
 
 async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let payload = body_bytes(req, MAX_WEBHOOK_BODY)?;
-    let secrets = app.secrets.get().await?;
-    // An empty or missing secret is a configuration error, never "accept everything".
-    let secret = secrets.webhook_secret()?;
-    let header = req
-        .headers()
-        .get("stripe-signature")
-        .map(|h| h.to_str().unwrap_or(""));
-    let now = OffsetDateTime::now_utc().unix_timestamp();
-    if let Err(reason) = webhook::verify(payload, header, secret, now) {
-        tracing::warn!(reason = %reason, "webhook signature refused");
-        return Err(match reason {
-            SignatureError::Missing
-            | SignatureError::Malformed
-            | SignatureError::Stale
-            | SignatureError::Mismatch => ApiError::BadSignature,
-        });
-    }
+    verify_signature(app, req, payload).await?;
     let event = Event::parse(payload)
         .ok_or_else(|| ApiError::bad_request("The body is not a Stripe event."))?;
     tracing::info!(event_id = %event.id, event_type = %event.kind, "webhook received");
@@ -47,6 +34,7 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         "payment_intent.payment_failed" => mark(app, &event, PaymentStatus::Failed).await?,
         "payment_intent.canceled" => mark(app, &event, PaymentStatus::Canceled).await?,
         "charge.refunded" => lifecycle::refunded(app, &event).await?,
+        "charge.refund.updated" => lifecycle::refund_updated(app, &event).await?,
         "charge.dispute.created" => lifecycle::dispute(app, &event, DisputeStep::Created).await?,
         "charge.dispute.funds_withdrawn" => {
             lifecycle::dispute(app, &event, DisputeStep::FundsWithdrawn).await?
@@ -57,6 +45,34 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         _ => tracing::info!(event_type = %event.kind, "event type not handled; acknowledged"),
     }
     Ok(ack())
+}
+
+/// Checks the signature with the cached secret and, when it does not match, with a fresh read
+/// of the secret (at most one read per `secret_refresh_interval`), so that a rotated secret is
+/// picked up by warm functions.
+async fn verify_signature(app: &App, req: &Request, payload: &[u8]) -> Result<(), ApiError> {
+    let header = req
+        .headers()
+        .get("stripe-signature")
+        .map(|h| h.to_str().unwrap_or(""));
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let secrets = app.secrets.get().await?;
+    // An empty or missing secret is a configuration error, never "accept everything".
+    let mut outcome = webhook::verify(payload, header, secrets.webhook_secret()?, now);
+    if outcome == Err(SignatureError::Mismatch) {
+        if let Some(fresh) = app
+            .secrets
+            .refresh(app.config.secret_refresh_interval)
+            .await?
+        {
+            tracing::info!("signature mismatch; checked again with a fresh read of the secret");
+            outcome = webhook::verify(payload, header, fresh.webhook_secret()?, now);
+        }
+    }
+    outcome.map_err(|reason| {
+        tracing::warn!(reason = %reason, "webhook signature refused");
+        ApiError::BadSignature
+    })
 }
 
 async fn credit(app: &App, event: &Event) -> Result<(), ApiError> {
@@ -73,10 +89,8 @@ async fn credit(app: &App, event: &Event) -> Result<(), ApiError> {
             .metadata
             .get(META_CREDITS)
             .and_then(|c| c.parse().ok()),
-        event_id: event.id.clone(),
     };
-    let outcome = app.store.credit_purchase(&paid).await?;
-    match outcome {
+    match app.store.credit_purchase(&paid, &event.id).await? {
         CreditOutcome::Credited => {
             tracing::info!(intent_id = %paid.intent_id, credits = paid.credits, "payment credited")
         }
@@ -86,10 +100,10 @@ async fn credit(app: &App, event: &Event) -> Result<(), ApiError> {
         CreditOutcome::UnknownPayment => {
             tracing::warn!(intent_id = %paid.intent_id, "succeeded intent has no Coffer payment record; nothing credited")
         }
-        CreditOutcome::Mismatch => tracing::warn!(
-            intent_id = %paid.intent_id,
-            "succeeded intent does not match the recorded payment (amount, currency or metadata); nothing credited"
-        ),
+        CreditOutcome::Mismatch {
+            reason,
+            newly_flagged,
+        } => telemetry::payment_needs_attention(&paid.intent_id, reason, newly_flagged),
     }
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! The webhook's refund and dispute events: `charge.refunded` claws back the refunded share of
-//! the credits, `charge.dispute.*` marks, withdraws and reinstates. Each at most once.
+//! the credits, `charge.refund.updated` with a failed refund gives it back, `charge.dispute.*`
+//! marks, withdraws (the disputed share) and reinstates. The rules are in `domain::ledger`.
 
+use crate::adapters::store::LifecycleOutcome;
+use crate::domain::ledger::{ChargeEvent, DisputeStep};
 use crate::http::ApiError;
-use crate::ledger::{DisputeStep, LifecycleOutcome, RefundedCharge};
 use crate::webhook::{intent_id, Event};
 use crate::App;
 
@@ -14,17 +16,33 @@ pub(super) async fn refunded(app: &App, event: &Event) -> Result<(), ApiError> {
         tracing::warn!(charge_id = %charge.id, "refunded charge names no PaymentIntent; ignored");
         return Ok(());
     };
-    let outcome = app
-        .store
-        .apply_refund(&RefundedCharge {
-            intent_id: intent.clone(),
-            amount: charge.amount,
-            amount_refunded: charge.amount_refunded,
-            currency: charge.currency.to_ascii_lowercase(),
-            event_id: event.id.clone(),
-        })
-        .await?;
-    report(&intent, "refund", outcome)
+    let change = ChargeEvent::Refunded {
+        amount: charge.amount,
+        amount_refunded: charge.amount_refunded,
+        currency: charge.currency.to_ascii_lowercase(),
+        at: event.created.unwrap_or(0),
+    };
+    apply(app, &intent, &change).await
+}
+
+pub(super) async fn refund_updated(app: &App, event: &Event) -> Result<(), ApiError> {
+    let refund = event
+        .refund()
+        .ok_or_else(|| ApiError::bad_request("The event holds no refund."))?;
+    if refund.status.as_deref() != Some("failed") {
+        tracing::info!(refund_id = %refund.id, "refund update is not a failure; acknowledged");
+        return Ok(());
+    }
+    let Some(intent) = intent_id(refund.payment_intent.as_ref()) else {
+        tracing::warn!(refund_id = %refund.id, "failed refund names no PaymentIntent; ignored");
+        return Ok(());
+    };
+    let change = ChargeEvent::RefundFailed {
+        refund_id: refund.id,
+        amount: refund.amount,
+        at: event.created.unwrap_or(0),
+    };
+    apply(app, &intent, &change).await
 }
 
 pub(super) async fn dispute(app: &App, event: &Event, step: DisputeStep) -> Result<(), ApiError> {
@@ -35,12 +53,17 @@ pub(super) async fn dispute(app: &App, event: &Event, step: DisputeStep) -> Resu
         tracing::warn!(dispute_id = %dispute.id, "dispute names no PaymentIntent; ignored");
         return Ok(());
     };
-    let outcome = app.store.apply_dispute(&intent, &dispute.id, step).await?;
-    report(&intent, "dispute", outcome)
+    let change = ChargeEvent::Dispute {
+        dispute_id: dispute.id,
+        step,
+        amount: dispute.amount,
+    };
+    apply(app, &intent, &change).await
 }
 
-fn report(intent: &str, what: &str, outcome: LifecycleOutcome) -> Result<(), ApiError> {
-    match outcome {
+async fn apply(app: &App, intent: &str, change: &ChargeEvent) -> Result<(), ApiError> {
+    let what = change.entry_kind();
+    match app.store.apply_charge_event(intent, change).await? {
         LifecycleOutcome::Applied(delta) => {
             tracing::info!(intent_id = %intent, what, credits = delta, "applied")
         }
@@ -49,6 +72,9 @@ fn report(intent: &str, what: &str, outcome: LifecycleOutcome) -> Result<(), Api
         }
         LifecycleOutcome::UnknownPayment => {
             tracing::warn!(intent_id = %intent, what, "no Coffer payment for this intent; ignored")
+        }
+        LifecycleOutcome::Ignored(why) => {
+            tracing::warn!(intent_id = %intent, what, why, "event ignored")
         }
         LifecycleOutcome::NotReady => {
             return Err(ApiError::RetryLater(

@@ -9,8 +9,7 @@ use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError
 use stripe_core::payment_intent::{CreatePaymentIntent, ListPaymentIntent, RetrievePaymentIntent};
 use stripe_types::Currency as StripeCurrency;
 
-use crate::http::ApiError;
-use crate::money::Currency;
+use crate::domain::money::Currency;
 
 /// Metadata keys Coffer writes on every PaymentIntent it creates.
 pub const META_USER: &str = "coffer_user_id";
@@ -54,7 +53,7 @@ pub struct StripeApi {
 }
 
 impl StripeApi {
-    pub fn new(secret_key: &str, api_base: Option<&str>) -> Result<Self, ApiError> {
+    pub fn new(secret_key: &str, api_base: Option<&str>) -> Result<Self, StripeFailure> {
         let mut builder = ClientBuilder::new(secret_key).timeout(STRIPE_TIMEOUT);
         if let Some(base) = api_base {
             let base = if base.ends_with('/') {
@@ -65,7 +64,7 @@ impl StripeApi {
             builder = builder.url(base);
         }
         let client = builder.build().map_err(|_| {
-            ApiError::Unavailable("the Stripe client could not be configured".into())
+            StripeFailure::Config("the Stripe client could not be configured".into())
         })?;
         Ok(Self { client })
     }
@@ -75,18 +74,17 @@ impl StripeApi {
         &self,
         intent: NewIntent<'_>,
         idempotency_key: &str,
-    ) -> Result<Intent, ApiError> {
-        let currency: StripeCurrency =
-            intent.currency.as_str().parse().map_err(|_| {
-                ApiError::Internal(format!("unsupported currency {}", intent.currency))
-            })?;
+    ) -> Result<Intent, StripeFailure> {
+        let currency: StripeCurrency = intent.currency.as_str().parse().map_err(|_| {
+            StripeFailure::Config(format!("unsupported currency {}", intent.currency))
+        })?;
         let mut request =
             CreatePaymentIntent::new(intent.amount, currency).metadata(intent.metadata);
         if let Some(method) = intent.payment_method {
             request = request.payment_method(method);
         }
         let key = IdempotencyKey::new(idempotency_key)
-            .map_err(|_| ApiError::Internal("invalid idempotency key".into()))?;
+            .map_err(|_| StripeFailure::Config("invalid idempotency key".into()))?;
         request
             .build()
             .customize::<Intent>()
@@ -97,7 +95,7 @@ impl StripeApi {
     }
 
     /// Reads a PaymentIntent back (used to answer a replayed create with the same intent).
-    pub async fn retrieve_intent(&self, id: &str) -> Result<Intent, ApiError> {
+    pub async fn retrieve_intent(&self, id: &str) -> Result<Intent, StripeFailure> {
         RetrievePaymentIntent::new(id)
             .build()
             .customize::<Intent>()
@@ -111,7 +109,10 @@ impl StripeApi {
 impl StripeApi {
     /// One page of PaymentIntents (newest first at Stripe), after `starting_after` if given.
     /// Only `limit` and `starting_after` are sent: both Stripe and localstripe accept them.
-    pub async fn list_intents(&self, starting_after: Option<&str>) -> Result<IntentPage, ApiError> {
+    pub async fn list_intents(
+        &self,
+        starting_after: Option<&str>,
+    ) -> Result<IntentPage, StripeFailure> {
         let mut request = ListPaymentIntent::new().limit(100);
         if let Some(after) = starting_after {
             request = request.starting_after(after);
@@ -126,24 +127,40 @@ impl StripeApi {
     }
 }
 
-/// Card errors (402) become a user-facing 402; everything else from Stripe is a 502.
-fn map_error(err: StripeError) -> ApiError {
+/// Why a Stripe call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StripeFailure {
+    /// The card was declined (Stripe's 402): the message is for the user.
+    #[error("card declined: {0}")]
+    CardDeclined(String),
+    /// Stripe answered with an error, could not be reached, timed out or answered nonsense.
+    #[error("stripe failed: {0}")]
+    Upstream(String),
+    /// Coffer built a request it should not have.
+    #[error("stripe request could not be made: {0}")]
+    Config(String),
+}
+
+/// Card errors (402) are the user's to read; everything else is Stripe's failure.
+fn map_error(err: StripeError) -> StripeFailure {
     match err {
-        StripeError::Stripe(details, 402) => ApiError::CardDeclined(
+        StripeError::Stripe(details, 402) => StripeFailure::CardDeclined(
             details
                 .message
                 .clone()
                 .unwrap_or_else(|| "The card was declined.".into()),
         ),
-        StripeError::Stripe(details, status) => ApiError::Stripe(format!(
+        StripeError::Stripe(details, status) => StripeFailure::Upstream(format!(
             "stripe answered {status}: {}",
             details.message.as_deref().unwrap_or("no message")
         )),
         StripeError::JSONDeserialize(msg) => {
-            ApiError::Stripe(format!("unreadable Stripe response: {msg}"))
+            StripeFailure::Upstream(format!("unreadable Stripe response: {msg}"))
         }
-        StripeError::ClientError(msg) => ApiError::Stripe(format!("stripe unreachable: {msg}")),
-        StripeError::Timeout => ApiError::Stripe("stripe timed out".into()),
-        StripeError::ConfigError(msg) => ApiError::Internal(format!("stripe config: {msg}")),
+        StripeError::ClientError(msg) => {
+            StripeFailure::Upstream(format!("stripe unreachable: {msg}"))
+        }
+        StripeError::Timeout => StripeFailure::Upstream("stripe timed out".into()),
+        StripeError::ConfigError(msg) => StripeFailure::Config(msg),
     }
 }

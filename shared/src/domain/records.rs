@@ -1,13 +1,28 @@
-//! The ledger's domain: payments, their statuses, balances and ledger entries, free of AWS and
-//! Stripe types. Rules: credits move only through an immutable entry, and a balance is always
-//! the sum of its entries.
+//! The records users see: payment statuses, history lines and balances, with their JSON shapes,
+//! and the verified user id. Free of AWS and Stripe types.
 
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::auth::UserId;
-use crate::money::Currency;
+use crate::domain::ledger::PaymentRecord;
+use crate::domain::money::Currency;
+
+/// A verified user id (the JWT `sub`, or the user an IAM-authorized caller names).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(String);
+
+impl UserId {
+    /// Accepts 1–255 characters with no control characters.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let ok = !raw.is_empty() && raw.len() <= 255 && !raw.chars().any(char::is_control);
+        ok.then(|| Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PaymentStatus {
@@ -47,35 +62,6 @@ impl PaymentStatus {
     }
 }
 
-/// One PaymentIntent as Coffer recorded it when it was created.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Payment {
-    pub intent_id: String,
-    pub user_id: UserId,
-    pub package_id: String,
-    pub amount: i64,
-    pub currency: Currency,
-    pub credits: i64,
-    pub status: PaymentStatus,
-    pub created_at_ms: i64,
-    pub description: String,
-}
-
-impl Payment {
-    /// The contract's payment-history JSON shape.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.intent_id,
-            "amount": self.currency.to_major(self.amount),
-            "creditAmount": self.currency.to_major(self.credits),
-            "currency": self.currency.as_str(),
-            "status": self.status.as_str(),
-            "createdAt": rfc3339(self.created_at_ms),
-            "description": self.description,
-        })
-    }
-}
-
 /// Promotional credits granted by an operator, shown in history beside payments.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Grant {
@@ -89,8 +75,23 @@ pub struct Grant {
 /// One line of a user's history: a payment or a grant.
 #[derive(Clone, Debug, PartialEq)]
 pub enum HistoryItem {
-    Payment(Payment),
+    Payment(PaymentRecord),
     Grant(Grant),
+}
+
+impl PaymentRecord {
+    /// The contract's payment-history JSON shape.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.intent_id,
+            "amount": self.currency.to_major(self.amount),
+            "creditAmount": self.currency.to_major(self.credits),
+            "currency": self.currency.as_str(),
+            "status": self.status.as_str(),
+            "createdAt": rfc3339(self.created_at_ms),
+            "description": self.description,
+        })
+    }
 }
 
 impl HistoryItem {
@@ -116,83 +117,6 @@ impl HistoryItem {
             Self::Grant(grant) => &grant.entry_id,
         }
     }
-}
-
-/// The result of a spend, a grant or another keyed credit movement.
-#[derive(Debug, PartialEq, Eq)]
-pub enum MoveOutcome {
-    /// Written now; the entry id.
-    Done(String),
-    /// The same key was used before with the same amount: nothing more was taken.
-    Replayed(String),
-    /// The same key was used before with another amount.
-    KeyConflict,
-    /// Not enough credits; nothing taken.
-    Insufficient,
-}
-
-/// What Stripe says about a charge of a Coffer payment (`charge.refunded`).
-#[derive(Clone, Debug)]
-pub struct RefundedCharge {
-    pub intent_id: String,
-    pub amount: i64,
-    pub amount_refunded: i64,
-    pub currency: String,
-    pub event_id: String,
-}
-
-/// Dispute steps that change a payment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DisputeStep {
-    Created,
-    FundsWithdrawn,
-    FundsReinstated,
-}
-
-/// The result of applying a refund or dispute event.
-#[derive(Debug, PartialEq, Eq)]
-pub enum LifecycleOutcome {
-    /// Applied; credits moved by this signed amount (0 for a status change only).
-    Applied(i64),
-    /// Already applied, or older than what was applied: nothing changed.
-    Unchanged,
-    /// No Coffer payment for this intent.
-    UnknownPayment,
-    /// The payment is not credited yet (or the dispute not withdrawn yet): Stripe should retry.
-    NotReady,
-}
-
-/// Credits to claw back for a cumulative refund: the refunded share of the credits, rounded
-/// down, never more than `credits`.
-pub fn refund_share(credits: i64, amount: i64, amount_refunded: i64) -> i64 {
-    if amount <= 0 || amount_refunded <= 0 {
-        return 0;
-    }
-    let refunded = i128::from(amount_refunded.min(amount));
-    let share = i128::from(credits) * refunded / i128::from(amount);
-    i64::try_from(share).unwrap_or(credits).min(credits)
-}
-
-/// What a `payment_intent.succeeded` event claims was paid.
-#[derive(Clone, Debug)]
-pub struct PaidIntent {
-    pub intent_id: String,
-    pub amount: i64,
-    pub currency: String,
-    pub user_id: Option<String>,
-    pub package_id: Option<String>,
-    pub credits: Option<i64>,
-    pub event_id: String,
-}
-
-/// The result of trying to credit a payment.
-#[derive(Debug, PartialEq, Eq)]
-pub enum CreditOutcome {
-    Credited,
-    AlreadyCredited,
-    UnknownPayment,
-    /// The event does not match the recorded payment; nothing was credited.
-    Mismatch,
 }
 
 /// A user's balance in minor units.
@@ -243,16 +167,6 @@ mod tests {
             assert_eq!(PaymentStatus::parse(status.as_str()), Some(status));
         }
         assert_eq!(PaymentStatus::parse("bogus"), None);
-    }
-
-    #[test]
-    fn refunds_claw_back_their_share_rounded_down() {
-        assert_eq!(refund_share(1650, 1500, 1500), 1650);
-        assert_eq!(refund_share(1650, 1500, 500), 550);
-        assert_eq!(refund_share(1000, 3, 1), 333);
-        assert_eq!(refund_share(1000, 1500, 9999), 1000);
-        assert_eq!(refund_share(1000, 1500, 0), 0);
-        assert_eq!(refund_share(i64::MAX, i64::MAX, i64::MAX - 1), i64::MAX - 1);
     }
 
     #[test]

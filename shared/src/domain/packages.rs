@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::money::Currency;
+use crate::domain::money::Currency;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CreditPackage {

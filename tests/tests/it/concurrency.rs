@@ -137,7 +137,7 @@ async fn two_hundred_mixed_deliveries_with_spends_and_refunds_keep_the_ledger_ex
     let count = |kind: &str| {
         items
             .iter()
-            .filter(|i| coffer::store::get_s(i, "kind") == Some(kind))
+            .filter(|i| coffer::adapters::store::codec::get_s(i, "kind") == Some(kind))
             .count()
     };
     assert_eq!(

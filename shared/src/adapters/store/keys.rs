@@ -1,0 +1,224 @@
+//! Every key of the table, and the payment-history cursor. No other code builds a key.
+//!
+//! | item              | pk                  | sk               | notes                                    |
+//! |-------------------|---------------------|------------------|------------------------------------------|
+//! | credit package    | `PACKAGES`          | `PKG#<id>`       | one Query lists them all                 |
+//! | payment           | `PAY#<intent id>`   | `PAY`            | gsi1: `USER#<user>#PAY` / `<ms>#<pi>`    |
+//! | needs attention   | `ATTENTION`         | `PAY#<intent id>`| a succeeded payment that was not credited|
+//! | idempotency key   | `IDEM#<sha256>`     | `IDEM`           | user + client key → intent; TTL 24 h     |
+//! | ledger entry      | `USER#<user>`       | `ENTRY#<id>`     | immutable, signed minor units            |
+//! | balance           | `USER#<user>`       | `BALANCE`        | running sum of the user's entries        |
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use super::codec::{s, Item};
+use super::StoreError;
+use crate::domain::records::UserId;
+
+pub const PACKAGES_PK: &str = "PACKAGES";
+pub const ATTENTION_PK: &str = "ATTENTION";
+pub const GSI1: &str = "gsi1";
+
+pub fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+pub fn package(id: &str) -> Item {
+    key(PACKAGES_PK, format!("PKG#{id}"))
+}
+
+pub fn payment_pk(intent_id: &str) -> String {
+    format!("PAY#{intent_id}")
+}
+
+pub fn payment(intent_id: &str) -> Item {
+    key(payment_pk(intent_id), "PAY")
+}
+
+pub fn attention(intent_id: &str) -> Item {
+    key(ATTENTION_PK, format!("PAY#{intent_id}"))
+}
+
+pub fn idempotency(hash: &str) -> Item {
+    key(format!("IDEM#{hash}"), "IDEM")
+}
+
+pub fn user_pk(user: &UserId) -> String {
+    format!("USER#{}", user.as_str())
+}
+
+pub fn balance(user: &UserId) -> Item {
+    key(user_pk(user), "BALANCE")
+}
+
+pub fn entry(user: &UserId, entry_id: &str) -> Item {
+    key(user_pk(user), format!("ENTRY#{entry_id}"))
+}
+
+/// The partition of a user's history in gsi1.
+pub fn history_pk(user: &UserId) -> String {
+    format!("USER#{}#PAY", user.as_str())
+}
+
+/// The sort key of a history line in gsi1: newest last, so a descending Query is newest first.
+pub fn history_sk(created_at_ms: i64, id: &str) -> String {
+    format!("{created_at_ms:015}#{id}")
+}
+
+/// A hash of the parts, separated so that `("a", "bc")` and `("ab", "c")` differ: any text
+/// becomes a safe key.
+pub fn hash_parts(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hasher.update([0u8]);
+        }
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The stored key for a client's `Idempotency-Key` of a user.
+pub fn idempotency_hash(user: &UserId, client_key: &str) -> String {
+    hash_parts(&[user.as_str(), client_key])
+}
+
+/// Which item a history cursor points after.
+#[derive(Debug, PartialEq, Eq)]
+enum CursorKind {
+    Payment,
+    Grant,
+}
+
+/// Largest id a cursor may name (intent and entry ids are far shorter).
+const MAX_CURSOR_ID: usize = 200;
+/// Timestamps are at most 15 digits, as `history_sk` writes them.
+const MAX_CURSOR_MS: i64 = 999_999_999_999_999;
+
+/// The cursor after `last`: the user's tag, the line's time and id, and whether it is a payment
+/// or a grant. The keys are rebuilt from these on the way back in, never taken from the client.
+pub fn encode_cursor(user: &UserId, last: &Item) -> Option<String> {
+    let sk = super::codec::get_s(last, "gsi1sk")?;
+    let (ms, id) = sk.split_once('#')?;
+    let kind = if super::codec::get_s(last, "sk") == Some("PAY") {
+        "p"
+    } else {
+        "g"
+    };
+    let fields = [user_tag(user).as_str(), ms, id, kind].map(str::to_owned);
+    serde_json::to_vec(&fields)
+        .ok()
+        .map(|bytes| URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The `ExclusiveStartKey` for a cursor that Coffer issued to this user; anything else is
+/// `InvalidCursor`, so that nothing a client makes up reaches DynamoDB.
+pub fn decode_cursor(user: &UserId, cursor: &str) -> Result<Item, StoreError> {
+    let invalid = || StoreError::InvalidCursor;
+    if cursor.len() > 1024 {
+        return Err(invalid());
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    let [tag, ms, id, kind]: [String; 4] = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    if tag != user_tag(user) {
+        return Err(invalid());
+    }
+    let valid_ms = ms.len() == 15 && ms.bytes().all(|b| b.is_ascii_digit());
+    let created: i64 = ms.parse().map_err(|_| invalid())?;
+    let valid_id = !id.is_empty()
+        && id.len() <= MAX_CURSOR_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':'));
+    let kind = match kind.as_str() {
+        "p" if id.starts_with("pi_") => CursorKind::Payment,
+        "g" => CursorKind::Grant,
+        _ => return Err(invalid()),
+    };
+    if !valid_ms || !valid_id || !(0..=MAX_CURSOR_MS).contains(&created) {
+        return Err(invalid());
+    }
+    let mut start = match kind {
+        CursorKind::Payment => payment(&id),
+        CursorKind::Grant => entry(user, &id),
+    };
+    start.insert("gsi1pk".into(), s(history_pk(user)));
+    start.insert("gsi1sk".into(), AttributeValue::S(history_sk(created, &id)));
+    Ok(start)
+}
+
+/// A short tag that binds a cursor to its user.
+fn user_tag(user: &UserId) -> String {
+    hash_parts(&["cursor", user.as_str()])[..16].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
+
+    fn history_line(user: &UserId) -> Item {
+        let mut last = payment("pi_1");
+        last.insert("gsi1pk".into(), s(history_pk(user)));
+        last.insert("gsi1sk".into(), s(history_sk(1, "pi_1")));
+        last
+    }
+
+    #[test]
+    fn cursors_round_trip_and_are_bound_to_their_user() {
+        let a = user("a");
+        let last = history_line(&a);
+        let cursor = encode_cursor(&a, &last).unwrap();
+        assert_eq!(decode_cursor(&a, &cursor).unwrap(), last);
+        assert!(matches!(
+            decode_cursor(&user("b"), &cursor),
+            Err(StoreError::InvalidCursor)
+        ));
+        assert!(matches!(
+            decode_cursor(&a, "!!!"),
+            Err(StoreError::InvalidCursor)
+        ));
+    }
+
+    #[test]
+    fn well_formed_cursors_with_empty_or_oversized_keys_are_refused() {
+        let a = user("a");
+        let tag = user_tag(&a);
+        let forged = |fields: serde_json::Value| URL_SAFE_NO_PAD.encode(fields.to_string());
+        for fields in [
+            serde_json::json!([tag, "000000000000001", "", "p"]),
+            serde_json::json!([tag, "", "pi_1", "p"]),
+            serde_json::json!([tag, "000000000000001", "x".repeat(5000), "g"]),
+            serde_json::json!([tag, "000000000000001", "pi_1#PAY", "p"]),
+            serde_json::json!([tag, "000000000000001", "pi_1", "x"]),
+            serde_json::json!([tag, "-00000000000001", "pi_1", "p"]),
+            serde_json::json!(["", "", "", ""]),
+            serde_json::json!(["PAY#pi_1", "PAY", "USER#a#PAY", "1#pi_1"]),
+        ] {
+            assert!(
+                matches!(
+                    decode_cursor(&a, &forged(fields.clone())),
+                    Err(StoreError::InvalidCursor)
+                ),
+                "{fields}"
+            );
+        }
+    }
+
+    #[test]
+    fn hashes_separate_their_parts() {
+        assert_ne!(hash_parts(&["a", "bc"]), hash_parts(&["ab", "c"]));
+        assert_eq!(
+            idempotency_hash(&user("a"), "k"),
+            idempotency_hash(&user("a"), "k")
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! The DynamoDB adapter: the only code that knows keys and attribute maps. It loads and decodes
+//! typed records, asks the domain's rules what to do, and writes what they decided as one
+//! conditional `TransactWriteItems`, so that every write that moves credits happens at most once.
+//! One file per aggregate: packages, payments, credits (balances, spends, grants), lifecycle
+//! (refunds and disputes), admin (scans and schema); keys and codec beside them.
+
+mod admin;
+pub mod codec;
+mod credits;
+pub mod keys;
+mod lifecycle;
+mod packages;
+mod payments;
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{KeysAndAttributes, TransactWriteItem};
+use aws_sdk_dynamodb::Client;
+
+pub use admin::LedgerScan;
+pub use codec::{DecodeError, Item};
+pub use credits::MoveOutcome;
+pub use keys::{hash_parts, idempotency_hash, GSI1};
+pub use lifecycle::LifecycleOutcome;
+pub use packages::IdempotencyRecord;
+pub use payments::{AttentionItem, CreditOutcome};
+
+/// Attempts of a transaction that lost a race with another one on the same items.
+const CONFLICT_ATTEMPTS: u32 = 12;
+
+/// Why a storage call failed. The HTTP edge turns it into a status; jobs log the whole chain.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Unreachable, timed out or throttled: worth retrying.
+    #[error("dynamodb is unavailable: {0}")]
+    Unavailable(String),
+    /// A request DynamoDB refused for another reason.
+    #[error("dynamodb refused the request: {0}")]
+    Refused(String),
+    #[error("a stored item is malformed")]
+    Malformed(#[from] DecodeError),
+    /// Writers kept changing the same items faster than this one could land.
+    #[error("the items kept changing: {0}")]
+    Contention(String),
+    /// A history cursor that Coffer did not issue to this user.
+    #[error("the cursor is not valid")]
+    InvalidCursor,
+}
+
+impl StoreError {
+    fn from_sdk<E, R>(err: SdkError<E, R>) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug,
+    {
+        let detail = DisplayErrorContext(&err).to_string();
+        match err {
+            SdkError::DispatchFailure(_)
+            | SdkError::TimeoutError(_)
+            | SdkError::ResponseError(_) => Self::Unavailable(detail),
+            _ if detail.contains("Throttling")
+                || detail.contains("ProvisionedThroughputExceeded")
+                || detail.contains("RequestLimitExceeded") =>
+            {
+                Self::Unavailable(detail)
+            }
+            _ => Self::Refused(detail),
+        }
+    }
+
+    fn build(err: aws_sdk_dynamodb::error::BuildError) -> Self {
+        Self::Refused(format!("request could not be built: {err}"))
+    }
+}
+
+/// A cancelled transaction item: its code and, for a failed condition, the item as it was.
+#[derive(Debug, Clone)]
+pub struct Cancelled {
+    pub code: Option<String>,
+    pub old: Option<Item>,
+}
+
+impl Cancelled {
+    fn condition_failed(&self) -> bool {
+        self.code.as_deref() == Some("ConditionalCheckFailed")
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    table: String,
+}
+
+impl Store {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// One item by key, strongly consistent.
+    async fn get(&self, key: Item) -> Result<Option<Item>, StoreError> {
+        Ok(self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?
+            .item)
+    }
+
+    /// Several items by key in one BatchGetItem, strongly consistent, in no particular order.
+    async fn get_many(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        let mut request = KeysAndAttributes::builder().consistent_read(true);
+        for key in keys {
+            request = request.keys(key);
+        }
+        let mut pending = std::collections::HashMap::from([(
+            self.table.clone(),
+            request.build().map_err(StoreError::build)?,
+        )]);
+        let mut found = Vec::new();
+        // BatchGetItem may hand back unprocessed keys under load; ask again for those only.
+        for _ in 0..5 {
+            let output = self
+                .client
+                .batch_get_item()
+                .set_request_items(Some(pending))
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            if let Some(items) = output.responses().and_then(|r| r.get(&self.table)) {
+                found.extend(items.iter().cloned());
+            }
+            match output.unprocessed_keys() {
+                Some(rest) if !rest.is_empty() => pending = rest.clone(),
+                _ => return Ok(found),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "dynamodb kept keys unprocessed".into(),
+        ))
+    }
+
+    /// Runs a transaction, retrying when it lost a race with another transaction on the same
+    /// items. `Ok(Err(cancelled))`: a condition failed (each item's code and old item).
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<Result<(), Vec<Cancelled>>, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => return Ok(Ok(())),
+                Err(err) => err,
+            };
+            let reasons = cancellation_reasons(&err);
+            if reasons.is_empty() {
+                return Err(StoreError::from_sdk(err));
+            }
+            if reasons.iter().any(Cancelled::condition_failed) {
+                return Ok(Err(reasons));
+            }
+            let conflict = reasons
+                .iter()
+                .any(|r| r.code.as_deref() == Some("TransactionConflict"));
+            if !conflict {
+                return Err(StoreError::from_sdk(err));
+            }
+            if attempt >= CONFLICT_ATTEMPTS {
+                return Err(StoreError::Contention(
+                    "transaction conflict persisted".into(),
+                ));
+            }
+            backoff(attempt).await;
+        }
+    }
+}
+
+/// A jittered pause before another attempt, so that colliding writers spread out.
+async fn backoff(attempt: u32) {
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
+    let step = u64::from(attempt.min(8));
+    tokio::time::sleep(Duration::from_millis(5 * step + jitter)).await;
+}
+
+/// Each cancelled item's code and, for failed conditions, the item as it was.
+fn cancellation_reasons<R>(err: &SdkError<TransactWriteItemsError, R>) -> Vec<Cancelled> {
+    match err.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(e)) => e
+            .cancellation_reasons()
+            .iter()
+            .map(|r| Cancelled {
+                code: r.code().map(str::to_owned),
+                old: r.item().cloned().filter(|i| !i.is_empty()),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}

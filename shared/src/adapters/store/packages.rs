@@ -1,0 +1,80 @@
+//! Credit packages, and the one read that create-payment-intent makes: the package together with
+//! the client's idempotency record.
+
+use super::codec::{get_s, package_from_item, package_to_item, Fields, Item};
+use super::{keys, Store, StoreError};
+use crate::domain::packages::CreditPackage;
+
+/// The remembered answer to a create-payment-intent call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdempotencyRecord {
+    pub package_id: String,
+    pub intent_id: String,
+}
+
+impl IdempotencyRecord {
+    pub(super) fn from_item(item: &Item) -> Result<Self, super::DecodeError> {
+        let f = Fields::of(item);
+        Ok(Self {
+            package_id: f.text("packageId")?.to_owned(),
+            intent_id: f.text("intentId")?.to_owned(),
+        })
+    }
+}
+
+impl Store {
+    /// Every stored package (active or not), one Query.
+    pub async fn list_packages(&self) -> Result<Vec<CreditPackage>, StoreError> {
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", super::codec::s(keys::PACKAGES_PK))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(items
+            .iter()
+            .map(package_from_item)
+            .collect::<Result<_, _>>()?)
+    }
+
+    pub async fn put_package(&self, package: &CreditPackage) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(package_to_item(package)))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    /// The package and, when a client key is given, its idempotency record: one BatchGetItem.
+    pub async fn package_and_idempotency(
+        &self,
+        package_id: &str,
+        idempotency_hash: Option<&str>,
+    ) -> Result<(Option<CreditPackage>, Option<IdempotencyRecord>), StoreError> {
+        let mut wanted = vec![keys::package(package_id)];
+        if let Some(hash) = idempotency_hash {
+            wanted.push(keys::idempotency(hash));
+        }
+        let found = self.get_many(wanted).await?;
+        let package = found
+            .iter()
+            .find(|item| get_s(item, "pk") == Some(keys::PACKAGES_PK))
+            .map(package_from_item)
+            .transpose()?;
+        let record = found
+            .iter()
+            .find(|item| get_s(item, "sk") == Some("IDEM"))
+            .map(IdempotencyRecord::from_item)
+            .transpose()?;
+        Ok((package, record))
+    }
+}

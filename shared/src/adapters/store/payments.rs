@@ -1,0 +1,396 @@
+//! Payments: recording a new PaymentIntent with its idempotency key, crediting a succeeded one
+//! exactly once, marking unpaid ones, flagging the ones an operator must look at, and the user's
+//! history.
+
+use aws_sdk_dynamodb::types::{
+    Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+
+use super::codec::{history_from_item, n, payment_from_item, payment_to_item, s, Fields, Item};
+use super::{keys, IdempotencyRecord, Store, StoreError, CONFLICT_ATTEMPTS};
+use crate::domain::ledger::{decide_credit, status_of, CreditDecision, PaidIntent, PaymentRecord};
+use crate::domain::records::{now_ms, HistoryItem, PaymentStatus, UserId};
+
+/// How long an `Idempotency-Key` is remembered (Stripe keeps its own for 24 h too).
+const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
+
+/// The result of trying to credit a payment.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CreditOutcome {
+    Credited,
+    AlreadyCredited,
+    UnknownPayment,
+    /// It does not match the recorded payment; nothing was credited. `newly_flagged` is true
+    /// the first time the payment is marked as needing attention.
+    Mismatch {
+        reason: &'static str,
+        newly_flagged: bool,
+    },
+}
+
+/// A succeeded payment that could not be credited.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttentionItem {
+    pub intent_id: String,
+    pub user_id: String,
+    pub reason: String,
+    pub flagged_at_ms: i64,
+}
+
+impl Store {
+    /// Records a new pending payment and, with it, the client's idempotency key, in one
+    /// transaction. `Ok(Some(record))` means another request already claimed the key first.
+    pub async fn record_payment(
+        &self,
+        payment: &PaymentRecord,
+        idempotency_hash: Option<&str>,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let item = payment_to_item(payment);
+        let Some(hash) = idempotency_hash else {
+            // No client key: a fresh intent id can only be recorded once anyway.
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            return Ok(None);
+        };
+        let put_payment = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(StoreError::build)?;
+        let mut idem = keys::idempotency(hash);
+        idem.insert("packageId".into(), s(&payment.package_id));
+        idem.insert("intentId".into(), s(&payment.intent_id));
+        idem.insert("userId".into(), s(payment.user_id.as_str()));
+        idem.insert(
+            "expiresAt".into(),
+            n(payment.created_at_ms / 1000 + IDEMPOTENCY_TTL_SECS),
+        );
+        let put_idem = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(idem))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(StoreError::build)?;
+        let items = vec![
+            TransactWriteItem::builder().put(put_payment).build(),
+            TransactWriteItem::builder().put(put_idem).build(),
+        ];
+        match self.transact(items).await? {
+            Ok(()) => Ok(None),
+            Err(reasons) => match reasons.get(1).and_then(|r| r.old.as_ref()) {
+                Some(old) => Ok(Some(IdempotencyRecord::from_item(old)?)),
+                None => Err(StoreError::Refused(
+                    "a new payment collided with an existing one".into(),
+                )),
+            },
+        }
+    }
+
+    /// One payment record.
+    pub async fn payment(&self, intent_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
+        let item = self.get(keys::payment(intent_id)).await?;
+        Ok(item.as_ref().map(payment_from_item).transpose()?)
+    }
+
+    /// Credits a succeeded PaymentIntent exactly once: the payment is read, the rules decide,
+    /// and one transaction conditioned on the payment's revision moves it to credited, writes
+    /// the purchase entry and grows the balance. A mismatch flags the payment for an operator.
+    pub async fn credit_purchase(
+        &self,
+        paid: &PaidIntent,
+        source: &str,
+    ) -> Result<CreditOutcome, StoreError> {
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let Some(payment) = self.payment(&paid.intent_id).await? else {
+                return Ok(CreditOutcome::UnknownPayment);
+            };
+            let (credits, adjustment) = match decide_credit(&payment, paid) {
+                CreditDecision::AlreadyCredited => return Ok(CreditOutcome::AlreadyCredited),
+                CreditDecision::Mismatch(reason) => match self.flag(&payment, reason).await? {
+                    Some(outcome) => return Ok(outcome),
+                    None => continue,
+                },
+                CreditDecision::Credit {
+                    credits,
+                    adjustment,
+                } => (credits, adjustment),
+            };
+            let mut credited = payment.clone();
+            credited.credited = true;
+            let applied = credits.saturating_add(adjustment);
+            let now = now_ms();
+            let update_payment = self
+                .revision_update(&payment)
+                .update_expression(
+                    "SET #status = :status, creditedAt = :now, updatedAt = :now, \
+                     creditEvent = :source, applied = :applied, rev = :next",
+                )
+                .condition_expression(
+                    "(rev = :rev OR attribute_not_exists(rev)) AND attribute_not_exists(creditedAt)",
+                )
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", s(status_of(&credited).as_str()))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":source", s(source))
+                .expression_attribute_values(":applied", n(applied))
+                .build()
+                .map_err(StoreError::build)?;
+            let mut items = vec![TransactWriteItem::builder().update(update_payment).build()];
+            items.push(self.entry_put(
+                &payment,
+                "purchase",
+                credits,
+                &format!("purchase:{}", payment.intent_id),
+                now,
+            )?);
+            if adjustment != 0 {
+                let id = format!("adjust:{}:r{}", payment.intent_id, payment.rev + 1);
+                items.push(self.entry_put(&payment, "adjustment", adjustment, &id, now)?);
+            }
+            let balance_index = items.len();
+            items.push(self.balance_add(&payment, applied, now, true)?);
+            match self.transact(items).await? {
+                Ok(()) => return Ok(CreditOutcome::Credited),
+                Err(reasons) => {
+                    let balance_refused = reasons
+                        .get(balance_index)
+                        .is_some_and(super::Cancelled::condition_failed);
+                    if balance_refused {
+                        match self.flag(&payment, "balance_currency_mismatch").await? {
+                            Some(outcome) => return Ok(outcome),
+                            None => continue,
+                        }
+                    }
+                    // The payment changed first: read it again and decide again.
+                }
+            }
+        }
+        Err(StoreError::Contention(format!(
+            "payment {} kept changing",
+            paid.intent_id
+        )))
+    }
+
+    /// An update of a payment that lands only if nobody changed it since it was read.
+    pub(super) fn revision_update(
+        &self,
+        payment: &PaymentRecord,
+    ) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+        Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(keys::payment(&payment.intent_id)))
+            .expression_attribute_values(":rev", n(payment.rev))
+            .expression_attribute_values(":next", n(payment.rev + 1))
+    }
+
+    /// The Put of an immutable entry of a payment, at most once per entry id.
+    pub(super) fn entry_put(
+        &self,
+        payment: &PaymentRecord,
+        kind: &str,
+        amount: i64,
+        entry_id: &str,
+        now: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let mut entry = keys::entry(&payment.user_id, entry_id);
+        entry.insert("kind".into(), s(kind));
+        entry.insert("entryId".into(), s(entry_id));
+        entry.insert("amount".into(), n(amount));
+        entry.insert("currency".into(), s(payment.currency.as_str()));
+        entry.insert("intentId".into(), s(&payment.intent_id));
+        entry.insert("createdAt".into(), n(now));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(entry))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(StoreError::build)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Adds `delta` to the payment's user's balance. With `claim_currency` the balance takes the
+    /// payment's currency if it has none and refuses another one; without it there is no floor,
+    /// so credits already spent leave the balance negative, visibly.
+    pub(super) fn balance_add(
+        &self,
+        payment: &PaymentRecord,
+        delta: i64,
+        now: i64,
+        claim_currency: bool,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(keys::balance(&payment.user_id)))
+            .expression_attribute_values(":delta", n(delta))
+            .expression_attribute_values(":now", n(now));
+        let update = if claim_currency {
+            update
+                .update_expression("ADD balance :delta SET currency = :currency, updatedAt = :now")
+                .condition_expression("attribute_not_exists(currency) OR currency = :currency")
+                .expression_attribute_values(":currency", s(payment.currency.as_str()))
+        } else {
+            update.update_expression("ADD balance :delta SET updatedAt = :now")
+        };
+        Ok(TransactWriteItem::builder()
+            .update(update.build().map_err(StoreError::build)?)
+            .build())
+    }
+
+    /// Marks a succeeded payment that could not be credited, once, with a marker item that
+    /// the operator command lists. `None`: the payment changed meanwhile; read it again.
+    async fn flag(
+        &self,
+        payment: &PaymentRecord,
+        reason: &'static str,
+    ) -> Result<Option<CreditOutcome>, StoreError> {
+        if payment.attention.is_some() {
+            return Ok(Some(CreditOutcome::Mismatch {
+                reason,
+                newly_flagged: false,
+            }));
+        }
+        let now = now_ms();
+        let update = self
+            .revision_update(payment)
+            .update_expression("SET attention = :reason, attentionAt = :now, rev = :next")
+            .condition_expression(
+                "(rev = :rev OR attribute_not_exists(rev)) AND attribute_not_exists(attention) \
+                 AND attribute_not_exists(creditedAt)",
+            )
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(StoreError::build)?;
+        let mut marker = keys::attention(&payment.intent_id);
+        marker.insert("intentId".into(), s(&payment.intent_id));
+        marker.insert("userId".into(), s(payment.user_id.as_str()));
+        marker.insert("reason".into(), s(reason));
+        marker.insert("flaggedAt".into(), n(now));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(marker))
+            .build()
+            .map_err(StoreError::build)?;
+        let items = vec![
+            TransactWriteItem::builder().update(update).build(),
+            TransactWriteItem::builder().put(put).build(),
+        ];
+        Ok(self
+            .transact(items)
+            .await?
+            .ok()
+            .map(|()| CreditOutcome::Mismatch {
+                reason,
+                newly_flagged: true,
+            }))
+    }
+
+    /// Every payment waiting for an operator, one Query.
+    pub async fn payments_needing_attention(&self) -> Result<Vec<AttentionItem>, StoreError> {
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(keys::ATTENTION_PK))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        items
+            .iter()
+            .map(|item| {
+                let f = Fields::of(item);
+                Ok(AttentionItem {
+                    intent_id: f.text("intentId")?.to_owned(),
+                    user_id: f.text("userId")?.to_owned(),
+                    reason: f.text("reason")?.to_owned(),
+                    flagged_at_ms: f.int("flaggedAt")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks a payment `failed` or `canceled` unless it was already credited. Moves no credits.
+    /// Returns whether the status changed.
+    pub async fn mark_unpaid(
+        &self,
+        intent_id: &str,
+        status: PaymentStatus,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::payment(intent_id)))
+            .update_expression("SET #status = :status, updatedAt = :now")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(creditedAt)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":now", n(now_ms()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(StoreError::from_sdk(err)),
+        }
+    }
+
+    /// A user's payments and grants, newest first, one Query per page. The cursor is opaque to
+    /// clients and bound to the user.
+    pub async fn payment_history(
+        &self,
+        user: &UserId,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<HistoryItem>, Option<String>), StoreError> {
+        let start = cursor.map(|c| keys::decode_cursor(user, c)).transpose()?;
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(keys::GSI1)
+            .key_condition_expression("gsi1pk = :pk")
+            .expression_attribute_values(":pk", s(keys::history_pk(user)))
+            .scan_index_forward(false)
+            // One more than asked tells whether another page exists, without an empty last page.
+            .limit(limit.saturating_add(1))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let items = output.items();
+        let page = usize::try_from(limit).unwrap_or(0).min(items.len());
+        let next = if items.len() > page && page > 0 {
+            items
+                .get(page - 1)
+                .and_then(|last| keys::encode_cursor(user, last))
+        } else {
+            None
+        };
+        let history = items[..page]
+            .iter()
+            .map(history_from_item)
+            .collect::<Result<_, _>>()?;
+        Ok((history, next))
+    }
+}

@@ -1,0 +1,220 @@
+//! The ledger's invariants, over a snapshot of every balance, entry and payment: each balance
+//! equals the sum of its user's entries, each payment's entries add up to what it says it moved
+//! (`applied`), and that is what the ledger's rules say its facts should move. The last check
+//! catches a payment whose clawback does not match its refunded amount or its dispute.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::domain::ledger::{net_credits, PaymentRecord};
+use crate::domain::records::UserId;
+
+/// One immutable ledger entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub user: UserId,
+    pub entry_id: String,
+    pub amount: i64,
+    /// The payment it belongs to, for purchases, refunds and disputes.
+    pub intent_id: Option<String>,
+}
+
+/// Everything the checker looks at, decoded.
+#[derive(Clone, Debug, Default)]
+pub struct LedgerSnapshot {
+    pub balances: Vec<(UserId, i64)>,
+    pub entries: Vec<LedgerEntry>,
+    pub payments: Vec<PaymentRecord>,
+    /// Items that could not be decoded, each with the attribute at fault.
+    pub unreadable: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct InvariantReport {
+    pub users: usize,
+    pub payments: usize,
+    pub entries: usize,
+    /// One sentence per difference found; empty when the ledger adds up.
+    pub violations: Vec<String>,
+}
+
+impl InvariantReport {
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+pub fn check(snapshot: &LedgerSnapshot) -> InvariantReport {
+    let mut report = InvariantReport {
+        entries: snapshot.entries.len(),
+        payments: snapshot.payments.len(),
+        violations: snapshot.unreadable.clone(),
+        ..InvariantReport::default()
+    };
+    let mut sums: BTreeMap<&UserId, i128> = BTreeMap::new();
+    let mut by_intent: BTreeMap<&str, i128> = BTreeMap::new();
+    for entry in &snapshot.entries {
+        *sums.entry(&entry.user).or_default() += i128::from(entry.amount);
+        if let Some(intent) = &entry.intent_id {
+            *by_intent.entry(intent.as_str()).or_default() += i128::from(entry.amount);
+        }
+    }
+    let balances: BTreeMap<&UserId, i64> = snapshot.balances.iter().map(|(u, b)| (u, *b)).collect();
+    let users: BTreeSet<&UserId> = balances.keys().chain(sums.keys()).copied().collect();
+    report.users = users.len();
+    for user in users {
+        let balance = balances.get(user).copied().unwrap_or(0);
+        let sum = sums.get(user).copied().unwrap_or(0);
+        if i128::from(balance) != sum {
+            report.violations.push(format!(
+                "USER#{}: balance {balance} but its entries add up to {sum}",
+                user.as_str()
+            ));
+        }
+    }
+    let mut known = BTreeSet::new();
+    for payment in &snapshot.payments {
+        known.insert(payment.intent_id.as_str());
+        let moved = by_intent
+            .get(payment.intent_id.as_str())
+            .copied()
+            .unwrap_or(0);
+        if moved != i128::from(payment.applied) {
+            report.violations.push(format!(
+                "payment {}: records {} credits moved, its entries moved {moved}",
+                payment.intent_id, payment.applied
+            ));
+        }
+        let should = net_credits(payment);
+        if should != payment.applied {
+            report.violations.push(format!(
+                "payment {}: its refunds and dispute call for {should} credits, it moved {}",
+                payment.intent_id, payment.applied
+            ));
+        }
+    }
+    for (intent, moved) in &by_intent {
+        if !known.contains(intent) {
+            report.violations.push(format!(
+                "entries of {moved} credits name payment {intent}, which does not exist"
+            ));
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ledger::{ChargeFacts, DisputeFacts};
+    use crate::domain::money::Currency;
+    use crate::domain::records::PaymentStatus;
+
+    fn user() -> UserId {
+        UserId::parse("a").unwrap()
+    }
+
+    fn payment(intent: &str, credits: i64, credited: bool, applied: i64) -> PaymentRecord {
+        PaymentRecord {
+            intent_id: intent.into(),
+            user_id: user(),
+            package_id: "p".into(),
+            amount: 500,
+            currency: Currency::parse("usd").unwrap(),
+            credits,
+            status: PaymentStatus::Succeeded,
+            created_at_ms: 0,
+            description: String::new(),
+            credited,
+            attention: None,
+            facts: ChargeFacts {
+                refunded: if credited { 100 } else { 0 },
+                ..ChargeFacts::default()
+            },
+            applied,
+            rev: 1,
+        }
+    }
+
+    fn entry(id: &str, amount: i64, intent: Option<&str>) -> LedgerEntry {
+        LedgerEntry {
+            user: user(),
+            entry_id: id.into(),
+            amount,
+            intent_id: intent.map(str::to_owned),
+        }
+    }
+
+    fn healthy() -> LedgerSnapshot {
+        LedgerSnapshot {
+            balances: vec![(user(), 350)],
+            entries: vec![
+                entry("purchase:pi_1", 500, Some("pi_1")),
+                entry("refund:pi_1:r2", -100, Some("pi_1")),
+                entry("spend:x", -50, None),
+            ],
+            payments: vec![
+                payment("pi_1", 500, true, 400),
+                payment("pi_2", 900, false, 0),
+            ],
+            unreadable: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_ledger_that_adds_up_is_clean() {
+        let report = check(&healthy());
+        assert!(report.is_clean(), "{:?}", report.violations);
+        assert_eq!((report.users, report.payments, report.entries), (1, 2, 3));
+    }
+
+    #[test]
+    fn a_balance_off_by_one_is_reported() {
+        let mut snapshot = healthy();
+        snapshot.balances[0].1 = 351;
+        let report = check(&snapshot);
+        assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+        assert!(report.violations[0].contains("USER#a"));
+    }
+
+    #[test]
+    fn a_payment_credited_twice_or_not_at_all_is_reported() {
+        let mut snapshot = healthy();
+        snapshot
+            .entries
+            .push(entry("purchase:pi_2", 900, Some("pi_2")));
+        snapshot.balances[0].1 = 1250;
+        let report = check(&snapshot);
+        assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+        assert!(report.violations[0].contains("pi_2"));
+    }
+
+    #[test]
+    fn a_clawback_that_does_not_match_the_refund_is_reported() {
+        // The defect's end state: refunded a fifth, dispute reinstated, nothing clawed back.
+        let mut snapshot = healthy();
+        snapshot.payments[0].facts.dispute = Some(DisputeFacts {
+            id: "dp_1".into(),
+            amount: 500,
+            withdrawn: true,
+            reinstated: true,
+        });
+        snapshot.payments[0].applied = 500;
+        snapshot.entries[1].amount = 0;
+        snapshot.balances[0].1 = 450;
+        let report = check(&snapshot);
+        assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+        assert!(report.violations[0].contains("call for 400"));
+    }
+
+    #[test]
+    fn unreadable_items_are_violations() {
+        let mut snapshot = healthy();
+        snapshot
+            .unreadable
+            .push("item PAY#pi_9/PAY: attribute `amount` is missing".into());
+        assert_eq!(check(&snapshot).violations.len(), 1);
+    }
+}

@@ -1,0 +1,413 @@
+//! The ledger's rules, as pure functions over typed records: crediting a purchase, spending,
+//! granting, and what refunds, failed refunds and disputes do to a payment. No rule does I/O; the
+//! store turns each decision into one conditional DynamoDB transaction, and the invariant checker
+//! asks the same rules what every payment should have moved.
+//!
+//! A credited payment keeps the *facts* Stripe told about its charge (the newest cumulative
+//! refund, failed refunds, the dispute) and `applied`, the credits its entries moved so far. The
+//! credits it should have moved are a function of the facts alone ([`net_credits`]), and every
+//! event writes one entry of `net_credits(after) - applied`. Facts merge the same way whatever the
+//! order they arrive in, and a duplicate merges into the same facts, so any order of events with
+//! any duplicates ends in the same balance.
+
+use std::collections::BTreeMap;
+
+use crate::domain::money::Currency;
+use crate::domain::records::{PaymentStatus, UserId};
+
+/// Everything Stripe told Coffer about a payment's charge after it was paid.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChargeFacts {
+    /// The cumulative `amount_refunded` of the newest `charge.refunded` seen.
+    pub refunded: i64,
+    /// When that event was created at Stripe (Unix seconds; 0 when unknown).
+    pub refunded_at: i64,
+    /// Refunds that failed after they were made, by refund id.
+    pub failed_refunds: BTreeMap<String, FailedRefund>,
+    pub dispute: Option<DisputeFacts>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedRefund {
+    pub amount: i64,
+    /// When Stripe reported the failure (Unix seconds).
+    pub at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DisputeFacts {
+    pub id: String,
+    /// The disputed amount in minor units of the charge (a dispute may cover part of it).
+    pub amount: i64,
+    pub withdrawn: bool,
+    pub reinstated: bool,
+}
+
+impl DisputeFacts {
+    /// The dispute still holds funds, or may yet: opened or withdrawn, and not reinstated.
+    pub fn is_open(&self) -> bool {
+        !self.reinstated
+    }
+
+    /// The funds are withdrawn and not given back.
+    pub fn holds_funds(&self) -> bool {
+        self.withdrawn && !self.reinstated
+    }
+}
+
+/// One PaymentIntent as Coffer recorded it, with what happened to it since.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PaymentRecord {
+    pub intent_id: String,
+    pub user_id: UserId,
+    pub package_id: String,
+    /// What was charged, in minor units of `currency`.
+    pub amount: i64,
+    pub currency: Currency,
+    /// Credits the package gives, in minor units of `currency`.
+    pub credits: i64,
+    pub status: PaymentStatus,
+    pub created_at_ms: i64,
+    pub description: String,
+    /// The purchase entry was written.
+    pub credited: bool,
+    /// Why a succeeded payment could not be credited; an operator must look at it.
+    pub attention: Option<String>,
+    pub facts: ChargeFacts,
+    /// Credits this payment's entries moved so far (purchase, refunds, disputes).
+    pub applied: i64,
+    /// Bumped by every change; writes are conditioned on it.
+    pub rev: i64,
+}
+
+/// The refunded share of `credits` for `refunded` of `amount`, rounded down, never more than
+/// `credits` and never negative.
+pub fn refund_share(credits: i64, amount: i64, refunded: i64) -> i64 {
+    if amount <= 0 || refunded <= 0 || credits <= 0 {
+        return 0;
+    }
+    let refunded = i128::from(refunded.min(amount));
+    let share = i128::from(credits) * refunded / i128::from(amount);
+    i64::try_from(share).unwrap_or(credits).clamp(0, credits)
+}
+
+/// The refunded amount that still stands: the newest cumulative refund, less the refunds that
+/// failed after that figure was reported (a failure Stripe reported before it is already in it).
+pub fn effective_refunded(facts: &ChargeFacts, amount: i64) -> i64 {
+    let failed_since: i64 = facts
+        .failed_refunds
+        .values()
+        .filter(|failed| failed.at >= facts.refunded_at)
+        .fold(0_i64, |sum, failed| {
+            sum.saturating_add(failed.amount.max(0))
+        });
+    facts
+        .refunded
+        .saturating_sub(failed_since)
+        .clamp(0, amount.max(0))
+}
+
+/// The credits a payment should have moved given its facts: its credits once credited, less
+/// the refunded share, less the disputed share while a dispute holds the funds; never negative.
+pub fn net_credits(payment: &PaymentRecord) -> i64 {
+    if !payment.credited {
+        return 0;
+    }
+    let refunded = effective_refunded(&payment.facts, payment.amount);
+    let refund_take = refund_share(payment.credits, payment.amount, refunded);
+    let dispute_take = match &payment.facts.dispute {
+        Some(dispute) if dispute.holds_funds() => {
+            refund_share(payment.credits, payment.amount, dispute.amount)
+        }
+        _ => 0,
+    };
+    payment
+        .credits
+        .saturating_sub(refund_take)
+        .saturating_sub(dispute_take)
+        .max(0)
+}
+
+/// The status a payment shows, from its facts. Statuses of unpaid payments are kept.
+pub fn status_of(payment: &PaymentRecord) -> PaymentStatus {
+    if !payment.credited {
+        return payment.status;
+    }
+    let refunded = effective_refunded(&payment.facts, payment.amount);
+    if payment
+        .facts
+        .dispute
+        .as_ref()
+        .is_some_and(DisputeFacts::is_open)
+    {
+        PaymentStatus::Disputed
+    } else if refunded >= payment.amount && payment.amount > 0 {
+        PaymentStatus::Refunded
+    } else if refunded > 0 {
+        PaymentStatus::PartiallyRefunded
+    } else {
+        PaymentStatus::Succeeded
+    }
+}
+
+/// What `payment_intent.succeeded` (or reconciliation) says was paid.
+#[derive(Clone, Debug)]
+pub struct PaidIntent {
+    pub intent_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub user_id: Option<String>,
+    pub package_id: Option<String>,
+    pub credits: Option<i64>,
+}
+
+/// What to do with a succeeded intent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CreditDecision {
+    /// Write the purchase entry of `credits` and, when facts arrived first, an adjustment.
+    Credit {
+        credits: i64,
+        adjustment: i64,
+    },
+    AlreadyCredited,
+    /// It does not match what was recorded: nothing is credited and an operator must look.
+    Mismatch(&'static str),
+}
+
+/// Decides whether a succeeded intent credits its recorded payment.
+pub fn decide_credit(payment: &PaymentRecord, paid: &PaidIntent) -> CreditDecision {
+    if payment.credited {
+        return CreditDecision::AlreadyCredited;
+    }
+    let reason = if paid.amount != payment.amount {
+        Some("amount_mismatch")
+    } else if !paid
+        .currency
+        .eq_ignore_ascii_case(payment.currency.as_str())
+    {
+        Some("currency_mismatch")
+    } else if paid.user_id.as_deref() != Some(payment.user_id.as_str())
+        || paid.package_id.as_deref() != Some(payment.package_id.as_str())
+        || paid.credits != Some(payment.credits)
+    {
+        Some("metadata_mismatch")
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return CreditDecision::Mismatch(reason);
+    }
+    let mut credited = payment.clone();
+    credited.credited = true;
+    CreditDecision::Credit {
+        credits: payment.credits,
+        adjustment: net_credits(&credited).saturating_sub(payment.credits),
+    }
+}
+
+/// A Stripe event about a payment's charge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChargeEvent {
+    /// `charge.refunded`: the charge with its cumulative `amount_refunded`.
+    Refunded {
+        amount: i64,
+        amount_refunded: i64,
+        currency: String,
+        at: i64,
+    },
+    /// `charge.refund.updated` with status `failed`.
+    RefundFailed {
+        refund_id: String,
+        amount: i64,
+        at: i64,
+    },
+    Dispute {
+        dispute_id: String,
+        step: DisputeStep,
+        /// The disputed amount, when the event says.
+        amount: Option<i64>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisputeStep {
+    Created,
+    FundsWithdrawn,
+    FundsReinstated,
+}
+
+impl ChargeEvent {
+    /// The kind written on the entry this event causes.
+    pub fn entry_kind(&self) -> &'static str {
+        match self {
+            Self::Refunded { .. } => "refund",
+            Self::RefundFailed { .. } => "refund_failed",
+            Self::Dispute {
+                step: DisputeStep::FundsReinstated,
+                ..
+            } => "dispute_reinstated",
+            Self::Dispute { .. } => "dispute_withdrawn",
+        }
+    }
+}
+
+/// What a charge event does to a payment.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LifecycleDecision {
+    /// Already known, or older than what is known: nothing changes.
+    Unchanged,
+    /// The payment is not credited yet (and not waiting for an operator): Stripe retries.
+    NotReady,
+    /// The event does not describe this payment's charge; logged and acknowledged.
+    Ignored(&'static str),
+    /// Store these facts and status, and move `delta` credits (0: no entry).
+    Apply {
+        facts: ChargeFacts,
+        status: PaymentStatus,
+        delta: i64,
+        applied: i64,
+    },
+}
+
+/// Merges the event into the payment's facts and says what moves.
+pub fn decide_lifecycle(payment: &PaymentRecord, event: &ChargeEvent) -> LifecycleDecision {
+    if let ChargeEvent::Refunded {
+        amount, currency, ..
+    } = event
+    {
+        if *amount != payment.amount || !currency.eq_ignore_ascii_case(payment.currency.as_str()) {
+            return LifecycleDecision::Ignored("the refunded charge does not match the payment");
+        }
+    }
+    let facts = merge(&payment.facts, event, payment.amount);
+    if facts == payment.facts {
+        return LifecycleDecision::Unchanged;
+    }
+    // A payment that could not be credited keeps its facts (no credits move), so that its
+    // events are acknowledged instead of being retried for days.
+    if !payment.credited && payment.attention.is_none() {
+        return LifecycleDecision::NotReady;
+    }
+    let mut next = payment.clone();
+    next.facts = facts;
+    let target = net_credits(&next);
+    LifecycleDecision::Apply {
+        status: status_of(&next),
+        delta: target.saturating_sub(payment.applied),
+        applied: target,
+        facts: next.facts,
+    }
+}
+
+/// The facts after one more event. Merging is order-free: the newest cumulative refund wins (by
+/// the event's time, then the larger figure), failed refunds and dispute steps are sets.
+fn merge(facts: &ChargeFacts, event: &ChargeEvent, charge_amount: i64) -> ChargeFacts {
+    let mut next = facts.clone();
+    match event {
+        ChargeEvent::Refunded {
+            amount_refunded,
+            at,
+            ..
+        } => {
+            let refunded = (*amount_refunded).clamp(0, charge_amount.max(0));
+            if (*at, refunded) > (next.refunded_at, next.refunded) {
+                next.refunded = refunded;
+                next.refunded_at = *at;
+            }
+        }
+        ChargeEvent::RefundFailed {
+            refund_id,
+            amount,
+            at,
+        } => {
+            next.failed_refunds
+                .entry(refund_id.clone())
+                .or_insert(FailedRefund {
+                    amount: (*amount).clamp(0, charge_amount.max(0)),
+                    at: *at,
+                });
+        }
+        ChargeEvent::Dispute {
+            dispute_id,
+            step,
+            amount,
+        } => {
+            let amount = amount
+                .unwrap_or(charge_amount)
+                .clamp(0, charge_amount.max(0));
+            let dispute = next.dispute.get_or_insert_with(|| DisputeFacts {
+                id: dispute_id.clone(),
+                amount,
+                withdrawn: false,
+                reinstated: false,
+            });
+            match step {
+                DisputeStep::Created => {}
+                DisputeStep::FundsWithdrawn => dispute.withdrawn = true,
+                // A reinstatement implies the withdrawal before it, whatever arrives first.
+                DisputeStep::FundsReinstated => {
+                    dispute.withdrawn = true;
+                    dispute.reinstated = true;
+                }
+            }
+        }
+    }
+    next
+}
+
+/// A keyed movement of credits that the caller asked for (a spend or a grant).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreditMove {
+    /// Signed credits: negative for a spend.
+    pub delta: i64,
+    pub reason: String,
+}
+
+/// A movement already written under the same key, with the balance it left.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedMove {
+    pub entry_id: String,
+    pub delta: i64,
+    pub reason: String,
+    /// The balance right after it; `None` for entries written before it was recorded.
+    pub balance_after: Option<i64>,
+}
+
+/// What a keyed movement does.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MoveDecision {
+    /// Write it: the balance becomes `balance_after`.
+    Write { balance_after: i64 },
+    /// The same request again: answer as the first time.
+    Replay(RecordedMove),
+    /// The key was used for another amount or reason.
+    KeyConflict,
+    /// A spend larger than the balance.
+    Insufficient,
+}
+
+/// Decides a spend or a grant from the key's earlier entry (if any) and the current balance.
+/// Spends never take a balance below zero; grants have no ceiling but cannot overflow.
+pub fn decide_move(
+    earlier: Option<&RecordedMove>,
+    balance: i64,
+    request: &CreditMove,
+) -> MoveDecision {
+    if let Some(earlier) = earlier {
+        return if earlier.delta == request.delta && earlier.reason == request.reason {
+            MoveDecision::Replay(earlier.clone())
+        } else {
+            MoveDecision::KeyConflict
+        };
+    }
+    match balance.checked_add(request.delta) {
+        Some(after) if request.delta >= 0 || after >= 0 => MoveDecision::Write {
+            balance_after: after,
+        },
+        _ => MoveDecision::Insufficient,
+    }
+}
+
+#[cfg(test)]
+#[path = "ledger_tests.rs"]
+mod tests;

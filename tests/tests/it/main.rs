@@ -1,0 +1,11 @@
+//! Every over-the-wire test, in one test binary (one link instead of eight on 2 cores). Each
+//! module is one area; each test, one behaviour, on its own table, secret and router.
+
+mod binaries;
+mod concurrency;
+mod create_intent;
+mod faults;
+mod hostile;
+mod lifecycle;
+mod purchase;
+mod webhook;
