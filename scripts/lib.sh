@@ -7,7 +7,7 @@ NODE_DIR="$ROOT/.local-tools"
 STATE_DIR="$ROOT/.stack"
 PIDS=()
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+say() { printf '\033[1m==> [%4ds] %s\033[0m\n' "$SECONDS" "$*" >&2; }
 
 # Java 17+ for DynamoDB Local (installed with apt when missing).
 ensure_java() {

@@ -22,7 +22,7 @@ rm -f "$COFFER_TEST_LOG" "$COFFER_REPORT_FILE"
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
-say "cargo build (the function binaries that tests/tests/binaries.rs runs)"
+say "cargo build (the function binaries that tests/tests/it/binaries.rs runs)"
 cargo build --workspace --locked
 say "cargo test"
 cargo test --workspace --locked

@@ -1,5 +1,5 @@
 //! Configuration read once per cold start from the environment. Holds names and URLs only, never
-//! secret values: those come from Secrets Manager (see `secrets`).
+//! secret values: those come from Secrets Manager (see `adapters::secrets`).
 
 use std::env;
 use std::time::Duration;

@@ -51,6 +51,11 @@ async fn invoke_binary(app: &TestApp, function: &str, event: Value) -> Value {
         .env("TABLE_NAME", &app.table)
         .env("STRIPE_SECRET_ID", &app.secret_id)
         .env("STRIPE_API_BASE", &app.stripe_base)
+        // The role of events/internal-consume-credits.json, not the one of *-other-principal.
+        .env(
+            "ALLOWED_CALLER_ARNS",
+            "arn:aws:iam::123456789012:role/app-backend",
+        )
         .stdout(log_sink())
         .stderr(log_sink())
         .kill_on_drop(true)

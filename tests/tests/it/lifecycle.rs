@@ -152,7 +152,7 @@ fn grant(app: &TestApp, user: &str, amount: &str, key: &str) {
     assert!(status.success(), "grant failed");
 }
 
-fn coffer_dev_command(app: &TestApp, args: &[&str]) -> std::process::ExitStatus {
+pub(crate) fn coffer_dev_command(app: &TestApp, args: &[&str]) -> std::process::ExitStatus {
     let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/coffer-dev");
     Command::new(bin)
         .args(args)
@@ -179,7 +179,7 @@ async fn grants_are_their_own_entries_shown_in_history_and_granted_once() {
 }
 
 /// localstripe's charge for a paid intent, with Stripe's cumulative `amount_refunded`.
-async fn charge(app: &TestApp, intent_id: &str, amount_refunded: i64) -> Value {
+pub(crate) async fn charge(app: &TestApp, intent_id: &str, amount_refunded: i64) -> Value {
     let intent = app.stripe_intent(intent_id).await;
     let mut charge = intent["latest_charge"].clone();
     assert!(
@@ -192,7 +192,7 @@ async fn charge(app: &TestApp, intent_id: &str, amount_refunded: i64) -> Value {
     charge
 }
 
-async fn paid_by_card(app: &TestApp, user: &str, package: &str, credits: f64) -> String {
+pub(crate) async fn paid_by_card(app: &TestApp, user: &str, package: &str, credits: f64) -> String {
     let intent_id = app.create_intent(user, package).await;
     assert_eq!(
         app.pay_with_card(&intent_id, "4242424242424242")
@@ -275,6 +275,12 @@ async fn a_refund_after_spending_leaves_a_visible_negative_balance() {
 fn dispute(intent_id: &str, charge_id: &str) -> Value {
     json!({"id": format!("dp_{intent_id}"), "object": "dispute", "amount": 500, "currency": "usd",
            "charge": charge_id, "payment_intent": intent_id, "status": "needs_response", "reason": "fraudulent"})
+}
+
+/// A dispute of `amount` (minor units) of the intent's charge.
+pub(crate) fn dispute_of(intent_id: &str, amount: i64) -> Value {
+    json!({"id": format!("dp_{intent_id}"), "object": "dispute", "amount": amount, "currency": "usd",
+           "payment_intent": intent_id, "status": "needs_response", "reason": "fraudulent"})
 }
 
 #[tokio::test]

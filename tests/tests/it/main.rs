@@ -7,5 +7,6 @@ mod create_intent;
 mod faults;
 mod hostile;
 mod lifecycle;
+mod money_defects;
 mod purchase;
 mod webhook;
