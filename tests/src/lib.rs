@@ -341,7 +341,7 @@ impl TestApp {
 
     // ---- localstripe ---------------------------------------------------------------------
 
-    async fn stripe_post(&self, path: &str, form: &[(&str, &str)]) -> Reply {
+    pub async fn stripe_post(&self, path: &str, form: &[(&str, &str)]) -> Reply {
         let body: String = form
             .iter()
             .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
@@ -487,6 +487,11 @@ async fn read(response: reqwest::Response) -> Reply {
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     Reply { status, body }
 }
+
+/// How long a test waits for localstripe's webhook. It arrives about a second after the call,
+/// but localstripe delivers every event to every test's endpoint in turn, so under the whole
+/// suite running in parallel a delivery can wait many seconds. A bound, not a pace.
+pub const WEBHOOK_WAIT_SECS: u64 = 60;
 
 /// Polls `check` until it returns `Some`, for up to `secs` seconds (webhooks arrive ~1 s late).
 pub async fn eventually<T, F, Fut>(secs: u64, mut check: F) -> Option<T>

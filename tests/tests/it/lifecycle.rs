@@ -14,23 +14,32 @@ async fn spending_takes_credits_when_there_are_enough_and_refuses_when_not() {
     let spent = app.spend("olga", json!(2), "order-1").await;
     assert_eq!(spent.status, 200, "{}", spent.body);
     assert_eq!(spent.body["data"]["balance"], json!(3.0));
-    let entry = spent.body["data"]["entryId"].as_str().unwrap().to_owned();
+    assert!(spent.body["data"]["entryId"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("spend:")));
 
     let too_much = app.spend("olga", json!(3.01), "order-2").await;
     assert_eq!(too_much.status, 402, "{}", too_much.body);
     assert_eq!(too_much.body["code"], "insufficient_credits");
     assert_eq!(app.balance("olga").await, 3.0);
+    app.assert_invariants().await;
+}
 
-    // The same key: the first result, nothing more taken; with another amount: 409.
-    let replay = app.spend("olga", json!(2), "order-1").await;
-    assert_eq!(replay.status, 200);
-    assert_eq!(replay.body["data"]["entryId"], entry.as_str());
-    assert_eq!(app.balance("olga").await, 3.0);
-    let conflict = app.spend("olga", json!(1), "order-1").await;
-    assert_eq!(conflict.status, 409);
+#[tokio::test]
+async fn the_same_spend_key_with_another_amount_is_a_conflict_and_takes_nothing() {
+    let app = spawn_app().await;
+    app.bought("oona", "starter").await;
+    assert_eq!(app.spend("oona", json!(2), "order-1").await.status, 200);
+    let conflict = app.spend("oona", json!(1), "order-1").await;
+    assert_eq!(conflict.status, 409, "{}", conflict.body);
+    assert_eq!(app.balance("oona").await, 3.0);
+}
 
-    // A user who never bought anything cannot spend.
-    assert_eq!(app.spend("nobody", json!(1), "k").await.status, 402);
+#[tokio::test]
+async fn a_user_who_never_bought_anything_cannot_spend() {
+    let app = spawn_app().await;
+    let reply = app.spend("nobody", json!(1), "k").await;
+    assert_eq!(reply.status, 402, "{}", reply.body);
     app.assert_invariants().await;
 }
 
@@ -200,7 +209,7 @@ pub(crate) async fn paid_by_card(app: &TestApp, user: &str, package: &str, credi
             .status,
         200
     );
-    let credited = eventually(20, || async {
+    let credited = eventually(integration_tests::WEBHOOK_WAIT_SECS, || async {
         (app.balance(user).await >= credits).then_some(())
     })
     .await;
@@ -381,6 +390,36 @@ async fn reconciliation_credits_a_payment_the_webhook_missed_exactly_once() {
     // The command an operator runs does the same, and changes nothing now.
     assert!(coffer_dev_command(&app, &["reconcile", "1"]).success());
     assert_eq!(app.balance("walt").await, 60.0);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn reconciliation_reads_every_page_of_the_window() {
+    let app = spawn_app_with(SecretSetup {
+        no_webhook: true,
+        ..Default::default()
+    })
+    .await;
+    // More than a page (100) of other intents, made before this one.
+    for _ in 0..101 {
+        let made = app
+            .stripe_post(
+                "/v1/payment_intents",
+                &[("amount", "700"), ("currency", "usd")],
+            )
+            .await;
+        assert_eq!(made.status, 200, "{}", made.body);
+    }
+    let pi = app.create_intent("wade", "starter").await;
+    assert_eq!(app.pay_with_card(&pi, "4242424242424242").await.status, 200);
+
+    let report = coffer::reconcile::reconcile(&app.app.app, 3600)
+        .await
+        .expect("reconcile");
+    assert!(report.pages >= 2, "{report:?}");
+    assert!(report.complete, "{report:?}");
+    assert_eq!(report.credited, vec![pi]);
+    assert_eq!(app.balance("wade").await, 5.0);
     app.assert_invariants().await;
 }
 

@@ -40,7 +40,7 @@ async fn full_purchase_credits_the_package_once_and_shows_in_history() {
     let confirm = app.pay_with_card(&intent_id, "4242424242424242").await;
     assert_eq!(confirm.status, 200, "{}", confirm.body);
 
-    let credited = eventually(20, || async {
+    let credited = eventually(integration_tests::WEBHOOK_WAIT_SECS, || async {
         let balance = app.balance("alice").await;
         (balance > 0.0).then_some(balance)
     })
@@ -75,7 +75,7 @@ async fn declined_card_marks_the_payment_failed_and_credits_nothing() {
     let confirm = app.pay_with_card(&intent_id, "4000000000000341").await;
     assert_eq!(confirm.status, 402, "{}", confirm.body);
 
-    let status = eventually(20, || async {
+    let status = eventually(integration_tests::WEBHOOK_WAIT_SECS, || async {
         let status = app.history_status("bob", &intent_id).await;
         (status.as_deref() == Some("failed")).then_some(())
     })
@@ -93,7 +93,7 @@ async fn users_never_see_each_others_balance_or_history() {
     let app = spawn_app().await;
     let intent_id = app.create_intent("carol", "starter").await;
     app.pay_with_card(&intent_id, "4242424242424242").await;
-    let paid = eventually(20, || async {
+    let paid = eventually(integration_tests::WEBHOOK_WAIT_SECS, || async {
         (app.balance("carol").await == 5.0).then_some(())
     })
     .await;

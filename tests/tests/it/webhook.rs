@@ -24,8 +24,13 @@ async fn twenty_concurrent_deliveries_and_a_second_event_id_credit_exactly_once(
         Some("succeeded")
     );
     app.assert_invariants().await;
+}
 
-    // A late payment_failed or canceled never undoes a credited payment.
+#[tokio::test]
+async fn a_late_payment_failed_never_undoes_a_credited_payment() {
+    let app = spawn_app().await;
+    let intent_id = app.bought("kim", "pro").await;
+    let intent = app.stripe_intent(&intent_id).await;
     let late = app.event("payment_intent.payment_failed", &intent);
     assert_eq!(app.deliver(&late, Some(&app.sign(&late))).await.status, 200);
     assert_eq!(
@@ -149,8 +154,13 @@ async fn an_event_that_does_not_match_the_recorded_payment_credits_nothing() {
         app.history_status("max", &intent_id).await.as_deref(),
         Some("pending")
     );
+    app.assert_invariants().await;
+}
 
-    // Unhandled types and events for unknown intents are acknowledged and change nothing.
+#[tokio::test]
+async fn unhandled_types_and_events_for_unknown_intents_are_acknowledged_and_change_nothing() {
+    let app = spawn_app().await;
+    let intent_id = app.create_intent("max", "starter").await;
     let unhandled = r#"{"id":"evt_u","type":"customer.created","data":{"object":{"id":"cus_1"}}}"#;
     assert_eq!(
         app.deliver(unhandled, Some(&app.sign(unhandled)))

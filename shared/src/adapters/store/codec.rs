@@ -274,6 +274,28 @@ pub fn facts_to_attributes(facts: &ChargeFacts) -> Vec<(&'static str, AttributeV
     attributes
 }
 
+/// A new immutable ledger entry.
+pub struct NewEntry<'a> {
+    pub user: &'a UserId,
+    pub entry_id: &'a str,
+    pub kind: &'a str,
+    /// Signed credits, minor units.
+    pub amount: i64,
+    pub currency: &'a Currency,
+    pub created_at_ms: i64,
+}
+
+/// The attributes every entry has; callers add the ones of their kind.
+pub fn entry_to_item(entry: &NewEntry<'_>) -> Item {
+    let mut item = super::keys::entry(entry.user, entry.entry_id);
+    item.insert("kind".into(), s(entry.kind));
+    item.insert("entryId".into(), s(entry.entry_id));
+    item.insert("amount".into(), n(entry.amount));
+    item.insert("currency".into(), s(entry.currency.as_str()));
+    item.insert("createdAt".into(), n(entry.created_at_ms));
+    item
+}
+
 pub fn balance_from_item(item: &Item) -> Result<Balance, DecodeError> {
     let f = Fields::of(item);
     Ok(Balance {

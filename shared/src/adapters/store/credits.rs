@@ -3,9 +3,9 @@
 //! the new balance in one transaction conditioned on the balance it read: the answer it gives,
 //! and gives again for the same key, is exactly what was written.
 
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 
-use super::codec::{balance_from_item, get_s, n, s, Fields, Item};
+use super::codec::{balance_from_item, entry_to_item, get_s, n, s, Fields, Item, NewEntry};
 use super::{backoff, keys, Store, StoreError};
 use crate::domain::ledger::{decide_move, CreditMove, MoveDecision, RecordedMove};
 use crate::domain::money::Currency;
@@ -81,8 +81,16 @@ impl Store {
                 MoveDecision::Write { balance_after } => balance_after,
             };
             let now = now_ms();
+            let entry = NewEntry {
+                user,
+                entry_id,
+                kind,
+                amount: request.delta,
+                currency,
+                created_at_ms: now,
+            };
             let items = vec![
-                self.move_entry(user, entry_id, kind, request, currency, balance_after, now)?,
+                self.move_entry(&entry, &request.reason, balance_after)?,
                 self.balance_set(user, balance.as_ref(), balance_after, currency, now)?,
             ];
             match self.transact(items).await? {
@@ -102,37 +110,25 @@ impl Store {
         )))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The entry of a keyed movement, with the balance it leaves.
     fn move_entry(
         &self,
-        user: &UserId,
-        entry_id: &str,
-        kind: &str,
-        request: &CreditMove,
-        currency: &Currency,
+        entry: &NewEntry<'_>,
+        reason: &str,
         balance_after: i64,
-        now: i64,
     ) -> Result<TransactWriteItem, StoreError> {
-        let mut entry = keys::entry(user, entry_id);
-        entry.insert("kind".into(), s(kind));
-        entry.insert("entryId".into(), s(entry_id));
-        entry.insert("amount".into(), n(request.delta));
-        entry.insert("currency".into(), s(currency.as_str()));
-        entry.insert("reason".into(), s(&request.reason));
-        entry.insert("balanceAfter".into(), n(balance_after));
-        entry.insert("createdAt".into(), n(now));
-        if request.delta > 0 {
+        let mut item = entry_to_item(entry);
+        item.insert("reason".into(), s(reason));
+        item.insert("balanceAfter".into(), n(balance_after));
+        if entry.amount > 0 {
             // Grants show in history beside payments.
-            entry.insert("gsi1pk".into(), s(keys::history_pk(user)));
-            entry.insert("gsi1sk".into(), s(keys::history_sk(now, entry_id)));
+            item.insert("gsi1pk".into(), s(keys::history_pk(entry.user)));
+            item.insert(
+                "gsi1sk".into(),
+                s(keys::history_sk(entry.created_at_ms, entry.entry_id)),
+            );
         }
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(entry))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(StoreError::build)?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        self.put_new(item)
     }
 
     /// Sets the balance to `after`, only if it still is what was read.

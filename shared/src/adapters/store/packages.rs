@@ -25,18 +25,7 @@ impl IdempotencyRecord {
 impl Store {
     /// Every stored package (active or not), one Query.
     pub async fn list_packages(&self) -> Result<Vec<CreditPackage>, StoreError> {
-        let items: Vec<Item> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", super::codec::s(keys::PACKAGES_PK))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<_, _>>()
-            .await
-            .map_err(StoreError::from_sdk)?;
+        let items = self.partition(keys::PACKAGES_PK).await?;
         Ok(items
             .iter()
             .map(package_from_item)

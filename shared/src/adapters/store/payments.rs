@@ -6,7 +6,9 @@ use aws_sdk_dynamodb::types::{
     Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 
-use super::codec::{history_from_item, n, payment_from_item, payment_to_item, s, Fields, Item};
+use super::codec::{
+    entry_to_item, history_from_item, n, payment_from_item, payment_to_item, s, Fields, NewEntry,
+};
 use super::{keys, IdempotencyRecord, Store, StoreError, CONFLICT_ATTEMPTS};
 use crate::domain::ledger::{decide_credit, status_of, CreditDecision, PaidIntent, PaymentRecord};
 use crate::domain::records::{now_ms, HistoryItem, PaymentStatus, UserId};
@@ -201,20 +203,16 @@ impl Store {
         entry_id: &str,
         now: i64,
     ) -> Result<TransactWriteItem, StoreError> {
-        let mut entry = keys::entry(&payment.user_id, entry_id);
-        entry.insert("kind".into(), s(kind));
-        entry.insert("entryId".into(), s(entry_id));
-        entry.insert("amount".into(), n(amount));
-        entry.insert("currency".into(), s(payment.currency.as_str()));
+        let mut entry = entry_to_item(&NewEntry {
+            user: &payment.user_id,
+            entry_id,
+            kind,
+            amount,
+            currency: &payment.currency,
+            created_at_ms: now,
+        });
         entry.insert("intentId".into(), s(&payment.intent_id));
-        entry.insert("createdAt".into(), n(now));
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(entry))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(StoreError::build)?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        self.put_new(entry)
     }
 
     /// Adds `delta` to the payment's user's balance. With `claim_currency` the balance takes the
@@ -296,19 +294,7 @@ impl Store {
 
     /// Every payment waiting for an operator, one Query.
     pub async fn payments_needing_attention(&self) -> Result<Vec<AttentionItem>, StoreError> {
-        let items: Vec<Item> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(keys::ATTENTION_PK))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<_, _>>()
-            .await
-            .map_err(StoreError::from_sdk)?;
+        let items = self.partition(keys::ATTENTION_PK).await?;
         items
             .iter()
             .map(|item| {
