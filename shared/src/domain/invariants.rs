@@ -13,6 +13,8 @@ use crate::domain::records::UserId;
 /// One immutable ledger entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerEntry {
+    /// The scope's key prefix (empty for the default project in the deployment's mode).
+    pub scope: String,
     pub user: UserId,
     pub entry_id: String,
     pub amount: i64,
@@ -23,9 +25,11 @@ pub struct LedgerEntry {
 /// Everything the checker looks at, decoded.
 #[derive(Clone, Debug, Default)]
 pub struct LedgerSnapshot {
-    pub balances: Vec<(UserId, i64)>,
+    /// Scope prefix, user, balance.
+    pub balances: Vec<(String, UserId, i64)>,
     pub entries: Vec<LedgerEntry>,
-    pub payments: Vec<PaymentRecord>,
+    /// Scope prefix, payment.
+    pub payments: Vec<(String, PaymentRecord)>,
     /// Items that could not be decoded, each with the attribute at fault.
     pub unreadable: Vec<String>,
 }
@@ -53,52 +57,58 @@ pub fn check(snapshot: &LedgerSnapshot) -> InvariantReport {
         violations: snapshot.unreadable.clone(),
         ..InvariantReport::default()
     };
-    let mut sums: BTreeMap<&UserId, i128> = BTreeMap::new();
-    let mut by_intent: BTreeMap<&str, i128> = BTreeMap::new();
+    type Account<'a> = (&'a str, &'a UserId);
+    let mut sums: BTreeMap<Account<'_>, i128> = BTreeMap::new();
+    let mut by_intent: BTreeMap<(&str, &str), i128> = BTreeMap::new();
     for entry in &snapshot.entries {
-        *sums.entry(&entry.user).or_default() += i128::from(entry.amount);
+        *sums.entry((&entry.scope, &entry.user)).or_default() += i128::from(entry.amount);
         if let Some(intent) = &entry.intent_id {
-            *by_intent.entry(intent.as_str()).or_default() += i128::from(entry.amount);
+            *by_intent
+                .entry((entry.scope.as_str(), intent.as_str()))
+                .or_default() += i128::from(entry.amount);
         }
     }
-    let balances: BTreeMap<&UserId, i64> = snapshot.balances.iter().map(|(u, b)| (u, *b)).collect();
-    let users: BTreeSet<&UserId> = balances.keys().chain(sums.keys()).copied().collect();
+    let balances: BTreeMap<Account<'_>, i64> = snapshot
+        .balances
+        .iter()
+        .map(|(scope, user, balance)| ((scope.as_str(), user), *balance))
+        .collect();
+    let users: BTreeSet<Account<'_>> = balances.keys().chain(sums.keys()).copied().collect();
     report.users = users.len();
-    for user in users {
-        let balance = balances.get(user).copied().unwrap_or(0);
-        let sum = sums.get(user).copied().unwrap_or(0);
+    for account in users {
+        let balance = balances.get(&account).copied().unwrap_or(0);
+        let sum = sums.get(&account).copied().unwrap_or(0);
         if i128::from(balance) != sum {
             report.violations.push(format!(
-                "USER#{}: balance {balance} but its entries add up to {sum}",
-                user.as_str()
+                "{}USER#{}: balance {balance} but its entries add up to {sum}",
+                account.0,
+                account.1.as_str()
             ));
         }
     }
     let mut known = BTreeSet::new();
-    for payment in &snapshot.payments {
-        known.insert(payment.intent_id.as_str());
-        let moved = by_intent
-            .get(payment.intent_id.as_str())
-            .copied()
-            .unwrap_or(0);
+    for (scope, payment) in &snapshot.payments {
+        let key = (scope.as_str(), payment.intent_id.as_str());
+        known.insert(key);
+        let moved = by_intent.get(&key).copied().unwrap_or(0);
         if moved != i128::from(payment.applied) {
             report.violations.push(format!(
-                "payment {}: records {} credits moved, its entries moved {moved}",
+                "payment {scope}{}: records {} credits moved, its entries moved {moved}",
                 payment.intent_id, payment.applied
             ));
         }
         let should = net_credits(payment);
         if should != payment.applied {
             report.violations.push(format!(
-                "payment {}: its refunds and dispute call for {should} credits, it moved {}",
+                "payment {scope}{}: its refunds and dispute call for {should} credits, it moved {}",
                 payment.intent_id, payment.applied
             ));
         }
     }
-    for (intent, moved) in &by_intent {
-        if !known.contains(intent) {
+    for (key @ (scope, intent), moved) in &by_intent {
+        if !known.contains(key) {
             report.violations.push(format!(
-                "entries of {moved} credits name payment {intent}, which does not exist"
+                "entries of {moved} credits name payment {scope}{intent}, which does not exist"
             ));
         }
     }
@@ -140,6 +150,7 @@ mod tests {
 
     fn entry(id: &str, amount: i64, intent: Option<&str>) -> LedgerEntry {
         LedgerEntry {
+            scope: String::new(),
             user: user(),
             entry_id: id.into(),
             amount,
@@ -149,15 +160,15 @@ mod tests {
 
     fn healthy() -> LedgerSnapshot {
         LedgerSnapshot {
-            balances: vec![(user(), 350)],
+            balances: vec![(String::new(), user(), 350)],
             entries: vec![
                 entry("purchase:pi_1", 500, Some("pi_1")),
                 entry("refund:pi_1:r2", -100, Some("pi_1")),
                 entry("spend:x", -50, None),
             ],
             payments: vec![
-                payment("pi_1", 500, true, 400),
-                payment("pi_2", 900, false, 0),
+                (String::new(), payment("pi_1", 500, true, 400)),
+                (String::new(), payment("pi_2", 900, false, 0)),
             ],
             unreadable: Vec::new(),
         }
@@ -173,7 +184,7 @@ mod tests {
     #[test]
     fn a_balance_off_by_one_is_reported() {
         let mut snapshot = healthy();
-        snapshot.balances[0].1 = 351;
+        snapshot.balances[0].2 = 351;
         let report = check(&snapshot);
         assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
         assert!(report.violations[0].contains("USER#a"));
@@ -185,7 +196,7 @@ mod tests {
         snapshot
             .entries
             .push(entry("purchase:pi_2", 900, Some("pi_2")));
-        snapshot.balances[0].1 = 1250;
+        snapshot.balances[0].2 = 1250;
         let report = check(&snapshot);
         assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
         assert!(report.violations[0].contains("pi_2"));
@@ -195,18 +206,34 @@ mod tests {
     fn a_clawback_that_does_not_match_the_refund_is_reported() {
         // The defect's end state: refunded a fifth, dispute reinstated, nothing clawed back.
         let mut snapshot = healthy();
-        snapshot.payments[0].facts.dispute = Some(DisputeFacts {
+        snapshot.payments[0].1.facts.dispute = Some(DisputeFacts {
             id: "dp_1".into(),
             amount: 500,
             withdrawn: true,
             reinstated: true,
         });
-        snapshot.payments[0].applied = 500;
+        snapshot.payments[0].1.applied = 500;
         snapshot.entries[1].amount = 0;
-        snapshot.balances[0].1 = 450;
+        snapshot.balances[0].2 = 450;
         let report = check(&snapshot);
         assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
         assert!(report.violations[0].contains("call for 400"));
+    }
+
+    #[test]
+    fn the_same_user_in_two_scopes_has_two_accounts() {
+        let mut snapshot = healthy();
+        // The same sub in another project: its own balance, its own entries.
+        snapshot.balances.push(("P#acme#test#".into(), user(), 10));
+        snapshot.entries.push(LedgerEntry {
+            scope: "P#acme#test#".into(),
+            ..entry("grant:x", 10, None)
+        });
+        let report = check(&snapshot);
+        assert!(report.is_clean(), "{:?}", report.violations);
+        assert_eq!(report.users, 2);
+        snapshot.balances[0].2 = 360;
+        assert_eq!(check(&snapshot).violations.len(), 1);
     }
 
     #[test]

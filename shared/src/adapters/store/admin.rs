@@ -114,7 +114,7 @@ impl Store {
     }
 }
 
-/// Sorts the table's items into the checker's snapshot.
+/// Sorts the table's items into the checker's snapshot, every scope apart.
 pub fn ledger_snapshot(items: &[Item]) -> LedgerSnapshot {
     let mut snapshot = LedgerSnapshot::default();
     for item in items {
@@ -122,15 +122,20 @@ pub fn ledger_snapshot(items: &[Item]) -> LedgerSnapshot {
             snapshot.unreadable.push("an item without pk/sk".into());
             continue;
         };
-        let user = pk
+        let (scope, rest) = split_scope(pk);
+        let user = rest
             .strip_prefix("USER#")
-            .filter(|rest| !rest.ends_with("#PAY"))
+            .filter(|id| !id.ends_with("#PAY"))
             .and_then(UserId::parse);
         let f = Fields::of(item);
+        let scope = scope.to_owned();
         let decoded = match (user, sk) {
-            (Some(user), "BALANCE") => f.int("balance").map(|b| snapshot.balances.push((user, b))),
+            (Some(user), "BALANCE") => f
+                .int("balance")
+                .map(|b| snapshot.balances.push((scope, user, b))),
             (Some(user), sk) if sk.starts_with("ENTRY#") => f.int("amount").and_then(|amount| {
                 snapshot.entries.push(LedgerEntry {
+                    scope,
                     user,
                     entry_id: sk.trim_start_matches("ENTRY#").to_owned(),
                     amount,
@@ -138,8 +143,8 @@ pub fn ledger_snapshot(items: &[Item]) -> LedgerSnapshot {
                 });
                 Ok(())
             }),
-            (None, "PAY") if pk.starts_with("PAY#") => {
-                payment_from_item(item).map(|p| snapshot.payments.push(p))
+            (None, "PAY") if rest.starts_with("PAY#") => {
+                payment_from_item(item).map(|p| snapshot.payments.push((scope, p)))
             }
             _ => Ok(()),
         };
@@ -148,4 +153,30 @@ pub fn ledger_snapshot(items: &[Item]) -> LedgerSnapshot {
         }
     }
     snapshot
+}
+
+/// `P#<project>#<mode>#<rest>` → (`P#<project>#<mode>#`, `<rest>`); unprefixed keys → ("", key).
+fn split_scope(pk: &str) -> (&str, &str) {
+    if let Some(after) = pk.strip_prefix("P#") {
+        let mut parts = after.splitn(3, '#');
+        if let (Some(project), Some(mode), Some(rest)) = (parts.next(), parts.next(), parts.next())
+        {
+            let prefix_len = 2 + project.len() + 1 + mode.len() + 1;
+            return (&pk[..prefix_len], rest);
+        }
+    }
+    ("", pk)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn scoped_keys_split_into_their_prefix_and_the_rest() {
+        assert_eq!(
+            super::split_scope("P#acme#test#USER#u"),
+            ("P#acme#test#", "USER#u")
+        );
+        assert_eq!(super::split_scope("USER#u"), ("", "USER#u"));
+        assert_eq!(super::split_scope("P#broken"), ("", "P#broken"));
+    }
 }

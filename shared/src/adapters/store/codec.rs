@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use super::keys::Keys;
 use crate::domain::ledger::{ChargeFacts, DisputeFacts, FailedRefund, PaymentRecord};
 use crate::domain::money::Currency;
 use crate::domain::packages::CreditPackage;
@@ -123,8 +124,8 @@ pub fn package_from_item(item: &Item) -> Result<CreditPackage, DecodeError> {
     })
 }
 
-pub fn package_to_item(package: &CreditPackage) -> Item {
-    let mut item = super::keys::package(&package.id);
+pub fn package_to_item(keys: &Keys, package: &CreditPackage) -> Item {
+    let mut item = keys.package(&package.id);
     item.insert("id".into(), s(&package.id));
     item.insert("name".into(), s(&package.name));
     item.insert("description".into(), s(&package.description));
@@ -136,8 +137,8 @@ pub fn package_to_item(package: &CreditPackage) -> Item {
 }
 
 /// The attributes a new payment is written with.
-pub fn payment_to_item(payment: &PaymentRecord) -> Item {
-    let mut item = super::keys::payment(&payment.intent_id);
+pub fn payment_to_item(keys: &Keys, payment: &PaymentRecord) -> Item {
+    let mut item = keys.payment(&payment.intent_id);
     item.insert("intentId".into(), s(&payment.intent_id));
     item.insert("userId".into(), s(payment.user_id.as_str()));
     item.insert("packageId".into(), s(&payment.package_id));
@@ -149,10 +150,7 @@ pub fn payment_to_item(payment: &PaymentRecord) -> Item {
     item.insert("description".into(), s(&payment.description));
     item.insert("rev".into(), n(payment.rev));
     item.insert("applied".into(), n(payment.applied));
-    item.insert(
-        "gsi1pk".into(),
-        s(super::keys::history_pk(&payment.user_id)),
-    );
+    item.insert("gsi1pk".into(), s(keys.history_pk(&payment.user_id)));
     item.insert(
         "gsi1sk".into(),
         s(super::keys::history_sk(
@@ -286,8 +284,8 @@ pub struct NewEntry<'a> {
 }
 
 /// The attributes every entry has; callers add the ones of their kind.
-pub fn entry_to_item(entry: &NewEntry<'_>) -> Item {
-    let mut item = super::keys::entry(entry.user, entry.entry_id);
+pub fn entry_to_item(keys: &Keys, entry: &NewEntry<'_>) -> Item {
+    let mut item = keys.entry(entry.user, entry.entry_id);
     item.insert("kind".into(), s(entry.kind));
     item.insert("entryId".into(), s(entry.entry_id));
     item.insert("amount".into(), n(entry.amount));
@@ -324,7 +322,7 @@ mod tests {
     use super::*;
 
     fn legacy_refunded_payment() -> Item {
-        let mut item = super::super::keys::payment("pi_1");
+        let mut item = super::super::keys::Keys::default().payment("pi_1");
         for (name, value) in [
             ("intentId", s("pi_1")),
             ("userId", s("u")),

@@ -40,7 +40,7 @@ pub enum MoveOutcome {
 impl Store {
     /// The user's balance (one consistent GetItem); `None` when nothing was ever credited.
     pub async fn balance(&self, user: &UserId) -> Result<Option<Balance>, StoreError> {
-        let item = self.get(keys::balance(user)).await?;
+        let item = self.get(self.keys.balance(user)).await?;
         Ok(item.as_ref().map(balance_from_item).transpose()?)
     }
 
@@ -53,10 +53,10 @@ impl Store {
         request: &CreditMove,
         currency: &Currency,
     ) -> Result<MoveOutcome, StoreError> {
-        let entry_key = keys::entry(user, entry_id);
+        let entry_key = self.keys.entry(user, entry_id);
         for attempt in 1..=MOVE_ATTEMPTS {
             let found = self
-                .get_many(vec![keys::balance(user), entry_key.clone()])
+                .get_many(vec![self.keys.balance(user), entry_key.clone()])
                 .await?;
             let balance_item = found.iter().find(|i| get_s(i, "sk") == Some("BALANCE"));
             let earlier = found
@@ -117,12 +117,12 @@ impl Store {
         reason: &str,
         balance_after: i64,
     ) -> Result<TransactWriteItem, StoreError> {
-        let mut item = entry_to_item(entry);
+        let mut item = entry_to_item(&self.keys, entry);
         item.insert("reason".into(), s(reason));
         item.insert("balanceAfter".into(), n(balance_after));
         if entry.amount > 0 {
             // Grants show in history beside payments.
-            item.insert("gsi1pk".into(), s(keys::history_pk(entry.user)));
+            item.insert("gsi1pk".into(), s(self.keys.history_pk(entry.user)));
             item.insert(
                 "gsi1sk".into(),
                 s(keys::history_sk(entry.created_at_ms, entry.entry_id)),
@@ -142,7 +142,7 @@ impl Store {
     ) -> Result<TransactWriteItem, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
-            .set_key(Some(keys::balance(user)))
+            .set_key(Some(self.keys.balance(user)))
             .update_expression("SET balance = :after, currency = :currency, updatedAt = :now")
             .expression_attribute_values(":after", n(after))
             .expression_attribute_values(":currency", s(currency.as_str()))

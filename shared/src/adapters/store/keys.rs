@@ -20,7 +20,6 @@ use super::codec::{s, Item};
 use super::StoreError;
 use crate::domain::records::UserId;
 
-pub const PACKAGES_PK: &str = "PACKAGES";
 pub const ATTENTION_PK: &str = "ATTENTION";
 pub const GSI1: &str = "gsi1";
 
@@ -28,41 +27,66 @@ pub fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
     HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
 }
 
-pub fn package(id: &str) -> Item {
-    key(PACKAGES_PK, format!("PKG#{id}"))
+/// The keys of one scope: every partition key starts with its prefix (`P#<project>#<mode>#`,
+/// or nothing for the default project in the deployment's mode).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
 }
 
-pub fn payment_pk(intent_id: &str) -> String {
-    format!("PAY#{intent_id}")
-}
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
 
-pub fn payment(intent_id: &str) -> Item {
-    key(payment_pk(intent_id), "PAY")
-}
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
 
-pub fn attention(intent_id: &str) -> Item {
-    key(ATTENTION_PK, format!("PAY#{intent_id}"))
-}
+    pub fn packages_pk(&self) -> String {
+        format!("{}PACKAGES", self.prefix)
+    }
 
-pub fn idempotency(hash: &str) -> Item {
-    key(format!("IDEM#{hash}"), "IDEM")
-}
+    pub fn package(&self, id: &str) -> Item {
+        key(self.packages_pk(), format!("PKG#{id}"))
+    }
 
-pub fn user_pk(user: &UserId) -> String {
-    format!("USER#{}", user.as_str())
-}
+    pub fn payment_pk(&self, intent_id: &str) -> String {
+        format!("{}PAY#{intent_id}", self.prefix)
+    }
 
-pub fn balance(user: &UserId) -> Item {
-    key(user_pk(user), "BALANCE")
-}
+    pub fn payment(&self, intent_id: &str) -> Item {
+        key(self.payment_pk(intent_id), "PAY")
+    }
 
-pub fn entry(user: &UserId, entry_id: &str) -> Item {
-    key(user_pk(user), format!("ENTRY#{entry_id}"))
-}
+    /// The marker of a payment that needs attention: one partition for every scope, so that an
+    /// operator lists them all with one Query.
+    pub fn attention(&self, intent_id: &str) -> Item {
+        key(ATTENTION_PK, format!("{}PAY#{intent_id}", self.prefix))
+    }
 
-/// The partition of a user's history in gsi1.
-pub fn history_pk(user: &UserId) -> String {
-    format!("USER#{}#PAY", user.as_str())
+    pub fn idempotency(&self, hash: &str) -> Item {
+        key(format!("{}IDEM#{hash}", self.prefix), "IDEM")
+    }
+
+    pub fn user_pk(&self, user: &UserId) -> String {
+        format!("{}USER#{}", self.prefix, user.as_str())
+    }
+
+    pub fn balance(&self, user: &UserId) -> Item {
+        key(self.user_pk(user), "BALANCE")
+    }
+
+    pub fn entry(&self, user: &UserId, entry_id: &str) -> Item {
+        key(self.user_pk(user), format!("ENTRY#{entry_id}"))
+    }
+
+    /// The partition of a user's history in gsi1.
+    pub fn history_pk(&self, user: &UserId) -> String {
+        format!("{}USER#{}#PAY", self.prefix, user.as_str())
+    }
 }
 
 /// The sort key of a history line in gsi1: newest last, so a descending Query is newest first.
@@ -100,61 +124,64 @@ const MAX_CURSOR_ID: usize = 200;
 /// Timestamps are at most 15 digits, as `history_sk` writes them.
 const MAX_CURSOR_MS: i64 = 999_999_999_999_999;
 
-/// The cursor after `last`: the user's tag, the line's time and id, and whether it is a payment
-/// or a grant. The keys are rebuilt from these on the way back in, never taken from the client.
-pub fn encode_cursor(user: &UserId, last: &Item) -> Option<String> {
-    let sk = super::codec::get_s(last, "gsi1sk")?;
-    let (ms, id) = sk.split_once('#')?;
-    let kind = if super::codec::get_s(last, "sk") == Some("PAY") {
-        "p"
-    } else {
-        "g"
-    };
-    let fields = [user_tag(user).as_str(), ms, id, kind].map(str::to_owned);
-    serde_json::to_vec(&fields)
-        .ok()
-        .map(|bytes| URL_SAFE_NO_PAD.encode(bytes))
-}
+impl Keys {
+    /// The cursor after `last`: the user's tag, the line's time and id, and whether it is a payment
+    /// or a grant. The keys are rebuilt from these on the way back in, never taken from the client.
+    pub fn encode_cursor(&self, user: &UserId, last: &Item) -> Option<String> {
+        let sk = super::codec::get_s(last, "gsi1sk")?;
+        let (ms, id) = sk.split_once('#')?;
+        let kind = if super::codec::get_s(last, "sk") == Some("PAY") {
+            "p"
+        } else {
+            "g"
+        };
+        let fields = [self.user_tag(user).as_str(), ms, id, kind].map(str::to_owned);
+        serde_json::to_vec(&fields)
+            .ok()
+            .map(|bytes| URL_SAFE_NO_PAD.encode(bytes))
+    }
 
-/// The `ExclusiveStartKey` for a cursor that Coffer issued to this user; anything else is
-/// `InvalidCursor`, so that nothing a client makes up reaches DynamoDB.
-pub fn decode_cursor(user: &UserId, cursor: &str) -> Result<Item, StoreError> {
-    let invalid = || StoreError::InvalidCursor;
-    if cursor.len() > 1024 {
-        return Err(invalid());
+    /// The `ExclusiveStartKey` for a cursor that Coffer issued to this user; anything else is
+    /// `InvalidCursor`, so that nothing a client makes up reaches DynamoDB.
+    pub fn decode_cursor(&self, user: &UserId, cursor: &str) -> Result<Item, StoreError> {
+        let invalid = || StoreError::InvalidCursor;
+        if cursor.len() > 1024 {
+            return Err(invalid());
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+        let [tag, ms, id, kind]: [String; 4] =
+            serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+        if tag != self.user_tag(user) {
+            return Err(invalid());
+        }
+        let valid_ms = ms.len() == 15 && ms.bytes().all(|b| b.is_ascii_digit());
+        let created: i64 = ms.parse().map_err(|_| invalid())?;
+        let valid_id = !id.is_empty()
+            && id.len() <= MAX_CURSOR_ID
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':'));
+        let kind = match kind.as_str() {
+            "p" if id.starts_with("pi_") => CursorKind::Payment,
+            "g" => CursorKind::Grant,
+            _ => return Err(invalid()),
+        };
+        if !valid_ms || !valid_id || !(0..=MAX_CURSOR_MS).contains(&created) {
+            return Err(invalid());
+        }
+        let mut start = match kind {
+            CursorKind::Payment => self.payment(&id),
+            CursorKind::Grant => self.entry(user, &id),
+        };
+        start.insert("gsi1pk".into(), s(self.history_pk(user)));
+        start.insert("gsi1sk".into(), AttributeValue::S(history_sk(created, &id)));
+        Ok(start)
     }
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
-    let [tag, ms, id, kind]: [String; 4] = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
-    if tag != user_tag(user) {
-        return Err(invalid());
-    }
-    let valid_ms = ms.len() == 15 && ms.bytes().all(|b| b.is_ascii_digit());
-    let created: i64 = ms.parse().map_err(|_| invalid())?;
-    let valid_id = !id.is_empty()
-        && id.len() <= MAX_CURSOR_ID
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':'));
-    let kind = match kind.as_str() {
-        "p" if id.starts_with("pi_") => CursorKind::Payment,
-        "g" => CursorKind::Grant,
-        _ => return Err(invalid()),
-    };
-    if !valid_ms || !valid_id || !(0..=MAX_CURSOR_MS).contains(&created) {
-        return Err(invalid());
-    }
-    let mut start = match kind {
-        CursorKind::Payment => payment(&id),
-        CursorKind::Grant => entry(user, &id),
-    };
-    start.insert("gsi1pk".into(), s(history_pk(user)));
-    start.insert("gsi1sk".into(), AttributeValue::S(history_sk(created, &id)));
-    Ok(start)
-}
 
-/// A short tag that binds a cursor to its user.
-fn user_tag(user: &UserId) -> String {
-    hash_parts(&["cursor", user.as_str()])[..16].to_owned()
+    /// A short tag that binds a cursor to its user and scope.
+    fn user_tag(&self, user: &UserId) -> String {
+        hash_parts(&["cursor", &self.prefix, user.as_str()])[..16].to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -165,33 +192,39 @@ mod tests {
         UserId::parse(id).unwrap()
     }
 
-    fn history_line(user: &UserId) -> Item {
-        let mut last = payment("pi_1");
-        last.insert("gsi1pk".into(), s(history_pk(user)));
+    fn history_line(keys: &Keys, user: &UserId) -> Item {
+        let mut last = keys.payment("pi_1");
+        last.insert("gsi1pk".into(), s(keys.history_pk(user)));
         last.insert("gsi1sk".into(), s(history_sk(1, "pi_1")));
         last
     }
 
     #[test]
     fn cursors_round_trip_and_are_bound_to_their_user() {
+        let keys = Keys::default();
         let a = user("a");
-        let last = history_line(&a);
-        let cursor = encode_cursor(&a, &last).unwrap();
-        assert_eq!(decode_cursor(&a, &cursor).unwrap(), last);
+        let last = history_line(&keys, &a);
+        let cursor = keys.encode_cursor(&a, &last).unwrap();
+        assert_eq!(keys.decode_cursor(&a, &cursor).unwrap(), last);
         assert!(matches!(
-            decode_cursor(&user("b"), &cursor),
+            keys.decode_cursor(&user("b"), &cursor),
             Err(StoreError::InvalidCursor)
         ));
         assert!(matches!(
-            decode_cursor(&a, "!!!"),
+            Keys::new("P#acme#test#").decode_cursor(&a, &cursor),
+            Err(StoreError::InvalidCursor)
+        ));
+        assert!(matches!(
+            keys.decode_cursor(&a, "!!!"),
             Err(StoreError::InvalidCursor)
         ));
     }
 
     #[test]
     fn well_formed_cursors_with_empty_or_oversized_keys_are_refused() {
+        let keys = Keys::default();
         let a = user("a");
-        let tag = user_tag(&a);
+        let tag = keys.user_tag(&a);
         let forged = |fields: serde_json::Value| URL_SAFE_NO_PAD.encode(fields.to_string());
         for fields in [
             serde_json::json!([tag, "000000000000001", "", "p"]),
@@ -205,7 +238,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    decode_cursor(&a, &forged(fields.clone())),
+                    keys.decode_cursor(&a, &forged(fields.clone())),
                     Err(StoreError::InvalidCursor)
                 ),
                 "{fields}"

@@ -22,7 +22,7 @@ use aws_sdk_dynamodb::Client;
 pub use admin::LedgerScan;
 pub use codec::{DecodeError, Item};
 pub use credits::MoveOutcome;
-pub use keys::{hash_parts, idempotency_hash, GSI1};
+pub use keys::{hash_parts, idempotency_hash, Keys, GSI1};
 pub use lifecycle::LifecycleOutcome;
 pub use packages::IdempotencyRecord;
 pub use payments::{AttentionItem, CreditOutcome};
@@ -88,18 +88,36 @@ impl Cancelled {
     }
 }
 
+/// The table, seen through one scope's keys.
 #[derive(Clone)]
 pub struct Store {
     client: Client,
     table: String,
+    keys: Keys,
 }
 
 impl Store {
+    /// The table with the unprefixed keys (the default project in the deployment's mode, and
+    /// tools that read the whole table).
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
             client,
             table: table.into(),
+            keys: Keys::default(),
         }
+    }
+
+    /// The same table through another scope's keys.
+    pub fn scoped(&self, keys: Keys) -> Self {
+        Self {
+            client: self.client.clone(),
+            table: self.table.clone(),
+            keys,
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     pub fn table(&self) -> &str {

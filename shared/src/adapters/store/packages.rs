@@ -2,7 +2,7 @@
 //! the client's idempotency record.
 
 use super::codec::{get_s, package_from_item, package_to_item, Fields, Item};
-use super::{keys, Store, StoreError};
+use super::{Store, StoreError};
 use crate::domain::packages::CreditPackage;
 
 /// The remembered answer to a create-payment-intent call.
@@ -25,7 +25,7 @@ impl IdempotencyRecord {
 impl Store {
     /// Every stored package (active or not), one Query.
     pub async fn list_packages(&self) -> Result<Vec<CreditPackage>, StoreError> {
-        let items = self.partition(keys::PACKAGES_PK).await?;
+        let items = self.partition(&self.keys.packages_pk()).await?;
         Ok(items
             .iter()
             .map(package_from_item)
@@ -36,7 +36,7 @@ impl Store {
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(package_to_item(package)))
+            .set_item(Some(package_to_item(&self.keys, package)))
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
@@ -49,14 +49,14 @@ impl Store {
         package_id: &str,
         idempotency_hash: Option<&str>,
     ) -> Result<(Option<CreditPackage>, Option<IdempotencyRecord>), StoreError> {
-        let mut wanted = vec![keys::package(package_id)];
+        let mut wanted = vec![self.keys.package(package_id)];
         if let Some(hash) = idempotency_hash {
-            wanted.push(keys::idempotency(hash));
+            wanted.push(self.keys.idempotency(hash));
         }
         let found = self.get_many(wanted).await?;
         let package = found
             .iter()
-            .find(|item| get_s(item, "pk") == Some(keys::PACKAGES_PK))
+            .find(|item| get_s(item, "pk") == Some(self.keys.packages_pk().as_str()))
             .map(package_from_item)
             .transpose()?;
         let record = found

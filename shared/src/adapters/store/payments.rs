@@ -48,7 +48,7 @@ impl Store {
         payment: &PaymentRecord,
         idempotency_hash: Option<&str>,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let item = payment_to_item(payment);
+        let item = payment_to_item(&self.keys, payment);
         let Some(hash) = idempotency_hash else {
             // No client key: a fresh intent id can only be recorded once anyway.
             self.client
@@ -67,7 +67,7 @@ impl Store {
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(StoreError::build)?;
-        let mut idem = keys::idempotency(hash);
+        let mut idem = self.keys.idempotency(hash);
         idem.insert("packageId".into(), s(&payment.package_id));
         idem.insert("intentId".into(), s(&payment.intent_id));
         idem.insert("userId".into(), s(payment.user_id.as_str()));
@@ -99,7 +99,7 @@ impl Store {
 
     /// One payment record.
     pub async fn payment(&self, intent_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
-        let item = self.get(keys::payment(intent_id)).await?;
+        let item = self.get(self.keys.payment(intent_id)).await?;
         Ok(item.as_ref().map(payment_from_item).transpose()?)
     }
 
@@ -189,7 +189,7 @@ impl Store {
     ) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
         Update::builder()
             .table_name(&self.table)
-            .set_key(Some(keys::payment(&payment.intent_id)))
+            .set_key(Some(self.keys.payment(&payment.intent_id)))
             .expression_attribute_values(":rev", n(payment.rev))
             .expression_attribute_values(":next", n(payment.rev + 1))
     }
@@ -203,14 +203,17 @@ impl Store {
         entry_id: &str,
         now: i64,
     ) -> Result<TransactWriteItem, StoreError> {
-        let mut entry = entry_to_item(&NewEntry {
-            user: &payment.user_id,
-            entry_id,
-            kind,
-            amount,
-            currency: &payment.currency,
-            created_at_ms: now,
-        });
+        let mut entry = entry_to_item(
+            &self.keys,
+            &NewEntry {
+                user: &payment.user_id,
+                entry_id,
+                kind,
+                amount,
+                currency: &payment.currency,
+                created_at_ms: now,
+            },
+        );
         entry.insert("intentId".into(), s(&payment.intent_id));
         self.put_new(entry)
     }
@@ -227,7 +230,7 @@ impl Store {
     ) -> Result<TransactWriteItem, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
-            .set_key(Some(keys::balance(&payment.user_id)))
+            .set_key(Some(self.keys.balance(&payment.user_id)))
             .expression_attribute_values(":delta", n(delta))
             .expression_attribute_values(":now", n(now));
         let update = if claim_currency {
@@ -268,7 +271,7 @@ impl Store {
             .expression_attribute_values(":now", n(now))
             .build()
             .map_err(StoreError::build)?;
-        let mut marker = keys::attention(&payment.intent_id);
+        let mut marker = self.keys.attention(&payment.intent_id);
         marker.insert("intentId".into(), s(&payment.intent_id));
         marker.insert("userId".into(), s(payment.user_id.as_str()));
         marker.insert("reason".into(), s(reason));
@@ -320,7 +323,7 @@ impl Store {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(keys::payment(intent_id)))
+            .set_key(Some(self.keys.payment(intent_id)))
             .update_expression("SET #status = :status, updatedAt = :now")
             .condition_expression("attribute_exists(pk) AND attribute_not_exists(creditedAt)")
             .expression_attribute_names("#status", "status")
@@ -349,14 +352,16 @@ impl Store {
         limit: i32,
         cursor: Option<&str>,
     ) -> Result<(Vec<HistoryItem>, Option<String>), StoreError> {
-        let start = cursor.map(|c| keys::decode_cursor(user, c)).transpose()?;
+        let start = cursor
+            .map(|c| self.keys.decode_cursor(user, c))
+            .transpose()?;
         let output = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(keys::GSI1)
             .key_condition_expression("gsi1pk = :pk")
-            .expression_attribute_values(":pk", s(keys::history_pk(user)))
+            .expression_attribute_values(":pk", s(self.keys.history_pk(user)))
             .scan_index_forward(false)
             // One more than asked tells whether another page exists, without an empty last page.
             .limit(limit.saturating_add(1))
@@ -369,7 +374,7 @@ impl Store {
         let next = if items.len() > page && page > 0 {
             items
                 .get(page - 1)
-                .and_then(|last| keys::encode_cursor(user, last))
+                .and_then(|last| self.keys.encode_cursor(user, last))
         } else {
             None
         };

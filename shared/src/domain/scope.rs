@@ -1,0 +1,180 @@
+//! Who owns a piece of data: a project and a mode (test or live). The edge resolves the scope
+//! once (from the route, the `project_id` and `test_mode` parameters, or the webhook path); after
+//! that every store and Stripe call takes it, so one project's or mode's data is never reachable
+//! from another.
+
+use std::fmt;
+
+/// Stripe's two worlds. Keys, objects and webhooks of one never touch the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mode {
+    Test,
+    Live,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Test => "test",
+            Self::Live => "live",
+        }
+    }
+
+    /// `test` or `live`, as in the webhook path.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "test" => Some(Self::Test),
+            "live" => Some(Self::Live),
+            _ => None,
+        }
+    }
+
+    /// The `test_mode` query parameter: `true`/`false` (also `1`/`0`).
+    pub fn from_test_mode(text: &str) -> Option<Self> {
+        match text {
+            "true" | "1" => Some(Self::Test),
+            "false" | "0" => Some(Self::Live),
+            _ => None,
+        }
+    }
+
+    /// The mode a Stripe secret or restricted key belongs to, from its prefix.
+    pub fn of_secret_key(key: &str) -> Option<Self> {
+        if key.starts_with("sk_test_") || key.starts_with("rk_test_") {
+            Some(Self::Test)
+        } else if key.starts_with("sk_live_") || key.starts_with("rk_live_") {
+            Some(Self::Live)
+        } else {
+            None
+        }
+    }
+
+    /// The mode of a publishable key, from its prefix.
+    pub fn of_publishable_key(key: &str) -> Option<Self> {
+        if key.starts_with("pk_test_") {
+            Some(Self::Test)
+        } else if key.starts_with("pk_live_") {
+            Some(Self::Live)
+        } else {
+            None
+        }
+    }
+
+    pub fn both() -> [Self; 2] {
+        [Self::Test, Self::Live]
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A project id: 1–64 characters of lowercase letters, digits, `-` and `_`, starting with a
+/// letter or digit. Safe in keys, secret names and URLs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProjectId(String);
+
+/// The project the deployment's own secret configures: the one end-user routes use without
+/// `project_id`, whose data keeps the keys it had before projects existed.
+pub const DEFAULT_PROJECT: &str = "default";
+
+impl ProjectId {
+    pub fn parse(text: &str) -> Option<Self> {
+        let first_ok = text
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let ok = first_ok
+            && text.len() <= 64
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        ok.then(|| Self(text.to_owned()))
+    }
+
+    pub fn default_project() -> Self {
+        Self(DEFAULT_PROJECT.to_owned())
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.0 == DEFAULT_PROJECT
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A project in one mode: the owner of payments, balances, ledgers and packages.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Scope {
+    pub project: ProjectId,
+    pub mode: Mode,
+}
+
+impl Scope {
+    pub fn new(project: ProjectId, mode: Mode) -> Self {
+        Self { project, mode }
+    }
+
+    /// The prefix of every key this scope owns. The default project in the mode of the
+    /// deployment's own key keeps the unprefixed keys of the single-project layout, so tables
+    /// written before projects existed need no migration.
+    pub fn key_prefix(&self, default_mode: Mode) -> String {
+        if self.project.is_default() && self.mode == default_mode {
+            String::new()
+        } else {
+            format!("P#{}#{}#", self.project, self.mode)
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.project, self.mode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_ids_are_restricted_to_safe_characters() {
+        for ok in ["acme", "a", "shop-2", "x_y", &"a".repeat(64)] {
+            assert!(ProjectId::parse(ok).is_some(), "{ok}");
+        }
+        for bad in ["", "-a", "Acme", "a/b", "a#b", "a b", "ä", &"a".repeat(65)] {
+            assert!(ProjectId::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn modes_come_from_key_prefixes_and_parameters() {
+        assert_eq!(Mode::of_secret_key("sk_test_123"), Some(Mode::Test));
+        assert_eq!(Mode::of_secret_key("rk_live_123"), Some(Mode::Live));
+        assert_eq!(Mode::of_secret_key("pk_test_123"), None);
+        assert_eq!(Mode::of_publishable_key("pk_live_1"), Some(Mode::Live));
+        assert_eq!(Mode::from_test_mode("true"), Some(Mode::Test));
+        assert_eq!(Mode::from_test_mode("yes"), None);
+        assert_eq!(Mode::parse("live"), Some(Mode::Live));
+        assert_eq!(Mode::parse("Live"), None);
+    }
+
+    #[test]
+    fn only_the_default_project_in_its_own_mode_keeps_the_unprefixed_keys() {
+        let default_test = Scope::new(ProjectId::default_project(), Mode::Test);
+        assert_eq!(default_test.key_prefix(Mode::Test), "");
+        assert_eq!(default_test.key_prefix(Mode::Live), "P#default#test#");
+        let acme = Scope::new(ProjectId::parse("acme").unwrap(), Mode::Live);
+        assert_eq!(acme.key_prefix(Mode::Live), "P#acme#live#");
+    }
+}
