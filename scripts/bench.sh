@@ -7,7 +7,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
-ensure_tools
+ensure_tools aws-sam-cli cfn-lint
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts the whole local stack and serves the API on http://127.0.0.1:$PORT (default 3000):
 # DynamoDB Local, moto (Secrets Manager), localstripe (unless STRIPE_SECRET_KEY is a real test
-# key), the table and sample packages, the secret, the webhook, and the five functions.
+# key), the table and sample packages, the secret, the webhook, and every function's routes
+# (the contract's and the projects' developer routes).
 # Ctrl-C stops everything it started. Safe to run again.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -27,6 +28,8 @@ start_servers "$DDB_PORT" "$MOTO_PORT" "$STRIPE_PORT"
 
 export TABLE_NAME="${TABLE_NAME:-coffer-local}"
 export STRIPE_SECRET_ID="${STRIPE_SECRET_ID:-coffer/local/stripe}"
+# Projects' keys go to coffer/local/projects/<project>/<mode> in moto.
+export PROJECT_SECRET_PREFIX="${PROJECT_SECRET_PREFIX:-coffer/local/projects}"
 say "building and starting the API (first build takes a few minutes)"
 cargo build -q -p coffer-dev
 say "DynamoDB Local: $AWS_ENDPOINT_URL_DYNAMODB   Secrets Manager (moto): $AWS_ENDPOINT_URL_SECRETS_MANAGER   Stripe: ${STRIPE_API_BASE:-api.stripe.com}"
@@ -37,7 +40,7 @@ cat >&2 <<TXT
 
   API:      http://127.0.0.1:$PORT
   Webhook:  http://127.0.0.1:$PORT/api/stripe/webhook
-  Token:    TOKEN=\$(scripts/token.sh alice)
+  Token:    TOKEN=\$(scripts/token.sh alice)       developer: DEV=\$(scripts/token.sh --developer dev-1)
   Try:      curl -s -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:$PORT/api/stripe/credit-packages
 
   Ctrl-C stops everything.

@@ -15,6 +15,11 @@ trap 'exit 130' INT TERM
 STATE_DIR="$ROOT/.stack/test"
 start_servers "${TEST_DYNAMODB_PORT:-18000}" "${TEST_MOTO_PORT:-15000}" "${TEST_STRIPE_PORT:-18420}"
 export STRIPE_API_BASE="http://127.0.0.1:${TEST_STRIPE_PORT:-18420}"
+# Two projects, each with a localstripe of its own (tests/tests/it/projects.rs).
+start localstripe-alpha "${TEST_STRIPE_ALPHA_PORT:-18421}" "$VENV/bin/localstripe" --port "${TEST_STRIPE_ALPHA_PORT:-18421}" --from-scratch
+start localstripe-beta "${TEST_STRIPE_BETA_PORT:-18422}" "$VENV/bin/localstripe" --port "${TEST_STRIPE_BETA_PORT:-18422}" --from-scratch
+export TEST_STRIPE_ALPHA_BASE="http://127.0.0.1:${TEST_STRIPE_ALPHA_PORT:-18421}"
+export TEST_STRIPE_BETA_BASE="http://127.0.0.1:${TEST_STRIPE_BETA_PORT:-18422}"
 
 # Every log line of the run (in-process functions and the real binaries) and each test's figures.
 export COFFER_TEST_LOG="$STATE_DIR/functions.log" COFFER_REPORT_FILE="$STATE_DIR/report.jsonl"

@@ -2,7 +2,8 @@
 //!
 //! - `coffer-dev up`: set up the table, packages, secret and webhook, then serve the API.
 //! - `coffer-dev token <user-id> [ttl-seconds]`: print a local JWT for a user
-//!   (`token --service <name>`: a token for `/internal/*`, standing in for IAM locally).
+//!   (`token --service <name>`: a token for `/internal/*`, standing in for IAM locally;
+//!   `token --developer <name>`: a developer's token for the developer routes).
 //! - `coffer-dev sign <event.json> [secret]`: print the event with a fresh `Stripe-Signature`.
 //! - `coffer-dev grant <user-id> <amount> <reason> <key>`: promotional credits (operator).
 //! - `coffer-dev reconcile [hours]`: credit succeeded intents the webhook missed.
@@ -33,7 +34,7 @@ pub const DEFAULT_JWT_SECRET: &str = "coffer-local-jwt-secret";
 /// The role the local stack allows on `/internal/*` unless `ALLOWED_CALLER_ARNS` says otherwise.
 pub const LOCAL_BACKEND_ROLE: &str = "arn:aws:iam::000000000000:role/app-backend";
 
-const USAGE: &str = "usage: coffer-dev up | token [--service] <name> [ttl-seconds] | \
+const USAGE: &str = "usage: coffer-dev up | token [--service|--developer] <name> [ttl-seconds] | \
 sign <event.json> [secret] | grant <user-id> <amount> <reason> <key> | reconcile [hours] | check | attention";
 
 #[tokio::main]
@@ -91,7 +92,7 @@ async fn up() -> Result<(), String> {
         "Coffer API:   http://127.0.0.1:{port}/api/stripe/credit-packages (and the other routes)"
     );
     eprintln!("Webhook URL:  {webhook_url}");
-    eprintln!("Get a token:  scripts/token.sh <user-id>");
+    eprintln!("Get a token:  scripts/token.sh <user-id>   (a developer's: scripts/token.sh --developer <name>)");
     let api = Arc::new(router::LocalApi { app, jwt_secret });
     router::serve(listener, api)
         .await
@@ -99,9 +100,10 @@ async fn up() -> Result<(), String> {
 }
 
 fn print_token(args: &[String]) -> Result<(), String> {
-    let (service, args) = match args.first().map(String::as_str) {
-        Some("--service") => (true, &args[1..]),
-        _ => (false, args),
+    let (kind, args) = match args.first().map(String::as_str) {
+        Some("--service") => ("service", &args[1..]),
+        Some("--developer") => ("developer", &args[1..]),
+        _ => ("user", args),
     };
     let user = args.first().ok_or(USAGE)?;
     let ttl = match args.get(1) {
@@ -111,10 +113,10 @@ fn print_token(args: &[String]) -> Result<(), String> {
         None => 3600,
     };
     let secret = env_or("LOCAL_JWT_SECRET", DEFAULT_JWT_SECRET);
-    let jwt = if service {
-        token::issue_service(&secret, user, ttl)
-    } else {
-        token::issue(&secret, user, ttl)
+    let jwt = match kind {
+        "service" => token::issue_service(&secret, user, ttl),
+        "developer" => token::issue_developer(&secret, user, ttl),
+        _ => token::issue(&secret, user, ttl),
     }
     .map_err(|e| e.to_string())?;
     println!("{jwt}");

@@ -56,11 +56,17 @@ async fn handle(api: Arc<LocalApi>, req: hyper::Request<Incoming>) -> Result<Rep
 async fn route(api: Arc<LocalApi>, req: hyper::Request<Incoming>, request_id: String) -> Reply {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
-    let Some(&(_, route_path, function)) = handlers::ROUTES
-        .iter()
-        .find(|(m, p, _)| *m == method && *p == path)
-    else {
-        let status = if handlers::ROUTES.iter().any(|(_, p, _)| *p == path) {
+    let matched = handlers::ROUTES.iter().find_map(|(m, pattern, function)| {
+        (*m == method)
+            .then(|| match_path(pattern, &path))
+            .flatten()
+            .map(|params| (*pattern, *function, params))
+    });
+    let Some((route_path, function, path_params)) = matched else {
+        let status = if handlers::ROUTES
+            .iter()
+            .any(|(_, p, _)| match_path(p, &path).is_some())
+        {
             405
         } else {
             404
@@ -103,7 +109,10 @@ async fn route(api: Arc<LocalApi>, req: hyper::Request<Incoming>, request_id: St
     } else {
         claims.map(Authorizer::Jwt)
     };
-    let event = gateway_event(&parts, route_path, &body, authorizer, &request_id);
+    let mut event = gateway_event(&parts, route_path, &body, authorizer, &request_id);
+    if !path_params.is_empty() {
+        event["pathParameters"] = json!(path_params);
+    }
     let request = match lambda_http::request::from_str(&event.to_string()) {
         Ok(request) => request,
         Err(_) => {
@@ -129,6 +138,30 @@ async fn route(api: Arc<LocalApi>, req: hyper::Request<Incoming>, request_id: St
     builder
         .body(Full::new(bytes))
         .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
+}
+
+/// Matches a route pattern such as `/webhooks/{project_id}/{mode}` against a path, as API
+/// Gateway does: each `{name}` takes one whole segment. The segments it took, by name.
+pub fn match_path(pattern: &str, path: &str) -> Option<HashMap<String, String>> {
+    let mut params = HashMap::new();
+    let mut wanted = pattern.split('/');
+    let mut given = path.split('/');
+    loop {
+        match (wanted.next(), given.next()) {
+            (None, None) => return Some(params),
+            (Some(w), Some(g)) if w.starts_with('{') && w.ends_with('}') => {
+                if g.is_empty() {
+                    return None;
+                }
+                let value = form_urlencoded::parse(format!("v={g}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())?;
+                params.insert(w[1..w.len() - 1].to_owned(), value);
+            }
+            (Some(w), Some(g)) if w == g => {}
+            _ => return None,
+        }
+    }
 }
 
 fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
@@ -179,7 +212,7 @@ fn gateway_event(
     let mut context = json!({
         "accountId": "000000000000",
         "apiId": "local",
-        "domainName": "127.0.0.1",
+        "domainName": headers.get("host").cloned().unwrap_or_else(|| "127.0.0.1".into()),
         "domainPrefix": "local",
         "http": {
             "method": method,

@@ -24,6 +24,20 @@ pub fn issue_service(
     sign(secret, name, ttl_secs, Some("service"))
 }
 
+/// A token for a developer: a user whose `cognito:groups` claim lists `developers`, as the local
+/// stack's developer claim expects.
+pub fn issue_developer(
+    secret: &str,
+    sub: &str,
+    ttl_secs: i64,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    sign(secret, sub, ttl_secs, Some("developer"))
+}
+
+/// The claim and value that make a local token a developer's (the local stack's defaults).
+pub const DEVELOPER_CLAIM: &str = "cognito:groups";
+pub const DEVELOPER_GROUP: &str = "developers";
+
 fn sign(
     secret: &str,
     sub: &str,
@@ -32,8 +46,10 @@ fn sign(
 ) -> Result<String, jsonwebtoken::errors::Error> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut claims = serde_json::json!({ "sub": sub, "iat": now, "exp": now + ttl_secs });
-    if let Some(role) = role {
-        claims["role"] = role.into();
+    match role {
+        Some("developer") => claims[DEVELOPER_CLAIM] = serde_json::json!([DEVELOPER_GROUP]),
+        Some(role) => claims["role"] = role.into(),
+        None => {}
     }
     encode(
         &Header::new(Algorithm::HS256),

@@ -1,7 +1,9 @@
 //! Everything a function builds once per cold start: configuration, the DynamoDB store, the
-//! secrets cache and (after the secret is read) the Stripe client, plus the short package cache.
+//! secrets caches, and per scope (after its secret is read) the Stripe client, plus the short
+//! package and project caches. Every accessor takes the scope the edge resolved.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_config::environment::EnvironmentVariableCredentialsProvider;
@@ -9,24 +11,58 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::SharedCredentialsProvider;
-use tokio::sync::OnceCell;
 
-use crate::adapters::secrets::SecretsCache;
-use crate::adapters::store::{Store, StoreError};
+use crate::adapters::secrets::{SecretsCache, SecretsError, StripeSecrets};
+use crate::adapters::store::{Keys, Store, StoreError};
 use crate::adapters::stripe::StripeApi;
 use crate::config::{Config, ConfigError};
 use crate::domain::packages::CreditPackage;
+use crate::domain::projects::Project;
+use crate::domain::scope::{ProjectId, Scope};
 use crate::http::ApiError;
 
-/// How long the package list is served from memory before it is read again.
-const PACKAGE_CACHE_TTL: Duration = Duration::from_secs(60);
+/// How long the package list and a project's registry entry are served from memory.
+const CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// A value kept in memory for a while, by key.
+struct TimedCache<K, V> {
+    entries: Mutex<HashMap<K, (Instant, V)>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> TimedCache<K, V> {
+    fn new() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn fresh(&self, key: &K) -> Option<V> {
+        let entries = self.entries.lock().ok()?;
+        entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, value)| value.clone())
+    }
+
+    fn put(&self, key: K, value: V) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.insert(key, (Instant::now(), value));
+        }
+    }
+}
 
 pub struct App {
     pub config: Config,
+    /// The table through the unprefixed keys (the default project in the deployment's mode).
     pub store: Store,
+    /// The deployment's own secret (the default project), kept until a signature mismatch.
     pub secrets: SecretsCache,
-    stripe: OnceCell<StripeApi>,
-    packages: Mutex<Option<(Instant, Vec<CreditPackage>)>>,
+    /// The projects' secrets, each kept for at most a minute.
+    pub project_secrets: SecretsCache,
+    /// A Stripe client per scope, with the key it was built from.
+    stripe: Mutex<HashMap<Scope, (Arc<StripeSecrets>, StripeApi)>>,
+    packages: TimedCache<Scope, Vec<CreditPackage>>,
+    projects: TimedCache<ProjectId, Project>,
 }
 
 /// SDK settings chosen for Lambda's budget: fail a dead dependency within a few seconds (the
@@ -107,42 +143,114 @@ impl App {
         secrets_manager: aws_sdk_secretsmanager::Client,
     ) -> Self {
         let store = Store::new(dynamodb, config.table_name.clone());
-        let secrets = SecretsCache::new(secrets_manager, config.secret_id.clone());
         Self {
             config,
             store,
-            secrets,
-            stripe: OnceCell::new(),
-            packages: Mutex::new(None),
+            secrets: SecretsCache::new(secrets_manager.clone(), None),
+            project_secrets: SecretsCache::new(secrets_manager, Some(CACHE_TTL)),
+            stripe: Mutex::new(HashMap::new()),
+            packages: TimedCache::new(),
+            projects: TimedCache::new(),
         }
     }
 
-    /// The Stripe client, built from the secret key on first use.
-    pub async fn stripe(&self) -> Result<&StripeApi, ApiError> {
-        self.stripe
-            .get_or_try_init(|| async {
-                let secrets = self.secrets.get().await?;
-                Ok::<_, ApiError>(StripeApi::new(
-                    secrets.stripe_secret_key()?,
-                    self.config.stripe_api_base.as_deref(),
-                )?)
-            })
-            .await
+    /// The default project in the deployment's mode: the contract routes' scope.
+    pub fn default_scope(&self) -> Scope {
+        Scope::new(ProjectId::default_project(), self.config.default_mode)
     }
 
-    /// Every stored package, from memory when read less than a minute ago.
-    pub async fn packages(&self) -> Result<Vec<CreditPackage>, StoreError> {
-        if let Ok(cache) = self.packages.lock() {
-            if let Some((at, packages)) = cache.as_ref() {
-                if at.elapsed() < PACKAGE_CACHE_TTL {
-                    return Ok(packages.clone());
+    /// Whether the scope is the one the deployment's own secret configures.
+    pub fn is_deployment_scope(&self, scope: &Scope) -> bool {
+        scope.project.is_default() && scope.mode == self.config.default_mode
+    }
+
+    /// The table through the scope's keys.
+    pub fn store_for(&self, scope: &Scope) -> Store {
+        self.store
+            .scoped(Keys::new(scope.key_prefix(self.config.default_mode)))
+    }
+
+    /// The Secrets Manager id of the scope's secret.
+    pub fn secret_id_for(&self, scope: &Scope) -> Result<String, SecretsError> {
+        if self.is_deployment_scope(scope) {
+            return self
+                .config
+                .secret_id
+                .clone()
+                .ok_or(SecretsError::NotConfigured);
+        }
+        let prefix = self
+            .config
+            .project_secret_prefix
+            .as_deref()
+            .ok_or(SecretsError::NotConfigured)?;
+        Ok(format!("{prefix}/{}/{}", scope.project, scope.mode))
+    }
+
+    fn secrets_cache_for(&self, scope: &Scope) -> &SecretsCache {
+        if self.is_deployment_scope(scope) {
+            &self.secrets
+        } else {
+            &self.project_secrets
+        }
+    }
+
+    /// The scope's Stripe secrets (cached).
+    pub async fn secrets_for(&self, scope: &Scope) -> Result<Arc<StripeSecrets>, SecretsError> {
+        let id = self.secret_id_for(scope)?;
+        self.secrets_cache_for(scope).get(&id).await
+    }
+
+    /// A fresh read of the scope's secrets, unless one was made within `min_age`.
+    pub async fn refresh_secrets(
+        &self,
+        scope: &Scope,
+        min_age: Duration,
+    ) -> Result<Option<Arc<StripeSecrets>>, SecretsError> {
+        let id = self.secret_id_for(scope)?;
+        self.secrets_cache_for(scope).refresh(&id, min_age).await
+    }
+
+    /// The scope's project as the registry has it (cached for a minute); `None`: unknown (not
+    /// cached, so a project is usable as soon as it is created).
+    pub async fn project(&self, id: &ProjectId) -> Result<Option<Project>, StoreError> {
+        if let Some(project) = self.projects.fresh(id) {
+            return Ok(Some(project));
+        }
+        let project = self.store.project(id).await?;
+        if let Some(project) = &project {
+            self.projects.put(id.clone(), project.clone());
+        }
+        Ok(project)
+    }
+
+    /// The scope's Stripe client, built from its secret key, again when the key changes.
+    pub async fn stripe_for(&self, scope: &Scope) -> Result<StripeApi, ApiError> {
+        let secrets = self.secrets_for(scope).await?;
+        if let Ok(clients) = self.stripe.lock() {
+            if let Some((built_from, client)) = clients.get(scope) {
+                if Arc::ptr_eq(built_from, &secrets) {
+                    return Ok(client.clone());
                 }
             }
         }
-        let packages = self.store.list_packages().await?;
-        if let Ok(mut cache) = self.packages.lock() {
-            *cache = Some((Instant::now(), packages.clone()));
+        let client = StripeApi::new(
+            secrets.stripe_secret_key()?,
+            self.config.stripe_api_base_for(&scope.project),
+        )?;
+        if let Ok(mut clients) = self.stripe.lock() {
+            clients.insert(scope.clone(), (secrets, client.clone()));
         }
+        Ok(client)
+    }
+
+    /// The scope's stored packages (active or not), from memory when read within a minute.
+    pub async fn packages_for(&self, scope: &Scope) -> Result<Vec<CreditPackage>, StoreError> {
+        if let Some(packages) = self.packages.fresh(scope) {
+            return Ok(packages);
+        }
+        let packages = self.store_for(scope).list_packages().await?;
+        self.packages.put(scope.clone(), packages.clone());
         Ok(packages)
     }
 }

@@ -5,6 +5,7 @@ use std::env;
 use std::time::Duration;
 
 use crate::domain::money::Currency;
+use crate::domain::scope::{Mode, ProjectId};
 
 /// Where a function finds its table, its secret and Stripe.
 #[derive(Clone, Debug)]
@@ -23,7 +24,23 @@ pub struct Config {
     pub allowed_callers: Vec<String>,
     /// The shortest time between two reads of the secret after a webhook signature mismatch.
     pub secret_refresh_interval: Duration,
+    /// The mode of the deployment's own key: the default project's mode, and the one whose data
+    /// keeps the unprefixed keys.
+    pub default_mode: Mode,
+    /// The name prefix of the projects' secrets (`<prefix>/<project>/<mode>`); `None`: this
+    /// deployment serves only the default project.
+    pub project_secret_prefix: Option<String>,
+    /// The verified claim that makes a caller a developer, and the value it must hold (a claim
+    /// that lists values, such as `cognito:groups`, may hold it among others).
+    pub developer_claim: String,
+    pub developer_claim_value: String,
+    /// Local stacks only: another Stripe base URL for some projects (each project's own
+    /// localstripe). Never set by the SAM template.
+    pub stripe_api_base_per_project: Vec<(ProjectId, String)>,
 }
+
+const DEFAULT_DEVELOPER_CLAIM: &str = "cognito:groups";
+const DEFAULT_DEVELOPER_CLAIM_VALUE: &str = "developers";
 
 /// Default of `SECRET_REFRESH_SECONDS`.
 const DEFAULT_SECRET_REFRESH: Duration = Duration::from_secs(30);
@@ -51,12 +68,30 @@ impl Config {
             default_currency: Currency::usd(),
             allowed_callers: Vec::new(),
             secret_refresh_interval: DEFAULT_SECRET_REFRESH,
+            default_mode: Mode::Test,
+            project_secret_prefix: None,
+            developer_claim: DEFAULT_DEVELOPER_CLAIM.to_owned(),
+            developer_claim_value: DEFAULT_DEVELOPER_CLAIM_VALUE.to_owned(),
+            stripe_api_base_per_project: Vec::new(),
         }
+    }
+
+    /// The Stripe base URL for a project: its own when the local stack gives one, else the
+    /// deployment's (`None`: Stripe itself).
+    pub fn stripe_api_base_for(&self, project: &ProjectId) -> Option<&str> {
+        self.stripe_api_base_per_project
+            .iter()
+            .find(|(id, _)| id == project)
+            .map(|(_, base)| base.as_str())
+            .or(self.stripe_api_base.as_deref())
     }
 
     /// Reads `TABLE_NAME` (required), `STRIPE_SECRET_ID`, `STRIPE_API_BASE`,
     /// `DEFAULT_CURRENCY` (default `usd`), `ALLOWED_CALLER_ARNS` (comma-separated) and
-    /// `SECRET_REFRESH_SECONDS` (default 30).
+    /// `SECRET_REFRESH_SECONDS` (default 30), `DEFAULT_MODE` (`test`/`live`, default `test`),
+    /// `PROJECT_SECRET_PREFIX`, `DEVELOPER_CLAIM` and `DEVELOPER_CLAIM_VALUE` (default
+    /// `cognito:groups` holding `developers`) and, for local stacks, `STRIPE_API_BASE_PER_PROJECT`
+    /// (`project=url,…`).
     pub fn from_env() -> Result<Self, ConfigError> {
         let table_name = non_empty("TABLE_NAME").ok_or(ConfigError {
             name: "TABLE_NAME",
@@ -93,6 +128,34 @@ impl Config {
                     .ok_or(ConfigError {
                         name: "SECRET_REFRESH_SECONDS",
                         problem: "is not a number of seconds from 1 to 3600",
+                    })?,
+            },
+            default_mode: match non_empty("DEFAULT_MODE") {
+                None => Mode::Test,
+                Some(text) => Mode::parse(text.trim()).ok_or(ConfigError {
+                    name: "DEFAULT_MODE",
+                    problem: "must be test or live",
+                })?,
+            },
+            project_secret_prefix: non_empty("PROJECT_SECRET_PREFIX")
+                .map(|p| p.trim().trim_end_matches('/').to_owned()),
+            developer_claim: non_empty("DEVELOPER_CLAIM")
+                .unwrap_or_else(|| DEFAULT_DEVELOPER_CLAIM.to_owned()),
+            developer_claim_value: non_empty("DEVELOPER_CLAIM_VALUE")
+                .unwrap_or_else(|| DEFAULT_DEVELOPER_CLAIM_VALUE.to_owned()),
+            stripe_api_base_per_project: match non_empty("STRIPE_API_BASE_PER_PROJECT") {
+                None => Vec::new(),
+                Some(list) => list
+                    .split(',')
+                    .filter(|pair| !pair.trim().is_empty())
+                    .map(|pair| {
+                        let (id, url) = pair.split_once('=')?;
+                        Some((ProjectId::parse(id.trim())?, url.trim().to_owned()))
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or(ConfigError {
+                        name: "STRIPE_API_BASE_PER_PROJECT",
+                        problem: "must be project=url pairs separated by commas",
                     })?,
             },
         })

@@ -35,6 +35,9 @@ pub enum ApiError {
     InsufficientCredits,
     #[error("{0}")]
     CardDeclined(String),
+    /// A Stripe key that Stripe refused.
+    #[error("{0}")]
+    InvalidCredentials(String),
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("payment provider error")]
@@ -55,7 +58,9 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::BadSignature => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::BadSignature | Self::InvalidCredentials(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -72,6 +77,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => "invalid_request",
             Self::BadSignature => "invalid_signature",
+            Self::InvalidCredentials(_) => "invalid_credentials",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::NotFound(_) => "not_found",

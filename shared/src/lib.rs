@@ -13,6 +13,7 @@ pub mod http;
 pub mod jobs;
 pub mod reconcile;
 pub mod runtime;
+pub mod scoping;
 pub mod telemetry;
 pub mod webhook;
 

@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use crate::adapters::store::CreditOutcome;
+use crate::adapters::store::{CreditOutcome, Store};
 use crate::adapters::stripe::{Intent, META_CREDITS, META_PACKAGE, META_USER};
 use crate::domain::ledger::PaidIntent;
 use crate::domain::records::now_ms;
@@ -37,9 +37,11 @@ pub struct ReconcileReport {
     pub complete: bool,
 }
 
-/// Reconciles the intents created in the last `window_secs` seconds.
+/// Reconciles the default project's intents created in the last `window_secs` seconds.
 pub async fn reconcile(app: &App, window_secs: i64) -> Result<ReconcileReport, ApiError> {
-    let stripe = app.stripe().await?;
+    let scope = app.default_scope();
+    let stripe = app.stripe_for(&scope).await?;
+    let store = app.store_for(&scope);
     let since = (now_ms() / 1000).saturating_sub(window_secs);
     let source = format!("reconcile:{}", now_ms());
     let mut report = ReconcileReport::default();
@@ -54,7 +56,7 @@ pub async fn reconcile(app: &App, window_secs: i64) -> Result<ReconcileReport, A
             .filter(|i| i.created.unwrap_or(i64::MAX) >= since)
         {
             report.listed += 1;
-            reconcile_intent(app, intent, &source, &mut report).await?;
+            reconcile_intent(&store, intent, &source, &mut report).await?;
         }
         if !page.has_more || after.is_none() || ends_before(&page.data, since) {
             report.complete = true;
@@ -85,7 +87,7 @@ fn ends_before(page: &[Intent], since: i64) -> bool {
 }
 
 async fn reconcile_intent(
-    app: &App,
+    store: &Store,
     intent: &Intent,
     source: &str,
     report: &mut ReconcileReport,
@@ -105,7 +107,7 @@ async fn reconcile_intent(
         package_id: metadata.get(META_PACKAGE).cloned(),
         credits: metadata.get(META_CREDITS).and_then(|c| c.parse().ok()),
     };
-    match app.store.credit_purchase(&paid, source).await? {
+    match store.credit_purchase(&paid, source).await? {
         CreditOutcome::Credited => {
             tracing::warn!(intent_id = %intent.id, "reconciliation credited a payment the webhook missed");
             report.credited.push(intent.id.clone());

@@ -100,6 +100,28 @@ pub struct SecretSetup {
     pub empty_webhook_secret: bool,
 }
 
+/// The test projects and the Stripe each talks to: `alpha` and `beta` their own localstripe
+/// processes, `down` a port where nothing answers (Stripe unreachable).
+pub fn project_stripe_bases() -> Vec<(&'static str, String)> {
+    let mut bases = vec![("down", "http://127.0.0.1:9".to_owned())];
+    for (id, variable) in [
+        ("alpha", "TEST_STRIPE_ALPHA_BASE"),
+        ("beta", "TEST_STRIPE_BETA_BASE"),
+    ] {
+        bases.push((id, required_env(variable)));
+    }
+    bases
+}
+
+/// The Stripe base URL of a test project.
+pub fn project_stripe_base(project: &str) -> String {
+    project_stripe_bases()
+        .into_iter()
+        .find(|(id, _)| *id == project)
+        .map(|(_, url)| url)
+        .unwrap_or_else(|| panic!("no localstripe for project {project}"))
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(SecretSetup::default()).await
 }
@@ -158,6 +180,12 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
     );
     config.allowed_callers = vec![BACKEND_ROLE.to_owned()];
     config.secret_refresh_interval = Duration::from_secs(SECRET_REFRESH_SECS);
+    config.project_secret_prefix = Some(format!("coffer-test-{id}/projects"));
+    // Each test project has its own localstripe (started by scripts/test.sh); `down` has none.
+    config.stripe_api_base_per_project = project_stripe_bases()
+        .into_iter()
+        .filter_map(|(id, url)| Some((coffer::domain::scope::ProjectId::parse(id)?, url)))
+        .collect();
     setup::table_and_packages(&App::new(config.clone(), &sdk).store)
         .await
         .expect("create the test table");
@@ -226,6 +254,23 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
     }
 }
 
+/// Another router on the same table and secrets, with its own App: a function instance after a
+/// cold start (nothing cached). Returns its base URL.
+pub async fn fresh_router(test: &TestApp) -> String {
+    let sdk = app::load_sdk_config().await;
+    let fresh = App::new(test.app.app.config.clone(), &sdk);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let api = Arc::new(router::LocalApi {
+        app: fresh,
+        jwt_secret: JWT_SECRET.into(),
+    });
+    tokio::spawn(router::serve(listener, api));
+    format!("http://127.0.0.1:{port}")
+}
+
 pub struct Reply {
     pub status: u16,
     pub body: Value,
@@ -234,6 +279,34 @@ pub struct Reply {
 impl TestApp {
     pub fn token(&self, user: &str) -> String {
         token::issue(JWT_SECRET, user, 3600).expect("token")
+    }
+
+    /// A developer's token (the developer claim the local stack expects).
+    pub fn developer_token(&self, developer: &str) -> String {
+        token::issue_developer(JWT_SECRET, developer, 3600).expect("token")
+    }
+
+    /// Any request with an optional bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        read(req.send().await.expect("request")).await
     }
 
     pub async fn get(&self, path: &str, user: Option<&str>) -> Reply {
@@ -342,6 +415,18 @@ impl TestApp {
     // ---- localstripe ---------------------------------------------------------------------
 
     pub async fn stripe_post(&self, path: &str, form: &[(&str, &str)]) -> Reply {
+        self.stripe_post_at(&self.stripe_base, STRIPE_KEY, path, form)
+            .await
+    }
+
+    /// A form POST to the localstripe at `base` with `key`.
+    pub async fn stripe_post_at(
+        &self,
+        base: &str,
+        key: &str,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> Reply {
         let body: String = form
             .iter()
             .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
@@ -349,8 +434,8 @@ impl TestApp {
             .join("&");
         let req = self
             .http
-            .post(format!("{}{path}", self.stripe_base))
-            .bearer_auth(STRIPE_KEY)
+            .post(format!("{base}{path}"))
+            .bearer_auth(key)
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body);
         read(req.send().await.expect("localstripe POST")).await
@@ -368,8 +453,22 @@ impl TestApp {
     /// Pays an intent with a test card, as the frontend would with Stripe.js: creates the
     /// payment method, attaches it, confirms. Returns the confirm reply.
     pub async fn pay_with_card(&self, intent_id: &str, card: &str) -> Reply {
+        self.pay_with_card_at(&self.stripe_base, STRIPE_KEY, intent_id, card)
+            .await
+    }
+
+    /// The same at the localstripe at `base`, with `key`.
+    pub async fn pay_with_card_at(
+        &self,
+        base: &str,
+        key: &str,
+        intent_id: &str,
+        card: &str,
+    ) -> Reply {
         let pm = self
-            .stripe_post(
+            .stripe_post_at(
+                base,
+                key,
                 "/v1/payment_methods",
                 &[
                     ("type", "card"),
@@ -383,14 +482,21 @@ impl TestApp {
         assert_eq!(pm.status, 200, "payment method: {}", pm.body);
         let pm_id = pm.body["id"].as_str().expect("pm id").to_owned();
         let attach = self
-            .stripe_post(
+            .stripe_post_at(
+                base,
+                key,
                 &format!("/v1/payment_intents/{intent_id}"),
                 &[("payment_method", &pm_id)],
             )
             .await;
         assert_eq!(attach.status, 200, "attach: {}", attach.body);
-        self.stripe_post(&format!("/v1/payment_intents/{intent_id}/confirm"), &[])
-            .await
+        self.stripe_post_at(
+            base,
+            key,
+            &format!("/v1/payment_intents/{intent_id}/confirm"),
+            &[],
+        )
+        .await
     }
 
     /// A `type` event wrapping the PaymentIntent `intent` (as localstripe or Stripe sends it).

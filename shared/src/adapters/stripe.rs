@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_core::balance::RetrieveForMyAccountBalance;
 use stripe_core::payment_intent::{CreatePaymentIntent, ListPaymentIntent, RetrievePaymentIntent};
 use stripe_types::Currency as StripeCurrency;
 
@@ -107,6 +108,23 @@ impl StripeApi {
 }
 
 impl StripeApi {
+    /// Asks Stripe whether this client's key works: one balance read, sent once. A restricted
+    /// key without the balance permission (403) did authenticate, so it counts as valid.
+    pub async fn check_key(&self) -> Result<KeyCheck, StripeFailure> {
+        let result = RetrieveForMyAccountBalance::new()
+            .build()
+            .customize::<BalanceCheck>()
+            .request_strategy(RequestStrategy::Once)
+            .send(&self.client)
+            .await;
+        match result {
+            Ok(BalanceCheck {}) => Ok(KeyCheck::Valid),
+            Err(StripeError::Stripe(_, 401)) => Ok(KeyCheck::Invalid),
+            Err(StripeError::Stripe(_, 403)) => Ok(KeyCheck::Valid),
+            Err(other) => Err(map_error(other)),
+        }
+    }
+
     /// One page of PaymentIntents (newest first at Stripe), after `starting_after` if given.
     /// Only `limit` and `starting_after` are sent: both Stripe and localstripe accept them.
     pub async fn list_intents(
@@ -125,6 +143,19 @@ impl StripeApi {
             .await
             .map_err(map_error)
     }
+}
+
+/// A balance read only tells whether the key works: none of its fields is needed.
+#[derive(Debug, miniserde::Deserialize)]
+struct BalanceCheck {}
+
+/// What Stripe said of a key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// Stripe accepted it.
+    Valid,
+    /// Stripe refused it (401). Stripe's own sentence is not kept: it may quote part of the key.
+    Invalid,
 }
 
 /// Why a Stripe call failed.

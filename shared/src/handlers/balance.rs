@@ -4,7 +4,7 @@ use lambda_http::{Body, Request, Response};
 
 use crate::domain::records::Balance;
 use crate::http::{ok, respond, ApiError};
-use crate::{auth, App};
+use crate::{auth, scoping, App};
 
 #[tracing::instrument(name = "balance", skip_all)]
 pub async fn balance(app: &App, req: Request) -> Response<Body> {
@@ -13,9 +13,14 @@ pub async fn balance(app: &App, req: Request) -> Response<Body> {
 
 async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let user = auth::user_id(req)?;
-    let balance = app.store.balance(&user).await?.unwrap_or(Balance {
-        balance: 0,
-        currency: app.config.default_currency.clone(),
-    });
+    let scope = scoping::end_user_scope(app, req).await?;
+    let balance = app
+        .store_for(&scope)
+        .balance(&user)
+        .await?
+        .unwrap_or(Balance {
+            balance: 0,
+            currency: app.config.default_currency.clone(),
+        });
     Ok(ok(balance.to_json()))
 }

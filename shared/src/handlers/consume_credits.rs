@@ -12,7 +12,7 @@ use crate::auth::UserId;
 use crate::domain::ledger::CreditMove;
 use crate::domain::money::AmountError;
 use crate::http::{json_body, ok, respond, ApiError};
-use crate::{auth, App};
+use crate::{auth, scoping, App};
 
 /// The largest single spend accepted, in minor units (10 million in major units).
 const MAX_SPEND_MINOR: i64 = 1_000_000_000;
@@ -49,7 +49,7 @@ async fn consume_for_jwt_user(app: &App, req: &Request) -> Result<Response<Body>
     let user = auth::user_id(req)?;
     // A `userId` in the body is not identity here: it is ignored.
     let body: ConsumeBody = json_body(req)?;
-    spend(app, &user, &Caller::User, &body).await
+    spend(app, req, &user, &Caller::User, &body).await
 }
 
 async fn consume_for_named_user(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
@@ -62,15 +62,18 @@ async fn consume_for_named_user(app: &App, req: &Request) -> Result<Response<Bod
         Some(_) => return Err(ApiError::bad_request("userId must be a string.")),
         None => return Err(ApiError::bad_request("userId is required.")),
     };
-    spend(app, &user, &Caller::Service(principal), &body).await
+    spend(app, req, &user, &Caller::Service(principal), &body).await
 }
 
 async fn spend(
     app: &App,
+    req: &Request,
     user: &UserId,
     caller: &Caller,
     body: &ConsumeBody,
 ) -> Result<Response<Body>, ApiError> {
+    let scope = scoping::end_user_scope(app, req).await?;
+    let store = app.store_for(&scope);
     let currency = &app.config.default_currency;
     let amount = match &body.amount {
         None => return Err(ApiError::bad_request("amount is required.")),
@@ -112,8 +115,7 @@ async fn spend(
         reason: reason.clone(),
     };
     let entry_id = spend_entry_id(user, caller, key);
-    let outcome = app
-        .store
+    let outcome = store
         .move_credits(user, &entry_id, "spend", &request, currency)
         .await?;
     let (entry_id, balance) = match outcome {
@@ -132,7 +134,7 @@ async fn spend(
             let balance = match balance_after {
                 Some(balance) => balance,
                 // Written by an earlier version, which did not record it.
-                None => app.store.balance(user).await?.map_or(0, |b| b.balance),
+                None => store.balance(user).await?.map_or(0, |b| b.balance),
             };
             (entry_id, balance)
         }

@@ -8,14 +8,15 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::adapters::store::idempotency_hash;
+use crate::adapters::store::{hash_parts, idempotency_hash};
 use crate::adapters::stripe::{Intent, NewIntent, META_CREDITS, META_PACKAGE, META_USER};
 use crate::auth::UserId;
 use crate::domain::ledger::{ChargeFacts, PaymentRecord};
 use crate::domain::packages::{valid_package_id, CreditPackage};
 use crate::domain::records::{now_ms, PaymentStatus};
+use crate::domain::scope::Scope;
 use crate::http::{json_body, ok, respond, ApiError};
-use crate::{auth, App};
+use crate::{auth, scoping, App};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -42,11 +43,13 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         Some(Value::String(pm)) if valid_payment_method(&pm) => Some(pm),
         Some(_) => return Err(ApiError::bad_request("paymentMethodId is malformed.")),
     };
+    let scope = scoping::end_user_scope(app, req).await?;
+    scoping::require_active(app, &scope).await?;
+    let store = app.store_for(&scope);
     let client_key = idempotency_header(req)?;
     let idem_hash = client_key.as_deref().map(|k| idempotency_hash(&user, k));
 
-    let (package, remembered) = app
-        .store
+    let (package, remembered) = store
         .package_and_idempotency(&package_id, idem_hash.as_deref())
         .await?;
     let package = package
@@ -54,12 +57,12 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         .ok_or_else(|| ApiError::NotFound("Unknown or inactive credit package.".into()))?;
 
     if let Some(record) = remembered {
-        return replay(app, &package, &record.package_id, &record.intent_id).await;
+        return replay(app, &scope, &package, &record.package_id, &record.intent_id).await;
     }
 
-    let stripe = app.stripe().await?;
+    let stripe = app.stripe_for(&scope).await?;
     let stripe_key = match &idem_hash {
-        Some(hash) => format!("coffer-pi-{hash}"),
+        Some(hash) => format!("coffer-pi-{}", hash_parts(&[&scope.to_string(), hash])),
         None => format!("coffer-pi-{}", uuid::Uuid::new_v4()),
     };
     let intent = stripe
@@ -100,13 +103,9 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         applied: 0,
         rev: 0,
     };
-    if let Some(winner) = app
-        .store
-        .record_payment(&payment, idem_hash.as_deref())
-        .await?
-    {
+    if let Some(winner) = store.record_payment(&payment, idem_hash.as_deref()).await? {
         // A concurrent request with the same key recorded its intent first: answer with that one.
-        return replay(app, &package, &winner.package_id, &winner.intent_id).await;
+        return replay(app, &scope, &package, &winner.package_id, &winner.intent_id).await;
     }
     tracing::info!(intent_id = %intent.id, package_id = %package.id, "payment intent created");
     answer(&intent)
@@ -115,6 +114,7 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
 /// The same key again: the same intent if it was for the same package, else 409.
 async fn replay(
     app: &App,
+    scope: &Scope,
     package: &CreditPackage,
     remembered_package: &str,
     intent_id: &str,
@@ -124,7 +124,11 @@ async fn replay(
             "This Idempotency-Key was already used for another credit package.".into(),
         ));
     }
-    let intent = app.stripe().await?.retrieve_intent(intent_id).await?;
+    let intent = app
+        .stripe_for(scope)
+        .await?
+        .retrieve_intent(intent_id)
+        .await?;
     tracing::info!(intent_id = %intent.id, "idempotent replay of create-payment-intent");
     answer(&intent)
 }

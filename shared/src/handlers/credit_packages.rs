@@ -4,7 +4,7 @@ use lambda_http::{Body, Request, Response};
 
 use crate::domain::packages::active_cheapest_first;
 use crate::http::{ok, respond, ApiError};
-use crate::{auth, App};
+use crate::{auth, scoping, App};
 
 #[tracing::instrument(name = "credit_packages", skip_all)]
 pub async fn credit_packages(app: &App, req: Request) -> Response<Body> {
@@ -13,6 +13,7 @@ pub async fn credit_packages(app: &App, req: Request) -> Response<Body> {
 
 async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     auth::user_id(req)?;
-    let packages = active_cheapest_first(app.packages().await?);
+    let scope = scoping::end_user_scope(app, req).await?;
+    let packages = active_cheapest_first(app.packages_for(&scope).await?);
     Ok(ok(packages.iter().map(|p| p.to_json()).collect::<Vec<_>>()))
 }

@@ -5,7 +5,9 @@ mod balance;
 mod consume_credits;
 mod create_payment_intent;
 mod credit_packages;
+mod developer_api;
 mod payment_history;
+mod project_config;
 mod stripe_webhook;
 mod stripe_webhook_lifecycle;
 
@@ -13,7 +15,9 @@ pub use balance::balance;
 pub use consume_credits::{consume_credits, internal_consume_credits};
 pub use create_payment_intent::create_payment_intent;
 pub use credit_packages::credit_packages;
+pub use developer_api::developer_api;
 pub use payment_history::payment_history;
+pub use project_config::{project_config, WEBHOOK_EVENTS};
 pub use stripe_webhook::stripe_webhook;
 
 use lambda_http::{Body, Request, Response};
@@ -21,7 +25,8 @@ use lambda_http::{Body, Request, Response};
 use crate::http::ApiError;
 use crate::App;
 
-/// The contract's routes, as API Gateway maps them to functions. Used by the local router, so
+/// The routes (the contract's and the later issues'), as API Gateway maps them to functions;
+/// `{name}` is a path parameter. Used by the local router, so
 /// that locally each path reaches the very handler its Lambda function runs.
 pub const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/api/stripe/credit-packages", "credit-packages"),
@@ -39,6 +44,58 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/internal/credits/consume",
         "internal-consume-credits",
     ),
+    (
+        "POST",
+        "/api/v1/payments/stripe/webhooks/{project_id}/{mode}",
+        "stripe-webhook",
+    ),
+    (
+        "GET",
+        "/api/v1/payments/stripe/projects/{project_id}/config",
+        "project-config",
+    ),
+    (
+        "PUT",
+        "/api/v1/payments/stripe/projects/{project_id}/config",
+        "project-config",
+    ),
+    (
+        "DELETE",
+        "/api/v1/payments/stripe/projects/{project_id}/config",
+        "project-config",
+    ),
+    (
+        "POST",
+        "/api/v1/payments/stripe/projects/{project_id}/validate-credentials",
+        "project-config",
+    ),
+    (
+        "GET",
+        "/api/v1/payments/stripe/projects/{project_id}/webhook-urls",
+        "project-config",
+    ),
+    ("GET", "/api/v1/payments/projects", "developer-api"),
+    ("GET", "/api/v1/payments/subscriptions", "developer-api"),
+    (
+        "GET",
+        "/api/v1/payments/stripe/projects/{project_id}/subscriptions",
+        "developer-api",
+    ),
+    (
+        "GET",
+        "/api/v1/payments/stripe/projects/{project_id}/credit-packages",
+        "developer-api",
+    ),
+    (
+        "GET",
+        "/api/v1/payments/stripe/projects/{project_id}/credit-packages/{package_id}",
+        "developer-api",
+    ),
+    (
+        "PUT",
+        "/api/v1/payments/stripe/projects/{project_id}/credit-packages/{package_id}",
+        "developer-api",
+    ),
 ];
 
 /// Runs the handler of the named function.
@@ -51,6 +108,8 @@ pub async fn call(function: &str, app: &App, req: Request) -> Response<Body> {
         "stripe-webhook" => stripe_webhook(app, req).await,
         "consume-credits" => consume_credits(app, req).await,
         "internal-consume-credits" => internal_consume_credits(app, req).await,
+        "project-config" => project_config(app, req).await,
+        "developer-api" => developer_api(app, req).await,
         _ => ApiError::NotFound("No such route.".into()).into_response(),
     }
 }

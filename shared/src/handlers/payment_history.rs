@@ -4,7 +4,7 @@
 use lambda_http::{Body, Request, RequestExt, Response};
 
 use crate::http::{ok_page, respond, ApiError};
-use crate::{auth, App};
+use crate::{auth, scoping, App};
 
 const DEFAULT_LIMIT: i32 = 20;
 const MAX_LIMIT: i32 = 100;
@@ -36,7 +36,11 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let cursor = query
         .and_then(|q| q.first("cursor"))
         .filter(|c| !c.is_empty());
-    let (payments, next) = app.store.payment_history(&user, limit, cursor).await?;
+    let scope = scoping::end_user_scope(app, req).await?;
+    let (payments, next) = app
+        .store_for(&scope)
+        .payment_history(&user, limit, cursor)
+        .await?;
     let data: Vec<_> = payments.iter().map(|p| p.to_json()).collect();
     Ok(ok_page(data, next))
 }

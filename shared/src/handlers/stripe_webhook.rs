@@ -1,21 +1,24 @@
-//! `POST /api/stripe/webhook`: verifies the Stripe signature over the raw body, then applies
+//! `POST /api/stripe/webhook` (the default project) and
+//! `POST /api/v1/payments/stripe/webhooks/{project_id}/{mode}` (a project's, verified with that
+//! project's secret for that mode): verifies the Stripe signature over the raw body, then applies
 //! `payment_intent.succeeded` (credit exactly once), `payment_intent.payment_failed` and
 //! `payment_intent.canceled` (mark, never move credits), and refunds and disputes (see
 //! `stripe_webhook_lifecycle`). Other types are acknowledged. Storage and secret failures answer
 //! 5xx so that Stripe retries. After a rotation of the signing secret, a signature that does not
 //! match the cached secret is checked once more against a fresh read (rate-limited).
 
-use lambda_http::{Body, Request, Response};
+use lambda_http::{Body, Request, RequestExt, Response};
 use time::OffsetDateTime;
 
 use super::stripe_webhook_lifecycle as lifecycle;
-use crate::adapters::store::CreditOutcome;
+use crate::adapters::store::{CreditOutcome, Store};
 use crate::adapters::stripe::{META_CREDITS, META_PACKAGE, META_USER};
 use crate::domain::ledger::{DisputeStep, PaidIntent};
 use crate::domain::records::PaymentStatus;
+use crate::domain::scope::Scope;
 use crate::http::{ack, body_bytes, respond, ApiError, MAX_WEBHOOK_BODY};
 use crate::webhook::{self, Event, SignatureError};
-use crate::{telemetry, App};
+use crate::{scoping, telemetry, App};
 
 #[tracing::instrument(name = "stripe_webhook", skip_all)]
 pub async fn stripe_webhook(app: &App, req: Request) -> Response<Body> {
@@ -24,45 +27,74 @@ pub async fn stripe_webhook(app: &App, req: Request) -> Response<Body> {
 
 async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let payload = body_bytes(req, MAX_WEBHOOK_BODY)?;
-    verify_signature(app, req, payload).await?;
+    let scope = webhook_scope(app, req).await?;
+    verify_signature(app, &scope, req, payload).await?;
+    let store = app.store_for(&scope);
     let event = Event::parse(payload)
         .ok_or_else(|| ApiError::bad_request("The body is not a Stripe event."))?;
     tracing::info!(event_id = %event.id, event_type = %event.kind, "webhook received");
 
     match event.kind.as_str() {
-        "payment_intent.succeeded" => credit(app, &event).await?,
-        "payment_intent.payment_failed" => mark(app, &event, PaymentStatus::Failed).await?,
-        "payment_intent.canceled" => mark(app, &event, PaymentStatus::Canceled).await?,
-        "charge.refunded" => lifecycle::refunded(app, &event).await?,
-        "charge.refund.updated" => lifecycle::refund_updated(app, &event).await?,
-        "charge.dispute.created" => lifecycle::dispute(app, &event, DisputeStep::Created).await?,
+        "payment_intent.succeeded" => credit(&store, &event).await?,
+        "payment_intent.payment_failed" => mark(&store, &event, PaymentStatus::Failed).await?,
+        "payment_intent.canceled" => mark(&store, &event, PaymentStatus::Canceled).await?,
+        "charge.refunded" => lifecycle::refunded(&store, &event).await?,
+        "charge.refund.updated" => lifecycle::refund_updated(&store, &event).await?,
+        "charge.dispute.created" => {
+            lifecycle::dispute(&store, &event, DisputeStep::Created).await?
+        }
         "charge.dispute.funds_withdrawn" => {
-            lifecycle::dispute(app, &event, DisputeStep::FundsWithdrawn).await?
+            lifecycle::dispute(&store, &event, DisputeStep::FundsWithdrawn).await?
         }
         "charge.dispute.funds_reinstated" => {
-            lifecycle::dispute(app, &event, DisputeStep::FundsReinstated).await?
+            lifecycle::dispute(&store, &event, DisputeStep::FundsReinstated).await?
         }
         _ => tracing::info!(event_type = %event.kind, "event type not handled; acknowledged"),
     }
     Ok(ack())
 }
 
-/// Checks the signature with the cached secret and, when it does not match, with a fresh read
-/// of the secret (at most one read per `secret_refresh_interval`), so that a rotated secret is
-/// picked up by warm functions.
-async fn verify_signature(app: &App, req: &Request, payload: &[u8]) -> Result<(), ApiError> {
+/// The default project's route, or a project's: the project must exist (404 otherwise; a
+/// deactivated one still gets its events, so that no money is lost).
+async fn webhook_scope(app: &App, req: &Request) -> Result<Scope, ApiError> {
+    let on_project_route = req
+        .path_parameters_ref()
+        .is_some_and(|p| p.first("project_id").is_some());
+    if !on_project_route {
+        return Ok(app.default_scope());
+    }
+    let scope = scoping::webhook_scope(req)?;
+    if app.is_deployment_scope(&scope) {
+        return Ok(scope);
+    }
+    match app.project(&scope.project).await? {
+        Some(project) if project.modes.contains_key(&scope.mode) => Ok(scope),
+        _ => Err(ApiError::NotFound(
+            "Unknown project, or not configured for this mode.".into(),
+        )),
+    }
+}
+
+/// Checks the signature with the scope's cached secret and, when it does not match, with a
+/// fresh read of the secret (at most one read per `secret_refresh_interval`), so that a rotated
+/// secret is picked up by warm functions.
+async fn verify_signature(
+    app: &App,
+    scope: &Scope,
+    req: &Request,
+    payload: &[u8],
+) -> Result<(), ApiError> {
     let header = req
         .headers()
         .get("stripe-signature")
         .map(|h| h.to_str().unwrap_or(""));
     let now = OffsetDateTime::now_utc().unix_timestamp();
-    let secrets = app.secrets.get().await?;
+    let secrets = app.secrets_for(scope).await?;
     // An empty or missing secret is a configuration error, never "accept everything".
     let mut outcome = webhook::verify(payload, header, secrets.webhook_secret()?, now);
     if outcome == Err(SignatureError::Mismatch) {
         if let Some(fresh) = app
-            .secrets
-            .refresh(app.config.secret_refresh_interval)
+            .refresh_secrets(scope, app.config.secret_refresh_interval)
             .await?
         {
             tracing::info!("signature mismatch; checked again with a fresh read of the secret");
@@ -75,7 +107,7 @@ async fn verify_signature(app: &App, req: &Request, payload: &[u8]) -> Result<()
     })
 }
 
-async fn credit(app: &App, event: &Event) -> Result<(), ApiError> {
+async fn credit(store: &Store, event: &Event) -> Result<(), ApiError> {
     let intent = event
         .intent()
         .ok_or_else(|| ApiError::bad_request("The event holds no PaymentIntent."))?;
@@ -90,7 +122,7 @@ async fn credit(app: &App, event: &Event) -> Result<(), ApiError> {
             .get(META_CREDITS)
             .and_then(|c| c.parse().ok()),
     };
-    match app.store.credit_purchase(&paid, &event.id).await? {
+    match store.credit_purchase(&paid, &event.id).await? {
         CreditOutcome::Credited => {
             tracing::info!(intent_id = %paid.intent_id, credits = paid.credits, "payment credited")
         }
@@ -108,11 +140,11 @@ async fn credit(app: &App, event: &Event) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn mark(app: &App, event: &Event, status: PaymentStatus) -> Result<(), ApiError> {
+async fn mark(store: &Store, event: &Event, status: PaymentStatus) -> Result<(), ApiError> {
     let intent = event
         .intent()
         .ok_or_else(|| ApiError::bad_request("The event holds no PaymentIntent."))?;
-    let changed = app.store.mark_unpaid(&intent.id, status).await?;
+    let changed = store.mark_unpaid(&intent.id, status).await?;
     tracing::info!(intent_id = %intent.id, status = status.as_str(), changed, "payment marked");
     Ok(())
 }

@@ -2,13 +2,12 @@
 //! the credits, `charge.refund.updated` with a failed refund gives it back, `charge.dispute.*`
 //! marks, withdraws (the disputed share) and reinstates. The rules are in `domain::ledger`.
 
-use crate::adapters::store::LifecycleOutcome;
+use crate::adapters::store::{LifecycleOutcome, Store};
 use crate::domain::ledger::{ChargeEvent, DisputeStep};
 use crate::http::ApiError;
 use crate::webhook::{intent_id, Event};
-use crate::App;
 
-pub(super) async fn refunded(app: &App, event: &Event) -> Result<(), ApiError> {
+pub(super) async fn refunded(store: &Store, event: &Event) -> Result<(), ApiError> {
     let charge = event
         .charge()
         .ok_or_else(|| ApiError::bad_request("The event holds no charge."))?;
@@ -22,10 +21,10 @@ pub(super) async fn refunded(app: &App, event: &Event) -> Result<(), ApiError> {
         currency: charge.currency.to_ascii_lowercase(),
         at: event.created.unwrap_or(0),
     };
-    apply(app, &intent, &change).await
+    apply(store, &intent, &change).await
 }
 
-pub(super) async fn refund_updated(app: &App, event: &Event) -> Result<(), ApiError> {
+pub(super) async fn refund_updated(store: &Store, event: &Event) -> Result<(), ApiError> {
     let refund = event
         .refund()
         .ok_or_else(|| ApiError::bad_request("The event holds no refund."))?;
@@ -42,10 +41,14 @@ pub(super) async fn refund_updated(app: &App, event: &Event) -> Result<(), ApiEr
         amount: refund.amount,
         at: event.created.unwrap_or(0),
     };
-    apply(app, &intent, &change).await
+    apply(store, &intent, &change).await
 }
 
-pub(super) async fn dispute(app: &App, event: &Event, step: DisputeStep) -> Result<(), ApiError> {
+pub(super) async fn dispute(
+    store: &Store,
+    event: &Event,
+    step: DisputeStep,
+) -> Result<(), ApiError> {
     let dispute = event
         .dispute()
         .ok_or_else(|| ApiError::bad_request("The event holds no dispute."))?;
@@ -58,12 +61,12 @@ pub(super) async fn dispute(app: &App, event: &Event, step: DisputeStep) -> Resu
         step,
         amount: dispute.amount,
     };
-    apply(app, &intent, &change).await
+    apply(store, &intent, &change).await
 }
 
-async fn apply(app: &App, intent: &str, change: &ChargeEvent) -> Result<(), ApiError> {
+async fn apply(store: &Store, intent: &str, change: &ChargeEvent) -> Result<(), ApiError> {
     let what = change.entry_kind();
-    match app.store.apply_charge_event(intent, change).await? {
+    match store.apply_charge_event(intent, change).await? {
         LifecycleOutcome::Applied(delta) => {
             tracing::info!(intent_id = %intent, what, credits = delta, "applied")
         }

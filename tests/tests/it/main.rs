@@ -8,5 +8,6 @@ mod faults;
 mod hostile;
 mod lifecycle;
 mod money_defects;
+mod projects;
 mod purchase;
 mod webhook;

@@ -2,7 +2,8 @@
 //! typed records, asks the domain's rules what to do, and writes what they decided as one
 //! conditional `TransactWriteItems`, so that every write that moves credits happens at most once.
 //! One file per aggregate: packages, payments, credits (balances, spends, grants), lifecycle
-//! (refunds and disputes), admin (scans and schema); keys and codec beside them.
+//! (refunds and disputes), projects (the registry), admin (scans and schema); keys and codec
+//! beside them.
 
 mod admin;
 pub mod codec;
@@ -11,6 +12,7 @@ pub mod keys;
 mod lifecycle;
 mod packages;
 mod payments;
+mod projects;
 
 use std::time::Duration;
 
@@ -26,6 +28,7 @@ pub use keys::{hash_parts, idempotency_hash, Keys, GSI1};
 pub use lifecycle::LifecycleOutcome;
 pub use packages::IdempotencyRecord;
 pub use payments::{AttentionItem, CreditOutcome};
+pub use projects::SaveOutcome;
 
 /// Attempts of a transaction that lost a race with another one on the same items.
 const CONFLICT_ATTEMPTS: u32 = 12;

@@ -1,0 +1,230 @@
+//! The project registry, outside every scope: who owns a project, and its configuration per mode
+//! (never a key). One partition per project; gsi1 lists a developer's projects.
+//!
+//! | item         | pk               | sk             | gsi1                              |
+//! |--------------|------------------|----------------|-----------------------------------|
+//! | project      | `PROJECT#<id>`   | `META`         | `DEV#<owner>#PROJECTS` / `<id>`   |
+//! | mode config  | `PROJECT#<id>`   | `MODE#<mode>`  |                                   |
+
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::types::{ConditionCheck, TransactWriteItem, Update};
+
+use super::codec::{n, s, Fields, Item};
+use super::keys::{key, GSI1};
+use super::{Store, StoreError};
+use crate::domain::projects::{ModeConfig, Project};
+use crate::domain::records::{now_ms, UserId};
+use crate::domain::scope::{Mode, ProjectId};
+
+fn project_pk(id: &ProjectId) -> String {
+    format!("PROJECT#{id}")
+}
+
+fn developer_pk(owner: &UserId) -> String {
+    format!("DEV#{}#PROJECTS", owner.as_str())
+}
+
+/// What saving a mode's configuration did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SaveOutcome {
+    Saved,
+    /// The project exists and belongs to someone else (or was created by someone else first).
+    NotOwner,
+}
+
+impl Store {
+    /// A project with its modes; `None` when it does not exist.
+    pub async fn project(&self, id: &ProjectId) -> Result<Option<Project>, StoreError> {
+        let items = self.partition(&project_pk(id)).await?;
+        project_from_items(id, &items)
+    }
+
+    /// The projects a developer owns, oldest id first.
+    pub async fn projects_of(&self, owner: &UserId) -> Result<Vec<Project>, StoreError> {
+        let listed: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI1)
+            .key_condition_expression("gsi1pk = :pk")
+            .expression_attribute_values(":pk", s(developer_pk(owner)))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let mut projects = Vec::new();
+        for item in &listed {
+            let id = Fields::of(item).text("projectId")?;
+            let Some(id) = ProjectId::parse(id) else {
+                continue;
+            };
+            if let Some(project) = self.project(&id).await? {
+                projects.push(project);
+            }
+        }
+        Ok(projects)
+    }
+
+    /// Creates the project for `owner` if it does not exist. `false`: it belongs to someone else.
+    /// Called before a project's secret is written, so that nobody writes another's secret.
+    pub async fn claim_project(&self, id: &ProjectId, owner: &UserId) -> Result<bool, StoreError> {
+        let claim = self.claim_update(id, owner)?;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(claim.key))
+            .set_update_expression(Some(claim.update_expression))
+            .set_condition_expression(claim.condition_expression)
+            .set_expression_attribute_values(claim.expression_attribute_values)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(StoreError::from_sdk(err)),
+        }
+    }
+
+    /// The update that creates a project for `owner`, or only checks that it is the owner's.
+    fn claim_update(&self, id: &ProjectId, owner: &UserId) -> Result<Update, StoreError> {
+        Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(project_pk(id), "META")))
+            .update_expression(
+                "SET ownerId = if_not_exists(ownerId, :owner), \
+                 createdAt = if_not_exists(createdAt, :now), projectId = :id, \
+                 gsi1pk = if_not_exists(gsi1pk, :devpk), gsi1sk = :id",
+            )
+            .condition_expression("attribute_not_exists(pk) OR ownerId = :owner")
+            .expression_attribute_values(":owner", s(owner.as_str()))
+            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":id", s(id.as_str()))
+            .expression_attribute_values(":devpk", s(developer_pk(owner)))
+            .build()
+            .map_err(StoreError::build)
+    }
+
+    /// Saves a mode's configuration, creating the project for `owner` if it does not exist,
+    /// in one transaction: a project is never half-created, and never taken from its owner.
+    pub async fn save_mode_config(
+        &self,
+        id: &ProjectId,
+        owner: &UserId,
+        mode: Mode,
+        config: &ModeConfig,
+    ) -> Result<SaveOutcome, StoreError> {
+        let now = now_ms();
+        let pk = project_pk(id);
+        // Creates the project if missing; else only checks the owner.
+        let claim = self.claim_update(id, owner)?;
+        let mut item = key(&pk, format!("MODE#{mode}"));
+        item.insert("maskedKey".into(), s(&config.masked_key));
+        item.insert("publishableKey".into(), s(&config.publishable_key));
+        item.insert(
+            "webhookSecretSet".into(),
+            aws_sdk_dynamodb::types::AttributeValue::Bool(config.webhook_secret_set),
+        );
+        item.insert(
+            "active".into(),
+            aws_sdk_dynamodb::types::AttributeValue::Bool(config.active),
+        );
+        item.insert("updatedAt".into(), n(now));
+        let put = aws_sdk_dynamodb::types::Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .build()
+            .map_err(StoreError::build)?;
+        let items = vec![
+            TransactWriteItem::builder().update(claim).build(),
+            TransactWriteItem::builder().put(put).build(),
+        ];
+        Ok(match self.transact(items).await? {
+            Ok(()) => SaveOutcome::Saved,
+            Err(_) => SaveOutcome::NotOwner,
+        })
+    }
+
+    /// Turns a configured mode on or off. `false` when the mode was never configured or the
+    /// project is not the owner's.
+    pub async fn set_mode_active(
+        &self,
+        id: &ProjectId,
+        owner: &UserId,
+        mode: Mode,
+        active: bool,
+    ) -> Result<bool, StoreError> {
+        let pk = project_pk(id);
+        let owner_check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(&pk, "META")))
+            .condition_expression("ownerId = :owner")
+            .expression_attribute_values(":owner", s(owner.as_str()))
+            .build()
+            .map_err(StoreError::build)?;
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(&pk, format!("MODE#{mode}"))))
+            .update_expression("SET active = :active, updatedAt = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(
+                ":active",
+                aws_sdk_dynamodb::types::AttributeValue::Bool(active),
+            )
+            .expression_attribute_values(":now", n(now_ms()))
+            .build()
+            .map_err(StoreError::build)?;
+        let items = vec![
+            TransactWriteItem::builder()
+                .condition_check(owner_check)
+                .build(),
+            TransactWriteItem::builder().update(update).build(),
+        ];
+        Ok(self.transact(items).await?.is_ok())
+    }
+}
+
+fn project_from_items(id: &ProjectId, items: &[Item]) -> Result<Option<Project>, StoreError> {
+    let Some(meta) = items
+        .iter()
+        .find(|i| super::codec::get_s(i, "sk") == Some("META"))
+    else {
+        return Ok(None);
+    };
+    let f = Fields::of(meta);
+    let mut modes = BTreeMap::new();
+    for mode in Mode::both() {
+        let sk = format!("MODE#{mode}");
+        if let Some(item) = items
+            .iter()
+            .find(|i| super::codec::get_s(i, "sk") == Some(sk.as_str()))
+        {
+            let m = Fields::of(item);
+            modes.insert(
+                mode,
+                ModeConfig {
+                    masked_key: m.text("maskedKey")?.to_owned(),
+                    publishable_key: m.text("publishableKey")?.to_owned(),
+                    webhook_secret_set: m.flag("webhookSecretSet")?,
+                    active: m.flag("active")?,
+                    updated_at_ms: m.int("updatedAt")?,
+                },
+            );
+        }
+    }
+    Ok(Some(Project {
+        id: id.clone(),
+        owner: f.user("ownerId")?,
+        created_at_ms: f.int("createdAt")?,
+        modes,
+    }))
+}

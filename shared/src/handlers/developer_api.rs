@@ -1,0 +1,158 @@
+//! What a developer reads and manages across their projects (the `developer-api` function):
+//!
+//! - `GET /api/v1/payments/projects`: the caller's projects with their status per mode
+//! - `GET …/stripe/projects/{project_id}/credit-packages[/{package_id}]`, `PUT …/{package_id}`:
+//!   the project's catalog in the mode (`test_mode`, default true); never deleted, only
+//!   deactivated
+//! - `GET …/stripe/projects/{project_id}/subscriptions`, `GET /api/v1/payments/subscriptions`:
+//!   empty until plans and subscriptions exist
+//!
+//! Another developer's project answers 404, as if it did not exist.
+
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::domain::money::{AmountError, Currency};
+use crate::domain::packages::{valid_package_id, CreditPackage};
+use crate::domain::scope::Scope;
+use crate::http::{json_body, ok, ok_page, respond, ApiError};
+use crate::{scoping, App};
+
+/// The largest price or credit amount of a package, in minor units.
+const MAX_PACKAGE_MINOR: i64 = 100_000_000_000;
+
+#[tracing::instrument(name = "developer_api", skip_all)]
+pub async fn developer_api(app: &App, req: Request) -> Response<Body> {
+    respond(route(app, &req).await)
+}
+
+async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
+    let developer = scoping::developer(app, req)?;
+    let path = req.uri().path().to_owned();
+    if path == "/api/v1/payments/projects" {
+        let projects = app.store.projects_of(&developer).await?;
+        let data: Vec<Value> = projects.iter().map(|p| p.summary_json()).collect();
+        return Ok(ok(data));
+    }
+    if path == "/api/v1/payments/subscriptions" {
+        // Subscriptions arrive with plans; until then every project has none.
+        return Ok(ok_page(Vec::<Value>::new(), None));
+    }
+    let id = scoping::path_project(req)?;
+    let project = scoping::owned_project(app, &developer, &id).await?;
+    let scope = Scope::new(project.id, scoping::developer_mode(req)?);
+    if path.ends_with("/subscriptions") {
+        return Ok(ok_page(Vec::<Value>::new(), None));
+    }
+    let package_id = req
+        .path_parameters_ref()
+        .and_then(|p| p.first("package_id"))
+        .map(str::to_owned);
+    match (req.method().as_str(), package_id) {
+        ("GET", None) => {
+            let mut packages = app.store_for(&scope).list_packages().await?;
+            packages.sort_by(|a, b| a.amount.cmp(&b.amount).then_with(|| a.id.cmp(&b.id)));
+            Ok(ok(packages.iter().map(|p| p.to_json()).collect::<Vec<_>>()))
+        }
+        ("GET", Some(package_id)) => {
+            let package = app
+                .store_for(&scope)
+                .list_packages()
+                .await?
+                .into_iter()
+                .find(|p| p.id == package_id)
+                .ok_or_else(|| ApiError::NotFound("Unknown credit package.".into()))?;
+            Ok(ok(package.to_json()))
+        }
+        ("PUT", Some(package_id)) => {
+            let package = package_from_body(app, req, &package_id)?;
+            app.store_for(&scope).put_package(&package).await?;
+            tracing::info!(scope = %scope, package_id = %package.id, "credit package saved");
+            Ok(ok(package.to_json()))
+        }
+        _ => Err(ApiError::NotFound("No such route.".into())),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PackageBody {
+    name: Option<Value>,
+    description: Option<Value>,
+    amount: Option<Box<RawValue>>,
+    currency: Option<Value>,
+    credit_amount: Option<Box<RawValue>>,
+    is_active: Option<Value>,
+}
+
+fn package_from_body(
+    app: &App,
+    req: &Request,
+    package_id: &str,
+) -> Result<CreditPackage, ApiError> {
+    if !valid_package_id(package_id) {
+        return Err(ApiError::bad_request(
+            "package_id must be 1 to 64 letters, digits, '-' or '_'.",
+        ));
+    }
+    let body: PackageBody = json_body(req)?;
+    let text = |value: &Option<Value>, name: &str, max: usize| match value {
+        Some(Value::String(text)) if !text.trim().is_empty() && text.chars().count() <= max => {
+            Ok(text.clone())
+        }
+        None | Some(Value::Null) if name == "description" => Ok(String::new()),
+        _ => Err(ApiError::bad_request(format!(
+            "{name} must be a non-empty string of at most {max} characters."
+        ))),
+    };
+    let currency = match &body.currency {
+        Some(Value::String(code)) => Currency::parse(code)
+            .ok_or_else(|| ApiError::bad_request("currency must be a three-letter code."))?,
+        _ => return Err(ApiError::bad_request("currency is required.")),
+    };
+    if currency != app.config.default_currency {
+        return Err(ApiError::bad_request(format!(
+            "This deployment sells credits in {}.",
+            app.config.default_currency
+        )));
+    }
+    let minor = |raw: &Option<Box<RawValue>>, name: &str| -> Result<i64, ApiError> {
+        let raw = raw
+            .as_ref()
+            .ok_or_else(|| ApiError::bad_request(format!("{name} is required.")))?;
+        let value =
+            currency
+                .parse_major(raw.get(), MAX_PACKAGE_MINOR)
+                .map_err(|err| match err {
+                    AmountError::NotANumber => {
+                        ApiError::bad_request(format!("{name} must be a number."))
+                    }
+                    AmountError::TooPrecise => ApiError::bad_request(format!(
+                        "{name} is finer than the smallest unit of {currency}."
+                    )),
+                    AmountError::TooLarge => ApiError::bad_request(format!("{name} is too large.")),
+                })?;
+        if value <= 0 {
+            return Err(ApiError::bad_request(format!(
+                "{name} must be greater than zero."
+            )));
+        }
+        Ok(value)
+    };
+    let active = match &body.is_active {
+        None => true,
+        Some(Value::Bool(active)) => *active,
+        Some(_) => return Err(ApiError::bad_request("isActive must be true or false.")),
+    };
+    Ok(CreditPackage {
+        id: package_id.to_owned(),
+        name: text(&body.name, "name", 100)?,
+        description: text(&body.description, "description", 500)?,
+        amount: minor(&body.amount, "amount")?,
+        credits: minor(&body.credit_amount, "creditAmount")?,
+        currency,
+        active,
+    })
+}

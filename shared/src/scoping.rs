@@ -1,0 +1,166 @@
+//! Which scope a request acts in, resolved once at the edge, and who may act there.
+//!
+//! - End-user routes: `project_id` (default: the default project) and `test_mode` (default: the
+//!   deployment's mode for the default project, test for any other). An unknown project, or one
+//!   never configured in that mode, is 404.
+//! - Developer routes: the caller must hold the developer claim (403 otherwise) and own the
+//!   project (404 otherwise, as if it did not exist). `test_mode` defaults to true.
+//! - The project webhook: the project and mode come from its path.
+
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
+
+use crate::auth::{self, UserId};
+use crate::domain::projects::Project;
+use crate::domain::scope::{Mode, ProjectId, Scope};
+use crate::http::ApiError;
+use crate::App;
+
+/// One query parameter, refusing it given twice.
+fn query_param<'a>(req: &'a Request, name: &str) -> Result<Option<&'a str>, ApiError> {
+    let Some(query) = req.query_string_parameters_ref() else {
+        return Ok(None);
+    };
+    match query.all(name) {
+        Some(values) if values.len() > 1 => {
+            Err(ApiError::bad_request(format!("{name} may be given once.")))
+        }
+        Some(values) => Ok(values.first().copied()),
+        None => Ok(None),
+    }
+}
+
+fn parse_project(text: &str) -> Result<ProjectId, ApiError> {
+    ProjectId::parse(text).ok_or_else(|| {
+        ApiError::bad_request("project_id must be 1 to 64 lowercase letters, digits, '-' or '_'.")
+    })
+}
+
+/// The `test_mode` parameter, or `default`.
+fn requested_mode(req: &Request, default: Mode) -> Result<Mode, ApiError> {
+    match query_param(req, "test_mode")? {
+        None => Ok(default),
+        Some(text) => Mode::from_test_mode(text)
+            .ok_or_else(|| ApiError::bad_request("test_mode must be true or false.")),
+    }
+}
+
+/// The scope of an end-user (contract) route.
+pub async fn end_user_scope(app: &App, req: &Request) -> Result<Scope, ApiError> {
+    let project = match query_param(req, "project_id")? {
+        None => ProjectId::default_project(),
+        Some(text) => parse_project(text)?,
+    };
+    let default_mode = if project.is_default() {
+        app.config.default_mode
+    } else {
+        Mode::Test
+    };
+    let scope = Scope::new(project, requested_mode(req, default_mode)?);
+    if app.is_deployment_scope(&scope) {
+        return Ok(scope);
+    }
+    match app.project(&scope.project).await? {
+        Some(project) if project.modes.contains_key(&scope.mode) => Ok(scope),
+        Some(_) => Err(ApiError::NotFound(
+            "This project is not configured for this mode.".into(),
+        )),
+        None => Err(ApiError::NotFound("Unknown project.".into())),
+    }
+}
+
+/// Refuses new payments in a scope whose project was deactivated in that mode.
+pub async fn require_active(app: &App, scope: &Scope) -> Result<(), ApiError> {
+    if app.is_deployment_scope(scope) {
+        return Ok(());
+    }
+    match app.project(&scope.project).await? {
+        Some(project) if project.active_in(scope.mode) => Ok(()),
+        _ => Err(ApiError::NotFound(
+            "This project does not take payments in this mode.".into(),
+        )),
+    }
+}
+
+/// The developer calling a developer route: a verified user holding the developer claim.
+pub fn developer(app: &App, req: &Request) -> Result<UserId, ApiError> {
+    let user = auth::user_id(req)?;
+    let holds = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .and_then(|jwt| jwt.claims.get(&app.config.developer_claim))
+            .is_some_and(|claim| claim_holds(claim, &app.config.developer_claim_value)),
+        _ => false,
+    };
+    if holds {
+        Ok(user)
+    } else {
+        Err(ApiError::Forbidden)
+    }
+}
+
+/// Whether a claim as API Gateway passes it holds `value`: the value itself, or a list such as
+/// `[admins developers]` (how API Gateway renders an array claim) or `["a","b"]`.
+pub fn claim_holds(claim: &str, value: &str) -> bool {
+    if claim == value {
+        return true;
+    }
+    let inner = claim.trim().trim_start_matches('[').trim_end_matches(']');
+    inner
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .map(|item| item.trim().trim_matches('"'))
+        .any(|item| item == value)
+}
+
+/// The project of a developer route's path: 400 when malformed.
+pub fn path_project(req: &Request) -> Result<ProjectId, ApiError> {
+    let params = req.path_parameters_ref();
+    let text = params
+        .and_then(|p| p.first("project_id"))
+        .ok_or_else(|| ApiError::bad_request("project_id is required."))?;
+    parse_project(text)
+}
+
+/// The mode of a developer route: `test_mode`, defaulting to test for safety.
+pub fn developer_mode(req: &Request) -> Result<Mode, ApiError> {
+    requested_mode(req, Mode::Test)
+}
+
+/// The caller's own project, read fresh; another's (or none) is 404, as if it did not exist.
+pub async fn owned_project(
+    app: &App,
+    developer: &UserId,
+    id: &ProjectId,
+) -> Result<Project, ApiError> {
+    match app.store.project(id).await? {
+        Some(project) if project.is_owned_by(developer) => Ok(project),
+        _ => Err(ApiError::NotFound("Unknown project.".into())),
+    }
+}
+
+/// The scope of the project webhook, from its path: `/webhooks/{project_id}/{mode}`.
+pub fn webhook_scope(req: &Request) -> Result<Scope, ApiError> {
+    let project = path_project(req)?;
+    let mode = req
+        .path_parameters_ref()
+        .and_then(|p| p.first("mode"))
+        .and_then(Mode::parse)
+        .ok_or_else(|| ApiError::bad_request("mode must be test or live."))?;
+    Ok(Scope::new(project, mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::claim_holds;
+
+    #[test]
+    fn list_claims_hold_their_members_only() {
+        assert!(claim_holds("developers", "developers"));
+        assert!(claim_holds("[admins developers]", "developers"));
+        assert!(claim_holds(r#"["admins","developers"]"#, "developers"));
+        assert!(!claim_holds("[admins developers-2]", "developers"));
+        assert!(!claim_holds("", "developers"));
+    }
+}

@@ -1,0 +1,429 @@
+//! Projects over the wire: a developer configures a project per mode, its users buy credits
+//! through its own Stripe (each test project has its own localstripe process), and no data of
+//! one project or mode is reachable from another.
+
+use integration_tests::{eventually, project_stripe_base, spawn_app, TestApp, WEBHOOK_WAIT_SECS};
+use serde_json::{json, Value};
+
+const API: &str = "/api/v1/payments/stripe/projects";
+
+/// The test keys of a project in a mode. localstripe accepts any `sk_` key.
+fn keys(project: &str, mode: &str) -> Value {
+    json!({
+        "secretKey": format!("sk_{mode}_{project}_0123456789abcdefwxyz"),
+        "publishableKey": format!("pk_{mode}_{project}_0123456789abcdef"),
+        "webhookSecret": format!("whsec_{project}_{mode}_secret"),
+    })
+}
+
+fn test_mode(mode: &str) -> &'static str {
+    if mode == "live" {
+        "false"
+    } else {
+        "true"
+    }
+}
+
+/// PUT the project's config for `mode` as `developer`.
+async fn configure(app: &TestApp, developer: &str, project: &str, mode: &str) -> (u16, Value) {
+    let path = format!("{API}/{project}/config?test_mode={}", test_mode(mode));
+    let token = app.developer_token(developer);
+    let reply = app
+        .call("PUT", &path, Some(&token), Some(&keys(project, mode)))
+        .await;
+    (reply.status, reply.body)
+}
+
+/// Configures the project, registers its webhook with its localstripe and adds one package.
+async fn open_project(app: &TestApp, developer: &str, project: &str, mode: &str) {
+    let (status, body) = configure(app, developer, project, mode).await;
+    assert_eq!(status, 200, "configure {project}/{mode}: {body}");
+    let secret = keys(project, mode)["webhookSecret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    coffer_dev::setup::register_webhook(
+        &project_stripe_base(project),
+        &format!("{}-{project}-{mode}", app.table),
+        &format!(
+            "{}/api/v1/payments/stripe/webhooks/{project}/{mode}",
+            app.base_url
+        ),
+        &secret,
+    )
+    .await
+    .expect("register the project's webhook");
+    let package = json!({"name": "Ten", "description": "10 credits", "amount": 10,
+                         "currency": "usd", "creditAmount": 12.5, "isActive": true});
+    let path = format!(
+        "{API}/{project}/credit-packages/ten?test_mode={}",
+        test_mode(mode)
+    );
+    let token = app.developer_token(developer);
+    let reply = app.call("PUT", &path, Some(&token), Some(&package)).await;
+    assert_eq!(reply.status, 200, "package: {}", reply.body);
+}
+
+/// A user of `project` in `mode` buys the `ten` package with a card at the project's Stripe.
+async fn buy(app: &TestApp, user: &str, project: &str, mode: &str) -> String {
+    let query = format!("project_id={project}&test_mode={}", test_mode(mode));
+    let token = app.token(user);
+    let created = app
+        .call(
+            "POST",
+            &format!("/api/stripe/create-payment-intent?{query}"),
+            Some(&token),
+            Some(&json!({"creditPackageId": "ten"})),
+        )
+        .await;
+    assert_eq!(created.status, 200, "create: {}", created.body);
+    let intent = created.body["data"]["paymentIntentId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = keys(project, mode)["secretKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let paid = app
+        .pay_with_card_at(
+            &project_stripe_base(project),
+            &key,
+            &intent,
+            "4242424242424242",
+        )
+        .await;
+    assert_eq!(paid.status, 200, "pay: {}", paid.body);
+    intent
+}
+
+async fn balance_in(app: &TestApp, user: &str, project: &str, mode: &str) -> Value {
+    let path = format!(
+        "/api/stripe/balance?project_id={project}&test_mode={}",
+        test_mode(mode)
+    );
+    let token = app.token(user);
+    app.call("GET", &path, Some(&token), None).await.body["data"]["balance"].clone()
+}
+
+#[tokio::test]
+async fn a_developer_configures_a_project_and_its_user_buys_credits_through_its_stripe() {
+    let app = spawn_app().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+
+    let token = app.developer_token("dev-ann");
+    let config = app
+        .call("GET", &format!("{API}/alpha/config"), Some(&token), None)
+        .await;
+    assert_eq!(config.status, 200, "{}", config.body);
+    assert_eq!(config.body["data"]["secretKey"], "sk_test_…wxyz");
+    assert_eq!(config.body["data"]["webhookSecretSet"], true);
+    assert_eq!(config.body["data"]["isActive"], true);
+    let text = config.body.to_string();
+    assert!(
+        !text.contains("0123456789abcdefwxyz") && !text.contains("whsec_"),
+        "{text}"
+    );
+
+    buy(&app, "uma", "alpha", "test").await;
+    let credited = eventually(WEBHOOK_WAIT_SECS, || async {
+        (balance_in(&app, "uma", "alpha", "test").await == json!(12.5)).then_some(())
+    })
+    .await;
+    assert!(credited.is_some(), "alpha's webhook should credit uma");
+    // The default project knows nothing of it.
+    assert_eq!(app.balance("uma").await, 0.0);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn the_same_user_in_two_projects_and_two_modes_has_separate_balances() {
+    let app = spawn_app().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+    open_project(&app, "dev-ann", "alpha", "live").await;
+    open_project(&app, "dev-bob", "beta", "test").await;
+    buy(&app, "vic", "alpha", "live").await;
+    buy(&app, "vic", "beta", "test").await;
+    let both = eventually(WEBHOOK_WAIT_SECS, || async {
+        let live = balance_in(&app, "vic", "alpha", "live").await;
+        let beta = balance_in(&app, "vic", "beta", "test").await;
+        (live == json!(12.5) && beta == json!(12.5)).then_some(())
+    })
+    .await;
+    assert!(both.is_some(), "both purchases should be credited");
+    assert_eq!(balance_in(&app, "vic", "alpha", "test").await, json!(0.0));
+    assert_eq!(app.balance("vic").await, 0.0);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn one_projects_events_cannot_credit_another() {
+    let app = spawn_app().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+    open_project(&app, "dev-bob", "beta", "test").await;
+    let intent = buy(&app, "wes", "alpha", "test").await;
+    let key = keys("alpha", "test")["secretKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let object = app
+        .http
+        .get(format!(
+            "{}/v1/payment_intents/{intent}",
+            project_stripe_base("alpha")
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let event = app.event("payment_intent.succeeded", &object);
+    let beta_hook = format!("{}/api/v1/payments/stripe/webhooks/beta/test", app.base_url);
+    let post = |signature: String| {
+        app.http
+            .post(&beta_hook)
+            .header("content-type", "application/json")
+            .header("stripe-signature", signature)
+            .body(event.clone())
+            .send()
+    };
+    // Signed with alpha's secret at beta's endpoint: refused, nothing written.
+    let alpha_signed = coffer::webhook::sign(
+        event.as_bytes(),
+        keys("alpha", "test")["webhookSecret"].as_str().unwrap(),
+        integration_tests::now(),
+    );
+    assert_eq!(post(alpha_signed).await.unwrap().status(), 400);
+    // Signed with beta's own secret: verified, but alpha's payment is not beta's.
+    let beta_signed = coffer::webhook::sign(
+        event.as_bytes(),
+        keys("beta", "test")["webhookSecret"].as_str().unwrap(),
+        integration_tests::now(),
+    );
+    assert_eq!(post(beta_signed).await.unwrap().status(), 200);
+    assert_eq!(balance_in(&app, "wes", "beta", "test").await, json!(0.0));
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_developer_cannot_see_or_change_another_developers_project() {
+    let app = spawn_app().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+    let bob = app.developer_token("dev-bob");
+    for (method, path) in [
+        ("GET", format!("{API}/alpha/config")),
+        ("DELETE", format!("{API}/alpha/config")),
+        ("GET", format!("{API}/alpha/webhook-urls")),
+        ("GET", format!("{API}/alpha/credit-packages")),
+    ] {
+        let reply = app.call(method, &path, Some(&bob), None).await;
+        assert_eq!(reply.status, 404, "{method} {path}: {}", reply.body);
+    }
+    let (status, _) = configure(&app, "dev-bob", "alpha", "test").await;
+    assert_eq!(status, 404, "bob cannot take alpha over");
+    let projects = app
+        .call("GET", "/api/v1/payments/projects", Some(&bob), None)
+        .await;
+    assert_eq!(projects.body["data"], json!([]));
+    // An end user's token is not a developer's.
+    let user = app.token("dev-ann");
+    let reply = app
+        .call("GET", &format!("{API}/alpha/config"), Some(&user), None)
+        .await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+}
+
+#[tokio::test]
+async fn bad_project_ids_modes_and_keys_get_clear_4xx_and_stripe_down_is_502() {
+    let app = spawn_app().await;
+    let dev = app.developer_token("dev-ann");
+    let user = app.token("ursula");
+    let cases: Vec<(String, Option<String>, Option<Value>, u16, &str)> = vec![
+        (
+            "/api/stripe/balance?project_id=nope".into(),
+            Some(user.clone()),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            "/api/stripe/balance?project_id=Bad%20Id".into(),
+            Some(user.clone()),
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            "/api/stripe/balance?test_mode=maybe".into(),
+            Some(user.clone()),
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            format!("{API}/nope/config"),
+            Some(dev.clone()),
+            None,
+            404,
+            "not_found",
+        ),
+        (
+            format!("{API}/NOPE!/config"),
+            Some(dev.clone()),
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            format!("{API}/alpha/config?test_mode=yes"),
+            Some(dev.clone()),
+            None,
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (path, token, body, status, code) in cases {
+        let reply = app
+            .call("GET", &path, token.as_deref(), body.as_ref())
+            .await;
+        assert_eq!(reply.status, status, "{path}: {}", reply.body);
+        assert_eq!(reply.body["code"], code, "{path}");
+    }
+    let put = |project: &str, test_mode: &str, body: Value| {
+        let path = format!("{API}/{project}/config?test_mode={test_mode}");
+        let dev = dev.clone();
+        let app = &app;
+        async move { app.call("PUT", &path, Some(&dev), Some(&body)).await }
+    };
+    // A live key for the test mode, a test key for live: 400.
+    let reply = put("alpha", "true", keys("alpha", "live")).await;
+    assert_eq!(
+        (reply.status, reply.body["code"].clone()),
+        (400, json!("invalid_request"))
+    );
+    let reply = put("alpha", "false", keys("alpha", "test")).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    // A key Stripe refuses (localstripe refuses rk_ keys): 400 invalid_credentials.
+    let mut refused = keys("alpha", "test");
+    refused["secretKey"] = json!("rk_test_alpha_refused_by_stripe");
+    let reply = put("alpha", "true", refused).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(reply.body["code"], "invalid_credentials");
+    // Stripe unreachable while validating: 502, and nothing stored.
+    let reply = put("down", "true", keys("down", "test")).await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    let reply = app
+        .call("GET", &format!("{API}/down/config"), Some(&dev), None)
+        .await;
+    assert_eq!(reply.status, 404, "nothing was created: {}", reply.body);
+}
+
+#[tokio::test]
+async fn validate_credentials_says_valid_or_not_and_webhook_urls_name_both_modes() {
+    let app = spawn_app().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+    let dev = app.developer_token("dev-ann");
+    let path = format!("{API}/alpha/validate-credentials");
+    let stored = app.call("POST", &path, Some(&dev), None).await;
+    assert_eq!(stored.status, 200, "{}", stored.body);
+    assert_eq!(stored.body["data"]["valid"], true);
+    assert_eq!(stored.body["data"]["livemode"], false);
+    let bad = app
+        .call(
+            "POST",
+            &path,
+            Some(&dev),
+            Some(&json!({"secretKey": "rk_test_nope_nope"})),
+        )
+        .await;
+    assert_eq!(bad.status, 200, "{}", bad.body);
+    assert_eq!(bad.body["data"]["valid"], false);
+    assert!(bad.body["data"]["reason"].is_string());
+
+    let urls = app
+        .call(
+            "GET",
+            &format!("{API}/alpha/webhook-urls"),
+            Some(&dev),
+            None,
+        )
+        .await;
+    assert_eq!(urls.status, 200, "{}", urls.body);
+    let test_url = urls.body["data"]["test"].as_str().unwrap();
+    assert!(
+        test_url.ends_with("/api/v1/payments/stripe/webhooks/alpha/test"),
+        "{test_url}"
+    );
+    assert!(urls.body["data"]["live"]
+        .as_str()
+        .unwrap()
+        .ends_with("/webhooks/alpha/live"));
+    assert!(urls.body["data"]["events"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("payment_intent.succeeded")));
+}
+
+#[tokio::test]
+async fn a_deactivated_project_takes_no_new_payments_but_its_webhooks_still_credit() {
+    let app = spawn_app().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+    let intent = buy(&app, "xia", "alpha", "test").await;
+    let dev = app.developer_token("dev-ann");
+    let off = app
+        .call("DELETE", &format!("{API}/alpha/config"), Some(&dev), None)
+        .await;
+    assert_eq!(off.status, 200, "{}", off.body);
+    assert_eq!(off.body["data"]["isActive"], false);
+
+    let credited = eventually(WEBHOOK_WAIT_SECS, || async {
+        (balance_in(&app, "xia", "alpha", "test").await == json!(12.5)).then_some(())
+    })
+    .await;
+    assert!(
+        credited.is_some(),
+        "{intent} is credited after deactivation"
+    );
+    // A fresh app instance reads the registry anew (a warm one within a minute).
+    let token = app.token("xia");
+    let fresh = integration_tests::fresh_router(&app).await;
+    let reply = app
+        .http
+        .post(format!(
+            "{fresh}/api/stripe/create-payment-intent?project_id=alpha&test_mode=true"
+        ))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(json!({"creditPackageId": "ten"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 404);
+}
+
+#[tokio::test]
+async fn a_developer_lists_their_projects_with_the_status_of_each_mode() {
+    let app = spawn_app().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+    open_project(&app, "dev-ann", "beta", "live").await;
+    let dev = app.developer_token("dev-ann");
+    let reply = app
+        .call("GET", "/api/v1/payments/projects", Some(&dev), None)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let projects = reply.body["data"].as_array().unwrap();
+    let ids: Vec<&str> = projects
+        .iter()
+        .map(|p| p["projectId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["alpha", "beta"]);
+    assert_eq!(projects[0]["test"]["configured"], true);
+    assert_eq!(projects[0]["live"]["configured"], false);
+    assert_eq!(projects[1]["live"]["isActive"], true);
+    let subscriptions = app
+        .call("GET", "/api/v1/payments/subscriptions", Some(&dev), None)
+        .await;
+    assert_eq!(subscriptions.body["data"], json!([]));
+}
