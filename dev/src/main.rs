@@ -94,6 +94,8 @@ async fn up() -> Result<(), String> {
     eprintln!("Webhook URL:  {webhook_url}");
     eprintln!("Get a token:  scripts/token.sh <user-id>   (a developer's: scripts/token.sh --developer <name>)");
     let api = Arc::new(router::LocalApi { app, jwt_secret });
+    // What the stats function's event source mapping does when deployed.
+    coffer_dev::streams::start(api.clone(), &sdk).await?;
     router::serve(listener, api)
         .await
         .map_err(|e| format!("server stopped: {e}"))

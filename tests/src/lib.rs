@@ -35,6 +35,8 @@ pub struct TestApp {
     pub proxies: Option<Proxies>,
     delivered: AtomicUsize,
     invariant_checks: AtomicUsize,
+    /// Webhooks registered with a localstripe (base URL, id), muted when the test ends.
+    webhooks: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 pub struct Proxies {
@@ -56,6 +58,28 @@ impl Proxies {
 /// that `scripts/test.sh` can print the closing table.
 impl Drop for TestApp {
     fn drop(&mut self) {
+        let webhooks = self
+            .webhooks
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        if !webhooks.is_empty() {
+            // Drop is not async, and the test's runtime is ending: a small runtime of its own.
+            let muted = std::thread::spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                runtime.block_on(async {
+                    for (base, id) in webhooks {
+                        let _ = setup::mute_webhook(&base, &id).await;
+                    }
+                });
+            });
+            let _ = muted.join();
+        }
         let Ok(path) = std::env::var("COFFER_REPORT_FILE") else {
             return;
         };
@@ -226,6 +250,7 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
     });
     tokio::spawn(router::serve(listener, api.clone()));
     let base_url = format!("http://127.0.0.1:{port}");
+    let mut registered = Vec::new();
     if !secret_setup.no_webhook {
         setup::register_webhook(
             &stripe_base,
@@ -235,6 +260,7 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
         )
         .await
         .expect("register the webhook with localstripe");
+        registered.push((stripe_base.clone(), table.clone()));
     }
 
     TestApp {
@@ -251,6 +277,7 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
         proxies,
         delivered: AtomicUsize::new(0),
         invariant_checks: AtomicUsize::new(0),
+        webhooks: std::sync::Mutex::new(registered),
     }
 }
 
@@ -279,6 +306,25 @@ pub struct Reply {
 impl TestApp {
     pub fn token(&self, user: &str) -> String {
         token::issue(JWT_SECRET, user, 3600).expect("token")
+    }
+
+    /// Registers a webhook with the localstripe at `base` (muted when the test ends).
+    pub async fn register_webhook_at(&self, base: &str, id: &str, url: &str, secret: &str) {
+        setup::register_webhook(base, id, url, secret)
+            .await
+            .expect("register a webhook with localstripe");
+        if let Ok(mut webhooks) = self.webhooks.lock() {
+            webhooks.push((base.to_owned(), id.to_owned()));
+        }
+    }
+
+    /// Counts the table's changes into the stats counters from now on, as the stats function
+    /// does deployed (only the tests of stats pay for the polling).
+    pub async fn follow_stream(&self) {
+        let sdk = app::load_sdk_config().await;
+        coffer_dev::streams::start(self.app.clone(), &sdk)
+            .await
+            .expect("follow the table's stream");
     }
 
     /// A developer's token (the developer claim the local stack expects).

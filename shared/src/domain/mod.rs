@@ -8,3 +8,4 @@ pub mod packages;
 pub mod projects;
 pub mod records;
 pub mod scope;
+pub mod stats;

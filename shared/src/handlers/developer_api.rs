@@ -6,6 +6,9 @@
 //!   deactivated
 //! - `GET …/stripe/projects/{project_id}/subscriptions`, `GET /api/v1/payments/subscriptions`:
 //!   empty until plans and subscriptions exist
+//! - `GET /api/v1/payments/stats`: counters per project and mode, kept from the change stream
+//! - `GET …/stripe/projects/{project_id}/payments`, `GET /api/v1/payments/transactions`: see
+//!   `developer_payments`
 //!
 //! Another developer's project answers 404, as if it did not exist.
 
@@ -14,6 +17,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use super::developer_payments::{developer_scopes, merged_page, payment_query};
 use crate::domain::money::{AmountError, Currency};
 use crate::domain::packages::{valid_package_id, CreditPackage};
 use crate::domain::scope::Scope;
@@ -36,6 +40,15 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         let data: Vec<Value> = projects.iter().map(|p| p.summary_json()).collect();
         return Ok(ok(data));
     }
+    if path == "/api/v1/payments/stats" {
+        return stats(app, req, &developer).await;
+    }
+    if path == "/api/v1/payments/transactions" {
+        let query = payment_query(req, &developer)?;
+        let scopes = developer_scopes(app, req, &developer).await?;
+        let (lines, next) = merged_page(app, &developer, &scopes, &query).await?;
+        return Ok(ok_page(lines, next));
+    }
     if path == "/api/v1/payments/subscriptions" {
         // Subscriptions arrive with plans; until then every project has none.
         return Ok(ok_page(Vec::<Value>::new(), None));
@@ -45,6 +58,11 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let scope = Scope::new(project.id, scoping::developer_mode(req)?);
     if path.ends_with("/subscriptions") {
         return Ok(ok_page(Vec::<Value>::new(), None));
+    }
+    if path.ends_with("/payments") {
+        let query = payment_query(req, &developer)?;
+        let (lines, next) = merged_page(app, &developer, &[scope], &query).await?;
+        return Ok(ok_page(lines, next));
     }
     let package_id = req
         .path_parameters_ref()
@@ -74,6 +92,25 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         }
         _ => Err(ApiError::NotFound("No such route.".into())),
     }
+}
+
+/// Per project and mode of the caller (`project_id` and `test_mode` narrow it): revenue and
+/// refunds by currency, payments by status, credits sold, spent and outstanding, active
+/// subscriptions. One read of a few counter items per scope, whatever the number of payments.
+async fn stats(
+    app: &App,
+    req: &Request,
+    developer: &crate::auth::UserId,
+) -> Result<Response<Body>, ApiError> {
+    let mut data = Vec::new();
+    for scope in developer_scopes(app, req, developer).await? {
+        let counters = app.store_for(&scope).stats().await?;
+        let mut entry = crate::domain::stats::stats_json(&counters, &app.config.default_currency);
+        entry["projectId"] = Value::String(scope.project.as_str().to_owned());
+        entry["mode"] = Value::String(scope.mode.as_str().to_owned());
+        data.push(entry);
+    }
+    Ok(ok(data))
 }
 
 #[derive(Deserialize)]

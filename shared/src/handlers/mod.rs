@@ -6,6 +6,7 @@ mod consume_credits;
 mod create_payment_intent;
 mod credit_packages;
 mod developer_api;
+mod developer_payments;
 mod payment_history;
 mod project_config;
 mod stripe_webhook;
@@ -76,6 +77,13 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("GET", "/api/v1/payments/projects", "developer-api"),
     ("GET", "/api/v1/payments/subscriptions", "developer-api"),
+    ("GET", "/api/v1/payments/stats", "developer-api"),
+    ("GET", "/api/v1/payments/transactions", "developer-api"),
+    (
+        "GET",
+        "/api/v1/payments/stripe/projects/{project_id}/payments",
+        "developer-api",
+    ),
     (
         "GET",
         "/api/v1/payments/stripe/projects/{project_id}/subscriptions",

@@ -10,4 +10,5 @@ mod lifecycle;
 mod money_defects;
 mod projects;
 mod purchase;
+mod upgrade;
 mod webhook;

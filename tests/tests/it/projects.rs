@@ -42,7 +42,7 @@ async fn open_project(app: &TestApp, developer: &str, project: &str, mode: &str)
         .as_str()
         .unwrap()
         .to_owned();
-    coffer_dev::setup::register_webhook(
+    app.register_webhook_at(
         &project_stripe_base(project),
         &format!("{}-{project}-{mode}", app.table),
         &format!(
@@ -51,8 +51,7 @@ async fn open_project(app: &TestApp, developer: &str, project: &str, mode: &str)
         ),
         &secret,
     )
-    .await
-    .expect("register the project's webhook");
+    .await;
     let package = json!({"name": "Ten", "description": "10 credits", "amount": 10,
                          "currency": "usd", "creditAmount": 12.5, "isActive": true});
     let path = format!(
@@ -240,7 +239,8 @@ async fn bad_project_ids_modes_and_keys_get_clear_4xx_and_stripe_down_is_502() {
     let app = spawn_app().await;
     let dev = app.developer_token("dev-ann");
     let user = app.token("ursula");
-    let cases: Vec<(String, Option<String>, Option<Value>, u16, &str)> = vec![
+    type Case = (String, Option<String>, Option<Value>, u16, &'static str);
+    let cases: Vec<Case> = vec![
         (
             "/api/stripe/balance?project_id=nope".into(),
             Some(user.clone()),
@@ -426,4 +426,163 @@ async fn a_developer_lists_their_projects_with_the_status_of_each_mode() {
         .call("GET", "/api/v1/payments/subscriptions", Some(&dev), None)
         .await;
     assert_eq!(subscriptions.body["data"], json!([]));
+}
+
+async fn stats_of(app: &TestApp, developer: &str, project: &str) -> Value {
+    let token = app.developer_token(developer);
+    let path = format!("/api/v1/payments/stats?project_id={project}&test_mode=true");
+    let reply = app.call("GET", &path, Some(&token), None).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.body["data"][0].clone()
+}
+
+#[tokio::test]
+async fn stats_count_each_payment_and_entry_once_from_the_change_stream() {
+    let app = spawn_app().await;
+    app.follow_stream().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+    for user in ["yan", "zoe"] {
+        buy(&app, user, "alpha", "test").await;
+    }
+    let spend = json!({"amount": 2.5, "reason": "job", "idempotencyKey": "s-1"});
+    let token = app.token("zoe");
+    let settled = eventually(WEBHOOK_WAIT_SECS, || async {
+        let spent = app
+            .call(
+                "POST",
+                "/api/credits/consume?project_id=alpha&test_mode=true",
+                Some(&token),
+                Some(&spend),
+            )
+            .await;
+        let stats = stats_of(&app, "dev-ann", "alpha").await;
+        (spent.status == 200 && stats["credits"]["spent"] == json!(2.5)).then_some(stats)
+    })
+    .await;
+    let stats = settled.expect("the stream should count both purchases and the spend");
+    assert_eq!(stats["projectId"], "alpha");
+    assert_eq!(stats["mode"], "test");
+    assert_eq!(stats["payments"]["succeeded"], json!(2));
+    assert_eq!(stats["payments"]["pending"], json!(0));
+    assert_eq!(stats["revenue"]["usd"], json!(20.0));
+    assert_eq!(stats["credits"]["sold"], json!(25.0));
+    assert_eq!(stats["credits"]["outstanding"], json!(22.5));
+    // Another developer's stats do not include alpha.
+    let bob = app.developer_token("dev-bob");
+    let theirs = app
+        .call("GET", "/api/v1/payments/stats", Some(&bob), None)
+        .await;
+    assert_eq!(theirs.body["data"], json!([]));
+}
+
+#[tokio::test]
+async fn a_stream_batch_delivered_twice_is_counted_once() {
+    let app = spawn_app().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+    let image = json!({
+        "pk": {"S": "P#alpha#test#USER#amy"}, "sk": {"S": "ENTRY#grant:once"},
+        "kind": {"S": "grant"}, "amount": {"N": "700"}
+    });
+    let event = json!({"Records": [{
+        "eventID": format!("evt-{}", app.table), "eventName": "INSERT",
+        "dynamodb": {"NewImage": image}
+    }]});
+    for _ in 0..2 {
+        coffer::jobs::count_stream_event(&app.app.app, &event)
+            .await
+            .expect("count");
+    }
+    let stats = stats_of(&app, "dev-ann", "alpha").await;
+    assert_eq!(stats["credits"]["outstanding"], json!(7.0));
+}
+
+#[tokio::test]
+async fn a_developer_lists_payments_per_project_and_across_projects_newest_first() {
+    let app = spawn_app().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+    open_project(&app, "dev-ann", "alpha", "live").await;
+    open_project(&app, "dev-ann", "beta", "test").await;
+    let mut intents = Vec::new();
+    for (project, mode) in [("alpha", "test"), ("beta", "test"), ("alpha", "live")] {
+        intents.push(buy(&app, "abe", project, mode).await);
+    }
+    let dev = app.developer_token("dev-ann");
+    let credited = eventually(WEBHOOK_WAIT_SECS, || async {
+        let reply = app
+            .call(
+                "GET",
+                "/api/v1/payments/transactions?status=succeeded",
+                Some(&dev),
+                None,
+            )
+            .await;
+        (reply.body["data"].as_array().map(Vec::len) == Some(3)).then_some(reply)
+    })
+    .await
+    .expect("three succeeded payments");
+    let ids: Vec<&str> = credited.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    let newest_first: Vec<&str> = intents.iter().rev().map(String::as_str).collect();
+    assert_eq!(ids, newest_first);
+
+    // One page at a time, with the cursor, gives the same lines once each.
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            None => "/api/v1/payments/transactions?limit=1".to_owned(),
+            Some(c) => format!("/api/v1/payments/transactions?limit=1&cursor={c}"),
+        };
+        let page = app.call("GET", &path, Some(&dev), None).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        for line in page.body["data"].as_array().unwrap() {
+            paged.push(line["id"].as_str().unwrap().to_owned());
+        }
+        match page.body["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, newest_first);
+
+    let filtered = app
+        .call(
+            "GET",
+            "/api/v1/payments/transactions?project_id=alpha&test_mode=true",
+            Some(&dev),
+            None,
+        )
+        .await;
+    let lines = filtered.body["data"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "{}", filtered.body);
+    assert_eq!(lines[0]["projectId"], "alpha");
+    assert_eq!(lines[0]["mode"], "test");
+    let project = app
+        .call(
+            "GET",
+            &format!("{API}/beta/payments?test_mode=true"),
+            Some(&dev),
+            None,
+        )
+        .await;
+    assert_eq!(project.body["data"][0]["id"], json!(intents[1]));
+    let bad = app
+        .call(
+            "GET",
+            "/api/v1/payments/transactions?status=paid",
+            Some(&dev),
+            None,
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    // Another developer sees none of them.
+    let bob = app.developer_token("dev-bob");
+    let none = app
+        .call("GET", "/api/v1/payments/transactions", Some(&bob), None)
+        .await;
+    assert_eq!(none.body["data"], json!([]));
 }

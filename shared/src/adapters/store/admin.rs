@@ -2,12 +2,13 @@
 //! corrupt a table on purpose, and creating the table where the SAM template does not.
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType,
+    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
+    GlobalSecondaryIndexUpdate, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType,
 };
 
 use super::codec::{get_s, payment_from_item, Fields, Item};
-use super::keys::GSI1;
+use super::keys::{split_scope, GSI1, GSI2};
 use super::{Store, StoreError};
 use crate::domain::invariants::{LedgerEntry, LedgerSnapshot};
 use crate::domain::records::UserId;
@@ -51,31 +52,6 @@ impl Store {
     /// Creates the table (local stack and tests); the SAM template does it when deployed.
     /// An existing table is left as it is.
     pub async fn create_table(&self) -> Result<(), StoreError> {
-        let attr = |name: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .map_err(StoreError::build)
-        };
-        let key_el = |name: &str, kind: KeyType| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(kind)
-                .build()
-                .map_err(StoreError::build)
-        };
-        let gsi = GlobalSecondaryIndex::builder()
-            .index_name(GSI1)
-            .key_schema(key_el("gsi1pk", KeyType::Hash)?)
-            .key_schema(key_el("gsi1sk", KeyType::Range)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::All)
-                    .build(),
-            )
-            .build()
-            .map_err(StoreError::build)?;
         let result = self
             .client
             .create_table()
@@ -85,9 +61,12 @@ impl Store {
             .attribute_definitions(attr("sk")?)
             .attribute_definitions(attr("gsi1pk")?)
             .attribute_definitions(attr("gsi1sk")?)
+            .attribute_definitions(attr("gsi2pk")?)
+            .attribute_definitions(attr("gsi2sk")?)
             .key_schema(key_el("pk", KeyType::Hash)?)
             .key_schema(key_el("sk", KeyType::Range)?)
-            .global_secondary_indexes(gsi)
+            .global_secondary_indexes(index(GSI1, "gsi1pk", "gsi1sk")?)
+            .global_secondary_indexes(index(GSI2, "gsi2pk", "gsi2sk")?)
             .send()
             .await;
         match result {
@@ -97,10 +76,53 @@ impl Store {
                     .as_service_error()
                     .is_some_and(|e| e.is_resource_in_use_exception()) =>
             {
-                Ok(())
+                self.add_missing_indexes().await
             }
             Err(err) => Err(StoreError::from_sdk(err)),
         }
+    }
+
+    /// A table made by an earlier version lacks the payments index: add it.
+    async fn add_missing_indexes(&self) -> Result<(), StoreError> {
+        let described = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let has_gsi2 = described
+            .table()
+            .map(|t| t.global_secondary_indexes())
+            .unwrap_or_default()
+            .iter()
+            .any(|i| i.index_name() == Some(GSI2));
+        if has_gsi2 {
+            return Ok(());
+        }
+        let create = CreateGlobalSecondaryIndexAction::builder()
+            .index_name(GSI2)
+            .key_schema(key_el("gsi2pk", KeyType::Hash)?)
+            .key_schema(key_el("gsi2sk", KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()
+            .map_err(StoreError::build)?;
+        self.client
+            .update_table()
+            .table_name(&self.table)
+            .attribute_definitions(attr("gsi2pk")?)
+            .attribute_definitions(attr("gsi2sk")?)
+            .global_secondary_index_updates(
+                GlobalSecondaryIndexUpdate::builder().create(create).build(),
+            )
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
     }
 
     pub async fn delete_table(&self) -> Result<(), StoreError> {
@@ -112,6 +134,36 @@ impl Store {
             .map_err(StoreError::from_sdk)?;
         Ok(())
     }
+}
+
+fn attr(name: &str) -> Result<AttributeDefinition, StoreError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(StoreError::build)
+}
+
+fn key_el(name: &str, kind: KeyType) -> Result<KeySchemaElement, StoreError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .map_err(StoreError::build)
+}
+
+fn index(name: &str, hash: &str, range: &str) -> Result<GlobalSecondaryIndex, StoreError> {
+    GlobalSecondaryIndex::builder()
+        .index_name(name)
+        .key_schema(key_el(hash, KeyType::Hash)?)
+        .key_schema(key_el(range, KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .map_err(StoreError::build)
 }
 
 /// Sorts the table's items into the checker's snapshot, every scope apart.
@@ -153,30 +205,4 @@ pub fn ledger_snapshot(items: &[Item]) -> LedgerSnapshot {
         }
     }
     snapshot
-}
-
-/// `P#<project>#<mode>#<rest>` → (`P#<project>#<mode>#`, `<rest>`); unprefixed keys → ("", key).
-fn split_scope(pk: &str) -> (&str, &str) {
-    if let Some(after) = pk.strip_prefix("P#") {
-        let mut parts = after.splitn(3, '#');
-        if let (Some(project), Some(mode), Some(rest)) = (parts.next(), parts.next(), parts.next())
-        {
-            let prefix_len = 2 + project.len() + 1 + mode.len() + 1;
-            return (&pk[..prefix_len], rest);
-        }
-    }
-    ("", pk)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn scoped_keys_split_into_their_prefix_and_the_rest() {
-        assert_eq!(
-            super::split_scope("P#acme#test#USER#u"),
-            ("P#acme#test#", "USER#u")
-        );
-        assert_eq!(super::split_scope("USER#u"), ("", "USER#u"));
-        assert_eq!(super::split_scope("P#broken"), ("", "P#broken"));
-    }
 }

@@ -158,6 +158,17 @@ pub fn payment_to_item(keys: &Keys, payment: &PaymentRecord) -> Item {
             &payment.intent_id,
         )),
     );
+    // A project's payments are listed for its developer (the default project's are not).
+    if !keys.prefix().is_empty() {
+        item.insert("gsi2pk".into(), s(keys.payments_pk()));
+        item.insert(
+            "gsi2sk".into(),
+            s(super::keys::history_sk(
+                payment.created_at_ms,
+                &payment.intent_id,
+            )),
+        );
+    }
     item
 }
 

@@ -22,6 +22,8 @@ use crate::domain::records::UserId;
 
 pub const ATTENTION_PK: &str = "ATTENTION";
 pub const GSI1: &str = "gsi1";
+/// A scope's payments, newest first, for its developer.
+pub const GSI2: &str = "gsi2";
 
 pub fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
     HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
@@ -83,6 +85,11 @@ impl Keys {
         key(self.user_pk(user), format!("ENTRY#{entry_id}"))
     }
 
+    /// The partition of the scope's payments in gsi2.
+    pub fn payments_pk(&self) -> String {
+        format!("{}PAYMENTS", self.prefix)
+    }
+
     /// The partition of a user's history in gsi1.
     pub fn history_pk(&self, user: &UserId) -> String {
         format!("{}USER#{}#PAY", self.prefix, user.as_str())
@@ -92,6 +99,19 @@ impl Keys {
 /// The sort key of a history line in gsi1: newest last, so a descending Query is newest first.
 pub fn history_sk(created_at_ms: i64, id: &str) -> String {
     format!("{created_at_ms:015}#{id}")
+}
+
+/// `P#<project>#<mode>#<rest>` → (`P#<project>#<mode>#`, `<rest>`); unprefixed keys → ("", key).
+pub fn split_scope(pk: &str) -> (&str, &str) {
+    if let Some(after) = pk.strip_prefix("P#") {
+        let mut parts = after.splitn(3, '#');
+        if let (Some(project), Some(mode), Some(rest)) = (parts.next(), parts.next(), parts.next())
+        {
+            let prefix_len = 2 + project.len() + 1 + mode.len() + 1;
+            return (&pk[..prefix_len], rest);
+        }
+    }
+    ("", pk)
 }
 
 /// A hash of the parts, separated so that `("a", "bc")` and `("ab", "c")` differ: any text
@@ -244,6 +264,16 @@ mod tests {
                 "{fields}"
             );
         }
+    }
+
+    #[test]
+    fn scoped_keys_split_into_their_prefix_and_the_rest() {
+        assert_eq!(
+            split_scope("P#acme#test#USER#u"),
+            ("P#acme#test#", "USER#u")
+        );
+        assert_eq!(split_scope("USER#u"), ("", "USER#u"));
+        assert_eq!(split_scope("P#broken"), ("", "P#broken"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod lifecycle;
 mod packages;
 mod payments;
 mod projects;
+mod stats;
 
 use std::time::Duration;
 
@@ -24,11 +25,14 @@ use aws_sdk_dynamodb::Client;
 pub use admin::LedgerScan;
 pub use codec::{DecodeError, Item};
 pub use credits::MoveOutcome;
-pub use keys::{hash_parts, idempotency_hash, Keys, GSI1};
+pub use keys::{hash_parts, idempotency_hash, Keys, GSI1, GSI2};
 pub use lifecycle::LifecycleOutcome;
 pub use packages::IdempotencyRecord;
-pub use payments::{AttentionItem, CreditOutcome};
+pub use payments::{valid_boundary, AttentionItem, CreditOutcome};
 pub use projects::SaveOutcome;
+pub use stats::{
+    item_from_stream_json, records_from_event, StatsOutcome, StreamRecord, STATS_SHARDS,
+};
 
 /// Attempts of a transaction that lost a race with another one on the same items.
 const CONFLICT_ATTEMPTS: u32 = 12;

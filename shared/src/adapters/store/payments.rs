@@ -385,3 +385,61 @@ impl Store {
         Ok((history, next))
     }
 }
+
+/// Where a listing of payments goes on from: the sort key of the last line shown
+/// (`<15-digit ms>#<intent id>`). The same boundary works for every scope, so that listings
+/// across scopes merge by time.
+pub fn valid_boundary(boundary: &str) -> bool {
+    let Some((ms, id)) = boundary.split_once('#') else {
+        return false;
+    };
+    ms.len() == 15
+        && ms.bytes().all(|b| b.is_ascii_digit())
+        && id.starts_with("pi_")
+        && id.len() <= 200
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+impl Store {
+    /// The scope's payments newest first, older than `before` (a boundary), with `status` if
+    /// given: up to `limit`, and whether more exist.
+    pub async fn payments_page(
+        &self,
+        limit: usize,
+        before: Option<&str>,
+        status: Option<PaymentStatus>,
+    ) -> Result<(Vec<(String, PaymentRecord)>, bool), StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(keys::GSI2)
+            .scan_index_forward(false)
+            .expression_attribute_values(":pk", s(self.keys.payments_pk()));
+        query = match before {
+            Some(boundary) => query
+                .key_condition_expression("gsi2pk = :pk AND gsi2sk < :before")
+                .expression_attribute_values(":before", s(boundary)),
+            None => query.key_condition_expression("gsi2pk = :pk"),
+        };
+        if let Some(status) = status {
+            query = query
+                .filter_expression("#status = :status")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", s(status.as_str()));
+        }
+        let mut found = Vec::new();
+        let mut pages = query.into_paginator().items().send();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(StoreError::from_sdk)?;
+            let boundary = Fields::of(&item).text("gsi2sk")?.to_owned();
+            found.push((boundary, payment_from_item(&item)?));
+            if found.len() > limit {
+                break;
+            }
+        }
+        let more = found.len() > limit;
+        found.truncate(limit);
+        Ok((found, more))
+    }
+}
