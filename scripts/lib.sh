@@ -7,7 +7,9 @@ NODE_DIR="$ROOT/.local-tools"
 STATE_DIR="$ROOT/.stack"
 PIDS=()
 
-say() { printf '\033[1m==> [%4ds] %s\033[0m\n' "$SECONDS" "$*" >&2; }
+# Every stage is printed with the seconds since the run began (scripts called by one share it).
+export COFFER_RUN_STARTED="${COFFER_RUN_STARTED:-$(date +%s)}"
+say() { printf '\033[1m==> [%4ds] %s\033[0m\n' "$(( $(date +%s) - COFFER_RUN_STARTED ))" "$*" >&2; }
 
 # Java 17+ for DynamoDB Local (installed with apt when missing).
 ensure_java() {

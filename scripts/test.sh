@@ -42,3 +42,4 @@ python3 "$ROOT/scripts/report.py" "$COFFER_REPORT_FILE"
 if [ "${COFFER_SKIP_DEPLOY_CHECKS:-}" != 1 ]; then
   "$ROOT/scripts/check-deploy.sh"
 fi
+say "all stages passed"

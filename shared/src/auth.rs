@@ -26,9 +26,11 @@ pub fn user_id(req: &Request) -> Result<UserId, ApiError> {
         .ok_or(ApiError::Unauthorized)
 }
 
-/// The IAM principal that API Gateway verified (SigV4) for an IAM-authorized route, if it is on
-/// the allowlist; 403 otherwise. A request without an IAM authorizer context did not come
-/// through such a route, whatever its body says.
+/// The allowlist entry (a role ARN, or an exact principal ARN) that the IAM principal API
+/// Gateway verified (SigV4) matches, for an IAM-authorized route; 403 otherwise. A request
+/// without an IAM authorizer context did not come through such a route, whatever its body says.
+/// The entry, not the session, names the caller: every instance of a backend role is the same
+/// caller, so its idempotency keys replay whichever instance retries.
 pub fn allowed_iam_caller(req: &Request, allowed: &[String]) -> Result<String, ApiError> {
     let arn = match req.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(context)) => context
@@ -39,11 +41,12 @@ pub fn allowed_iam_caller(req: &Request, allowed: &[String]) -> Result<String, A
         _ => None,
     }
     .ok_or(ApiError::Forbidden)?;
-    if allowed.iter().any(|entry| principal_matches(&arn, entry)) {
-        Ok(arn)
-    } else {
-        tracing::warn!(principal = %arn, "IAM caller is not on the allowlist");
-        Err(ApiError::Forbidden)
+    match allowed.iter().find(|entry| principal_matches(&arn, entry)) {
+        Some(entry) => Ok(entry.clone()),
+        None => {
+            tracing::warn!(principal = %arn, "IAM caller is not on the allowlist");
+            Err(ApiError::Forbidden)
+        }
     }
 }
 
@@ -93,6 +96,36 @@ pub fn principal_matches(arn: &str, entry: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn iam_event(user_arn: &str) -> Request {
+        let authorizer = format!(
+            r#","authorizer":{{"iam":{{"accessKey":"A","accountId":"123456789012","callerId":"c",
+            "principalOrgId":null,"userArn":"{user_arn}","userId":"u"}}}}"#
+        );
+        lambda_http::request::from_str(&event(&authorizer)).unwrap()
+    }
+
+    #[test]
+    fn every_session_of_an_allowed_role_is_the_same_caller_and_others_are_403() {
+        let allowed = vec!["arn:aws:iam::123456789012:role/app-backend".to_owned()];
+        let one = iam_event("arn:aws:sts::123456789012:assumed-role/app-backend/i-0aaa");
+        let two = iam_event("arn:aws:sts::123456789012:assumed-role/app-backend/i-0bbb");
+        assert_eq!(allowed_iam_caller(&one, &allowed).unwrap(), allowed[0]);
+        assert_eq!(allowed_iam_caller(&two, &allowed).unwrap(), allowed[0]);
+        let other = iam_event("arn:aws:sts::123456789012:assumed-role/reporting/x");
+        assert_eq!(
+            allowed_iam_caller(&other, &allowed).unwrap_err().status(),
+            403
+        );
+        let jwt = lambda_http::request::from_str(&event(
+            r#","authorizer":{"jwt":{"claims":{"sub":"user-1"},"scopes":null}}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            allowed_iam_caller(&jwt, &allowed).unwrap_err().status(),
+            403
+        );
+    }
 
     #[test]
     fn role_sessions_match_their_role_and_nothing_else() {

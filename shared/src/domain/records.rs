@@ -36,6 +36,17 @@ pub enum PaymentStatus {
 }
 
 impl PaymentStatus {
+    /// Every status, in the contract's order.
+    pub const ALL: [Self; 7] = [
+        Self::Pending,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Canceled,
+        Self::Refunded,
+        Self::PartiallyRefunded,
+        Self::Disputed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -155,15 +166,7 @@ mod tests {
 
     #[test]
     fn statuses_round_trip_through_text() {
-        for status in [
-            PaymentStatus::Pending,
-            PaymentStatus::Succeeded,
-            PaymentStatus::Failed,
-            PaymentStatus::Canceled,
-            PaymentStatus::Refunded,
-            PaymentStatus::PartiallyRefunded,
-            PaymentStatus::Disputed,
-        ] {
+        for status in PaymentStatus::ALL {
             assert_eq!(PaymentStatus::parse(status.as_str()), Some(status));
         }
         assert_eq!(PaymentStatus::parse("bogus"), None);

@@ -73,15 +73,7 @@ pub fn stats_json(counters: &StatsDelta, currency: &Currency) -> Value {
     let mut revenue = serde_json::Map::new();
     let mut refunds = serde_json::Map::new();
     let mut payments = serde_json::Map::new();
-    for status in [
-        PaymentStatus::Pending,
-        PaymentStatus::Succeeded,
-        PaymentStatus::Failed,
-        PaymentStatus::Canceled,
-        PaymentStatus::Refunded,
-        PaymentStatus::PartiallyRefunded,
-        PaymentStatus::Disputed,
-    ] {
+    for status in PaymentStatus::ALL {
         let count = counters
             .0
             .get(&format!("payments_{}", status.as_str()))

@@ -99,7 +99,7 @@ pub fn payment_json(scope: &Scope, payment: &PaymentRecord) -> Value {
     line["projectId"] = Value::String(scope.project.as_str().to_owned());
     line["mode"] = Value::String(scope.mode.as_str().to_owned());
     line["userId"] = Value::String(payment.user_id.as_str().to_owned());
-    line["creditedAt"] = Value::Bool(payment.credited);
+    line["credited"] = Value::Bool(payment.credited);
     line
 }
 

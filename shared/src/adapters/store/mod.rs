@@ -251,6 +251,24 @@ impl Store {
     }
 }
 
+/// The result of a conditional UpdateItem: `true` when it was written, `false` when its
+/// condition failed.
+fn updated<T, R: std::fmt::Debug>(
+    result: Result<T, SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>>,
+) -> Result<bool, StoreError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+        {
+            Ok(false)
+        }
+        Err(err) => Err(StoreError::from_sdk(err)),
+    }
+}
+
 /// A jittered pause before another attempt, so that colliding writers spread out.
 async fn backoff(attempt: u32) {
     let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;

@@ -331,17 +331,7 @@ impl Store {
             .expression_attribute_values(":now", n(now_ms()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(StoreError::from_sdk(err)),
-        }
+        super::updated(result)
     }
 
     /// A user's payments and grants, newest first, one Query per page. The cursor is opaque to

@@ -82,17 +82,7 @@ impl Store {
             .set_expression_attribute_values(claim.expression_attribute_values)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(StoreError::from_sdk(err)),
-        }
+        super::updated(result)
     }
 
     /// The update that creates a project for `owner`, or only checks that it is the owner's.
