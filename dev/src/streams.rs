@@ -74,6 +74,16 @@ pub async fn enable_stream(client: &aws_sdk_dynamodb::Client, table: &str) -> Re
     Ok(())
 }
 
+/// Where the follower is in each shard.
+#[derive(Default)]
+struct Position {
+    /// The open iterator of each shard being read (`None`: the shard is closed and read).
+    iterators: HashMap<String, Option<String>>,
+    /// The last record counted in each shard, to go on from after an iterator is lost.
+    last_counted: HashMap<String, String>,
+    finished: HashSet<String>,
+}
+
 /// Reads the table's stream for as long as the process runs.
 pub async fn follow(
     api: Arc<LocalApi>,
@@ -81,19 +91,9 @@ pub async fn follow(
     streams: aws_sdk_dynamodbstreams::Client,
     table: String,
 ) {
-    let mut iterators: HashMap<String, Option<String>> = HashMap::new();
-    let mut finished: HashSet<String> = HashSet::new();
+    let mut position = Position::default();
     loop {
-        let progressed = match poll_once(
-            &api,
-            &tables,
-            &streams,
-            &table,
-            &mut iterators,
-            &mut finished,
-        )
-        .await
-        {
+        let progressed = match poll_once(&api, &tables, &streams, &table, &mut position).await {
             Ok(progressed) => progressed,
             Err(err) => {
                 tracing::warn!(error = %err, "reading the local stream failed; trying again");
@@ -106,20 +106,30 @@ pub async fn follow(
     }
 }
 
+fn describe<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    err: aws_sdk_dynamodbstreams::error::SdkError<E, R>,
+) -> String {
+    aws_sdk_dynamodbstreams::error::DisplayErrorContext(&err).to_string()
+}
+
 async fn poll_once(
     api: &LocalApi,
     tables: &aws_sdk_dynamodb::Client,
     streams: &aws_sdk_dynamodbstreams::Client,
     table: &str,
-    iterators: &mut HashMap<String, Option<String>>,
-    finished: &mut HashSet<String>,
+    position: &mut Position,
 ) -> Result<bool, String> {
+    let Position {
+        iterators,
+        last_counted,
+        finished,
+    } = position;
     let described = tables
         .describe_table()
         .table_name(table)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string())?;
     let Some(arn) = described.table().and_then(|t| t.latest_stream_arn()) else {
         return Ok(false);
     };
@@ -128,7 +138,7 @@ async fn poll_once(
         .stream_arn(arn)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(describe)?;
     for shard in stream
         .stream_description()
         .map(|d| d.shards())
@@ -138,14 +148,15 @@ async fn poll_once(
         if finished.contains(id) || iterators.contains_key(id) {
             continue;
         }
-        let iterator = streams
-            .get_shard_iterator()
-            .stream_arn(arn)
-            .shard_id(id)
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        // From the start, or after the last record counted when an iterator was lost.
+        let request = streams.get_shard_iterator().stream_arn(arn).shard_id(id);
+        let request = match last_counted.get(id) {
+            Some(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(sequence),
+            None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        let iterator = request.send().await.map_err(describe)?;
         iterators.insert(id.to_owned(), iterator.shard_iterator().map(str::to_owned));
     }
     let mut progressed = false;
@@ -156,13 +167,20 @@ async fn poll_once(
             finished.insert(id);
             continue;
         };
-        let batch = streams
+        let batch = match streams
             .get_records()
             .shard_iterator(iterator)
             .limit(100)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+        {
+            Ok(batch) => batch,
+            Err(err) => {
+                // An iterator that no longer works (expired, trimmed): take a new one next time.
+                iterators.remove(&id);
+                return Err(describe(err));
+            }
+        };
         let records: Vec<Value> = batch.records().iter().map(record_json).collect();
         if !records.is_empty() {
             let event = json!({ "Records": records });
@@ -172,6 +190,14 @@ async fn poll_once(
                 return Ok(false);
             }
             progressed = true;
+            if let Some(sequence) = batch
+                .records()
+                .last()
+                .and_then(|r| r.dynamodb())
+                .and_then(|d| d.sequence_number())
+            {
+                last_counted.insert(id.clone(), sequence.to_owned());
+            }
         }
         iterators.insert(id, batch.next_shard_iterator().map(str::to_owned));
     }
