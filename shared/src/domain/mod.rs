@@ -5,6 +5,7 @@ pub mod invariants;
 pub mod ledger;
 pub mod money;
 pub mod packages;
+pub mod plans;
 pub mod projects;
 pub mod records;
 pub mod scope;
