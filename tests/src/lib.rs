@@ -605,6 +605,14 @@ impl TestApp {
         self.deliver_signed(&event).await
     }
 
+    /// Stripe's retry of localstripe's event about a default-project intent: the intent as
+    /// localstripe holds it now, in a signed event of `kind`.
+    pub async fn redeliver_intent_event(&self, kind: &str, intent_id: &str) {
+        let intent = self.stripe_intent(intent_id).await;
+        let reply = self.deliver_event(kind, &intent).await;
+        assert_eq!(reply.status, 200, "redelivered {kind}: {}", reply.body);
+    }
+
     /// Delivers an event body signed now (a first delivery or Stripe's retry of it).
     pub async fn deliver_signed(&self, event: &str) -> Reply {
         self.deliver(event, Some(&self.sign(event))).await
@@ -644,6 +652,26 @@ async fn read(response: reqwest::Response) -> Reply {
 /// but localstripe delivers every event to every test's endpoint in turn, so under the whole
 /// suite running in parallel a delivery can wait many seconds. A bound, not a pace.
 pub const WEBHOOK_WAIT_SECS: u64 = 60;
+
+/// How long a test waits for localstripe's own delivery before acting as Stripe's retry.
+pub const RETRY_AFTER_SECS: u64 = 8;
+
+/// Waits for what a webhook does. localstripe sends each event once, and can drop one (it walks
+/// its webhook registry while other tests add theirs, and the delivery task dies), where Stripe
+/// retries until it gets a 2xx. So after `RETRY_AFTER_SECS` without the effect, `redeliver` does
+/// what Stripe's retry does (the same event again), and the wait goes on to its full bound.
+pub async fn settle<T, F, Fut, R>(mut check: F, redeliver: R) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+    R: Future<Output = ()>,
+{
+    if let Some(value) = eventually(RETRY_AFTER_SECS, &mut check).await {
+        return Some(value);
+    }
+    redeliver.await;
+    eventually(WEBHOOK_WAIT_SECS, check).await
+}
 
 /// Polls `check` until it returns `Some`, for up to `secs` seconds (webhooks arrive ~1 s late).
 pub async fn eventually<T, F, Fut>(secs: u64, mut check: F) -> Option<T>

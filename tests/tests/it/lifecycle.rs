@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use integration_tests::{eventually, spawn_app, spawn_app_with, SecretSetup, TestApp, JWT_SECRET};
+use integration_tests::{spawn_app, spawn_app_with, SecretSetup, TestApp, JWT_SECRET};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -209,9 +209,10 @@ pub(crate) async fn paid_by_card(app: &TestApp, user: &str, package: &str, credi
             .status,
         200
     );
-    let credited = eventually(integration_tests::WEBHOOK_WAIT_SECS, || async {
-        (app.balance(user).await >= credits).then_some(())
-    })
+    let credited = integration_tests::settle(
+        || async { (app.balance(user).await >= credits).then_some(()) },
+        app.redeliver_intent_event("payment_intent.succeeded", &intent_id),
+    )
     .await;
     assert!(credited.is_some(), "the webhook should credit {user}");
     intent_id

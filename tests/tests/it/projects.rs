@@ -2,7 +2,9 @@
 //! through its own Stripe (each test project has its own localstripe process), and no data of
 //! one project or mode is reachable from another.
 
-use integration_tests::{eventually, project_stripe_base, spawn_app, TestApp, WEBHOOK_WAIT_SECS};
+use integration_tests::{
+    eventually, project_stripe_base, settle, spawn_app, TestApp, WEBHOOK_WAIT_SECS,
+};
 use serde_json::{json, Value};
 
 const API: &str = "/api/v1/payments/stripe/projects";
@@ -96,6 +98,70 @@ async fn buy(app: &TestApp, user: &str, project: &str, mode: &str) -> String {
     intent
 }
 
+/// Stripe's retry of localstripe's `payment_intent.succeeded` for a project's intent (see
+/// `integration_tests::settle`): the intent as the project's localstripe holds it, signed with
+/// the project's webhook secret, to the project's webhook.
+async fn redeliver_succeeded(app: &TestApp, project: &str, mode: &str, intent: &str) {
+    let key = keys(project, mode)["secretKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let object: Value = app
+        .http
+        .get(format!(
+            "{}/v1/payment_intents/{intent}",
+            project_stripe_base(project)
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let event = app.event("payment_intent.succeeded", &object);
+    let secret = keys(project, mode)["webhookSecret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let signature = coffer::webhook::sign(event.as_bytes(), &secret, integration_tests::now());
+    let reply = app
+        .http
+        .post(format!(
+            "{}/api/v1/payments/stripe/webhooks/{project}/{mode}",
+            app.base_url
+        ))
+        .header("content-type", "application/json")
+        .header("stripe-signature", signature)
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200, "redelivery to {project}/{mode}");
+}
+
+/// Waits until `user` has `expected` credits in the project's mode, redelivering the intents'
+/// events once if localstripe's did not arrive.
+async fn settled(
+    app: &TestApp,
+    user: &str,
+    project: &str,
+    mode: &str,
+    intents: &[String],
+    expected: Value,
+) -> bool {
+    settle(
+        || async { (balance_in(app, user, project, mode).await == expected).then_some(()) },
+        async {
+            for intent in intents {
+                redeliver_succeeded(app, project, mode, intent).await;
+            }
+        },
+    )
+    .await
+    .is_some()
+}
+
 async fn balance_in(app: &TestApp, user: &str, project: &str, mode: &str) -> Value {
     let path = format!(
         "/api/stripe/balance?project_id={project}&test_mode={}",
@@ -124,12 +190,9 @@ async fn a_developer_configures_a_project_and_its_user_buys_credits_through_its_
         "{text}"
     );
 
-    buy(&app, "uma", "alpha", "test").await;
-    let credited = eventually(WEBHOOK_WAIT_SECS, || async {
-        (balance_in(&app, "uma", "alpha", "test").await == json!(12.5)).then_some(())
-    })
-    .await;
-    assert!(credited.is_some(), "alpha's webhook should credit uma");
+    let intent = buy(&app, "uma", "alpha", "test").await;
+    let credited = settled(&app, "uma", "alpha", "test", &[intent], json!(12.5)).await;
+    assert!(credited, "alpha's webhook should credit uma");
     // The default project knows nothing of it.
     assert_eq!(app.balance("uma").await, 0.0);
     app.assert_invariants().await;
@@ -141,15 +204,10 @@ async fn the_same_user_in_two_projects_and_two_modes_has_separate_balances() {
     open_project(&app, "dev-ann", "alpha", "test").await;
     open_project(&app, "dev-ann", "alpha", "live").await;
     open_project(&app, "dev-bob", "beta", "test").await;
-    buy(&app, "vic", "alpha", "live").await;
-    buy(&app, "vic", "beta", "test").await;
-    let both = eventually(WEBHOOK_WAIT_SECS, || async {
-        let live = balance_in(&app, "vic", "alpha", "live").await;
-        let beta = balance_in(&app, "vic", "beta", "test").await;
-        (live == json!(12.5) && beta == json!(12.5)).then_some(())
-    })
-    .await;
-    assert!(both.is_some(), "both purchases should be credited");
+    let live = buy(&app, "vic", "alpha", "live").await;
+    let beta = buy(&app, "vic", "beta", "test").await;
+    assert!(settled(&app, "vic", "alpha", "live", &[live], json!(12.5)).await);
+    assert!(settled(&app, "vic", "beta", "test", &[beta], json!(12.5)).await);
     assert_eq!(balance_in(&app, "vic", "alpha", "test").await, json!(0.0));
     assert_eq!(app.balance("vic").await, 0.0);
     app.assert_invariants().await;
@@ -442,7 +500,8 @@ async fn stats_count_each_payment_and_entry_once_from_the_change_stream() {
     app.follow_stream().await;
     open_project(&app, "dev-ann", "alpha", "test").await;
     for user in ["yan", "zoe"] {
-        buy(&app, user, "alpha", "test").await;
+        let intent = buy(&app, user, "alpha", "test").await;
+        assert!(settled(&app, user, "alpha", "test", &[intent], json!(12.5)).await);
     }
     let spend = json!({"amount": 2.5, "reason": "job", "idempotencyKey": "s-1"});
     let token = app.token("zoe");
@@ -504,7 +563,19 @@ async fn a_developer_lists_payments_per_project_and_across_projects_newest_first
     open_project(&app, "dev-ann", "beta", "test").await;
     let mut intents = Vec::new();
     for (project, mode) in [("alpha", "test"), ("beta", "test"), ("alpha", "live")] {
-        intents.push(buy(&app, "abe", project, mode).await);
+        let intent = buy(&app, "abe", project, mode).await;
+        assert!(
+            settled(
+                &app,
+                "abe",
+                project,
+                mode,
+                std::slice::from_ref(&intent),
+                json!(12.5)
+            )
+            .await
+        );
+        intents.push(intent);
     }
     let dev = app.developer_token("dev-ann");
     let credited = eventually(WEBHOOK_WAIT_SECS, || async {

@@ -1,7 +1,7 @@
 //! The purchase path over the wire: create-payment-intent → localstripe confirms → its own signed
 //! webhook reaches the function → balance and history.
 
-use integration_tests::{eventually, spawn_app};
+use integration_tests::{settle, spawn_app};
 use serde_json::json;
 
 #[tokio::test]
@@ -40,10 +40,13 @@ async fn full_purchase_credits_the_package_once_and_shows_in_history() {
     let confirm = app.pay_with_card(&intent_id, "4242424242424242").await;
     assert_eq!(confirm.status, 200, "{}", confirm.body);
 
-    let credited = eventually(integration_tests::WEBHOOK_WAIT_SECS, || async {
-        let balance = app.balance("alice").await;
-        (balance > 0.0).then_some(balance)
-    })
+    let credited = settle(
+        || async {
+            let balance = app.balance("alice").await;
+            (balance > 0.0).then_some(balance)
+        },
+        app.redeliver_intent_event("payment_intent.succeeded", &intent_id),
+    )
     .await;
     assert_eq!(
         credited,
@@ -75,10 +78,13 @@ async fn declined_card_marks_the_payment_failed_and_credits_nothing() {
     let confirm = app.pay_with_card(&intent_id, "4000000000000341").await;
     assert_eq!(confirm.status, 402, "{}", confirm.body);
 
-    let status = eventually(integration_tests::WEBHOOK_WAIT_SECS, || async {
-        let status = app.history_status("bob", &intent_id).await;
-        (status.as_deref() == Some("failed")).then_some(())
-    })
+    let status = settle(
+        || async {
+            let status = app.history_status("bob", &intent_id).await;
+            (status.as_deref() == Some("failed")).then_some(())
+        },
+        app.redeliver_intent_event("payment_intent.payment_failed", &intent_id),
+    )
     .await;
     assert!(
         status.is_some(),
@@ -93,9 +99,10 @@ async fn users_never_see_each_others_balance_or_history() {
     let app = spawn_app().await;
     let intent_id = app.create_intent("carol", "starter").await;
     app.pay_with_card(&intent_id, "4242424242424242").await;
-    let paid = eventually(integration_tests::WEBHOOK_WAIT_SECS, || async {
-        (app.balance("carol").await == 5.0).then_some(())
-    })
+    let paid = settle(
+        || async { (app.balance("carol").await == 5.0).then_some(()) },
+        app.redeliver_intent_event("payment_intent.succeeded", &intent_id),
+    )
     .await;
     assert!(paid.is_some());
 
