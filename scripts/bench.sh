@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Benchmark (not part of the tests' pass/fail): builds release binaries for this machine and the
-# Node.js peer, starts DynamoDB Local, moto and localstripe on their own ports, and prints one
-# row per function (size, zip, init, first/warm latency, own overhead, peak RSS, calls per
-# request), the Node peer's row and the Rust/Node ratios, then which targets were met.
+# Benchmark (not part of the tests' pass/fail). Installs what it needs (project-local: Java if
+# missing, the .venv tools including cfn-lint and sam, DynamoDB Local, the Node.js peer's npm
+# packages), builds release binaries for this machine (to run), runs the deployment checks of
+# scripts/check-deploy.sh (cfn-lint, sam validate --lint, and the arm64 `cargo lambda build`
+# whose bootstraps are what is deployed, for their size), starts DynamoDB Local, moto and
+# localstripe on their own ports, and prints one row per function (size and zip of this build and
+# of the arm64 bootstrap, init, first/warm latency, own overhead, peak RSS, calls per request),
+# the Node.js peer's row and the Rust/Node ratios, then which targets were met.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -19,7 +23,7 @@ packages=(-p coffer-bench)
 for name in $functions; do packages+=(-p "$name"); done
 say "cargo build --release (this machine's architecture, to run; fat LTO, opt-level z)"
 cargo build --release --locked "${packages[@]}"
-say "cargo lambda build --release --arm64 (what is deployed, for its size)"
+say "deployment checks: cfn-lint, sam validate --lint, cargo lambda build --release --arm64 (what is deployed, for its size)"
 "$ROOT/scripts/check-deploy.sh" >/dev/null
 
 STATE_DIR="$ROOT/.stack/bench"
