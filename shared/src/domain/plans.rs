@@ -4,8 +4,12 @@
 
 use std::collections::BTreeMap;
 
-/// A plan of a project: the free plan everyone has, a tier bought once, or a recurring price.
-#[derive(Clone, Debug, PartialEq, Eq)]
+use serde::{Deserialize, Serialize};
+
+/// A plan of a project in one mode: the free plan everyone has, a tier bought once (`amount`),
+/// or a recurring Stripe price (`price_id`, this mode's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Plan {
     pub id: String,
     pub name: String,
@@ -18,10 +22,130 @@ pub struct Plan {
     pub included_credits: i64,
     pub free: bool,
     pub active: bool,
+    /// The recurring Stripe price (or plan) id in this mode.
+    #[serde(default)]
+    pub price_id: Option<String>,
+    /// The one-off price of a tier, in minor units of the deployment's currency.
+    #[serde(default)]
+    pub amount: Option<i64>,
+}
+
+impl Plan {
+    /// What kind of purchase the plan is.
+    pub fn kind(&self) -> PlanKind {
+        if self.free {
+            PlanKind::Free
+        } else if self.price_id.is_some() {
+            PlanKind::Recurring
+        } else if self.amount.is_some() {
+            PlanKind::Tier
+        } else {
+            PlanKind::Unpriced
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanKind {
+    Free,
+    /// Bought once with a PaymentIntent.
+    Tier,
+    /// Subscribed to with a Stripe price.
+    Recurring,
+    /// Not yet linked to a price: cannot be bought.
+    Unpriced,
+}
+
+/// A plan id: 1–64 lowercase letters, digits, `-` or `_`.
+pub fn valid_plan_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// A Stripe price or plan id as Coffer accepts it: `price_…` or `plan_…`, or a legacy plan id of
+/// letters, digits, `-` and `_`.
+pub fn valid_price_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 200
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The free plan among `plans`, or a built-in one without limits when the project has none.
+pub fn free_plan(plans: &[Plan]) -> Plan {
+    plans
+        .iter()
+        .find(|p| p.free && p.active)
+        .cloned()
+        .unwrap_or_else(|| Plan {
+            id: "free".into(),
+            name: "Free".into(),
+            description: String::new(),
+            rank: 0,
+            limits: BTreeMap::new(),
+            included_credits: 0,
+            free: true,
+            active: true,
+            price_id: None,
+            amount: None,
+        })
+}
+
+/// A project's settings for its payments in one mode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectSettings {
+    /// Origins (`https://app.example.com`) that Checkout and portal redirects may go to.
+    pub allowed_origins: Vec<String>,
+    /// How long a `past_due` subscription keeps its plan's limits.
+    pub past_due_grace_seconds: i64,
+}
+
+/// The grace when a project set none: three days.
+pub const DEFAULT_PAST_DUE_GRACE_SECONDS: i64 = 3 * 24 * 3600;
+
+impl Default for ProjectSettings {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            past_due_grace_seconds: DEFAULT_PAST_DUE_GRACE_SECONDS,
+        }
+    }
+}
+
+/// `scheme://host[:port]` of an absolute http(s) URL, lowercased; `None` for anything else.
+pub fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "https" && scheme != "http" {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.is_empty() || authority.contains('@') || authority.contains(char::is_whitespace)
+    {
+        return None;
+    }
+    Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))
+}
+
+/// Whether a redirect URL goes to one of the allowed origins (exact origin match).
+pub fn redirect_allowed(url: &str, allowed_origins: &[String]) -> bool {
+    url.len() <= 2048
+        && origin_of(url).is_some_and(|origin| {
+            allowed_origins
+                .iter()
+                .filter_map(|allowed| origin_of(allowed))
+                .any(|allowed| allowed == origin)
+        })
 }
 
 /// A subscription's status as Stripe names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SubscriptionStatus {
     Incomplete,
     IncompleteExpired,
@@ -48,6 +172,19 @@ impl SubscriptionStatus {
         })
     }
 
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Incomplete => "incomplete",
+            Self::IncompleteExpired => "incomplete_expired",
+            Self::Trialing => "trialing",
+            Self::Active => "active",
+            Self::PastDue => "past_due",
+            Self::Canceled => "canceled",
+            Self::Unpaid => "unpaid",
+            Self::Paused => "paused",
+        }
+    }
+
     /// A subscription that still counts as the user's one live subscription.
     pub fn is_live(self) -> bool {
         matches!(
@@ -58,7 +195,8 @@ impl SubscriptionStatus {
 }
 
 /// A subscription as Coffer stored it after reading it from Stripe.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SubscriptionState {
     pub subscription_id: String,
     pub plan_id: String,
@@ -69,6 +207,12 @@ pub struct SubscriptionState {
     pub past_due_since: Option<i64>,
     /// When Coffer read this state from Stripe (milliseconds): the newer read wins.
     pub observed_at_ms: i64,
+    /// The Stripe customer it bills.
+    #[serde(default)]
+    pub customer_id: String,
+    /// The Stripe price (or plan) id of its item.
+    #[serde(default)]
+    pub price_id: String,
 }
 
 /// Whether `incoming` may replace `stored`: only a later read of the same subscription, or any
@@ -140,6 +284,8 @@ mod tests {
             cancel_at_period_end: false,
             past_due_since: Some(1_000),
             observed_at_ms: observed,
+            customer_id: "cus_1".into(),
+            price_id: "price_pro".into(),
         }
     }
 
@@ -153,6 +299,8 @@ mod tests {
             included_credits: 0,
             free: rank == 0,
             active: true,
+            price_id: None,
+            amount: None,
         }
     }
 

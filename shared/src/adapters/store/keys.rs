@@ -8,6 +8,13 @@
 //! | idempotency key   | `IDEM#<sha256>`     | `IDEM`           | user + client key → intent; TTL 24 h     |
 //! | ledger entry      | `USER#<user>`       | `ENTRY#<id>`     | immutable, signed minor units            |
 //! | balance           | `USER#<user>`       | `BALANCE`        | running sum of the user's entries        |
+//! | plan              | `PLANS`             | `PLAN#<id>`      | one Query lists them all                 |
+//! | settings          | `SETTINGS`          | `SETTINGS`       | redirect origins, past_due grace         |
+//! | customer link     | `ACCT#<account>`    | `CUSTOMER`       | claimed before the Stripe call           |
+//! | subscription      | `ACCT#<account>`    | `SUB`            | last state read from Stripe; create lock |
+//! | tier              | `ACCT#<account>`    | `TIER`           | the tier bought once                     |
+//! | customer owner    | `CUS#<customer id>` | `CUS`            | customer → account                       |
+//! | invoice           | `INV#<invoice id>`  | `INV`            | gsi1: `USER#<account>#BILL` / `<ms>#<in>`|
 
 use std::collections::HashMap;
 
@@ -88,6 +95,36 @@ impl Keys {
     /// The partition of the scope's payments in gsi2.
     pub fn payments_pk(&self) -> String {
         format!("{}PAYMENTS", self.prefix)
+    }
+
+    pub fn plans_pk(&self) -> String {
+        format!("{}PLANS", self.prefix)
+    }
+
+    pub fn plan(&self, id: &str) -> Item {
+        key(self.plans_pk(), format!("PLAN#{id}"))
+    }
+
+    pub fn settings(&self) -> Item {
+        key(format!("{}SETTINGS", self.prefix), "SETTINGS")
+    }
+
+    /// An item of the account (a user or an organisation) that holds plans and subscriptions.
+    pub fn account(&self, account: &UserId, what: &str) -> Item {
+        key(format!("{}ACCT#{}", self.prefix, account.as_str()), what)
+    }
+
+    pub fn customer_owner(&self, customer_id: &str) -> Item {
+        key(format!("{}CUS#{customer_id}", self.prefix), "CUS")
+    }
+
+    pub fn invoice(&self, invoice_id: &str) -> Item {
+        key(format!("{}INV#{invoice_id}", self.prefix), "INV")
+    }
+
+    /// The partition of an account's subscription invoices in gsi1.
+    pub fn bills_pk(&self, account: &UserId) -> String {
+        format!("{}USER#{}#BILL", self.prefix, account.as_str())
     }
 
     /// The partition of a user's history in gsi1.

@@ -2,6 +2,14 @@
 //! async-stripe's typed builders and their responses read into small structs of the fields Coffer
 //! uses, so that older API versions (and localstripe) that omit fields still work.
 
+mod billing;
+mod raw;
+
+pub use billing::{
+    CheckoutItem, CheckoutSession, Customer, Session, Subscription, META_ACCOUNT, META_PLAN,
+};
+pub use raw::EphemeralKey;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -16,6 +24,8 @@ use crate::domain::money::Currency;
 pub const META_USER: &str = "coffer_user_id";
 pub const META_PACKAGE: &str = "coffer_package_id";
 pub const META_CREDITS: &str = "coffer_credits";
+/// On a tier purchase: the plan it buys.
+pub const META_TIER: &str = "coffer_tier";
 
 /// Time allowed for one Stripe attempt; well inside an API Gateway 29 s budget.
 const STRIPE_TIMEOUT: Duration = Duration::from_secs(8);
@@ -51,6 +61,8 @@ pub struct NewIntent<'a> {
 #[derive(Clone)]
 pub struct StripeApi {
     client: Client,
+    /// For the raw calls: the same key and base URL.
+    raw: raw::RawStripe,
 }
 
 impl StripeApi {
@@ -67,7 +79,10 @@ impl StripeApi {
         let client = builder.build().map_err(|_| {
             StripeFailure::Config("the Stripe client could not be configured".into())
         })?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            raw: raw::RawStripe::new(secret_key, api_base),
+        })
     }
 
     /// Creates a PaymentIntent. The idempotency key makes a retried call return the same intent.
@@ -173,7 +188,7 @@ pub enum StripeFailure {
 }
 
 /// Card errors (402) are the user's to read; everything else is Stripe's failure.
-fn map_error(err: StripeError) -> StripeFailure {
+pub(crate) fn map_error(err: StripeError) -> StripeFailure {
     match err {
         StripeError::Stripe(details, 402) => StripeFailure::CardDeclined(
             details

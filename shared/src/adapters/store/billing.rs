@@ -1,0 +1,415 @@
+//! Plans, project settings, the Stripe customer of each account, its subscription state, the
+//! tier it bought, and its subscription invoices. Plans, settings and subscription states are
+//! kept as JSON documents of their domain types (configuration, not money: credits move only
+//! through the ledger's entries).
+
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+
+use super::codec::{get_s, n, s, Fields, Item};
+use super::keys::history_sk;
+use super::{updated, Store, StoreError};
+use crate::domain::plans::{Plan, ProjectSettings, SubscriptionState};
+use crate::domain::records::{now_ms, UserId};
+
+/// The Stripe customer link of an account.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CustomerLink {
+    /// Created and linked.
+    Ready(String),
+    /// Another request is creating it until this time (ms).
+    Claimed { until_ms: i64 },
+    Missing,
+}
+
+/// An account's subscription item: the last state read from Stripe, and a create lock.
+#[derive(Debug, Default)]
+pub struct SubscriptionRecord {
+    pub state: Option<SubscriptionState>,
+    /// A create-subscription in flight holds the account until this time (ms).
+    pub lock_until_ms: Option<i64>,
+    /// Bumped by every write: the condition of the next one.
+    pub version: i64,
+}
+
+/// A subscription invoice, as `my-payments` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvoiceRecord {
+    pub invoice_id: String,
+    pub account: UserId,
+    pub subscription_id: String,
+    pub plan_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub created_at_ms: i64,
+}
+
+fn doc<T: serde::de::DeserializeOwned>(item: &Item, name: &'static str) -> Result<T, StoreError> {
+    let text = Fields::of(item).text(name)?;
+    serde_json::from_str(text).map_err(|_| {
+        StoreError::Malformed(super::DecodeError {
+            key: format!(
+                "{}/{}",
+                get_s(item, "pk").unwrap_or("?"),
+                get_s(item, "sk").unwrap_or("?")
+            ),
+            attribute: name,
+            problem: "not a valid document",
+        })
+    })
+}
+
+fn to_doc<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Refused(format!("document could not be written: {e}")))
+}
+
+impl Store {
+    /// Every plan of the scope (active or not).
+    pub async fn list_plans(&self) -> Result<Vec<Plan>, StoreError> {
+        let items = self.partition(&self.keys.plans_pk()).await?;
+        items.iter().map(|item| doc(item, "doc")).collect()
+    }
+
+    pub async fn plan(&self, id: &str) -> Result<Option<Plan>, StoreError> {
+        self.get(self.keys.plan(id))
+            .await?
+            .map(|item| doc(&item, "doc"))
+            .transpose()
+    }
+
+    pub async fn put_plan(&self, plan: &Plan) -> Result<(), StoreError> {
+        let mut item = self.keys.plan(&plan.id);
+        item.insert("doc".into(), s(to_doc(plan)?));
+        item.insert("updatedAt".into(), n(now_ms()));
+        self.put_raw(item).await
+    }
+
+    /// The scope's settings; `None` when never set.
+    pub async fn settings(&self) -> Result<Option<ProjectSettings>, StoreError> {
+        self.get(self.keys.settings())
+            .await?
+            .map(|item| doc(&item, "doc"))
+            .transpose()
+    }
+
+    pub async fn put_settings(&self, settings: &ProjectSettings) -> Result<(), StoreError> {
+        let mut item = self.keys.settings();
+        item.insert("doc".into(), s(to_doc(settings)?));
+        item.insert("updatedAt".into(), n(now_ms()));
+        self.put_raw(item).await
+    }
+}
+
+impl Store {
+    pub async fn customer_link(&self, account: &UserId) -> Result<CustomerLink, StoreError> {
+        let Some(item) = self.get(self.keys.account(account, "CUSTOMER")).await? else {
+            return Ok(CustomerLink::Missing);
+        };
+        let f = Fields::of(&item);
+        if let Some(id) = f.opt_text("customerId")? {
+            return Ok(CustomerLink::Ready(id.to_owned()));
+        }
+        Ok(CustomerLink::Claimed {
+            until_ms: f.int("claimUntil")?,
+        })
+    }
+
+    /// Claims the right to create the account's customer until `until_ms`: only when no customer
+    /// is linked and no other claim is alive. `false`: someone else holds it (or it is linked).
+    pub async fn claim_customer(
+        &self,
+        account: &UserId,
+        token: &str,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.keys.account(account, "CUSTOMER")))
+            .update_expression("SET claimToken = :token, claimUntil = :until")
+            .condition_expression(
+                "attribute_not_exists(customerId) AND (attribute_not_exists(claimUntil) OR claimUntil < :now)",
+            )
+            .expression_attribute_values(":token", s(token))
+            .expression_attribute_values(":until", n(until_ms))
+            .expression_attribute_values(":now", n(now_ms()))
+            .send()
+            .await;
+        updated(result)
+    }
+
+    /// Links the customer created under the claim `token`, and its way back to the account, in
+    /// one transaction. `false`: the claim was lost (expired and taken by another request).
+    pub async fn link_customer(
+        &self,
+        account: &UserId,
+        token: &str,
+        customer_id: &str,
+    ) -> Result<bool, StoreError> {
+        let link = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(self.keys.account(account, "CUSTOMER")))
+            .update_expression("SET customerId = :id, linkedAt = :now REMOVE claimUntil")
+            .condition_expression("claimToken = :token AND attribute_not_exists(customerId)")
+            .expression_attribute_values(":id", s(customer_id))
+            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":token", s(token))
+            .build()
+            .map_err(StoreError::build)?;
+        let mut owner = self.keys.customer_owner(customer_id);
+        owner.insert("account".into(), s(account.as_str()));
+        let owner = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(owner))
+            .build()
+            .map_err(StoreError::build)?;
+        let items = vec![
+            TransactWriteItem::builder().update(link).build(),
+            TransactWriteItem::builder().put(owner).build(),
+        ];
+        Ok(self.transact(items).await?.is_ok())
+    }
+
+    /// Gives up a claim whose Stripe call failed, so that the next request may try at once.
+    pub async fn release_customer_claim(
+        &self,
+        account: &UserId,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.keys.account(account, "CUSTOMER")))
+            .update_expression("REMOVE claimUntil, claimToken")
+            .condition_expression("claimToken = :token AND attribute_not_exists(customerId)")
+            .expression_attribute_values(":token", s(token))
+            .send()
+            .await;
+        updated(result).map(|_| ())
+    }
+
+    /// The account a Stripe customer of this scope belongs to.
+    pub async fn customer_account(&self, customer_id: &str) -> Result<Option<UserId>, StoreError> {
+        let item = self.get(self.keys.customer_owner(customer_id)).await?;
+        Ok(item
+            .as_ref()
+            .map(|item| Fields::of(item).user("account"))
+            .transpose()?)
+    }
+}
+
+impl Store {
+    pub async fn subscription_record(
+        &self,
+        account: &UserId,
+    ) -> Result<SubscriptionRecord, StoreError> {
+        let Some(item) = self.get(self.keys.account(account, "SUB")).await? else {
+            return Ok(SubscriptionRecord::default());
+        };
+        let f = Fields::of(&item);
+        let state = match f.opt_text("doc")? {
+            Some(_) => Some(doc(&item, "doc")?),
+            None => None,
+        };
+        Ok(SubscriptionRecord {
+            state,
+            lock_until_ms: f.opt_int("lockUntil")?,
+            version: f.opt_int("ver")?.unwrap_or(0),
+        })
+    }
+
+    /// Writes the subscription item only if it is still at `version` (or absent at 0): the
+    /// state (when given), and the create lock set (`Some`) or cleared (`None`).
+    pub async fn write_subscription(
+        &self,
+        account: &UserId,
+        version: i64,
+        state: Option<&SubscriptionState>,
+        lock_until_ms: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let mut set = vec!["ver = :next", "updatedAt = :now"];
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.keys.account(account, "SUB")))
+            .expression_attribute_values(":next", n(version + 1))
+            .expression_attribute_values(":now", n(now_ms()));
+        if let Some(state) = state {
+            set.push("doc = :doc");
+            set.push("subscriptionId = :sub");
+            request = request
+                .expression_attribute_values(":doc", s(to_doc(state)?))
+                .expression_attribute_values(":sub", s(&state.subscription_id));
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        match lock_until_ms {
+            Some(until) => {
+                expression.push_str(", lockUntil = :lock");
+                request = request.expression_attribute_values(":lock", n(until));
+            }
+            None => expression.push_str(" REMOVE lockUntil"),
+        }
+        request = if version == 0 {
+            request.condition_expression("attribute_not_exists(ver)")
+        } else {
+            request
+                .condition_expression("ver = :ver")
+                .expression_attribute_values(":ver", n(version))
+        };
+        updated(request.update_expression(expression).send().await)
+    }
+
+    /// The tier (a plan bought once) the account holds.
+    pub async fn tier(&self, account: &UserId) -> Result<Option<String>, StoreError> {
+        let item = self.get(self.keys.account(account, "TIER")).await?;
+        Ok(item
+            .as_ref()
+            .map(|item| Fields::of(item).text("planId").map(str::to_owned))
+            .transpose()?)
+    }
+
+    /// The account now holds `plan_id`, bought with `intent_id` (a duplicate event writes the
+    /// same again).
+    pub async fn set_tier(
+        &self,
+        account: &UserId,
+        plan_id: &str,
+        intent_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut item = self.keys.account(account, "TIER");
+        item.insert("planId".into(), s(plan_id));
+        item.insert("intentId".into(), s(intent_id));
+        item.insert("updatedAt".into(), n(now_ms()));
+        self.put_raw(item).await
+    }
+
+    /// Records (or updates the status of) a subscription invoice for `my-payments`.
+    pub async fn record_invoice(&self, invoice: &InvoiceRecord) -> Result<(), StoreError> {
+        let mut item = self.keys.invoice(&invoice.invoice_id);
+        item.insert("account".into(), s(invoice.account.as_str()));
+        item.insert("subscriptionId".into(), s(&invoice.subscription_id));
+        item.insert("planId".into(), s(&invoice.plan_id));
+        item.insert("amount".into(), n(invoice.amount));
+        item.insert("currency".into(), s(&invoice.currency));
+        item.insert("status".into(), s(&invoice.status));
+        item.insert("createdAt".into(), n(invoice.created_at_ms));
+        item.insert("gsi1pk".into(), s(self.keys.bills_pk(&invoice.account)));
+        item.insert(
+            "gsi1sk".into(),
+            s(history_sk(invoice.created_at_ms, &invoice.invoice_id)),
+        );
+        self.put_raw(item).await
+    }
+}
+
+/// An invoice item back as a record.
+pub fn invoice_from_item(item: &Item) -> Result<InvoiceRecord, StoreError> {
+    let f = Fields::of(item);
+    let pk = f.text("pk")?;
+    Ok(InvoiceRecord {
+        invoice_id: pk.rsplit("INV#").next().unwrap_or(pk).to_owned(),
+        account: f.user("account")?,
+        subscription_id: f.text("subscriptionId")?.to_owned(),
+        plan_id: f.text("planId")?.to_owned(),
+        amount: f.int("amount")?,
+        currency: f.text("currency")?.to_owned(),
+        status: f.text("status")?.to_owned(),
+        created_at_ms: f.int("createdAt")?,
+    })
+}
+
+/// One line of `my-payments`.
+#[derive(Debug)]
+pub enum AccountPayment {
+    /// A credit or tier purchase.
+    Purchase(crate::domain::ledger::PaymentRecord),
+    Invoice(InvoiceRecord),
+}
+
+impl AccountPayment {
+    /// Its place in the listing: `<15-digit ms>#<id>`.
+    pub fn boundary(&self) -> String {
+        match self {
+            Self::Purchase(p) => history_sk(p.created_at_ms, &p.intent_id),
+            Self::Invoice(i) => history_sk(i.created_at_ms, &i.invoice_id),
+        }
+    }
+}
+
+impl Store {
+    /// The account's purchases and subscription invoices newest first, older than `before`
+    /// (a boundary from an earlier page): up to `limit` lines, and whether more exist.
+    pub async fn account_payments(
+        &self,
+        account: &UserId,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<(Vec<AccountPayment>, bool), StoreError> {
+        let want = limit + 1;
+        let purchases = self
+            .gsi1_older_than(&self.keys.history_pk(account), before, want, true)
+            .await?;
+        let invoices = self
+            .gsi1_older_than(&self.keys.bills_pk(account), before, want, false)
+            .await?;
+        let mut lines = Vec::with_capacity(purchases.len() + invoices.len());
+        for item in &purchases {
+            lines.push(AccountPayment::Purchase(super::codec::payment_from_item(
+                item,
+            )?));
+        }
+        for item in &invoices {
+            lines.push(AccountPayment::Invoice(invoice_from_item(item)?));
+        }
+        lines.sort_by_key(|line| std::cmp::Reverse(line.boundary()));
+        let more = lines.len() > limit;
+        lines.truncate(limit);
+        Ok((lines, more))
+    }
+
+    /// Up to `want` items of a gsi1 partition, newest first, older than `before`; with
+    /// `payments_only`, the payment items alone (the history partition also holds grants).
+    async fn gsi1_older_than(
+        &self,
+        pk: &str,
+        before: Option<&str>,
+        want: usize,
+        payments_only: bool,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(super::keys::GSI1)
+                .expression_attribute_values(":pk", s(pk))
+                .scan_index_forward(false)
+                .limit(i32::try_from(want.max(10)).unwrap_or(100))
+                .set_exclusive_start_key(start);
+            query = match before {
+                Some(boundary) => query
+                    .key_condition_expression("gsi1pk = :pk AND gsi1sk < :before")
+                    .expression_attribute_values(":before", s(boundary)),
+                None => query.key_condition_expression("gsi1pk = :pk"),
+            };
+            if payments_only {
+                query = query
+                    .filter_expression("sk = :pay")
+                    .expression_attribute_values(":pay", s("PAY"));
+            }
+            let output = query.send().await.map_err(StoreError::from_sdk)?;
+            found.extend(output.items().iter().cloned());
+            start = output.last_evaluated_key().cloned();
+            if found.len() >= want || start.is_none() {
+                found.truncate(want);
+                return Ok(found);
+            }
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! Customers, subscriptions, invoices, Checkout and the customer portal. Every response is read
+//! into a small tolerant struct: localstripe (API 2017-08-15) and Stripe's current API put the
+//! same facts in different places (`plan` or `price`; the period end on the subscription or on
+//! its item; the invoice's PaymentIntent or its confirmation secret).
+
+use std::collections::HashMap;
+
+use stripe::{IdempotencyKey, RequestStrategy, StripeRequest};
+use stripe_billing::billing_portal_session::CreateBillingPortalSession;
+use stripe_billing::invoice::RetrieveInvoice;
+use stripe_billing::subscription::{
+    CancelSubscription, CreateSubscription, CreateSubscriptionItems, RetrieveSubscription,
+    UpdateSubscription, UpdateSubscriptionItems,
+};
+use stripe_checkout::checkout_session::{
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
+    CreateCheckoutSessionPaymentIntentData, CreateCheckoutSessionSubscriptionData, ProductData,
+    RetrieveCheckoutSession,
+};
+use stripe_core::customer::CreateCustomer;
+use stripe_core::payment_intent::RetrievePaymentIntent;
+use stripe_core::setup_intent::RetrieveSetupIntent;
+use stripe_checkout::CheckoutSessionMode;
+use stripe_types::Currency as StripeCurrency;
+
+use super::{map_error, StripeApi, StripeFailure};
+use crate::domain::money::Currency;
+
+/// Metadata keys on customers, subscriptions and Checkout sessions.
+pub const META_ACCOUNT: &str = "coffer_account";
+pub const META_PLAN: &str = "coffer_plan_id";
+
+#[derive(Debug, miniserde::Deserialize)]
+pub struct Customer {
+    pub id: String,
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+pub struct IdOnly {
+    pub id: String,
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+pub struct SubscriptionItem {
+    pub id: String,
+    pub plan: Option<IdOnly>,
+    pub price: Option<IdOnly>,
+    pub current_period_end: Option<i64>,
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+pub struct SubscriptionItems {
+    pub data: Vec<SubscriptionItem>,
+}
+
+/// A subscription as Stripe has it now.
+#[derive(Debug, miniserde::Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    pub status: String,
+    pub customer: String,
+    pub cancel_at_period_end: Option<bool>,
+    pub current_period_end: Option<i64>,
+    pub metadata: Option<HashMap<String, String>>,
+    pub items: Option<SubscriptionItems>,
+    pub latest_invoice: Option<String>,
+    pub pending_setup_intent: Option<String>,
+}
+
+impl Subscription {
+    fn first_item(&self) -> Option<&SubscriptionItem> {
+        self.items.as_ref().and_then(|items| items.data.first())
+    }
+
+    /// The price (or legacy plan) id of its one item.
+    pub fn price_id(&self) -> Option<&str> {
+        let item = self.first_item()?;
+        item.price
+            .as_ref()
+            .or(item.plan.as_ref())
+            .map(|p| p.id.as_str())
+    }
+
+    pub fn item_id(&self) -> Option<&str> {
+        self.first_item().map(|item| item.id.as_str())
+    }
+
+    /// The end of the current period: on the subscription (older API versions) or its item.
+    pub fn period_end(&self) -> i64 {
+        self.current_period_end
+            .or_else(|| self.first_item().and_then(|i| i.current_period_end))
+            .unwrap_or(0)
+    }
+
+    pub fn metadata_value(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .as_ref()
+            .and_then(|m| m.get(key))
+            .map(String::as_str)
+    }
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+struct ClientSecretOnly {
+    client_secret: Option<String>,
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+struct InvoiceSecrets {
+    payment_intent: Option<String>,
+    confirmation_secret: Option<ClientSecretOnly>,
+}
+
+/// A Checkout or portal session: where to send the user.
+#[derive(Debug, miniserde::Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub url: Option<String>,
+}
+
+/// A completed Checkout session, re-read from Stripe.
+#[derive(Debug, miniserde::Deserialize)]
+pub struct CheckoutSession {
+    pub id: String,
+    pub mode: Option<String>,
+    pub status: Option<String>,
+    pub payment_status: Option<String>,
+    pub payment_intent: Option<String>,
+    pub subscription: Option<String>,
+    pub customer: Option<String>,
+    pub amount_total: Option<i64>,
+    pub currency: Option<String>,
+    pub metadata: Option<HashMap<String, String>>,
+}
+
+/// What a Checkout session sells.
+pub enum CheckoutItem<'a> {
+    /// A recurring price: subscription mode.
+    Subscription { price_id: &'a str },
+    /// A credit package: payment mode, the PaymentIntent carrying Coffer's metadata.
+    Payment {
+        name: &'a str,
+        amount: i64,
+        currency: &'a Currency,
+    },
+}
+
+fn key(text: &str) -> Result<IdempotencyKey, StripeFailure> {
+    IdempotencyKey::new(text).map_err(|_| StripeFailure::Config("invalid idempotency key".into()))
+}
+
+impl StripeApi {
+    /// Creates the account's customer. The key is derived from the scope and account, so a
+    /// retried call returns the same customer at Stripe.
+    pub async fn create_customer(
+        &self,
+        metadata: HashMap<String, String>,
+        email: Option<&str>,
+        name: Option<&str>,
+        idempotency_key: &str,
+    ) -> Result<Customer, StripeFailure> {
+        let mut request = CreateCustomer::new().metadata(metadata);
+        if let Some(email) = email {
+            request = request.email(email);
+        }
+        if let Some(name) = name {
+            request = request.name(name);
+        }
+        request
+            .build()
+            .customize::<Customer>()
+            .request_strategy(RequestStrategy::Idempotent(key(idempotency_key)?))
+            .send(&self.client)
+            .await
+            .map_err(map_error)
+    }
+
+    /// Creates an incomplete subscription to one price for the customer.
+    pub async fn create_subscription(
+        &self,
+        customer_id: &str,
+        price_id: &str,
+        metadata: HashMap<String, String>,
+        idempotency_key: &str,
+    ) -> Result<Subscription, StripeFailure> {
+        let mut item = CreateSubscriptionItems::new();
+        item.plan = Some(price_id.to_owned());
+        CreateSubscription::new()
+            .customer(customer_id)
+            .items(vec![item])
+            .metadata(metadata)
+            .build()
+            .customize::<Subscription>()
+            .request_strategy(RequestStrategy::Idempotent(key(idempotency_key)?))
+            .send(&self.client)
+            .await
+            .map_err(map_error)
+    }
+
+    pub async fn retrieve_subscription(&self, id: &str) -> Result<Subscription, StripeFailure> {
+        RetrieveSubscription::new(id)
+            .build()
+            .customize::<Subscription>()
+            .request_strategy(RequestStrategy::Retry(2))
+            .send(&self.client)
+            .await
+            .map_err(map_error)
+    }
+
+    /// Cancels at once (Stripe sends `customer.subscription.deleted`).
+    pub async fn cancel_subscription_now(&self, id: &str) -> Result<Subscription, StripeFailure> {
+        CancelSubscription::new(id)
+            .build()
+            .customize::<Subscription>()
+            .request_strategy(RequestStrategy::Retry(2))
+            .send(&self.client)
+            .await
+            .map_err(map_error)
+    }
+
+    /// Sets or clears the cancel at the end of the period.
+    pub async fn set_cancel_at_period_end(
+        &self,
+        id: &str,
+        cancel: bool,
+    ) -> Result<Subscription, StripeFailure> {
+        UpdateSubscription::new(id)
+            .cancel_at_period_end(cancel)
+            .build()
+            .customize::<Subscription>()
+            .request_strategy(RequestStrategy::Retry(2))
+            .send(&self.client)
+            .await
+            .map_err(map_error)
+    }
+
+    /// Moves the subscription's item to another price; Stripe prorates by default.
+    pub async fn change_price(
+        &self,
+        id: &str,
+        item_id: &str,
+        price_id: &str,
+        plan_metadata: HashMap<String, String>,
+        idempotency_key: &str,
+    ) -> Result<Subscription, StripeFailure> {
+        let mut item = UpdateSubscriptionItems::new();
+        item.id = Some(item_id.to_owned());
+        item.plan = Some(price_id.to_owned());
+        UpdateSubscription::new(id)
+            .items(vec![item])
+            .metadata(plan_metadata)
+            .build()
+            .customize::<Subscription>()
+            .request_strategy(RequestStrategy::Idempotent(key(idempotency_key)?))
+            .send(&self.client)
+            .await
+            .map_err(map_error)
+    }
+
+    /// The secret the client confirms a new subscription with: the first invoice's
+    /// PaymentIntent, else the pending SetupIntent (nothing due now). `None`: nothing to confirm.
+    pub async fn confirmation_secret(
+        &self,
+        subscription: &Subscription,
+    ) -> Result<Option<String>, StripeFailure> {
+        if let Some(invoice_id) = &subscription.latest_invoice {
+            let invoice = RetrieveInvoice::new(invoice_id.as_str())
+                .expand(vec!["confirmation_secret".to_owned()])
+                .build()
+                .customize::<InvoiceSecrets>()
+                .request_strategy(RequestStrategy::Retry(2))
+                .send(&self.client)
+                .await;
+            let invoice = match invoice {
+                Ok(invoice) => invoice,
+                // Older API versions (and localstripe) have no confirmation secret to expand.
+                Err(stripe::StripeError::Stripe(_, 400)) => RetrieveInvoice::new(invoice_id.as_str())
+                    .build()
+                    .customize::<InvoiceSecrets>()
+                    .request_strategy(RequestStrategy::Retry(2))
+                    .send(&self.client)
+                    .await
+                    .map_err(map_error)?,
+                Err(other) => return Err(map_error(other)),
+            };
+            if let Some(secret) = invoice.confirmation_secret.and_then(|c| c.client_secret) {
+                return Ok(Some(secret));
+            }
+            if let Some(intent_id) = invoice.payment_intent {
+                let intent = RetrievePaymentIntent::new(intent_id.as_str())
+                    .build()
+                    .customize::<ClientSecretOnly>()
+                    .request_strategy(RequestStrategy::Retry(2))
+                    .send(&self.client)
+                    .await
+                    .map_err(map_error)?;
+                if intent.client_secret.is_some() {
+                    return Ok(intent.client_secret);
+                }
+            }
+        }
+        if let Some(setup_id) = &subscription.pending_setup_intent {
+            let setup = RetrieveSetupIntent::new(setup_id.as_str())
+                .build()
+                .customize::<ClientSecretOnly>()
+                .request_strategy(RequestStrategy::Retry(2))
+                .send(&self.client)
+                .await
+                .map_err(map_error)?;
+            return Ok(setup.client_secret);
+        }
+        Ok(None)
+    }
+
+    /// A Checkout session for a plan (subscription mode) or a credit package (payment mode).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_checkout_session(
+        &self,
+        item: CheckoutItem<'_>,
+        customer_id: &str,
+        account: &str,
+        metadata: HashMap<String, String>,
+        success_url: &str,
+        cancel_url: &str,
+        idempotency_key: &str,
+    ) -> Result<Session, StripeFailure> {
+        let mut line = CreateCheckoutSessionLineItems::new();
+        line.quantity = Some(1);
+        let mut request = CreateCheckoutSession::new()
+            .customer(customer_id)
+            .client_reference_id(account)
+            .success_url(success_url)
+            .cancel_url(cancel_url)
+            .metadata(metadata.clone());
+        match item {
+            CheckoutItem::Subscription { price_id } => {
+                line.price = Some(price_id.to_owned());
+                let mut data = CreateCheckoutSessionSubscriptionData::new();
+                data.metadata = Some(metadata);
+                request = request
+                    .mode(CheckoutSessionMode::Subscription)
+                    .subscription_data(data);
+            }
+            CheckoutItem::Payment {
+                name,
+                amount,
+                currency,
+            } => {
+                let currency: StripeCurrency = currency.as_str().parse().map_err(|_| {
+                    StripeFailure::Config(format!("unsupported currency {currency}"))
+                })?;
+                let mut price = CreateCheckoutSessionLineItemsPriceData::new(currency);
+                price.unit_amount = Some(amount);
+                price.product_data = Some(ProductData::new(name));
+                line.price_data = Some(price);
+                let mut data = CreateCheckoutSessionPaymentIntentData::new();
+                data.metadata = Some(metadata);
+                request = request
+                    .mode(CheckoutSessionMode::Payment)
+                    .payment_intent_data(data);
+            }
+        }
+        request
+            .line_items(vec![line])
+            .build()
+            .customize::<Session>()
+            .request_strategy(RequestStrategy::Idempotent(key(idempotency_key)?))
+            .send(&self.client)
+            .await
+            .map_err(map_error)
+    }
+
+    pub async fn retrieve_checkout_session(
+        &self,
+        id: &str,
+    ) -> Result<CheckoutSession, StripeFailure> {
+        RetrieveCheckoutSession::new(id)
+            .build()
+            .customize::<CheckoutSession>()
+            .request_strategy(RequestStrategy::Retry(2))
+            .send(&self.client)
+            .await
+            .map_err(map_error)
+    }
+
+    /// A customer portal session that returns to `return_url`.
+    pub async fn create_portal_session(
+        &self,
+        customer_id: &str,
+        return_url: &str,
+    ) -> Result<Session, StripeFailure> {
+        CreateBillingPortalSession::new()
+            .customer(customer_id)
+            .return_url(return_url)
+            .build()
+            .customize::<Session>()
+            .request_strategy(RequestStrategy::Retry(1))
+            .send(&self.client)
+            .await
+            .map_err(map_error)
+    }
+}

@@ -1,0 +1,144 @@
+//! The one Stripe call async-stripe cannot make: an ephemeral key must be created in the API
+//! version the mobile SDK sends, and async-stripe pins its own. This posts the form itself over
+//! the same hyper and rustls stack, with the version header the client asked for.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{StripeApi, StripeFailure};
+
+type Https = hyper_rustls::HttpsConnector<HttpConnector>;
+
+fn http() -> &'static Client<Https, Full<Bytes>> {
+    static CLIENT: OnceLock<Client<Https, Full<Bytes>>> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Client::builder(TokioExecutor::new()).build(connector)
+    })
+}
+
+#[derive(Clone)]
+pub(super) struct RawStripe {
+    base: String,
+    secret: SecretString,
+}
+
+impl RawStripe {
+    pub(super) fn new(secret_key: &str, api_base: Option<&str>) -> Self {
+        let base = api_base
+            .unwrap_or("https://api.stripe.com")
+            .trim_end_matches('/')
+            .to_owned();
+        Self {
+            base,
+            secret: SecretString::from(secret_key.to_owned()),
+        }
+    }
+}
+
+/// An ephemeral key: the whole object is handed to the mobile SDK as it is.
+#[derive(Debug)]
+pub struct EphemeralKey {
+    pub id: String,
+    pub secret: String,
+    /// Stripe's JSON, for the SDK.
+    pub object: serde_json::Value,
+}
+
+/// A Stripe API version as the SDKs send it: `2020-08-27` or `2024-06-20.acacia`.
+pub fn valid_api_version(version: &str) -> bool {
+    let (date, name) = version.split_once('.').unwrap_or((version, ""));
+    let date_ok = date.len() == 10
+        && date.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    date_ok && name.len() <= 32 && name.bytes().all(|b| b.is_ascii_lowercase())
+}
+
+impl StripeApi {
+    /// An ephemeral key for the customer, made with `stripe_version` (the mobile SDK's).
+    pub async fn create_ephemeral_key(
+        &self,
+        customer_id: &str,
+        stripe_version: &str,
+    ) -> Result<EphemeralKey, StripeFailure> {
+        if !valid_api_version(stripe_version) {
+            return Err(StripeFailure::Config("invalid Stripe API version".into()));
+        }
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("customer", customer_id)
+            .finish();
+        let request = Request::post(format!("{}/v1/ephemeral_keys", self.raw.base))
+            .header(
+                "authorization",
+                format!("Bearer {}", self.raw.secret.expose_secret()),
+            )
+            .header("stripe-version", stripe_version)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|_| StripeFailure::Config("ephemeral key request".into()))?;
+        let send = async {
+            let response = http()
+                .request(request)
+                .await
+                .map_err(|e| StripeFailure::Upstream(format!("stripe unreachable: {e}")))?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| StripeFailure::Upstream(format!("stripe answer cut: {e}")))?
+                .to_bytes();
+            Ok::<_, StripeFailure>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(Duration::from_secs(8), send)
+            .await
+            .map_err(|_| StripeFailure::Upstream("stripe timed out".into()))??;
+        let object: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|_| StripeFailure::Upstream("unreadable Stripe response".into()))?;
+        if !status.is_success() {
+            let message = object
+                .pointer("/error/message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("no message");
+            return Err(StripeFailure::Upstream(format!(
+                "stripe answered {}: {message}",
+                status.as_u16()
+            )));
+        }
+        let field = |name: &str| object.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+        match (field("id"), field("secret")) {
+            (Some(id), Some(secret)) => Ok(EphemeralKey { id, secret, object }),
+            _ => Err(StripeFailure::Upstream(
+                "stripe returned an ephemeral key without id or secret".into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_api_version;
+
+    #[test]
+    fn api_versions_are_dates_with_an_optional_name() {
+        assert!(valid_api_version("2020-08-27"));
+        assert!(valid_api_version("2024-06-20.acacia"));
+        assert!(!valid_api_version("2020-8-27"));
+        assert!(!valid_api_version("2020-08-27\r\nx: y"));
+        assert!(!valid_api_version(""));
+    }
+}
