@@ -23,6 +23,7 @@ pub fn user_id(req: &Request) -> Result<UserId, ApiError> {
     claims
         .get("sub")
         .and_then(|sub| UserId::parse(sub))
+        .filter(|user| !user.is_organisation())
         .ok_or(ApiError::Unauthorized)
 }
 

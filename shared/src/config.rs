@@ -37,7 +37,11 @@ pub struct Config {
     /// Local stacks only: another Stripe base URL for some projects (each project's own
     /// localstripe). Never set by the SAM template.
     pub stripe_api_base_per_project: Vec<(ProjectId, String)>,
+    /// The verified claim that lists the caller's organisations (`ORGANISATION_CLAIM`).
+    pub organisation_claim: String,
 }
+
+pub const DEFAULT_ORGANISATION_CLAIM: &str = "organisations";
 
 const DEFAULT_DEVELOPER_CLAIM: &str = "cognito:groups";
 const DEFAULT_DEVELOPER_CLAIM_VALUE: &str = "developers";
@@ -73,6 +77,7 @@ impl Config {
             developer_claim: DEFAULT_DEVELOPER_CLAIM.to_owned(),
             developer_claim_value: DEFAULT_DEVELOPER_CLAIM_VALUE.to_owned(),
             stripe_api_base_per_project: Vec::new(),
+            organisation_claim: DEFAULT_ORGANISATION_CLAIM.to_owned(),
         }
     }
 
@@ -158,6 +163,8 @@ impl Config {
                         problem: "must be project=url pairs separated by commas",
                     })?,
             },
+            organisation_claim: non_empty("ORGANISATION_CLAIM")
+                .unwrap_or_else(|| DEFAULT_ORGANISATION_CLAIM.to_owned()),
         })
     }
 }

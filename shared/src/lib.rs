@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod reconcile;
 pub mod runtime;
 pub mod scoping;
+pub mod services;
 pub mod telemetry;
 pub mod webhook;
 

@@ -104,14 +104,57 @@ pub fn developer(app: &App, req: &Request) -> Result<UserId, ApiError> {
 /// Whether a claim as API Gateway passes it holds `value`: the value itself, or a list such as
 /// `[admins developers]` (how API Gateway renders an array claim) or `["a","b"]`.
 pub fn claim_holds(claim: &str, value: &str) -> bool {
-    if claim == value {
-        return true;
-    }
-    let inner = claim.trim().trim_start_matches('[').trim_end_matches(']');
-    inner
+    claim == value || claim_values(claim).any(|item| item == value)
+}
+
+/// The members of a list claim (or the claim itself when it is one value).
+pub fn claim_values(claim: &str) -> impl Iterator<Item = &str> {
+    claim
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
         .split(|c: char| c == ',' || c.is_whitespace())
         .map(|item| item.trim().trim_matches('"'))
-        .any(|item| item == value)
+        .filter(|item| !item.is_empty())
+}
+
+/// The account a request acts for: the caller, or with `identifier` an organisation the
+/// verified organisation claim lists (403 otherwise). The identifier never names a user other
+/// than the caller.
+pub fn account(app: &App, req: &Request, identifier: Option<&str>) -> Result<UserId, ApiError> {
+    let user = auth::user_id(req)?;
+    let Some(identifier) = identifier.filter(|id| *id != user.as_str()) else {
+        return Ok(user);
+    };
+    let org = identifier
+        .strip_prefix(crate::domain::records::ORGANISATION_PREFIX)
+        .unwrap_or(identifier);
+    let member = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .and_then(|jwt| jwt.claims.get(&app.config.organisation_claim))
+            .is_some_and(|claim| claim_values(claim).any(|value| value == org)),
+        _ => false,
+    };
+    match UserId::organisation(org) {
+        Some(account) if member => Ok(account),
+        Some(_) => Err(ApiError::Forbidden),
+        None => Err(ApiError::bad_request(
+            "identifier must be your user id or one of your organisations.",
+        )),
+    }
+}
+
+/// A query parameter given at most once, owned.
+pub fn query_value(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
+    Ok(query_param(req, name)?.map(str::to_owned))
+}
+
+/// The `identifier` query parameter of a read route.
+pub fn identifier_param(req: &Request) -> Result<Option<&str>, ApiError> {
+    query_param(req, "identifier")
 }
 
 /// The project of a developer route's path: 400 when malformed.

@@ -213,6 +213,12 @@ pub struct SubscriptionState {
     /// The Stripe price (or plan) id of its item.
     #[serde(default)]
     pub price_id: String,
+    /// After a downgrade: the higher plan kept until `held_until` (Unix seconds, the end of the
+    /// period it was paid for).
+    #[serde(default)]
+    pub held_plan_id: Option<String>,
+    #[serde(default)]
+    pub held_until: Option<i64>,
 }
 
 /// Whether `incoming` may replace `stored`: only a later read of the same subscription, or any
@@ -248,6 +254,92 @@ pub fn entitled_plan_id<'a>(
         }
         _ => free_plan_id,
     }
+}
+
+/// The plan linked to a Stripe price (or legacy plan) id.
+pub fn plan_for_price<'a>(plans: &'a [Plan], price_id: &str) -> Option<&'a Plan> {
+    plans
+        .iter()
+        .find(|p| p.price_id.as_deref() == Some(price_id))
+}
+
+/// A subscription as just read from Stripe, as Coffer stores it: the plan its price links to,
+/// when it first went past due (kept from the stored state of the same subscription), and a
+/// downgrade's held plan while its period lasts.
+pub struct StripeRead<'a> {
+    pub subscription_id: &'a str,
+    pub customer_id: &'a str,
+    pub status: SubscriptionStatus,
+    pub price_id: &'a str,
+    pub current_period_end: i64,
+    pub cancel_at_period_end: bool,
+}
+
+pub fn state_from_read(
+    read: &StripeRead<'_>,
+    plans: &[Plan],
+    stored: Option<&SubscriptionState>,
+    now_ms: i64,
+) -> SubscriptionState {
+    let same = stored.filter(|s| s.subscription_id == read.subscription_id);
+    let past_due_since = match read.status {
+        SubscriptionStatus::PastDue => Some(
+            same.and_then(|s| s.past_due_since)
+                .unwrap_or(now_ms / 1000),
+        ),
+        _ => None,
+    };
+    SubscriptionState {
+        subscription_id: read.subscription_id.to_owned(),
+        plan_id: plan_for_price(plans, read.price_id)
+            .map(|p| p.id.clone())
+            .unwrap_or_default(),
+        status: read.status,
+        current_period_end: read.current_period_end,
+        cancel_at_period_end: read.cancel_at_period_end,
+        past_due_since,
+        observed_at_ms: now_ms,
+        customer_id: read.customer_id.to_owned(),
+        price_id: read.price_id.to_owned(),
+        held_plan_id: same.and_then(|s| s.held_plan_id.clone()),
+        held_until: same.and_then(|s| s.held_until),
+    }
+}
+
+/// The plan whose limits an account has now: the best (highest rank) of its subscription's
+/// entitlement (a downgraded subscription keeps the higher plan to the end of the paid
+/// period), the tier it bought, and the free plan.
+pub fn entitled_plan(
+    plans: &[Plan],
+    subscription: Option<&SubscriptionState>,
+    tier: Option<&str>,
+    now_secs: i64,
+    past_due_grace_secs: i64,
+) -> Plan {
+    let free = free_plan(plans);
+    let find = |id: &str| plans.iter().find(|p| p.id == id).cloned();
+    let mut candidates = vec![free.clone()];
+    if let Some(id) = tier.and_then(find) {
+        candidates.push(id);
+    }
+    let subscribed = entitled_plan_id(subscription, &free.id, now_secs, past_due_grace_secs);
+    if let Some(plan) = find(subscribed) {
+        candidates.push(plan);
+    }
+    if let Some(subscription) = subscription {
+        let held = subscription
+            .held_plan_id
+            .as_deref()
+            .filter(|_| subscription.held_until.is_some_and(|until| now_secs < until))
+            .filter(|_| subscribed != free.id);
+        if let Some(plan) = held.and_then(find) {
+            candidates.push(plan);
+        }
+    }
+    candidates
+        .into_iter()
+        .max_by_key(|p| p.rank)
+        .unwrap_or(free)
 }
 
 /// What moving from one plan to another is.
@@ -286,6 +378,8 @@ mod tests {
             observed_at_ms: observed,
             customer_id: "cus_1".into(),
             price_id: "price_pro".into(),
+            held_plan_id: None,
+            held_until: None,
         }
     }
 

@@ -22,7 +22,26 @@ impl UserId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The account of an organisation: `org:<id>`. Verified users can never be called so
+    /// (`auth::user_id` refuses such a subject), so an organisation's ledger, plan and
+    /// subscription never mix with a user's.
+    pub fn organisation(org: &str) -> Option<Self> {
+        let valid = !org.is_empty()
+            && org.len() <= 128
+            && org
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        valid.then(|| Self(format!("{ORGANISATION_PREFIX}{org}")))
+    }
+
+    pub fn is_organisation(&self) -> bool {
+        self.0.starts_with(ORGANISATION_PREFIX)
+    }
 }
+
+/// What starts an organisation's account id.
+pub const ORGANISATION_PREFIX: &str = "org:";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PaymentStatus {

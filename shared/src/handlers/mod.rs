@@ -2,6 +2,8 @@
 //! response in the contract's envelope (errors included): an `Err` never reaches the runtime.
 
 mod balance;
+mod billing;
+mod checkout;
 mod consume_credits;
 mod create_payment_intent;
 mod credit_packages;
@@ -13,6 +15,7 @@ mod stripe_webhook;
 mod stripe_webhook_lifecycle;
 
 pub use balance::balance;
+pub use billing::billing;
 pub use consume_credits::{consume_credits, internal_consume_credits};
 pub use create_payment_intent::create_payment_intent;
 pub use credit_packages::credit_packages;
@@ -104,6 +107,36 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/api/v1/payments/stripe/projects/{project_id}/credit-packages/{package_id}",
         "developer-api",
     ),
+    ("GET", "/api/stripe/plans", "billing"),
+    ("POST", "/api/stripe/create-customer", "billing"),
+    ("POST", "/api/stripe/create-subscription", "billing"),
+    ("POST", "/api/v1/payments/stripe/checkout-session", "billing"),
+    ("POST", "/api/portal/checkout", "billing"),
+    ("GET", "/api/v1/payments/stripe/my-subscription", "billing"),
+    ("GET", "/api/v1/payments/stripe/my-payments", "billing"),
+    ("POST", "/api/v1/payments/stripe/cancel-subscription", "billing"),
+    ("POST", "/api/v1/payments/stripe/update-subscription", "billing"),
+    ("POST", "/api/v1/payments/stripe/customer-portal", "billing"),
+    (
+        "PUT",
+        "/api/v1/payments/stripe/projects/{project_id}/settings",
+        "project-config",
+    ),
+    (
+        "GET",
+        "/api/v1/payments/stripe/projects/{project_id}/settings",
+        "project-config",
+    ),
+    (
+        "GET",
+        "/api/v1/payments/stripe/projects/{project_id}/plans",
+        "project-config",
+    ),
+    (
+        "PUT",
+        "/api/v1/payments/stripe/projects/{project_id}/plans/{plan_id}",
+        "project-config",
+    ),
 ];
 
 /// Runs the handler of the named function.
@@ -118,6 +151,7 @@ pub async fn call(function: &str, app: &App, req: Request) -> Response<Body> {
         "internal-consume-credits" => internal_consume_credits(app, req).await,
         "project-config" => project_config(app, req).await,
         "developer-api" => developer_api(app, req).await,
+        "billing" => billing(app, req).await,
         _ => ApiError::NotFound("No such route.".into()).into_response(),
     }
 }

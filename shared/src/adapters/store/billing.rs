@@ -322,6 +322,18 @@ pub fn invoice_from_item(item: &Item) -> Result<InvoiceRecord, StoreError> {
     })
 }
 
+/// A `my-payments` cursor: the boundary of the last line shown, `<15-digit ms>#<pi_… or in_…>`.
+pub fn valid_account_boundary(boundary: &str) -> bool {
+    let Some((ms, id)) = boundary.split_once('#') else {
+        return false;
+    };
+    ms.len() == 15
+        && ms.bytes().all(|b| b.is_ascii_digit())
+        && (id.starts_with("pi_") || id.starts_with("in_"))
+        && id.len() <= 200
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// One line of `my-payments`.
 #[derive(Debug)]
 pub enum AccountPayment {

@@ -1,0 +1,481 @@
+//! The end-user plan and subscription routes (the `billing` function):
+//!
+//! - `GET /api/stripe/plans`: the active plans
+//! - `POST /api/stripe/create-customer`: the account's one Stripe customer
+//! - `POST /api/stripe/create-subscription`: an incomplete subscription the client confirms
+//! - `GET …/my-subscription`, `GET …/my-payments`
+//! - `POST …/cancel-subscription`, `POST …/update-subscription`
+//! - Checkout and the customer portal: see `checkout`
+//!
+//! The project and mode come from `project_id`/`test_mode`; the account is the caller, or an
+//! organisation of theirs named by `identifier`.
+
+use std::collections::HashMap;
+
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::checkout;
+use crate::adapters::store::{hash_parts, AccountPayment};
+use crate::adapters::stripe::{META_ACCOUNT, META_PLAN, META_USER};
+use crate::domain::money::Currency;
+use crate::domain::plans::{plan_change, valid_plan_id, valid_price_id, Plan, PlanChange, PlanKind};
+use crate::domain::records::{now_ms, rfc3339, UserId};
+use crate::domain::scope::Scope;
+use crate::http::{json_body, ok, ok_page, respond, ApiError};
+use crate::services::billing::{self, ensure_customer, entitlement, store_read};
+use crate::{scoping, App};
+
+/// How long a create-subscription holds the account against a second one.
+const SUBSCRIBE_LOCK_MS: i64 = 30_000;
+const MAX_PAGE: usize = 100;
+
+#[tracing::instrument(name = "billing", skip_all)]
+pub async fn billing(app: &App, req: Request) -> Response<Body> {
+    respond(route(app, &req).await)
+}
+
+async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let name = path.rsplit('/').next().unwrap_or_default();
+    match (req.method().as_str(), name) {
+        ("GET", "plans") => list_plans(app, req).await,
+        ("POST", "create-customer") => create_customer(app, req).await,
+        ("POST", "create-subscription") => create_subscription(app, req).await,
+        ("GET", "my-subscription") => my_subscription(app, req).await,
+        ("GET", "my-payments") => my_payments(app, req).await,
+        ("POST", "cancel-subscription") => cancel_subscription(app, req).await,
+        ("POST", "update-subscription") => update_subscription(app, req).await,
+        ("POST", "checkout-session") => checkout::checkout_session(app, req, false).await,
+        ("POST", "checkout") => checkout::checkout_session(app, req, true).await,
+        ("POST", "customer-portal") => checkout::customer_portal(app, req).await,
+        _ => Err(ApiError::NotFound("No such route.".into())),
+    }
+}
+
+/// A plan as clients see it.
+pub fn plan_json(plan: &Plan, currency: &Currency) -> Value {
+    let kind = match plan.kind() {
+        PlanKind::Free => "free",
+        PlanKind::Tier => "tier",
+        PlanKind::Recurring => "recurring",
+        PlanKind::Unpriced => "unpriced",
+    };
+    json!({
+        "id": plan.id,
+        "name": plan.name,
+        "description": plan.description,
+        "rank": plan.rank,
+        "kind": kind,
+        "limits": plan.limits,
+        "includedCredits": plan.included_credits,
+        "amount": plan.amount,
+        "currency": currency.as_str(),
+        "priceId": plan.price_id,
+    })
+}
+
+async fn list_plans(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
+    auth_user(req)?;
+    let scope = scoping::end_user_scope(app, req).await?;
+    let mut plans: Vec<Plan> = billing::plans(app, &scope)
+        .await?
+        .into_iter()
+        .filter(|p| p.active)
+        .collect();
+    plans.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
+    let currency = &app.config.default_currency;
+    Ok(ok(plans
+        .iter()
+        .map(|p| plan_json(p, currency))
+        .collect::<Vec<_>>()))
+}
+
+fn auth_user(req: &Request) -> Result<UserId, ApiError> {
+    crate::auth::user_id(req)
+}
+
+/// An optional string field of a body: absent or null is `None`; anything but a string of at
+/// most `max` characters is 400.
+pub fn opt_text(value: &Option<Value>, name: &str, max: usize) -> Result<Option<String>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if !text.is_empty() && text.chars().count() <= max => {
+            Ok(Some(text.clone()))
+        }
+        Some(_) => Err(ApiError::bad_request(format!(
+            "{name} must be a string of 1 to {max} characters."
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+struct CustomerBody {
+    email: Option<Value>,
+    name: Option<Value>,
+    identifier: Option<Value>,
+}
+
+async fn create_customer(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
+    let body: CustomerBody = json_body(req)?;
+    let identifier = opt_text(&body.identifier, "identifier", 255)?;
+    let account = scoping::account(app, req, identifier.as_deref())?;
+    let email = opt_text(&body.email, "email", 512)?;
+    if email.as_deref().is_some_and(|e| !e.contains('@')) {
+        return Err(ApiError::bad_request("email is not an e-mail address."));
+    }
+    let name = opt_text(&body.name, "name", 256)?;
+    let scope = active_scope(app, req).await?;
+    let stripe = app.stripe_for(&scope).await?;
+    let customer_id = ensure_customer(
+        app,
+        &scope,
+        &stripe,
+        &account,
+        email.as_deref(),
+        name.as_deref(),
+    )
+    .await?;
+    Ok(ok(json!({ "customerId": customer_id })))
+}
+
+pub async fn active_scope(app: &App, req: &Request) -> Result<Scope, ApiError> {
+    let scope = scoping::end_user_scope(app, req).await?;
+    scoping::require_active(app, &scope).await?;
+    Ok(scope)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubscribeBody {
+    plan_id: Option<Value>,
+    price_id: Option<Value>,
+    identifier: Option<Value>,
+}
+
+/// The recurring plan a body names by `planId` or `priceId`: 404 when unknown.
+pub fn recurring_plan<'a>(
+    plans: &'a [Plan],
+    plan_id: Option<&str>,
+    price_id: Option<&str>,
+) -> Result<&'a Plan, ApiError> {
+    let found = match (plan_id, price_id) {
+        (Some(id), None) => {
+            if !valid_plan_id(id) {
+                return Err(ApiError::bad_request("planId is malformed."));
+            }
+            plans.iter().find(|p| p.id == id)
+        }
+        (None, Some(price)) => {
+            if !valid_price_id(price) {
+                return Err(ApiError::bad_request("priceId is malformed."));
+            }
+            plans
+                .iter()
+                .find(|p| p.price_id.as_deref() == Some(price))
+        }
+        _ => return Err(ApiError::bad_request("Give either planId or priceId.")),
+    };
+    found
+        .filter(|p| p.active && p.kind() == PlanKind::Recurring)
+        .ok_or_else(|| ApiError::NotFound("Unknown plan or price.".into()))
+}
+
+async fn create_subscription(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
+    let body: SubscribeBody = json_body(req)?;
+    let identifier = opt_text(&body.identifier, "identifier", 255)?;
+    let account = scoping::account(app, req, identifier.as_deref())?;
+    let plan_id = opt_text(&body.plan_id, "planId", 64)?;
+    let price_id = opt_text(&body.price_id, "priceId", 200)?;
+    let scope = active_scope(app, req).await?;
+    let plans = billing::plans(app, &scope).await?;
+    let plan = recurring_plan(&plans, plan_id.as_deref(), price_id.as_deref())?.clone();
+    let price = plan.price_id.clone().unwrap_or_default();
+    let store = app.store_for(&scope);
+
+    // Hold the account: a second create (even a concurrent one) sees the lock or the live
+    // subscription and gets 409.
+    let record = store.subscription_record(&account).await?;
+    if record.state.as_ref().is_some_and(|s| s.status.is_live()) {
+        return Err(ApiError::Conflict(
+            "This account already has a live subscription.".into(),
+        ));
+    }
+    if record.lock_until_ms.is_some_and(|until| until >= now_ms()) {
+        return Err(ApiError::Conflict(
+            "A subscription is already being created for this account.".into(),
+        ));
+    }
+    if !store
+        .write_subscription(
+            &account,
+            record.version,
+            None,
+            Some(now_ms() + SUBSCRIBE_LOCK_MS),
+        )
+        .await?
+    {
+        return Err(ApiError::Conflict(
+            "A subscription is already being created for this account.".into(),
+        ));
+    }
+    let locked_version = record.version + 1;
+    let created = subscribe(app, &scope, &account, &plan, &price, locked_version).await;
+    let (subscription, secret) = match created {
+        Ok(done) => done,
+        Err(err) => {
+            // Nothing half-written: the lock goes, no subscription is recorded.
+            let _ = store
+                .write_subscription(&account, locked_version, None, None)
+                .await;
+            return Err(err);
+        }
+    };
+    let state = store_read(&store, &account, &subscription, &plans, Some(locked_version)).await?;
+    tracing::info!(subscription_id = %subscription.id, plan_id = %plan.id, "subscription created");
+    Ok(ok(json!({
+        "subscriptionId": subscription.id,
+        "clientSecret": secret,
+        "status": state.status.as_str(),
+        "planId": plan.id,
+    })))
+}
+
+async fn subscribe(
+    app: &App,
+    scope: &Scope,
+    account: &UserId,
+    plan: &Plan,
+    price: &str,
+    version: i64,
+) -> Result<(crate::adapters::stripe::Subscription, Option<String>), ApiError> {
+    let stripe = app.stripe_for(scope).await?;
+    let customer = ensure_customer(app, scope, &stripe, account, None, None).await?;
+    let metadata = HashMap::from([
+        (META_ACCOUNT.to_owned(), account.as_str().to_owned()),
+        (META_USER.to_owned(), account.as_str().to_owned()),
+        (META_PLAN.to_owned(), plan.id.clone()),
+    ]);
+    let key = format!(
+        "coffer-sub-{}",
+        hash_parts(&[&scope.to_string(), account.as_str(), &version.to_string()])
+    );
+    let subscription = stripe
+        .create_subscription(&customer, price, metadata, &key)
+        .await?;
+    let secret = stripe.confirmation_secret(&subscription).await?;
+    Ok((subscription, secret))
+}
+
+async fn my_subscription(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
+    let account = scoping::account(app, req, scoping::identifier_param(req)?)?;
+    let scope = scoping::end_user_scope(app, req).await?;
+    let now = entitlement(app, &scope, &account).await?;
+    let sub = now.subscription.as_ref();
+    Ok(ok(json!({
+        "plan": plan_json(&now.plan, &app.config.default_currency),
+        "planId": now.plan.id,
+        "status": sub.map_or("none", |s| s.status.as_str()),
+        "subscriptionId": sub.map(|s| s.subscription_id.clone()),
+        "subscribedPlanId": sub.map(|s| s.plan_id.clone()),
+        "currentPeriodEnd": sub.filter(|s| s.current_period_end > 0).map(|s| rfc3339(s.current_period_end * 1000)),
+        "cancelAtPeriodEnd": sub.is_some_and(|s| s.cancel_at_period_end),
+        "limits": now.plan.limits,
+    })))
+}
+
+async fn my_payments(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
+    let account = scoping::account(app, req, scoping::identifier_param(req)?)?;
+    let scope = scoping::end_user_scope(app, req).await?;
+    let limit = match scoping::query_value(req, "limit")? {
+        None => 20,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| ApiError::bad_request("limit must be a number from 1 to 100."))?,
+    };
+    let before = scoping::query_value(req, "cursor")?;
+    if before
+        .as_deref()
+        .is_some_and(|c| !crate::adapters::store::valid_account_boundary(c))
+    {
+        return Err(ApiError::bad_request("cursor is not valid."));
+    }
+    let (lines, more) = app
+        .store_for(&scope)
+        .account_payments(&account, limit, before.as_deref())
+        .await?;
+    let next = more.then(|| lines.last().map(AccountPayment::boundary)).flatten();
+    let data: Vec<Value> = lines.iter().map(payment_line).collect();
+    Ok(ok_page(data, next))
+}
+
+fn payment_line(line: &AccountPayment) -> Value {
+    match line {
+        AccountPayment::Purchase(p) => {
+            let tier = p.package_id.strip_prefix("tier:");
+            json!({
+                "id": p.intent_id,
+                "type": if tier.is_some() { "tier_purchase" } else { "credit_purchase" },
+                "planId": tier,
+                "creditPackageId": if tier.is_some() { None } else { Some(&p.package_id) },
+                "amount": p.amount,
+                "currency": p.currency.as_str(),
+                "status": p.status.as_str(),
+                "description": p.description,
+                "createdAt": rfc3339(p.created_at_ms),
+            })
+        }
+        AccountPayment::Invoice(i) => json!({
+            "id": i.invoice_id,
+            "type": "subscription_invoice",
+            "planId": i.plan_id,
+            "subscriptionId": i.subscription_id,
+            "amount": i.amount,
+            "currency": i.currency,
+            "status": i.status,
+            "createdAt": rfc3339(i.created_at_ms),
+        }),
+    }
+}
+
+#[derive(Deserialize)]
+struct CancelBody {
+    immediately: Option<Value>,
+    resume: Option<Value>,
+    identifier: Option<Value>,
+}
+
+fn opt_bool(value: &Option<Value>, name: &str) -> Result<bool, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::bad_request(format!("{name} must be true or false."))),
+    }
+}
+
+/// The account's live subscription as stored: 404 when it has none.
+async fn live_subscription(
+    app: &App,
+    scope: &Scope,
+    account: &UserId,
+) -> Result<crate::domain::plans::SubscriptionState, ApiError> {
+    app.store_for(scope)
+        .subscription_record(account)
+        .await?
+        .state
+        .filter(|s| s.status.is_live())
+        .ok_or_else(|| ApiError::NotFound("This account has no subscription.".into()))
+}
+
+async fn cancel_subscription(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
+    let body: CancelBody = json_body(req)?;
+    let immediately = opt_bool(&body.immediately, "immediately")?;
+    let resume = opt_bool(&body.resume, "resume")?;
+    if immediately && resume {
+        return Err(ApiError::bad_request("Give immediately or resume, not both."));
+    }
+    let identifier = opt_text(&body.identifier, "identifier", 255)?;
+    let account = scoping::account(app, req, identifier.as_deref())?;
+    let scope = scoping::end_user_scope(app, req).await?;
+    let current = live_subscription(app, &scope, &account).await?;
+    let stripe = app.stripe_for(&scope).await?;
+    let updated = if immediately {
+        stripe.cancel_subscription_now(&current.subscription_id).await?
+    } else {
+        stripe
+            .set_cancel_at_period_end(&current.subscription_id, !resume)
+            .await?
+    };
+    let plans = billing::plans(app, &scope).await?;
+    let state = store_read(&app.store_for(&scope), &account, &updated, &plans, None).await?;
+    Ok(ok(json!({
+        "subscriptionId": state.subscription_id,
+        "status": state.status.as_str(),
+        "cancelAtPeriodEnd": state.cancel_at_period_end,
+        "currentPeriodEnd": (state.current_period_end > 0).then(|| rfc3339(state.current_period_end * 1000)),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdateBody {
+    plan_id: Option<Value>,
+    identifier: Option<Value>,
+}
+
+async fn update_subscription(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
+    let body: UpdateBody = json_body(req)?;
+    let identifier = opt_text(&body.identifier, "identifier", 255)?;
+    let account = scoping::account(app, req, identifier.as_deref())?;
+    let plan_id = opt_text(&body.plan_id, "planId", 64)?
+        .ok_or_else(|| ApiError::bad_request("planId is required."))?;
+    let scope = scoping::end_user_scope(app, req).await?;
+    let plans = billing::plans(app, &scope).await?;
+    let target = recurring_plan(&plans, Some(&plan_id), None)?.clone();
+    let current = live_subscription(app, &scope, &account).await?;
+    let current_plan = plans
+        .iter()
+        .find(|p| p.id == current.plan_id)
+        .cloned()
+        .unwrap_or_else(|| crate::domain::plans::free_plan(&plans));
+    let change = plan_change(&current_plan, &target);
+    if change == PlanChange::Same {
+        return Err(ApiError::Conflict("The subscription is already on this plan.".into()));
+    }
+    let stripe = app.stripe_for(&scope).await?;
+    let fresh = stripe.retrieve_subscription(&current.subscription_id).await?;
+    let item = fresh
+        .item_id()
+        .ok_or_else(|| ApiError::Stripe("the subscription has no item".into()))?
+        .to_owned();
+    let metadata = HashMap::from([(META_PLAN.to_owned(), target.id.clone())]);
+    let key = format!(
+        "coffer-subupd-{}",
+        hash_parts(&[&scope.to_string(), &current.subscription_id, &target.id, &current.observed_at_ms.to_string()])
+    );
+    let price = target.price_id.clone().unwrap_or_default();
+    let updated = stripe
+        .change_price(&current.subscription_id, &item, &price, metadata, &key)
+        .await?;
+    let store = app.store_for(&scope);
+    let mut state = store_read(&store, &account, &updated, &plans, None).await?;
+    if change == PlanChange::Downgrade {
+        // The higher plan was paid to the end of the period: its limits stay until then.
+        state = hold_plan(&store, &account, &current_plan.id, fresh.period_end()).await?;
+    }
+    Ok(ok(json!({
+        "subscriptionId": state.subscription_id,
+        "planId": target.id,
+        "change": if change == PlanChange::Upgrade { "upgrade" } else { "downgrade" },
+        "effective": if change == PlanChange::Upgrade { "now" } else { "period_end" },
+        "status": state.status.as_str(),
+        "currentPeriodEnd": (state.current_period_end > 0).then(|| rfc3339(state.current_period_end * 1000)),
+    })))
+}
+
+/// Marks the stored state as keeping `plan_id`'s limits until `until` (Unix seconds).
+async fn hold_plan(
+    store: &crate::adapters::store::Store,
+    account: &UserId,
+    plan_id: &str,
+    until: i64,
+) -> Result<crate::domain::plans::SubscriptionState, ApiError> {
+    for _ in 0..8 {
+        let record = store.subscription_record(account).await?;
+        let Some(mut state) = record.state else {
+            break;
+        };
+        state.held_plan_id = Some(plan_id.to_owned());
+        state.held_until = Some(until);
+        if store
+            .write_subscription(account, record.version, Some(&state), record.lock_until_ms)
+            .await?
+        {
+            return Ok(state);
+        }
+    }
+    Err(ApiError::Unavailable("the subscription record kept changing".into()))
+}

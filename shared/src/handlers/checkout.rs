@@ -1,0 +1,182 @@
+//! Stripe Checkout and the customer portal:
+//!
+//! - `POST /api/v1/payments/stripe/checkout-session` `{planId | creditPackageId, successUrl,
+//!   cancelUrl}` → `{id, url}`: subscription mode for a plan, payment mode for a package
+//! - `POST /api/portal/checkout` `{plan_id, success_url, cancel_url}` → `{checkout_url}` (the
+//!   API-gateway frontend's names)
+//! - `POST /api/v1/payments/stripe/customer-portal` `{returnUrl}` → `{url}`
+//!
+//! Redirect URLs must belong to the project's allowed origins. A paid package session is
+//! credited once, from `checkout.session.completed`, through the same rules as a PaymentIntent.
+
+use std::collections::HashMap;
+
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::billing::{active_scope, opt_text, recurring_plan};
+use crate::adapters::stripe::{
+    CheckoutItem, META_ACCOUNT, META_CREDITS, META_PACKAGE, META_PLAN, META_USER,
+};
+use crate::adapters::store::CustomerLink;
+use crate::domain::packages::valid_package_id;
+use crate::domain::plans::redirect_allowed;
+use crate::http::{json_body, ok, ApiError};
+use crate::services::billing::{self, ensure_customer};
+use crate::{scoping, App};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CheckoutBody {
+    plan_id: Option<Value>,
+    credit_package_id: Option<Value>,
+    success_url: Option<Value>,
+    cancel_url: Option<Value>,
+    identifier: Option<Value>,
+}
+
+/// The API gateway frontend's spelling of the same body.
+#[derive(Deserialize)]
+struct GatewayBody {
+    plan_id: Option<Value>,
+    success_url: Option<Value>,
+    cancel_url: Option<Value>,
+    identifier: Option<Value>,
+}
+
+fn required_url(value: &Option<Value>, name: &str, origins: &[String]) -> Result<String, ApiError> {
+    let url = opt_text(value, name, 2048)?
+        .ok_or_else(|| ApiError::bad_request(format!("{name} is required.")))?;
+    if !redirect_allowed(&url, origins) {
+        return Err(ApiError::bad_request(format!(
+            "{name} must be an http(s) URL on one of the project's allowed origins."
+        )));
+    }
+    Ok(url)
+}
+
+pub async fn checkout_session(
+    app: &App,
+    req: &Request,
+    gateway: bool,
+) -> Result<Response<Body>, ApiError> {
+    let (plan_id, package_id, success, cancel, identifier) = if gateway {
+        let body: GatewayBody = json_body(req)?;
+        let plan = opt_text(&body.plan_id, "plan_id", 64)?
+            .ok_or_else(|| ApiError::bad_request("plan_id is required."))?;
+        (Some(plan), None, body.success_url, body.cancel_url, body.identifier)
+    } else {
+        let body: CheckoutBody = json_body(req)?;
+        (
+            opt_text(&body.plan_id, "planId", 64)?,
+            opt_text(&body.credit_package_id, "creditPackageId", 64)?,
+            body.success_url,
+            body.cancel_url,
+            body.identifier,
+        )
+    };
+    let identifier = opt_text(&identifier, "identifier", 255)?;
+    let account = scoping::account(app, req, identifier.as_deref())?;
+    let (success_name, cancel_name) = if gateway {
+        ("success_url", "cancel_url")
+    } else {
+        ("successUrl", "cancelUrl")
+    };
+    let scope = active_scope(app, req).await?;
+    let settings = billing::settings(app, &scope).await?;
+    let success_url = required_url(&success, success_name, &settings.allowed_origins)?;
+    let cancel_url = required_url(&cancel, cancel_name, &settings.allowed_origins)?;
+
+    let mut metadata = HashMap::from([
+        (META_ACCOUNT.to_owned(), account.as_str().to_owned()),
+        (META_USER.to_owned(), account.as_str().to_owned()),
+    ]);
+    let plans;
+    let packages;
+    let item = match (plan_id.as_deref(), package_id.as_deref()) {
+        (Some(plan_id), None) => {
+            plans = billing::plans(app, &scope).await?;
+            let plan = recurring_plan(&plans, Some(plan_id), None)?;
+            let record = app.store_for(&scope).subscription_record(&account).await?;
+            if record.state.as_ref().is_some_and(|s| s.status.is_live()) {
+                return Err(ApiError::Conflict(
+                    "This account already has a live subscription.".into(),
+                ));
+            }
+            metadata.insert(META_PLAN.to_owned(), plan.id.clone());
+            CheckoutItem::Subscription {
+                price_id: plan.price_id.as_deref().unwrap_or_default(),
+            }
+        }
+        (None, Some(package_id)) => {
+            if !valid_package_id(package_id) {
+                return Err(ApiError::bad_request("creditPackageId is malformed."));
+            }
+            packages = app.packages_for(&scope).await?;
+            let package = packages
+                .iter()
+                .find(|p| p.id == package_id && p.active)
+                .filter(|p| p.currency == app.config.default_currency)
+                .ok_or_else(|| ApiError::NotFound("Unknown or inactive credit package.".into()))?;
+            metadata.insert(META_PACKAGE.to_owned(), package.id.clone());
+            metadata.insert(META_CREDITS.to_owned(), package.credits.to_string());
+            CheckoutItem::Payment {
+                name: &package.name,
+                amount: package.amount,
+                currency: &package.currency,
+            }
+        }
+        _ => return Err(ApiError::bad_request("Give either planId or creditPackageId.")),
+    };
+    let stripe = app.stripe_for(&scope).await?;
+    let customer = ensure_customer(app, &scope, &stripe, &account, None, None).await?;
+    let key = format!("coffer-cs-{}", uuid::Uuid::new_v4());
+    let session = stripe
+        .create_checkout_session(
+            item,
+            &customer,
+            account.as_str(),
+            metadata,
+            &success_url,
+            &cancel_url,
+            &key,
+        )
+        .await?;
+    let url = session
+        .url
+        .ok_or_else(|| ApiError::Stripe("stripe returned a session without a url".into()))?;
+    tracing::info!(session_id = %session.id, "checkout session created");
+    if gateway {
+        Ok(ok(json!({ "checkout_url": url, "id": session.id })))
+    } else {
+        Ok(ok(json!({ "id": session.id, "url": url })))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PortalBody {
+    return_url: Option<Value>,
+    identifier: Option<Value>,
+}
+
+pub async fn customer_portal(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
+    let body: PortalBody = json_body(req)?;
+    let identifier = opt_text(&body.identifier, "identifier", 255)?;
+    let account = scoping::account(app, req, identifier.as_deref())?;
+    let scope = scoping::end_user_scope(app, req).await?;
+    let settings = billing::settings(app, &scope).await?;
+    let return_url = required_url(&body.return_url, "returnUrl", &settings.allowed_origins)?;
+    let CustomerLink::Ready(customer) = app.store_for(&scope).customer_link(&account).await? else {
+        return Err(ApiError::NotFound(
+            "This account has no Stripe customer yet.".into(),
+        ));
+    };
+    let stripe = app.stripe_for(&scope).await?;
+    let session = stripe.create_portal_session(&customer, &return_url).await?;
+    let url = session
+        .url
+        .ok_or_else(|| ApiError::Stripe("stripe returned a portal session without a url".into()))?;
+    Ok(ok(json!({ "url": url })))
+}

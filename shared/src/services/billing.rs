@@ -1,0 +1,215 @@
+//! Use cases of plans and subscriptions shared by the routes and the webhook: an account's
+//! customer (exactly one per scope), its entitlement, and the subscription state re-read from
+//! Stripe and stored only when newer.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::adapters::store::{hash_parts, CustomerLink, Store};
+use crate::adapters::stripe::{StripeApi, Subscription, META_ACCOUNT, META_USER};
+use crate::domain::plans::{
+    entitled_plan, is_newer, state_from_read, Plan, ProjectSettings, StripeRead,
+    SubscriptionState, SubscriptionStatus,
+};
+use crate::domain::records::{now_ms, UserId};
+use crate::domain::scope::Scope;
+use crate::http::ApiError;
+use crate::App;
+
+/// How long a request may hold the right to create an account's customer.
+const CUSTOMER_CLAIM_MS: i64 = 15_000;
+/// How long a concurrent request waits for another's customer to be linked.
+const CUSTOMER_WAIT: Duration = Duration::from_secs(6);
+
+/// The scope's plans, active or not.
+pub async fn plans(app: &App, scope: &Scope) -> Result<Vec<Plan>, ApiError> {
+    Ok(app.store_for(scope).list_plans().await?)
+}
+
+/// The scope's settings, or the defaults (no redirect origin; three days of grace).
+pub async fn settings(app: &App, scope: &Scope) -> Result<ProjectSettings, ApiError> {
+    Ok(app
+        .store_for(scope)
+        .settings()
+        .await?
+        .unwrap_or_default())
+}
+
+/// An account's plan now, with the subscription state it follows.
+pub struct Entitlement {
+    pub plan: Plan,
+    pub subscription: Option<SubscriptionState>,
+}
+
+pub async fn entitlement(
+    app: &App,
+    scope: &Scope,
+    account: &UserId,
+) -> Result<Entitlement, ApiError> {
+    let store = app.store_for(scope);
+    let (plans, settings) = (plans(app, scope).await?, settings(app, scope).await?);
+    let record = store.subscription_record(account).await?;
+    let tier = store.tier(account).await?;
+    let plan = entitled_plan(
+        &plans,
+        record.state.as_ref(),
+        tier.as_deref(),
+        now_ms() / 1000,
+        settings.past_due_grace_seconds,
+    );
+    Ok(Entitlement {
+        plan,
+        subscription: record.state,
+    })
+}
+
+/// The account's Stripe customer, created once per scope. The link is claimed in the table
+/// before Stripe is called, so concurrent requests wait for the one that creates it; the
+/// Stripe call carries a key derived from the scope and account, so a retry after a crash
+/// gets the same customer back from Stripe.
+pub async fn ensure_customer(
+    app: &App,
+    scope: &Scope,
+    stripe: &StripeApi,
+    account: &UserId,
+    email: Option<&str>,
+    name: Option<&str>,
+) -> Result<String, ApiError> {
+    let store = app.store_for(scope);
+    let started = std::time::Instant::now();
+    loop {
+        match store.customer_link(account).await? {
+            CustomerLink::Ready(id) => return Ok(id),
+            CustomerLink::Claimed { until_ms } if until_ms >= now_ms() => {
+                if started.elapsed() > CUSTOMER_WAIT {
+                    return Err(ApiError::Conflict(
+                        "The customer is being created by another request; try again.".into(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                continue;
+            }
+            _ => {}
+        }
+        let token = uuid::Uuid::new_v4().to_string();
+        if !store
+            .claim_customer(account, &token, now_ms() + CUSTOMER_CLAIM_MS)
+            .await?
+        {
+            continue;
+        }
+        let key = format!(
+            "coffer-cus-{}",
+            hash_parts(&[&scope.to_string(), account.as_str()])
+        );
+        let metadata = HashMap::from([
+            (META_USER.to_owned(), account.as_str().to_owned()),
+            (META_ACCOUNT.to_owned(), account.as_str().to_owned()),
+        ]);
+        let customer = match stripe.create_customer(metadata, email, name, &key).await {
+            Ok(customer) => customer,
+            Err(err) => {
+                store.release_customer_claim(account, &token).await?;
+                return Err(err.into());
+            }
+        };
+        if store.link_customer(account, &token, &customer.id).await? {
+            tracing::info!(customer_id = %customer.id, "customer created");
+            return Ok(customer.id);
+        }
+        // The claim expired and another request linked its customer: use that one.
+    }
+}
+
+/// The account a subscription belongs to: its metadata, else the customer's link.
+pub async fn subscription_account(
+    store: &Store,
+    subscription: &Subscription,
+) -> Result<Option<UserId>, ApiError> {
+    if let Some(account) = subscription
+        .metadata_value(META_ACCOUNT)
+        .and_then(UserId::parse)
+    {
+        return Ok(Some(account));
+    }
+    Ok(store.customer_account(&subscription.customer).await?)
+}
+
+/// Re-reads the subscription from Stripe and stores that state for its account unless the
+/// stored one is newer. Never stores an event's copy. `None`: the subscription has no Coffer
+/// account (not ours).
+pub async fn sync_subscription(
+    app: &App,
+    scope: &Scope,
+    subscription_id: &str,
+) -> Result<Option<(UserId, SubscriptionState)>, ApiError> {
+    let stripe = app.stripe_for(scope).await?;
+    let subscription = stripe.retrieve_subscription(subscription_id).await?;
+    let store = app.store_for(scope);
+    let Some(account) = subscription_account(&store, &subscription).await? else {
+        tracing::warn!(subscription_id, "subscription of no Coffer account; ignored");
+        return Ok(None);
+    };
+    let plans = plans(app, scope).await?;
+    let state = store_read(&store, &account, &subscription, &plans, None).await?;
+    Ok(Some((account, state)))
+}
+
+/// Stores `subscription` (just read from Stripe) for the account when it is newer than the
+/// stored state, keeping the create lock as it is unless `release_lock` says which version's
+/// lock to clear. Returns the state that is stored afterwards.
+pub async fn store_read(
+    store: &Store,
+    account: &UserId,
+    subscription: &Subscription,
+    plans: &[Plan],
+    release_lock: Option<i64>,
+) -> Result<SubscriptionState, ApiError> {
+    let status = SubscriptionStatus::parse(&subscription.status).ok_or_else(|| {
+        ApiError::Stripe(format!(
+            "subscription {} has an unknown status",
+            subscription.id
+        ))
+    })?;
+    let read = StripeRead {
+        subscription_id: &subscription.id,
+        customer_id: &subscription.customer,
+        status,
+        price_id: subscription.price_id().unwrap_or_default(),
+        current_period_end: subscription.period_end(),
+        cancel_at_period_end: subscription.cancel_at_period_end.unwrap_or(false),
+    };
+    let observed = now_ms();
+    for _ in 0..8 {
+        let record = store.subscription_record(account).await?;
+        let state = state_from_read(&read, plans, record.state.as_ref(), observed);
+        let lock = match release_lock {
+            Some(version) if version == record.version => None,
+            _ => record.lock_until_ms,
+        };
+        let newer = record.state.as_ref().is_none_or(|stored| is_newer(stored, &state));
+        if !newer {
+            if lock == record.lock_until_ms {
+                tracing::info!(subscription_id = %subscription.id, "stored state is newer; read not stored");
+                return Ok(record.state.unwrap_or(state));
+            }
+            if store
+                .write_subscription(account, record.version, None, lock)
+                .await?
+            {
+                return Ok(record.state.unwrap_or(state));
+            }
+            continue;
+        }
+        if store
+            .write_subscription(account, record.version, Some(&state), lock)
+            .await?
+        {
+            tracing::info!(subscription_id = %state.subscription_id, status = state.status.as_str(), plan_id = %state.plan_id, "subscription state stored");
+            return Ok(state);
+        }
+    }
+    Err(ApiError::Unavailable(
+        "the subscription record kept changing".into(),
+    ))
+}

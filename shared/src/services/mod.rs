@@ -1,0 +1,3 @@
+//! Use cases: load the records, ask the rules, persist the decision.
+
+pub mod billing;
