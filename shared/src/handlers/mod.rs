@@ -12,6 +12,7 @@ mod developer_payments;
 mod payment_history;
 mod project_config;
 mod stripe_webhook;
+mod stripe_webhook_billing;
 mod stripe_webhook_lifecycle;
 
 pub use balance::balance;

@@ -10,9 +10,10 @@
 use lambda_http::{Body, Request, RequestExt, Response};
 use time::OffsetDateTime;
 
+use super::stripe_webhook_billing as billing;
 use super::stripe_webhook_lifecycle as lifecycle;
 use crate::adapters::store::{CreditOutcome, Store};
-use crate::adapters::stripe::{META_CREDITS, META_PACKAGE, META_USER};
+use crate::adapters::stripe::{META_CREDITS, META_PACKAGE, META_TIER, META_USER};
 use crate::domain::ledger::{DisputeStep, PaidIntent};
 use crate::domain::records::PaymentStatus;
 use crate::domain::scope::Scope;
@@ -36,6 +37,21 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
 
     match event.kind.as_str() {
         "payment_intent.succeeded" => credit(&store, &event).await?,
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted"
+        | "customer.subscription.paused"
+        | "customer.subscription.resumed" => {
+            billing::subscription_changed(app, &scope, &event).await?
+        }
+        "invoice.paid" | "invoice.payment_succeeded" => {
+            billing::invoice_event(app, &scope, &event, true).await?
+        }
+        "invoice.payment_failed" => billing::invoice_event(app, &scope, &event, false).await?,
+        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+            billing::checkout_completed(app, &scope, &event).await?
+        }
+        "setup_intent.succeeded" => billing::setup_succeeded(app, &scope, &event).await?,
         "payment_intent.payment_failed" => mark(&store, &event, PaymentStatus::Failed).await?,
         "payment_intent.canceled" => mark(&store, &event, PaymentStatus::Canceled).await?,
         "charge.refunded" => lifecycle::refunded(&store, &event).await?,
@@ -122,7 +138,14 @@ async fn credit(store: &Store, event: &Event) -> Result<(), ApiError> {
             .get(META_CREDITS)
             .and_then(|c| c.parse().ok()),
     };
-    match store.credit_purchase(&paid, &event.id).await? {
+    let outcome = store.credit_purchase(&paid, &event.id).await?;
+    if matches!(
+        outcome,
+        CreditOutcome::Credited | CreditOutcome::AlreadyCredited
+    ) {
+        grant_tier(store, &intent, &paid).await?;
+    }
+    match outcome {
         CreditOutcome::Credited => {
             tracing::info!(intent_id = %paid.intent_id, credits = paid.credits, "payment credited")
         }
@@ -137,6 +160,23 @@ async fn credit(store: &Store, event: &Event) -> Result<(), ApiError> {
             newly_flagged,
         } => telemetry::payment_needs_attention(&paid.intent_id, reason, newly_flagged),
     }
+    Ok(())
+}
+
+/// A paid tier purchase: the account now holds the tier (written again on a duplicate).
+async fn grant_tier(
+    store: &Store,
+    intent: &crate::webhook::IntentObject,
+    paid: &PaidIntent,
+) -> Result<(), ApiError> {
+    let (Some(tier), Some(account)) = (
+        intent.metadata.get(META_TIER),
+        paid.user_id.as_deref().and_then(crate::domain::records::UserId::parse),
+    ) else {
+        return Ok(());
+    };
+    store.set_tier(&account, tier, &paid.intent_id).await?;
+    tracing::info!(intent_id = %paid.intent_id, tier = %tier, "tier granted");
     Ok(())
 }
 

@@ -287,6 +287,33 @@ impl Store {
         self.put_raw(item).await
     }
 
+    /// Records a payment unless one with its intent id exists (a Checkout payment the create
+    /// route never saw). `true`: recorded now.
+    pub async fn record_payment_if_new(
+        &self,
+        payment: &crate::domain::ledger::PaymentRecord,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(super::codec::payment_to_item(&self.keys, payment)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(StoreError::from_sdk(err)),
+        }
+    }
+
     /// Records (or updates the status of) a subscription invoice for `my-payments`.
     pub async fn record_invoice(&self, invoice: &InvoiceRecord) -> Result<(), StoreError> {
         let mut item = self.keys.invoice(&invoice.invoice_id);

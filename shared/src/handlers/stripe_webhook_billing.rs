@@ -1,0 +1,204 @@
+//! Subscription, invoice, Checkout and SetupIntent events. Stripe does not order events,
+//! repeats them and may deliver a stale copy, so none of them is stored as it came: each
+//! re-reads the subscription (or the Checkout session) from Stripe, and the store keeps a
+//! state only when it is newer than the stored one. Included credits are one ledger entry per
+//! invoice, keyed by the invoice: a repeated or second event for it moves nothing.
+
+use serde_json::Value;
+
+use crate::adapters::store::{CreditOutcome, InvoiceRecord, MoveOutcome};
+use crate::adapters::stripe::{META_ACCOUNT, META_CREDITS, META_PACKAGE, META_USER};
+use crate::domain::ledger::{ChargeFacts, CreditMove, PaidIntent, PaymentRecord};
+use crate::domain::money::Currency;
+use crate::domain::records::{now_ms, PaymentStatus, UserId};
+use crate::domain::scope::Scope;
+use crate::http::ApiError;
+use crate::services::billing::{self, sync_subscription};
+use crate::webhook::Event;
+use crate::App;
+
+fn text<'a>(object: &'a Value, pointer: &str) -> Option<&'a str> {
+    object.pointer(pointer).and_then(Value::as_str)
+}
+
+fn object_id(event: &Event) -> Result<&str, ApiError> {
+    text(&event.data.object, "/id")
+        .ok_or_else(|| ApiError::bad_request("The event's object has no id."))
+}
+
+/// `customer.subscription.*`: re-read and store when newer.
+pub async fn subscription_changed(app: &App, scope: &Scope, event: &Event) -> Result<(), ApiError> {
+    let id = object_id(event)?;
+    sync_subscription(app, scope, id).await?;
+    Ok(())
+}
+
+/// The subscription an invoice belongs to, wherever the API version puts it.
+fn invoice_subscription(invoice: &Value) -> Option<&str> {
+    text(invoice, "/subscription")
+        .or_else(|| text(invoice, "/subscription/id"))
+        .or_else(|| text(invoice, "/parent/subscription_details/subscription"))
+}
+
+/// `invoice.paid`, `invoice.payment_succeeded` (`paid`) and `invoice.payment_failed`.
+pub async fn invoice_event(
+    app: &App,
+    scope: &Scope,
+    event: &Event,
+    paid: bool,
+) -> Result<(), ApiError> {
+    let invoice = &event.data.object;
+    let invoice_id = object_id(event)?;
+    let Some(subscription_id) = invoice_subscription(invoice) else {
+        tracing::info!(invoice_id, "invoice of no subscription; acknowledged");
+        return Ok(());
+    };
+    let Some((account, state)) = sync_subscription(app, scope, subscription_id).await? else {
+        return Ok(());
+    };
+    let int = |name: &str| invoice.get(name).and_then(Value::as_i64).unwrap_or(0);
+    let amount_paid = int("amount_paid");
+    let store = app.store_for(scope);
+    store
+        .record_invoice(&InvoiceRecord {
+            invoice_id: invoice_id.to_owned(),
+            account: account.clone(),
+            subscription_id: subscription_id.to_owned(),
+            plan_id: state.plan_id.clone(),
+            amount: if paid { amount_paid } else { int("amount_due") },
+            currency: text(invoice, "/currency").unwrap_or("usd").to_ascii_lowercase(),
+            status: if paid { "paid" } else { "failed" }.to_owned(),
+            created_at_ms: invoice
+                .get("created")
+                .and_then(Value::as_i64)
+                .map_or_else(now_ms, |secs| secs.saturating_mul(1000)),
+        })
+        .await?;
+    let proration = text(invoice, "/billing_reason") == Some("subscription_update");
+    if !paid || amount_paid <= 0 || proration {
+        return Ok(());
+    }
+    let plans = billing::plans(app, scope).await?;
+    let Some(plan) = plans.iter().find(|p| p.id == state.plan_id) else {
+        tracing::warn!(invoice_id, price_id = %state.price_id, "paid invoice of a price no plan links; no included credits");
+        return Ok(());
+    };
+    if plan.included_credits <= 0 {
+        return Ok(());
+    }
+    grant_included(app, &store, &account, invoice_id, &plan.id, plan.included_credits).await
+}
+
+async fn grant_included(
+    app: &App,
+    store: &crate::adapters::store::Store,
+    account: &UserId,
+    invoice_id: &str,
+    plan_id: &str,
+    credits: i64,
+) -> Result<(), ApiError> {
+    let request = CreditMove {
+        delta: credits,
+        reason: format!("Included credits of {plan_id} ({invoice_id})"),
+    };
+    let entry_id = format!("included:{invoice_id}");
+    let currency: &Currency = &app.config.default_currency;
+    match store
+        .move_credits(account, &entry_id, "grant", &request, currency)
+        .await?
+    {
+        MoveOutcome::Done { .. } => {
+            tracing::info!(invoice_id, credits, "included credits granted")
+        }
+        MoveOutcome::Replayed { .. } => {
+            tracing::info!(invoice_id, "included credits already granted; duplicate ignored")
+        }
+        other => tracing::warn!(invoice_id, outcome = ?other, "included credits not granted"),
+    }
+    Ok(())
+}
+
+/// `checkout.session.completed`: re-reads the session. A subscription session stores the
+/// subscription; a paid package session records the payment (if the create route never saw
+/// it) and credits it exactly once, like a PaymentIntent purchase.
+pub async fn checkout_completed(app: &App, scope: &Scope, event: &Event) -> Result<(), ApiError> {
+    let id = object_id(event)?;
+    let stripe = app.stripe_for(scope).await?;
+    let session = stripe.retrieve_checkout_session(id).await?;
+    if let Some(subscription_id) = &session.subscription {
+        sync_subscription(app, scope, subscription_id).await?;
+        return Ok(());
+    }
+    if session.payment_status.as_deref() != Some("paid") {
+        tracing::info!(session_id = id, "checkout session not paid yet; acknowledged");
+        return Ok(());
+    }
+    let metadata = session.metadata.clone().unwrap_or_default();
+    let (Some(intent_id), Some(account), Some(package_id)) = (
+        session.payment_intent.clone(),
+        metadata
+            .get(META_ACCOUNT)
+            .or(metadata.get(META_USER))
+            .and_then(|a| UserId::parse(a)),
+        metadata.get(META_PACKAGE).cloned(),
+    ) else {
+        tracing::warn!(session_id = id, "paid checkout session without Coffer metadata; nothing credited");
+        return Ok(());
+    };
+    let store = app.store_for(scope);
+    let packages = app.packages_for(scope).await?;
+    let Some(package) = packages.iter().find(|p| p.id == package_id) else {
+        tracing::warn!(session_id = id, package_id, "paid checkout session of an unknown package; nothing credited");
+        return Ok(());
+    };
+    let payment = PaymentRecord {
+        intent_id: intent_id.clone(),
+        user_id: account,
+        package_id: package.id.clone(),
+        amount: package.amount,
+        currency: package.currency.clone(),
+        credits: package.credits,
+        status: PaymentStatus::Pending,
+        created_at_ms: now_ms(),
+        description: package.name.clone(),
+        credited: false,
+        attention: None,
+        facts: ChargeFacts::default(),
+        applied: 0,
+        rev: 0,
+    };
+    store.record_payment_if_new(&payment).await?;
+    let paid = PaidIntent {
+        intent_id: intent_id.clone(),
+        amount: session.amount_total.unwrap_or(-1),
+        currency: session.currency.clone().unwrap_or_default().to_ascii_lowercase(),
+        user_id: Some(payment.user_id.as_str().to_owned()),
+        package_id: Some(package_id),
+        credits: metadata.get(META_CREDITS).and_then(|c| c.parse().ok()),
+    };
+    match store.credit_purchase(&paid, &event.id).await? {
+        CreditOutcome::Credited => tracing::info!(intent_id = %intent_id, "checkout payment credited"),
+        CreditOutcome::AlreadyCredited => {
+            tracing::info!(intent_id = %intent_id, "checkout payment already credited; duplicate ignored")
+        }
+        other => tracing::warn!(intent_id = %intent_id, outcome = ?other, "checkout payment not credited"),
+    }
+    Ok(())
+}
+
+/// `setup_intent.succeeded`: a subscription with nothing due now was confirmed; re-read the
+/// customer's stored subscription.
+pub async fn setup_succeeded(app: &App, scope: &Scope, event: &Event) -> Result<(), ApiError> {
+    let Some(customer) = text(&event.data.object, "/customer") else {
+        return Ok(());
+    };
+    let store = app.store_for(scope);
+    let Some(account) = store.customer_account(customer).await? else {
+        return Ok(());
+    };
+    let record = store.subscription_record(&account).await?;
+    if let Some(state) = record.state {
+        sync_subscription(app, scope, &state.subscription_id).await?;
+    }
+    Ok(())
+}
