@@ -9,8 +9,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::adapters::store::{hash_parts, idempotency_hash};
-use crate::adapters::stripe::{Intent, NewIntent, META_CREDITS, META_PACKAGE, META_USER};
-use crate::auth::UserId;
+use super::billing::opt_text;
+use crate::adapters::stripe::{Intent, NewIntent, META_CREDITS, META_PACKAGE, META_TIER, META_USER};
+use crate::domain::plans::{valid_plan_id, Plan, PlanKind};
+use crate::domain::records::UserId;
+use crate::services::billing::{self, ensure_customer};
 use crate::domain::ledger::{ChargeFacts, PaymentRecord};
 use crate::domain::packages::{valid_package_id, CreditPackage};
 use crate::domain::records::{now_ms, PaymentStatus};
@@ -23,6 +26,30 @@ use crate::{auth, scoping, App};
 struct CreateIntentBody {
     credit_package_id: Option<Value>,
     payment_method_id: Option<Value>,
+    /// A one-off purchase of a plan (`pro`, `enterprise`).
+    tier: Option<Value>,
+    /// The purchase is for this organisation of the caller's.
+    identifier: Option<Value>,
+    /// Answer also with a customer and an ephemeral key for Stripe's PaymentSheet.
+    payment_sheet: Option<Value>,
+    /// The mobile SDK's API version, for the ephemeral key.
+    stripe_version: Option<Value>,
+    /// Refused: prices come from the server.
+    amount: Option<Value>,
+    currency: Option<Value>,
+}
+
+/// What is being bought: a credit package or a tier, priced as the server stores it.
+fn tier_package(plan: &Plan, currency: &crate::domain::money::Currency) -> CreditPackage {
+    CreditPackage {
+        id: format!("tier:{}", plan.id),
+        name: plan.name.clone(),
+        description: plan.description.clone(),
+        amount: plan.amount.unwrap_or(0),
+        currency: currency.clone(),
+        credits: plan.included_credits,
+        active: plan.active,
+    }
 }
 
 #[tracing::instrument(name = "create_payment_intent", skip_all)]
@@ -31,12 +58,40 @@ pub async fn create_payment_intent(app: &App, req: Request) -> Response<Body> {
 }
 
 async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
-    let user = auth::user_id(req)?;
+    auth::user_id(req)?;
     let body: CreateIntentBody = json_body(req)?;
-    let package_id = match body.credit_package_id {
-        Some(Value::String(id)) if valid_package_id(&id) => id,
-        Some(_) => return Err(ApiError::bad_request("creditPackageId is malformed.")),
-        None => return Err(ApiError::bad_request("creditPackageId is required.")),
+    if body.amount.is_some() || body.currency.is_some() {
+        return Err(ApiError::bad_request(
+            "amount and currency are set by the server from the credit package or tier; send creditPackageId or tier.",
+        ));
+    }
+    let identifier = opt_text(&body.identifier, "identifier", 255)?;
+    let user = scoping::account(app, req, identifier.as_deref())?;
+    let payment_sheet = match &body.payment_sheet {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => return Err(ApiError::bad_request("paymentSheet must be true or false.")),
+    };
+    let stripe_version = opt_text(&body.stripe_version, "stripeVersion", 64)?;
+    if payment_sheet && stripe_version.is_none() {
+        return Err(ApiError::bad_request(
+            "stripeVersion (the mobile SDK's API version) is required with paymentSheet.",
+        ));
+    }
+    let tier = opt_text(&body.tier, "tier", 64)?;
+    let package_id = match (&body.credit_package_id, &tier) {
+        (None | Some(Value::Null), Some(tier)) if valid_plan_id(tier) => format!("tier:{tier}"),
+        (None | Some(Value::Null), Some(_)) => {
+            return Err(ApiError::bad_request("tier is malformed."))
+        }
+        (Some(Value::String(id)), None) if valid_package_id(id) => id.clone(),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("Give creditPackageId or tier, not both."))
+        }
+        (None | Some(Value::Null), None) => {
+            return Err(ApiError::bad_request("creditPackageId or tier is required."))
+        }
+        (Some(_), None) => return Err(ApiError::bad_request("creditPackageId is malformed.")),
     };
     let payment_method = match body.payment_method_id {
         None | Some(Value::Null) => None,
@@ -49,15 +104,40 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let client_key = idempotency_header(req)?;
     let idem_hash = client_key.as_deref().map(|k| idempotency_hash(&user, k));
 
-    let (package, remembered) = store
-        .package_and_idempotency(&package_id, idem_hash.as_deref())
-        .await?;
-    let package = package
-        .filter(|p| p.active && p.currency == app.config.default_currency)
-        .ok_or_else(|| ApiError::NotFound("Unknown or inactive credit package.".into()))?;
+    let (package, remembered) = match &tier {
+        None => {
+            let (package, remembered) = store
+                .package_and_idempotency(&package_id, idem_hash.as_deref())
+                .await?;
+            let package = package
+                .filter(|p| p.active && p.currency == app.config.default_currency)
+                .ok_or_else(|| ApiError::NotFound("Unknown or inactive credit package.".into()))?;
+            (package, remembered)
+        }
+        Some(tier) => {
+            let (plan, remembered) = store.plan_and_idempotency(tier, idem_hash.as_deref()).await?;
+            let plan = plan
+                .filter(|p| p.active && p.kind() == PlanKind::Tier)
+                .ok_or_else(|| ApiError::NotFound("Unknown tier.".into()))?;
+            if remembered.is_none() {
+                let now = billing::entitlement(app, &scope, &user).await?;
+                if now.plan.rank >= plan.rank {
+                    return Err(ApiError::Conflict(format!(
+                        "This account already has {} or a higher plan.",
+                        plan.id
+                    )));
+                }
+            }
+            (tier_package(&plan, &app.config.default_currency), remembered)
+        }
+    };
 
+    let sheet = match (payment_sheet, stripe_version.as_deref()) {
+        (true, Some(version)) => Some(sheet_fields(app, &scope, &user, version).await?),
+        _ => None,
+    };
     if let Some(record) = remembered {
-        return replay(app, &scope, &package, &record.package_id, &record.intent_id).await;
+        return replay(app, &scope, &package, &record.package_id, &record.intent_id, sheet).await;
     }
 
     let stripe = app.stripe_for(&scope).await?;
@@ -72,6 +152,7 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
                 currency: &package.currency,
                 metadata: metadata(&user, &package),
                 payment_method: payment_method.as_deref(),
+                customer: sheet.as_ref().map(|s| s.customer.as_str()),
             },
             &stripe_key,
         )
@@ -105,10 +186,36 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     };
     if let Some(winner) = store.record_payment(&payment, idem_hash.as_deref()).await? {
         // A concurrent request with the same key recorded its intent first: answer with that one.
-        return replay(app, &scope, &package, &winner.package_id, &winner.intent_id).await;
+        return replay(app, &scope, &package, &winner.package_id, &winner.intent_id, sheet).await;
     }
     tracing::info!(intent_id = %intent.id, package_id = %package.id, "payment intent created");
-    answer(&intent)
+    answer(&intent, sheet)
+}
+
+/// What Stripe's PaymentSheet needs besides the client secret.
+struct SheetFields {
+    customer: String,
+    ephemeral_key: String,
+}
+
+async fn sheet_fields(
+    app: &App,
+    scope: &Scope,
+    account: &UserId,
+    stripe_version: &str,
+) -> Result<SheetFields, ApiError> {
+    if !crate::adapters::stripe::valid_api_version(stripe_version) {
+        return Err(ApiError::bad_request(
+            "stripeVersion must be a Stripe API version such as 2024-06-20.",
+        ));
+    }
+    let stripe = app.stripe_for(scope).await?;
+    let customer = ensure_customer(app, scope, &stripe, account, None, None).await?;
+    let key = stripe.create_ephemeral_key(&customer, stripe_version).await?;
+    Ok(SheetFields {
+        customer,
+        ephemeral_key: key.secret,
+    })
 }
 
 /// The same key again: the same intent if it was for the same package, else 409.
@@ -118,10 +225,11 @@ async fn replay(
     package: &CreditPackage,
     remembered_package: &str,
     intent_id: &str,
+    sheet: Option<SheetFields>,
 ) -> Result<Response<Body>, ApiError> {
     if remembered_package != package.id {
         return Err(ApiError::Conflict(
-            "This Idempotency-Key was already used for another credit package.".into(),
+            "This Idempotency-Key was already used for another purchase.".into(),
         ));
     }
     let intent = app
@@ -130,25 +238,32 @@ async fn replay(
         .retrieve_intent(intent_id)
         .await?;
     tracing::info!(intent_id = %intent.id, "idempotent replay of create-payment-intent");
-    answer(&intent)
+    answer(&intent, sheet)
 }
 
-fn answer(intent: &Intent) -> Result<Response<Body>, ApiError> {
+fn answer(intent: &Intent, sheet: Option<SheetFields>) -> Result<Response<Body>, ApiError> {
     let secret = intent
         .client_secret
         .as_deref()
         .ok_or_else(|| ApiError::Stripe("stripe returned no client secret".into()))?;
-    Ok(ok(
-        json!({ "clientSecret": secret, "paymentIntentId": intent.id }),
-    ))
+    let mut data = json!({ "clientSecret": secret, "paymentIntentId": intent.id });
+    if let (Some(sheet), Some(map)) = (sheet, data.as_object_mut()) {
+        map.insert("customer".into(), json!(sheet.customer));
+        map.insert("ephemeralKey".into(), json!(sheet.ephemeral_key));
+    }
+    Ok(ok(data))
 }
 
 fn metadata(user: &UserId, package: &CreditPackage) -> HashMap<String, String> {
-    HashMap::from([
+    let mut metadata = HashMap::from([
         (META_USER.to_string(), user.as_str().to_string()),
         (META_PACKAGE.to_string(), package.id.clone()),
         (META_CREDITS.to_string(), package.credits.to_string()),
-    ])
+    ]);
+    if let Some(tier) = package.id.strip_prefix("tier:") {
+        metadata.insert(META_TIER.to_string(), tier.to_string());
+    }
+    metadata
 }
 
 fn valid_payment_method(id: &str) -> bool {

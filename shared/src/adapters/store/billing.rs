@@ -64,6 +64,10 @@ fn to_doc<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
         .map_err(|e| StoreError::Refused(format!("document could not be written: {e}")))
 }
 
+pub(super) fn plan_from_item(item: &Item) -> Result<Plan, StoreError> {
+    doc(item, "doc")
+}
+
 impl Store {
     /// Every plan of the scope (active or not).
     pub async fn list_plans(&self) -> Result<Vec<Plan>, StoreError> {

@@ -43,6 +43,31 @@ impl Store {
         Ok(())
     }
 
+    /// A plan and, when a client key is given, its idempotency record: one BatchGetItem.
+    pub async fn plan_and_idempotency(
+        &self,
+        plan_id: &str,
+        idempotency_hash: Option<&str>,
+    ) -> Result<(Option<crate::domain::plans::Plan>, Option<IdempotencyRecord>), StoreError> {
+        let mut wanted = vec![self.keys.plan(plan_id)];
+        if let Some(hash) = idempotency_hash {
+            wanted.push(self.keys.idempotency(hash));
+        }
+        let found = self.get_many(wanted).await?;
+        let plans_pk = self.keys.plans_pk();
+        let plan = found
+            .iter()
+            .find(|item| get_s(item, "pk") == Some(plans_pk.as_str()))
+            .map(super::billing::plan_from_item)
+            .transpose()?;
+        let remembered = found
+            .iter()
+            .find(|item| get_s(item, "pk") != Some(plans_pk.as_str()))
+            .map(IdempotencyRecord::from_item)
+            .transpose()?;
+        Ok((plan, remembered))
+    }
+
     /// The package and, when a client key is given, its idempotency record: one BatchGetItem.
     pub async fn package_and_idempotency(
         &self,

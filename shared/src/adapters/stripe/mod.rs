@@ -8,7 +8,7 @@ mod raw;
 pub use billing::{
     CheckoutItem, CheckoutSession, Customer, Session, Subscription, META_ACCOUNT, META_PLAN,
 };
-pub use raw::EphemeralKey;
+pub use raw::{valid_api_version, EphemeralKey};
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -55,6 +55,8 @@ pub struct NewIntent<'a> {
     pub currency: &'a Currency,
     pub metadata: HashMap<String, String>,
     pub payment_method: Option<&'a str>,
+    /// The customer it is for (PaymentSheet purchases).
+    pub customer: Option<&'a str>,
 }
 
 /// A Stripe client pointed at Stripe or at a configured base URL (localstripe).
@@ -98,6 +100,9 @@ impl StripeApi {
             CreatePaymentIntent::new(intent.amount, currency).metadata(intent.metadata);
         if let Some(method) = intent.payment_method {
             request = request.payment_method(method);
+        }
+        if let Some(customer) = intent.customer {
+            request = request.customer(customer);
         }
         let key = IdempotencyKey::new(idempotency_key)
             .map_err(|_| StripeFailure::Config("invalid idempotency key".into()))?;
