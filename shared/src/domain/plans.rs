@@ -342,6 +342,127 @@ pub fn entitled_plan(
         .unwrap_or(free)
 }
 
+/// A developer's or operator's change to a plan: every field optional; a new plan needs a name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlanUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub rank: Option<i32>,
+    pub limits: Option<BTreeMap<String, i64>>,
+    pub included_credits: Option<i64>,
+    pub free: Option<bool>,
+    pub active: Option<bool>,
+    /// `null` unlinks.
+    #[serde(default, with = "double_option")]
+    pub price_id: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    pub amount: Option<Option<i64>>,
+}
+
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        Option::<T>::deserialize(deserializer).map(Some)
+    }
+}
+
+/// The largest amount, limit or credit figure a plan may hold.
+const MAX_PLAN_FIGURE: i64 = 100_000_000_000;
+
+/// The plan after `update`, or why it is refused.
+pub fn apply_plan_update(
+    id: &str,
+    existing: Option<Plan>,
+    update: PlanUpdate,
+) -> Result<Plan, String> {
+    if !valid_plan_id(id) {
+        return Err("plan id must be 1 to 64 lowercase letters, digits, '-' or '_'.".into());
+    }
+    let mut plan = match existing {
+        Some(plan) => plan,
+        None => Plan {
+            id: id.to_owned(),
+            name: update
+                .name
+                .clone()
+                .ok_or("a new plan needs a name.")?,
+            description: String::new(),
+            rank: 0,
+            limits: BTreeMap::new(),
+            included_credits: 0,
+            free: false,
+            active: true,
+            price_id: None,
+            amount: None,
+        },
+    };
+    if let Some(name) = update.name {
+        if name.trim().is_empty() || name.chars().count() > 100 {
+            return Err("name must be 1 to 100 characters.".into());
+        }
+        plan.name = name;
+    }
+    if let Some(description) = update.description {
+        if description.chars().count() > 500 {
+            return Err("description must be at most 500 characters.".into());
+        }
+        plan.description = description;
+    }
+    if let Some(rank) = update.rank {
+        if !(0..=1000).contains(&rank) {
+            return Err("rank must be from 0 to 1000.".into());
+        }
+        plan.rank = rank;
+    }
+    if let Some(limits) = update.limits {
+        let valid = limits.len() <= 20
+            && limits.iter().all(|(metric, limit)| {
+                valid_plan_id(metric) && (0..=MAX_PLAN_FIGURE).contains(limit)
+            });
+        if !valid {
+            return Err("limits must map up to 20 metric names to whole numbers from 0.".into());
+        }
+        plan.limits = limits;
+    }
+    if let Some(credits) = update.included_credits {
+        if !(0..=MAX_PLAN_FIGURE).contains(&credits) {
+            return Err("includedCredits must be a whole number from 0.".into());
+        }
+        plan.included_credits = credits;
+    }
+    if let Some(free) = update.free {
+        plan.free = free;
+    }
+    if let Some(active) = update.active {
+        plan.active = active;
+    }
+    if let Some(price) = update.price_id {
+        if price.as_deref().is_some_and(|p| !valid_price_id(p)) {
+            return Err("priceId is not a Stripe price or plan id.".into());
+        }
+        plan.price_id = price;
+    }
+    if let Some(amount) = update.amount {
+        if amount.is_some_and(|a| !(1..=MAX_PLAN_FIGURE).contains(&a)) {
+            return Err("amount must be a whole number of minor units from 1.".into());
+        }
+        plan.amount = amount;
+    }
+    if plan.free && (plan.price_id.is_some() || plan.amount.is_some()) {
+        return Err("the free plan has no price.".into());
+    }
+    if plan.price_id.is_some() && plan.amount.is_some() {
+        return Err("a plan is either recurring (priceId) or a tier (amount), not both.".into());
+    }
+    Ok(plan)
+}
+
 /// What moving from one plan to another is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlanChange {

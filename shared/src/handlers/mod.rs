@@ -11,6 +11,7 @@ mod developer_api;
 mod developer_payments;
 mod payment_history;
 mod project_config;
+mod project_plans;
 mod stripe_webhook;
 mod stripe_webhook_billing;
 mod stripe_webhook_lifecycle;

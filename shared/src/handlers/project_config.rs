@@ -32,6 +32,14 @@ pub const WEBHOOK_EVENTS: &[&str] = &[
     "charge.dispute.created",
     "charge.dispute.funds_withdrawn",
     "charge.dispute.funds_reinstated",
+    "checkout.session.completed",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "invoice.paid",
+    "invoice.payment_succeeded",
+    "invoice.payment_failed",
+    "setup_intent.succeeded",
 ];
 
 #[derive(Deserialize)]
@@ -56,6 +64,11 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     if path.ends_with("/webhook-urls") {
         let project = scoping::owned_project(app, &developer, &id).await?;
         return Ok(ok(webhook_urls(req, &project.id)));
+    }
+    if path.contains("/plans") || path.ends_with("/settings") {
+        let project = scoping::owned_project(app, &developer, &id).await?;
+        return super::project_plans::plans_or_settings(app, req, &Scope::new(project.id, mode))
+            .await;
     }
     if path.ends_with("/validate-credentials") {
         scoping::owned_project(app, &developer, &id).await?;

@@ -1,0 +1,110 @@
+//! A project's plans and settings, for the developer who owns it (in the configuration
+//! function):
+//!
+//! - `GET …/projects/{project_id}/plans`, `PUT …/plans/{plan_id}`: create or change a plan;
+//!   linking a recurring plan is `{"priceId": "price_…"}`
+//! - `GET|PUT …/projects/{project_id}/settings`: `{allowedOrigins, pastDueGraceSeconds}`
+//!
+//! Both per mode (`test_mode`, default true), as price ids are.
+
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::Deserialize;
+
+use super::billing::plan_json;
+use crate::domain::plans::{apply_plan_update, origin_of, PlanUpdate, ProjectSettings};
+use crate::domain::scope::Scope;
+use crate::http::{json_body, ok, ApiError};
+use crate::App;
+
+pub async fn plans_or_settings(
+    app: &App,
+    req: &Request,
+    scope: &Scope,
+) -> Result<Response<Body>, ApiError> {
+    let store = app.store_for(scope);
+    let currency = &app.config.default_currency;
+    let path = req.uri().path().trim_end_matches('/');
+    let plan_id = req
+        .path_parameters_ref()
+        .and_then(|p| p.first("plan_id"))
+        .map(str::to_owned);
+    match (req.method().as_str(), plan_id) {
+        ("GET", None) if path.ends_with("/plans") => {
+            let mut plans = store.list_plans().await?;
+            plans.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
+            Ok(ok(plans
+                .iter()
+                .map(|p| with_active(plan_json(p, currency), p.active))
+                .collect::<Vec<_>>()))
+        }
+        ("PUT", Some(plan_id)) => {
+            let update: PlanUpdate = json_body(req)?;
+            let existing = store.plan(&plan_id).await?;
+            let plan =
+                apply_plan_update(&plan_id, existing, update).map_err(ApiError::BadRequest)?;
+            store.put_plan(&plan).await?;
+            tracing::info!(plan_id = %plan.id, "plan saved");
+            Ok(ok(with_active(plan_json(&plan, currency), plan.active)))
+        }
+        ("GET", None) => Ok(ok(settings_json(
+            &store.settings().await?.unwrap_or_default(),
+        ))),
+        ("PUT", None) => {
+            let body: SettingsBody = json_body(req)?;
+            let mut settings = store.settings().await?.unwrap_or_default();
+            if let Some(origins) = body.allowed_origins {
+                settings.allowed_origins = valid_origins(origins)?;
+            }
+            if let Some(grace) = body.past_due_grace_seconds {
+                if !(0..=90 * 24 * 3600).contains(&grace) {
+                    return Err(ApiError::bad_request(
+                        "pastDueGraceSeconds must be from 0 to 90 days.",
+                    ));
+                }
+                settings.past_due_grace_seconds = grace;
+            }
+            store.put_settings(&settings).await?;
+            Ok(ok(settings_json(&settings)))
+        }
+        _ => Err(ApiError::NotFound("No such route.".into())),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SettingsBody {
+    allowed_origins: Option<Vec<String>>,
+    past_due_grace_seconds: Option<i64>,
+}
+
+/// Origins as `scheme://host[:port]`, nothing after; at most 20.
+fn valid_origins(origins: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if origins.len() > 20 {
+        return Err(ApiError::bad_request("allowedOrigins holds at most 20 origins."));
+    }
+    origins
+        .into_iter()
+        .map(|origin| match origin_of(&origin) {
+            Some(parsed) if parsed == origin.trim_end_matches('/').to_ascii_lowercase() => {
+                Ok(parsed)
+            }
+            _ => Err(ApiError::bad_request(format!(
+                "{origin} is not an origin such as https://app.example.com."
+            ))),
+        })
+        .collect()
+}
+
+fn settings_json(settings: &ProjectSettings) -> serde_json::Value {
+    serde_json::json!({
+        "allowedOrigins": settings.allowed_origins,
+        "pastDueGraceSeconds": settings.past_due_grace_seconds,
+    })
+}
+
+fn with_active(mut plan: serde_json::Value, active: bool) -> serde_json::Value {
+    if let Some(map) = plan.as_object_mut() {
+        map.insert("active".into(), active.into());
+    }
+    plan
+}
