@@ -8,6 +8,7 @@ pub mod router;
 pub mod runtime_api;
 pub mod setup;
 pub mod streams;
+pub mod stripe_double;
 pub mod token;
 
 /// Re-signs a sample API Gateway event holding a Stripe webhook body: the body is kept byte for

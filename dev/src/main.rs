@@ -9,6 +9,8 @@
 //! - `coffer-dev reconcile [hours]`: credit succeeded intents the webhook missed.
 //! - `coffer-dev check`: recompute every balance and payment; exit 1 on any difference.
 //! - `coffer-dev attention`: list succeeded payments that could not be credited.
+//! - `coffer-dev plans link <plan> <price-id> [--project <id>] [--live]`: link a plan to a
+//!   Stripe price; `plans get <plan> …`: show a plan with its price; `plans list …`.
 //!
 //! `grant`, `reconcile` and `check` act on `TABLE_NAME` with the caller's AWS credentials
 //! (IAM is the authorization), locally or against a deployed stack.
@@ -35,7 +37,7 @@ pub const DEFAULT_JWT_SECRET: &str = "coffer-local-jwt-secret";
 pub const LOCAL_BACKEND_ROLE: &str = "arn:aws:iam::000000000000:role/app-backend";
 
 const USAGE: &str = "usage: coffer-dev up | token [--service|--developer] <name> [ttl-seconds] | \
-sign <event.json> [secret] | grant <user-id> <amount> <reason> <key> | reconcile [hours] | check | attention";
+sign <event.json> [secret] | grant <user-id> <amount> <reason> <key> | reconcile [hours] | check | attention | plans link <plan> <price-id> | plans get <plan> | plans list";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -48,6 +50,7 @@ async fn main() -> ExitCode {
         Some("reconcile") => ops::reconcile(&args[1..]).await,
         Some("check") => ops::check().await,
         Some("attention") => ops::attention().await,
+        Some("plans") => ops::plans(&args[1..]).await,
         _ => Err(USAGE.into()),
     };
     match result {
@@ -74,6 +77,19 @@ async fn up() -> Result<(), String> {
         .secret_id
         .clone()
         .ok_or("STRIPE_SECRET_ID is required")?;
+    let localstripe = config
+        .stripe_api_base
+        .clone()
+        .filter(|base| base.starts_with("http://127.0.0.1") || base.starts_with("http://localhost"));
+    if let Some(base) = &localstripe {
+        // localstripe lacks Checkout, the portal and ephemeral keys: the test double answers
+        // those and forwards the rest.
+        let double = coffer_dev::stripe_double::start(base)
+            .await
+            .map_err(|e| format!("cannot start the Stripe test double: {e}"))?;
+        eprintln!("Stripe test double (Checkout, portal, ephemeral keys): {double} -> {base}");
+        config.stripe_api_base = Some(double);
+    }
     let sdk = app::load_sdk_config().await;
     let app = App::new(config, &sdk);
 
@@ -81,8 +97,9 @@ async fn up() -> Result<(), String> {
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     setup::store_secret(&secrets, &secret_id, &stripe_key, &webhook_secret).await?;
     let webhook_url = format!("http://127.0.0.1:{port}/api/stripe/webhook");
-    if let Some(base) = app.config.stripe_api_base.clone() {
-        setup::register_webhook(&base, "coffer-local", &webhook_url, &webhook_secret).await?;
+    if let Some(base) = &localstripe {
+        setup::stripe_plans(base, &stripe_key).await?;
+        setup::register_webhook(base, "coffer-local", &webhook_url, &webhook_secret).await?;
     }
 
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))

@@ -119,3 +119,73 @@ pub async fn attention() -> Result<(), String> {
     );
     Ok(())
 }
+
+/// `plans link <plan> <price-id> | plans get <plan> | plans list`, in the default project and
+/// the deployment's mode unless `--project <id>` and/or `--live`/`--test` say otherwise.
+pub async fn plans(args: &[String]) -> Result<(), String> {
+    use coffer::domain::plans::{apply_plan_update, PlanUpdate};
+    use coffer::domain::scope::{Mode, ProjectId, Scope};
+
+    let app = app().await?;
+    let mut scope = app.default_scope();
+    let mut words = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--project" => {
+                let id = rest.next().ok_or("--project needs a project id")?;
+                scope.project = ProjectId::parse(id).ok_or("the project id is malformed")?;
+                if !scope.project.is_default() && !args.iter().any(|a| a == "--live") {
+                    scope.mode = Mode::Test;
+                }
+            }
+            "--live" => scope.mode = Mode::Live,
+            "--test" => scope.mode = Mode::Test,
+            word => words.push(word),
+        }
+    }
+    let scope = Scope::new(scope.project, scope.mode);
+    let store = app.store_for(&scope);
+    let currency = app.config.default_currency.clone();
+    let show = |plan: &coffer::domain::plans::Plan| {
+        let mut json = coffer::handlers::plan_json(plan, &currency);
+        json["active"] = plan.active.into();
+        json["scope"] = scope.to_string().into();
+        serde_json::to_string_pretty(&json).unwrap_or_default()
+    };
+    match words.as_slice() {
+        ["link", plan_id, price_id] => {
+            let existing = store
+                .plan(plan_id)
+                .await
+                .map_err(|e| error_chain(&e))?
+                .ok_or_else(|| format!("no plan {plan_id} in {scope}"))?;
+            let update = PlanUpdate {
+                price_id: Some(Some((*price_id).to_owned())),
+                ..PlanUpdate::default()
+            };
+            let plan = apply_plan_update(plan_id, Some(existing), update)?;
+            store.put_plan(&plan).await.map_err(|e| error_chain(&e))?;
+            println!("{}", show(&plan));
+            Ok(())
+        }
+        ["get", plan_id] => {
+            let plan = store
+                .plan(plan_id)
+                .await
+                .map_err(|e| error_chain(&e))?
+                .ok_or_else(|| format!("no plan {plan_id} in {scope}"))?;
+            println!("{}", show(&plan));
+            Ok(())
+        }
+        ["list"] => {
+            let mut plans = store.list_plans().await.map_err(|e| error_chain(&e))?;
+            plans.sort_by_key(|p| p.rank);
+            for plan in &plans {
+                println!("{}", show(plan));
+            }
+            Ok(())
+        }
+        _ => Err("usage: coffer-dev plans link <plan> <price-id> | plans get <plan> | plans list [--project <id>] [--live|--test]".into()),
+    }
+}

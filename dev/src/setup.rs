@@ -4,6 +4,7 @@
 use coffer::adapters::store::Store;
 use coffer::domain::money::Currency;
 use coffer::domain::packages::CreditPackage;
+use coffer::domain::plans::{apply_plan_update, Plan, PlanUpdate, ProjectSettings};
 use serde::Deserialize;
 
 /// The sample packages (`dev/packages.json`).
@@ -36,7 +37,46 @@ pub fn sample_packages() -> Result<Vec<CreditPackage>, String> {
         .collect()
 }
 
-/// Creates the table if it is missing and writes the sample packages.
+/// A sample plan (`dev/plans.json`) and, for recurring ones, the monthly amount of the plan
+/// seeded in localstripe under the same id as its price.
+pub struct SamplePlan {
+    pub plan: Plan,
+    pub stripe_amount: Option<i64>,
+}
+
+pub fn sample_plans() -> Result<Vec<SamplePlan>, String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Raw {
+        id: String,
+        #[serde(flatten)]
+        update: serde_json::Map<String, serde_json::Value>,
+        stripe_amount: Option<i64>,
+    }
+    let raw: Vec<Raw> = serde_json::from_str(include_str!("../plans.json"))
+        .map_err(|e| format!("plans.json: {e}"))?;
+    raw.into_iter()
+        .map(|r| {
+            let update: PlanUpdate = serde_json::from_value(serde_json::Value::Object(r.update))
+                .map_err(|e| format!("plans.json {}: {e}", r.id))?;
+            let plan = apply_plan_update(&r.id, None, update)
+                .map_err(|e| format!("plans.json {}: {e}", r.id))?;
+            Ok(SamplePlan {
+                plan,
+                stripe_amount: r.stripe_amount,
+            })
+        })
+        .collect()
+}
+
+/// The redirect origins the local stack allows (the storefront and the README's examples).
+pub const LOCAL_ORIGINS: &[&str] = &[
+    "http://localhost:3000",
+    "http://127.0.0.1:3000",
+    "https://app.example.com",
+];
+
+/// Creates the table if it is missing and writes the sample packages, plans and settings.
 pub async fn table_and_packages(store: &Store) -> Result<(), String> {
     store
         .create_table()
@@ -47,6 +87,81 @@ pub async fn table_and_packages(store: &Store) -> Result<(), String> {
             .put_package(&package)
             .await
             .map_err(|e| format!("seed package {}: {e:?}", package.id))?;
+    }
+    for sample in sample_plans()? {
+        store
+            .put_plan(&sample.plan)
+            .await
+            .map_err(|e| format!("seed plan {}: {e:?}", sample.plan.id))?;
+    }
+    let settings = ProjectSettings {
+        allowed_origins: LOCAL_ORIGINS.iter().map(|o| (*o).to_owned()).collect(),
+        ..ProjectSettings::default()
+    };
+    store
+        .put_settings(&settings)
+        .await
+        .map_err(|e| format!("seed settings: {e:?}"))
+}
+
+/// Creates the recurring sample plans in localstripe (a product and a monthly plan whose id is
+/// the price id Coffer links). Plans that exist already are left as they are.
+pub async fn stripe_plans(stripe_api_base: &str, secret_key: &str) -> Result<(), String> {
+    let base = stripe_api_base.trim_end_matches('/');
+    let http = reqwest::Client::new();
+    for sample in sample_plans()? {
+        let (Some(price), Some(amount)) = (&sample.plan.price_id, sample.stripe_amount) else {
+            continue;
+        };
+        let exists = http
+            .get(format!("{base}/v1/plans/{price}"))
+            .bearer_auth(secret_key)
+            .send()
+            .await
+            .map_err(|e| format!("localstripe: {e}"))?
+            .status()
+            .is_success();
+        if exists {
+            continue;
+        }
+        let product: serde_json::Value = http
+            .post(format!("{base}/v1/products"))
+            .bearer_auth(secret_key)
+            .form(&[("name", sample.plan.name.as_str())])
+            .send()
+            .await
+            .map_err(|e| format!("localstripe product: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("localstripe product: {e}"))?;
+        let product_id = product["id"].as_str().unwrap_or_default().to_owned();
+        let amount = amount.to_string();
+        let response = http
+            .post(format!("{base}/v1/plans"))
+            .bearer_auth(secret_key)
+            .form(&[
+                ("id", price.as_str()),
+                ("amount", amount.as_str()),
+                ("currency", "usd"),
+                ("interval", "month"),
+                ("product", product_id.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(|e| format!("localstripe plan: {e}"))?;
+        if !response.status().is_success() && response.status().as_u16() != 409 {
+            let exists_now = http
+                .get(format!("{base}/v1/plans/{price}"))
+                .bearer_auth(secret_key)
+                .send()
+                .await
+                .map_err(|e| format!("localstripe: {e}"))?
+                .status()
+                .is_success();
+            if !exists_now {
+                return Err(format!("localstripe refused plan {price}: {}", response.status()));
+            }
+        }
     }
     Ok(())
 }

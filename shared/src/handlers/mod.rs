@@ -17,7 +17,7 @@ mod stripe_webhook_billing;
 mod stripe_webhook_lifecycle;
 
 pub use balance::balance;
-pub use billing::billing;
+pub use billing::{billing, plan_json};
 pub use consume_credits::{consume_credits, internal_consume_credits};
 pub use create_payment_intent::create_payment_intent;
 pub use credit_packages::credit_packages;

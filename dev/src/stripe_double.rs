@@ -1,0 +1,385 @@
+//! **A test double, not Stripe.** localstripe has no Checkout Sessions, no customer portal and
+//! no ephemeral keys. This small server stands in front of it: it answers only those routes
+//! (plus `/_double/*` for tests), records the parameters of each, and forwards every other
+//! request to localstripe unchanged. Its objects have the fields Coffer reads, nothing more.
+//!
+//! - `POST /v1/checkout/sessions`, `GET /v1/checkout/sessions/{id}`
+//! - `POST /v1/billing_portal/sessions`
+//! - `POST /v1/ephemeral_keys` (requires `Stripe-Version`, as Stripe does)
+//! - `POST /_double/checkout/{id}/complete` `card=<number>`: pays the session through
+//!   localstripe as Checkout would (a PaymentIntent, or a subscription for the customer), and
+//!   returns the completed session for a test to wrap in a signed event
+//! - `GET /_double/requests`: what was asked of the double so far
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<String, Value>,
+    recorded: Vec<Value>,
+}
+
+struct Double {
+    upstream: String,
+    own_url: String,
+    http: reqwest::Client,
+    state: Mutex<State>,
+}
+
+/// Starts the double on a free local port in front of `upstream`; returns its base URL.
+pub async fn start(upstream: &str) -> std::io::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(serve(listener, upstream.to_owned()));
+    Ok(url)
+}
+
+/// Serves the double on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, upstream: String) {
+    let own_url = listener
+        .local_addr()
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default();
+    let double = Arc::new(Double {
+        upstream: upstream.trim_end_matches('/').to_owned(),
+        own_url,
+        http: reqwest::Client::new(),
+        state: Mutex::new(State::default()),
+    });
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let double = double.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(double.clone(), req));
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+type Reply = hyper::Response<Full<Bytes>>;
+
+fn reply(status: u16, body: &Value) -> Reply {
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
+}
+
+fn stripe_error(status: u16, message: &str) -> Reply {
+    reply(
+        status,
+        &json!({"error": {"type": "invalid_request_error", "message": message}}),
+    )
+}
+
+/// Form pairs as a flat map (`metadata[a]` stays as it is).
+fn form(body: &[u8]) -> HashMap<String, String> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// The `prefix[key]` pairs of a form as a map.
+fn nested(params: &HashMap<String, String>, prefix: &str) -> serde_json::Map<String, Value> {
+    params
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix('['))
+                .and_then(|rest| rest.strip_suffix(']'))
+                .filter(|key| !key.contains('['))
+                .map(|key| (key.to_owned(), Value::String(v.clone())))
+        })
+        .collect()
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Reply, Infallible> {
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let headers = req.headers().clone();
+    let body = match req.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Ok(stripe_error(400, "unreadable body")),
+    };
+    let version = headers
+        .get("stripe-version")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let ours = path.starts_with("/v1/checkout/sessions")
+        || path == "/v1/billing_portal/sessions"
+        || path == "/v1/ephemeral_keys";
+    if ours {
+        let params = form(&body);
+        if let Ok(mut state) = double.state.lock() {
+            state.recorded.push(json!({
+                "method": method, "path": path, "params": params, "stripeVersion": version,
+            }));
+        }
+    }
+    let answer = match (method.as_str(), path.as_str()) {
+        ("POST", "/v1/checkout/sessions") => create_session(&double, &form(&body)),
+        ("GET", p) if p.starts_with("/v1/checkout/sessions/") => {
+            let id = p.trim_start_matches("/v1/checkout/sessions/");
+            let found = double
+                .state
+                .lock()
+                .ok()
+                .and_then(|s| s.sessions.get(id).cloned());
+            match found {
+                Some(session) => reply(200, &session),
+                None => stripe_error(404, "No such checkout.session"),
+            }
+        }
+        ("POST", "/v1/billing_portal/sessions") => {
+            let params = form(&body);
+            let id = new_id("bps_");
+            reply(
+                200,
+                &json!({
+                    "id": id, "object": "billing_portal.session",
+                    "customer": params.get("customer"), "return_url": params.get("return_url"),
+                    "url": format!("{}/portal/{id}", double.own_url),
+                }),
+            )
+        }
+        ("POST", "/v1/ephemeral_keys") => {
+            let params = form(&body);
+            match (version, params.get("customer")) {
+                (Some(version), Some(customer)) => reply(
+                    200,
+                    &json!({
+                        "id": new_id("ephkey_"), "object": "ephemeral_key",
+                        "secret": new_id("ek_test_"), "livemode": false,
+                        "associated_objects": [{"type": "customer", "id": customer}],
+                        "stripeVersion": version,
+                    }),
+                ),
+                (None, _) => stripe_error(400, "Stripe-Version header is required"),
+                (_, None) => stripe_error(400, "customer is required"),
+            }
+        }
+        ("GET", "/_double/requests") => {
+            let recorded = double
+                .state
+                .lock()
+                .map(|s| s.recorded.clone())
+                .unwrap_or_default();
+            reply(200, &Value::Array(recorded))
+        }
+        ("POST", p) if p.starts_with("/_double/checkout/") && p.ends_with("/complete") => {
+            let id = p
+                .trim_start_matches("/_double/checkout/")
+                .trim_end_matches("/complete");
+            complete(&double, id, &form(&body)).await
+        }
+        _ => forward(&double, &method, &path, query.as_deref(), &headers, body).await,
+    };
+    Ok(answer)
+}
+
+fn create_session(double: &Double, params: &HashMap<String, String>) -> Reply {
+    let id = new_id("cs_test_");
+    let mode = params.get("mode").cloned().unwrap_or_default();
+    let amount: Option<i64> = params
+        .get("line_items[0][price_data][unit_amount]")
+        .and_then(|a| a.parse().ok());
+    let session = json!({
+        "id": id, "object": "checkout.session", "mode": mode,
+        "url": format!("{}/checkout/{id}", double.own_url),
+        "status": "open", "payment_status": "unpaid",
+        "customer": params.get("customer"),
+        "client_reference_id": params.get("client_reference_id"),
+        "success_url": params.get("success_url"), "cancel_url": params.get("cancel_url"),
+        "metadata": nested(params, "metadata"),
+        "amount_total": amount,
+        "currency": params.get("line_items[0][price_data][currency]"),
+        "payment_intent": null, "subscription": null,
+        "_price": params.get("line_items[0][price]"),
+        "_subscription_metadata": nested(params, "subscription_data[metadata]"),
+        "_payment_metadata": nested(params, "payment_intent_data[metadata]"),
+    });
+    if let Ok(mut state) = double.state.lock() {
+        state.sessions.insert(id, session.clone());
+    }
+    reply(200, &session)
+}
+
+/// Pays a session through localstripe, as Stripe's hosted page would.
+async fn complete(double: &Double, id: &str, params: &HashMap<String, String>) -> Reply {
+    let Some(mut session) = double
+        .state
+        .lock()
+        .ok()
+        .and_then(|s| s.sessions.get(id).cloned())
+    else {
+        return stripe_error(404, "No such checkout.session");
+    };
+    let card = params
+        .get("card")
+        .cloned()
+        .unwrap_or_else(|| "4242424242424242".into());
+    let result = match session["mode"].as_str() {
+        Some("subscription") => subscribe(double, &session, &card).await,
+        _ => pay(double, &session, &card).await,
+    };
+    let (field, value) = match result {
+        Ok(done) => done,
+        Err(message) => return stripe_error(402, &message),
+    };
+    session[field] = Value::String(value);
+    session["status"] = json!("complete");
+    session["payment_status"] = json!("paid");
+    if let Ok(mut state) = double.state.lock() {
+        state.sessions.insert(id.to_owned(), session.clone());
+    }
+    reply(200, &session)
+}
+
+async fn upstream_post(double: &Double, path: &str, pairs: &[(String, String)]) -> Result<Value, String> {
+    let response = double
+        .http
+        .post(format!("{}{path}", double.upstream))
+        .bearer_auth("sk_test_coffer_double")
+        .form(pairs)
+        .send()
+        .await
+        .map_err(|e| format!("localstripe: {e}"))?;
+    let ok = response.status().is_success();
+    let body: Value = response.json().await.map_err(|e| format!("localstripe: {e}"))?;
+    if ok {
+        Ok(body)
+    } else {
+        Err(format!("localstripe refused {path}: {body}"))
+    }
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+async fn card_method(double: &Double, card: &str) -> Result<String, String> {
+    let method = upstream_post(
+        double,
+        "/v1/payment_methods",
+        &pairs(&[
+            ("type", "card"),
+            ("card[number]", card),
+            ("card[exp_month]", "12"),
+            ("card[exp_year]", "2034"),
+            ("card[cvc]", "123"),
+        ]),
+    )
+    .await?;
+    method["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "no payment method id".into())
+}
+
+async fn pay(double: &Double, session: &Value, card: &str) -> Result<(&'static str, String), String> {
+    let amount = session["amount_total"].as_i64().unwrap_or(0).to_string();
+    let currency = session["currency"].as_str().unwrap_or("usd").to_owned();
+    let mut form = pairs(&[("amount", &amount), ("currency", &currency)]);
+    if let Some(metadata) = session["_payment_metadata"].as_object() {
+        for (k, v) in metadata {
+            form.push((format!("metadata[{k}]"), v.as_str().unwrap_or_default().to_owned()));
+        }
+    }
+    let intent = upstream_post(double, "/v1/payment_intents", &form).await?;
+    let intent_id = intent["id"].as_str().unwrap_or_default().to_owned();
+    let method = card_method(double, card).await?;
+    upstream_post(
+        double,
+        &format!("/v1/payment_intents/{intent_id}"),
+        &pairs(&[("payment_method", &method)]),
+    )
+    .await?;
+    upstream_post(double, &format!("/v1/payment_intents/{intent_id}/confirm"), &[]).await?;
+    Ok(("payment_intent", intent_id))
+}
+
+async fn subscribe(
+    double: &Double,
+    session: &Value,
+    card: &str,
+) -> Result<(&'static str, String), String> {
+    let customer = session["customer"].as_str().unwrap_or_default().to_owned();
+    let price = session["_price"].as_str().unwrap_or_default().to_owned();
+    let method = card_method(double, card).await?;
+    upstream_post(
+        double,
+        &format!("/v1/payment_methods/{method}/attach"),
+        &pairs(&[("customer", &customer)]),
+    )
+    .await?;
+    upstream_post(
+        double,
+        &format!("/v1/customers/{customer}"),
+        &pairs(&[("invoice_settings[default_payment_method]", &method)]),
+    )
+    .await?;
+    let mut form = pairs(&[("customer", &customer), ("items[0][plan]", &price)]);
+    if let Some(metadata) = session["_subscription_metadata"].as_object() {
+        for (k, v) in metadata {
+            form.push((format!("metadata[{k}]"), v.as_str().unwrap_or_default().to_owned()));
+        }
+    }
+    let subscription = upstream_post(double, "/v1/subscriptions", &form).await?;
+    Ok((
+        "subscription",
+        subscription["id"].as_str().unwrap_or_default().to_owned(),
+    ))
+}
+
+/// Passes a request to localstripe as it came and its answer back as it is.
+async fn forward(
+    double: &Double,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    headers: &hyper::HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let url = match query {
+        Some(q) => format!("{}{path}?{q}", double.upstream),
+        None => format!("{}{path}", double.upstream),
+    };
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+    let mut request = double.http.request(method, url).body(body);
+    for name in ["authorization", "content-type", "stripe-version", "idempotency-key"] {
+        if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            request = request.header(name, value);
+        }
+    }
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let bytes = response.bytes().await.unwrap_or_default();
+            hyper::Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Full::new(bytes))
+                .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
+        }
+        Err(_) => stripe_error(502, "the test double could not reach localstripe"),
+    }
+}
