@@ -30,7 +30,8 @@ cargo fmt --all -- --check
 say "cargo build (the function binaries that tests/tests/it/binaries.rs runs)"
 cargo build --workspace --locked
 say "cargo test"
-cargo test --workspace --locked
+# COFFER_TEST_FILTER=<name> runs only the matching tests while iterating; CI never sets it.
+cargo test --workspace --locked -- ${COFFER_TEST_FILTER:-}
 
 say "secrecy: scanning every captured log line"
 "$ROOT/scripts/scan-secrets.sh" "$COFFER_TEST_LOG" 200

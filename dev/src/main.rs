@@ -77,10 +77,9 @@ async fn up() -> Result<(), String> {
         .secret_id
         .clone()
         .ok_or("STRIPE_SECRET_ID is required")?;
-    let localstripe = config
-        .stripe_api_base
-        .clone()
-        .filter(|base| base.starts_with("http://127.0.0.1") || base.starts_with("http://localhost"));
+    let localstripe = config.stripe_api_base.clone().filter(|base| {
+        base.starts_with("http://127.0.0.1") || base.starts_with("http://localhost")
+    });
     if let Some(base) = &localstripe {
         // localstripe lacks Checkout, the portal and ephemeral keys: the test double answers
         // those and forwards the rest.

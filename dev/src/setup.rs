@@ -159,7 +159,10 @@ pub async fn stripe_plans(stripe_api_base: &str, secret_key: &str) -> Result<(),
                 .status()
                 .is_success();
             if !exists_now {
-                return Err(format!("localstripe refused plan {price}: {}", response.status()));
+                return Err(format!(
+                    "localstripe refused plan {price}: {}",
+                    response.status()
+                ));
             }
         }
     }

@@ -254,7 +254,11 @@ async fn complete(double: &Double, id: &str, params: &HashMap<String, String>) -
     reply(200, &session)
 }
 
-async fn upstream_post(double: &Double, path: &str, pairs: &[(String, String)]) -> Result<Value, String> {
+async fn upstream_post(
+    double: &Double,
+    path: &str,
+    pairs: &[(String, String)],
+) -> Result<Value, String> {
     let response = double
         .http
         .post(format!("{}{path}", double.upstream))
@@ -264,7 +268,10 @@ async fn upstream_post(double: &Double, path: &str, pairs: &[(String, String)]) 
         .await
         .map_err(|e| format!("localstripe: {e}"))?;
     let ok = response.status().is_success();
-    let body: Value = response.json().await.map_err(|e| format!("localstripe: {e}"))?;
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|e| format!("localstripe: {e}"))?;
     if ok {
         Ok(body)
     } else {
@@ -273,7 +280,9 @@ async fn upstream_post(double: &Double, path: &str, pairs: &[(String, String)]) 
 }
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    list.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 async fn card_method(double: &Double, card: &str) -> Result<String, String> {
@@ -295,13 +304,20 @@ async fn card_method(double: &Double, card: &str) -> Result<String, String> {
         .ok_or_else(|| "no payment method id".into())
 }
 
-async fn pay(double: &Double, session: &Value, card: &str) -> Result<(&'static str, String), String> {
+async fn pay(
+    double: &Double,
+    session: &Value,
+    card: &str,
+) -> Result<(&'static str, String), String> {
     let amount = session["amount_total"].as_i64().unwrap_or(0).to_string();
     let currency = session["currency"].as_str().unwrap_or("usd").to_owned();
     let mut form = pairs(&[("amount", &amount), ("currency", &currency)]);
     if let Some(metadata) = session["_payment_metadata"].as_object() {
         for (k, v) in metadata {
-            form.push((format!("metadata[{k}]"), v.as_str().unwrap_or_default().to_owned()));
+            form.push((
+                format!("metadata[{k}]"),
+                v.as_str().unwrap_or_default().to_owned(),
+            ));
         }
     }
     let intent = upstream_post(double, "/v1/payment_intents", &form).await?;
@@ -313,7 +329,12 @@ async fn pay(double: &Double, session: &Value, card: &str) -> Result<(&'static s
         &pairs(&[("payment_method", &method)]),
     )
     .await?;
-    upstream_post(double, &format!("/v1/payment_intents/{intent_id}/confirm"), &[]).await?;
+    upstream_post(
+        double,
+        &format!("/v1/payment_intents/{intent_id}/confirm"),
+        &[],
+    )
+    .await?;
     Ok(("payment_intent", intent_id))
 }
 
@@ -340,7 +361,10 @@ async fn subscribe(
     let mut form = pairs(&[("customer", &customer), ("items[0][plan]", &price)]);
     if let Some(metadata) = session["_subscription_metadata"].as_object() {
         for (k, v) in metadata {
-            form.push((format!("metadata[{k}]"), v.as_str().unwrap_or_default().to_owned()));
+            form.push((
+                format!("metadata[{k}]"),
+                v.as_str().unwrap_or_default().to_owned(),
+            ));
         }
     }
     let subscription = upstream_post(double, "/v1/subscriptions", &form).await?;
@@ -365,7 +389,12 @@ async fn forward(
     };
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
     let mut request = double.http.request(method, url).body(body);
-    for name in ["authorization", "content-type", "stripe-version", "idempotency-key"] {
+    for name in [
+        "authorization",
+        "content-type",
+        "stripe-version",
+        "idempotency-key",
+    ] {
         if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
             request = request.header(name, value);
         }

@@ -34,6 +34,28 @@ pub fn issue_developer(
     sign(secret, sub, ttl_secs, Some("developer"))
 }
 
+/// A token for a user who belongs to `organisations` (the local stack's organisation claim).
+pub fn issue_member(
+    secret: &str,
+    sub: &str,
+    organisations: &[&str],
+    ttl_secs: i64,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let claims = serde_json::json!({
+        "sub": sub, "iat": now, "exp": now + ttl_secs,
+        ORGANISATION_CLAIM: organisations,
+    });
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+}
+
+/// The claim that lists a user's organisations (the deployment's default).
+pub const ORGANISATION_CLAIM: &str = "organisations";
+
 /// The claim and value that make a local token a developer's (the local stack's defaults).
 pub const DEVELOPER_CLAIM: &str = "cognito:groups";
 pub const DEVELOPER_GROUP: &str = "developers";

@@ -24,6 +24,8 @@ pub const BACKEND_ROLE: &str = "arn:aws:iam::000000000000:role/app-backend";
 pub const SECRET_REFRESH_SECS: u64 = 2;
 
 pub struct TestApp {
+    /// The Stripe test double in front of localstripe, which the app talks to.
+    pub double_base: String,
     pub base_url: String,
     pub stripe_base: String,
     pub webhook_secret: String,
@@ -213,6 +215,14 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
     setup::table_and_packages(&App::new(config.clone(), &sdk).store)
         .await
         .expect("create the test table");
+    setup::stripe_plans(&stripe_base, STRIPE_KEY)
+        .await
+        .expect("the sample plans in localstripe");
+    // The test double answers what localstripe lacks (Checkout, portal, ephemeral keys).
+    let double_base = coffer_dev::stripe_double::start(&stripe_base)
+        .await
+        .expect("start the Stripe test double");
+    config.stripe_api_base = Some(double_base.clone());
     let proxies = if secret_setup.proxied {
         Some(Proxies {
             dynamodb: FaultProxy::start(&proxy::authority(&dynamodb_url)).await,
@@ -266,6 +276,7 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
     TestApp {
         base_url,
         stripe_base,
+        double_base,
         webhook_secret,
         table,
         secret_id,
@@ -325,6 +336,11 @@ impl TestApp {
         coffer_dev::streams::start(self.app.clone(), &sdk)
             .await
             .expect("follow the table's stream");
+    }
+
+    /// A token of a user who belongs to `organisations`.
+    pub fn member_token(&self, user: &str, organisations: &[&str]) -> String {
+        token::issue_member(JWT_SECRET, user, organisations, 3600).expect("token")
     }
 
     /// A developer's token (the developer claim the local stack expects).

@@ -125,8 +125,7 @@ pub fn origin_of(url: &str) -> Option<String> {
         return None;
     }
     let authority = rest.split(['/', '?', '#']).next()?;
-    if authority.is_empty() || authority.contains('@') || authority.contains(char::is_whitespace)
-    {
+    if authority.is_empty() || authority.contains('@') || authority.contains(char::is_whitespace) {
         return None;
     }
     Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))
@@ -283,10 +282,9 @@ pub fn state_from_read(
 ) -> SubscriptionState {
     let same = stored.filter(|s| s.subscription_id == read.subscription_id);
     let past_due_since = match read.status {
-        SubscriptionStatus::PastDue => Some(
-            same.and_then(|s| s.past_due_since)
-                .unwrap_or(now_ms / 1000),
-        ),
+        SubscriptionStatus::PastDue => {
+            Some(same.and_then(|s| s.past_due_since).unwrap_or(now_ms / 1000))
+        }
         _ => None,
     };
     SubscriptionState {
@@ -330,7 +328,11 @@ pub fn entitled_plan(
         let held = subscription
             .held_plan_id
             .as_deref()
-            .filter(|_| subscription.held_until.is_some_and(|until| now_secs < until))
+            .filter(|_| {
+                subscription
+                    .held_until
+                    .is_some_and(|until| now_secs < until)
+            })
             .filter(|_| subscribed != free.id);
         if let Some(plan) = held.and_then(find) {
             candidates.push(plan);
@@ -388,10 +390,7 @@ pub fn apply_plan_update(
         Some(plan) => plan,
         None => Plan {
             id: id.to_owned(),
-            name: update
-                .name
-                .clone()
-                .ok_or("a new plan needs a name.")?,
+            name: update.name.clone().ok_or("a new plan needs a name.")?,
             description: String::new(),
             rank: 0,
             limits: BTreeMap::new(),

@@ -20,7 +20,9 @@ use super::checkout;
 use crate::adapters::store::{hash_parts, AccountPayment};
 use crate::adapters::stripe::{META_ACCOUNT, META_PLAN, META_USER};
 use crate::domain::money::Currency;
-use crate::domain::plans::{plan_change, valid_plan_id, valid_price_id, Plan, PlanChange, PlanKind};
+use crate::domain::plans::{
+    plan_change, valid_plan_id, valid_price_id, Plan, PlanChange, PlanKind,
+};
 use crate::domain::records::{now_ms, rfc3339, UserId};
 use crate::domain::scope::Scope;
 use crate::http::{json_body, ok, ok_page, respond, ApiError};
@@ -171,9 +173,7 @@ pub fn recurring_plan<'a>(
             if !valid_price_id(price) {
                 return Err(ApiError::bad_request("priceId is malformed."));
             }
-            plans
-                .iter()
-                .find(|p| p.price_id.as_deref() == Some(price))
+            plans.iter().find(|p| p.price_id.as_deref() == Some(price))
         }
         _ => return Err(ApiError::bad_request("Give either planId or priceId.")),
     };
@@ -232,7 +232,14 @@ async fn create_subscription(app: &App, req: &Request) -> Result<Response<Body>,
             return Err(err);
         }
     };
-    let state = store_read(&store, &account, &subscription, &plans, Some(locked_version)).await?;
+    let state = store_read(
+        &store,
+        &account,
+        &subscription,
+        &plans,
+        Some(locked_version),
+    )
+    .await?;
     tracing::info!(subscription_id = %subscription.id, plan_id = %plan.id, "subscription created");
     Ok(ok(json!({
         "subscriptionId": subscription.id,
@@ -307,7 +314,9 @@ async fn my_payments(app: &App, req: &Request) -> Result<Response<Body>, ApiErro
         .store_for(&scope)
         .account_payments(&account, limit, before.as_deref())
         .await?;
-    let next = more.then(|| lines.last().map(AccountPayment::boundary)).flatten();
+    let next = more
+        .then(|| lines.last().map(AccountPayment::boundary))
+        .flatten();
     let data: Vec<Value> = lines.iter().map(payment_line).collect();
     Ok(ok_page(data, next))
 }
@@ -352,7 +361,9 @@ fn opt_bool(value: &Option<Value>, name: &str) -> Result<bool, ApiError> {
     match value {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(ApiError::bad_request(format!("{name} must be true or false."))),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "{name} must be true or false."
+        ))),
     }
 }
 
@@ -375,7 +386,9 @@ async fn cancel_subscription(app: &App, req: &Request) -> Result<Response<Body>,
     let immediately = opt_bool(&body.immediately, "immediately")?;
     let resume = opt_bool(&body.resume, "resume")?;
     if immediately && resume {
-        return Err(ApiError::bad_request("Give immediately or resume, not both."));
+        return Err(ApiError::bad_request(
+            "Give immediately or resume, not both.",
+        ));
     }
     let identifier = opt_text(&body.identifier, "identifier", 255)?;
     let account = scoping::account(app, req, identifier.as_deref())?;
@@ -383,7 +396,9 @@ async fn cancel_subscription(app: &App, req: &Request) -> Result<Response<Body>,
     let current = live_subscription(app, &scope, &account).await?;
     let stripe = app.stripe_for(&scope).await?;
     let updated = if immediately {
-        stripe.cancel_subscription_now(&current.subscription_id).await?
+        stripe
+            .cancel_subscription_now(&current.subscription_id)
+            .await?
     } else {
         stripe
             .set_cancel_at_period_end(&current.subscription_id, !resume)
@@ -423,10 +438,14 @@ async fn update_subscription(app: &App, req: &Request) -> Result<Response<Body>,
         .unwrap_or_else(|| crate::domain::plans::free_plan(&plans));
     let change = plan_change(&current_plan, &target);
     if change == PlanChange::Same {
-        return Err(ApiError::Conflict("The subscription is already on this plan.".into()));
+        return Err(ApiError::Conflict(
+            "The subscription is already on this plan.".into(),
+        ));
     }
     let stripe = app.stripe_for(&scope).await?;
-    let fresh = stripe.retrieve_subscription(&current.subscription_id).await?;
+    let fresh = stripe
+        .retrieve_subscription(&current.subscription_id)
+        .await?;
     let item = fresh
         .item_id()
         .ok_or_else(|| ApiError::Stripe("the subscription has no item".into()))?
@@ -434,7 +453,12 @@ async fn update_subscription(app: &App, req: &Request) -> Result<Response<Body>,
     let metadata = HashMap::from([(META_PLAN.to_owned(), target.id.clone())]);
     let key = format!(
         "coffer-subupd-{}",
-        hash_parts(&[&scope.to_string(), &current.subscription_id, &target.id, &current.observed_at_ms.to_string()])
+        hash_parts(&[
+            &scope.to_string(),
+            &current.subscription_id,
+            &target.id,
+            &current.observed_at_ms.to_string()
+        ])
     );
     let price = target.price_id.clone().unwrap_or_default();
     let updated = stripe
@@ -477,5 +501,7 @@ async fn hold_plan(
             return Ok(state);
         }
     }
-    Err(ApiError::Unavailable("the subscription record kept changing".into()))
+    Err(ApiError::Unavailable(
+        "the subscription record kept changing".into(),
+    ))
 }

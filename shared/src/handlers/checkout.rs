@@ -16,10 +16,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::billing::{active_scope, opt_text, recurring_plan};
+use crate::adapters::store::CustomerLink;
 use crate::adapters::stripe::{
     CheckoutItem, META_ACCOUNT, META_CREDITS, META_PACKAGE, META_PLAN, META_USER,
 };
-use crate::adapters::store::CustomerLink;
 use crate::domain::packages::valid_package_id;
 use crate::domain::plans::redirect_allowed;
 use crate::http::{json_body, ok, ApiError};
@@ -65,7 +65,13 @@ pub async fn checkout_session(
         let body: GatewayBody = json_body(req)?;
         let plan = opt_text(&body.plan_id, "plan_id", 64)?
             .ok_or_else(|| ApiError::bad_request("plan_id is required."))?;
-        (Some(plan), None, body.success_url, body.cancel_url, body.identifier)
+        (
+            Some(plan),
+            None,
+            body.success_url,
+            body.cancel_url,
+            body.identifier,
+        )
     } else {
         let body: CheckoutBody = json_body(req)?;
         (
@@ -127,7 +133,11 @@ pub async fn checkout_session(
                 currency: &package.currency,
             }
         }
-        _ => return Err(ApiError::bad_request("Give either planId or creditPackageId.")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "Give either planId or creditPackageId.",
+            ))
+        }
     };
     let stripe = app.stripe_for(&scope).await?;
     let customer = ensure_customer(app, &scope, &stripe, &account, None, None).await?;

@@ -8,17 +8,19 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::adapters::store::{hash_parts, idempotency_hash};
 use super::billing::opt_text;
-use crate::adapters::stripe::{Intent, NewIntent, META_CREDITS, META_PACKAGE, META_TIER, META_USER};
-use crate::domain::plans::{valid_plan_id, Plan, PlanKind};
-use crate::domain::records::UserId;
-use crate::services::billing::{self, ensure_customer};
+use crate::adapters::store::{hash_parts, idempotency_hash};
+use crate::adapters::stripe::{
+    Intent, NewIntent, META_CREDITS, META_PACKAGE, META_TIER, META_USER,
+};
 use crate::domain::ledger::{ChargeFacts, PaymentRecord};
 use crate::domain::packages::{valid_package_id, CreditPackage};
+use crate::domain::plans::{valid_plan_id, Plan, PlanKind};
+use crate::domain::records::UserId;
 use crate::domain::records::{now_ms, PaymentStatus};
 use crate::domain::scope::Scope;
 use crate::http::{json_body, ok, respond, ApiError};
+use crate::services::billing::{self, ensure_customer};
 use crate::{auth, scoping, App};
 
 #[derive(Deserialize)]
@@ -86,10 +88,14 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         }
         (Some(Value::String(id)), None) if valid_package_id(id) => id.clone(),
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("Give creditPackageId or tier, not both."))
+            return Err(ApiError::bad_request(
+                "Give creditPackageId or tier, not both.",
+            ))
         }
         (None | Some(Value::Null), None) => {
-            return Err(ApiError::bad_request("creditPackageId or tier is required."))
+            return Err(ApiError::bad_request(
+                "creditPackageId or tier is required.",
+            ))
         }
         (Some(_), None) => return Err(ApiError::bad_request("creditPackageId is malformed.")),
     };
@@ -115,7 +121,9 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
             (package, remembered)
         }
         Some(tier) => {
-            let (plan, remembered) = store.plan_and_idempotency(tier, idem_hash.as_deref()).await?;
+            let (plan, remembered) = store
+                .plan_and_idempotency(tier, idem_hash.as_deref())
+                .await?;
             let plan = plan
                 .filter(|p| p.active && p.kind() == PlanKind::Tier)
                 .ok_or_else(|| ApiError::NotFound("Unknown tier.".into()))?;
@@ -128,7 +136,10 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
                     )));
                 }
             }
-            (tier_package(&plan, &app.config.default_currency), remembered)
+            (
+                tier_package(&plan, &app.config.default_currency),
+                remembered,
+            )
         }
     };
 
@@ -137,7 +148,15 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         _ => None,
     };
     if let Some(record) = remembered {
-        return replay(app, &scope, &package, &record.package_id, &record.intent_id, sheet).await;
+        return replay(
+            app,
+            &scope,
+            &package,
+            &record.package_id,
+            &record.intent_id,
+            sheet,
+        )
+        .await;
     }
 
     let stripe = app.stripe_for(&scope).await?;
@@ -186,7 +205,15 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     };
     if let Some(winner) = store.record_payment(&payment, idem_hash.as_deref()).await? {
         // A concurrent request with the same key recorded its intent first: answer with that one.
-        return replay(app, &scope, &package, &winner.package_id, &winner.intent_id, sheet).await;
+        return replay(
+            app,
+            &scope,
+            &package,
+            &winner.package_id,
+            &winner.intent_id,
+            sheet,
+        )
+        .await;
     }
     tracing::info!(intent_id = %intent.id, package_id = %package.id, "payment intent created");
     answer(&intent, sheet)
@@ -211,7 +238,9 @@ async fn sheet_fields(
     }
     let stripe = app.stripe_for(scope).await?;
     let customer = ensure_customer(app, scope, &stripe, account, None, None).await?;
-    let key = stripe.create_ephemeral_key(&customer, stripe_version).await?;
+    let key = stripe
+        .create_ephemeral_key(&customer, stripe_version)
+        .await?;
     Ok(SheetFields {
         customer,
         ephemeral_key: key.secret,

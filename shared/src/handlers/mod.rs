@@ -112,12 +112,24 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/api/stripe/plans", "billing"),
     ("POST", "/api/stripe/create-customer", "billing"),
     ("POST", "/api/stripe/create-subscription", "billing"),
-    ("POST", "/api/v1/payments/stripe/checkout-session", "billing"),
+    (
+        "POST",
+        "/api/v1/payments/stripe/checkout-session",
+        "billing",
+    ),
     ("POST", "/api/portal/checkout", "billing"),
     ("GET", "/api/v1/payments/stripe/my-subscription", "billing"),
     ("GET", "/api/v1/payments/stripe/my-payments", "billing"),
-    ("POST", "/api/v1/payments/stripe/cancel-subscription", "billing"),
-    ("POST", "/api/v1/payments/stripe/update-subscription", "billing"),
+    (
+        "POST",
+        "/api/v1/payments/stripe/cancel-subscription",
+        "billing",
+    ),
+    (
+        "POST",
+        "/api/v1/payments/stripe/update-subscription",
+        "billing",
+    ),
     ("POST", "/api/v1/payments/stripe/customer-portal", "billing"),
     (
         "PUT",

@@ -65,7 +65,10 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         let project = scoping::owned_project(app, &developer, &id).await?;
         return Ok(ok(webhook_urls(req, &project.id)));
     }
-    if path.contains("/plans") || path.ends_with("/settings") {
+    let plan_route = req
+        .path_parameters_ref()
+        .is_some_and(|p| p.first("plan_id").is_some());
+    if plan_route || path.ends_with("/plans") || path.ends_with("/settings") {
         let project = scoping::owned_project(app, &developer, &id).await?;
         return super::project_plans::plans_or_settings(app, req, &Scope::new(project.id, mode))
             .await;

@@ -80,7 +80,9 @@ struct SettingsBody {
 /// Origins as `scheme://host[:port]`, nothing after; at most 20.
 fn valid_origins(origins: Vec<String>) -> Result<Vec<String>, ApiError> {
     if origins.len() > 20 {
-        return Err(ApiError::bad_request("allowedOrigins holds at most 20 origins."));
+        return Err(ApiError::bad_request(
+            "allowedOrigins holds at most 20 origins.",
+        ));
     }
     origins
         .into_iter()

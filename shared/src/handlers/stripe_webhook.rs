@@ -171,7 +171,9 @@ async fn grant_tier(
 ) -> Result<(), ApiError> {
     let (Some(tier), Some(account)) = (
         intent.metadata.get(META_TIER),
-        paid.user_id.as_deref().and_then(crate::domain::records::UserId::parse),
+        paid.user_id
+            .as_deref()
+            .and_then(crate::domain::records::UserId::parse),
     ) else {
         return Ok(());
     };

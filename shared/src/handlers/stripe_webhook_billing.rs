@@ -66,7 +66,9 @@ pub async fn invoice_event(
             subscription_id: subscription_id.to_owned(),
             plan_id: state.plan_id.clone(),
             amount: if paid { amount_paid } else { int("amount_due") },
-            currency: text(invoice, "/currency").unwrap_or("usd").to_ascii_lowercase(),
+            currency: text(invoice, "/currency")
+                .unwrap_or("usd")
+                .to_ascii_lowercase(),
             status: if paid { "paid" } else { "failed" }.to_owned(),
             created_at_ms: invoice
                 .get("created")
@@ -86,7 +88,15 @@ pub async fn invoice_event(
     if plan.included_credits <= 0 {
         return Ok(());
     }
-    grant_included(app, &store, &account, invoice_id, &plan.id, plan.included_credits).await
+    grant_included(
+        app,
+        &store,
+        &account,
+        invoice_id,
+        &plan.id,
+        plan.included_credits,
+    )
+    .await
 }
 
 async fn grant_included(
@@ -111,7 +121,10 @@ async fn grant_included(
             tracing::info!(invoice_id, credits, "included credits granted")
         }
         MoveOutcome::Replayed { .. } => {
-            tracing::info!(invoice_id, "included credits already granted; duplicate ignored")
+            tracing::info!(
+                invoice_id,
+                "included credits already granted; duplicate ignored"
+            )
         }
         other => tracing::warn!(invoice_id, outcome = ?other, "included credits not granted"),
     }
@@ -130,7 +143,10 @@ pub async fn checkout_completed(app: &App, scope: &Scope, event: &Event) -> Resu
         return Ok(());
     }
     if session.payment_status.as_deref() != Some("paid") {
-        tracing::info!(session_id = id, "checkout session not paid yet; acknowledged");
+        tracing::info!(
+            session_id = id,
+            "checkout session not paid yet; acknowledged"
+        );
         return Ok(());
     }
     let metadata = session.metadata.clone().unwrap_or_default();
@@ -142,13 +158,20 @@ pub async fn checkout_completed(app: &App, scope: &Scope, event: &Event) -> Resu
             .and_then(|a| UserId::parse(a)),
         metadata.get(META_PACKAGE).cloned(),
     ) else {
-        tracing::warn!(session_id = id, "paid checkout session without Coffer metadata; nothing credited");
+        tracing::warn!(
+            session_id = id,
+            "paid checkout session without Coffer metadata; nothing credited"
+        );
         return Ok(());
     };
     let store = app.store_for(scope);
     let packages = app.packages_for(scope).await?;
     let Some(package) = packages.iter().find(|p| p.id == package_id) else {
-        tracing::warn!(session_id = id, package_id, "paid checkout session of an unknown package; nothing credited");
+        tracing::warn!(
+            session_id = id,
+            package_id,
+            "paid checkout session of an unknown package; nothing credited"
+        );
         return Ok(());
     };
     let payment = PaymentRecord {
@@ -171,17 +194,25 @@ pub async fn checkout_completed(app: &App, scope: &Scope, event: &Event) -> Resu
     let paid = PaidIntent {
         intent_id: intent_id.clone(),
         amount: session.amount_total.unwrap_or(-1),
-        currency: session.currency.clone().unwrap_or_default().to_ascii_lowercase(),
+        currency: session
+            .currency
+            .clone()
+            .unwrap_or_default()
+            .to_ascii_lowercase(),
         user_id: Some(payment.user_id.as_str().to_owned()),
         package_id: Some(package_id),
         credits: metadata.get(META_CREDITS).and_then(|c| c.parse().ok()),
     };
     match store.credit_purchase(&paid, &event.id).await? {
-        CreditOutcome::Credited => tracing::info!(intent_id = %intent_id, "checkout payment credited"),
+        CreditOutcome::Credited => {
+            tracing::info!(intent_id = %intent_id, "checkout payment credited")
+        }
         CreditOutcome::AlreadyCredited => {
             tracing::info!(intent_id = %intent_id, "checkout payment already credited; duplicate ignored")
         }
-        other => tracing::warn!(intent_id = %intent_id, outcome = ?other, "checkout payment not credited"),
+        other => {
+            tracing::warn!(intent_id = %intent_id, outcome = ?other, "checkout payment not credited")
+        }
     }
     Ok(())
 }

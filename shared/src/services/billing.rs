@@ -8,8 +8,8 @@ use std::time::Duration;
 use crate::adapters::store::{hash_parts, CustomerLink, Store};
 use crate::adapters::stripe::{StripeApi, Subscription, META_ACCOUNT, META_USER};
 use crate::domain::plans::{
-    entitled_plan, is_newer, state_from_read, Plan, ProjectSettings, StripeRead,
-    SubscriptionState, SubscriptionStatus,
+    entitled_plan, is_newer, state_from_read, Plan, ProjectSettings, StripeRead, SubscriptionState,
+    SubscriptionStatus,
 };
 use crate::domain::records::{now_ms, UserId};
 use crate::domain::scope::Scope;
@@ -28,11 +28,7 @@ pub async fn plans(app: &App, scope: &Scope) -> Result<Vec<Plan>, ApiError> {
 
 /// The scope's settings, or the defaults (no redirect origin; three days of grace).
 pub async fn settings(app: &App, scope: &Scope) -> Result<ProjectSettings, ApiError> {
-    Ok(app
-        .store_for(scope)
-        .settings()
-        .await?
-        .unwrap_or_default())
+    Ok(app.store_for(scope).settings().await?.unwrap_or_default())
 }
 
 /// An account's plan now, with the subscription state it follows.
@@ -147,7 +143,10 @@ pub async fn sync_subscription(
     let subscription = stripe.retrieve_subscription(subscription_id).await?;
     let store = app.store_for(scope);
     let Some(account) = subscription_account(&store, &subscription).await? else {
-        tracing::warn!(subscription_id, "subscription of no Coffer account; ignored");
+        tracing::warn!(
+            subscription_id,
+            "subscription of no Coffer account; ignored"
+        );
         return Ok(None);
     };
     let plans = plans(app, scope).await?;
@@ -187,7 +186,10 @@ pub async fn store_read(
             Some(version) if version == record.version => None,
             _ => record.lock_until_ms,
         };
-        let newer = record.state.as_ref().is_none_or(|stored| is_newer(stored, &state));
+        let newer = record
+            .state
+            .as_ref()
+            .is_none_or(|stored| is_newer(stored, &state));
         if !newer {
             if lock == record.lock_until_ms {
                 tracing::info!(subscription_id = %subscription.id, "stored state is newer; read not stored");

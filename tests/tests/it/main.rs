@@ -10,5 +10,6 @@ mod lifecycle;
 mod money_defects;
 mod projects;
 mod purchase;
+mod subscriptions;
 mod upgrade;
 mod webhook;

@@ -17,7 +17,9 @@ pub enum CustomerLink {
     /// Created and linked.
     Ready(String),
     /// Another request is creating it until this time (ms).
-    Claimed { until_ms: i64 },
+    Claimed {
+        until_ms: i64,
+    },
     Missing,
 }
 

@@ -24,7 +24,9 @@ use aws_sdk_dynamodb::types::{KeysAndAttributes, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 
 pub use admin::LedgerScan;
-pub use billing::{valid_account_boundary, AccountPayment, CustomerLink, InvoiceRecord, SubscriptionRecord};
+pub use billing::{
+    valid_account_boundary, AccountPayment, CustomerLink, InvoiceRecord, SubscriptionRecord,
+};
 pub use codec::{DecodeError, Item};
 pub use credits::MoveOutcome;
 pub use keys::{hash_parts, idempotency_hash, Keys, GSI1, GSI2};

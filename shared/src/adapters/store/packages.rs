@@ -48,7 +48,13 @@ impl Store {
         &self,
         plan_id: &str,
         idempotency_hash: Option<&str>,
-    ) -> Result<(Option<crate::domain::plans::Plan>, Option<IdempotencyRecord>), StoreError> {
+    ) -> Result<
+        (
+            Option<crate::domain::plans::Plan>,
+            Option<IdempotencyRecord>,
+        ),
+        StoreError,
+    > {
         let mut wanted = vec![self.keys.plan(plan_id)];
         if let Some(hash) = idempotency_hash {
             wanted.push(self.keys.idempotency(hash));

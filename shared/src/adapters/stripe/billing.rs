@@ -17,10 +17,10 @@ use stripe_checkout::checkout_session::{
     CreateCheckoutSessionPaymentIntentData, CreateCheckoutSessionSubscriptionData, ProductData,
     RetrieveCheckoutSession,
 };
+use stripe_checkout::CheckoutSessionMode;
 use stripe_core::customer::CreateCustomer;
 use stripe_core::payment_intent::RetrievePaymentIntent;
 use stripe_core::setup_intent::RetrieveSetupIntent;
-use stripe_checkout::CheckoutSessionMode;
 use stripe_types::Currency as StripeCurrency;
 
 use super::{map_error, StripeApi, StripeFailure};
@@ -274,13 +274,15 @@ impl StripeApi {
             let invoice = match invoice {
                 Ok(invoice) => invoice,
                 // Older API versions (and localstripe) have no confirmation secret to expand.
-                Err(stripe::StripeError::Stripe(_, 400)) => RetrieveInvoice::new(invoice_id.as_str())
-                    .build()
-                    .customize::<InvoiceSecrets>()
-                    .request_strategy(RequestStrategy::Retry(2))
-                    .send(&self.client)
-                    .await
-                    .map_err(map_error)?,
+                Err(stripe::StripeError::Stripe(_, 400)) => {
+                    RetrieveInvoice::new(invoice_id.as_str())
+                        .build()
+                        .customize::<InvoiceSecrets>()
+                        .request_strategy(RequestStrategy::Retry(2))
+                        .send(&self.client)
+                        .await
+                        .map_err(map_error)?
+                }
                 Err(other) => return Err(map_error(other)),
             };
             if let Some(secret) = invoice.confirmation_secret.and_then(|c| c.client_secret) {

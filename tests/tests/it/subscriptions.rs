@@ -1,0 +1,913 @@
+//! Plans, customers and subscriptions over the wire: localstripe for customers, plans,
+//! subscriptions, invoices and PaymentIntents; the Stripe test double in front of it for
+//! Checkout, the portal and ephemeral keys. Events localstripe never sends are built from its
+//! real objects and signed.
+
+use integration_tests::{settle, spawn_app, Reply, TestApp, STRIPE_KEY};
+use serde_json::{json, Value};
+
+const SUBSCRIPTION_CARD: &str = "4000002500003155";
+const PAST_DUE_CARD: &str = "4000008260003178";
+
+async fn post(app: &TestApp, path: &str, user: &str, body: Value) -> Reply {
+    app.post(path, Some(user), &body.to_string(), &[]).await
+}
+
+async fn my_subscription(app: &TestApp, user: &str) -> Value {
+    let reply = app
+        .get("/api/v1/payments/stripe/my-subscription", Some(user))
+        .await;
+    assert_eq!(reply.status, 200, "my-subscription: {}", reply.body);
+    reply.body["data"].clone()
+}
+
+async fn stripe_get(app: &TestApp, path: &str) -> Value {
+    app.http
+        .get(format!("{}{path}", app.stripe_base))
+        .bearer_auth(STRIPE_KEY)
+        .send()
+        .await
+        .expect("localstripe GET")
+        .json()
+        .await
+        .expect("localstripe JSON")
+}
+
+/// The account's customer (through Coffer) with `card` as its default payment method.
+async fn customer_with_card(app: &TestApp, user: &str, card: &str) -> String {
+    let reply = post(app, "/api/stripe/create-customer", user, json!({})).await;
+    assert_eq!(reply.status, 200, "create-customer: {}", reply.body);
+    let customer = reply.body["data"]["customerId"]
+        .as_str()
+        .expect("customerId")
+        .to_owned();
+    let pm = app
+        .stripe_post(
+            "/v1/payment_methods",
+            &[
+                ("type", "card"),
+                ("card[number]", card),
+                ("card[exp_month]", "12"),
+                ("card[exp_year]", "2034"),
+                ("card[cvc]", "123"),
+            ],
+        )
+        .await;
+    let pm = pm.body["id"].as_str().expect("pm").to_owned();
+    let attach = app
+        .stripe_post(
+            &format!("/v1/payment_methods/{pm}/attach"),
+            &[("customer", &customer)],
+        )
+        .await;
+    assert_eq!(attach.status, 200, "attach: {}", attach.body);
+    let default = app
+        .stripe_post(
+            &format!("/v1/customers/{customer}"),
+            &[("invoice_settings[default_payment_method]", &pm)],
+        )
+        .await;
+    assert_eq!(default.status, 200, "default pm: {}", default.body);
+    customer
+}
+
+/// Subscribes `user` to `plan` and confirms the first payment as the client would; returns the
+/// subscription id once Coffer stored it active.
+async fn subscribe_active(app: &TestApp, user: &str, plan: &str) -> String {
+    customer_with_card(app, user, SUBSCRIPTION_CARD).await;
+    let reply = post(
+        app,
+        "/api/stripe/create-subscription",
+        user,
+        json!({ "planId": plan }),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "create-subscription: {}", reply.body);
+    let data = &reply.body["data"];
+    assert_eq!(data["status"], "incomplete", "{data}");
+    let secret = data["clientSecret"].as_str().expect("clientSecret");
+    let intent = secret
+        .split("_secret_")
+        .next()
+        .expect("intent id")
+        .to_owned();
+    let subscription = data["subscriptionId"].as_str().expect("id").to_owned();
+    let auth = app
+        .stripe_post(
+            &format!("/v1/payment_intents/{intent}/_authenticate"),
+            &[("success", "true"), ("client_secret", secret)],
+        )
+        .await;
+    assert_eq!(auth.status, 200, "authenticate: {}", auth.body);
+    let sub = subscription.clone();
+    let active = settle(
+        || async {
+            let now = my_subscription(app, user).await;
+            (now["status"] == "active").then_some(now)
+        },
+        redeliver_invoice(app, &subscription),
+    )
+    .await;
+    assert!(active.is_some(), "{sub} never became active in Coffer");
+    subscription
+}
+
+/// Stripe's retry of `invoice.payment_succeeded`: the subscription's latest invoice as
+/// localstripe holds it, in a signed event.
+async fn redeliver_invoice(app: &TestApp, subscription: &str) {
+    let sub = stripe_get(app, &format!("/v1/subscriptions/{subscription}")).await;
+    let invoice_id = sub["latest_invoice"]
+        .as_str()
+        .expect("latest_invoice")
+        .to_owned();
+    let invoice = stripe_get(app, &format!("/v1/invoices/{invoice_id}")).await;
+    let reply = app
+        .deliver_event("invoice.payment_succeeded", &invoice)
+        .await;
+    assert_eq!(reply.status, 200, "invoice event: {}", reply.body);
+}
+
+#[tokio::test]
+async fn plans_are_listed_by_rank_with_their_limits() {
+    let app = spawn_app().await;
+    let reply = app.get("/api/stripe/plans", Some("pia")).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let ids: Vec<&str> = reply.body["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|p| p["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["free", "starter", "pro", "pro-monthly", "enterprise"]);
+    let starter = &reply.body["data"][1];
+    assert_eq!(starter["limits"]["requests"], 25000);
+    assert_eq!(starter["kind"], "recurring");
+    assert_eq!(reply.body["data"][2]["kind"], "tier");
+    assert_eq!(app.get("/api/stripe/plans", None).await.status, 401);
+}
+
+#[tokio::test]
+async fn double_clicked_create_customer_makes_one_customer() {
+    let app = spawn_app().await;
+    let calls = (0..6)
+        .map(|_| {
+            post(
+                &app,
+                "/api/stripe/create-customer",
+                "quin",
+                json!({"email": "q@example.com"}),
+            )
+        })
+        .collect();
+    let replies = join_all(calls).await;
+    let ids: std::collections::BTreeSet<String> = replies
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.body["data"]["customerId"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one customer for every click: {ids:?}");
+    let customer = ids.into_iter().next().expect("one");
+    let at_stripe = stripe_get(&app, &format!("/v1/customers/{customer}")).await;
+    assert_eq!(at_stripe["metadata"]["coffer_user_id"], "quin");
+    let bad = post(
+        &app,
+        "/api/stripe/create-customer",
+        "quin",
+        json!({"email": 5}),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+}
+
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut results = Vec::with_capacity(pinned.len());
+    // Poll them together: each is an independent HTTP call.
+    let outputs = std::future::poll_fn(|cx| {
+        let mut done = true;
+        results.resize_with(pinned.len(), || None);
+        for (i, fut) in pinned.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(std::mem::take(&mut results))
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+#[tokio::test]
+async fn a_subscription_gives_its_limits_and_its_included_credits_once_per_invoice() {
+    let app = spawn_app().await;
+    let subscription = subscribe_active(&app, "rhea", "starter").await;
+    let now = my_subscription(&app, "rhea").await;
+    assert_eq!(now["planId"], "starter");
+    assert_eq!(now["limits"]["requests"], 25000);
+    assert_eq!(now["cancelAtPeriodEnd"], false);
+    assert!(now["currentPeriodEnd"].is_string(), "{now}");
+
+    // Included credits (5.00) once, whatever the duplicates: both paid events, twice each.
+    let credited = integration_tests::eventually(30, || async {
+        let balance = app.balance("rhea").await;
+        (balance >= 5.0).then_some(balance)
+    })
+    .await;
+    assert_eq!(credited, Some(5.0));
+    redeliver_invoice(&app, &subscription).await;
+    let sub = stripe_get(&app, &format!("/v1/subscriptions/{subscription}")).await;
+    let invoice = stripe_get(
+        &app,
+        &format!(
+            "/v1/invoices/{}",
+            sub["latest_invoice"].as_str().expect("invoice")
+        ),
+    )
+    .await;
+    assert_eq!(
+        app.deliver_event("invoice.paid", &invoice).await.status,
+        200
+    );
+    assert_eq!(app.balance("rhea").await, 5.0);
+
+    let payments = app
+        .get("/api/v1/payments/stripe/my-payments", Some("rhea"))
+        .await;
+    assert_eq!(payments.status, 200, "{}", payments.body);
+    let lines = payments.body["data"].as_array().expect("list");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["type"], "subscription_invoice");
+    assert_eq!(lines[0]["amount"], 2900);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_second_create_while_one_is_live_or_being_made_is_409() {
+    let app = spawn_app().await;
+    customer_with_card(&app, "saul", SUBSCRIPTION_CARD).await;
+    let body = json!({ "planId": "starter" });
+    let replies = join_all(vec![
+        post(
+            &app,
+            "/api/stripe/create-subscription",
+            "saul",
+            body.clone(),
+        ),
+        post(
+            &app,
+            "/api/stripe/create-subscription",
+            "saul",
+            body.clone(),
+        ),
+        post(
+            &app,
+            "/api/stripe/create-subscription",
+            "saul",
+            body.clone(),
+        ),
+    ])
+    .await;
+    let created = replies.iter().filter(|r| r.status == 200).count();
+    let refused = replies.iter().filter(|r| r.status == 409).count();
+    assert_eq!(
+        (created, refused),
+        (1, 2),
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    let again = post(&app, "/api/stripe/create-subscription", "saul", body).await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert_eq!(again.body["code"], "conflict");
+}
+
+#[tokio::test]
+async fn a_stale_updated_payload_does_not_change_what_is_stored() {
+    let app = spawn_app().await;
+    let subscription = subscribe_active(&app, "tara", "starter").await;
+    // A stale copy claiming the subscription was canceled: Coffer re-reads it, and Stripe says
+    // it is active, so nothing changes.
+    let mut stale = stripe_get(&app, &format!("/v1/subscriptions/{subscription}")).await;
+    stale["status"] = json!("canceled");
+    stale["cancel_at_period_end"] = json!(true);
+    let reply = app
+        .deliver_event("customer.subscription.updated", &stale)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let now = my_subscription(&app, "tara").await;
+    assert_eq!(now["status"], "active");
+    assert_eq!(now["cancelAtPeriodEnd"], false);
+    assert_eq!(now["planId"], "starter");
+}
+
+#[tokio::test]
+async fn cancel_resume_and_cancel_now_follow_stripe() {
+    let app = spawn_app().await;
+    let subscription = subscribe_active(&app, "ugo", "starter").await;
+    let cancel = post(
+        &app,
+        "/api/v1/payments/stripe/cancel-subscription",
+        "ugo",
+        json!({}),
+    )
+    .await;
+    assert_eq!(cancel.status, 200, "{}", cancel.body);
+    assert_eq!(cancel.body["data"]["cancelAtPeriodEnd"], true);
+    assert_eq!(
+        my_subscription(&app, "ugo").await["cancelAtPeriodEnd"],
+        true
+    );
+    // Until the period ends, the plan's limits stay.
+    assert_eq!(my_subscription(&app, "ugo").await["planId"], "starter");
+
+    let resume = post(
+        &app,
+        "/api/v1/payments/stripe/cancel-subscription",
+        "ugo",
+        json!({"resume": true}),
+    )
+    .await;
+    assert_eq!(resume.status, 200, "{}", resume.body);
+    assert_eq!(
+        my_subscription(&app, "ugo").await["cancelAtPeriodEnd"],
+        false
+    );
+
+    let now = post(
+        &app,
+        "/api/v1/payments/stripe/cancel-subscription",
+        "ugo",
+        json!({"immediately": true}),
+    )
+    .await;
+    assert_eq!(now.status, 200, "{}", now.body);
+    let after = my_subscription(&app, "ugo").await;
+    assert_eq!(after["planId"], "free", "{after}");
+    assert_eq!(after["limits"]["requests"], 1000);
+    // The deleted event (localstripe's own, or this copy) changes nothing more.
+    let deleted = stripe_get(&app, &format!("/v1/subscriptions/{subscription}")).await;
+    if deleted.get("id").is_some() {
+        let reply = app
+            .deliver_event("customer.subscription.deleted", &deleted)
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    assert_eq!(my_subscription(&app, "ugo").await["planId"], "free");
+    let again = post(
+        &app,
+        "/api/v1/payments/stripe/cancel-subscription",
+        "ugo",
+        json!({}),
+    )
+    .await;
+    assert_eq!(again.status, 404, "{}", again.body);
+}
+
+#[tokio::test]
+async fn an_upgrade_applies_now_a_downgrade_at_period_end_and_the_same_plan_is_409() {
+    let app = spawn_app().await;
+    subscribe_active(&app, "vera", "starter").await;
+    let same = post(
+        &app,
+        "/api/v1/payments/stripe/update-subscription",
+        "vera",
+        json!({"planId": "starter"}),
+    )
+    .await;
+    assert_eq!(same.status, 409, "{}", same.body);
+    let up = post(
+        &app,
+        "/api/v1/payments/stripe/update-subscription",
+        "vera",
+        json!({"planId": "pro-monthly"}),
+    )
+    .await;
+    assert_eq!(up.status, 200, "{}", up.body);
+    assert_eq!(up.body["data"]["effective"], "now");
+    let now = my_subscription(&app, "vera").await;
+    assert_eq!(now["planId"], "pro-monthly");
+    assert_eq!(now["limits"]["requests"], 100000);
+
+    let down = post(
+        &app,
+        "/api/v1/payments/stripe/update-subscription",
+        "vera",
+        json!({"planId": "starter"}),
+    )
+    .await;
+    assert_eq!(down.status, 200, "{}", down.body);
+    assert_eq!(down.body["data"]["effective"], "period_end");
+    let now = my_subscription(&app, "vera").await;
+    assert_eq!(now["subscribedPlanId"], "starter");
+    assert_eq!(
+        now["planId"], "pro-monthly",
+        "the paid period keeps the higher limits"
+    );
+
+    let unknown = post(
+        &app,
+        "/api/v1/payments/stripe/update-subscription",
+        "vera",
+        json!({"planId": "platinum"}),
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
+    let none = post(
+        &app,
+        "/api/v1/payments/stripe/update-subscription",
+        "wynn",
+        json!({"planId": "starter"}),
+    )
+    .await;
+    assert_eq!(none.status, 404);
+}
+
+#[tokio::test]
+async fn past_due_keeps_the_plan_for_the_grace_period_only() {
+    let app = spawn_app().await;
+    let store = app.app.app.store_for(&app.app.app.default_scope());
+    let grace = |seconds| coffer::domain::plans::ProjectSettings {
+        allowed_origins: vec!["https://app.example.com".into()],
+        past_due_grace_seconds: seconds,
+    };
+    store.put_settings(&grace(3600)).await.expect("settings");
+    let subscription = subscribe_active(&app, "xena", "starter").await;
+    let sub = stripe_get(&app, &format!("/v1/subscriptions/{subscription}")).await;
+    let customer = sub["customer"].as_str().expect("customer").to_owned();
+
+    // The next period's invoice fails on a card that declines.
+    let pm = app
+        .stripe_post(
+            "/v1/payment_methods",
+            &[
+                ("type", "card"),
+                ("card[number]", PAST_DUE_CARD),
+                ("card[exp_month]", "12"),
+                ("card[exp_year]", "2034"),
+                ("card[cvc]", "123"),
+            ],
+        )
+        .await;
+    let pm = pm.body["id"].as_str().expect("pm").to_owned();
+    app.stripe_post(
+        &format!("/v1/payment_methods/{pm}/attach"),
+        &[("customer", &customer)],
+    )
+    .await;
+    app.stripe_post(
+        &format!("/v1/customers/{customer}"),
+        &[("invoice_settings[default_payment_method]", &pm)],
+    )
+    .await;
+    let item = app
+        .stripe_post(
+            "/v1/invoiceitems",
+            &[
+                ("customer", &customer),
+                ("amount", "2900"),
+                ("currency", "usd"),
+            ],
+        )
+        .await;
+    assert_eq!(item.status, 200, "invoice item: {}", item.body);
+    let invoice = app
+        .stripe_post(
+            "/v1/invoices",
+            &[("customer", &customer), ("subscription", &subscription)],
+        )
+        .await;
+    assert_eq!(invoice.status, 200, "invoice: {}", invoice.body);
+    let invoice_id = invoice.body["id"].as_str().expect("invoice").to_owned();
+    app.stripe_post(&format!("/v1/invoices/{invoice_id}/pay"), &[])
+        .await;
+    // The card asks for authentication, then its charge fails.
+    let unpaid = stripe_get(&app, &format!("/v1/invoices/{invoice_id}")).await;
+    let intent_id = unpaid["payment_intent"]
+        .as_str()
+        .expect("invoice intent")
+        .to_owned();
+    let intent = app.stripe_intent(&intent_id).await;
+    let secret = intent["client_secret"].as_str().expect("secret").to_owned();
+    app.stripe_post(
+        &format!("/v1/payment_intents/{intent_id}/_authenticate"),
+        &[("success", "true"), ("client_secret", &secret)],
+    )
+    .await;
+    let at_stripe = stripe_get(&app, &format!("/v1/subscriptions/{subscription}")).await;
+    assert_eq!(at_stripe["status"], "past_due", "localstripe: {at_stripe}");
+    let failed = stripe_get(&app, &format!("/v1/invoices/{invoice_id}")).await;
+    let reply = app.deliver_event("invoice.payment_failed", &failed).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    let now = my_subscription(&app, "xena").await;
+    assert_eq!(now["status"], "past_due", "{now}");
+    assert_eq!(now["planId"], "starter", "within the grace: {now}");
+    store.put_settings(&grace(0)).await.expect("settings");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let later = my_subscription(&app, "xena").await;
+    assert_eq!(later["planId"], "free", "after the grace: {later}");
+    assert_eq!(later["status"], "past_due");
+    let payments = app
+        .get("/api/v1/payments/stripe/my-payments", Some("xena"))
+        .await;
+    let statuses: Vec<&str> = payments.body["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|p| p["status"].as_str())
+        .collect();
+    assert!(statuses.contains(&"failed"), "{}", payments.body);
+}
+
+#[tokio::test]
+async fn a_tier_is_bought_once_with_a_payment_intent_and_client_prices_are_refused() {
+    let app = spawn_app().await;
+    let priced = post(
+        &app,
+        "/api/stripe/create-payment-intent",
+        "yuri",
+        json!({"amount": 1, "currency": "usd"}),
+    )
+    .await;
+    assert_eq!(priced.status, 400, "{}", priced.body);
+    assert!(priced.body["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("server"));
+    let unknown = post(
+        &app,
+        "/api/stripe/create-payment-intent",
+        "yuri",
+        json!({"tier": "gold"}),
+    )
+    .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+
+    let reply = post(
+        &app,
+        "/api/stripe/create-payment-intent",
+        "yuri",
+        json!({"tier": "pro"}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let intent = reply.body["data"]["paymentIntentId"]
+        .as_str()
+        .expect("pi")
+        .to_owned();
+    let stripe_intent = app.stripe_intent(&intent).await;
+    assert_eq!(stripe_intent["amount"], 1000);
+    let paid = app.pay_with_card(&intent, "4242424242424242").await;
+    assert_eq!(paid.status, 200, "{}", paid.body);
+    let tier = settle(
+        || async {
+            let now = my_subscription(&app, "yuri").await;
+            (now["planId"] == "pro").then_some(now)
+        },
+        app.redeliver_intent_event("payment_intent.succeeded", &intent),
+    )
+    .await;
+    assert!(tier.is_some(), "the tier was never granted");
+    assert_eq!(
+        app.balance("yuri").await,
+        10.0,
+        "the tier's included credits"
+    );
+    let again = post(
+        &app,
+        "/api/stripe/create-payment-intent",
+        "yuri",
+        json!({"tier": "pro"}),
+    )
+    .await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    let payments = app
+        .get("/api/v1/payments/stripe/my-payments", Some("yuri"))
+        .await;
+    assert_eq!(
+        payments.body["data"][0]["type"], "tier_purchase",
+        "{}",
+        payments.body
+    );
+}
+
+#[tokio::test]
+async fn payment_sheet_gets_a_customer_and_an_ephemeral_key_in_the_sdk_version() {
+    let app = spawn_app().await;
+    let missing = post(
+        &app,
+        "/api/stripe/create-payment-intent",
+        "zane",
+        json!({"creditPackageId": "starter", "paymentSheet": true}),
+    )
+    .await;
+    assert_eq!(missing.status, 400, "{}", missing.body);
+    let reply = post(
+        &app,
+        "/api/stripe/create-payment-intent",
+        "zane",
+        json!({"creditPackageId": "starter", "paymentSheet": true, "stripeVersion": "2020-08-27"}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let data = &reply.body["data"];
+    let customer = data["customer"].as_str().expect("customer");
+    assert!(customer.starts_with("cus_"), "{data}");
+    assert!(data["ephemeralKey"]
+        .as_str()
+        .expect("key")
+        .starts_with("ek_test_"));
+    assert!(data["clientSecret"].is_string());
+    let intent = app
+        .stripe_intent(data["paymentIntentId"].as_str().expect("pi"))
+        .await;
+    assert_eq!(intent["customer"], customer);
+    let recorded = reqwest::get(format!("{}/_double/requests", app.double_base))
+        .await
+        .expect("double")
+        .json::<Value>()
+        .await
+        .expect("json");
+    let key_call = recorded
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|r| r["path"] == "/v1/ephemeral_keys")
+        .expect("an ephemeral key was asked for")
+        .clone();
+    assert_eq!(key_call["stripeVersion"], "2020-08-27");
+    assert_eq!(key_call["params"]["customer"], customer);
+}
+
+#[tokio::test]
+async fn checkout_for_a_plan_subscribes_and_for_a_package_credits_once() {
+    let app = spawn_app().await;
+    let outside = post(
+        &app,
+        "/api/v1/payments/stripe/checkout-session",
+        "abel",
+        json!({"planId": "starter", "successUrl": "https://evil.example.net/ok", "cancelUrl": "https://app.example.com/no"}),
+    )
+    .await;
+    assert_eq!(outside.status, 400, "{}", outside.body);
+    let reply = post(
+        &app,
+        "/api/v1/payments/stripe/checkout-session",
+        "abel",
+        json!({"planId": "starter", "successUrl": "https://app.example.com/ok", "cancelUrl": "https://app.example.com/no"}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let session_id = reply.body["data"]["id"].as_str().expect("id").to_owned();
+    assert!(reply.body["data"]["url"]
+        .as_str()
+        .expect("url")
+        .contains(&session_id));
+    let session = complete_checkout(&app, &session_id).await;
+    let event = app
+        .deliver_event("checkout.session.completed", &session)
+        .await;
+    assert_eq!(event.status, 200, "{}", event.body);
+    let now = my_subscription(&app, "abel").await;
+    assert_eq!(now["planId"], "starter", "{now}");
+    assert_eq!(now["limits"]["requests"], 25000);
+
+    // The API gateway's spelling.
+    let gateway = post(
+        &app,
+        "/api/portal/checkout",
+        "bela",
+        json!({"plan_id": "pro-monthly", "success_url": "https://app.example.com/ok", "cancel_url": "https://app.example.com/no"}),
+    )
+    .await;
+    assert_eq!(gateway.status, 200, "{}", gateway.body);
+    assert!(gateway.body["data"]["checkout_url"].is_string());
+
+    let package = post(
+        &app,
+        "/api/v1/payments/stripe/checkout-session",
+        "cleo",
+        json!({"creditPackageId": "starter", "successUrl": "https://app.example.com/ok", "cancelUrl": "https://app.example.com/no"}),
+    )
+    .await;
+    assert_eq!(package.status, 200, "{}", package.body);
+    let session_id = package.body["data"]["id"].as_str().expect("id").to_owned();
+    let session = complete_checkout(&app, &session_id).await;
+    for _ in 0..2 {
+        let event = app
+            .deliver_event("checkout.session.completed", &session)
+            .await;
+        assert_eq!(event.status, 200, "{}", event.body);
+    }
+    let starter_credits = app.balance("cleo").await;
+    assert!(starter_credits > 0.0);
+    // localstripe's own payment_intent.succeeded for the same intent moves nothing more.
+    let intent = session["payment_intent"].as_str().expect("pi");
+    app.redeliver_intent_event("payment_intent.succeeded", intent)
+        .await;
+    assert_eq!(app.balance("cleo").await, starter_credits);
+    app.assert_invariants().await;
+}
+
+async fn complete_checkout(app: &TestApp, session_id: &str) -> Value {
+    let done = app
+        .stripe_post_at(
+            &app.double_base,
+            STRIPE_KEY,
+            &format!("/_double/checkout/{session_id}/complete"),
+            &[("card", "4242424242424242")],
+        )
+        .await;
+    assert_eq!(done.status, 200, "complete: {}", done.body);
+    done.body
+}
+
+#[tokio::test]
+async fn the_portal_needs_a_customer_and_an_allowed_return_url() {
+    let app = spawn_app().await;
+    let none = post(
+        &app,
+        "/api/v1/payments/stripe/customer-portal",
+        "dora",
+        json!({"returnUrl": "https://app.example.com/account"}),
+    )
+    .await;
+    assert_eq!(none.status, 404, "{}", none.body);
+    post(&app, "/api/stripe/create-customer", "dora", json!({})).await;
+    let bad = post(
+        &app,
+        "/api/v1/payments/stripe/customer-portal",
+        "dora",
+        json!({"returnUrl": "javascript:alert(1)"}),
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let ok = post(
+        &app,
+        "/api/v1/payments/stripe/customer-portal",
+        "dora",
+        json!({"returnUrl": "https://app.example.com/account"}),
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(ok.body["data"]["url"]
+        .as_str()
+        .expect("url")
+        .contains("/portal/"));
+}
+
+#[tokio::test]
+async fn an_organisation_holds_what_its_members_buy_and_others_get_403() {
+    let app = spawn_app().await;
+    let member = app.member_token("eve", &["acme"]);
+    let outsider = app.member_token("fay", &["other"]);
+    let body = json!({"tier": "pro", "identifier": "acme"});
+    let refused = app
+        .call(
+            "POST",
+            "/api/stripe/create-payment-intent",
+            Some(&outsider),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let reply = app
+        .call(
+            "POST",
+            "/api/stripe/create-payment-intent",
+            Some(&member),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let intent = reply.body["data"]["paymentIntentId"]
+        .as_str()
+        .expect("pi")
+        .to_owned();
+    app.pay_with_card(&intent, "4242424242424242").await;
+    let org_plan = settle(
+        || async {
+            let now = app
+                .call(
+                    "GET",
+                    "/api/v1/payments/stripe/my-subscription?identifier=acme",
+                    Some(&member),
+                    None,
+                )
+                .await;
+            (now.body["data"]["planId"] == "pro").then_some(now)
+        },
+        app.redeliver_intent_event("payment_intent.succeeded", &intent),
+    )
+    .await;
+    assert!(org_plan.is_some(), "the organisation never got the tier");
+    assert_eq!(
+        my_subscription(&app, "eve").await["planId"],
+        "free",
+        "the member's own plan is unchanged"
+    );
+    let peek = app
+        .call(
+            "GET",
+            "/api/v1/payments/stripe/my-subscription?identifier=acme",
+            Some(&outsider),
+            None,
+        )
+        .await;
+    assert_eq!(peek.status, 403);
+    let forged = app
+        .call(
+            "GET",
+            "/api/stripe/balance",
+            Some(&app.token("org:acme")),
+            None,
+        )
+        .await;
+    assert_eq!(
+        forged.status, 401,
+        "a subject may not name an organisation account"
+    );
+}
+
+#[tokio::test]
+async fn developers_link_plans_and_set_origins_per_project() {
+    let app = spawn_app().await;
+    let dev = app.developer_token("dev-plans");
+    let project = "plansproj";
+    let config = json!({"secretKey": "sk_test_plansproj_key", "publishableKey": "pk_test_plansproj", "webhookSecret": "whsec_plansproj"});
+    let saved = app
+        .call(
+            "PUT",
+            &format!("/api/v1/payments/stripe/projects/{project}/config"),
+            Some(&dev),
+            Some(&config),
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    let plan = app
+        .call(
+            "PUT",
+            &format!("/api/v1/payments/stripe/projects/{project}/plans/team"),
+            Some(&dev),
+            Some(&json!({"name": "Team", "rank": 5, "limits": {"requests": 5000}, "priceId": "price_team"})),
+        )
+        .await;
+    assert_eq!(plan.status, 200, "{}", plan.body);
+    assert_eq!(plan.body["data"]["priceId"], "price_team");
+    let bad = app
+        .call(
+            "PUT",
+            &format!("/api/v1/payments/stripe/projects/{project}/plans/team"),
+            Some(&dev),
+            Some(&json!({"amount": 100})),
+        )
+        .await;
+    assert_eq!(
+        bad.status, 400,
+        "recurring and one-off at once: {}",
+        bad.body
+    );
+    let settings = app
+        .call(
+            "PUT",
+            &format!("/api/v1/payments/stripe/projects/{project}/settings"),
+            Some(&dev),
+            Some(&json!({"allowedOrigins": ["https://team.example.com"], "pastDueGraceSeconds": 86400})),
+        )
+        .await;
+    assert_eq!(settings.status, 200, "{}", settings.body);
+    let listed = app
+        .get(
+            &format!("/api/stripe/plans?project_id={project}"),
+            Some("gus"),
+        )
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(listed.body["data"][0]["id"], "team");
+    let default_plans = app.get("/api/stripe/plans", Some("gus")).await;
+    assert!(!default_plans.body["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .any(|p| p["id"] == "team"));
+    let stranger = app
+        .call(
+            "PUT",
+            &format!("/api/v1/payments/stripe/projects/{project}/plans/team"),
+            Some(&app.developer_token("dev-other")),
+            Some(&json!({"rank": 9})),
+        )
+        .await;
+    assert_eq!(stranger.status, 404);
+}
