@@ -152,7 +152,9 @@ impl From<StripeFailure> for ApiError {
     fn from(err: StripeFailure) -> Self {
         match err {
             StripeFailure::CardDeclined(message) => Self::CardDeclined(message),
-            StripeFailure::Upstream(_) => Self::Stripe(error_chain(&err)),
+            StripeFailure::Upstream(_) | StripeFailure::Missing(_) => {
+                Self::Stripe(error_chain(&err))
+            }
             StripeFailure::Config(_) => Self::Internal(error_chain(&err)),
         }
     }

@@ -137,7 +137,17 @@ async fn grant_included(
 pub async fn checkout_completed(app: &App, scope: &Scope, event: &Event) -> Result<(), ApiError> {
     let id = object_id(event)?;
     let stripe = app.stripe_for(scope).await?;
-    let session = stripe.retrieve_checkout_session(id).await?;
+    let session = match stripe.retrieve_checkout_session(id).await {
+        Ok(session) => session,
+        Err(crate::adapters::stripe::StripeFailure::Missing(_)) => {
+            tracing::warn!(
+                session_id = id,
+                "stripe has no such checkout session; acknowledged"
+            );
+            return Ok(());
+        }
+        Err(other) => return Err(other.into()),
+    };
     if let Some(subscription_id) = &session.subscription {
         sync_subscription(app, scope, subscription_id).await?;
         return Ok(());

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::adapters::store::{hash_parts, CustomerLink, Store};
-use crate::adapters::stripe::{StripeApi, Subscription, META_ACCOUNT, META_USER};
+use crate::adapters::stripe::{StripeApi, StripeFailure, Subscription, META_ACCOUNT, META_USER};
 use crate::domain::plans::{
     entitled_plan, is_newer, state_from_read, Plan, ProjectSettings, StripeRead, SubscriptionState,
     SubscriptionStatus,
@@ -140,7 +140,18 @@ pub async fn sync_subscription(
     subscription_id: &str,
 ) -> Result<Option<(UserId, SubscriptionState)>, ApiError> {
     let stripe = app.stripe_for(scope).await?;
-    let subscription = stripe.retrieve_subscription(subscription_id).await?;
+    let subscription = match stripe.retrieve_subscription(subscription_id).await {
+        Ok(subscription) => subscription,
+        Err(StripeFailure::Missing(_)) => {
+            // Not in this account and mode: nothing of ours to change.
+            tracing::warn!(
+                subscription_id,
+                "stripe has no such subscription; acknowledged"
+            );
+            return Ok(None);
+        }
+        Err(other) => return Err(other.into()),
+    };
     let store = app.store_for(scope);
     let Some(account) = subscription_account(&store, &subscription).await? else {
         tracing::warn!(

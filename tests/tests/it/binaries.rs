@@ -50,7 +50,8 @@ async fn invoke_binary(app: &TestApp, function: &str, event: Value) -> Value {
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("TABLE_NAME", &app.table)
         .env("STRIPE_SECRET_ID", &app.secret_id)
-        .env("STRIPE_API_BASE", &app.stripe_base)
+        // Through the test double, as the local stack runs them (Checkout lives there).
+        .env("STRIPE_API_BASE", &app.double_base)
         // The role of events/internal-consume-credits.json, not the one of *-other-principal.
         .env(
             "ALLOWED_CALLER_ARNS",

@@ -7,12 +7,22 @@ use serde_json::json;
 #[tokio::test]
 async fn full_purchase_credits_the_package_once_and_shows_in_history() {
     let app = spawn_app().await;
-    // A client-sent amount is ignored: the price comes from the stored package.
-    let reply = app
+    // A client-chosen amount is refused with a clear 400: the price comes from the server.
+    let priced = app
         .post(
             "/api/stripe/create-payment-intent",
             Some("alice"),
             &json!({"creditPackageId": "standard", "amount": 1}).to_string(),
+            &[],
+        )
+        .await;
+    assert_eq!(priced.status, 400, "{}", priced.body);
+    assert_eq!(priced.body["code"], "invalid_request");
+    let reply = app
+        .post(
+            "/api/stripe/create-payment-intent",
+            Some("alice"),
+            &json!({"creditPackageId": "standard"}).to_string(),
             &[],
         )
         .await;

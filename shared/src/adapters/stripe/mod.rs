@@ -187,6 +187,9 @@ pub enum StripeFailure {
     /// Stripe answered with an error, could not be reached, timed out or answered nonsense.
     #[error("stripe failed: {0}")]
     Upstream(String),
+    /// Stripe has no such object (404) in this account and mode.
+    #[error("stripe has no such object: {0}")]
+    Missing(String),
     /// Coffer built a request it should not have.
     #[error("stripe request could not be made: {0}")]
     Config(String),
@@ -200,6 +203,12 @@ pub(crate) fn map_error(err: StripeError) -> StripeFailure {
                 .message
                 .clone()
                 .unwrap_or_else(|| "The card was declined.".into()),
+        ),
+        StripeError::Stripe(details, 404) => StripeFailure::Missing(
+            details
+                .message
+                .clone()
+                .unwrap_or_else(|| "not found".into()),
         ),
         StripeError::Stripe(details, status) => StripeFailure::Upstream(format!(
             "stripe answered {status}: {}",
