@@ -573,4 +573,125 @@ mod tests {
             PlanChange::Same
         );
     }
+
+    fn priced(id: &str, rank: i32, price: Option<&str>, amount: Option<i64>) -> Plan {
+        Plan {
+            price_id: price.map(str::to_owned),
+            amount,
+            ..plan(id, rank)
+        }
+    }
+
+    #[test]
+    fn the_best_of_subscription_tier_and_free_applies_and_a_downgrade_holds_until_period_end() {
+        let plans = vec![
+            plan("free", 0),
+            priced("starter", 10, Some("price_starter"), None),
+            priced("pro", 20, None, Some(1000)),
+            priced("max", 30, Some("price_max"), None),
+        ];
+        let mut sub = state("sub_1", SubscriptionStatus::Active, 1);
+        sub.plan_id = "starter".into();
+        assert_eq!(entitled_plan(&plans, Some(&sub), None, 10, 0).id, "starter");
+        assert_eq!(
+            entitled_plan(&plans, Some(&sub), Some("pro"), 10, 0).id,
+            "pro"
+        );
+        assert_eq!(entitled_plan(&plans, None, None, 10, 0).id, "free");
+        sub.held_plan_id = Some("max".into());
+        sub.held_until = Some(100);
+        assert_eq!(entitled_plan(&plans, Some(&sub), None, 99, 0).id, "max");
+        assert_eq!(
+            entitled_plan(&plans, Some(&sub), None, 100, 0).id,
+            "starter"
+        );
+        sub.status = SubscriptionStatus::Canceled;
+        assert_eq!(
+            entitled_plan(&plans, Some(&sub), None, 50, 0).id,
+            "free",
+            "a canceled subscription holds nothing"
+        );
+        assert_eq!(entitled_plan(&[], None, None, 0, 0).id, "free");
+    }
+
+    #[test]
+    fn a_read_keeps_when_it_first_went_past_due_and_finds_its_plan_by_price() {
+        let plans = vec![priced("starter", 10, Some("price_starter"), None)];
+        let read = StripeRead {
+            subscription_id: "sub_1",
+            customer_id: "cus_1",
+            status: SubscriptionStatus::PastDue,
+            price_id: "price_starter",
+            current_period_end: 500,
+            cancel_at_period_end: false,
+        };
+        let first = state_from_read(&read, &plans, None, 2_000_000);
+        assert_eq!(first.past_due_since, Some(2_000));
+        assert_eq!(first.plan_id, "starter");
+        let later = state_from_read(&read, &plans, Some(&first), 9_000_000);
+        assert_eq!(later.past_due_since, Some(2_000));
+        let unknown = StripeRead {
+            price_id: "price_other",
+            ..read
+        };
+        assert_eq!(state_from_read(&unknown, &plans, None, 1).plan_id, "");
+    }
+
+    #[test]
+    fn redirects_must_match_an_allowed_origin_exactly() {
+        let allowed = vec!["https://app.example.com".to_owned()];
+        assert!(redirect_allowed("https://app.example.com/ok?x=1", &allowed));
+        assert!(redirect_allowed("HTTPS://APP.example.com", &allowed));
+        for url in [
+            "https://app.example.com.evil.net/",
+            "https://evil.net/?https://app.example.com",
+            "http://app.example.com/",
+            "https://user@app.example.com/",
+            "javascript:alert(1)",
+            "//app.example.com/",
+            "",
+        ] {
+            assert!(!redirect_allowed(url, &allowed), "{url}");
+        }
+        assert!(!redirect_allowed("https://app.example.com/", &[]));
+    }
+
+    #[test]
+    fn plan_updates_are_checked() {
+        let new = apply_plan_update(
+            "team",
+            None,
+            PlanUpdate {
+                name: Some("Team".into()),
+                price_id: Some(Some("price_team".into())),
+                ..PlanUpdate::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(new.kind(), PlanKind::Recurring);
+        let both = PlanUpdate {
+            amount: Some(Some(100)),
+            ..PlanUpdate::default()
+        };
+        assert!(apply_plan_update("team", Some(new.clone()), both).is_err());
+        let unlinked = PlanUpdate {
+            price_id: Some(None),
+            amount: Some(Some(100)),
+            ..PlanUpdate::default()
+        };
+        assert_eq!(
+            apply_plan_update("team", Some(new), unlinked)
+                .unwrap()
+                .kind(),
+            PlanKind::Tier
+        );
+        assert!(apply_plan_update("team", None, PlanUpdate::default()).is_err());
+        assert!(apply_plan_update("Bad Id", None, PlanUpdate::default()).is_err());
+        let negative = PlanUpdate {
+            name: Some("x".into()),
+            limits: Some(BTreeMap::from([("requests".into(), -1)])),
+            ..PlanUpdate::default()
+        };
+        assert!(apply_plan_update("x", None, negative).is_err());
+    }
 }

@@ -911,3 +911,67 @@ async fn developers_link_plans_and_set_origins_per_project() {
         .await;
     assert_eq!(stranger.status, 404);
 }
+
+#[tokio::test]
+async fn stripe_down_during_create_is_502_and_leaves_nothing_half_written() {
+    let app = integration_tests::spawn_app_with(integration_tests::SecretSetup {
+        proxied: true,
+        ..Default::default()
+    })
+    .await;
+    let proxies = app.proxies.as_ref().expect("proxies");
+    customer_with_card(&app, "hugo", SUBSCRIPTION_CARD).await;
+    proxies.stripe.set(integration_tests::proxy::Mode::Refuse);
+    let down = post(
+        &app,
+        "/api/stripe/create-subscription",
+        "hugo",
+        json!({"planId": "starter"}),
+    )
+    .await;
+    assert_eq!(down.status, 502, "{}", down.body);
+    assert_eq!(down.body["code"], "stripe_error");
+    let now = my_subscription(&app, "hugo").await;
+    assert_eq!(now["status"], "none", "no subscription recorded: {now}");
+    assert_eq!(now["planId"], "free");
+    proxies.stripe.set(integration_tests::proxy::Mode::Pass);
+    // No lock was left behind: the retry goes through at once.
+    let retry = post(
+        &app,
+        "/api/stripe/create-subscription",
+        "hugo",
+        json!({"planId": "starter"}),
+    )
+    .await;
+    assert_eq!(retry.status, 200, "{}", retry.body);
+}
+
+#[tokio::test]
+async fn events_in_any_order_end_in_stripes_current_state() {
+    let app = spawn_app().await;
+    let subscription = subscribe_active(&app, "iris", "starter").await;
+    let created_copy = stripe_get(&app, &format!("/v1/subscriptions/{subscription}")).await;
+    let cancel = app
+        .http
+        .delete(format!(
+            "{}/v1/subscriptions/{subscription}",
+            app.stripe_base
+        ))
+        .bearer_auth(STRIPE_KEY)
+        .send()
+        .await
+        .expect("cancel at localstripe");
+    assert!(cancel.status().is_success());
+    let deleted_copy = json!({"id": subscription, "object": "subscription", "status": "canceled"});
+    // The deletion first, then the older creation, then the deletion again.
+    for (kind, object) in [
+        ("customer.subscription.deleted", &deleted_copy),
+        ("customer.subscription.created", &created_copy),
+        ("customer.subscription.deleted", &deleted_copy),
+    ] {
+        let reply = app.deliver_event(kind, object).await;
+        assert_eq!(reply.status, 200, "{kind}: {}", reply.body);
+        let now = my_subscription(&app, "iris").await;
+        assert_eq!(now["planId"], "free", "after {kind}: {now}");
+    }
+}
