@@ -28,6 +28,8 @@ pub struct TestApp {
     pub double_base: String,
     pub base_url: String,
     pub stripe_base: String,
+    /// The key the app's secret holds (localstripe's placeholder, or the real test key).
+    pub stripe_key: String,
     pub webhook_secret: String,
     pub table: String,
     pub secret_id: String,
@@ -124,6 +126,10 @@ pub struct SecretSetup {
     pub proxied: bool,
     /// Store an empty webhook secret.
     pub empty_webhook_secret: bool,
+    /// Talk to Stripe's real test mode with this `sk_test_` key (the opt-in suite): no
+    /// localstripe, no test double, no webhook registration (Stripe cannot reach this machine;
+    /// tests deliver events built from Stripe's real objects, signed locally).
+    pub real_stripe_key: Option<String>,
 }
 
 /// The test projects and the Stripe each talks to: `alpha` and `beta` their own localstripe
@@ -181,7 +187,12 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
     capture_logs();
     let dynamodb_url = required_env("AWS_ENDPOINT_URL_DYNAMODB");
     let secrets_url = required_env("AWS_ENDPOINT_URL_SECRETS_MANAGER");
-    let stripe_base = required_env("STRIPE_API_BASE");
+    let real = secret_setup.real_stripe_key.clone();
+    let stripe_base = match &real {
+        Some(_) => "https://api.stripe.com".to_owned(),
+        None => required_env("STRIPE_API_BASE"),
+    };
+    let stripe_key = real.clone().unwrap_or_else(|| STRIPE_KEY.to_owned());
     let id = uuid::Uuid::new_v4().simple().to_string();
     let table = format!("coffer-test-{id}");
     let secret_id = format!("coffer-test-{id}");
@@ -195,7 +206,7 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
             &webhook_secret
         };
         let client = aws_sdk_secretsmanager::Client::new(&sdk);
-        setup::store_secret(&client, &secret_id, STRIPE_KEY, webhook)
+        setup::store_secret(&client, &secret_id, &stripe_key, webhook)
             .await
             .expect("store the test secret in moto");
     }
@@ -215,14 +226,21 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
     setup::table_and_packages(&App::new(config.clone(), &sdk).store)
         .await
         .expect("create the test table");
-    setup::stripe_plans(&stripe_base, STRIPE_KEY)
-        .await
-        .expect("the sample plans in localstripe");
-    // The test double answers what localstripe lacks (Checkout, portal, ephemeral keys).
-    let double_base = coffer_dev::stripe_double::start(&stripe_base)
-        .await
-        .expect("start the Stripe test double");
-    config.stripe_api_base = Some(double_base.clone());
+    let double_base = if real.is_some() {
+        config.stripe_api_base = None;
+        config.stripe_api_base_per_project = Vec::new();
+        String::new()
+    } else {
+        setup::stripe_plans(&stripe_base, STRIPE_KEY)
+            .await
+            .expect("the sample plans in localstripe");
+        // The test double answers what localstripe lacks (Checkout, portal, ephemeral keys).
+        let double_base = coffer_dev::stripe_double::start(&stripe_base)
+            .await
+            .expect("start the Stripe test double");
+        config.stripe_api_base = Some(double_base.clone());
+        double_base
+    };
     let proxies = if secret_setup.proxied {
         Some(Proxies {
             dynamodb: FaultProxy::start(&proxy::authority(&dynamodb_url)).await,
@@ -261,7 +279,7 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
     tokio::spawn(router::serve(listener, api.clone()));
     let base_url = format!("http://127.0.0.1:{port}");
     let mut registered = Vec::new();
-    if !secret_setup.no_webhook {
+    if !secret_setup.no_webhook && real.is_none() {
         setup::register_webhook(
             &stripe_base,
             &table,
@@ -276,6 +294,7 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
     TestApp {
         base_url,
         stripe_base,
+        stripe_key,
         double_base,
         webhook_secret,
         table,
@@ -477,7 +496,7 @@ impl TestApp {
     // ---- localstripe ---------------------------------------------------------------------
 
     pub async fn stripe_post(&self, path: &str, form: &[(&str, &str)]) -> Reply {
-        self.stripe_post_at(&self.stripe_base, STRIPE_KEY, path, form)
+        self.stripe_post_at(&self.stripe_base, &self.stripe_key, path, form)
             .await
     }
 
@@ -508,14 +527,14 @@ impl TestApp {
         let req = self
             .http
             .get(format!("{}/v1/payment_intents/{id}", self.stripe_base))
-            .bearer_auth(STRIPE_KEY);
+            .bearer_auth(&self.stripe_key);
         read(req.send().await.expect("localstripe GET")).await.body
     }
 
     /// Pays an intent with a test card, as the frontend would with Stripe.js: creates the
     /// payment method, attaches it, confirms. Returns the confirm reply.
     pub async fn pay_with_card(&self, intent_id: &str, card: &str) -> Reply {
-        self.pay_with_card_at(&self.stripe_base, STRIPE_KEY, intent_id, card)
+        self.pay_with_card_at(&self.stripe_base, &self.stripe_key, intent_id, card)
             .await
     }
 

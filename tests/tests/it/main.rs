@@ -10,6 +10,7 @@ mod lifecycle;
 mod money_defects;
 mod projects;
 mod purchase;
+mod stripe_test_mode;
 mod subscriptions;
 mod upgrade;
 mod webhook;

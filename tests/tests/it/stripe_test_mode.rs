@@ -1,0 +1,162 @@
+//! The opt-in suite: the same plan and subscription flows against Stripe's real test mode, for
+//! what localstripe and the test double cannot show (Prices, Checkout, the portal, ephemeral
+//! keys, current API versions). Ignored unless asked for: `STRIPE_TEST_SECRET_KEY=sk_test_…
+//! scripts/test-stripe.sh`. Stripe cannot reach this machine, so the tests deliver events built
+//! from Stripe's real objects, signed with the local secret, as with localstripe.
+
+use coffer::domain::plans::{apply_plan_update, PlanUpdate};
+use integration_tests::{spawn_app_with, Reply, SecretSetup, TestApp};
+use serde_json::{json, Value};
+
+async fn real_app() -> TestApp {
+    let key = std::env::var("STRIPE_TEST_SECRET_KEY")
+        .expect("STRIPE_TEST_SECRET_KEY: run this suite through scripts/test-stripe.sh");
+    assert!(key.starts_with("sk_test_"), "only a test-mode key may be used");
+    spawn_app_with(SecretSetup {
+        real_stripe_key: Some(key),
+        ..Default::default()
+    })
+    .await
+}
+
+async fn stripe_get(app: &TestApp, path: &str) -> Value {
+    app.http
+        .get(format!("{}{path}", app.stripe_base))
+        .bearer_auth(&app.stripe_key)
+        .send()
+        .await
+        .expect("Stripe GET")
+        .json()
+        .await
+        .expect("Stripe JSON")
+}
+
+/// A monthly price in the test account, linked to the default project's `starter` plan.
+async fn link_starter_to_a_real_price(app: &TestApp) -> String {
+    let product = app
+        .stripe_post("/v1/products", &[("name", "Coffer test-mode suite")])
+        .await;
+    assert_eq!(product.status, 200, "{}", product.body);
+    let product = product.body["id"].as_str().expect("product").to_owned();
+    let price = app
+        .stripe_post(
+            "/v1/prices",
+            &[
+                ("product", &product),
+                ("unit_amount", "2900"),
+                ("currency", "usd"),
+                ("recurring[interval]", "month"),
+            ],
+        )
+        .await;
+    assert_eq!(price.status, 200, "{}", price.body);
+    let price = price.body["id"].as_str().expect("price").to_owned();
+    let store = app.app.app.store_for(&app.app.app.default_scope());
+    let starter = store.plan("starter").await.expect("read").expect("seeded");
+    let update = PlanUpdate {
+        price_id: Some(Some(price.clone())),
+        ..PlanUpdate::default()
+    };
+    store
+        .put_plan(&apply_plan_update("starter", Some(starter), update).expect("link"))
+        .await
+        .expect("save");
+    price
+}
+
+async fn post(app: &TestApp, path: &str, user: &str, body: Value) -> Reply {
+    app.post(path, Some(user), &body.to_string(), &[]).await
+}
+
+#[tokio::test]
+#[ignore = "needs a Stripe test-mode key: scripts/test-stripe.sh"]
+async fn stripe_test_mode_subscription_from_create_to_cancel() {
+    let app = real_app().await;
+    link_starter_to_a_real_price(&app).await;
+    let user = format!("suite-{}", uuid::Uuid::new_v4().simple());
+    let created = post(&app, "/api/stripe/create-subscription", &user, json!({"planId": "starter"})).await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let data = created.body["data"].clone();
+    assert_eq!(data["status"], "incomplete", "{data}");
+    let secret = data["clientSecret"].as_str().expect("clientSecret");
+    let intent = secret.split("_secret_").next().expect("intent");
+    // What PaymentSheet or Stripe.js does with the secret.
+    let confirmed = app
+        .stripe_post(
+            &format!("/v1/payment_intents/{intent}/confirm"),
+            &[("payment_method", "pm_card_visa")],
+        )
+        .await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    let subscription_id = data["subscriptionId"].as_str().expect("id").to_owned();
+    let subscription = stripe_get(&app, &format!("/v1/subscriptions/{subscription_id}")).await;
+    assert_eq!(subscription["status"], "active", "{subscription}");
+    let invoice_id = subscription["latest_invoice"].as_str().expect("invoice").to_owned();
+    let invoice = stripe_get(&app, &format!("/v1/invoices/{invoice_id}")).await;
+    for (kind, object) in [
+        ("customer.subscription.updated", &subscription),
+        ("invoice.paid", &invoice),
+        ("invoice.payment_succeeded", &invoice),
+    ] {
+        let reply = app.deliver_event(kind, object).await;
+        assert_eq!(reply.status, 200, "{kind}: {}", reply.body);
+    }
+    let now = app.get("/api/v1/payments/stripe/my-subscription", Some(&user)).await;
+    assert_eq!(now.body["data"]["planId"], "starter", "{}", now.body);
+    assert_eq!(app.balance(&user).await, 5.0, "included credits once");
+
+    let cancel = post(
+        &app,
+        "/api/v1/payments/stripe/cancel-subscription",
+        &user,
+        json!({"immediately": true}),
+    )
+    .await;
+    assert_eq!(cancel.status, 200, "{}", cancel.body);
+    let after = app.get("/api/v1/payments/stripe/my-subscription", Some(&user)).await;
+    assert_eq!(after.body["data"]["planId"], "free", "{}", after.body);
+}
+
+#[tokio::test]
+#[ignore = "needs a Stripe test-mode key: scripts/test-stripe.sh"]
+async fn stripe_test_mode_checkout_portal_and_payment_sheet() {
+    let app = real_app().await;
+    link_starter_to_a_real_price(&app).await;
+    let user = format!("suite-{}", uuid::Uuid::new_v4().simple());
+    let urls = json!({"successUrl": "https://app.example.com/ok", "cancelUrl": "https://app.example.com/no"});
+    for item in [json!({"planId": "starter"}), json!({"creditPackageId": "starter"})] {
+        let mut body = urls.clone();
+        if let (Some(body), Some(item)) = (body.as_object_mut(), item.as_object()) {
+            body.extend(item.clone());
+        }
+        let session = post(&app, "/api/v1/payments/stripe/checkout-session", &user, body).await;
+        assert_eq!(session.status, 200, "{}", session.body);
+        let url = session.body["data"]["url"].as_str().expect("url");
+        assert!(url.starts_with("https://checkout.stripe.com/"), "{url}");
+    }
+    let sheet = post(
+        &app,
+        "/api/stripe/create-payment-intent",
+        &user,
+        json!({"creditPackageId": "starter", "paymentSheet": true, "stripeVersion": "2020-08-27"}),
+    )
+    .await;
+    assert_eq!(sheet.status, 200, "{}", sheet.body);
+    assert!(sheet.body["data"]["ephemeralKey"]
+        .as_str()
+        .expect("key")
+        .starts_with("ek_test_"));
+    // Needs the test account's customer portal settings saved once in the Dashboard.
+    let portal = post(
+        &app,
+        "/api/v1/payments/stripe/customer-portal",
+        &user,
+        json!({"returnUrl": "https://app.example.com/account"}),
+    )
+    .await;
+    assert_eq!(portal.status, 200, "{}", portal.body);
+    assert!(portal.body["data"]["url"]
+        .as_str()
+        .expect("url")
+        .starts_with("https://billing.stripe.com/"));
+}
