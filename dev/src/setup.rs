@@ -4,7 +4,8 @@
 use coffer::adapters::store::Store;
 use coffer::domain::money::Currency;
 use coffer::domain::packages::CreditPackage;
-use coffer::domain::plans::{apply_plan_update, Plan, PlanUpdate, ProjectSettings};
+use coffer::domain::plans::{apply_plan_update, Plan, PlanUpdate};
+use coffer::domain::projects::ProjectSettings;
 use serde::Deserialize;
 
 /// The sample packages (`dev/packages.json`).

@@ -9,7 +9,7 @@
 use serde::Serialize;
 
 use crate::adapters::store::{CreditOutcome, Store};
-use crate::adapters::stripe::{Intent, META_CREDITS, META_PACKAGE, META_USER};
+use crate::adapters::stripe::{Intent, META_CREDITS, META_PACKAGE, META_TIER, META_USER};
 use crate::domain::ledger::PaidIntent;
 use crate::domain::records::now_ms;
 use crate::http::ApiError;
@@ -107,7 +107,18 @@ async fn reconcile_intent(
         package_id: metadata.get(META_PACKAGE).cloned(),
         credits: metadata.get(META_CREDITS).and_then(|c| c.parse().ok()),
     };
-    match store.credit_purchase(&paid, source).await? {
+    let outcome = store.credit_purchase(&paid, source).await?;
+    if let (CreditOutcome::Credited, Some(tier), Some(account)) = (
+        &outcome,
+        metadata.get(META_TIER),
+        metadata
+            .get(META_USER)
+            .and_then(|u| crate::domain::records::UserId::parse(u)),
+    ) {
+        // A tier purchase the webhook missed: the account gets its tier with its credits.
+        store.set_tier(&account, tier, &intent.id).await?;
+    }
+    match outcome {
         CreditOutcome::Credited => {
             tracing::warn!(intent_id = %intent.id, "reconciliation credited a payment the webhook missed");
             report.credited.push(intent.id.clone());

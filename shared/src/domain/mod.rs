@@ -10,3 +10,4 @@ pub mod projects;
 pub mod records;
 pub mod scope;
 pub mod stats;
+pub mod subscriptions;

@@ -1,10 +1,12 @@
-//! Plans and the entitlements a subscription gives (groundwork for plans and subscriptions):
-//! which plan's limits a user has now, whether a stored subscription state is newer than another,
-//! and whether a plan change is an upgrade. Pure rules, no I/O.
+//! Plans: what each gives (limits, included credits, rank), how a developer or operator changes
+//! one, which plan an account is entitled to now, and whether a change is an upgrade. Pure
+//! rules, no I/O.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use super::subscriptions::{entitled_plan_id, SubscriptionState};
 
 /// A plan of a project in one mode: the free plan everyone has, a tier bought once (`amount`),
 /// or a recurring Stripe price (`price_id`, this mode's).
@@ -95,213 +97,11 @@ pub fn free_plan(plans: &[Plan]) -> Plan {
         })
 }
 
-/// A project's settings for its payments in one mode.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProjectSettings {
-    /// Origins (`https://app.example.com`) that Checkout and portal redirects may go to.
-    pub allowed_origins: Vec<String>,
-    /// How long a `past_due` subscription keeps its plan's limits.
-    pub past_due_grace_seconds: i64,
-}
-
-/// The grace when a project set none: three days.
-pub const DEFAULT_PAST_DUE_GRACE_SECONDS: i64 = 3 * 24 * 3600;
-
-impl Default for ProjectSettings {
-    fn default() -> Self {
-        Self {
-            allowed_origins: Vec::new(),
-            past_due_grace_seconds: DEFAULT_PAST_DUE_GRACE_SECONDS,
-        }
-    }
-}
-
-/// `scheme://host[:port]` of an absolute http(s) URL, lowercased; `None` for anything else.
-pub fn origin_of(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    if scheme != "https" && scheme != "http" {
-        return None;
-    }
-    let authority = rest.split(['/', '?', '#']).next()?;
-    if authority.is_empty() || authority.contains('@') || authority.contains(char::is_whitespace) {
-        return None;
-    }
-    Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))
-}
-
-/// Whether a redirect URL goes to one of the allowed origins (exact origin match).
-pub fn redirect_allowed(url: &str, allowed_origins: &[String]) -> bool {
-    url.len() <= 2048
-        && origin_of(url).is_some_and(|origin| {
-            allowed_origins
-                .iter()
-                .filter_map(|allowed| origin_of(allowed))
-                .any(|allowed| allowed == origin)
-        })
-}
-
-/// A subscription's status as Stripe names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SubscriptionStatus {
-    Incomplete,
-    IncompleteExpired,
-    Trialing,
-    Active,
-    PastDue,
-    Canceled,
-    Unpaid,
-    Paused,
-}
-
-impl SubscriptionStatus {
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "incomplete" => Self::Incomplete,
-            "incomplete_expired" => Self::IncompleteExpired,
-            "trialing" => Self::Trialing,
-            "active" => Self::Active,
-            "past_due" => Self::PastDue,
-            "canceled" => Self::Canceled,
-            "unpaid" => Self::Unpaid,
-            "paused" => Self::Paused,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Incomplete => "incomplete",
-            Self::IncompleteExpired => "incomplete_expired",
-            Self::Trialing => "trialing",
-            Self::Active => "active",
-            Self::PastDue => "past_due",
-            Self::Canceled => "canceled",
-            Self::Unpaid => "unpaid",
-            Self::Paused => "paused",
-        }
-    }
-
-    /// A subscription that still counts as the user's one live subscription.
-    pub fn is_live(self) -> bool {
-        matches!(
-            self,
-            Self::Incomplete | Self::Trialing | Self::Active | Self::PastDue | Self::Paused
-        )
-    }
-}
-
-/// A subscription as Coffer stored it after reading it from Stripe.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SubscriptionState {
-    pub subscription_id: String,
-    pub plan_id: String,
-    pub status: SubscriptionStatus,
-    pub current_period_end: i64,
-    pub cancel_at_period_end: bool,
-    /// When it was first seen past due (Unix seconds), for the grace period.
-    pub past_due_since: Option<i64>,
-    /// When Coffer read this state from Stripe (milliseconds): the newer read wins.
-    pub observed_at_ms: i64,
-    /// The Stripe customer it bills.
-    #[serde(default)]
-    pub customer_id: String,
-    /// The Stripe price (or plan) id of its item.
-    #[serde(default)]
-    pub price_id: String,
-    /// After a downgrade: the higher plan kept until `held_until` (Unix seconds, the end of the
-    /// period it was paid for).
-    #[serde(default)]
-    pub held_plan_id: Option<String>,
-    #[serde(default)]
-    pub held_until: Option<i64>,
-}
-
-/// Whether `incoming` may replace `stored`: only a later read of the same subscription, or any
-/// read of another subscription that is live while the stored one is not.
-pub fn is_newer(stored: &SubscriptionState, incoming: &SubscriptionState) -> bool {
-    if stored.subscription_id == incoming.subscription_id {
-        incoming.observed_at_ms > stored.observed_at_ms
-    } else {
-        incoming.status.is_live() || !stored.status.is_live()
-    }
-}
-
-/// The plan whose limits apply now: the subscription's while it is active or trialing, and while
-/// it is past due within the grace period; the free plan otherwise.
-pub fn entitled_plan_id<'a>(
-    subscription: Option<&'a SubscriptionState>,
-    free_plan_id: &'a str,
-    now_secs: i64,
-    past_due_grace_secs: i64,
-) -> &'a str {
-    let Some(subscription) = subscription else {
-        return free_plan_id;
-    };
-    match subscription.status {
-        SubscriptionStatus::Active | SubscriptionStatus::Trialing => &subscription.plan_id,
-        SubscriptionStatus::PastDue => {
-            let since = subscription.past_due_since.unwrap_or(now_secs);
-            if now_secs.saturating_sub(since) <= past_due_grace_secs {
-                &subscription.plan_id
-            } else {
-                free_plan_id
-            }
-        }
-        _ => free_plan_id,
-    }
-}
-
 /// The plan linked to a Stripe price (or legacy plan) id.
 pub fn plan_for_price<'a>(plans: &'a [Plan], price_id: &str) -> Option<&'a Plan> {
     plans
         .iter()
         .find(|p| p.price_id.as_deref() == Some(price_id))
-}
-
-/// A subscription as just read from Stripe, as Coffer stores it: the plan its price links to,
-/// when it first went past due (kept from the stored state of the same subscription), and a
-/// downgrade's held plan while its period lasts.
-pub struct StripeRead<'a> {
-    pub subscription_id: &'a str,
-    pub customer_id: &'a str,
-    pub status: SubscriptionStatus,
-    pub price_id: &'a str,
-    pub current_period_end: i64,
-    pub cancel_at_period_end: bool,
-}
-
-pub fn state_from_read(
-    read: &StripeRead<'_>,
-    plans: &[Plan],
-    stored: Option<&SubscriptionState>,
-    now_ms: i64,
-) -> SubscriptionState {
-    let same = stored.filter(|s| s.subscription_id == read.subscription_id);
-    let past_due_since = match read.status {
-        SubscriptionStatus::PastDue => {
-            Some(same.and_then(|s| s.past_due_since).unwrap_or(now_ms / 1000))
-        }
-        _ => None,
-    };
-    SubscriptionState {
-        subscription_id: read.subscription_id.to_owned(),
-        plan_id: plan_for_price(plans, read.price_id)
-            .map(|p| p.id.clone())
-            .unwrap_or_default(),
-        status: read.status,
-        current_period_end: read.current_period_end,
-        cancel_at_period_end: read.cancel_at_period_end,
-        past_due_since,
-        observed_at_ms: now_ms,
-        customer_id: read.customer_id.to_owned(),
-        price_id: read.price_id.to_owned(),
-        held_plan_id: same.and_then(|s| s.held_plan_id.clone()),
-        held_until: same.and_then(|s| s.held_until),
-    }
 }
 
 /// The plan whose limits an account has now: the best (highest rank) of its subscription's
@@ -486,6 +286,7 @@ pub fn plan_change(current: &Plan, target: &Plan) -> PlanChange {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::subscriptions::SubscriptionStatus;
 
     fn state(id: &str, status: SubscriptionStatus, observed: i64) -> SubscriptionState {
         SubscriptionState {
@@ -516,46 +317,6 @@ mod tests {
             price_id: None,
             amount: None,
         }
-    }
-
-    #[test]
-    fn active_and_trialing_give_the_plan_past_due_only_within_the_grace_and_the_rest_free() {
-        let active = state("sub_1", SubscriptionStatus::Active, 1);
-        assert_eq!(entitled_plan_id(Some(&active), "free", 5_000, 100), "pro");
-        let past_due = state("sub_1", SubscriptionStatus::PastDue, 1);
-        assert_eq!(entitled_plan_id(Some(&past_due), "free", 1_050, 100), "pro");
-        assert_eq!(
-            entitled_plan_id(Some(&past_due), "free", 1_101, 100),
-            "free"
-        );
-        for status in [
-            SubscriptionStatus::Canceled,
-            SubscriptionStatus::Unpaid,
-            SubscriptionStatus::Incomplete,
-        ] {
-            assert_eq!(
-                entitled_plan_id(Some(&state("s", status, 1)), "free", 0, 100),
-                "free"
-            );
-        }
-        assert_eq!(entitled_plan_id(None, "free", 0, 100), "free");
-    }
-
-    #[test]
-    fn an_older_read_never_replaces_a_newer_one() {
-        let newer = state("sub_1", SubscriptionStatus::Canceled, 20);
-        let older = state("sub_1", SubscriptionStatus::Active, 10);
-        assert!(!is_newer(&newer, &older));
-        assert!(is_newer(&older, &newer));
-        let fresh = state("sub_2", SubscriptionStatus::Active, 5);
-        assert!(
-            is_newer(&newer, &fresh),
-            "a new live subscription replaces a canceled one"
-        );
-        assert!(
-            !is_newer(&fresh, &newer),
-            "a canceled other one does not replace a live one"
-        );
     }
 
     #[test]
@@ -612,48 +373,6 @@ mod tests {
             "a canceled subscription holds nothing"
         );
         assert_eq!(entitled_plan(&[], None, None, 0, 0).id, "free");
-    }
-
-    #[test]
-    fn a_read_keeps_when_it_first_went_past_due_and_finds_its_plan_by_price() {
-        let plans = vec![priced("starter", 10, Some("price_starter"), None)];
-        let read = StripeRead {
-            subscription_id: "sub_1",
-            customer_id: "cus_1",
-            status: SubscriptionStatus::PastDue,
-            price_id: "price_starter",
-            current_period_end: 500,
-            cancel_at_period_end: false,
-        };
-        let first = state_from_read(&read, &plans, None, 2_000_000);
-        assert_eq!(first.past_due_since, Some(2_000));
-        assert_eq!(first.plan_id, "starter");
-        let later = state_from_read(&read, &plans, Some(&first), 9_000_000);
-        assert_eq!(later.past_due_since, Some(2_000));
-        let unknown = StripeRead {
-            price_id: "price_other",
-            ..read
-        };
-        assert_eq!(state_from_read(&unknown, &plans, None, 1).plan_id, "");
-    }
-
-    #[test]
-    fn redirects_must_match_an_allowed_origin_exactly() {
-        let allowed = vec!["https://app.example.com".to_owned()];
-        assert!(redirect_allowed("https://app.example.com/ok?x=1", &allowed));
-        assert!(redirect_allowed("HTTPS://APP.example.com", &allowed));
-        for url in [
-            "https://app.example.com.evil.net/",
-            "https://evil.net/?https://app.example.com",
-            "http://app.example.com/",
-            "https://user@app.example.com/",
-            "javascript:alert(1)",
-            "//app.example.com/",
-            "",
-        ] {
-            assert!(!redirect_allowed(url, &allowed), "{url}");
-        }
-        assert!(!redirect_allowed("https://app.example.com/", &[]));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::domain::records::{rfc3339, UserId};
@@ -90,6 +91,53 @@ pub fn mask_key(key: &str) -> String {
     format!("{prefix}…{tail}")
 }
 
+/// A project's settings for its payments in one mode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectSettings {
+    /// Origins (`https://app.example.com`) that Checkout and portal redirects may go to.
+    pub allowed_origins: Vec<String>,
+    /// How long a `past_due` subscription keeps its plan's limits.
+    pub past_due_grace_seconds: i64,
+}
+
+/// The grace when a project set none: three days.
+pub const DEFAULT_PAST_DUE_GRACE_SECONDS: i64 = 3 * 24 * 3600;
+
+impl Default for ProjectSettings {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            past_due_grace_seconds: DEFAULT_PAST_DUE_GRACE_SECONDS,
+        }
+    }
+}
+
+/// `scheme://host[:port]` of an absolute http(s) URL, lowercased; `None` for anything else.
+pub fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "https" && scheme != "http" {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.is_empty() || authority.contains('@') || authority.contains(char::is_whitespace) {
+        return None;
+    }
+    Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))
+}
+
+/// Whether a redirect URL goes to one of the allowed origins (exact origin match).
+pub fn redirect_allowed(url: &str, allowed_origins: &[String]) -> bool {
+    url.len() <= 2048
+        && origin_of(url).is_some_and(|origin| {
+            allowed_origins
+                .iter()
+                .filter_map(|allowed| origin_of(allowed))
+                .any(|allowed| allowed == origin)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +148,24 @@ mod tests {
         assert_eq!(mask_key("rk_live_0123456789abcdef"), "rk_live_…cdef");
         assert_eq!(mask_key("sk_test_short"), "sk_test_…");
         assert_eq!(mask_key("weird"), "…");
+    }
+
+    #[test]
+    fn redirects_must_match_an_allowed_origin_exactly() {
+        let allowed = vec!["https://app.example.com".to_owned()];
+        assert!(redirect_allowed("https://app.example.com/ok?x=1", &allowed));
+        assert!(redirect_allowed("HTTPS://APP.example.com", &allowed));
+        for url in [
+            "https://app.example.com.evil.net/",
+            "https://evil.net/?https://app.example.com",
+            "http://app.example.com/",
+            "https://user@app.example.com/",
+            "javascript:alert(1)",
+            "//app.example.com/",
+            "",
+        ] {
+            assert!(!redirect_allowed(url, &allowed), "{url}");
+        }
+        assert!(!redirect_allowed("https://app.example.com/", &[]));
     }
 }

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use super::checkout;
 use crate::adapters::store::{hash_parts, AccountPayment};
-use crate::adapters::stripe::{META_ACCOUNT, META_PLAN, META_USER};
+use crate::adapters::stripe::{META_ACCOUNT, META_PLAN, META_SCOPE, META_USER};
 use crate::domain::money::Currency;
 use crate::domain::plans::{
     plan_change, valid_plan_id, valid_price_id, Plan, PlanChange, PlanKind,
@@ -26,7 +26,7 @@ use crate::domain::plans::{
 use crate::domain::records::{now_ms, rfc3339, UserId};
 use crate::domain::scope::Scope;
 use crate::http::{json_body, ok, ok_page, respond, ApiError};
-use crate::services::billing::{self, ensure_customer, entitlement, store_read};
+use crate::services::billing::{self, ensure_customer, entitlement, sheet_fields, store_read};
 use crate::{scoping, App};
 
 /// How long a create-subscription holds the account against a second one.
@@ -154,6 +154,9 @@ struct SubscribeBody {
     plan_id: Option<Value>,
     price_id: Option<Value>,
     identifier: Option<Value>,
+    /// Answer also with the customer and an ephemeral key for Stripe's PaymentSheet.
+    payment_sheet: Option<Value>,
+    stripe_version: Option<Value>,
 }
 
 /// The recurring plan a body names by `planId` or `priceId`: 404 when unknown.
@@ -188,6 +191,16 @@ async fn create_subscription(app: &App, req: &Request) -> Result<Response<Body>,
     let account = scoping::account(app, req, identifier.as_deref())?;
     let plan_id = opt_text(&body.plan_id, "planId", 64)?;
     let price_id = opt_text(&body.price_id, "priceId", 200)?;
+    let sheet_version = match opt_bool(&body.payment_sheet, "paymentSheet")? {
+        false => None,
+        true => Some(
+            opt_text(&body.stripe_version, "stripeVersion", 64)?.ok_or_else(|| {
+                ApiError::bad_request(
+                    "stripeVersion (the mobile SDK's API version) is required with paymentSheet.",
+                )
+            })?,
+        ),
+    };
     let scope = active_scope(app, req).await?;
     let plans = billing::plans(app, &scope).await?;
     let plan = recurring_plan(&plans, plan_id.as_deref(), price_id.as_deref())?.clone();
@@ -197,6 +210,14 @@ async fn create_subscription(app: &App, req: &Request) -> Result<Response<Body>,
     // Hold the account: a second create (even a concurrent one) sees the lock or the live
     // subscription and gets 409.
     let record = store.subscription_record(&account).await?;
+    // PaymentSheet's customer and key first: a failure here leaves nothing to undo.
+    let sheet = match (
+        &sheet_version,
+        record.state.as_ref().is_some_and(|s| s.status.is_live()),
+    ) {
+        (Some(version), false) => Some(sheet_fields(app, &scope, &account, version).await?),
+        _ => None,
+    };
     if record.state.as_ref().is_some_and(|s| s.status.is_live()) {
         return Err(ApiError::Conflict(
             "This account already has a live subscription.".into(),
@@ -241,12 +262,19 @@ async fn create_subscription(app: &App, req: &Request) -> Result<Response<Body>,
     )
     .await?;
     tracing::info!(subscription_id = %subscription.id, plan_id = %plan.id, "subscription created");
-    Ok(ok(json!({
+    let mut data = json!({
         "subscriptionId": subscription.id,
         "clientSecret": secret,
         "status": state.status.as_str(),
         "planId": plan.id,
-    })))
+    });
+    if let Some(sheet) = sheet {
+        if let Some(map) = data.as_object_mut() {
+            map.insert("customer".into(), json!(sheet.customer));
+            map.insert("ephemeralKey".into(), json!(sheet.ephemeral_key));
+        }
+    }
+    Ok(ok(data))
 }
 
 async fn subscribe(
@@ -263,6 +291,7 @@ async fn subscribe(
         (META_ACCOUNT.to_owned(), account.as_str().to_owned()),
         (META_USER.to_owned(), account.as_str().to_owned()),
         (META_PLAN.to_owned(), plan.id.clone()),
+        (META_SCOPE.to_owned(), scope.to_string()),
     ]);
     let key = format!(
         "coffer-sub-{}",
@@ -372,7 +401,7 @@ async fn live_subscription(
     app: &App,
     scope: &Scope,
     account: &UserId,
-) -> Result<crate::domain::plans::SubscriptionState, ApiError> {
+) -> Result<crate::domain::subscriptions::SubscriptionState, ApiError> {
     app.store_for(scope)
         .subscription_record(account)
         .await?
@@ -486,7 +515,7 @@ async fn hold_plan(
     account: &UserId,
     plan_id: &str,
     until: i64,
-) -> Result<crate::domain::plans::SubscriptionState, ApiError> {
+) -> Result<crate::domain::subscriptions::SubscriptionState, ApiError> {
     for _ in 0..8 {
         let record = store.subscription_record(account).await?;
         let Some(mut state) = record.state else {

@@ -18,10 +18,10 @@ use serde_json::{json, Value};
 use super::billing::{active_scope, opt_text, recurring_plan};
 use crate::adapters::store::CustomerLink;
 use crate::adapters::stripe::{
-    CheckoutItem, META_ACCOUNT, META_CREDITS, META_PACKAGE, META_PLAN, META_USER,
+    CheckoutItem, META_ACCOUNT, META_CREDITS, META_PACKAGE, META_PLAN, META_SCOPE, META_USER,
 };
 use crate::domain::packages::valid_package_id;
-use crate::domain::plans::redirect_allowed;
+use crate::domain::projects::redirect_allowed;
 use crate::http::{json_body, ok, ApiError};
 use crate::services::billing::{self, ensure_customer};
 use crate::{scoping, App};
@@ -97,6 +97,7 @@ pub async fn checkout_session(
     let mut metadata = HashMap::from([
         (META_ACCOUNT.to_owned(), account.as_str().to_owned()),
         (META_USER.to_owned(), account.as_str().to_owned()),
+        (META_SCOPE.to_owned(), scope.to_string()),
     ]);
     let plans;
     let packages;

@@ -20,7 +20,7 @@ use crate::domain::records::UserId;
 use crate::domain::records::{now_ms, PaymentStatus};
 use crate::domain::scope::Scope;
 use crate::http::{json_body, ok, respond, ApiError};
-use crate::services::billing::{self, ensure_customer};
+use crate::services::billing::{self, sheet_fields, SheetFields};
 use crate::{auth, scoping, App};
 
 #[derive(Deserialize)]
@@ -217,34 +217,6 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     }
     tracing::info!(intent_id = %intent.id, package_id = %package.id, "payment intent created");
     answer(&intent, sheet)
-}
-
-/// What Stripe's PaymentSheet needs besides the client secret.
-struct SheetFields {
-    customer: String,
-    ephemeral_key: String,
-}
-
-async fn sheet_fields(
-    app: &App,
-    scope: &Scope,
-    account: &UserId,
-    stripe_version: &str,
-) -> Result<SheetFields, ApiError> {
-    if !crate::adapters::stripe::valid_api_version(stripe_version) {
-        return Err(ApiError::bad_request(
-            "stripeVersion must be a Stripe API version such as 2024-06-20.",
-        ));
-    }
-    let stripe = app.stripe_for(scope).await?;
-    let customer = ensure_customer(app, scope, &stripe, account, None, None).await?;
-    let key = stripe
-        .create_ephemeral_key(&customer, stripe_version)
-        .await?;
-    Ok(SheetFields {
-        customer,
-        ephemeral_key: key.secret,
-    })
 }
 
 /// The same key again: the same intent if it was for the same package, else 409.

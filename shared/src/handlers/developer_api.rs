@@ -5,7 +5,7 @@
 //!   the project's catalog in the mode (`test_mode`, default true); never deleted, only
 //!   deactivated
 //! - `GET …/stripe/projects/{project_id}/subscriptions`, `GET /api/v1/payments/subscriptions`:
-//!   empty until plans and subscriptions exist
+//!   the subscriptions as last read from Stripe, most recently changed first (up to 100)
 //! - `GET /api/v1/payments/stats`: counters per project and mode, kept from the change stream
 //! - `GET …/stripe/projects/{project_id}/payments`, `GET /api/v1/payments/transactions`: see
 //!   `developer_payments`
@@ -26,6 +26,34 @@ use crate::{scoping, App};
 
 /// The largest price or credit amount of a package, in minor units.
 const MAX_PACKAGE_MINOR: i64 = 100_000_000_000;
+
+/// The most subscriptions a listing shows (most recently changed first).
+const SUBSCRIPTIONS_SHOWN: usize = 100;
+
+/// The scope's subscriptions as a developer sees them.
+async fn subscription_lines(app: &App, scope: &Scope) -> Result<Vec<Value>, ApiError> {
+    let subscriptions = app
+        .store_for(scope)
+        .list_subscriptions(SUBSCRIPTIONS_SHOWN as i32)
+        .await?;
+    Ok(subscriptions
+        .iter()
+        .map(|(account, state)| {
+            serde_json::json!({
+                "projectId": scope.project.as_str(),
+                "mode": scope.mode.as_str(),
+                "subscriptionId": state.subscription_id,
+                "account": account.as_str(),
+                "planId": state.plan_id,
+                "status": state.status.as_str(),
+                "currentPeriodEnd": (state.current_period_end > 0)
+                    .then(|| crate::domain::records::rfc3339(state.current_period_end * 1000)),
+                "cancelAtPeriodEnd": state.cancel_at_period_end,
+                "observedAt": state.observed_at_ms,
+            })
+        })
+        .collect())
+}
 
 #[tracing::instrument(name = "developer_api", skip_all)]
 pub async fn developer_api(app: &App, req: Request) -> Response<Body> {
@@ -50,14 +78,20 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         return Ok(ok_page(lines, next));
     }
     if path == "/api/v1/payments/subscriptions" {
-        // Subscriptions arrive with plans; until then every project has none.
-        return Ok(ok_page(Vec::<Value>::new(), None));
+        let scopes = developer_scopes(app, req, &developer).await?;
+        let mut lines = Vec::new();
+        for scope in &scopes {
+            lines.extend(subscription_lines(app, scope).await?);
+        }
+        lines.sort_by(|a, b| b["observedAt"].as_i64().cmp(&a["observedAt"].as_i64()));
+        lines.truncate(SUBSCRIPTIONS_SHOWN);
+        return Ok(ok_page(lines, None));
     }
     let id = scoping::path_project(req)?;
     let project = scoping::owned_project(app, &developer, &id).await?;
     let scope = Scope::new(project.id, scoping::developer_mode(req)?);
     if path.ends_with("/subscriptions") {
-        return Ok(ok_page(Vec::<Value>::new(), None));
+        return Ok(ok_page(subscription_lines(app, &scope).await?, None));
     }
     if path.ends_with("/payments") {
         let query = payment_query(req, &developer)?;

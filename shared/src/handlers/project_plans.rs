@@ -11,7 +11,8 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
 
 use super::billing::plan_json;
-use crate::domain::plans::{apply_plan_update, origin_of, PlanUpdate, ProjectSettings};
+use crate::domain::plans::{apply_plan_update, PlanUpdate};
+use crate::domain::projects::{origin_of, ProjectSettings};
 use crate::domain::scope::Scope;
 use crate::http::{json_body, ok, ApiError};
 use crate::App;

@@ -6,13 +6,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::adapters::store::{hash_parts, CustomerLink, Store};
-use crate::adapters::stripe::{StripeApi, StripeFailure, Subscription, META_ACCOUNT, META_USER};
-use crate::domain::plans::{
-    entitled_plan, is_newer, state_from_read, Plan, ProjectSettings, StripeRead, SubscriptionState,
-    SubscriptionStatus,
+use crate::adapters::stripe::{
+    StripeApi, StripeFailure, Subscription, META_ACCOUNT, META_SCOPE, META_USER,
 };
+use crate::domain::plans::{entitled_plan, Plan};
+use crate::domain::projects::ProjectSettings;
 use crate::domain::records::{now_ms, UserId};
 use crate::domain::scope::Scope;
+use crate::domain::subscriptions::{
+    is_newer, state_from_read, StripeRead, SubscriptionState, SubscriptionStatus,
+};
 use crate::http::ApiError;
 use crate::App;
 
@@ -117,6 +120,35 @@ pub async fn ensure_customer(
     }
 }
 
+/// What Stripe's PaymentSheet needs besides the client secret.
+pub struct SheetFields {
+    pub customer: String,
+    pub ephemeral_key: String,
+}
+
+/// The account's customer and an ephemeral key for it, made in the mobile SDK's API version.
+pub async fn sheet_fields(
+    app: &App,
+    scope: &Scope,
+    account: &UserId,
+    stripe_version: &str,
+) -> Result<SheetFields, ApiError> {
+    if !crate::adapters::stripe::valid_api_version(stripe_version) {
+        return Err(ApiError::bad_request(
+            "stripeVersion must be a Stripe API version such as 2024-06-20.",
+        ));
+    }
+    let stripe = app.stripe_for(scope).await?;
+    let customer = ensure_customer(app, scope, &stripe, account, None, None).await?;
+    let key = stripe
+        .create_ephemeral_key(&customer, stripe_version)
+        .await?;
+    Ok(SheetFields {
+        customer,
+        ephemeral_key: key.secret,
+    })
+}
+
 /// The account a subscription belongs to: its metadata, else the customer's link.
 pub async fn subscription_account(
     store: &Store,
@@ -152,6 +184,17 @@ pub async fn sync_subscription(
         }
         Err(other) => return Err(other.into()),
     };
+    if subscription
+        .metadata_value(META_SCOPE)
+        .is_some_and(|made_in| made_in != scope.to_string())
+    {
+        // Made for another project or mode that shares this Stripe account: not this scope's.
+        tracing::warn!(
+            subscription_id,
+            "subscription of another scope; ignored here"
+        );
+        return Ok(None);
+    }
     let store = app.store_for(scope);
     let Some(account) = subscription_account(&store, &subscription).await? else {
         tracing::warn!(

@@ -11,7 +11,10 @@ use serde_json::{json, Value};
 async fn real_app() -> TestApp {
     let key = std::env::var("STRIPE_TEST_SECRET_KEY")
         .expect("STRIPE_TEST_SECRET_KEY: run this suite through scripts/test-stripe.sh");
-    assert!(key.starts_with("sk_test_"), "only a test-mode key may be used");
+    assert!(
+        key.starts_with("sk_test_"),
+        "only a test-mode key may be used"
+    );
     spawn_app_with(SecretSetup {
         real_stripe_key: Some(key),
         ..Default::default()
@@ -74,7 +77,13 @@ async fn stripe_test_mode_subscription_from_create_to_cancel() {
     let app = real_app().await;
     link_starter_to_a_real_price(&app).await;
     let user = format!("suite-{}", uuid::Uuid::new_v4().simple());
-    let created = post(&app, "/api/stripe/create-subscription", &user, json!({"planId": "starter"})).await;
+    let created = post(
+        &app,
+        "/api/stripe/create-subscription",
+        &user,
+        json!({"planId": "starter"}),
+    )
+    .await;
     assert_eq!(created.status, 200, "{}", created.body);
     let data = created.body["data"].clone();
     assert_eq!(data["status"], "incomplete", "{data}");
@@ -91,7 +100,10 @@ async fn stripe_test_mode_subscription_from_create_to_cancel() {
     let subscription_id = data["subscriptionId"].as_str().expect("id").to_owned();
     let subscription = stripe_get(&app, &format!("/v1/subscriptions/{subscription_id}")).await;
     assert_eq!(subscription["status"], "active", "{subscription}");
-    let invoice_id = subscription["latest_invoice"].as_str().expect("invoice").to_owned();
+    let invoice_id = subscription["latest_invoice"]
+        .as_str()
+        .expect("invoice")
+        .to_owned();
     let invoice = stripe_get(&app, &format!("/v1/invoices/{invoice_id}")).await;
     for (kind, object) in [
         ("customer.subscription.updated", &subscription),
@@ -101,7 +113,9 @@ async fn stripe_test_mode_subscription_from_create_to_cancel() {
         let reply = app.deliver_event(kind, object).await;
         assert_eq!(reply.status, 200, "{kind}: {}", reply.body);
     }
-    let now = app.get("/api/v1/payments/stripe/my-subscription", Some(&user)).await;
+    let now = app
+        .get("/api/v1/payments/stripe/my-subscription", Some(&user))
+        .await;
     assert_eq!(now.body["data"]["planId"], "starter", "{}", now.body);
     assert_eq!(app.balance(&user).await, 5.0, "included credits once");
 
@@ -113,7 +127,9 @@ async fn stripe_test_mode_subscription_from_create_to_cancel() {
     )
     .await;
     assert_eq!(cancel.status, 200, "{}", cancel.body);
-    let after = app.get("/api/v1/payments/stripe/my-subscription", Some(&user)).await;
+    let after = app
+        .get("/api/v1/payments/stripe/my-subscription", Some(&user))
+        .await;
     assert_eq!(after.body["data"]["planId"], "free", "{}", after.body);
 }
 
@@ -124,12 +140,21 @@ async fn stripe_test_mode_checkout_portal_and_payment_sheet() {
     link_starter_to_a_real_price(&app).await;
     let user = format!("suite-{}", uuid::Uuid::new_v4().simple());
     let urls = json!({"successUrl": "https://app.example.com/ok", "cancelUrl": "https://app.example.com/no"});
-    for item in [json!({"planId": "starter"}), json!({"creditPackageId": "starter"})] {
+    for item in [
+        json!({"planId": "starter"}),
+        json!({"creditPackageId": "starter"}),
+    ] {
         let mut body = urls.clone();
         if let (Some(body), Some(item)) = (body.as_object_mut(), item.as_object()) {
             body.extend(item.clone());
         }
-        let session = post(&app, "/api/v1/payments/stripe/checkout-session", &user, body).await;
+        let session = post(
+            &app,
+            "/api/v1/payments/stripe/checkout-session",
+            &user,
+            body,
+        )
+        .await;
         assert_eq!(session.status, 200, "{}", session.body);
         let url = session.body["data"]["url"].as_str().expect("url");
         assert!(url.starts_with("https://checkout.stripe.com/"), "{url}");

@@ -437,7 +437,7 @@ async fn an_upgrade_applies_now_a_downgrade_at_period_end_and_the_same_plan_is_4
 async fn past_due_keeps_the_plan_for_the_grace_period_only() {
     let app = spawn_app().await;
     let store = app.app.app.store_for(&app.app.app.default_scope());
-    let grace = |seconds| coffer::domain::plans::ProjectSettings {
+    let grace = |seconds| coffer::domain::projects::ProjectSettings {
         allowed_origins: vec!["https://app.example.com".into()],
         past_due_grace_seconds: seconds,
     };
@@ -648,6 +648,26 @@ async fn payment_sheet_gets_a_customer_and_an_ephemeral_key_in_the_sdk_version()
         .clone();
     assert_eq!(key_call["stripeVersion"], "2020-08-27");
     assert_eq!(key_call["params"]["customer"], customer);
+
+    // The mobile app also starts subscriptions with PaymentSheet.
+    assert_eq!(
+        customer_with_card(&app, "zane", SUBSCRIPTION_CARD).await,
+        customer
+    );
+    let subscribed = post(
+        &app,
+        "/api/stripe/create-subscription",
+        "zane",
+        json!({"planId": "starter", "paymentSheet": true, "stripeVersion": "2023-10-16"}),
+    )
+    .await;
+    assert_eq!(subscribed.status, 200, "{}", subscribed.body);
+    assert_eq!(subscribed.body["data"]["customer"], customer);
+    assert!(subscribed.body["data"]["ephemeralKey"]
+        .as_str()
+        .expect("key")
+        .starts_with("ek_test_"));
+    assert!(subscribed.body["data"]["clientSecret"].is_string());
 }
 
 #[tokio::test]
@@ -974,4 +994,153 @@ async fn events_in_any_order_end_in_stripes_current_state() {
         let now = my_subscription(&app, "iris").await;
         assert_eq!(now["planId"], "free", "after {kind}: {now}");
     }
+}
+
+#[tokio::test]
+async fn developers_see_their_projects_subscriptions_and_other_scopes_ignore_them() {
+    let app = spawn_app().await;
+    let dev = app.developer_token("dev-subs");
+    let project = "subsproj";
+    let config = json!({"secretKey": "sk_test_subsproj_key", "publishableKey": "pk_test_subsproj", "webhookSecret": "whsec_subsproj"});
+    let base = format!("/api/v1/payments/stripe/projects/{project}");
+    let saved = app
+        .call("PUT", &format!("{base}/config"), Some(&dev), Some(&config))
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    let plan = json!({"name": "Starter", "rank": 10, "limits": {"requests": 25000}, "priceId": "price_starter"});
+    let linked = app
+        .call(
+            "PUT",
+            &format!("{base}/plans/starter"),
+            Some(&dev),
+            Some(&plan),
+        )
+        .await;
+    assert_eq!(linked.status, 200, "{}", linked.body);
+    // The project's customer and subscription (this local project shares localstripe with the
+    // default project; its objects carry their scope).
+    let token = app.token("kai");
+    let query = format!("?project_id={project}&test_mode=true");
+    let customer = app
+        .call(
+            "POST",
+            &format!("/api/stripe/create-customer{query}"),
+            Some(&token),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(customer.status, 200, "{}", customer.body);
+    let created = app
+        .call(
+            "POST",
+            &format!("/api/stripe/create-subscription{query}"),
+            Some(&token),
+            Some(&json!({"priceId": "price_starter"})),
+        )
+        .await;
+    // localstripe refuses a subscription for a customer without a card (402 or 404 from
+    // Stripe are 502 here); give the customer one and try again.
+    let created = if created.status == 200 {
+        created
+    } else {
+        let customer_id = customer.body["data"]["customerId"].as_str().expect("id");
+        let pm = app
+            .stripe_post(
+                "/v1/payment_methods",
+                &[
+                    ("type", "card"),
+                    ("card[number]", SUBSCRIPTION_CARD),
+                    ("card[exp_month]", "12"),
+                    ("card[exp_year]", "2034"),
+                    ("card[cvc]", "123"),
+                ],
+            )
+            .await;
+        let pm = pm.body["id"].as_str().expect("pm").to_owned();
+        app.stripe_post(
+            &format!("/v1/payment_methods/{pm}/attach"),
+            &[("customer", customer_id)],
+        )
+        .await;
+        app.stripe_post(
+            &format!("/v1/customers/{customer_id}"),
+            &[("invoice_settings[default_payment_method]", &pm)],
+        )
+        .await;
+        app.call(
+            "POST",
+            &format!("/api/stripe/create-subscription{query}"),
+            Some(&token),
+            Some(&json!({"priceId": "price_starter"})),
+        )
+        .await
+    };
+    assert_eq!(created.status, 200, "{}", created.body);
+    let subscription = created.body["data"]["subscriptionId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let listed = app
+        .call("GET", &format!("{base}/subscriptions"), Some(&dev), None)
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(
+        listed.body["data"][0]["subscriptionId"],
+        subscription.as_str()
+    );
+    assert_eq!(listed.body["data"][0]["account"], "kai");
+    let all = app
+        .call("GET", "/api/v1/payments/subscriptions", Some(&dev), None)
+        .await;
+    assert_eq!(
+        all.body["data"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        all.body
+    );
+    let other = app
+        .call(
+            "GET",
+            "/api/v1/payments/subscriptions",
+            Some(&app.developer_token("dev-else")),
+            None,
+        )
+        .await;
+    assert_eq!(other.body["data"], json!([]));
+
+    // The default project's webhook gets the same localstripe's events: it re-reads the
+    // subscription, sees another scope's, and stores nothing for the default project.
+    let object = stripe_get(&app, &format!("/v1/subscriptions/{subscription}")).await;
+    let reply = app
+        .deliver_event("customer.subscription.updated", &object)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(my_subscription(&app, "kai").await["status"], "none");
+}
+
+#[tokio::test]
+async fn a_change_made_in_stripes_portal_shows_after_its_event() {
+    let app = spawn_app().await;
+    let subscription = subscribe_active(&app, "lena", "starter").await;
+    // What the customer portal does: Stripe changes the subscription and sends `updated`.
+    let changed = app
+        .stripe_post(
+            &format!("/v1/subscriptions/{subscription}"),
+            &[("cancel_at_period_end", "true")],
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    assert_eq!(
+        my_subscription(&app, "lena").await["cancelAtPeriodEnd"],
+        false,
+        "not before the event"
+    );
+    let reply = app
+        .deliver_event("customer.subscription.updated", &changed.body)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let now = my_subscription(&app, "lena").await;
+    assert_eq!(now["cancelAtPeriodEnd"], true, "{now}");
+    assert_eq!(now["planId"], "starter");
 }

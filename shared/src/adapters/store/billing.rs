@@ -8,8 +8,10 @@ use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 use super::codec::{get_s, n, s, Fields, Item};
 use super::keys::history_sk;
 use super::{updated, Store, StoreError};
-use crate::domain::plans::{Plan, ProjectSettings, SubscriptionState};
+use crate::domain::plans::Plan;
+use crate::domain::projects::ProjectSettings;
 use crate::domain::records::{now_ms, UserId};
+use crate::domain::subscriptions::SubscriptionState;
 
 /// The Stripe customer link of an account.
 #[derive(Debug, PartialEq, Eq)]
@@ -245,11 +247,22 @@ impl Store {
             .expression_attribute_values(":next", n(version + 1))
             .expression_attribute_values(":now", n(now_ms()));
         if let Some(state) = state {
-            set.push("doc = :doc");
-            set.push("subscriptionId = :sub");
+            set.extend([
+                "doc = :doc",
+                "subscriptionId = :sub",
+                "account = :account",
+                "gsi2pk = :gsi2pk",
+                "gsi2sk = :gsi2sk",
+            ]);
             request = request
                 .expression_attribute_values(":doc", s(to_doc(state)?))
-                .expression_attribute_values(":sub", s(&state.subscription_id));
+                .expression_attribute_values(":sub", s(&state.subscription_id))
+                .expression_attribute_values(":account", s(account.as_str()))
+                .expression_attribute_values(":gsi2pk", s(self.keys.subscriptions_pk()))
+                .expression_attribute_values(
+                    ":gsi2sk",
+                    s(history_sk(state.observed_at_ms, &state.subscription_id)),
+                );
         }
         let mut expression = format!("SET {}", set.join(", "));
         match lock_until_ms {
@@ -336,6 +349,33 @@ impl Store {
             s(history_sk(invoice.created_at_ms, &invoice.invoice_id)),
         );
         self.put_raw(item).await
+    }
+}
+
+impl Store {
+    /// The scope's subscriptions, most recently read first: up to `limit`, with the account
+    /// each belongs to.
+    pub async fn list_subscriptions(
+        &self,
+        limit: i32,
+    ) -> Result<Vec<(UserId, SubscriptionState)>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(super::keys::GSI2)
+            .key_condition_expression("gsi2pk = :pk")
+            .expression_attribute_values(":pk", s(self.keys.subscriptions_pk()))
+            .scan_index_forward(false)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        output
+            .items()
+            .iter()
+            .map(|item| Ok((Fields::of(item).user("account")?, doc(item, "doc")?)))
+            .collect()
     }
 }
 

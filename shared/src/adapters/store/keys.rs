@@ -11,7 +11,7 @@
 //! | plan              | `PLANS`             | `PLAN#<id>`      | one Query lists them all                 |
 //! | settings          | `SETTINGS`          | `SETTINGS`       | redirect origins, past_due grace         |
 //! | customer link     | `ACCT#<account>`    | `CUSTOMER`       | claimed before the Stripe call           |
-//! | subscription      | `ACCT#<account>`    | `SUB`            | last state read from Stripe; create lock |
+//! | subscription      | `ACCT#<account>`    | `SUB`            | state read from Stripe; gsi2: `SUBSCRIPTIONS`|
 //! | tier              | `ACCT#<account>`    | `TIER`           | the tier bought once                     |
 //! | customer owner    | `CUS#<customer id>` | `CUS`            | customer → account                       |
 //! | invoice           | `INV#<invoice id>`  | `INV`            | gsi1: `USER#<account>#BILL` / `<ms>#<in>`|
@@ -120,6 +120,11 @@ impl Keys {
 
     pub fn invoice(&self, invoice_id: &str) -> Item {
         key(format!("{}INV#{invoice_id}", self.prefix), "INV")
+    }
+
+    /// The partition of the scope's subscriptions in gsi2 (most recently read first).
+    pub fn subscriptions_pk(&self) -> String {
+        format!("{}SUBSCRIPTIONS", self.prefix)
     }
 
     /// The partition of an account's subscription invoices in gsi1.

@@ -29,6 +29,8 @@ use crate::domain::money::Currency;
 /// Metadata keys on customers, subscriptions and Checkout sessions.
 pub const META_ACCOUNT: &str = "coffer_account";
 pub const META_PLAN: &str = "coffer_plan_id";
+/// The project and mode (`project/mode`) a subscription was made in.
+pub const META_SCOPE: &str = "coffer_scope";
 
 #[derive(Debug, miniserde::Deserialize)]
 pub struct Customer {

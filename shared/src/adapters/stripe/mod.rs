@@ -7,6 +7,7 @@ mod raw;
 
 pub use billing::{
     CheckoutItem, CheckoutSession, Customer, Session, Subscription, META_ACCOUNT, META_PLAN,
+    META_SCOPE,
 };
 pub use raw::{valid_api_version, EphemeralKey};
 
