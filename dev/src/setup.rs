@@ -114,15 +114,7 @@ pub async fn stripe_plans(stripe_api_base: &str, secret_key: &str) -> Result<(),
         let (Some(price), Some(amount)) = (&sample.plan.price_id, sample.stripe_amount) else {
             continue;
         };
-        let exists = http
-            .get(format!("{base}/v1/plans/{price}"))
-            .bearer_auth(secret_key)
-            .send()
-            .await
-            .map_err(|e| format!("localstripe: {e}"))?
-            .status()
-            .is_success();
-        if exists {
+        if plan_exists(&http, base, secret_key, price).await? {
             continue;
         }
         let product: serde_json::Value = http
@@ -151,15 +143,8 @@ pub async fn stripe_plans(stripe_api_base: &str, secret_key: &str) -> Result<(),
             .await
             .map_err(|e| format!("localstripe plan: {e}"))?;
         if !response.status().is_success() && response.status().as_u16() != 409 {
-            let exists_now = http
-                .get(format!("{base}/v1/plans/{price}"))
-                .bearer_auth(secret_key)
-                .send()
-                .await
-                .map_err(|e| format!("localstripe: {e}"))?
-                .status()
-                .is_success();
-            if !exists_now {
+            // Another process may have created it meanwhile.
+            if !plan_exists(&http, base, secret_key, price).await? {
                 return Err(format!(
                     "localstripe refused plan {price}: {}",
                     response.status()
@@ -168,6 +153,22 @@ pub async fn stripe_plans(stripe_api_base: &str, secret_key: &str) -> Result<(),
         }
     }
     Ok(())
+}
+
+async fn plan_exists(
+    http: &reqwest::Client,
+    base: &str,
+    secret_key: &str,
+    id: &str,
+) -> Result<bool, String> {
+    Ok(http
+        .get(format!("{base}/v1/plans/{id}"))
+        .bearer_auth(secret_key)
+        .send()
+        .await
+        .map_err(|e| format!("localstripe: {e}"))?
+        .status()
+        .is_success())
 }
 
 /// Stores `{"stripeSecretKey", "webhookSecret"}` as the secret `name` (created or updated).

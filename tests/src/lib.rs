@@ -538,14 +538,8 @@ impl TestApp {
             .await
     }
 
-    /// The same at the localstripe at `base`, with `key`.
-    pub async fn pay_with_card_at(
-        &self,
-        base: &str,
-        key: &str,
-        intent_id: &str,
-        card: &str,
-    ) -> Reply {
+    /// A card payment method at the localstripe at `base`; its id.
+    pub async fn card_method_at(&self, base: &str, key: &str, card: &str) -> String {
         let pm = self
             .stripe_post_at(
                 base,
@@ -561,7 +555,40 @@ impl TestApp {
             )
             .await;
         assert_eq!(pm.status, 200, "payment method: {}", pm.body);
-        let pm_id = pm.body["id"].as_str().expect("pm id").to_owned();
+        pm.body["id"].as_str().expect("pm id").to_owned()
+    }
+
+    /// `card` as the default payment method of `customer` (what a card form does before a
+    /// subscription is created).
+    pub async fn default_card(&self, customer: &str, card: &str) {
+        let pm = self
+            .card_method_at(&self.stripe_base, &self.stripe_key, card)
+            .await;
+        let attach = self
+            .stripe_post(
+                &format!("/v1/payment_methods/{pm}/attach"),
+                &[("customer", customer)],
+            )
+            .await;
+        assert_eq!(attach.status, 200, "attach: {}", attach.body);
+        let default = self
+            .stripe_post(
+                &format!("/v1/customers/{customer}"),
+                &[("invoice_settings[default_payment_method]", &pm)],
+            )
+            .await;
+        assert_eq!(default.status, 200, "default card: {}", default.body);
+    }
+
+    /// The same at the localstripe at `base`, with `key`.
+    pub async fn pay_with_card_at(
+        &self,
+        base: &str,
+        key: &str,
+        intent_id: &str,
+        card: &str,
+    ) -> Reply {
+        let pm_id = self.card_method_at(base, key, card).await;
         let attach = self
             .stripe_post_at(
                 base,

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use crate::domain::money::Currency;
+use crate::domain::packages::CreditPackage;
 use crate::domain::records::{PaymentStatus, UserId};
 
 /// Everything Stripe told Coffer about a payment's charge after it was paid.
@@ -78,6 +79,28 @@ pub struct PaymentRecord {
     pub applied: i64,
     /// Bumped by every change; writes are conditioned on it.
     pub rev: i64,
+}
+
+impl PaymentRecord {
+    /// A payment just created for `package` (nothing credited, no facts yet).
+    pub fn pending(intent_id: &str, user: UserId, package: &CreditPackage, now_ms: i64) -> Self {
+        Self {
+            intent_id: intent_id.to_owned(),
+            user_id: user,
+            package_id: package.id.clone(),
+            amount: package.amount,
+            currency: package.currency.clone(),
+            credits: package.credits,
+            status: PaymentStatus::Pending,
+            created_at_ms: now_ms,
+            description: package.name.clone(),
+            credited: false,
+            attention: None,
+            facts: ChargeFacts::default(),
+            applied: 0,
+            rev: 0,
+        }
+    }
 }
 
 /// The refunded share of `credits` for `refunded` of `amount`, rounded down, never more than

@@ -283,6 +283,23 @@ pub fn plan_change(current: &Plan, target: &Plan) -> PlanChange {
     }
 }
 
+/// A plan for tests: `id` at `rank`, 1,000 requests, with a price or an amount if given.
+#[cfg(test)]
+pub(crate) fn sample_plan(id: &str, rank: i32, price: Option<&str>, amount: Option<i64>) -> Plan {
+    Plan {
+        id: id.into(),
+        name: id.into(),
+        description: String::new(),
+        rank,
+        limits: BTreeMap::from([("requests".into(), 1000)]),
+        included_credits: 0,
+        free: rank == 0,
+        active: true,
+        price_id: price.map(str::to_owned),
+        amount,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,18 +322,7 @@ mod tests {
     }
 
     fn plan(id: &str, rank: i32) -> Plan {
-        Plan {
-            id: id.into(),
-            name: id.into(),
-            description: String::new(),
-            rank,
-            limits: BTreeMap::from([("requests".into(), 1000)]),
-            included_credits: 0,
-            free: rank == 0,
-            active: true,
-            price_id: None,
-            amount: None,
-        }
+        sample_plan(id, rank, None, None)
     }
 
     #[test]
@@ -335,21 +341,13 @@ mod tests {
         );
     }
 
-    fn priced(id: &str, rank: i32, price: Option<&str>, amount: Option<i64>) -> Plan {
-        Plan {
-            price_id: price.map(str::to_owned),
-            amount,
-            ..plan(id, rank)
-        }
-    }
-
     #[test]
     fn the_best_of_subscription_tier_and_free_applies_and_a_downgrade_holds_until_period_end() {
         let plans = vec![
             plan("free", 0),
-            priced("starter", 10, Some("price_starter"), None),
-            priced("pro", 20, None, Some(1000)),
-            priced("max", 30, Some("price_max"), None),
+            sample_plan("starter", 10, Some("price_starter"), None),
+            sample_plan("pro", 20, None, Some(1000)),
+            sample_plan("max", 30, Some("price_max"), None),
         ];
         let mut sub = state("sub_1", SubscriptionStatus::Active, 1);
         sub.plan_id = "starter".into();

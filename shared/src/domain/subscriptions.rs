@@ -164,7 +164,6 @@ pub fn state_from_read(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn state(id: &str, status: SubscriptionStatus, observed: i64) -> SubscriptionState {
         SubscriptionState {
@@ -179,21 +178,6 @@ mod tests {
             price_id: "price_pro".into(),
             held_plan_id: None,
             held_until: None,
-        }
-    }
-
-    fn priced(id: &str, rank: i32, price: Option<&str>, amount: Option<i64>) -> Plan {
-        Plan {
-            id: id.into(),
-            name: id.into(),
-            description: String::new(),
-            rank,
-            limits: BTreeMap::new(),
-            included_credits: 0,
-            free: false,
-            active: true,
-            price_id: price.map(str::to_owned),
-            amount,
         }
     }
 
@@ -239,7 +223,12 @@ mod tests {
 
     #[test]
     fn a_read_keeps_when_it_first_went_past_due_and_finds_its_plan_by_price() {
-        let plans = vec![priced("starter", 10, Some("price_starter"), None)];
+        let plans = vec![crate::domain::plans::sample_plan(
+            "starter",
+            10,
+            Some("price_starter"),
+            None,
+        )];
         let read = StripeRead {
             subscription_id: "sub_1",
             customer_id: "cus_1",

@@ -13,11 +13,11 @@ use crate::adapters::store::{hash_parts, idempotency_hash};
 use crate::adapters::stripe::{
     Intent, NewIntent, META_CREDITS, META_PACKAGE, META_TIER, META_USER,
 };
-use crate::domain::ledger::{ChargeFacts, PaymentRecord};
+use crate::domain::ledger::PaymentRecord;
 use crate::domain::packages::{valid_package_id, CreditPackage};
 use crate::domain::plans::{valid_plan_id, Plan, PlanKind};
+use crate::domain::records::now_ms;
 use crate::domain::records::UserId;
-use crate::domain::records::{now_ms, PaymentStatus};
 use crate::domain::scope::Scope;
 use crate::http::{json_body, ok, respond, ApiError};
 use crate::services::billing::{self, sheet_fields, SheetFields};
@@ -187,22 +187,7 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         )));
     }
 
-    let payment = PaymentRecord {
-        intent_id: intent.id.clone(),
-        user_id: user.clone(),
-        package_id: package.id.clone(),
-        amount: package.amount,
-        currency: package.currency.clone(),
-        credits: package.credits,
-        status: PaymentStatus::Pending,
-        created_at_ms: now_ms(),
-        description: package.name.clone(),
-        credited: false,
-        attention: None,
-        facts: ChargeFacts::default(),
-        applied: 0,
-        rev: 0,
-    };
+    let payment = PaymentRecord::pending(&intent.id, user.clone(), &package, now_ms());
     if let Some(winner) = store.record_payment(&payment, idem_hash.as_deref()).await? {
         // A concurrent request with the same key recorded its intent first: answer with that one.
         return replay(

@@ -1,16 +1,19 @@
 //! A project's plans and settings, for the developer who owns it (in the configuration
 //! function):
 //!
-//! - `GET …/projects/{project_id}/plans`, `PUT …/plans/{plan_id}`: create or change a plan;
-//!   linking a recurring plan is `{"priceId": "price_…"}`
+//! - `GET …/projects/{project_id}/plans`, `PUT …/plans/{plan_id}`: create or change a plan
+//!   (`amount` and `includedCredits` in major units); linking a recurring plan is
+//!   `{"priceId": "price_…"}`
 //! - `GET|PUT …/projects/{project_id}/settings`: `{allowedOrigins, pastDueGraceSeconds}`
 //!
 //! Both per mode (`test_mode`, default true), as price ids are.
 
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::billing::plan_json;
+use crate::domain::money::{AmountError, Currency};
 use crate::domain::plans::{apply_plan_update, PlanUpdate};
 use crate::domain::projects::{origin_of, ProjectSettings};
 use crate::domain::scope::Scope;
@@ -39,7 +42,7 @@ pub async fn plans_or_settings(
                 .collect::<Vec<_>>()))
         }
         ("PUT", Some(plan_id)) => {
-            let update: PlanUpdate = json_body(req)?;
+            let update = plan_update(json_body(req)?, currency)?;
             let existing = store.plan(&plan_id).await?;
             let plan =
                 apply_plan_update(&plan_id, existing, update).map_err(ApiError::BadRequest)?;
@@ -69,6 +72,75 @@ pub async fn plans_or_settings(
         }
         _ => Err(ApiError::NotFound("No such route.".into())),
     }
+}
+
+/// A plan change as a developer sends it: money in major units, as everywhere in the API.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PlanBody {
+    name: Option<String>,
+    description: Option<String>,
+    rank: Option<i32>,
+    limits: Option<std::collections::BTreeMap<String, i64>>,
+    included_credits: Option<Box<RawValue>>,
+    free: Option<bool>,
+    active: Option<bool>,
+    /// `null` unlinks.
+    #[serde(default, deserialize_with = "present")]
+    price_id: Option<Option<String>>,
+    /// `null` makes a tier unpriced.
+    #[serde(default, deserialize_with = "present")]
+    amount: Option<Option<Box<RawValue>>>,
+}
+
+/// A field given (even as `null`) is `Some`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// The largest plan price or included credits, in minor units.
+const MAX_PLAN_MINOR: i64 = 100_000_000_000;
+
+fn minor(raw: &RawValue, name: &str, currency: &Currency) -> Result<i64, ApiError> {
+    currency
+        .parse_major(raw.get(), MAX_PLAN_MINOR)
+        .map_err(|err| match err {
+            AmountError::NotANumber => ApiError::bad_request(format!("{name} must be a number.")),
+            AmountError::TooPrecise => ApiError::bad_request(format!(
+                "{name} is finer than the smallest unit of {currency}."
+            )),
+            AmountError::TooLarge => ApiError::bad_request(format!("{name} is too large.")),
+        })
+}
+
+fn plan_update(body: PlanBody, currency: &Currency) -> Result<PlanUpdate, ApiError> {
+    Ok(PlanUpdate {
+        name: body.name,
+        description: body.description,
+        rank: body.rank,
+        limits: body.limits,
+        included_credits: body
+            .included_credits
+            .as_deref()
+            .map(|raw| minor(raw, "includedCredits", currency))
+            .transpose()?,
+        free: body.free,
+        active: body.active,
+        price_id: body.price_id,
+        amount: body
+            .amount
+            .map(|amount| {
+                amount
+                    .as_deref()
+                    .map(|raw| minor(raw, "amount", currency))
+                    .transpose()
+            })
+            .transpose()?,
+    })
 }
 
 #[derive(Deserialize)]

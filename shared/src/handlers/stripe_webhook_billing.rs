@@ -8,9 +8,9 @@ use serde_json::Value;
 
 use crate::adapters::store::{CreditOutcome, InvoiceRecord, MoveOutcome};
 use crate::adapters::stripe::{META_ACCOUNT, META_CREDITS, META_PACKAGE, META_USER};
-use crate::domain::ledger::{ChargeFacts, CreditMove, PaidIntent, PaymentRecord};
+use crate::domain::ledger::{CreditMove, PaidIntent, PaymentRecord};
 use crate::domain::money::Currency;
-use crate::domain::records::{now_ms, PaymentStatus, UserId};
+use crate::domain::records::{now_ms, UserId};
 use crate::domain::scope::Scope;
 use crate::http::ApiError;
 use crate::services::billing::{self, sync_subscription};
@@ -184,22 +184,7 @@ pub async fn checkout_completed(app: &App, scope: &Scope, event: &Event) -> Resu
         );
         return Ok(());
     };
-    let payment = PaymentRecord {
-        intent_id: intent_id.clone(),
-        user_id: account,
-        package_id: package.id.clone(),
-        amount: package.amount,
-        currency: package.currency.clone(),
-        credits: package.credits,
-        status: PaymentStatus::Pending,
-        created_at_ms: now_ms(),
-        description: package.name.clone(),
-        credited: false,
-        attention: None,
-        facts: ChargeFacts::default(),
-        applied: 0,
-        rev: 0,
-    };
+    let payment = PaymentRecord::pending(&intent_id, account, package, now_ms());
     store.record_payment_if_new(&payment).await?;
     let paid = PaidIntent {
         intent_id: intent_id.clone(),

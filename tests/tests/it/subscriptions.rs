@@ -41,33 +41,7 @@ async fn customer_with_card(app: &TestApp, user: &str, card: &str) -> String {
         .as_str()
         .expect("customerId")
         .to_owned();
-    let pm = app
-        .stripe_post(
-            "/v1/payment_methods",
-            &[
-                ("type", "card"),
-                ("card[number]", card),
-                ("card[exp_month]", "12"),
-                ("card[exp_year]", "2034"),
-                ("card[cvc]", "123"),
-            ],
-        )
-        .await;
-    let pm = pm.body["id"].as_str().expect("pm").to_owned();
-    let attach = app
-        .stripe_post(
-            &format!("/v1/payment_methods/{pm}/attach"),
-            &[("customer", &customer)],
-        )
-        .await;
-    assert_eq!(attach.status, 200, "attach: {}", attach.body);
-    let default = app
-        .stripe_post(
-            &format!("/v1/customers/{customer}"),
-            &[("invoice_settings[default_payment_method]", &pm)],
-        )
-        .await;
-    assert_eq!(default.status, 200, "default pm: {}", default.body);
+    app.default_card(&customer, card).await;
     customer
 }
 
@@ -142,6 +116,11 @@ async fn plans_are_listed_by_rank_with_their_limits() {
     let starter = &reply.body["data"][1];
     assert_eq!(starter["limits"]["requests"], 25000);
     assert_eq!(starter["kind"], "recurring");
+    assert_eq!(
+        starter["includedCredits"], 5.0,
+        "major units, as every amount"
+    );
+    assert_eq!(reply.body["data"][2]["amount"], 10.0);
     assert_eq!(reply.body["data"][2]["kind"], "tier");
     assert_eq!(app.get("/api/stripe/plans", None).await.status, 401);
 }
@@ -249,7 +228,7 @@ async fn a_subscription_gives_its_limits_and_its_included_credits_once_per_invoi
     let lines = payments.body["data"].as_array().expect("list");
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["type"], "subscription_invoice");
-    assert_eq!(lines[0]["amount"], 2900);
+    assert_eq!(lines[0]["amount"], 29.0);
     app.assert_invariants().await;
 }
 
@@ -447,29 +426,7 @@ async fn past_due_keeps_the_plan_for_the_grace_period_only() {
     let customer = sub["customer"].as_str().expect("customer").to_owned();
 
     // The next period's invoice fails on a card that declines.
-    let pm = app
-        .stripe_post(
-            "/v1/payment_methods",
-            &[
-                ("type", "card"),
-                ("card[number]", PAST_DUE_CARD),
-                ("card[exp_month]", "12"),
-                ("card[exp_year]", "2034"),
-                ("card[cvc]", "123"),
-            ],
-        )
-        .await;
-    let pm = pm.body["id"].as_str().expect("pm").to_owned();
-    app.stripe_post(
-        &format!("/v1/payment_methods/{pm}/attach"),
-        &[("customer", &customer)],
-    )
-    .await;
-    app.stripe_post(
-        &format!("/v1/customers/{customer}"),
-        &[("invoice_settings[default_payment_method]", &pm)],
-    )
-    .await;
+    app.default_card(&customer, PAST_DUE_CARD).await;
     let item = app
         .stripe_post(
             "/v1/invoiceitems",
@@ -528,6 +485,38 @@ async fn past_due_keeps_the_plan_for_the_grace_period_only() {
         .filter_map(|p| p["status"].as_str())
         .collect();
     assert!(statuses.contains(&"failed"), "{}", payments.body);
+    assert_eq!(
+        statuses.len(),
+        2,
+        "the first paid invoice and the failed one"
+    );
+    // One line a page: the cursor leads to the older invoice, then ends.
+    let first = app
+        .get("/api/v1/payments/stripe/my-payments?limit=1", Some("xena"))
+        .await;
+    let cursor = first.body["nextCursor"]
+        .as_str()
+        .expect("nextCursor")
+        .to_owned();
+    let second = app
+        .get(
+            &format!(
+                "/api/v1/payments/stripe/my-payments?limit=1&cursor={}",
+                cursor.replace('#', "%23")
+            ),
+            Some("xena"),
+        )
+        .await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_ne!(first.body["data"][0]["id"], second.body["data"][0]["id"]);
+    assert!(second.body.get("nextCursor").is_none(), "{}", second.body);
+    let forged = app
+        .get(
+            "/api/v1/payments/stripe/my-payments?cursor=USER%23x",
+            Some("xena"),
+        )
+        .await;
+    assert_eq!(forged.status, 400);
 }
 
 #[tokio::test]
@@ -880,11 +869,12 @@ async fn developers_link_plans_and_set_origins_per_project() {
             "PUT",
             &format!("/api/v1/payments/stripe/projects/{project}/plans/team"),
             Some(&dev),
-            Some(&json!({"name": "Team", "rank": 5, "limits": {"requests": 5000}, "priceId": "price_team"})),
+            Some(&json!({"name": "Team", "rank": 5, "limits": {"requests": 5000}, "priceId": "price_team", "includedCredits": 2.5})),
         )
         .await;
     assert_eq!(plan.status, 200, "{}", plan.body);
     assert_eq!(plan.body["data"]["priceId"], "price_team");
+    assert_eq!(plan.body["data"]["includedCredits"], 2.5);
     let bad = app
         .call(
             "PUT",
@@ -1044,29 +1034,7 @@ async fn developers_see_their_projects_subscriptions_and_other_scopes_ignore_the
         created
     } else {
         let customer_id = customer.body["data"]["customerId"].as_str().expect("id");
-        let pm = app
-            .stripe_post(
-                "/v1/payment_methods",
-                &[
-                    ("type", "card"),
-                    ("card[number]", SUBSCRIPTION_CARD),
-                    ("card[exp_month]", "12"),
-                    ("card[exp_year]", "2034"),
-                    ("card[cvc]", "123"),
-                ],
-            )
-            .await;
-        let pm = pm.body["id"].as_str().expect("pm").to_owned();
-        app.stripe_post(
-            &format!("/v1/payment_methods/{pm}/attach"),
-            &[("customer", customer_id)],
-        )
-        .await;
-        app.stripe_post(
-            &format!("/v1/customers/{customer_id}"),
-            &[("invoice_settings[default_payment_method]", &pm)],
-        )
-        .await;
+        app.default_card(customer_id, SUBSCRIPTION_CARD).await;
         app.call(
             "POST",
             &format!("/api/stripe/create-subscription{query}"),

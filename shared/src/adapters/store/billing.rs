@@ -312,25 +312,8 @@ impl Store {
         &self,
         payment: &crate::domain::ledger::PaymentRecord,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(super::codec::payment_to_item(&self.keys, payment)))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(StoreError::from_sdk(err)),
-        }
+        self.put_if_absent(super::codec::payment_to_item(&self.keys, payment))
+            .await
     }
 
     /// Records (or updates the status of) a subscription invoice for `my-payments`.

@@ -266,27 +266,14 @@ impl StripeApi {
         subscription: &Subscription,
     ) -> Result<Option<String>, StripeFailure> {
         if let Some(invoice_id) = &subscription.latest_invoice {
-            let invoice = RetrieveInvoice::new(invoice_id.as_str())
-                .expand(vec!["confirmation_secret".to_owned()])
-                .build()
-                .customize::<InvoiceSecrets>()
-                .request_strategy(RequestStrategy::Retry(2))
-                .send(&self.client)
-                .await;
-            let invoice = match invoice {
-                Ok(invoice) => invoice,
+            let invoice = match self.invoice_secrets(invoice_id, true).await {
                 // Older API versions (and localstripe) have no confirmation secret to expand.
                 Err(stripe::StripeError::Stripe(_, 400)) => {
-                    RetrieveInvoice::new(invoice_id.as_str())
-                        .build()
-                        .customize::<InvoiceSecrets>()
-                        .request_strategy(RequestStrategy::Retry(2))
-                        .send(&self.client)
-                        .await
-                        .map_err(map_error)?
+                    self.invoice_secrets(invoice_id, false).await
                 }
-                Err(other) => return Err(map_error(other)),
-            };
+                other => other,
+            }
+            .map_err(map_error)?;
             if let Some(secret) = invoice.confirmation_secret.and_then(|c| c.client_secret) {
                 return Ok(Some(secret));
             }
@@ -314,6 +301,23 @@ impl StripeApi {
             return Ok(setup.client_secret);
         }
         Ok(None)
+    }
+
+    async fn invoice_secrets(
+        &self,
+        invoice_id: &str,
+        expand_confirmation: bool,
+    ) -> Result<InvoiceSecrets, stripe::StripeError> {
+        let mut request = RetrieveInvoice::new(invoice_id);
+        if expand_confirmation {
+            request = request.expand(vec!["confirmation_secret".to_owned()]);
+        }
+        request
+            .build()
+            .customize::<InvoiceSecrets>()
+            .request_strategy(RequestStrategy::Retry(2))
+            .send(&self.client)
+            .await
     }
 
     /// A Checkout session for a plan (subscription mode) or a credit package (payment mode).
