@@ -303,23 +303,7 @@ pub(crate) fn sample_plan(id: &str, rank: i32, price: Option<&str>, amount: Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::subscriptions::SubscriptionStatus;
-
-    fn state(id: &str, status: SubscriptionStatus, observed: i64) -> SubscriptionState {
-        SubscriptionState {
-            subscription_id: id.into(),
-            plan_id: "pro".into(),
-            status,
-            current_period_end: 0,
-            cancel_at_period_end: false,
-            past_due_since: Some(1_000),
-            observed_at_ms: observed,
-            customer_id: "cus_1".into(),
-            price_id: "price_pro".into(),
-            held_plan_id: None,
-            held_until: None,
-        }
-    }
+    use crate::domain::subscriptions::{sample_state as state, SubscriptionStatus};
 
     fn plan(id: &str, rank: i32) -> Plan {
         sample_plan(id, rank, None, None)

@@ -161,24 +161,34 @@ pub fn state_from_read(
     }
 }
 
+/// A stored state for tests: the `pro` plan, past due since t=1,000 s.
+#[cfg(test)]
+pub(crate) fn sample_state(
+    id: &str,
+    status: SubscriptionStatus,
+    observed: i64,
+) -> SubscriptionState {
+    SubscriptionState {
+        subscription_id: id.into(),
+        plan_id: "pro".into(),
+        status,
+        current_period_end: 0,
+        cancel_at_period_end: false,
+        past_due_since: Some(1_000),
+        observed_at_ms: observed,
+        customer_id: "cus_1".into(),
+        price_id: "price_pro".into(),
+        held_plan_id: None,
+        held_until: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn state(id: &str, status: SubscriptionStatus, observed: i64) -> SubscriptionState {
-        SubscriptionState {
-            subscription_id: id.into(),
-            plan_id: "pro".into(),
-            status,
-            current_period_end: 0,
-            cancel_at_period_end: false,
-            past_due_since: Some(1_000),
-            observed_at_ms: observed,
-            customer_id: "cus_1".into(),
-            price_id: "price_pro".into(),
-            held_plan_id: None,
-            held_until: None,
-        }
+        sample_state(id, status, observed)
     }
 
     #[test]
