@@ -33,6 +33,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("not enough credits")]
     InsufficientCredits,
+    /// A usage beyond the plan's allowance that no overage pays for (429).
+    #[error("{0}")]
+    LimitReached(String),
     #[error("{0}")]
     CardDeclined(String),
     /// A Stripe key that Stripe refused.
@@ -67,6 +70,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::InsufficientCredits | Self::CardDeclined(_) => StatusCode::PAYMENT_REQUIRED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::LimitReached(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Stripe(_) => StatusCode::BAD_GATEWAY,
             Self::Unavailable(_) | Self::RetryLater(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -85,6 +89,7 @@ impl ApiError {
             Self::InsufficientCredits => "insufficient_credits",
             Self::CardDeclined(_) => "card_declined",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::LimitReached(_) => "limit_reached",
             Self::Stripe(_) => "stripe_error",
             Self::Unavailable(_) => "service_unavailable",
             Self::RetryLater(_) => "retry_later",

@@ -11,3 +11,4 @@ pub mod records;
 pub mod scope;
 pub mod stats;
 pub mod subscriptions;
+pub mod usage;

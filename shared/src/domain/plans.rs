@@ -30,6 +30,10 @@ pub struct Plan {
     /// The one-off price of a tier, in minor units of the deployment's currency.
     #[serde(default)]
     pub amount: Option<i64>,
+    /// Credits (minor units) one unit of a metric costs beyond the allowance; a metric not
+    /// listed allows no overage.
+    #[serde(default)]
+    pub overage_prices: BTreeMap<String, i64>,
 }
 
 impl Plan {
@@ -94,6 +98,7 @@ pub fn free_plan(plans: &[Plan]) -> Plan {
             active: true,
             price_id: None,
             amount: None,
+            overage_prices: BTreeMap::new(),
         })
 }
 
@@ -160,6 +165,8 @@ pub struct PlanUpdate {
     pub price_id: Option<Option<String>>,
     #[serde(default, with = "double_option")]
     pub amount: Option<Option<i64>>,
+    /// Credits (minor units) per unit beyond the allowance, by metric.
+    pub overage_prices: Option<BTreeMap<String, i64>>,
 }
 
 mod double_option {
@@ -199,6 +206,7 @@ pub fn apply_plan_update(
             active: true,
             price_id: None,
             amount: None,
+            overage_prices: BTreeMap::new(),
         },
     };
     if let Some(name) = update.name {
@@ -228,6 +236,16 @@ pub fn apply_plan_update(
             return Err("limits must map up to 20 metric names to whole numbers from 0.".into());
         }
         plan.limits = limits;
+    }
+    if let Some(prices) = update.overage_prices {
+        let valid = prices.len() <= 20
+            && prices.iter().all(|(metric, price)| {
+                valid_plan_id(metric) && (1..=MAX_PLAN_FIGURE).contains(price)
+            });
+        if !valid {
+            return Err("overagePrices must map up to 20 metric names to prices from 1.".into());
+        }
+        plan.overage_prices = prices;
     }
     if let Some(credits) = update.included_credits {
         if !(0..=MAX_PLAN_FIGURE).contains(&credits) {
@@ -297,6 +315,7 @@ pub(crate) fn sample_plan(id: &str, rank: i32, price: Option<&str>, amount: Opti
         active: true,
         price_id: price.map(str::to_owned),
         amount,
+        overage_prices: BTreeMap::new(),
     }
 }
 

@@ -73,6 +73,11 @@ pub fn plan_json(plan: &Plan, currency: &Currency) -> Value {
         "limits": plan.limits,
         "includedCredits": currency.to_major(plan.included_credits),
         "amount": plan.amount.map(|amount| currency.to_major(amount)),
+        "overagePrices": plan
+            .overage_prices
+            .iter()
+            .map(|(metric, price)| (metric.clone(), currency.to_major(*price)))
+            .collect::<serde_json::Map<_, _>>(),
         "currency": currency.as_str(),
         "priceId": plan.price_id,
     })

@@ -15,6 +15,7 @@ mod project_plans;
 mod stripe_webhook;
 mod stripe_webhook_billing;
 mod stripe_webhook_lifecycle;
+mod usage;
 
 pub use balance::balance;
 pub use billing::{billing, plan_json};
@@ -25,6 +26,7 @@ pub use developer_api::developer_api;
 pub use payment_history::payment_history;
 pub use project_config::{project_config, WEBHOOK_EVENTS};
 pub use stripe_webhook::stripe_webhook;
+pub use usage::usage;
 
 use lambda_http::{Body, Request, Response};
 
@@ -151,6 +153,8 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/api/v1/payments/stripe/projects/{project_id}/plans/{plan_id}",
         "project-config",
     ),
+    ("POST", "/internal/usage", "usage"),
+    ("GET", "/api/usage", "usage"),
 ];
 
 /// Runs the handler of the named function.
@@ -166,6 +170,7 @@ pub async fn call(function: &str, app: &App, req: Request) -> Response<Body> {
         "project-config" => project_config(app, req).await,
         "developer-api" => developer_api(app, req).await,
         "billing" => billing(app, req).await,
+        "usage" => usage(app, req).await,
         _ => ApiError::NotFound("No such route.".into()).into_response(),
     }
 }

@@ -91,6 +91,8 @@ struct PlanBody {
     /// `null` makes a tier unpriced.
     #[serde(default, deserialize_with = "present")]
     amount: Option<Option<Box<RawValue>>>,
+    /// Credits per unit beyond the allowance, by metric (major units).
+    overage_prices: Option<std::collections::BTreeMap<String, Box<RawValue>>>,
 }
 
 /// A field given (even as `null`) is `Some`.
@@ -138,6 +140,17 @@ fn plan_update(body: PlanBody, currency: &Currency) -> Result<PlanUpdate, ApiErr
                     .as_deref()
                     .map(|raw| minor(raw, "amount", currency))
                     .transpose()
+            })
+            .transpose()?,
+        overage_prices: body
+            .overage_prices
+            .map(|prices| {
+                prices
+                    .iter()
+                    .map(|(metric, raw)| {
+                        Ok((metric.clone(), minor(raw, "overagePrices", currency)?))
+                    })
+                    .collect::<Result<_, ApiError>>()
             })
             .transpose()?,
     })

@@ -1,3 +1,4 @@
 //! Use cases: load the records, ask the rules, persist the decision.
 
 pub mod billing;
+pub mod usage;

@@ -13,4 +13,5 @@ mod purchase;
 mod stripe_test_mode;
 mod subscriptions;
 mod upgrade;
+mod usage;
 mod webhook;

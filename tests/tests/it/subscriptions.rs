@@ -3,7 +3,7 @@
 //! Checkout, the portal and ephemeral keys. Events localstripe never sends are built from its
 //! real objects and signed.
 
-use integration_tests::{settle, spawn_app, Reply, TestApp, STRIPE_KEY};
+use integration_tests::{join_all, settle, spawn_app, Reply, TestApp, STRIPE_KEY};
 use serde_json::{json, Value};
 
 const SUBSCRIPTION_CARD: &str = "4000002500003155";
@@ -161,31 +161,6 @@ async fn double_clicked_create_customer_makes_one_customer() {
     )
     .await;
     assert_eq!(bad.status, 400);
-}
-
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut results = Vec::with_capacity(pinned.len());
-    // Poll them together: each is an independent HTTP call.
-    let outputs = std::future::poll_fn(|cx| {
-        let mut done = true;
-        results.resize_with(pinned.len(), || None);
-        for (i, fut) in pinned.iter_mut().enumerate() {
-            if results[i].is_none() {
-                match fut.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => results[i] = Some(v),
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        if done {
-            std::task::Poll::Ready(std::mem::take(&mut results))
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }
 
 #[tokio::test]

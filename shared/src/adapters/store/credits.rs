@@ -53,8 +53,28 @@ impl Store {
         request: &CreditMove,
         currency: &Currency,
     ) -> Result<MoveOutcome, StoreError> {
+        self.move_credits_with(user, entry_id, kind, request, currency, &[], MOVE_ATTEMPTS)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Contention(format!("the balance of {} kept changing", user.as_str()))
+            })
+    }
+
+    /// The same, with `extra` items written in the same transaction (their conditions included).
+    /// `None`: the transaction lost its race `attempts` times (the extra items' conditions may be
+    /// what failed: the caller reads them again).
+    pub(super) async fn move_credits_with(
+        &self,
+        user: &UserId,
+        entry_id: &str,
+        kind: &str,
+        request: &CreditMove,
+        currency: &Currency,
+        extra: &[TransactWriteItem],
+        attempts: u32,
+    ) -> Result<Option<MoveOutcome>, StoreError> {
         let entry_key = self.keys.entry(user, entry_id);
-        for attempt in 1..=MOVE_ATTEMPTS {
+        for attempt in 1..=attempts {
             let found = self
                 .get_many(vec![self.keys.balance(user), entry_key.clone()])
                 .await?;
@@ -66,18 +86,18 @@ impl Store {
                 .transpose()?;
             let balance = balance_item.map(balance_from_item).transpose()?;
             if balance.as_ref().is_some_and(|b| &b.currency != currency) && earlier.is_none() {
-                return Ok(MoveOutcome::CurrencyMismatch);
+                return Ok(Some(MoveOutcome::CurrencyMismatch));
             }
             let before = balance.as_ref().map_or(0, |b| b.balance);
             let balance_after = match decide_move(earlier.as_ref(), before, request) {
                 MoveDecision::Replay(first) => {
-                    return Ok(MoveOutcome::Replayed {
+                    return Ok(Some(MoveOutcome::Replayed {
                         entry_id: first.entry_id,
                         balance_after: first.balance_after,
-                    })
+                    }))
                 }
-                MoveDecision::KeyConflict => return Ok(MoveOutcome::KeyConflict),
-                MoveDecision::Insufficient => return Ok(MoveOutcome::Insufficient),
+                MoveDecision::KeyConflict => return Ok(Some(MoveOutcome::KeyConflict)),
+                MoveDecision::Insufficient => return Ok(Some(MoveOutcome::Insufficient)),
                 MoveDecision::Write { balance_after } => balance_after,
             };
             let now = now_ms();
@@ -89,25 +109,23 @@ impl Store {
                 currency,
                 created_at_ms: now,
             };
-            let items = vec![
+            let mut items = vec![
                 self.move_entry(&entry, &request.reason, balance_after)?,
                 self.balance_set(user, balance.as_ref(), balance_after, currency, now)?,
             ];
+            items.extend(extra.iter().cloned());
             match self.transact(items).await? {
                 Ok(()) => {
-                    return Ok(MoveOutcome::Done {
+                    return Ok(Some(MoveOutcome::Done {
                         entry_id: entry_id.to_owned(),
                         balance_after,
-                    })
+                    }))
                 }
                 // The key was written or the balance changed meanwhile: read both again.
                 Err(_) => backoff(attempt).await,
             }
         }
-        Err(StoreError::Contention(format!(
-            "the balance of {} kept changing",
-            user.as_str()
-        )))
+        Ok(None)
     }
 
     /// The entry of a keyed movement, with the balance it leaves.

@@ -15,6 +15,8 @@
 //! | tier              | `ACCT#<account>`    | `TIER`           | the tier bought once                     |
 //! | customer owner    | `CUS#<customer id>` | `CUS`            | customer → account                       |
 //! | invoice           | `INV#<invoice id>`  | `INV`            | gsi1: `USER#<account>#BILL` / `<ms>#<in>`|
+//! | allowance         | `USAGE#<acct>#<metric>#<period>` | `HEAD`, `SHARD#<n>` | limit; remaining per shard |
+//! | usage record      | `USE#<sha256>`      | `USE`            | the first answer to a usage key          |
 
 use std::collections::HashMap;
 
@@ -120,6 +122,21 @@ impl Keys {
 
     pub fn invoice(&self, invoice_id: &str) -> Item {
         key(format!("{}INV#{invoice_id}", self.prefix), "INV")
+    }
+
+    /// The allowance of an account's metric in one period: `HEAD` (the limit) and one item per
+    /// counter shard (`SHARD#<n>`, its remaining share).
+    pub fn usage_pk(&self, account: &UserId, metric: &str, period: &str) -> String {
+        format!(
+            "{}USAGE#{}#{metric}#{period}",
+            self.prefix,
+            account.as_str()
+        )
+    }
+
+    /// The record of one usage request (its key's hash): the first answer, replayed.
+    pub fn usage_record(&self, hash: &str) -> Item {
+        key(format!("{}USE#{hash}", self.prefix), "USE")
     }
 
     /// The partition of the scope's subscriptions in gsi2 (most recently read first).

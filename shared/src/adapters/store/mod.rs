@@ -15,6 +15,7 @@ mod packages;
 mod payments;
 mod projects;
 mod stats;
+mod usage;
 
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ pub use projects::SaveOutcome;
 pub use stats::{
     item_from_stream_json, records_from_event, StatsOutcome, StreamRecord, STATS_SHARDS,
 };
+pub use usage::{Allowance, AllowanceKey, UsageRecord};
 
 /// Attempts of a transaction that lost a race with another one on the same items.
 const CONFLICT_ATTEMPTS: u32 = 12;

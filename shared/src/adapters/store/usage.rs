@@ -1,0 +1,231 @@
+//! Usage allowances: per account, metric and period, a head item with the limit and
+//! `USAGE_SHARDS` counter items each holding a share of what remains. A usage request takes
+//! from one shard (or, near the end, from several) in one transaction with its usage record, each
+//! shard conditioned so that the sum taken never passes the limit. Overage is paid from credits
+//! in the same transaction as the ledger entry and the balance.
+
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+
+use super::codec::{get_s, n, s, Fields, Item};
+use super::{MoveOutcome, Store, StoreError};
+use crate::domain::ledger::CreditMove;
+use crate::domain::money::Currency;
+use crate::domain::records::{now_ms, UserId};
+use crate::domain::usage::{split_allowance, USAGE_SHARDS};
+
+/// Days a usage record is kept for replays.
+const USAGE_RECORD_TTL_SECS: i64 = 7 * 24 * 3600;
+
+/// What an allowance holds now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allowance {
+    pub limit: i64,
+    /// What each shard has left, by shard number.
+    pub remaining: Vec<i64>,
+}
+
+impl Allowance {
+    pub fn used(&self) -> i64 {
+        self.limit - self.remaining.iter().sum::<i64>()
+    }
+}
+
+/// The first answer to a usage key, with what it was for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRecord {
+    pub metric: String,
+    pub quantity: i64,
+    /// The answer as JSON text.
+    pub answer: String,
+}
+
+fn shard_sk(shard: usize) -> String {
+    format!("SHARD#{shard:02}")
+}
+
+/// Where one allowance lives.
+pub struct AllowanceKey<'a> {
+    pub account: &'a UserId,
+    pub metric: &'a str,
+    pub period: &'a str,
+}
+
+impl Store {
+    fn allowance_item(&self, at: &AllowanceKey<'_>, sk: String) -> Item {
+        super::keys::key(self.keys.usage_pk(at.account, at.metric, at.period), sk)
+    }
+
+    pub async fn usage_record(&self, hash: &str) -> Result<Option<UsageRecord>, StoreError> {
+        let Some(item) = self.get(self.keys.usage_record(hash)).await? else {
+            return Ok(None);
+        };
+        let f = Fields::of(&item);
+        Ok(Some(UsageRecord {
+            metric: f.text("metric")?.to_owned(),
+            quantity: f.int("quantity")?,
+            answer: f.text("answer")?.to_owned(),
+        }))
+    }
+
+    /// The allowance as stored; `None` before its first use in the period.
+    pub async fn allowance(&self, at: &AllowanceKey<'_>) -> Result<Option<Allowance>, StoreError> {
+        let items = self
+            .partition(&self.keys.usage_pk(at.account, at.metric, at.period))
+            .await?;
+        let Some(head) = items.iter().find(|i| get_s(i, "sk") == Some("HEAD")) else {
+            return Ok(None);
+        };
+        let limit = Fields::of(head).int("limit")?;
+        let mut remaining = vec![0; USAGE_SHARDS];
+        for item in &items {
+            let Some(number) = get_s(item, "sk")
+                .and_then(|sk| sk.strip_prefix("SHARD#"))
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            if let Some(slot) = remaining.get_mut(number) {
+                *slot = Fields::of(item).int("remaining")?;
+            }
+        }
+        Ok(Some(Allowance { limit, remaining }))
+    }
+
+    /// Opens the period's allowance at `limit`, split over the shards; `false` if it is open.
+    pub async fn open_allowance(
+        &self,
+        at: &AllowanceKey<'_>,
+        limit: i64,
+    ) -> Result<bool, StoreError> {
+        let mut head = self.allowance_item(at, "HEAD".into());
+        head.insert("limit".into(), n(limit));
+        head.insert("openedAt".into(), n(now_ms()));
+        let mut items = vec![self.put_new(head)?];
+        for (shard, share) in split_allowance(limit, USAGE_SHARDS).into_iter().enumerate() {
+            let mut item = self.allowance_item(at, shard_sk(shard));
+            item.insert("remaining".into(), n(share));
+            items.push(self.put_new(item)?);
+        }
+        Ok(self.transact(items).await?.is_ok())
+    }
+
+    /// Raises the limit from `from` to `to` (an upgrade in the period): the difference goes to
+    /// the first shard. `false` if the limit was no longer `from`.
+    pub async fn raise_allowance(
+        &self,
+        at: &AllowanceKey<'_>,
+        from: i64,
+        to: i64,
+    ) -> Result<bool, StoreError> {
+        let head = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(self.allowance_item(at, "HEAD".into())))
+            .update_expression("SET #limit = :to")
+            .condition_expression("#limit = :from")
+            .expression_attribute_names("#limit", "limit")
+            .expression_attribute_values(":to", n(to))
+            .expression_attribute_values(":from", n(from))
+            .build()
+            .map_err(StoreError::build)?;
+        let shard = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(self.allowance_item(at, shard_sk(0))))
+            .update_expression("SET remaining = remaining + :delta")
+            .expression_attribute_values(":delta", n(to - from))
+            .build()
+            .map_err(StoreError::build)?;
+        let items = vec![
+            TransactWriteItem::builder().update(head).build(),
+            TransactWriteItem::builder().update(shard).build(),
+        ];
+        Ok(self.transact(items).await?.is_ok())
+    }
+
+    /// A shard update taking `amount`: only while it has that much left (`exact`: only if it
+    /// still has exactly what was read).
+    fn take_item(
+        &self,
+        at: &AllowanceKey<'_>,
+        shard: usize,
+        amount: i64,
+        exact: Option<i64>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(self.allowance_item(at, shard_sk(shard))))
+            .update_expression("SET remaining = remaining - :amount")
+            .expression_attribute_values(":amount", n(amount));
+        let update = match exact {
+            Some(read) => update
+                .condition_expression("remaining = :read")
+                .expression_attribute_values(":read", n(read)),
+            None => update.condition_expression("remaining >= :amount"),
+        };
+        Ok(TransactWriteItem::builder()
+            .update(update.build().map_err(StoreError::build)?)
+            .build())
+    }
+
+    fn record_item(
+        &self,
+        hash: &str,
+        metric: &str,
+        quantity: i64,
+        answer: &str,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let mut item = self.keys.usage_record(hash);
+        item.insert("metric".into(), s(metric));
+        item.insert("quantity".into(), n(quantity));
+        item.insert("answer".into(), s(answer));
+        let now = now_ms();
+        item.insert("createdAt".into(), n(now));
+        item.insert("expiresAt".into(), n(now / 1000 + USAGE_RECORD_TTL_SECS));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(StoreError::build)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Takes `takes` (shard, amount, what was read when several are taken) and writes the usage
+    /// record, in one transaction. `false`: a condition failed (read again, or a replay).
+    pub async fn take_allowance(
+        &self,
+        at: &AllowanceKey<'_>,
+        takes: &[(usize, i64, Option<i64>)],
+        record: (&str, i64, &str),
+    ) -> Result<bool, StoreError> {
+        let (hash, quantity, answer) = record;
+        let mut items = Vec::with_capacity(takes.len() + 1);
+        for (shard, amount, exact) in takes {
+            items.push(self.take_item(at, *shard, *amount, *exact)?);
+        }
+        items.push(self.record_item(hash, at.metric, quantity, answer)?);
+        Ok(self.transact(items).await?.is_ok())
+    }
+
+    /// Takes what is left of the allowance (`drains`, each conditioned on what was read) and
+    /// spends `overage` credits as the ledger entry `entry_id`, with the usage record, in one
+    /// transaction. `None`: a condition kept failing; read again.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn pay_overage(
+        &self,
+        at: &AllowanceKey<'_>,
+        drains: &[(usize, i64)],
+        entry_id: &str,
+        overage: &CreditMove,
+        currency: &Currency,
+        record: (&str, i64, &str),
+    ) -> Result<Option<MoveOutcome>, StoreError> {
+        let (hash, quantity, answer) = record;
+        let mut extra = Vec::with_capacity(drains.len() + 1);
+        for (shard, read) in drains {
+            extra.push(self.take_item(at, *shard, *read, Some(*read))?);
+        }
+        extra.push(self.record_item(hash, at.metric, quantity, answer)?);
+        self.move_credits_with(at.account, entry_id, "spend", overage, currency, &extra, 3)
+            .await
+    }
+}

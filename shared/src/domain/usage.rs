@@ -1,0 +1,157 @@
+//! Usage allowances (groundwork for usage limits and metering): the period an allowance belongs
+//! to, how an allowance is split across counter shards so that one hot account never writes
+//! one item more than a DynamoDB item takes, and what a usage request is decided as. Pure rules,
+//! no I/O.
+
+use time::{Month, OffsetDateTime};
+
+/// The counter shards of one allowance: each holds a share of the limit, so a busy account's
+/// writes spread over this many items (5,000 events/s → 250 writes/s per item at 20).
+pub const USAGE_SHARDS: usize = 20;
+
+/// The period an allowance counts in: the subscription's billing period, or the calendar month
+/// (UTC) on the free plan. A new period is a new set of counters: nothing resets them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Period {
+    /// Stable text that names the period in keys: `m2026-11` or `s<period end>`.
+    pub id: String,
+    /// When the next period begins (Unix seconds).
+    pub resets_at: i64,
+}
+
+/// The calendar month (UTC) of `now_secs`.
+pub fn calendar_month(now_secs: i64) -> Period {
+    let now = OffsetDateTime::from_unix_timestamp(now_secs).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let (year, month) = (now.year(), now.month());
+    let (next_year, next_month) = match month {
+        Month::December => (year + 1, Month::January),
+        other => (year, other.next()),
+    };
+    let resets_at = time::Date::from_calendar_date(next_year, next_month, 1)
+        .map(|d| d.midnight().assume_utc().unix_timestamp())
+        .unwrap_or(now_secs);
+    Period {
+        id: format!("m{year:04}-{:02}", u8::from(month)),
+        resets_at,
+    }
+}
+
+/// The subscription period ending at `period_end` while it lasts; the calendar month otherwise.
+pub fn period_for(subscription_period_end: Option<i64>, now_secs: i64) -> Period {
+    match subscription_period_end {
+        Some(end) if end > now_secs => Period {
+            id: format!("s{end}"),
+            resets_at: end,
+        },
+        _ => calendar_month(now_secs),
+    }
+}
+
+/// `limit` split over `shards`: the first `limit % shards` shards hold one more.
+pub fn split_allowance(limit: i64, shards: usize) -> Vec<i64> {
+    let count = i64::try_from(shards.max(1)).unwrap_or(1);
+    let (share, extra) = (limit.max(0) / count, limit.max(0) % count);
+    (0..count).map(|i| share + i64::from(i < extra)).collect()
+}
+
+/// How a request for `quantity` is met from shards with these remaining allowances.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UsageDecision {
+    /// One shard can take it: decrement that shard.
+    FromShard(usize),
+    /// Together the shards can: take from several, each conditioned on what was read.
+    Spread(Vec<(usize, i64)>),
+    /// The allowance cannot cover it: the whole remainder is `short` units.
+    Short { short: i64 },
+}
+
+/// Decides from the shards' remaining allowances (as read) how to take `quantity`, preferring
+/// `preferred` (a random shard, to spread writes).
+pub fn take_from_shards(remaining: &[i64], quantity: i64, preferred: usize) -> UsageDecision {
+    let count = remaining.len();
+    if count == 0 {
+        return UsageDecision::Short { short: quantity };
+    }
+    for offset in 0..count {
+        let shard = (preferred + offset) % count;
+        if remaining[shard] >= quantity {
+            return UsageDecision::FromShard(shard);
+        }
+    }
+    let total: i64 = remaining.iter().map(|r| (*r).max(0)).sum();
+    if total < quantity {
+        return UsageDecision::Short {
+            short: quantity - total,
+        };
+    }
+    let mut left = quantity;
+    let mut takes = Vec::new();
+    for (shard, available) in remaining.iter().enumerate() {
+        if left == 0 {
+            break;
+        }
+        let take = (*available).max(0).min(left);
+        if take > 0 {
+            takes.push((shard, take));
+            left -= take;
+        }
+    }
+    UsageDecision::Spread(takes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_reset_at_the_first_of_the_next_month_and_december_rolls_over() {
+        // 2026-11-22T12:00:00Z
+        let november = calendar_month(1_795_348_800);
+        assert_eq!(november.id, "m2026-11");
+        assert_eq!(november.resets_at, 1_796_083_200); // 2026-12-01
+        let december = calendar_month(1_796_083_200 + 86_400);
+        assert_eq!(december.id, "m2026-12");
+        assert_eq!(december.resets_at, 1_798_761_600); // 2027-01-01
+        assert_eq!(
+            period_for(Some(1_900_000_000), 1_800_000_000).id,
+            "s1900000000"
+        );
+        assert_eq!(
+            period_for(Some(1_000), 1_800_000_000).id,
+            calendar_month(1_800_000_000).id
+        );
+    }
+
+    #[test]
+    fn an_allowance_splits_exactly() {
+        let shares = split_allowance(25_003, 20);
+        assert_eq!(shares.iter().sum::<i64>(), 25_003);
+        assert_eq!(shares[0], 1_251);
+        assert_eq!(shares[19], 1_250);
+        assert_eq!(split_allowance(0, 20).iter().sum::<i64>(), 0);
+    }
+
+    #[test]
+    fn shards_are_taken_one_if_possible_spread_if_needed_and_never_beyond_the_total() {
+        assert_eq!(
+            take_from_shards(&[0, 5, 5], 3, 0),
+            UsageDecision::FromShard(1)
+        );
+        assert_eq!(
+            take_from_shards(&[5, 5, 5], 3, 2),
+            UsageDecision::FromShard(2)
+        );
+        assert_eq!(
+            take_from_shards(&[2, 2, 2], 5, 0),
+            UsageDecision::Spread(vec![(0, 2), (1, 2), (2, 1)])
+        );
+        assert_eq!(
+            take_from_shards(&[2, 2, 2], 7, 0),
+            UsageDecision::Short { short: 1 }
+        );
+        assert_eq!(
+            take_from_shards(&[], 1, 0),
+            UsageDecision::Short { short: 1 }
+        );
+    }
+}

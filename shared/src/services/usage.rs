@@ -1,0 +1,263 @@
+//! Recording usage against a plan's allowance: "may this account do this now?", and the record
+//! that it did. The allowance of the period is opened on first use (no batch job resets it),
+//! raised at once by an upgrade, and kept by a downgrade until the period ends. Beyond it, a plan
+//! with an overage price takes credits in the same transaction as the usage record; otherwise
+//! the request is refused (429) and nothing is written.
+
+use serde_json::{json, Value};
+
+use crate::adapters::store::{hash_parts, Allowance, AllowanceKey, MoveOutcome, Store};
+use crate::domain::ledger::CreditMove;
+use crate::domain::plans::Plan;
+use crate::domain::records::{now_ms, rfc3339, UserId};
+use crate::domain::scope::Scope;
+use crate::domain::subscriptions::SubscriptionStatus;
+use crate::domain::usage::{period_for, take_from_shards, Period, UsageDecision, USAGE_SHARDS};
+use crate::http::ApiError;
+use crate::services::billing::{self, entitlement};
+use crate::App;
+
+/// Rounds of read-decide-write before a busy allowance answers 503.
+const USAGE_ATTEMPTS: u32 = 30;
+
+pub struct UsageRequest<'a> {
+    pub account: &'a UserId,
+    pub metric: &'a str,
+    pub quantity: i64,
+    /// The hash of the caller's key (caller, account and key).
+    pub key_hash: &'a str,
+    pub dry_run: bool,
+}
+
+/// The metric's limit on the account's plan now and the period it counts in; 400 for a metric
+/// no plan of the scope meters.
+async fn allowance_terms(
+    app: &App,
+    scope: &Scope,
+    account: &UserId,
+    metric: &str,
+) -> Result<(Plan, i64, Period), ApiError> {
+    let plans = billing::plans(app, scope).await?;
+    if !plans.iter().any(|p| p.limits.contains_key(metric)) {
+        return Err(ApiError::bad_request(format!(
+            "{metric} is not a metric of this project's plans."
+        )));
+    }
+    let now = entitlement(app, scope, account).await?;
+    let limit = now.plan.limits.get(metric).copied().unwrap_or(0);
+    let subscribed = now.subscription.as_ref().filter(|s| {
+        s.plan_id == now.plan.id
+            && matches!(
+                s.status,
+                SubscriptionStatus::Active
+                    | SubscriptionStatus::Trialing
+                    | SubscriptionStatus::PastDue
+            )
+    });
+    let period = period_for(subscribed.map(|s| s.current_period_end), now_ms() / 1000);
+    Ok((now.plan, limit, period))
+}
+
+/// The allowance of the period, opened on first use and raised to `limit` when the plan grew.
+async fn current_allowance(
+    store: &Store,
+    at: &AllowanceKey<'_>,
+    limit: i64,
+) -> Result<Allowance, ApiError> {
+    for _ in 0..USAGE_ATTEMPTS {
+        match store.allowance(at).await? {
+            None => {
+                store.open_allowance(at, limit).await?;
+            }
+            Some(allowance) if allowance.limit < limit => {
+                store.raise_allowance(at, allowance.limit, limit).await?;
+            }
+            Some(allowance) => return Ok(allowance),
+        }
+    }
+    Err(ApiError::Unavailable("the allowance kept changing".into()))
+}
+
+fn answer(allowed: bool, used: i64, limit: i64, period: &Period, paid: Option<Value>) -> Value {
+    let mut answer = json!({
+        "allowed": allowed,
+        "used": used,
+        "limit": limit,
+        "remaining": (limit - used).max(0),
+        "resetsAt": rfc3339(period.resets_at.saturating_mul(1000)),
+    });
+    if let (Some(paid), Some(map)) = (paid, answer.as_object_mut()) {
+        map.insert("paidWithCredits".into(), paid);
+    }
+    answer
+}
+
+/// Records (or, with `dry_run`, only checks) a usage; the same key answers the first answer.
+pub async fn record_usage(
+    app: &App,
+    scope: &Scope,
+    request: &UsageRequest<'_>,
+) -> Result<Value, ApiError> {
+    let store = app.store_for(scope);
+    if let Some(first) = replayed(&store, request).await? {
+        return Ok(first);
+    }
+    let (plan, limit, period) =
+        allowance_terms(app, scope, request.account, request.metric).await?;
+    let at = AllowanceKey {
+        account: request.account,
+        metric: request.metric,
+        period: &period.id,
+    };
+    let currency = &app.config.default_currency;
+    let quantity = request.quantity;
+    for _ in 0..USAGE_ATTEMPTS {
+        let allowance = current_allowance(&store, &at, limit).await?;
+        let used = allowance.used();
+        let preferred = usize::from(uuid::Uuid::new_v4().as_bytes()[0]) % USAGE_SHARDS;
+        let decision = take_from_shards(&allowance.remaining, quantity, preferred);
+        let (takes, short) = match decision {
+            UsageDecision::FromShard(shard) => (vec![(shard, quantity, None)], 0),
+            UsageDecision::Spread(takes) => (
+                takes
+                    .into_iter()
+                    .map(|(shard, take)| (shard, take, allowance.remaining.get(shard).copied()))
+                    .collect(),
+                0,
+            ),
+            UsageDecision::Short { short } => (Vec::new(), short),
+        };
+        if short == 0 {
+            let result = answer(true, used + quantity, allowance.limit, &period, None);
+            if request.dry_run {
+                return Ok(result);
+            }
+            let text = result.to_string();
+            if store
+                .take_allowance(&at, &takes, (request.key_hash, quantity, &text))
+                .await?
+            {
+                return Ok(result);
+            }
+            if let Some(first) = replayed(&store, request).await? {
+                return Ok(first);
+            }
+            continue;
+        }
+        // Beyond the allowance: overage from credits, or refused.
+        let refused = || {
+            ApiError::LimitReached(format!(
+                "The plan's {} allowance for this period is used up.",
+                request.metric
+            ))
+        };
+        let price = plan
+            .overage_prices
+            .get(request.metric)
+            .copied()
+            .ok_or_else(refused)?;
+        let cost = short.checked_mul(price).ok_or_else(refused)?;
+        let balance = store
+            .balance(request.account)
+            .await?
+            .map_or(0, |b| b.balance);
+        let paid = currency.to_major(cost);
+        let result = answer(true, allowance.limit, allowance.limit, &period, Some(paid));
+        if request.dry_run {
+            return if balance >= cost {
+                Ok(result)
+            } else {
+                Err(refused())
+            };
+        }
+        let drains: Vec<(usize, i64)> = allowance
+            .remaining
+            .iter()
+            .enumerate()
+            .filter(|(_, left)| **left > 0)
+            .map(|(shard, left)| (shard, *left))
+            .collect();
+        let overage = CreditMove {
+            delta: -cost,
+            reason: format!("{} {} beyond the plan", short, request.metric),
+        };
+        let entry_id = format!("usage:{}", &request.key_hash[..32]);
+        let text = result.to_string();
+        match store
+            .pay_overage(
+                &at,
+                &drains,
+                &entry_id,
+                &overage,
+                currency,
+                (request.key_hash, quantity, &text),
+            )
+            .await?
+        {
+            Some(MoveOutcome::Done { .. }) => return Ok(result),
+            Some(MoveOutcome::Insufficient) => return Err(refused()),
+            Some(MoveOutcome::CurrencyMismatch) => {
+                return Err(ApiError::Conflict(
+                    "The account's credits are in another currency.".into(),
+                ))
+            }
+            Some(MoveOutcome::Replayed { .. }) | Some(MoveOutcome::KeyConflict) | None => {
+                if let Some(first) = replayed(&store, request).await? {
+                    return Ok(first);
+                }
+            }
+        }
+    }
+    Err(ApiError::Unavailable("the allowance kept changing".into()))
+}
+
+/// The first answer to this key, if it was recorded; 409 when the key was used for another
+/// metric or quantity.
+async fn replayed(store: &Store, request: &UsageRequest<'_>) -> Result<Option<Value>, ApiError> {
+    if request.dry_run {
+        return Ok(None);
+    }
+    let Some(record) = store.usage_record(request.key_hash).await? else {
+        return Ok(None);
+    };
+    if record.metric != request.metric || record.quantity != request.quantity {
+        return Err(ApiError::Conflict(
+            "This idempotencyKey was already used for another usage.".into(),
+        ));
+    }
+    serde_json::from_str(&record.answer)
+        .map(Some)
+        .map_err(|_| ApiError::Internal("a usage record's answer is not JSON".into()))
+}
+
+/// The hash that names a usage key: the caller, the account and the key.
+pub fn usage_key_hash(caller: &str, account: &UserId, key: &str) -> String {
+    hash_parts(&["usage", caller, account.as_str(), key])
+}
+
+/// The account's metrics on its plan now: used, limit and reset time of each.
+pub async fn usage_overview(app: &App, scope: &Scope, account: &UserId) -> Result<Value, ApiError> {
+    let store = app.store_for(scope);
+    let now = entitlement(app, scope, account).await?;
+    let mut metrics = Vec::new();
+    for metric in now.plan.limits.keys() {
+        let (_, limit, period) = allowance_terms(app, scope, account, metric).await?;
+        let at = AllowanceKey {
+            account,
+            metric,
+            period: &period.id,
+        };
+        let stored = store.allowance(&at).await?;
+        // A downgrade keeps the period's higher limit until the period ends.
+        let limit = stored.as_ref().map_or(limit, |a| a.limit.max(limit));
+        let used = stored.as_ref().map_or(0, Allowance::used);
+        metrics.push(json!({
+            "metric": metric,
+            "used": used,
+            "limit": limit,
+            "remaining": (limit - used).max(0),
+            "resetsAt": rfc3339(period.resets_at.saturating_mul(1000)),
+        }));
+    }
+    Ok(json!({ "planId": now.plan.id, "metrics": metrics }))
+}

@@ -1,0 +1,245 @@
+//! Usage against plan allowances over the wire: recording, replays, dry runs, refusals, overage
+//! paid in credits, upgrades within a period, and concurrent requests that never pass the limit
+//! or spend credits that are not there.
+
+use coffer::adapters::store::Store;
+use coffer::domain::ledger::CreditMove;
+use coffer::domain::plans::{apply_plan_update, PlanUpdate};
+use coffer_dev::token::issue_service;
+use integration_tests::{join_all, spawn_app, Reply, TestApp, JWT_SECRET};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+async fn record(app: &TestApp, service: &str, body: Value) -> Reply {
+    let token = issue_service(JWT_SECRET, service, 60).expect("service token");
+    app.call("POST", "/internal/usage", Some(&token), Some(&body))
+        .await
+}
+
+async fn use_requests(app: &TestApp, user: &str, quantity: i64, key: &str) -> Reply {
+    record(
+        app,
+        "app-backend",
+        json!({"userId": user, "metric": "requests", "quantity": quantity, "idempotencyKey": key}),
+    )
+    .await
+}
+
+async fn used(app: &TestApp, user: &str) -> Value {
+    let reply = app.get("/api/usage", Some(user)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.body["data"]["metrics"][0].clone()
+}
+
+fn store(app: &TestApp) -> Store {
+    app.app.app.store_for(&app.app.app.default_scope())
+}
+
+/// The free plan of this test's table with `limit` requests and, if given, an overage price
+/// (credits in minor units per request).
+async fn free_plan(app: &TestApp, limit: i64, overage: Option<i64>) {
+    let store = store(app);
+    let free = store.plan("free").await.expect("read").expect("seeded");
+    let update = PlanUpdate {
+        limits: Some(BTreeMap::from([("requests".to_owned(), limit)])),
+        overage_prices: Some(
+            overage
+                .map(|price| BTreeMap::from([("requests".to_owned(), price)]))
+                .unwrap_or_default(),
+        ),
+        ..PlanUpdate::default()
+    };
+    store
+        .put_plan(&apply_plan_update("free", Some(free), update).expect("plan"))
+        .await
+        .expect("save");
+}
+
+async fn grant(app: &TestApp, user: &str, minor: i64) {
+    let user = coffer::domain::records::UserId::parse(user).expect("user");
+    store(app)
+        .move_credits(
+            &user,
+            &format!("grant:{}", uuid::Uuid::new_v4().simple()),
+            "grant",
+            &CreditMove {
+                delta: minor,
+                reason: "test credits".into(),
+            },
+            &coffer::domain::money::Currency::usd(),
+        )
+        .await
+        .expect("grant");
+}
+
+#[tokio::test]
+async fn usage_is_recorded_once_per_key_and_refused_beyond_the_allowance() {
+    let app = spawn_app().await;
+    let first = use_requests(&app, "uma", 10, "call-1").await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let data = &first.body["data"];
+    assert_eq!(data["allowed"], true);
+    assert_eq!(
+        (
+            data["used"].clone(),
+            data["limit"].clone(),
+            data["remaining"].clone()
+        ),
+        (json!(10), json!(1000), json!(990))
+    );
+    assert!(
+        data["resetsAt"]
+            .as_str()
+            .expect("resetsAt")
+            .ends_with("-01T00:00:00Z"),
+        "{data}"
+    );
+    let again = use_requests(&app, "uma", 10, "call-1").await;
+    assert_eq!(
+        again.body["data"], first.body["data"],
+        "the first answer again"
+    );
+    assert_eq!(used(&app, "uma").await["used"], 10);
+    let other = use_requests(&app, "uma", 11, "call-1").await;
+    assert_eq!(other.status, 409, "{}", other.body);
+
+    let dry = record(
+        &app,
+        "app-backend",
+        json!({"userId": "uma", "metric": "requests", "quantity": 5, "idempotencyKey": "dry-1", "dryRun": true}),
+    )
+    .await;
+    assert_eq!(dry.status, 200, "{}", dry.body);
+    assert_eq!(dry.body["data"]["used"], 15);
+    assert_eq!(
+        used(&app, "uma").await["used"],
+        10,
+        "a dry run records nothing"
+    );
+
+    let over = use_requests(&app, "uma", 991, "call-2").await;
+    assert_eq!(over.status, 429, "{}", over.body);
+    assert_eq!(over.body["code"], "limit_reached");
+    assert_eq!(
+        used(&app, "uma").await["used"],
+        10,
+        "a refusal records nothing"
+    );
+    let rest = use_requests(&app, "uma", 990, "call-3").await;
+    assert_eq!(rest.status, 200, "{}", rest.body);
+    assert_eq!(rest.body["data"]["remaining"], 0);
+    assert_eq!(use_requests(&app, "uma", 1, "call-4").await.status, 429);
+}
+
+#[tokio::test]
+async fn concurrent_usage_never_passes_the_limit() {
+    let app = spawn_app().await;
+    free_plan(&app, 1000, None).await;
+    let keys: Vec<String> = (0..60).map(|i| format!("burst-{i}")).collect();
+    let calls: Vec<_> = keys
+        .iter()
+        .map(|k| use_requests(&app, "vic", 20, k))
+        .collect();
+    let replies = join_all(calls).await;
+    let allowed = replies.iter().filter(|r| r.status == 200).count();
+    let refused = replies.iter().filter(|r| r.status == 429).count();
+    assert_eq!(
+        (allowed, refused),
+        (50, 10),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(used(&app, "vic").await["used"], 1000);
+}
+
+#[tokio::test]
+async fn overage_is_paid_in_credits_atomically_and_never_beyond_the_balance() {
+    let app = spawn_app().await;
+    free_plan(&app, 100, Some(2)).await;
+    grant(&app, "wes", 100).await;
+    assert_eq!(use_requests(&app, "wes", 90, "o-1").await.status, 200);
+    let spill = use_requests(&app, "wes", 20, "o-2").await;
+    assert_eq!(spill.status, 200, "{}", spill.body);
+    assert_eq!(
+        spill.body["data"]["paidWithCredits"], 0.2,
+        "10 beyond the allowance at 0.02"
+    );
+    assert_eq!(app.balance("wes").await, 0.8);
+    assert_eq!(used(&app, "wes").await["used"], 100);
+    let replay = use_requests(&app, "wes", 20, "o-2").await;
+    assert_eq!(replay.body["data"], spill.body["data"]);
+    assert_eq!(app.balance("wes").await, 0.8, "a replay pays nothing");
+    let too_dear = use_requests(&app, "wes", 50, "o-3").await;
+    assert_eq!(too_dear.status, 429, "{}", too_dear.body);
+    assert_eq!(app.balance("wes").await, 0.8);
+
+    // 0.80 left pays for 40 requests: of 10 concurrent requests of 10, exactly 4 go through.
+    let keys: Vec<String> = (0..10).map(|i| format!("o-burst-{i}")).collect();
+    let calls: Vec<_> = keys
+        .iter()
+        .map(|k| use_requests(&app, "wes", 10, k))
+        .collect();
+    let replies = join_all(calls).await;
+    let allowed = replies.iter().filter(|r| r.status == 200).count();
+    assert_eq!(
+        allowed,
+        4,
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(app.balance("wes").await, 0.0);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn an_upgrade_raises_the_limit_in_the_same_period() {
+    let app = spawn_app().await;
+    assert_eq!(use_requests(&app, "xia", 1000, "u-1").await.status, 200);
+    assert_eq!(use_requests(&app, "xia", 1, "u-2").await.status, 429);
+    let user = coffer::domain::records::UserId::parse("xia").expect("user");
+    store(&app)
+        .set_tier(&user, "pro", "pi_test_tier")
+        .await
+        .expect("tier");
+    let after = use_requests(&app, "xia", 1, "u-3").await;
+    assert_eq!(after.status, 200, "{}", after.body);
+    assert_eq!(after.body["data"]["limit"], 50000);
+    assert_eq!(after.body["data"]["used"], 1001);
+}
+
+#[tokio::test]
+async fn bad_usage_requests_get_clear_4xx() {
+    let app = spawn_app().await;
+    let base = json!({"userId": "yan", "metric": "requests", "quantity": 1, "idempotencyKey": "k"});
+    let with = |field: &str, value: Value| {
+        let mut body = base.clone();
+        body[field] = value;
+        body
+    };
+    for (body, status) in [
+        (with("metric", json!("parsecs")), 400),
+        (with("metric", json!("Bad Metric")), 400),
+        (with("quantity", json!(0)), 400),
+        (with("quantity", json!(-5)), 400),
+        (with("quantity", json!(1e12)), 400),
+        (with("quantity", json!("1")), 400),
+        (with("quantity", json!(1.5)), 400),
+        (with("idempotencyKey", Value::Null), 400),
+        (with("userId", Value::Null), 400),
+    ] {
+        let reply = record(&app, "app-backend", body.clone()).await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.body);
+        assert_eq!(reply.body["success"], false);
+    }
+    let stranger = record(&app, "someone-else", base.clone()).await;
+    assert_eq!(stranger.status, 403, "{}", stranger.body);
+    let user = app
+        .call(
+            "POST",
+            "/internal/usage",
+            Some(&app.token("yan")),
+            Some(&base),
+        )
+        .await;
+    assert_eq!(user.status, 403, "an end user's token is not the backend's");
+}
