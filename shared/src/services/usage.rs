@@ -99,9 +99,8 @@ pub async fn record_usage(
     request: &UsageRequest<'_>,
 ) -> Result<Value, ApiError> {
     let store = app.store_for(scope);
-    if let Some(first) = replayed(&store, request).await? {
-        return Ok(first);
-    }
+    // A replay is found when its record makes the write fail (one round trip less on the
+    // first call); a dry run has no write to fail, and its key is never recorded.
     let (plan, limit, period) =
         allowance_terms(app, scope, request.account, request.metric).await?;
     let at = AllowanceKey {
@@ -144,7 +143,11 @@ pub async fn record_usage(
             }
             continue;
         }
-        // Beyond the allowance: overage from credits, or refused.
+        // Beyond the allowance: the first answer if this key was recorded, else overage from
+        // credits, or refused.
+        if let Some(first) = replayed(&store, request).await? {
+            return Ok(first);
+        }
         let refused = || {
             ApiError::LimitReached(format!(
                 "The plan's {} allowance for this period is used up.",
