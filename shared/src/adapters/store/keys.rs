@@ -15,7 +15,7 @@
 //! | tier              | `ACCT#<account>`    | `TIER`           | the tier bought once                     |
 //! | customer owner    | `CUS#<customer id>` | `CUS`            | customer → account                       |
 //! | invoice           | `INV#<invoice id>`  | `INV`            | gsi1: `USER#<account>#BILL` / `<ms>#<in>`|
-//! | allowance         | `USAGE#<acct>#<metric>#<period>` | `HEAD`, `SHARD#<n>` | limit; remaining per shard |
+//! | allowance         | `USAGE#<acct>#<metric>#<period>[#<n>]` | `HEAD`, `SHARD` | limit; remaining per shard |
 //! | usage record      | `USE#<sha256>`      | `USE`            | the first answer to a usage key          |
 
 use std::collections::HashMap;
@@ -124,13 +124,28 @@ impl Keys {
         key(format!("{}INV#{invoice_id}", self.prefix), "INV")
     }
 
-    /// The allowance of an account's metric in one period: `HEAD` (the limit) and one item per
-    /// counter shard (`SHARD#<n>`, its remaining share).
-    pub fn usage_pk(&self, account: &UserId, metric: &str, period: &str) -> String {
-        format!(
-            "{}USAGE#{}#{metric}#{period}",
-            self.prefix,
-            account.as_str()
+    /// The allowance of an account's metric in one period: the head (the limit) and, each in a
+    /// partition of its own so that a hot account's writes spread over partitions, the counter
+    /// shards (their remaining share).
+    pub fn usage_head(&self, account: &UserId, metric: &str, period: &str) -> Item {
+        key(
+            format!(
+                "{}USAGE#{}#{metric}#{period}",
+                self.prefix,
+                account.as_str()
+            ),
+            "HEAD",
+        )
+    }
+
+    pub fn usage_shard(&self, account: &UserId, metric: &str, period: &str, shard: usize) -> Item {
+        key(
+            format!(
+                "{}USAGE#{}#{metric}#{period}#{shard:02}",
+                self.prefix,
+                account.as_str()
+            ),
+            "SHARD",
         )
     }
 

@@ -1,5 +1,6 @@
 //! Usage allowances: per account, metric and period, a head item with the limit and
-//! `USAGE_SHARDS` counter items each holding a share of what remains. A usage request takes
+//! `USAGE_SHARDS` counter items, each in a partition of its own, each holding a share of what
+//! remains. A usage request takes
 //! from one shard (or, near the end, from several) in one transaction with its usage record, each
 //! shard conditioned so that the sum taken never passes the limit. Overage is paid from credits
 //! in the same transaction as the ledger entry and the balance.
@@ -39,10 +40,6 @@ pub struct UsageRecord {
     pub answer: String,
 }
 
-fn shard_sk(shard: usize) -> String {
-    format!("SHARD#{shard:02}")
-}
-
 /// Where one allowance lives.
 pub struct AllowanceKey<'a> {
     pub account: &'a UserId,
@@ -51,8 +48,13 @@ pub struct AllowanceKey<'a> {
 }
 
 impl Store {
-    fn allowance_item(&self, at: &AllowanceKey<'_>, sk: String) -> Item {
-        super::keys::key(self.keys.usage_pk(at.account, at.metric, at.period), sk)
+    fn head_item(&self, at: &AllowanceKey<'_>) -> Item {
+        self.keys.usage_head(at.account, at.metric, at.period)
+    }
+
+    fn shard_item(&self, at: &AllowanceKey<'_>, shard: usize) -> Item {
+        self.keys
+            .usage_shard(at.account, at.metric, at.period, shard)
     }
 
     pub async fn usage_record(&self, hash: &str) -> Result<Option<UsageRecord>, StoreError> {
@@ -67,19 +69,20 @@ impl Store {
         }))
     }
 
-    /// The allowance as stored; `None` before its first use in the period.
+    /// The allowance as stored (one BatchGetItem of the head and the shards); `None` before its
+    /// first use in the period.
     pub async fn allowance(&self, at: &AllowanceKey<'_>) -> Result<Option<Allowance>, StoreError> {
-        let items = self
-            .partition(&self.keys.usage_pk(at.account, at.metric, at.period))
-            .await?;
+        let mut wanted = vec![self.head_item(at)];
+        wanted.extend((0..USAGE_SHARDS).map(|shard| self.shard_item(at, shard)));
+        let items = self.get_many(wanted).await?;
         let Some(head) = items.iter().find(|i| get_s(i, "sk") == Some("HEAD")) else {
             return Ok(None);
         };
         let limit = Fields::of(head).int("limit")?;
         let mut remaining = vec![0; USAGE_SHARDS];
-        for item in &items {
-            let Some(number) = get_s(item, "sk")
-                .and_then(|sk| sk.strip_prefix("SHARD#"))
+        for item in items.iter().filter(|i| get_s(i, "sk") == Some("SHARD")) {
+            let Some(number) = get_s(item, "pk")
+                .and_then(|pk| pk.rsplit('#').next())
                 .and_then(|n| n.parse::<usize>().ok())
             else {
                 continue;
@@ -97,12 +100,12 @@ impl Store {
         at: &AllowanceKey<'_>,
         limit: i64,
     ) -> Result<bool, StoreError> {
-        let mut head = self.allowance_item(at, "HEAD".into());
+        let mut head = self.head_item(at);
         head.insert("limit".into(), n(limit));
         head.insert("openedAt".into(), n(now_ms()));
         let mut items = vec![self.put_new(head)?];
         for (shard, share) in split_allowance(limit, USAGE_SHARDS).into_iter().enumerate() {
-            let mut item = self.allowance_item(at, shard_sk(shard));
+            let mut item = self.shard_item(at, shard);
             item.insert("remaining".into(), n(share));
             items.push(self.put_new(item)?);
         }
@@ -119,7 +122,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let head = Update::builder()
             .table_name(&self.table)
-            .set_key(Some(self.allowance_item(at, "HEAD".into())))
+            .set_key(Some(self.head_item(at)))
             .update_expression("SET #limit = :to")
             .condition_expression("#limit = :from")
             .expression_attribute_names("#limit", "limit")
@@ -129,7 +132,7 @@ impl Store {
             .map_err(StoreError::build)?;
         let shard = Update::builder()
             .table_name(&self.table)
-            .set_key(Some(self.allowance_item(at, shard_sk(0))))
+            .set_key(Some(self.shard_item(at, 0)))
             .update_expression("SET remaining = remaining + :delta")
             .expression_attribute_values(":delta", n(to - from))
             .build()
@@ -152,7 +155,7 @@ impl Store {
     ) -> Result<TransactWriteItem, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
-            .set_key(Some(self.allowance_item(at, shard_sk(shard))))
+            .set_key(Some(self.shard_item(at, shard)))
             .update_expression("SET remaining = remaining - :amount")
             .expression_attribute_values(":amount", n(amount));
         let update = match exact {
