@@ -243,3 +243,27 @@ async fn bad_usage_requests_get_clear_4xx() {
         .await;
     assert_eq!(user.status, 403, "an end user's token is not the backend's");
 }
+
+#[tokio::test]
+async fn dynamodb_down_is_503_and_records_nothing() {
+    let app = integration_tests::spawn_app_with(integration_tests::SecretSetup {
+        proxied: true,
+        ..Default::default()
+    })
+    .await;
+    let proxies = app.proxies.as_ref().expect("proxies");
+    assert_eq!(use_requests(&app, "zed", 5, "d-1").await.status, 200);
+    proxies.dynamodb.set(integration_tests::proxy::Mode::Refuse);
+    let down = use_requests(&app, "zed", 7, "d-2").await;
+    assert_eq!(down.status, 503, "{}", down.body);
+    assert_eq!(down.body["code"], "service_unavailable");
+    proxies.dynamodb.set(integration_tests::proxy::Mode::Pass);
+    assert_eq!(
+        used(&app, "zed").await["used"],
+        5,
+        "nothing recorded while it was down"
+    );
+    let retried = use_requests(&app, "zed", 7, "d-2").await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    assert_eq!(retried.body["data"]["used"], 12);
+}

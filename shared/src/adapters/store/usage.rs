@@ -5,7 +5,7 @@
 //! shard conditioned so that the sum taken never passes the limit. Overage is paid from credits
 //! in the same transaction as the ledger entry and the balance.
 
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 
 use super::codec::{get_s, n, s, Fields, Item};
 use super::{MoveOutcome, Store, StoreError};
@@ -183,13 +183,7 @@ impl Store {
         let now = now_ms();
         item.insert("createdAt".into(), n(now));
         item.insert("expiresAt".into(), n(now / 1000 + USAGE_RECORD_TTL_SECS));
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(StoreError::build)?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        self.put_new(item)
     }
 
     /// Takes `takes` (shard, amount, what was read when several are taken) and writes the usage
