@@ -63,6 +63,7 @@ impl Store {
     /// The same, with `extra` items written in the same transaction (their conditions included).
     /// `None`: the transaction lost its race `attempts` times (the extra items' conditions may be
     /// what failed: the caller reads them again).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn move_credits_with(
         &self,
         user: &UserId,
