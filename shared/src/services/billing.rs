@@ -45,12 +45,22 @@ pub async fn entitlement(
     scope: &Scope,
     account: &UserId,
 ) -> Result<Entitlement, ApiError> {
+    entitlement_among(app, scope, account, &plans(app, scope).await?).await
+}
+
+/// The same, from the scope's plans already read.
+pub async fn entitlement_among(
+    app: &App,
+    scope: &Scope,
+    account: &UserId,
+    plans: &[Plan],
+) -> Result<Entitlement, ApiError> {
     let store = app.store_for(scope);
-    let (plans, settings) = (plans(app, scope).await?, settings(app, scope).await?);
+    let settings = settings(app, scope).await?;
     let record = store.subscription_record(account).await?;
     let tier = store.tier(account).await?;
     let plan = entitled_plan(
-        &plans,
+        plans,
         record.state.as_ref(),
         tier.as_deref(),
         now_ms() / 1000,

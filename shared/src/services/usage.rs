@@ -14,7 +14,7 @@ use crate::domain::scope::Scope;
 use crate::domain::subscriptions::SubscriptionStatus;
 use crate::domain::usage::{period_for, take_from_shards, Period, UsageDecision, USAGE_SHARDS};
 use crate::http::ApiError;
-use crate::services::billing::{self, entitlement};
+use crate::services::billing::{self, entitlement_among};
 use crate::App;
 
 /// Rounds of read-decide-write before a busy allowance answers 503.
@@ -27,6 +27,27 @@ pub struct UsageRequest<'a> {
     /// The hash of the caller's key (caller, account and key).
     pub key_hash: &'a str,
     pub dry_run: bool,
+}
+
+/// The account's plan now and the period its allowances count in, from the scope's plans.
+async fn plan_and_period(
+    app: &App,
+    scope: &Scope,
+    account: &UserId,
+    plans: &[Plan],
+) -> Result<(Plan, Period), ApiError> {
+    let now = entitlement_among(app, scope, account, plans).await?;
+    let subscribed = now.subscription.as_ref().filter(|s| {
+        s.plan_id == now.plan.id
+            && matches!(
+                s.status,
+                SubscriptionStatus::Active
+                    | SubscriptionStatus::Trialing
+                    | SubscriptionStatus::PastDue
+            )
+    });
+    let period = period_for(subscribed.map(|s| s.current_period_end), now_ms() / 1000);
+    Ok((now.plan, period))
 }
 
 /// The metric's limit on the account's plan now and the period it counts in; 400 for a metric
@@ -43,19 +64,9 @@ async fn allowance_terms(
             "{metric} is not a metric of this project's plans."
         )));
     }
-    let now = entitlement(app, scope, account).await?;
-    let limit = now.plan.limits.get(metric).copied().unwrap_or(0);
-    let subscribed = now.subscription.as_ref().filter(|s| {
-        s.plan_id == now.plan.id
-            && matches!(
-                s.status,
-                SubscriptionStatus::Active
-                    | SubscriptionStatus::Trialing
-                    | SubscriptionStatus::PastDue
-            )
-    });
-    let period = period_for(subscribed.map(|s| s.current_period_end), now_ms() / 1000);
-    Ok((now.plan, limit, period))
+    let (plan, period) = plan_and_period(app, scope, account, &plans).await?;
+    let limit = plan.limits.get(metric).copied().unwrap_or(0);
+    Ok((plan, limit, period))
 }
 
 /// The allowance of the period, opened on first use and raised to `limit` when the plan grew.
@@ -241,10 +252,10 @@ pub fn usage_key_hash(caller: &str, account: &UserId, key: &str) -> String {
 /// The account's metrics on its plan now: used, limit and reset time of each.
 pub async fn usage_overview(app: &App, scope: &Scope, account: &UserId) -> Result<Value, ApiError> {
     let store = app.store_for(scope);
-    let now = entitlement(app, scope, account).await?;
+    let plans = billing::plans(app, scope).await?;
+    let (plan, period) = plan_and_period(app, scope, account, &plans).await?;
     let mut metrics = Vec::new();
-    for metric in now.plan.limits.keys() {
-        let (_, limit, period) = allowance_terms(app, scope, account, metric).await?;
+    for (metric, plan_limit) in &plan.limits {
         let at = AllowanceKey {
             account,
             metric,
@@ -252,7 +263,9 @@ pub async fn usage_overview(app: &App, scope: &Scope, account: &UserId) -> Resul
         };
         let stored = store.allowance(&at).await?;
         // A downgrade keeps the period's higher limit until the period ends.
-        let limit = stored.as_ref().map_or(limit, |a| a.limit.max(limit));
+        let limit = stored
+            .as_ref()
+            .map_or(*plan_limit, |a| a.limit.max(*plan_limit));
         let used = stored.as_ref().map_or(0, Allowance::used);
         metrics.push(json!({
             "metric": metric,
@@ -262,5 +275,5 @@ pub async fn usage_overview(app: &App, scope: &Scope, account: &UserId) -> Resul
             "resetsAt": rfc3339(period.resets_at.saturating_mul(1000)),
         }));
     }
-    Ok(json!({ "planId": now.plan.id, "metrics": metrics }))
+    Ok(json!({ "planId": plan.id, "metrics": metrics }))
 }

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 
 use super::codec::{get_s, n, s, Fields, Item};
 use super::keys::history_sk;
-use super::{updated, Store, StoreError};
+use super::{written, Store, StoreError};
 use crate::domain::plans::Plan;
 use crate::domain::projects::ProjectSettings;
 use crate::domain::records::{now_ms, UserId};
@@ -145,7 +145,7 @@ impl Store {
             .expression_attribute_values(":now", n(now_ms()))
             .send()
             .await;
-        updated(result)
+        written(result)
     }
 
     /// Links the customer created under the claim `token`, and its way back to the account, in
@@ -196,7 +196,7 @@ impl Store {
             .expression_attribute_values(":token", s(token))
             .send()
             .await;
-        updated(result).map(|_| ())
+        written(result).map(|_| ())
     }
 
     /// The account a Stripe customer of this scope belongs to.
@@ -279,7 +279,7 @@ impl Store {
                 .condition_expression("ver = :ver")
                 .expression_attribute_values(":ver", n(version))
         };
-        updated(request.update_expression(expression).send().await)
+        written(request.update_expression(expression).send().await)
     }
 
     /// The tier (a plan bought once) the account holds.

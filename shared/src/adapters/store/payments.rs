@@ -331,7 +331,7 @@ impl Store {
             .expression_attribute_values(":now", n(now_ms()))
             .send()
             .await;
-        super::updated(result)
+        super::written(result)
     }
 
     /// A user's payments and grants, newest first, one Query per page. The cursor is opaque to

@@ -82,7 +82,7 @@ impl Store {
             .set_expression_attribute_values(claim.expression_attribute_values)
             .send()
             .await;
-        super::updated(result)
+        super::written(result)
     }
 
     /// The update that creates a project for `owner`, or only checks that it is the owner's.
