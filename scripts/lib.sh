@@ -107,6 +107,8 @@ start_servers() {
   fi
   export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$ddb"
   export AWS_ENDPOINT_URL_SECRETS_MANAGER="http://127.0.0.1:$moto"
+  export AWS_ENDPOINT_URL_EVENTBRIDGE="http://127.0.0.1:$moto"
+  export AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$moto"
   # The emulators accept any credentials; these are placeholders, not keys.
   export AWS_REGION="${AWS_REGION:-us-east-1}"
   export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}"

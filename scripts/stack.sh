@@ -30,6 +30,8 @@ export TABLE_NAME="${TABLE_NAME:-coffer-local}"
 export STRIPE_SECRET_ID="${STRIPE_SECRET_ID:-coffer/local/stripe}"
 # Projects' keys go to coffer/local/projects/<project>/<mode> in moto.
 export PROJECT_SECRET_PREFIX="${PROJECT_SECRET_PREFIX:-coffer/local/projects}"
+# Billing events go to this bus in moto; a rule copies them to the queue <bus>-events.
+export EVENT_BUS_NAME="${EVENT_BUS_NAME:-coffer-local-billing}"
 say "building and starting the API (first build takes a few minutes)"
 cargo build -q -p coffer-dev
 say "DynamoDB Local: $AWS_ENDPOINT_URL_DYNAMODB   Secrets Manager (moto): $AWS_ENDPOINT_URL_SECRETS_MANAGER   Stripe: ${STRIPE_API_BASE:-api.stripe.com}"

@@ -9,6 +9,8 @@
 //! - `coffer-dev reconcile [hours]`: credit succeeded intents the webhook missed.
 //! - `coffer-dev check`: recompute every balance and payment; exit 1 on any difference.
 //! - `coffer-dev attention`: list succeeded payments that could not be credited.
+//! - `coffer-dev events`: print (and take) the billing events waiting in the local stack's
+//!   queue, which a rule on its event bus fills.
 //! - `coffer-dev plans link <plan> <price-id> [--project <id>] [--live]`: link a plan to a
 //!   Stripe price; `plans get <plan> …`: show a plan with its price; `plans list …`.
 //!
@@ -37,7 +39,7 @@ pub const DEFAULT_JWT_SECRET: &str = "coffer-local-jwt-secret";
 pub const LOCAL_BACKEND_ROLE: &str = "arn:aws:iam::000000000000:role/app-backend";
 
 const USAGE: &str = "usage: coffer-dev up | token [--service|--developer] <name> [ttl-seconds] | \
-sign <event.json> [secret] | grant <user-id> <amount> <reason> <key> | reconcile [hours] | check | attention | plans link <plan> <price-id> | plans get <plan> | plans list";
+sign <event.json> [secret] | grant <user-id> <amount> <reason> <key> | reconcile [hours] | check | attention | events | plans link <plan> <price-id> | plans get <plan> | plans list";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -51,6 +53,7 @@ async fn main() -> ExitCode {
         Some("check") => ops::check().await,
         Some("attention") => ops::attention().await,
         Some("plans") => ops::plans(&args[1..]).await,
+        Some("events") => events().await,
         _ => Err(USAGE.into()),
     };
     match result {
@@ -95,6 +98,10 @@ async fn up() -> Result<(), String> {
     setup::table_and_packages(&app.store).await?;
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     setup::store_secret(&secrets, &secret_id, &stripe_key, &webhook_secret).await?;
+    if let Some(bus) = &app.config.event_bus_name {
+        let queue = setup::event_bus_and_queue(&sdk, bus, &format!("{bus}-events")).await?;
+        eprintln!("Billing events: bus {bus} -> queue {queue} (coffer-dev events prints them)");
+    }
     let webhook_url = format!("http://127.0.0.1:{port}/api/stripe/webhook");
     if let Some(base) = &localstripe {
         setup::stripe_plans(base, &stripe_key).await?;
@@ -115,6 +122,23 @@ async fn up() -> Result<(), String> {
     router::serve(listener, api)
         .await
         .map_err(|e| format!("server stopped: {e}"))
+}
+
+/// Prints the billing events waiting in the local stack's queue, one JSON line each.
+async fn events() -> Result<(), String> {
+    let bus = std::env::var("EVENT_BUS_NAME").map_err(|_| "EVENT_BUS_NAME is not set")?;
+    let sdk = app::load_sdk_config().await;
+    let queue = setup::event_bus_and_queue(&sdk, &bus, &format!("{bus}-events")).await?;
+    let sqs = setup::sqs_client(&sdk);
+    loop {
+        let events = setup::take_events(&sqs, &queue, 1).await?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        for event in events {
+            println!("{event}");
+        }
+    }
 }
 
 fn print_token(args: &[String]) -> Result<(), String> {

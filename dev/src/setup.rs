@@ -97,6 +97,8 @@ pub async fn table_and_packages(store: &Store) -> Result<(), String> {
     }
     let settings = ProjectSettings {
         allowed_origins: LOCAL_ORIGINS.iter().map(|o| (*o).to_owned()).collect(),
+        // credits.low below 5.00 on the local stack.
+        credits_low_threshold: Some(500),
         ..ProjectSettings::default()
     };
     store
@@ -266,4 +268,142 @@ async fn configure_webhook(
             response.status()
         ))
     }
+}
+
+/// The billing-events bus and, for the local stack and tests, an SQS queue that a rule on the
+/// bus fills with every Coffer event (as an app's subscription would). Safe to run again.
+/// Returns the queue's URL.
+pub async fn event_bus_and_queue(
+    sdk: &aws_config::SdkConfig,
+    bus: &str,
+    queue: &str,
+) -> Result<String, String> {
+    use aws_sdk_eventbridge::error::ProvideErrorMetadata;
+    let events = events_client(sdk);
+    match events.create_event_bus().name(bus).send().await {
+        Ok(_) => {}
+        Err(err) if err.code() == Some("ResourceAlreadyExistsException") => {}
+        Err(err) => {
+            return Err(format!(
+                "create the event bus: {}",
+                aws_sdk_eventbridge::error::DisplayErrorContext(&err)
+            ))
+        }
+    }
+    let sqs = sqs_client(sdk);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(queue)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "create the queue: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(&e)
+            )
+        })?
+        .queue_url()
+        .ok_or("the queue has no URL")?
+        .to_owned();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "read the queue: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(&e)
+            )
+        })?
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .cloned()
+        .ok_or("the queue has no ARN")?;
+    let rule = format!("{bus}-to-queue");
+    events
+        .put_rule()
+        .name(&rule)
+        .event_bus_name(bus)
+        .event_pattern(r#"{"source":["coffer"]}"#)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "put the rule: {}",
+                aws_sdk_eventbridge::error::DisplayErrorContext(&e)
+            )
+        })?;
+    events
+        .put_targets()
+        .rule(&rule)
+        .event_bus_name(bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(queue_arn)
+                .build()
+                .map_err(|e| format!("the rule's target: {e}"))?,
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "put the target: {}",
+                aws_sdk_eventbridge::error::DisplayErrorContext(&e)
+            )
+        })?;
+    Ok(queue_url)
+}
+
+/// EventBridge on the local endpoint (moto) when one is set.
+pub fn events_client(sdk: &aws_config::SdkConfig) -> aws_sdk_eventbridge::Client {
+    let mut config = aws_sdk_eventbridge::config::Builder::from(sdk);
+    if let Ok(url) = std::env::var("AWS_ENDPOINT_URL_EVENTBRIDGE") {
+        config = config.endpoint_url(url);
+    }
+    aws_sdk_eventbridge::Client::from_conf(config.build())
+}
+
+/// SQS on the local endpoint (moto) when one is set.
+pub fn sqs_client(sdk: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
+    let mut config = aws_sdk_sqs::config::Builder::from(sdk);
+    if let Ok(url) = std::env::var("AWS_ENDPOINT_URL_SQS") {
+        config = config.endpoint_url(url);
+    }
+    aws_sdk_sqs::Client::from_conf(config.build())
+}
+
+/// Takes the billing events waiting in the queue (each message's `detail`), removing them.
+pub async fn take_events(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    wait_secs: i32,
+) -> Result<Vec<serde_json::Value>, String> {
+    let output = sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(wait_secs)
+        .send()
+        .await
+        .map_err(|e| format!("receive: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
+    let mut events = Vec::new();
+    for message in output.messages() {
+        if let Some(body) = message.body() {
+            let event: serde_json::Value =
+                serde_json::from_str(body).map_err(|e| format!("an event is not JSON: {e}"))?;
+            events.push(event.get("detail").cloned().unwrap_or(event));
+        }
+        if let Some(handle) = message.receipt_handle() {
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(handle)
+                .send()
+                .await
+                .map_err(|e| format!("delete: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
+        }
+    }
+    Ok(events)
 }

@@ -1,7 +1,7 @@
 //! A local stand-in for Lambda's DynamoDB Streams event source mapping: reads DynamoDB Local's
 //! stream of the table, shard by shard from the start, and hands each batch, in the shape of a
-//! Lambda DynamoDB event, to the same code the `stats` function runs. A batch that fails is
-//! handed over again, as Lambda retries it.
+//! Lambda DynamoDB event, to the same code the `stats` and `billing-events` functions run. A
+//! batch that fails is handed over again, as Lambda retries it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -184,9 +184,16 @@ async fn poll_once(
         let records: Vec<Value> = batch.records().iter().map(record_json).collect();
         if !records.is_empty() {
             let event = json!({ "Records": records });
-            // Like Lambda: the batch is retried until it is counted (this shard waits).
+            // Like Lambda: the batch is retried until it is counted and published (this shard
+            // waits). Deployed, the stats and billing-events functions each have their own
+            // event source mapping; here one follower feeds both.
             if let Err(err) = coffer::jobs::count_stream_event(&api.app, &event).await {
                 tracing::warn!(error = %err, "stream batch failed; it will be read again");
+                return Ok(false);
+            }
+            if let Err(err) = coffer::services::events::publish_stream_event(&api.app, &event).await
+            {
+                tracing::warn!(code = err.code(), cause = %err.cause(), "publishing a stream batch failed; it will be read again");
                 return Ok(false);
             }
             progressed = true;
@@ -222,6 +229,9 @@ fn record_json(record: &aws_sdk_dynamodbstreams::types::Record) -> Value {
     }
     if let Some(old) = image(change.and_then(|c| c.old_image())) {
         dynamodb.insert("OldImage".into(), old);
+    }
+    if let Some(at) = change.and_then(|c| c.approximate_creation_date_time()) {
+        dynamodb.insert("ApproximateCreationDateTime".into(), json!(at.secs()));
     }
     json!({
         "eventID": record.event_id(),

@@ -12,6 +12,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::SharedCredentialsProvider;
 
+use crate::adapters::events::EventBus;
 use crate::adapters::secrets::{SecretsCache, SecretsError, StripeSecrets};
 use crate::adapters::store::{Keys, Store, StoreError};
 use crate::adapters::stripe::StripeApi;
@@ -63,6 +64,8 @@ pub struct App {
     stripe: Mutex<HashMap<Scope, (Arc<StripeSecrets>, StripeApi)>>,
     packages: TimedCache<Scope, Vec<CreditPackage>>,
     projects: TimedCache<ProjectId, Project>,
+    /// Where billing events go (only the functions that publish them have a bus configured).
+    pub events: Option<EventBus>,
 }
 
 /// SDK settings chosen for Lambda's budget: fail a dead dependency within a few seconds (the
@@ -129,11 +132,23 @@ impl App {
         if let Some(url) = endpoint_override("AWS_ENDPOINT_URL_SECRETS_MANAGER") {
             secrets = secrets.endpoint_url(url);
         }
-        Self::from_clients(
+        let events = config.event_bus_name.clone().map(|bus| {
+            let mut eventbridge = aws_sdk_eventbridge::config::Builder::from(sdk);
+            if let Some(url) = endpoint_override("AWS_ENDPOINT_URL_EVENTBRIDGE") {
+                eventbridge = eventbridge.endpoint_url(url);
+            }
+            EventBus::new(
+                aws_sdk_eventbridge::Client::from_conf(eventbridge.build()),
+                bus,
+            )
+        });
+        let mut app = Self::from_clients(
             config,
             aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
             aws_sdk_secretsmanager::Client::from_conf(secrets.build()),
-        )
+        );
+        app.events = events;
+        app
     }
 
     /// The same from ready clients (tests point them at fault-injecting proxies).
@@ -151,6 +166,7 @@ impl App {
             stripe: Mutex::new(HashMap::new()),
             packages: TimedCache::new(),
             projects: TimedCache::new(),
+            events: None,
         }
     }
 

@@ -39,6 +39,9 @@ pub struct Config {
     pub stripe_api_base_per_project: Vec<(ProjectId, String)>,
     /// The verified claim that lists the caller's organisations (`ORGANISATION_CLAIM`).
     pub organisation_claim: String,
+    /// The EventBridge bus billing events go to (`EVENT_BUS_NAME`); `None`: this function
+    /// publishes none.
+    pub event_bus_name: Option<String>,
 }
 
 pub const DEFAULT_ORGANISATION_CLAIM: &str = "organisations";
@@ -78,6 +81,7 @@ impl Config {
             developer_claim_value: DEFAULT_DEVELOPER_CLAIM_VALUE.to_owned(),
             stripe_api_base_per_project: Vec::new(),
             organisation_claim: DEFAULT_ORGANISATION_CLAIM.to_owned(),
+            event_bus_name: None,
         }
     }
 
@@ -165,6 +169,7 @@ impl Config {
             },
             organisation_claim: non_empty("ORGANISATION_CLAIM")
                 .unwrap_or_else(|| DEFAULT_ORGANISATION_CLAIM.to_owned()),
+            event_bus_name: non_empty("EVENT_BUS_NAME").map(|name| name.trim().to_owned()),
         })
     }
 }

@@ -1,6 +1,6 @@
 //! The functions that are not HTTP: reconciliation and the invariant check (EventBridge
-//! schedules; a run that finds a broken invariant fails, so that the error metric alarms), and
-//! the stats counters (the table's change stream).
+//! schedules; a run that finds a broken invariant fails, so that the error metric alarms), the
+//! stats counters and the billing events (both from the table's change stream).
 
 use lambda_http::{Error, LambdaEvent};
 use serde_json::{json, Value};
@@ -89,4 +89,19 @@ pub async fn count_stream_event(
         "stream batch counted"
     );
     Ok(json!({ "records": records.len(), "counted": counted, "alreadyCounted": repeated }))
+}
+
+/// The billing-events function: a batch of the table's stream records, published as billing
+/// events to the bus. A failure fails the batch, which Lambda retries; the events already sent
+/// go again with the same ids.
+pub async fn billing_events_job(
+    app: &'static App,
+    event: LambdaEvent<Value>,
+) -> Result<Value, Error> {
+    crate::services::events::publish_stream_event(app, &event.payload)
+        .await
+        .map_err(|err| {
+            tracing::error!(code = err.code(), cause = %err.cause(), "publishing billing events failed");
+            Error::from("publishing billing events failed")
+        })
 }

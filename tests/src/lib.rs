@@ -41,6 +41,10 @@ pub struct TestApp {
     invariant_checks: AtomicUsize,
     /// Webhooks registered with a localstripe (base URL, id), muted when the test ends.
     webhooks: std::sync::Mutex<Vec<(String, String)>>,
+    /// The queue a rule on the test's event bus fills (with `SecretSetup::events`).
+    events_queue: Option<String>,
+    /// Billing events taken from the queue so far.
+    received_events: std::sync::Mutex<Vec<Value>>,
 }
 
 pub struct Proxies {
@@ -130,6 +134,9 @@ pub struct SecretSetup {
     /// localstripe, no test double, no webhook registration (Stripe cannot reach this machine;
     /// tests deliver events built from Stripe's real objects, signed locally).
     pub real_stripe_key: Option<String>,
+    /// Publish billing events to a bus of the test's own in moto, with a rule that fills a
+    /// queue the test reads (`TestApp::billing_events`).
+    pub events: bool,
 }
 
 /// The test projects and the Stripe each talks to: `alpha` and `beta` their own localstripe
@@ -223,6 +230,16 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
         .into_iter()
         .filter_map(|(id, url)| Some((coffer::domain::scope::ProjectId::parse(id)?, url)))
         .collect();
+    let events_queue = if secret_setup.events {
+        let bus = format!("coffer-test-{id}");
+        let queue = setup::event_bus_and_queue(&sdk, &bus, &format!("coffer-test-{id}-events"))
+            .await
+            .expect("the test's event bus and queue in moto");
+        config.event_bus_name = Some(bus);
+        Some(queue)
+    } else {
+        None
+    };
     setup::table_and_packages(&App::new(config.clone(), &sdk).store)
         .await
         .expect("create the test table");
@@ -308,6 +325,8 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
         delivered: AtomicUsize::new(0),
         invariant_checks: AtomicUsize::new(0),
         webhooks: std::sync::Mutex::new(registered),
+        events_queue,
+        received_events: std::sync::Mutex::new(Vec::new()),
     }
 }
 
@@ -355,6 +374,35 @@ impl TestApp {
         coffer_dev::streams::start(self.app.clone(), &sdk)
             .await
             .expect("follow the table's stream");
+    }
+
+    /// The billing events that reached the test's queue through the bus and its rule, once
+    /// `done` holds for them (or `timeout` passed): every event received so far.
+    pub async fn billing_events(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let queue = self
+            .events_queue
+            .as_deref()
+            .expect("the test app was spawned with events: true");
+        let sdk = app::load_sdk_config().await;
+        let sqs = setup::sqs_client(&sdk);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let taken = setup::take_events(&sqs, queue, 1)
+                .await
+                .expect("read the events queue");
+            let all = {
+                let mut received = self.received_events.lock().expect("events lock");
+                received.extend(taken);
+                received.clone()
+            };
+            if done(&all) || std::time::Instant::now() >= deadline {
+                return all;
+            }
+        }
     }
 
     /// A token of a user who belongs to `organisations`.

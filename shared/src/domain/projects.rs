@@ -99,6 +99,9 @@ pub struct ProjectSettings {
     pub allowed_origins: Vec<String>,
     /// How long a `past_due` subscription keeps its plan's limits.
     pub past_due_grace_seconds: i64,
+    /// A balance falling below this (minor units) publishes `credits.low`; `None`: never.
+    #[serde(default)]
+    pub credits_low_threshold: Option<i64>,
 }
 
 /// The grace when a project set none: three days.
@@ -109,6 +112,7 @@ impl Default for ProjectSettings {
         Self {
             allowed_origins: Vec::new(),
             past_due_grace_seconds: DEFAULT_PAST_DUE_GRACE_SECONDS,
+            credits_low_threshold: None,
         }
     }
 }

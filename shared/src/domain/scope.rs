@@ -135,6 +135,16 @@ impl Scope {
             format!("P#{}#{}#", self.project, self.mode)
         }
     }
+
+    /// The scope that owns keys starting with `prefix` (as `key_prefix` made it).
+    pub fn from_key_prefix(prefix: &str, default_mode: Mode) -> Option<Self> {
+        if prefix.is_empty() {
+            return Some(Self::new(ProjectId::default_project(), default_mode));
+        }
+        let inner = prefix.strip_prefix("P#")?.strip_suffix('#')?;
+        let (project, mode) = inner.split_once('#')?;
+        Some(Self::new(ProjectId::parse(project)?, Mode::parse(mode)?))
+    }
 }
 
 impl fmt::Display for Scope {
@@ -173,6 +183,15 @@ mod tests {
     fn only_the_default_project_in_its_own_mode_keeps_the_unprefixed_keys() {
         let default_test = Scope::new(ProjectId::default_project(), Mode::Test);
         assert_eq!(default_test.key_prefix(Mode::Test), "");
+        for scope in [
+            default_test.clone(),
+            Scope::new(ProjectId::default_project(), Mode::Live),
+            Scope::new(ProjectId::parse("acme").unwrap(), Mode::Test),
+        ] {
+            let prefix = scope.key_prefix(Mode::Test);
+            assert_eq!(Scope::from_key_prefix(&prefix, Mode::Test), Some(scope));
+        }
+        assert_eq!(Scope::from_key_prefix("P#Bad#test#", Mode::Test), None);
         assert_eq!(default_test.key_prefix(Mode::Live), "P#default#test#");
         let acme = Scope::new(ProjectId::parse("acme").unwrap(), Mode::Live);
         assert_eq!(acme.key_prefix(Mode::Live), "P#acme#live#");

@@ -4,7 +4,8 @@
 //! - `GET …/projects/{project_id}/plans`, `PUT …/plans/{plan_id}`: create or change a plan
 //!   (`amount` and `includedCredits` in major units); linking a recurring plan is
 //!   `{"priceId": "price_…"}`
-//! - `GET|PUT …/projects/{project_id}/settings`: `{allowedOrigins, pastDueGraceSeconds}`
+//! - `GET|PUT …/projects/{project_id}/settings`: `{allowedOrigins, pastDueGraceSeconds,
+//!   creditsLowThreshold}` (the threshold in major units; `null` turns `credits.low` off)
 //!
 //! Both per mode (`test_mode`, default true), as price ids are.
 
@@ -52,6 +53,7 @@ pub async fn plans_or_settings(
         }
         ("GET", None) => Ok(ok(settings_json(
             &store.settings().await?.unwrap_or_default(),
+            currency,
         ))),
         ("PUT", None) => {
             let body: SettingsBody = json_body(req)?;
@@ -67,8 +69,14 @@ pub async fn plans_or_settings(
                 }
                 settings.past_due_grace_seconds = grace;
             }
+            if let Some(threshold) = body.credits_low_threshold {
+                settings.credits_low_threshold = threshold
+                    .as_deref()
+                    .map(|raw| minor(raw, "creditsLowThreshold", currency))
+                    .transpose()?;
+            }
             store.put_settings(&settings).await?;
-            Ok(ok(settings_json(&settings)))
+            Ok(ok(settings_json(&settings, currency)))
         }
         _ => Err(ApiError::NotFound("No such route.".into())),
     }
@@ -161,6 +169,9 @@ fn plan_update(body: PlanBody, currency: &Currency) -> Result<PlanUpdate, ApiErr
 struct SettingsBody {
     allowed_origins: Option<Vec<String>>,
     past_due_grace_seconds: Option<i64>,
+    /// `null` turns it off.
+    #[serde(default, deserialize_with = "present")]
+    credits_low_threshold: Option<Option<Box<RawValue>>>,
 }
 
 /// Origins as `scheme://host[:port]`, nothing after; at most 20.
@@ -183,10 +194,11 @@ fn valid_origins(origins: Vec<String>) -> Result<Vec<String>, ApiError> {
         .collect()
 }
 
-fn settings_json(settings: &ProjectSettings) -> serde_json::Value {
+fn settings_json(settings: &ProjectSettings, currency: &Currency) -> serde_json::Value {
     serde_json::json!({
         "allowedOrigins": settings.allowed_origins,
         "pastDueGraceSeconds": settings.past_due_grace_seconds,
+        "creditsLowThreshold": settings.credits_low_threshold.map(|t| currency.to_major(t)),
     })
 }
 

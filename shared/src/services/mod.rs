@@ -1,4 +1,5 @@
 //! Use cases: load the records, ask the rules, persist the decision.
 
 pub mod billing;
+pub mod events;
 pub mod usage;

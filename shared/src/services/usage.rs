@@ -165,11 +165,12 @@ pub async fn record_usage(
                 request.metric
             ))
         };
-        let price = plan
-            .overage_prices
-            .get(request.metric)
-            .copied()
-            .ok_or_else(refused)?;
+        let Some(price) = plan.overage_prices.get(request.metric).copied() else {
+            if !request.dry_run {
+                note_limit_reached(&store, &at, allowance.limit).await;
+            }
+            return Err(refused());
+        };
         let cost = short.checked_mul(price).ok_or_else(refused)?;
         let balance = store
             .balance(request.account)
@@ -209,7 +210,10 @@ pub async fn record_usage(
             .await?
         {
             Some(MoveOutcome::Done { .. }) => return Ok(result),
-            Some(MoveOutcome::Insufficient) => return Err(refused()),
+            Some(MoveOutcome::Insufficient) => {
+                note_limit_reached(&store, &at, allowance.limit).await;
+                return Err(refused());
+            }
             Some(MoveOutcome::CurrencyMismatch) => {
                 return Err(ApiError::Conflict(
                     "The account's credits are in another currency.".into(),
@@ -223,6 +227,37 @@ pub async fn record_usage(
         }
     }
     Err(ApiError::Unavailable("the allowance kept changing".into()))
+}
+
+/// Allowances this instance has already marked as reached (the mark is written once per
+/// period; this spares a hot account's refusals a write each).
+static MARKED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Marks the allowance reached (for `limit.reached`), at most once per instance; a failure to
+/// mark does not change the answer (the next refusal marks it).
+async fn note_limit_reached(store: &Store, at: &AllowanceKey<'_>, limit: i64) {
+    let name = format!(
+        "{}/{}{}#{}#{}",
+        store.table(),
+        store.keys().prefix(),
+        at.account.as_str(),
+        at.metric,
+        at.period
+    );
+    if MARKED.lock().is_ok_and(|marked| marked.contains(&name)) {
+        return;
+    }
+    match store.mark_limit_reached(at, limit).await {
+        Ok(_) => {
+            if let Ok(mut marked) = MARKED.lock() {
+                if marked.len() >= 10_000 {
+                    marked.clear();
+                }
+                marked.push(name);
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "the limit mark was not written"),
+    }
 }
 
 /// The first answer to this key, if it was recorded; 409 when the key was used for another

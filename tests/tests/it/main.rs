@@ -4,6 +4,7 @@
 mod binaries;
 mod concurrency;
 mod create_intent;
+mod events;
 mod faults;
 mod hostile;
 mod lifecycle;

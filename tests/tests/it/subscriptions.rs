@@ -3,17 +3,19 @@
 //! Checkout, the portal and ephemeral keys. Events localstripe never sends are built from its
 //! real objects and signed.
 
-use integration_tests::{join_all, settle, spawn_app, Reply, TestApp, STRIPE_KEY};
+use integration_tests::{
+    join_all, settle, spawn_app, spawn_app_with, Reply, SecretSetup, TestApp, STRIPE_KEY,
+};
 use serde_json::{json, Value};
 
 const SUBSCRIPTION_CARD: &str = "4000002500003155";
 const PAST_DUE_CARD: &str = "4000008260003178";
 
-async fn post(app: &TestApp, path: &str, user: &str, body: Value) -> Reply {
+pub(crate) async fn post(app: &TestApp, path: &str, user: &str, body: Value) -> Reply {
     app.post(path, Some(user), &body.to_string(), &[]).await
 }
 
-async fn my_subscription(app: &TestApp, user: &str) -> Value {
+pub(crate) async fn my_subscription(app: &TestApp, user: &str) -> Value {
     let reply = app
         .get("/api/v1/payments/stripe/my-subscription", Some(user))
         .await;
@@ -47,7 +49,7 @@ async fn customer_with_card(app: &TestApp, user: &str, card: &str) -> String {
 
 /// Subscribes `user` to `plan` and confirms the first payment as the client would; returns the
 /// subscription id once Coffer stored it active.
-async fn subscribe_active(app: &TestApp, user: &str, plan: &str) -> String {
+pub(crate) async fn subscribe_active(app: &TestApp, user: &str, plan: &str) -> String {
     customer_with_card(app, user, SUBSCRIPTION_CARD).await;
     let reply = post(
         app,
@@ -389,11 +391,17 @@ async fn an_upgrade_applies_now_a_downgrade_at_period_end_and_the_same_plan_is_4
 
 #[tokio::test]
 async fn past_due_keeps_the_plan_for_the_grace_period_only() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(SecretSetup {
+        events: true,
+        ..SecretSetup::default()
+    })
+    .await;
+    app.follow_stream().await;
     let store = app.app.app.store_for(&app.app.app.default_scope());
     let grace = |seconds| coffer::domain::projects::ProjectSettings {
         allowed_origins: vec!["https://app.example.com".into()],
         past_due_grace_seconds: seconds,
+        ..Default::default()
     };
     store.put_settings(&grace(3600)).await.expect("settings");
     let subscription = subscribe_active(&app, "xena", "starter").await;
@@ -492,6 +500,32 @@ async fn past_due_keeps_the_plan_for_the_grace_period_only() {
         )
         .await;
     assert_eq!(forged.status, 400);
+
+    // The app's backend heard of it: the plan, the paid and the failed invoice, past due.
+    let wanted = [
+        "plan.changed",
+        "payment.succeeded",
+        "payment.failed",
+        "subscription.past_due",
+    ];
+    let events = app
+        .billing_events(std::time::Duration::from_secs(30), |events| {
+            wanted
+                .iter()
+                .all(|kind| events.iter().any(|e| e["type"] == *kind))
+        })
+        .await;
+    for kind in wanted {
+        let of_kind: Vec<&Value> = events.iter().filter(|e| e["type"] == kind).collect();
+        assert_eq!(of_kind.len(), 1, "one {kind}: {events:?}");
+        assert_eq!(of_kind[0]["account"], "xena");
+    }
+    let past_due = events
+        .iter()
+        .find(|e| e["type"] == "subscription.past_due")
+        .expect("past_due");
+    assert_eq!(past_due["data"]["subscriptionId"], subscription.as_str());
+    assert_eq!(past_due["data"]["planId"], "starter");
 }
 
 #[tokio::test]

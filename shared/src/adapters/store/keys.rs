@@ -17,6 +17,7 @@
 //! | invoice           | `INV#<invoice id>`  | `INV`            | gsi1: `USER#<account>#BILL` / `<ms>#<in>`|
 //! | allowance         | `USAGE#<acct>#<metric>#<period>[#<n>]` | `HEAD`, `SHARD` | limit; remaining per shard |
 //! | usage record      | `USE#<sha256>`      | `USE`            | the first answer to a usage key          |
+//! | limit reached     | `LIMIT#<acct>#<metric>#<period>` | `LIMIT` | first refusal in the period (an event) |
 
 use std::collections::HashMap;
 
@@ -146,6 +147,18 @@ impl Keys {
                 account.as_str()
             ),
             "SHARD",
+        )
+    }
+
+    /// The mark that a metric's allowance was first refused in a period (`limit.reached`).
+    pub fn usage_limit(&self, account: &UserId, metric: &str, period: &str) -> Item {
+        key(
+            format!(
+                "{}LIMIT#{}#{metric}#{period}",
+                self.prefix,
+                account.as_str()
+            ),
+            "LIMIT",
         )
     }
 

@@ -28,9 +28,9 @@ pub use admin::LedgerScan;
 pub use billing::{
     valid_account_boundary, AccountPayment, CustomerLink, InvoiceRecord, SubscriptionRecord,
 };
-pub use codec::{DecodeError, Item};
+pub use codec::{get_s, payment_from_item, DecodeError, Fields, Item};
 pub use credits::MoveOutcome;
-pub use keys::{hash_parts, idempotency_hash, Keys, GSI1, GSI2};
+pub use keys::{hash_parts, idempotency_hash, split_scope, Keys, GSI1, GSI2};
 pub use lifecycle::LifecycleOutcome;
 pub use packages::IdempotencyRecord;
 pub use payments::{valid_boundary, AttentionItem, CreditOutcome};

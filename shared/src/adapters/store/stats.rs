@@ -32,6 +32,8 @@ pub struct StreamRecord {
     pub event_name: String,
     pub old: Option<Item>,
     pub new: Option<Item>,
+    /// When the change was made, as the stream says (Unix seconds).
+    pub created_at_secs: Option<i64>,
 }
 
 /// What applying a record did.
@@ -205,6 +207,10 @@ pub fn records_from_event(event: &serde_json::Value) -> Vec<StreamRecord> {
                     .to_owned(),
                 old: change.get("OldImage").and_then(item_from_stream_json),
                 new: change.get("NewImage").and_then(item_from_stream_json),
+                created_at_secs: change
+                    .get("ApproximateCreationDateTime")
+                    .and_then(serde_json::Value::as_f64)
+                    .map(|secs| secs as i64),
             })
         })
         .collect()
@@ -240,6 +246,7 @@ mod tests {
             event_name: "MODIFY".into(),
             old: None,
             new: item_from_stream_json(&json!({"pk": {"S": "USER#u"}, "sk": {"S": "BALANCE"}})),
+            created_at_secs: None,
         };
         assert!(record_delta(&balance).is_none());
     }

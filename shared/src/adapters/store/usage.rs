@@ -186,6 +186,25 @@ impl Store {
         self.put_new(item)
     }
 
+    /// Marks the allowance as reached in its period (once; the stream turns the mark into the
+    /// `limit.reached` event). `true`: marked now.
+    pub async fn mark_limit_reached(
+        &self,
+        at: &AllowanceKey<'_>,
+        limit: i64,
+    ) -> Result<bool, StoreError> {
+        let mut item = self.keys.usage_limit(at.account, at.metric, at.period);
+        item.insert("account".into(), s(at.account.as_str()));
+        item.insert("metric".into(), s(at.metric));
+        item.insert("period".into(), s(at.period));
+        item.insert("limit".into(), n(limit));
+        let now = now_ms();
+        item.insert("createdAt".into(), n(now));
+        // Kept past any period's end (the longest is a year), then removed.
+        item.insert("expiresAt".into(), n(now / 1000 + 400 * 24 * 3600));
+        self.put_if_absent(item).await
+    }
+
     /// Takes `takes` (shard, amount, what was read when several are taken) and writes the usage
     /// record, in one transaction. `false`: a condition failed (read again, or a replay).
     pub async fn take_allowance(

@@ -1,0 +1,278 @@
+//! Billing events for the app's backend (plan changed, payment failed, credits low, …): which
+//! events one committed change of Coffer's data means. The change comes from the table's stream,
+//! so an event is only ever derived from data that was written. Pure rules, no I/O.
+
+use serde_json::{json, Value};
+
+use super::ledger::PaymentRecord;
+use super::records::PaymentStatus;
+use super::subscriptions::{SubscriptionState, SubscriptionStatus};
+
+/// The kinds of event Coffer publishes; `name` is the EventBridge `detail-type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    PlanChanged,
+    SubscriptionPastDue,
+    SubscriptionCanceled,
+    PaymentSucceeded,
+    PaymentFailed,
+    CreditsLow,
+    CreditsDepleted,
+    LimitReached,
+}
+
+impl EventKind {
+    pub const ALL: [Self; 8] = [
+        Self::PlanChanged,
+        Self::SubscriptionPastDue,
+        Self::SubscriptionCanceled,
+        Self::PaymentSucceeded,
+        Self::PaymentFailed,
+        Self::CreditsLow,
+        Self::CreditsDepleted,
+        Self::LimitReached,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PlanChanged => "plan.changed",
+            Self::SubscriptionPastDue => "subscription.past_due",
+            Self::SubscriptionCanceled => "subscription.canceled",
+            Self::PaymentSucceeded => "payment.succeeded",
+            Self::PaymentFailed => "payment.failed",
+            Self::CreditsLow => "credits.low",
+            Self::CreditsDepleted => "credits.depleted",
+            Self::LimitReached => "limit.reached",
+        }
+    }
+}
+
+/// One event, before it is given its id and scope: whose it is and what it says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DomainEvent {
+    pub kind: EventKind,
+    /// The user or organisation account it concerns.
+    pub account: String,
+    /// The event's own fields (camelCase JSON).
+    pub data: Value,
+}
+
+fn event(kind: EventKind, account: &str, data: Value) -> DomainEvent {
+    DomainEvent {
+        kind,
+        account: account.to_owned(),
+        data,
+    }
+}
+
+/// What a change of an account's subscription means. `old` is the state before (`None`: the
+/// first subscription the account has).
+pub fn subscription_events(
+    account: &str,
+    old: Option<&SubscriptionState>,
+    new: &SubscriptionState,
+) -> Vec<DomainEvent> {
+    let mut events = Vec::new();
+    let old_status = old.map(|o| o.status);
+    let became = |status: SubscriptionStatus| new.status == status && old_status != Some(status);
+    let fields = || {
+        json!({
+            "subscriptionId": new.subscription_id,
+            "planId": new.plan_id,
+            "status": new.status.as_str(),
+            "currentPeriodEnd": new.current_period_end,
+        })
+    };
+    if became(SubscriptionStatus::PastDue) {
+        events.push(event(EventKind::SubscriptionPastDue, account, fields()));
+    }
+    if became(SubscriptionStatus::Canceled) {
+        events.push(event(EventKind::SubscriptionCanceled, account, fields()));
+    }
+    // The plan the subscription gives: while it is paid for (or in its grace), its plan; none
+    // before the first payment or once it ended.
+    let plan_of = |state: &SubscriptionState| {
+        matches!(
+            state.status,
+            SubscriptionStatus::Active | SubscriptionStatus::Trialing | SubscriptionStatus::PastDue
+        )
+        .then(|| state.plan_id.clone())
+    };
+    let (before, after) = (old.and_then(plan_of), plan_of(new));
+    if before != after {
+        events.push(event(
+            EventKind::PlanChanged,
+            account,
+            json!({
+                "subscriptionId": new.subscription_id,
+                "previousPlanId": before,
+                "planId": after,
+                "status": new.status.as_str(),
+            }),
+        ));
+    }
+    events
+}
+
+/// A tier (a plan bought once) the account now holds instead of `old`.
+pub fn tier_events(account: &str, old: Option<&str>, new: Option<&str>) -> Vec<DomainEvent> {
+    if old == new {
+        return Vec::new();
+    }
+    vec![event(
+        EventKind::PlanChanged,
+        account,
+        json!({ "previousPlanId": old, "planId": new, "source": "tier" }),
+    )]
+}
+
+/// What a change of a credit purchase's payment means: it succeeded, or it failed.
+pub fn payment_events(old: Option<PaymentStatus>, new: &PaymentRecord) -> Vec<DomainEvent> {
+    let kind = match new.status {
+        PaymentStatus::Succeeded => EventKind::PaymentSucceeded,
+        PaymentStatus::Failed => EventKind::PaymentFailed,
+        _ => return Vec::new(),
+    };
+    if old == Some(new.status) {
+        return Vec::new();
+    }
+    vec![event(
+        kind,
+        new.user_id.as_str(),
+        json!({
+            "paymentIntentId": new.intent_id,
+            "packageId": new.package_id,
+            "amount": new.amount,
+            "currency": new.currency.as_str(),
+            "credits": new.credits,
+        }),
+    )]
+}
+
+/// What a change of a subscription invoice's status means (`paid` or `failed`).
+pub fn invoice_events(
+    account: &str,
+    old_status: Option<&str>,
+    new_status: &str,
+    data: Value,
+) -> Vec<DomainEvent> {
+    let kind = match new_status {
+        "paid" => EventKind::PaymentSucceeded,
+        "failed" => EventKind::PaymentFailed,
+        _ => return Vec::new(),
+    };
+    if old_status == Some(new_status) {
+        return Vec::new();
+    }
+    vec![event(kind, account, data)]
+}
+
+/// What a change of a balance means: it fell to zero or below (`credits.depleted`), or it fell
+/// below the project's threshold (`credits.low`, only when a threshold is set). A balance that
+/// rises, or stays on the same side, says nothing.
+pub fn balance_events(
+    account: &str,
+    old: i64,
+    new: i64,
+    low_threshold: Option<i64>,
+    currency: &str,
+) -> Vec<DomainEvent> {
+    let data = |threshold: Option<i64>| {
+        let mut data = json!({ "balance": new, "previousBalance": old, "currency": currency });
+        if let (Some(threshold), Some(map)) = (threshold, data.as_object_mut()) {
+            map.insert("threshold".into(), json!(threshold));
+        }
+        data
+    };
+    if new <= 0 && old > 0 {
+        return vec![event(EventKind::CreditsDepleted, account, data(None))];
+    }
+    match low_threshold {
+        Some(threshold) if new > 0 && new < threshold && old >= threshold => {
+            vec![event(EventKind::CreditsLow, account, data(Some(threshold)))]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The first refusal of a metric's allowance in a period.
+pub fn limit_events(account: &str, metric: &str, period: &str, limit: i64) -> Vec<DomainEvent> {
+    vec![event(
+        EventKind::LimitReached,
+        account,
+        json!({ "metric": metric, "period": period, "limit": limit }),
+    )]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::subscriptions::sample_state;
+
+    fn kinds(events: &[DomainEvent]) -> Vec<EventKind> {
+        events.iter().map(|e| e.kind).collect()
+    }
+
+    #[test]
+    fn subscriptions_say_past_due_canceled_and_plan_changes_once() {
+        let active = sample_state("sub_1", SubscriptionStatus::Active, 1);
+        assert_eq!(
+            kinds(&subscription_events("u", None, &active)),
+            [EventKind::PlanChanged]
+        );
+        // The same state read again says nothing.
+        assert!(subscription_events("u", Some(&active), &active).is_empty());
+        let mut past_due = active.clone();
+        past_due.status = SubscriptionStatus::PastDue;
+        assert_eq!(
+            kinds(&subscription_events("u", Some(&active), &past_due)),
+            [EventKind::SubscriptionPastDue]
+        );
+        let mut canceled = past_due.clone();
+        canceled.status = SubscriptionStatus::Canceled;
+        let events = subscription_events("u", Some(&past_due), &canceled);
+        assert_eq!(
+            kinds(&events),
+            [EventKind::SubscriptionCanceled, EventKind::PlanChanged]
+        );
+        assert_eq!(events[1].data["planId"], Value::Null);
+        let mut upgraded = active.clone();
+        upgraded.plan_id = "enterprise".into();
+        let events = subscription_events("u", Some(&active), &upgraded);
+        assert_eq!(kinds(&events), [EventKind::PlanChanged]);
+        assert_eq!(events[0].data["previousPlanId"], active.plan_id.as_str());
+        assert_eq!(events[0].data["planId"], "enterprise");
+    }
+
+    #[test]
+    fn balances_say_low_once_when_crossing_and_depleted_at_zero() {
+        let kinds_of =
+            |old, new, threshold| kinds(&balance_events("u", old, new, threshold, "usd"));
+        assert_eq!(kinds_of(1_000, 400, Some(500)), [EventKind::CreditsLow]);
+        assert!(kinds_of(400, 300, Some(500)).is_empty());
+        assert!(kinds_of(1_000, 400, None).is_empty());
+        assert!(kinds_of(300, 1_000, Some(500)).is_empty());
+        assert_eq!(kinds_of(300, 0, Some(500)), [EventKind::CreditsDepleted]);
+        assert_eq!(kinds_of(1_000, 0, None), [EventKind::CreditsDepleted]);
+        assert_eq!(kinds_of(50, -20, None), [EventKind::CreditsDepleted]);
+        assert!(kinds_of(0, 0, Some(500)).is_empty());
+        assert_eq!(kinds_of(600, 500, Some(500)), Vec::<EventKind>::new());
+    }
+
+    #[test]
+    fn invoices_and_tiers() {
+        assert_eq!(
+            kinds(&invoice_events("u", Some("open"), "failed", json!({}))),
+            [EventKind::PaymentFailed]
+        );
+        assert!(invoice_events("u", Some("paid"), "paid", json!({})).is_empty());
+        assert!(invoice_events("u", None, "open", json!({})).is_empty());
+        assert_eq!(
+            kinds(&tier_events("u", None, Some("pro"))),
+            [EventKind::PlanChanged]
+        );
+        assert!(tier_events("u", Some("pro"), Some("pro")).is_empty());
+        let names: std::collections::HashSet<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names.len(), 8);
+    }
+}

@@ -1,0 +1,202 @@
+//! Billing events out: the table's stream (committed changes only) is read by the publisher
+//! function, each change is turned into the events it means (`domain::events`), and they go to
+//! the EventBridge bus. Nothing on the payment or usage path publishes, so an event is never sent
+//! for a write that did not commit, and a write that committed is in the stream, which Lambda
+//! retries until the batch succeeds. Each event's id is derived from the stream record, so a
+//! retried batch sends the same ids again and subscribers drop the repeats.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use crate::adapters::events::OutgoingEvent;
+use crate::adapters::store::{
+    get_s, hash_parts, payment_from_item, split_scope, Fields, Item, StreamRecord,
+};
+use crate::domain::events::{
+    balance_events, invoice_events, limit_events, payment_events, subscription_events, tier_events,
+    DomainEvent,
+};
+use crate::domain::records::{now_ms, rfc3339};
+use crate::domain::scope::Scope;
+use crate::domain::subscriptions::SubscriptionState;
+use crate::http::ApiError;
+use crate::App;
+
+/// What one stream record means, before thresholds: the events, or a balance change that
+/// needs the scope's threshold.
+enum Meaning {
+    Events(Vec<DomainEvent>),
+    Balance {
+        account: String,
+        old: i64,
+        new: i64,
+        currency: String,
+    },
+}
+
+fn subscription_doc(item: Option<&Item>) -> Option<SubscriptionState> {
+    let doc = get_s(item?, "doc")?;
+    serde_json::from_str(doc).ok()
+}
+
+/// The events one change means, by the kind of item it changed.
+fn meaning(record: &StreamRecord) -> Option<(String, Meaning)> {
+    let image = record.new.as_ref().or(record.old.as_ref())?;
+    let (pk, sk) = (get_s(image, "pk")?, get_s(image, "sk")?);
+    let (prefix, rest) = split_scope(pk);
+    let new = record.new.as_ref()?;
+    let old = record.old.as_ref();
+    let events = match (sk, rest) {
+        ("SUB", rest) if rest.starts_with("ACCT#") => {
+            let account = rest.strip_prefix("ACCT#")?;
+            let state = subscription_doc(Some(new))?;
+            subscription_events(account, subscription_doc(old).as_ref(), &state)
+        }
+        ("TIER", rest) if rest.starts_with("ACCT#") => {
+            let account = rest.strip_prefix("ACCT#")?;
+            tier_events(
+                account,
+                old.and_then(|o| get_s(o, "planId")),
+                get_s(new, "planId"),
+            )
+        }
+        ("PAY", rest) if rest.starts_with("PAY#") => {
+            let payment = payment_from_item(new).ok()?;
+            let before = old
+                .and_then(|o| payment_from_item(o).ok())
+                .map(|p| p.status);
+            payment_events(before, &payment)
+        }
+        ("INV", rest) if rest.starts_with("INV#") => {
+            let f = Fields::of(new);
+            let account = f.text("account").ok()?;
+            let data = json!({
+                "invoiceId": rest.strip_prefix("INV#"),
+                "subscriptionId": f.opt_text("subscriptionId").ok().flatten(),
+                "planId": f.opt_text("planId").ok().flatten(),
+                "amount": f.opt_int("amount").ok().flatten(),
+                "currency": f.opt_text("currency").ok().flatten(),
+            });
+            invoice_events(
+                account,
+                old.and_then(|o| get_s(o, "status")),
+                f.text("status").ok()?,
+                data,
+            )
+        }
+        ("BALANCE", rest) if rest.starts_with("USER#") => {
+            let balance = |item: Option<&Item>| {
+                item.and_then(|i| Fields::of(i).int("balance").ok())
+                    .unwrap_or(0)
+            };
+            return Some((
+                prefix.to_owned(),
+                Meaning::Balance {
+                    account: rest.strip_prefix("USER#")?.to_owned(),
+                    old: balance(old),
+                    new: balance(Some(new)),
+                    currency: get_s(new, "currency").unwrap_or_default().to_owned(),
+                },
+            ));
+        }
+        ("LIMIT", rest) if rest.starts_with("LIMIT#") && old.is_none() => {
+            let f = Fields::of(new);
+            limit_events(
+                f.text("account").ok()?,
+                f.text("metric").ok()?,
+                f.text("period").ok()?,
+                f.int("limit").ok()?,
+            )
+        }
+        _ => return None,
+    };
+    Some((prefix.to_owned(), Meaning::Events(events)))
+}
+
+/// The event as subscribers read it, with an id that is the same whenever this record is read.
+fn outgoing(
+    scope: &Scope,
+    record: &StreamRecord,
+    index: usize,
+    event: DomainEvent,
+) -> OutgoingEvent {
+    let name = event.kind.name();
+    let id = format!(
+        "evt_{}",
+        &hash_parts(&[&record.event_id, name, &index.to_string()])[..32]
+    );
+    let time_secs = record.created_at_secs.unwrap_or_else(|| now_ms() / 1000);
+    OutgoingEvent {
+        detail_type: name.to_owned(),
+        time_secs,
+        detail: json!({
+            "id": id,
+            "type": name,
+            "project": scope.project.as_str(),
+            "mode": scope.mode.as_str(),
+            "account": event.account,
+            "occurredAt": rfc3339(time_secs.saturating_mul(1000)),
+            "data": event.data,
+        }),
+    }
+}
+
+/// Every event a batch of stream records means, in the batch's order.
+pub async fn events_of_records(
+    app: &App,
+    records: &[StreamRecord],
+) -> Result<Vec<OutgoingEvent>, ApiError> {
+    let mut thresholds: HashMap<String, Option<i64>> = HashMap::new();
+    let mut out = Vec::new();
+    for record in records {
+        let Some((prefix, meaning)) = meaning(record) else {
+            continue;
+        };
+        let Some(scope) = Scope::from_key_prefix(&prefix, app.config.default_mode) else {
+            continue;
+        };
+        let events = match meaning {
+            Meaning::Events(events) => events,
+            Meaning::Balance {
+                account,
+                old,
+                new,
+                currency,
+            } => {
+                let threshold = match thresholds.get(&prefix) {
+                    Some(known) => *known,
+                    None => {
+                        let settings = app.store_for(&scope).settings().await?;
+                        let threshold = settings.and_then(|s| s.credits_low_threshold);
+                        thresholds.insert(prefix.clone(), threshold);
+                        threshold
+                    }
+                };
+                balance_events(&account, old, new, threshold, &currency)
+            }
+        };
+        for (index, event) in events.into_iter().enumerate() {
+            out.push(outgoing(&scope, record, index, event));
+        }
+    }
+    Ok(out)
+}
+
+/// Publishes what a stream event (a Lambda DynamoDB Streams batch) means; the figures of the
+/// batch. Without a bus configured it publishes nothing.
+pub async fn publish_stream_event(app: &App, event: &Value) -> Result<Value, ApiError> {
+    let Some(bus) = app.events.as_ref() else {
+        return Ok(json!({ "published": 0 }));
+    };
+    let records = crate::adapters::store::records_from_event(event);
+    let events = events_of_records(app, &records).await?;
+    bus.publish(&events)
+        .await
+        .map_err(|err| ApiError::Unavailable(err.to_string()))?;
+    if !events.is_empty() {
+        let kinds: Vec<&str> = events.iter().map(|e| e.detail_type.as_str()).collect();
+        tracing::info!(records = records.len(), published = events.len(), kinds = ?kinds, "billing events published");
+    }
+    Ok(json!({ "records": records.len(), "published": events.len() }))
+}

@@ -1,0 +1,217 @@
+//! Billing events out, over the wire: the table's stream (DynamoDB Local's), the publisher, the
+//! test's own EventBridge bus in moto and a rule that fills an SQS queue the test reads, as an
+//! app's backend would subscribe.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use coffer::domain::plans::{apply_plan_update, PlanUpdate};
+use coffer_dev::token::issue_service;
+use integration_tests::{settle, spawn_app_with, SecretSetup, TestApp, JWT_SECRET};
+use serde_json::{json, Value};
+
+use crate::subscriptions::{my_subscription, post, subscribe_active};
+
+async fn app_with_events() -> TestApp {
+    let app = spawn_app_with(SecretSetup {
+        events: true,
+        ..SecretSetup::default()
+    })
+    .await;
+    app.follow_stream().await;
+    app
+}
+
+fn of_kind<'a>(events: &'a [Value], kind: &str, account: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["type"] == kind && e["account"] == account)
+        .collect()
+}
+
+fn has_all(events: &[Value], wanted: &[(&str, &str)]) -> bool {
+    wanted
+        .iter()
+        .all(|(kind, account)| !of_kind(events, kind, account).is_empty())
+}
+
+async fn use_requests(app: &TestApp, user: &str, key: &str) -> u16 {
+    let token = issue_service(JWT_SECRET, "app-backend", 60).expect("service token");
+    let body = json!({"userId": user, "metric": "requests", "quantity": 1, "idempotencyKey": key});
+    app.call("POST", "/internal/usage", Some(&token), Some(&body))
+        .await
+        .status
+}
+
+#[tokio::test]
+async fn payments_credits_and_limits_publish_one_event_each_through_the_bus() {
+    let app = app_with_events().await;
+
+    // A purchase: payment.succeeded. 16.50 of credits, the local threshold is 5.00.
+    let intent = app.bought("ann", "standard").await;
+    assert_eq!(app.spend("ann", json!(12), "s1").await.status, 200);
+    // 4.50 left: below 5.00, credits.low once; a second spend below it says nothing more.
+    assert_eq!(app.spend("ann", json!(1), "s2").await.status, 200);
+    // A spend the balance cannot cover changes nothing and publishes nothing.
+    assert_eq!(app.spend("ann", json!(100), "s3").await.status, 402);
+    assert_eq!(app.spend("ann", json!(3.5), "s4").await.status, 200);
+
+    // A declined card: payment.failed.
+    let declined = app.create_intent("ben", "starter").await;
+    assert_eq!(
+        app.pay_with_card(&declined, "4000000000000341")
+            .await
+            .status,
+        402
+    );
+    settle(
+        || async {
+            (app.history_status("ben", &declined).await.as_deref() == Some("failed")).then_some(())
+        },
+        app.redeliver_intent_event("payment_intent.payment_failed", &declined),
+    )
+    .await
+    .expect("the payment is failed");
+
+    // A free plan of 2 requests: the third is refused, and so is the fourth; limit.reached once.
+    let store = app.app.app.store_for(&app.app.app.default_scope());
+    let free = store.plan("free").await.expect("read").expect("seeded");
+    let update = PlanUpdate {
+        limits: Some(BTreeMap::from([("requests".to_owned(), 2)])),
+        ..PlanUpdate::default()
+    };
+    store
+        .put_plan(&apply_plan_update("free", Some(free), update).expect("plan"))
+        .await
+        .expect("save");
+    for (key, status) in [("u1", 200), ("u2", 200), ("u3", 429), ("u4", 429)] {
+        assert_eq!(use_requests(&app, "cat", key).await, status, "{key}");
+    }
+
+    let wanted = [
+        ("payment.succeeded", "ann"),
+        ("credits.low", "ann"),
+        ("credits.depleted", "ann"),
+        ("payment.failed", "ben"),
+        ("limit.reached", "cat"),
+    ];
+    app.billing_events(Duration::from_secs(30), |events| has_all(events, &wanted))
+        .await;
+    // Anything late or repeated would arrive in this second.
+    // localstripe sends every test's events to every registered webhook, so other tests'
+    // subscriptions can reach this table too: only this test's accounts are counted.
+    let events: Vec<Value> = app
+        .billing_events(Duration::from_secs(1), |_| false)
+        .await
+        .into_iter()
+        .filter(|e| ["ann", "ben", "cat"].iter().any(|a| e["account"] == *a))
+        .collect();
+    for (kind, account) in wanted {
+        assert_eq!(
+            of_kind(&events, kind, account).len(),
+            1,
+            "one {kind} for {account}: {events:#?}"
+        );
+    }
+    assert_eq!(events.len(), wanted.len(), "nothing else: {events:#?}");
+    let ids: HashSet<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids.len(), events.len(), "every event has its own id");
+
+    let paid = of_kind(&events, "payment.succeeded", "ann")[0];
+    assert_eq!(paid["data"]["paymentIntentId"], intent.as_str());
+    assert_eq!(paid["data"]["credits"], 1650);
+    assert_eq!(paid["project"], "default");
+    assert_eq!(paid["mode"], "test");
+    let low = of_kind(&events, "credits.low", "ann")[0];
+    assert_eq!(low["data"]["balance"], 450);
+    assert_eq!(low["data"]["threshold"], 500);
+    let depleted = of_kind(&events, "credits.depleted", "ann")[0];
+    assert_eq!(depleted["data"]["balance"], 0);
+    let limit = of_kind(&events, "limit.reached", "cat")[0];
+    assert_eq!(limit["data"]["metric"], "requests");
+    assert_eq!(limit["data"]["limit"], 2);
+}
+
+#[tokio::test]
+async fn a_subscription_publishes_its_plan_changes_and_its_cancellation() {
+    let app = app_with_events().await;
+    subscribe_active(&app, "dora", "starter").await;
+    let now = post(
+        &app,
+        "/api/v1/payments/stripe/cancel-subscription",
+        "dora",
+        json!({"immediately": true}),
+    )
+    .await;
+    assert_eq!(now.status, 200, "{}", now.body);
+    assert_eq!(my_subscription(&app, "dora").await["planId"], "free");
+
+    let wanted = [
+        ("plan.changed", "dora"),
+        ("payment.succeeded", "dora"),
+        ("subscription.canceled", "dora"),
+    ];
+    app.billing_events(Duration::from_secs(30), |events| {
+        has_all(events, &wanted) && of_kind(events, "plan.changed", "dora").len() >= 2
+    })
+    .await;
+    let events = app.billing_events(Duration::from_secs(1), |_| false).await;
+    let changes = of_kind(&events, "plan.changed", "dora");
+    assert_eq!(changes.len(), 2, "{events:#?}");
+    let change = |from: Value, to: Value| {
+        changes
+            .iter()
+            .filter(|c| c["data"]["previousPlanId"] == from && c["data"]["planId"] == to)
+            .count()
+    };
+    assert_eq!(change(Value::Null, json!("starter")), 1, "{changes:#?}");
+    assert_eq!(change(json!("starter"), Value::Null), 1, "{changes:#?}");
+    assert_eq!(of_kind(&events, "subscription.canceled", "dora").len(), 1);
+    assert_eq!(of_kind(&events, "payment.succeeded", "dora").len(), 1);
+}
+
+#[tokio::test]
+async fn a_retried_stream_batch_publishes_the_same_ids_again() {
+    let app = spawn_app_with(SecretSetup {
+        events: true,
+        ..SecretSetup::default()
+    })
+    .await;
+    // A batch as Lambda hands it over: the first refusal of a period, one stream record.
+    let batch = |event_id: &str| {
+        json!({"Records": [{
+            "eventID": event_id,
+            "eventName": "INSERT",
+            "eventSource": "aws:dynamodb",
+            "dynamodb": {
+                "ApproximateCreationDateTime": 1_800_000_000,
+                "NewImage": {
+                    "pk": {"S": "LIMIT#fay#requests#m2027-01"}, "sk": {"S": "LIMIT"},
+                    "account": {"S": "fay"}, "metric": {"S": "requests"},
+                    "period": {"S": "m2027-01"}, "limit": {"N": "1000"}
+                }
+            }
+        }]})
+    };
+    let publish = |event: Value| {
+        let app = &app;
+        async move {
+            coffer::services::events::publish_stream_event(&app.app.app, &event)
+                .await
+                .expect("published")
+        }
+    };
+    // Lambda retries a batch whose function failed after sending: the same record again.
+    assert_eq!(publish(batch("rec-1")).await["published"], 1);
+    assert_eq!(publish(batch("rec-1")).await["published"], 1);
+    assert_eq!(publish(batch("rec-2")).await["published"], 1);
+    let events = app
+        .billing_events(Duration::from_secs(20), |events| events.len() >= 3)
+        .await;
+    assert_eq!(events.len(), 3, "{events:#?}");
+    assert!(events.iter().all(|e| e["type"] == "limit.reached"));
+    let ids: Vec<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
+    let distinct: HashSet<&str> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), 2, "the retry repeats its id: {ids:?}");
+    assert_eq!(events[0]["occurredAt"], "2027-01-15T08:00:00Z");
+}
