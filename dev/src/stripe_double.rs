@@ -9,7 +9,11 @@
 //! - `POST /_double/checkout/{id}/complete` `card=<number>`: pays the session through
 //!   localstripe as Checkout would (a PaymentIntent, or a subscription for the customer), and
 //!   returns the completed session for a test to wrap in a signed event
+//! - `POST /v1/billing/meter_events`: billing meter events (localstripe has no meters). As
+//!   Stripe does, an `identifier` seen before is not counted again (the first answer is
+//!   returned), and a missing event name, customer or value is a 400
 //! - `GET /_double/requests`: what was asked of the double so far
+//! - `GET /_double/meter_events`: the meter events it accepted, each once
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -28,6 +32,8 @@ use tokio::net::TcpListener;
 struct State {
     sessions: HashMap<String, Value>,
     recorded: Vec<Value>,
+    /// Accepted meter events by identifier, in the order they came.
+    meter_events: Vec<Value>,
 }
 
 struct Double {
@@ -126,7 +132,8 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
         .map(str::to_owned);
     let ours = path.starts_with("/v1/checkout/sessions")
         || path == "/v1/billing_portal/sessions"
-        || path == "/v1/ephemeral_keys";
+        || path == "/v1/ephemeral_keys"
+        || path == "/v1/billing/meter_events";
     if ours {
         let params = form(&body);
         if let Ok(mut state) = double.state.lock() {
@@ -177,6 +184,15 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
                 (_, None) => stripe_error(400, "customer is required"),
             }
         }
+        ("POST", "/v1/billing/meter_events") => meter_event(&double, &form(&body)),
+        ("GET", "/_double/meter_events") => {
+            let accepted = double
+                .state
+                .lock()
+                .map(|s| s.meter_events.clone())
+                .unwrap_or_default();
+            reply(200, &Value::Array(accepted))
+        }
         ("GET", "/_double/requests") => {
             let recorded = double
                 .state
@@ -194,6 +210,48 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
         _ => forward(&double, &method, &path, query.as_deref(), &headers, body).await,
     };
     Ok(answer)
+}
+
+/// A billing meter event: counted once per identifier, as Stripe enforces.
+fn meter_event(double: &Double, params: &HashMap<String, String>) -> Reply {
+    let payload = nested(params, "payload");
+    let (Some(name), Some(_), Some(value)) = (
+        params.get("event_name"),
+        payload.get("stripe_customer_id"),
+        payload.get("value"),
+    ) else {
+        return stripe_error(
+            400,
+            "event_name, payload[stripe_customer_id] and payload[value] are required",
+        );
+    };
+    if value.as_str().and_then(|v| v.parse::<f64>().ok()).is_none() {
+        return stripe_error(400, "payload[value] must be a number");
+    }
+    let identifier = params
+        .get("identifier")
+        .cloned()
+        .unwrap_or_else(|| new_id("mev_"));
+    let Ok(mut state) = double.state.lock() else {
+        return stripe_error(500, "double state poisoned");
+    };
+    if let Some(first) = state
+        .meter_events
+        .iter()
+        .find(|e| e["identifier"] == identifier.as_str())
+    {
+        return reply(200, first);
+    }
+    let event = json!({
+        "object": "billing.meter_event",
+        "event_name": name,
+        "identifier": identifier,
+        "payload": payload,
+        "timestamp": params.get("timestamp").and_then(|t| t.parse::<i64>().ok()),
+        "livemode": false,
+    });
+    state.meter_events.push(event.clone());
+    reply(200, &event)
 }
 
 fn create_session(double: &Double, params: &HashMap<String, String>) -> Reply {

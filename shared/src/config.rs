@@ -42,12 +42,19 @@ pub struct Config {
     /// The EventBridge bus billing events go to (`EVENT_BUS_NAME`); `None`: this function
     /// publishes none.
     pub event_bus_name: Option<String>,
+    /// How old a metered usage record must be before it is reported (`METER_SETTLE_SECONDS`,
+    /// default 60): longer than any write of a record takes to commit and reach the index, so
+    /// that a record is never written behind the watermark.
+    pub meter_settle: Duration,
 }
 
 pub const DEFAULT_ORGANISATION_CLAIM: &str = "organisations";
 
 const DEFAULT_DEVELOPER_CLAIM: &str = "cognito:groups";
 const DEFAULT_DEVELOPER_CLAIM_VALUE: &str = "developers";
+
+/// Default of `METER_SETTLE_SECONDS`.
+const DEFAULT_METER_SETTLE: Duration = Duration::from_secs(60);
 
 /// Default of `SECRET_REFRESH_SECONDS`.
 const DEFAULT_SECRET_REFRESH: Duration = Duration::from_secs(30);
@@ -82,6 +89,7 @@ impl Config {
             stripe_api_base_per_project: Vec::new(),
             organisation_claim: DEFAULT_ORGANISATION_CLAIM.to_owned(),
             event_bus_name: None,
+            meter_settle: DEFAULT_METER_SETTLE,
         }
     }
 
@@ -170,6 +178,18 @@ impl Config {
             organisation_claim: non_empty("ORGANISATION_CLAIM")
                 .unwrap_or_else(|| DEFAULT_ORGANISATION_CLAIM.to_owned()),
             event_bus_name: non_empty("EVENT_BUS_NAME").map(|name| name.trim().to_owned()),
+            meter_settle: match non_empty("METER_SETTLE_SECONDS") {
+                None => DEFAULT_METER_SETTLE,
+                Some(text) => text
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|secs| *secs <= 3600)
+                    .map(Duration::from_secs)
+                    .ok_or(ConfigError {
+                        name: "METER_SETTLE_SECONDS",
+                        problem: "is not a number of seconds from 0 to 3600",
+                    })?,
+            },
         })
     }
 }

@@ -105,3 +105,28 @@ pub async fn billing_events_job(
             Error::from("publishing billing events failed")
         })
 }
+
+/// The meter reporter (an EventBridge schedule): metered usage to Stripe's billing meters. A
+/// failed run leaves its batch pending; the next run sends it again with the same identifiers.
+pub async fn meter_usage_job(
+    app: &'static App,
+    _event: LambdaEvent<Value>,
+) -> Result<Value, Error> {
+    let report = crate::services::metering::report_usage(
+        app,
+        crate::services::metering::StopAt::Never,
+    )
+    .await
+    .map_err(|err| {
+        tracing::error!(code = err.code(), cause = %err.cause(), "reporting metered usage failed");
+        Error::from("reporting metered usage failed")
+    })?;
+    tracing::info!(
+        batches = report.batches,
+        events_sent = report.events_sent,
+        resent = report.resent,
+        units = report.units,
+        "metered usage reported"
+    );
+    Ok(json!(report))
+}

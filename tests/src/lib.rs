@@ -223,6 +223,8 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
         Some(stripe_base.clone()),
     );
     config.allowed_callers = vec![BACKEND_ROLE.to_owned()];
+    // Tests write their records before they report them: no settling time is needed.
+    config.meter_settle = Duration::ZERO;
     config.secret_refresh_interval = Duration::from_secs(SECRET_REFRESH_SECS);
     config.project_secret_prefix = Some(format!("coffer-test-{id}/projects"));
     // Each test project has its own localstripe (started by scripts/test.sh); `down` has none.

@@ -4,6 +4,7 @@
 pub mod events;
 pub mod invariants;
 pub mod ledger;
+pub mod metering;
 pub mod money;
 pub mod packages;
 pub mod plans;

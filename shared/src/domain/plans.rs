@@ -34,6 +34,10 @@ pub struct Plan {
     /// listed allows no overage.
     #[serde(default)]
     pub overage_prices: BTreeMap<String, i64>,
+    /// Metrics reported to Stripe as billing meter events, each with its meter's event name
+    /// (the plan's price is metered on that meter).
+    #[serde(default)]
+    pub meter_events: BTreeMap<String, String>,
 }
 
 impl Plan {
@@ -81,6 +85,15 @@ pub fn valid_price_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A Stripe meter's event name as Coffer accepts it.
+pub fn valid_meter_event_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
 /// The free plan among `plans`, or a built-in one without limits when the project has none.
 pub fn free_plan(plans: &[Plan]) -> Plan {
     plans
@@ -99,6 +112,7 @@ pub fn free_plan(plans: &[Plan]) -> Plan {
             price_id: None,
             amount: None,
             overage_prices: BTreeMap::new(),
+            meter_events: BTreeMap::new(),
         })
 }
 
@@ -167,6 +181,8 @@ pub struct PlanUpdate {
     pub amount: Option<Option<i64>>,
     /// Credits (minor units) per unit beyond the allowance, by metric.
     pub overage_prices: Option<BTreeMap<String, i64>>,
+    /// Stripe meter event names, by metric.
+    pub meter_events: Option<BTreeMap<String, String>>,
 }
 
 mod double_option {
@@ -207,6 +223,7 @@ pub fn apply_plan_update(
             price_id: None,
             amount: None,
             overage_prices: BTreeMap::new(),
+            meter_events: BTreeMap::new(),
         },
     };
     if let Some(name) = update.name {
@@ -246,6 +263,19 @@ pub fn apply_plan_update(
             return Err("overagePrices must map up to 20 metric names to prices from 1.".into());
         }
         plan.overage_prices = prices;
+    }
+    if let Some(meters) = update.meter_events {
+        let valid = meters.len() <= 20
+            && meters
+                .iter()
+                .all(|(metric, event)| valid_plan_id(metric) && valid_meter_event_name(event));
+        if !valid {
+            return Err(
+                "meterEvents must map up to 20 metric names to meter event names (1-100 letters, digits, _ - . :)."
+                    .into(),
+            );
+        }
+        plan.meter_events = meters;
     }
     if let Some(credits) = update.included_credits {
         if !(0..=MAX_PLAN_FIGURE).contains(&credits) {
@@ -316,6 +346,7 @@ pub(crate) fn sample_plan(id: &str, rank: i32, price: Option<&str>, amount: Opti
         price_id: price.map(str::to_owned),
         amount,
         overage_prices: BTreeMap::new(),
+        meter_events: BTreeMap::new(),
     }
 }
 

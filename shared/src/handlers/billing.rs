@@ -80,6 +80,7 @@ pub fn plan_json(plan: &Plan, currency: &Currency) -> Value {
             .collect::<serde_json::Map<_, _>>(),
         "currency": currency.as_str(),
         "priceId": plan.price_id,
+        "meterEvents": plan.meter_events,
     })
 }
 

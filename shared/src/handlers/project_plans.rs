@@ -3,7 +3,8 @@
 //!
 //! - `GET …/projects/{project_id}/plans`, `PUT …/plans/{plan_id}`: create or change a plan
 //!   (`amount` and `includedCredits` in major units); linking a recurring plan is
-//!   `{"priceId": "price_…"}`
+//!   `{"priceId": "price_…"}`; `{"meterEvents": {"requests": "api_requests"}}` reports a
+//!   metric to a Stripe meter
 //! - `GET|PUT …/projects/{project_id}/settings`: `{allowedOrigins, pastDueGraceSeconds,
 //!   creditsLowThreshold}` (the threshold in major units; `null` turns `credits.low` off)
 //!
@@ -101,6 +102,8 @@ struct PlanBody {
     amount: Option<Option<Box<RawValue>>>,
     /// Credits per unit beyond the allowance, by metric (major units).
     overage_prices: Option<std::collections::BTreeMap<String, Box<RawValue>>>,
+    /// Stripe meter event names, by metric (usage reported as billing meter events).
+    meter_events: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// A field given (even as `null`) is `Some`.
@@ -161,6 +164,7 @@ fn plan_update(body: PlanBody, currency: &Currency) -> Result<PlanUpdate, ApiErr
                     .collect::<Result<_, ApiError>>()
             })
             .transpose()?,
+        meter_events: body.meter_events,
     })
 }
 

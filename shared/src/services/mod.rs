@@ -2,4 +2,5 @@
 
 pub mod billing;
 pub mod events;
+pub mod metering;
 pub mod usage;

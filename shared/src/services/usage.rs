@@ -6,7 +6,9 @@
 
 use serde_json::{json, Value};
 
-use crate::adapters::store::{hash_parts, Allowance, AllowanceKey, MoveOutcome, Store};
+use crate::adapters::store::{
+    hash_parts, Allowance, AllowanceKey, MeterTag, MoveOutcome, NewUsage, Store,
+};
 use crate::domain::ledger::CreditMove;
 use crate::domain::plans::Plan;
 use crate::domain::records::{now_ms, rfc3339, UserId};
@@ -29,13 +31,14 @@ pub struct UsageRequest<'a> {
     pub dry_run: bool,
 }
 
-/// The account's plan now and the period its allowances count in, from the scope's plans.
+/// The account's plan now, the period its allowances count in, and the Stripe customer its
+/// subscription to that plan bills (for metered plans), from the scope's plans.
 async fn plan_and_period(
     app: &App,
     scope: &Scope,
     account: &UserId,
     plans: &[Plan],
-) -> Result<(Plan, Period), ApiError> {
+) -> Result<(Plan, Period, Option<String>), ApiError> {
     let now = entitlement_among(app, scope, account, plans).await?;
     let subscribed = now.subscription.as_ref().filter(|s| {
         s.plan_id == now.plan.id
@@ -47,7 +50,10 @@ async fn plan_and_period(
             )
     });
     let period = period_for(subscribed.map(|s| s.current_period_end), now_ms() / 1000);
-    Ok((now.plan, period))
+    let customer = subscribed
+        .map(|s| s.customer_id.clone())
+        .filter(|c| !c.is_empty());
+    Ok((now.plan, period, customer))
 }
 
 /// The metric's limit on the account's plan now and the period it counts in; 400 for a metric
@@ -57,16 +63,16 @@ async fn allowance_terms(
     scope: &Scope,
     account: &UserId,
     metric: &str,
-) -> Result<(Plan, i64, Period), ApiError> {
+) -> Result<(Plan, i64, Period, Option<String>), ApiError> {
     let plans = billing::plans(app, scope).await?;
     if !plans.iter().any(|p| p.limits.contains_key(metric)) {
         return Err(ApiError::bad_request(format!(
             "{metric} is not a metric of this project's plans."
         )));
     }
-    let (plan, period) = plan_and_period(app, scope, account, &plans).await?;
+    let (plan, period, customer) = plan_and_period(app, scope, account, &plans).await?;
     let limit = plan.limits.get(metric).copied().unwrap_or(0);
-    Ok((plan, limit, period))
+    Ok((plan, limit, period, customer))
 }
 
 /// The allowance of the period, opened on first use and raised to `limit` when the plan grew.
@@ -112,8 +118,16 @@ pub async fn record_usage(
     let store = app.store_for(scope);
     // A replay is found when its record makes the write fail (one round trip less on the
     // first call); a dry run has no write to fail, and its key is never recorded.
-    let (plan, limit, period) =
+    let (plan, limit, period, customer) =
         allowance_terms(app, scope, request.account, request.metric).await?;
+    // A metered plan's usage is also reported to Stripe (the meter reporter reads the record).
+    let meter = match (plan.meter_events.get(request.metric), customer.as_deref()) {
+        (Some(event_name), Some(customer)) => Some(MeterTag {
+            event_name,
+            customer,
+        }),
+        _ => None,
+    };
     let at = AllowanceKey {
         account: request.account,
         metric: request.metric,
@@ -143,10 +157,8 @@ pub async fn record_usage(
                 return Ok(result);
             }
             let text = result.to_string();
-            if store
-                .take_allowance(&at, &takes, (request.key_hash, quantity, &text))
-                .await?
-            {
+            let record = new_usage(request, &text, &meter);
+            if store.take_allowance(&at, &takes, &record).await? {
                 return Ok(result);
             }
             if let Some(first) = replayed(&store, request).await? {
@@ -205,7 +217,7 @@ pub async fn record_usage(
                 &entry_id,
                 &overage,
                 currency,
-                (request.key_hash, quantity, &text),
+                &new_usage(request, &text, &meter),
             )
             .await?
         {
@@ -227,6 +239,22 @@ pub async fn record_usage(
         }
     }
     Err(ApiError::Unavailable("the allowance kept changing".into()))
+}
+
+fn new_usage<'a>(
+    request: &'a UsageRequest<'_>,
+    answer: &'a str,
+    meter: &'a Option<MeterTag<'_>>,
+) -> NewUsage<'a> {
+    NewUsage {
+        hash: request.key_hash,
+        quantity: request.quantity,
+        answer,
+        meter: meter.as_ref().map(|m| MeterTag {
+            event_name: m.event_name,
+            customer: m.customer,
+        }),
+    }
 }
 
 /// Allowances this instance has already marked as reached (the mark is written once per
@@ -288,7 +316,7 @@ pub fn usage_key_hash(caller: &str, account: &UserId, key: &str) -> String {
 pub async fn usage_overview(app: &App, scope: &Scope, account: &UserId) -> Result<Value, ApiError> {
     let store = app.store_for(scope);
     let plans = billing::plans(app, scope).await?;
-    let (plan, period) = plan_and_period(app, scope, account, &plans).await?;
+    let (plan, period, _) = plan_and_period(app, scope, account, &plans).await?;
     let mut metrics = Vec::new();
     for (metric, plan_limit) in &plan.limits {
         let at = AllowanceKey {

@@ -8,6 +8,7 @@ mod events;
 mod faults;
 mod hostile;
 mod lifecycle;
+mod metering;
 mod money_defects;
 mod projects;
 mod purchase;

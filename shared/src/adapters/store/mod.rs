@@ -11,6 +11,7 @@ pub mod codec;
 mod credits;
 pub mod keys;
 mod lifecycle;
+mod metering;
 mod packages;
 mod payments;
 mod projects;
@@ -32,13 +33,14 @@ pub use codec::{get_s, payment_from_item, DecodeError, Fields, Item};
 pub use credits::MoveOutcome;
 pub use keys::{hash_parts, idempotency_hash, split_scope, Keys, GSI1, GSI2};
 pub use lifecycle::LifecycleOutcome;
+pub use metering::MeterWatermark;
 pub use packages::IdempotencyRecord;
 pub use payments::{valid_boundary, AttentionItem, CreditOutcome};
 pub use projects::SaveOutcome;
 pub use stats::{
     item_from_stream_json, records_from_event, StatsOutcome, StreamRecord, STATS_SHARDS,
 };
-pub use usage::{Allowance, AllowanceKey, UsageRecord};
+pub use usage::{meter_pk, Allowance, AllowanceKey, MeterTag, NewUsage, UsageRecord};
 
 /// Attempts of a transaction that lost a race with another one on the same items.
 const CONFLICT_ATTEMPTS: u32 = 12;

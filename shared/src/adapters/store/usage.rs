@@ -8,8 +8,10 @@
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 
 use super::codec::{get_s, n, s, Fields, Item};
+use super::keys::history_sk;
 use super::{MoveOutcome, Store, StoreError};
 use crate::domain::ledger::CreditMove;
+use crate::domain::metering::METER_SHARDS;
 use crate::domain::money::Currency;
 use crate::domain::records::{now_ms, UserId};
 use crate::domain::usage::{split_allowance, USAGE_SHARDS};
@@ -38,6 +40,26 @@ pub struct UsageRecord {
     pub quantity: i64,
     /// The answer as JSON text.
     pub answer: String,
+}
+
+/// A usage to record: its key's hash, quantity, the answer given, and where it is metered.
+pub struct NewUsage<'a> {
+    pub hash: &'a str,
+    pub quantity: i64,
+    pub answer: &'a str,
+    pub meter: Option<MeterTag<'a>>,
+}
+
+/// A usage of a metered plan: the Stripe meter's event name and the customer billed.
+pub struct MeterTag<'a> {
+    pub event_name: &'a str,
+    pub customer: &'a str,
+}
+
+/// The gsi2 partition of one meter shard (unscoped: the reporter reads every scope's records,
+/// each record's own key names its scope).
+pub fn meter_pk(shard: usize) -> String {
+    format!("METER#{shard}")
 }
 
 /// Where one allowance lives.
@@ -171,18 +193,26 @@ impl Store {
 
     fn record_item(
         &self,
-        hash: &str,
+        record: &NewUsage<'_>,
         metric: &str,
-        quantity: i64,
-        answer: &str,
     ) -> Result<TransactWriteItem, StoreError> {
-        let mut item = self.keys.usage_record(hash);
+        let mut item = self.keys.usage_record(record.hash);
         item.insert("metric".into(), s(metric));
-        item.insert("quantity".into(), n(quantity));
-        item.insert("answer".into(), s(answer));
+        item.insert("quantity".into(), n(record.quantity));
+        item.insert("answer".into(), s(record.answer));
         let now = now_ms();
         item.insert("createdAt".into(), n(now));
         item.insert("expiresAt".into(), n(now / 1000 + USAGE_RECORD_TTL_SECS));
+        if let Some(meter) = &record.meter {
+            // Listed for the reporter, in time order, in one of the meter partitions.
+            let shard = usize::from_str_radix(&record.hash[..4.min(record.hash.len())], 16)
+                .unwrap_or(0)
+                % METER_SHARDS;
+            item.insert("meterEvent".into(), s(meter.event_name));
+            item.insert("customer".into(), s(meter.customer));
+            item.insert("gsi2pk".into(), s(meter_pk(shard)));
+            item.insert("gsi2sk".into(), s(history_sk(now, record.hash)));
+        }
         self.put_new(item)
     }
 
@@ -211,14 +241,13 @@ impl Store {
         &self,
         at: &AllowanceKey<'_>,
         takes: &[(usize, i64, Option<i64>)],
-        record: (&str, i64, &str),
+        record: &NewUsage<'_>,
     ) -> Result<bool, StoreError> {
-        let (hash, quantity, answer) = record;
         let mut items = Vec::with_capacity(takes.len() + 1);
         for (shard, amount, exact) in takes {
             items.push(self.take_item(at, *shard, *amount, *exact)?);
         }
-        items.push(self.record_item(hash, at.metric, quantity, answer)?);
+        items.push(self.record_item(record, at.metric)?);
         Ok(self.transact(items).await?.is_ok())
     }
 
@@ -233,14 +262,13 @@ impl Store {
         entry_id: &str,
         overage: &CreditMove,
         currency: &Currency,
-        record: (&str, i64, &str),
+        record: &NewUsage<'_>,
     ) -> Result<Option<MoveOutcome>, StoreError> {
-        let (hash, quantity, answer) = record;
         let mut extra = Vec::with_capacity(drains.len() + 1);
         for (shard, read) in drains {
             extra.push(self.take_item(at, *shard, *read, Some(*read))?);
         }
-        extra.push(self.record_item(hash, at.metric, quantity, answer)?);
+        extra.push(self.record_item(record, at.metric)?);
         self.move_credits_with(at.account, entry_id, "spend", overage, currency, &extra, 3)
             .await
     }

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use stripe::{IdempotencyKey, RequestStrategy, StripeRequest};
+use stripe_billing::billing_meter_event::CreateBillingMeterEvent;
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::invoice::RetrieveInvoice;
 use stripe_billing::subscription::{
@@ -407,4 +408,43 @@ impl StripeApi {
             .await
             .map_err(map_error)
     }
+
+    /// One billing meter event: `value` units of `event_name` for `customer` at `timestamp`.
+    /// The identifier is also the idempotency key, so a resent event (same identifier, same
+    /// values) is answered with the first answer and counted once. Returns the identifier
+    /// Stripe acknowledged.
+    pub async fn send_meter_event(
+        &self,
+        event: &MeterEventOut<'_>,
+    ) -> Result<Option<String>, StripeFailure> {
+        let payload = HashMap::from([
+            ("stripe_customer_id".to_owned(), event.customer.to_owned()),
+            ("value".to_owned(), event.value.to_string()),
+        ]);
+        CreateBillingMeterEvent::new(event.event_name, payload)
+            .identifier(event.identifier)
+            .timestamp(event.timestamp)
+            .build()
+            .customize::<MeterEventAck>()
+            .request_strategy(RequestStrategy::Idempotent(key(event.identifier)?))
+            .send(&self.client)
+            .await
+            .map(|ack| ack.identifier)
+            .map_err(map_error)
+    }
+}
+
+/// A billing meter event to send.
+pub struct MeterEventOut<'a> {
+    pub event_name: &'a str,
+    pub customer: &'a str,
+    pub value: i64,
+    pub identifier: &'a str,
+    /// Unix seconds.
+    pub timestamp: i64,
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+pub struct MeterEventAck {
+    pub identifier: Option<String>,
 }
