@@ -50,6 +50,8 @@ async fn invoke_binary(app: &TestApp, function: &str, event: Value) -> Value {
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("TABLE_NAME", &app.table)
         .env("STRIPE_SECRET_ID", &app.secret_id)
+        // The billing-events function publishes to moto's default bus.
+        .env("EVENT_BUS_NAME", "default")
         // Through the test double, as the local stack runs them (Checkout lives there).
         .env("STRIPE_API_BASE", &app.double_base)
         // The role of events/internal-consume-credits.json, not the one of *-other-principal.
@@ -109,8 +111,11 @@ async fn every_sample_event_gets_its_expected_status_from_the_real_binary() {
         let event: Value = serde_json::from_str(&text).expect("event JSON");
         let reply = invoke_binary(&app, function, event).await;
         if let Some(field) = want.get("job").and_then(Value::as_str) {
-            // A scheduled job answers with its report.
+            // A scheduled job answers with its report (and, where given, this figure).
             assert!(reply.get(field).is_some(), "{name}: {reply}");
+            if let Some(value) = want.get("value") {
+                assert_eq!(&reply[field], value, "{name}: {reply}");
+            }
             continue;
         }
         let status = want["status"].as_u64().expect("status");

@@ -185,3 +185,128 @@ async fn stripe_test_mode_checkout_portal_and_payment_sheet() {
         .expect("url")
         .starts_with("https://billing.stripe.com/"));
 }
+
+#[tokio::test]
+#[ignore = "needs a Stripe test-mode key: scripts/test-stripe.sh"]
+async fn stripe_test_mode_metered_usage_is_counted_once_by_a_real_meter() {
+    use coffer::services::metering::{report_usage, StopAt};
+    let app = real_app().await;
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let event_name = format!("coffer_suite_{}", &suffix[..12]);
+    let meter = app
+        .stripe_post(
+            "/v1/billing/meters",
+            &[
+                ("display_name", "Coffer suite requests"),
+                ("event_name", &event_name),
+                ("default_aggregation[formula]", "sum"),
+            ],
+        )
+        .await;
+    assert_eq!(meter.status, 200, "{}", meter.body);
+    let meter_id = meter.body["id"].as_str().expect("meter").to_owned();
+    let product = app
+        .stripe_post("/v1/products", &[("name", "Coffer metered suite")])
+        .await;
+    let product = product.body["id"].as_str().expect("product").to_owned();
+    let price = app
+        .stripe_post(
+            "/v1/prices",
+            &[
+                ("product", &product),
+                ("unit_amount", "1"),
+                ("currency", "usd"),
+                ("recurring[interval]", "month"),
+                ("recurring[usage_type]", "metered"),
+                ("recurring[meter]", &meter_id),
+            ],
+        )
+        .await;
+    assert_eq!(price.status, 200, "{}", price.body);
+    let price = price.body["id"].as_str().expect("price").to_owned();
+    let store = app.app.app.store_for(&app.app.app.default_scope());
+    let starter = store.plan("starter").await.expect("read").expect("seeded");
+    let update = PlanUpdate {
+        price_id: Some(Some(price)),
+        meter_events: Some(std::collections::BTreeMap::from([(
+            "requests".to_owned(),
+            event_name.clone(),
+        )])),
+        ..PlanUpdate::default()
+    };
+    store
+        .put_plan(&apply_plan_update("starter", Some(starter), update).expect("link"))
+        .await
+        .expect("save");
+
+    let user = format!("suite-{suffix}");
+    let created = post(
+        &app,
+        "/api/stripe/create-subscription",
+        &user,
+        json!({"planId": "starter"}),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let subscription_id = created.body["data"]["subscriptionId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // A metered price bills nothing up front: the subscription is active at once.
+    let subscription = stripe_get(&app, &format!("/v1/subscriptions/{subscription_id}")).await;
+    let reply = app
+        .deliver_event("customer.subscription.updated", &subscription)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let customer = subscription["customer"]
+        .as_str()
+        .expect("customer")
+        .to_owned();
+
+    let token = coffer_dev::token::issue_service(integration_tests::JWT_SECRET, "app-backend", 60)
+        .expect("token");
+    for (key, quantity) in [("a", 3), ("b", 4), ("c", 5)] {
+        let body = json!({"userId": user, "metric": "requests", "quantity": quantity, "idempotencyKey": key});
+        let reply = app
+            .call("POST", "/internal/usage", Some(&token), Some(&body))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    // A crash after the first send, then the run that resends it: Stripe counts it once.
+    assert!(report_usage(&app.app.app, StopAt::AfterFirstSend)
+        .await
+        .is_err());
+    let report = report_usage(&app.app.app, StopAt::Never)
+        .await
+        .expect("the run");
+    assert_eq!(report.resent, 1, "{report:?}");
+
+    // Stripe aggregates meter events asynchronously: wait for the summary.
+    let start = integration_tests::now() - 3600;
+    let end = integration_tests::now() + 3600;
+    let start = start - start % 60;
+    let end = end - end % 60;
+    let mut total = 0.0;
+    for _ in 0..40 {
+        let summaries = stripe_get(
+            &app,
+            &format!(
+                "/v1/billing/meters/{meter_id}/event_summaries?customer={customer}&start_time={start}&end_time={end}"
+            ),
+        )
+        .await;
+        total = summaries["data"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|s| s["aggregated_value"].as_f64())
+                    .sum()
+            })
+            .unwrap_or(0.0);
+        if total >= 12.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    }
+    assert_eq!(total, 12.0, "3 + 4 + 5 units, each once");
+}
