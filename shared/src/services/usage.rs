@@ -40,8 +40,10 @@ async fn plan_and_period(
     plans: &[Plan],
 ) -> Result<(Plan, Period, Option<String>), ApiError> {
     let now = entitlement_among(app, scope, account, plans).await?;
+    // The subscription gives the period when the plan comes from it: its own plan, or the
+    // higher plan a downgrade holds to the end of the paid period.
     let subscribed = now.subscription.as_ref().filter(|s| {
-        s.plan_id == now.plan.id
+        (s.plan_id == now.plan.id || s.held_plan_id.as_deref() == Some(now.plan.id.as_str()))
             && matches!(
                 s.status,
                 SubscriptionStatus::Active

@@ -267,3 +267,64 @@ async fn dynamodb_down_is_503_and_records_nothing() {
     assert_eq!(retried.status, 200, "{}", retried.body);
     assert_eq!(retried.body["data"]["used"], 12);
 }
+
+#[tokio::test]
+async fn a_downgrade_keeps_the_period_limit_and_applies_from_the_next_period() {
+    use crate::subscriptions::{my_subscription, post, subscribe_active};
+    let app = spawn_app().await;
+    subscribe_active(&app, "zoe", "pro-monthly").await;
+    let big = use_requests(&app, "zoe", 30_000, "z-1").await;
+    assert_eq!(big.status, 200, "{}", big.body);
+    assert_eq!(big.body["data"]["limit"], 100000);
+
+    let down = post(
+        &app,
+        "/api/v1/payments/stripe/update-subscription",
+        "zoe",
+        json!({"planId": "starter"}),
+    )
+    .await;
+    assert_eq!(down.status, 200, "{}", down.body);
+    assert_eq!(down.body["data"]["effective"], "period_end");
+    // This period keeps pro-monthly's 100,000: 30,000 used is over starter's 25,000, and more
+    // is still allowed.
+    let more = use_requests(&app, "zoe", 5_000, "z-2").await;
+    assert_eq!(more.status, 200, "{}", more.body);
+    assert_eq!(more.body["data"]["limit"], 100000);
+    assert_eq!(more.body["data"]["used"], 35000);
+    assert_eq!(used(&app, "zoe").await["limit"], 100000);
+
+    // The period ends: Stripe renews the subscription on starter (the state Coffer stores
+    // from its next read).
+    let account = coffer::domain::records::UserId::parse("zoe").expect("user");
+    let record = store(&app)
+        .subscription_record(&account)
+        .await
+        .expect("read");
+    let mut renewed = record.state.clone().expect("a state");
+    assert_eq!(renewed.held_plan_id.as_deref(), Some("pro-monthly"));
+    renewed.plan_id = "starter".into();
+    renewed.price_id = "price_starter".into();
+    renewed.held_plan_id = None;
+    renewed.held_until = None;
+    renewed.current_period_end += 30 * 24 * 3600;
+    renewed.observed_at_ms += 1;
+    assert!(store(&app)
+        .write_subscription(&account, record.version, Some(&renewed), None)
+        .await
+        .expect("write"));
+    assert_eq!(my_subscription(&app, "zoe").await["planId"], "starter");
+    let next = use_requests(&app, "zoe", 1, "z-3").await;
+    assert_eq!(next.status, 200, "{}", next.body);
+    assert_eq!(
+        next.body["data"]["limit"], 25000,
+        "starter from the new period"
+    );
+    assert_eq!(next.body["data"]["used"], 1, "a new period starts empty");
+    // Past starter's 25,000, the new period pays starter's overage (0.01 each) in credits.
+    let past = use_requests(&app, "zoe", 25_000, "z-4").await;
+    assert_eq!(past.status, 200, "{}", past.body);
+    assert_eq!(past.body["data"]["limit"], 25000);
+    assert_eq!(past.body["data"]["used"], 25000);
+    assert_eq!(past.body["data"]["paidWithCredits"], 0.01, "{}", past.body);
+}
