@@ -14,12 +14,13 @@ use aws_sdk_dynamodb::config::SharedCredentialsProvider;
 
 use crate::adapters::events::EventBus;
 use crate::adapters::secrets::{SecretsCache, SecretsError, StripeSecrets};
-use crate::adapters::store::{Keys, Store, StoreError};
+use crate::adapters::store::{Allowance, Keys, Store, StoreError};
 use crate::adapters::stripe::StripeApi;
 use crate::config::{Config, ConfigError};
 use crate::domain::packages::CreditPackage;
 use crate::domain::projects::Project;
 use crate::domain::scope::{ProjectId, Scope};
+use crate::domain::usage::UsageTerms;
 use crate::http::ApiError;
 
 /// How long the package list and a project's registry entry are served from memory.
@@ -52,6 +53,63 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> TimedCache<K, V> {
     }
 }
 
+/// A small per-instance cache with its own time to live: the usage path's terms and allowance
+/// snapshots. A zero time to live caches nothing.
+pub struct ShortCache<V> {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (Instant, V)>>,
+}
+
+/// Entries a short cache holds before it starts over (one busy instance serves few accounts).
+const SHORT_CACHE_ENTRIES: usize = 10_000;
+
+impl<V: Clone> ShortCache<V> {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<V> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.lock().ok()?;
+        entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, value)| value.clone())
+    }
+
+    pub fn put(&self, key: String, value: V) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= SHORT_CACHE_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(key, (Instant::now(), value));
+        }
+    }
+
+    /// Changes a fresh entry in place (keeping its age).
+    pub fn update(&self, key: &str, change: impl FnOnce(&mut V)) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if let Some((_, value)) = entries.get_mut(key) {
+                change(value);
+            }
+        }
+    }
+
+    pub fn remove(&self, key: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(key);
+        }
+    }
+}
+
 pub struct App {
     pub config: Config,
     /// The table through the unprefixed keys (the default project in the deployment's mode).
@@ -66,6 +124,10 @@ pub struct App {
     projects: TimedCache<ProjectId, Project>,
     /// Where billing events go (only the functions that publish them have a bus configured).
     pub events: Option<EventBus>,
+    /// The usage path's per-instance caches (`USAGE_CACHE_MS`): an account's plan and period,
+    /// and an allowance's shards as last read or written here.
+    pub usage_terms: ShortCache<UsageTerms>,
+    pub allowances: ShortCache<Allowance>,
 }
 
 /// SDK settings chosen for Lambda's budget: fail a dead dependency within a few seconds (the
@@ -158,6 +220,7 @@ impl App {
         secrets_manager: aws_sdk_secretsmanager::Client,
     ) -> Self {
         let store = Store::new(dynamodb, config.table_name.clone());
+        let usage_cache = config.usage_cache;
         Self {
             config,
             store,
@@ -167,6 +230,8 @@ impl App {
             packages: TimedCache::new(),
             projects: TimedCache::new(),
             events: None,
+            usage_terms: ShortCache::new(usage_cache),
+            allowances: ShortCache::new(usage_cache),
         }
     }
 

@@ -46,12 +46,19 @@ pub struct Config {
     /// default 60): longer than any write of a record takes to commit and reach the index, so
     /// that a record is never written behind the watermark.
     pub meter_settle: Duration,
+    /// How long the usage path keeps an account's plan and period, and an allowance's shards,
+    /// per instance (`USAGE_CACHE_MS`, default 1000; 0 caches nothing). A request that would be
+    /// refused or pay overage always reads both afresh.
+    pub usage_cache: Duration,
 }
 
 pub const DEFAULT_ORGANISATION_CLAIM: &str = "organisations";
 
 const DEFAULT_DEVELOPER_CLAIM: &str = "cognito:groups";
 const DEFAULT_DEVELOPER_CLAIM_VALUE: &str = "developers";
+
+/// Default of `USAGE_CACHE_MS`.
+const DEFAULT_USAGE_CACHE: Duration = Duration::from_secs(1);
 
 /// Default of `METER_SETTLE_SECONDS`.
 const DEFAULT_METER_SETTLE: Duration = Duration::from_secs(60);
@@ -90,6 +97,7 @@ impl Config {
             organisation_claim: DEFAULT_ORGANISATION_CLAIM.to_owned(),
             event_bus_name: None,
             meter_settle: DEFAULT_METER_SETTLE,
+            usage_cache: DEFAULT_USAGE_CACHE,
         }
     }
 
@@ -188,6 +196,18 @@ impl Config {
                     .ok_or(ConfigError {
                         name: "METER_SETTLE_SECONDS",
                         problem: "is not a number of seconds from 0 to 3600",
+                    })?,
+            },
+            usage_cache: match non_empty("USAGE_CACHE_MS") {
+                None => DEFAULT_USAGE_CACHE,
+                Some(text) => text
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|ms| *ms <= 60_000)
+                    .map(Duration::from_millis)
+                    .ok_or(ConfigError {
+                        name: "USAGE_CACHE_MS",
+                        problem: "is not a number of milliseconds from 0 to 60000",
                     })?,
             },
         })

@@ -47,6 +47,17 @@ pub fn period_for(subscription_period_end: Option<i64>, now_secs: i64) -> Period
     }
 }
 
+/// What the usage path needs to know about an account in a scope: its plan now, the period
+/// its allowances count in, the Stripe customer a metered plan bills, and every metric the
+/// scope's plans know (anything else is a 400).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageTerms {
+    pub plan: crate::domain::plans::Plan,
+    pub period: Period,
+    pub customer: Option<String>,
+    pub known_metrics: Vec<String>,
+}
+
 /// `limit` split over `shards`: the first `limit % shards` shards hold one more.
 pub fn split_allowance(limit: i64, shards: usize) -> Vec<i64> {
     let count = i64::try_from(shards.max(1)).unwrap_or(1);
@@ -65,18 +76,17 @@ pub enum UsageDecision {
     Short { short: i64 },
 }
 
-/// Decides from the shards' remaining allowances (as read) how to take `quantity`, preferring
-/// `preferred` (a random shard, to spread writes).
-pub fn take_from_shards(remaining: &[i64], quantity: i64, preferred: usize) -> UsageDecision {
+/// Decides from the shards' remaining allowances (as read) how to take `quantity`: from one
+/// shard that can take it, chosen by `seed` among those (so that concurrent requests spread
+/// over the shards that have room), else from several.
+pub fn take_from_shards(remaining: &[i64], quantity: i64, seed: usize) -> UsageDecision {
     let count = remaining.len();
     if count == 0 {
         return UsageDecision::Short { short: quantity };
     }
-    for offset in 0..count {
-        let shard = (preferred + offset) % count;
-        if remaining[shard] >= quantity {
-            return UsageDecision::FromShard(shard);
-        }
+    let able: Vec<usize> = (0..count).filter(|s| remaining[*s] >= quantity).collect();
+    if !able.is_empty() {
+        return UsageDecision::FromShard(able[seed % able.len()]);
     }
     let total: i64 = remaining.iter().map(|r| (*r).max(0)).sum();
     if total < quantity {
@@ -136,6 +146,10 @@ mod tests {
         assert_eq!(
             take_from_shards(&[0, 5, 5], 3, 0),
             UsageDecision::FromShard(1)
+        );
+        assert_eq!(
+            take_from_shards(&[0, 5, 5], 3, 1),
+            UsageDecision::FromShard(2)
         );
         assert_eq!(
             take_from_shards(&[5, 5, 5], 3, 2),

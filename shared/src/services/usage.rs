@@ -14,7 +14,7 @@ use crate::domain::plans::Plan;
 use crate::domain::records::{now_ms, rfc3339, UserId};
 use crate::domain::scope::Scope;
 use crate::domain::subscriptions::SubscriptionStatus;
-use crate::domain::usage::{period_for, take_from_shards, Period, UsageDecision, USAGE_SHARDS};
+use crate::domain::usage::{period_for, take_from_shards, Period, UsageDecision, UsageTerms};
 use crate::http::ApiError;
 use crate::services::billing::{self, entitlement_among};
 use crate::App;
@@ -58,23 +58,47 @@ async fn plan_and_period(
     Ok((now.plan, period, customer))
 }
 
-/// The metric's limit on the account's plan now and the period it counts in; 400 for a metric
-/// no plan of the scope meters.
-async fn allowance_terms(
+/// The account's usage terms: from this instance's cache unless `fresh`, else read (plans,
+/// settings, subscription and tier) and cached.
+async fn usage_terms(
     app: &App,
     scope: &Scope,
+    store: &Store,
     account: &UserId,
-    metric: &str,
-) -> Result<(Plan, i64, Period, Option<String>), ApiError> {
-    let plans = billing::plans(app, scope).await?;
-    if !plans.iter().any(|p| p.limits.contains_key(metric)) {
-        return Err(ApiError::bad_request(format!(
-            "{metric} is not a metric of this project's plans."
-        )));
+    fresh: bool,
+) -> Result<UsageTerms, ApiError> {
+    let key = format!("{}|{}", store.keys().prefix(), account.as_str());
+    if !fresh {
+        if let Some(terms) = app.usage_terms.get(&key) {
+            return Ok(terms);
+        }
     }
+    let plans = billing::plans(app, scope).await?;
     let (plan, period, customer) = plan_and_period(app, scope, account, &plans).await?;
-    let limit = plan.limits.get(metric).copied().unwrap_or(0);
-    Ok((plan, limit, period, customer))
+    let mut known_metrics: Vec<String> = plans
+        .iter()
+        .flat_map(|p| p.limits.keys().cloned())
+        .collect();
+    known_metrics.sort();
+    known_metrics.dedup();
+    let terms = UsageTerms {
+        plan,
+        period,
+        customer,
+        known_metrics,
+    };
+    app.usage_terms.put(key, terms.clone());
+    Ok(terms)
+}
+
+fn allowance_cache_key(store: &Store, at: &AllowanceKey<'_>) -> String {
+    format!(
+        "{}|{}|{}|{}",
+        store.keys().prefix(),
+        at.account.as_str(),
+        at.metric,
+        at.period
+    )
 }
 
 /// The allowance of the period, opened on first use and raised to `limit` when the plan grew.
@@ -112,36 +136,54 @@ fn answer(allowed: bool, used: i64, limit: i64, period: &Period, paid: Option<Va
 }
 
 /// Records (or, with `dry_run`, only checks) a usage; the same key answers the first answer.
+///
+/// The fast path reads nothing: the account's terms and the allowance's shards come from this
+/// instance's cache, and one transaction takes the quantity from a shard that has room (its
+/// condition makes the limit exact whatever the cache says) and writes the usage record. A
+/// failed condition (another instance took that room, or the key was used before) reads afresh;
+/// and nothing is refused, and no overage paid, without reading the terms and the allowance
+/// afresh, so an upgrade counts at once.
 pub async fn record_usage(
     app: &App,
     scope: &Scope,
     request: &UsageRequest<'_>,
 ) -> Result<Value, ApiError> {
     let store = app.store_for(scope);
-    // A replay is found when its record makes the write fail (one round trip less on the
-    // first call); a dry run has no write to fail, and its key is never recorded.
-    let (plan, limit, period, customer) =
-        allowance_terms(app, scope, request.account, request.metric).await?;
-    // A metered plan's usage is also reported to Stripe (the meter reporter reads the record).
-    let meter = match (plan.meter_events.get(request.metric), customer.as_deref()) {
-        (Some(event_name), Some(customer)) => Some(MeterTag {
-            event_name,
-            customer,
-        }),
-        _ => None,
-    };
-    let at = AllowanceKey {
-        account: request.account,
-        metric: request.metric,
-        period: &period.id,
-    };
     let currency = &app.config.default_currency;
     let quantity = request.quantity;
+    // Whether the terms and the allowance must be read afresh (after a failed condition, and
+    // before any refusal or overage).
+    let mut fresh = false;
     for _ in 0..USAGE_ATTEMPTS {
-        let allowance = current_allowance(&store, &at, limit).await?;
-        let used = allowance.used();
-        let preferred = usize::from(uuid::Uuid::new_v4().as_bytes()[0]) % USAGE_SHARDS;
-        let decision = take_from_shards(&allowance.remaining, quantity, preferred);
+        let terms = usage_terms(app, scope, &store, request.account, fresh).await?;
+        if !terms.known_metrics.iter().any(|m| m == request.metric) {
+            if !fresh {
+                fresh = true;
+                continue;
+            }
+            return Err(ApiError::bad_request(format!(
+                "{} is not a metric of this project's plans.",
+                request.metric
+            )));
+        }
+        let limit = terms.plan.limits.get(request.metric).copied().unwrap_or(0);
+        let period = &terms.period;
+        let at = AllowanceKey {
+            account: request.account,
+            metric: request.metric,
+            period: &period.id,
+        };
+        let cache_key = allowance_cache_key(&store, &at);
+        let allowance = match app.allowances.get(&cache_key) {
+            Some(cached) if !fresh && cached.limit >= limit => cached,
+            _ => {
+                let read = current_allowance(&store, &at, limit).await?;
+                app.allowances.put(cache_key.clone(), read.clone());
+                read
+            }
+        };
+        let seed = usize::from(uuid::Uuid::new_v4().as_bytes()[0]);
+        let decision = take_from_shards(&allowance.remaining, quantity, seed);
         let (takes, short) = match decision {
             UsageDecision::FromShard(shard) => (vec![(shard, quantity, None)], 0),
             UsageDecision::Spread(takes) => (
@@ -154,22 +196,36 @@ pub async fn record_usage(
             UsageDecision::Short { short } => (Vec::new(), short),
         };
         if short == 0 {
-            let result = answer(true, used + quantity, allowance.limit, &period, None);
+            let used = allowance.used().saturating_add(quantity);
+            let result = answer(true, used, allowance.limit, period, None);
             if request.dry_run {
                 return Ok(result);
             }
             let text = result.to_string();
-            let record = new_usage(request, &text, &meter);
+            let record = new_usage(request, &text, &terms.customer, &terms.plan);
             if store.take_allowance(&at, &takes, &record).await? {
+                app.allowances.update(&cache_key, |cached| {
+                    for (shard, amount, _) in &takes {
+                        if let Some(left) = cached.remaining.get_mut(*shard) {
+                            *left -= amount;
+                        }
+                    }
+                });
                 return Ok(result);
             }
+            app.allowances.remove(&cache_key);
             if let Some(first) = replayed(&store, request).await? {
                 return Ok(first);
             }
+            fresh = true;
             continue;
         }
-        // Beyond the allowance: the first answer if this key was recorded, else overage from
-        // credits, or refused.
+        // Beyond the allowance as last known here: decide only on what is stored now.
+        if !fresh {
+            fresh = true;
+            continue;
+        }
+        // The first answer if this key was recorded, else overage from credits, or refused.
         if let Some(first) = replayed(&store, request).await? {
             return Ok(first);
         }
@@ -179,7 +235,7 @@ pub async fn record_usage(
                 request.metric
             ))
         };
-        let Some(price) = plan.overage_prices.get(request.metric).copied() else {
+        let Some(price) = terms.plan.overage_prices.get(request.metric).copied() else {
             if !request.dry_run {
                 note_limit_reached(&store, &at, allowance.limit).await;
             }
@@ -191,7 +247,7 @@ pub async fn record_usage(
             .await?
             .map_or(0, |b| b.balance);
         let paid = currency.to_major(cost);
-        let result = answer(true, allowance.limit, allowance.limit, &period, Some(paid));
+        let result = answer(true, allowance.limit, allowance.limit, period, Some(paid));
         if request.dry_run {
             return if balance >= cost {
                 Ok(result)
@@ -212,6 +268,7 @@ pub async fn record_usage(
         };
         let entry_id = format!("usage:{}", &request.key_hash[..32]);
         let text = result.to_string();
+        app.allowances.remove(&cache_key);
         match store
             .pay_overage(
                 &at,
@@ -219,7 +276,7 @@ pub async fn record_usage(
                 &entry_id,
                 &overage,
                 currency,
-                &new_usage(request, &text, &meter),
+                &new_usage(request, &text, &terms.customer, &terms.plan),
             )
             .await?
         {
@@ -243,19 +300,25 @@ pub async fn record_usage(
     Err(ApiError::Unavailable("the allowance kept changing".into()))
 }
 
+/// The usage record to write; a metered plan's record is tagged for the meter reporter.
 fn new_usage<'a>(
     request: &'a UsageRequest<'_>,
     answer: &'a str,
-    meter: &'a Option<MeterTag<'_>>,
+    customer: &'a Option<String>,
+    plan: &'a Plan,
 ) -> NewUsage<'a> {
+    let meter = match (plan.meter_events.get(request.metric), customer.as_deref()) {
+        (Some(event_name), Some(customer)) => Some(MeterTag {
+            event_name,
+            customer,
+        }),
+        _ => None,
+    };
     NewUsage {
         hash: request.key_hash,
         quantity: request.quantity,
         answer,
-        meter: meter.as_ref().map(|m| MeterTag {
-            event_name: m.event_name,
-            customer: m.customer,
-        }),
+        meter,
     }
 }
 

@@ -314,6 +314,9 @@ async fn a_downgrade_keeps_the_period_limit_and_applies_from_the_next_period() {
         .await
         .expect("write"));
     assert_eq!(my_subscription(&app, "zoe").await["planId"], "starter");
+    // An instance keeps an account's plan and period for USAGE_CACHE_MS (1 s): the renewal
+    // counts from then on.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let next = use_requests(&app, "zoe", 1, "z-3").await;
     assert_eq!(next.status, 200, "{}", next.body);
     assert_eq!(
