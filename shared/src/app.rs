@@ -20,7 +20,7 @@ use crate::config::{Config, ConfigError};
 use crate::domain::packages::CreditPackage;
 use crate::domain::projects::Project;
 use crate::domain::scope::{ProjectId, Scope};
-use crate::domain::usage::UsageTerms;
+use crate::domain::usage::{HeldLease, UsageTerms};
 use crate::http::ApiError;
 
 /// How long the package list and a project's registry entry are served from memory.
@@ -128,6 +128,11 @@ pub struct App {
     /// and an allowance's shards as last read or written here.
     pub usage_terms: ShortCache<UsageTerms>,
     pub allowances: ShortCache<Allowance>,
+    /// The blocks of allowances this instance leased, by allowance.
+    pub leases: Mutex<HashMap<String, HeldLease>>,
+    /// One lease taken at a time here: concurrent requests wait for it instead of each
+    /// leasing a block.
+    pub lease_gate: tokio::sync::Mutex<()>,
 }
 
 /// SDK settings chosen for Lambda's budget: fail a dead dependency within a few seconds (the
@@ -232,6 +237,8 @@ impl App {
             events: None,
             usage_terms: ShortCache::new(usage_cache),
             allowances: ShortCache::new(usage_cache),
+            leases: Mutex::new(HashMap::new()),
+            lease_gate: tokio::sync::Mutex::new(()),
         }
     }
 

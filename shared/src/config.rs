@@ -50,12 +50,38 @@ pub struct Config {
     /// per instance (`USAGE_CACHE_MS`, default 1000; 0 caches nothing). A request that would be
     /// refused or pay overage always reads both afresh.
     pub usage_cache: Duration,
+    /// How long an instance may take usage from a block it leased (`USAGE_LEASE_MS`, default
+    /// 5000), and how long after that others wait before settling the block from its records
+    /// (`USAGE_LEASE_MARGIN_MS`, default 15000: longer than a record's write may take and the
+    /// index needs to show it).
+    pub usage_lease: Duration,
+    pub usage_lease_margin: Duration,
 }
 
 pub const DEFAULT_ORGANISATION_CLAIM: &str = "organisations";
 
 const DEFAULT_DEVELOPER_CLAIM: &str = "cognito:groups";
 const DEFAULT_DEVELOPER_CLAIM_VALUE: &str = "developers";
+
+/// Defaults of `USAGE_LEASE_MS` and `USAGE_LEASE_MARGIN_MS`.
+const DEFAULT_USAGE_LEASE: Duration = Duration::from_secs(5);
+const DEFAULT_USAGE_LEASE_MARGIN: Duration = Duration::from_secs(15);
+
+/// A duration in milliseconds from 0 to 10 minutes, or `default` when unset.
+fn millis(name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    match non_empty(name) {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| *ms <= 600_000)
+            .map(Duration::from_millis)
+            .ok_or(ConfigError {
+                name,
+                problem: "is not a number of milliseconds from 0 to 600000",
+            }),
+    }
+}
 
 /// Default of `USAGE_CACHE_MS`.
 const DEFAULT_USAGE_CACHE: Duration = Duration::from_secs(1);
@@ -98,6 +124,8 @@ impl Config {
             event_bus_name: None,
             meter_settle: DEFAULT_METER_SETTLE,
             usage_cache: DEFAULT_USAGE_CACHE,
+            usage_lease: DEFAULT_USAGE_LEASE,
+            usage_lease_margin: DEFAULT_USAGE_LEASE_MARGIN,
         }
     }
 
@@ -210,6 +238,8 @@ impl Config {
                         problem: "is not a number of milliseconds from 0 to 60000",
                     })?,
             },
+            usage_lease: millis("USAGE_LEASE_MS", DEFAULT_USAGE_LEASE)?,
+            usage_lease_margin: millis("USAGE_LEASE_MARGIN_MS", DEFAULT_USAGE_LEASE_MARGIN)?,
         })
     }
 }

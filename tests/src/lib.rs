@@ -137,6 +137,8 @@ pub struct SecretSetup {
     /// Publish billing events to a bus of the test's own in moto, with a rule that fills a
     /// queue the test reads (`TestApp::billing_events`).
     pub events: bool,
+    /// Usage leases that end after 300 ms and are settled 500 ms later (to see them settle).
+    pub short_usage_leases: bool,
 }
 
 /// The test projects and the Stripe each talks to: `alpha` and `beta` their own localstripe
@@ -225,6 +227,10 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
     config.allowed_callers = vec![BACKEND_ROLE.to_owned()];
     // Tests write their records before they report them: no settling time is needed.
     config.meter_settle = Duration::ZERO;
+    if secret_setup.short_usage_leases {
+        config.usage_lease = Duration::from_millis(300);
+        config.usage_lease_margin = Duration::from_millis(500);
+    }
     config.secret_refresh_interval = Duration::from_secs(SECRET_REFRESH_SECS);
     config.project_secret_prefix = Some(format!("coffer-test-{id}/projects"));
     // Each test project has its own localstripe (started by scripts/test.sh); `down` has none.

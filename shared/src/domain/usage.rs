@@ -58,6 +58,32 @@ pub struct UsageTerms {
     pub known_metrics: Vec<String>,
 }
 
+/// Units an instance leases from a shard at a time: its small usages then write only their own
+/// records, and the shard is written once per block.
+pub const LEASE_BLOCK: i64 = 100;
+/// The largest usage served from a lease; larger ones take from the shards directly.
+pub const LEASE_MAX_QUANTITY: i64 = LEASE_BLOCK / 4;
+
+/// A block of an allowance this instance holds (the lease item records it in the table).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldLease {
+    pub id: String,
+    pub shard: usize,
+    /// Units of the block not yet taken here.
+    pub left: i64,
+    /// The lease ends then (Unix milliseconds): nothing is taken from it after.
+    pub until_ms: i64,
+}
+
+/// The shard to lease a block from: one (chosen by `seed`) that keeps at least a block after
+/// it, so that the last units of an allowance are never leased and are taken exactly.
+pub fn lease_shard(remaining: &[i64], block: i64, seed: usize) -> Option<usize> {
+    let able: Vec<usize> = (0..remaining.len())
+        .filter(|s| remaining[*s] >= block.saturating_mul(2))
+        .collect();
+    (!able.is_empty()).then(|| able[seed % able.len()])
+}
+
 /// `limit` split over `shards`: the first `limit % shards` shards hold one more.
 pub fn split_allowance(limit: i64, shards: usize) -> Vec<i64> {
     let count = i64::try_from(shards.max(1)).unwrap_or(1);
@@ -130,6 +156,14 @@ mod tests {
             period_for(Some(1_000), 1_800_000_000).id,
             calendar_month(1_800_000_000).id
         );
+    }
+
+    #[test]
+    fn blocks_are_leased_only_from_shards_that_keep_a_block() {
+        assert_eq!(lease_shard(&[199, 200, 500], 100, 0), Some(1));
+        assert_eq!(lease_shard(&[199, 200, 500], 100, 1), Some(2));
+        assert_eq!(lease_shard(&[199, 150, 0], 100, 3), None);
+        assert_eq!(lease_shard(&[], 100, 0), None);
     }
 
     #[test]

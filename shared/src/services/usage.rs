@@ -7,14 +7,17 @@
 use serde_json::{json, Value};
 
 use crate::adapters::store::{
-    hash_parts, Allowance, AllowanceKey, MeterTag, MoveOutcome, NewUsage, Store,
+    hash_parts, Allowance, AllowanceKey, LeaseItem, MeterTag, MoveOutcome, NewUsage, Store,
 };
 use crate::domain::ledger::CreditMove;
 use crate::domain::plans::Plan;
 use crate::domain::records::{now_ms, rfc3339, UserId};
 use crate::domain::scope::Scope;
 use crate::domain::subscriptions::SubscriptionStatus;
-use crate::domain::usage::{period_for, take_from_shards, Period, UsageDecision, UsageTerms};
+use crate::domain::usage::{
+    lease_shard, period_for, take_from_shards, HeldLease, Period, UsageDecision, UsageTerms,
+    LEASE_BLOCK, LEASE_MAX_QUANTITY,
+};
 use crate::http::ApiError;
 use crate::services::billing::{self, entitlement_among};
 use crate::App;
@@ -154,6 +157,8 @@ pub async fn record_usage(
     // Whether the terms and the allowance must be read afresh (after a failed condition, and
     // before any refusal or overage).
     let mut fresh = false;
+    // Whether leased units were given back once in this request.
+    let mut reclaimed = false;
     for _ in 0..USAGE_ATTEMPTS {
         let terms = usage_terms(app, scope, &store, request.account, fresh).await?;
         if !terms.known_metrics.iter().any(|m| m == request.metric) {
@@ -195,6 +200,16 @@ pub async fn record_usage(
             ),
             UsageDecision::Short { short } => (Vec::new(), short),
         };
+        if short == 0 && !request.dry_run && !fresh && quantity <= LEASE_MAX_QUANTITY {
+            match from_lease(app, &store, &at, &cache_key, &allowance, request, &terms).await? {
+                Leased::Answered(result) => return Ok(result),
+                Leased::NoLease => {}
+                Leased::ReadAgain => {
+                    fresh = true;
+                    continue;
+                }
+            }
+        }
         if short == 0 {
             let used = allowance.used().saturating_add(quantity);
             let result = answer(true, used, allowance.limit, period, None);
@@ -228,6 +243,15 @@ pub async fn record_usage(
         // The first answer if this key was recorded, else overage from credits, or refused.
         if let Some(first) = replayed(&store, request).await? {
             return Ok(first);
+        }
+        // Units held in leases go back first: this instance's unused ones, and what expired
+        // leases did not use. Then the allowance is read again.
+        if !reclaimed {
+            reclaimed = true;
+            if reclaim_leases(app, &store, &at, &cache_key).await? > 0 {
+                app.allowances.remove(&cache_key);
+                continue;
+            }
         }
         let refused = || {
             ApiError::LimitReached(format!(
@@ -298,6 +322,179 @@ pub async fn record_usage(
         }
     }
     Err(ApiError::Unavailable("the allowance kept changing".into()))
+}
+
+enum Leased {
+    Answered(Value),
+    /// No block could be leased here: take from the shards.
+    NoLease,
+    /// The shard had less than the cache said: read afresh.
+    ReadAgain,
+}
+
+/// A small usage taken from this instance's block of the allowance (leasing one when it has
+/// none): only the usage record is written, a put of its own item, so a hot account's events
+/// write no shared item. The block was taken from a shard with its condition, so the sum of
+/// blocks and direct takes never passes the limit.
+async fn from_lease(
+    app: &App,
+    store: &Store,
+    at: &AllowanceKey<'_>,
+    cache_key: &str,
+    allowance: &Allowance,
+    request: &UsageRequest<'_>,
+    terms: &UsageTerms,
+) -> Result<Leased, ApiError> {
+    let quantity = request.quantity;
+    let mut held = take_held(app, store, at, cache_key, quantity).await;
+    // Only one request of this instance leases a block; the others wait and take from it.
+    let _gate = if held.is_none() {
+        let gate = app.lease_gate.lock().await;
+        held = take_held(app, store, at, cache_key, quantity).await;
+        Some(gate)
+    } else {
+        None
+    };
+    let now = now_ms();
+    if held.is_none() {
+        let seed = usize::from(uuid::Uuid::new_v4().as_bytes()[1]);
+        let Some(shard) = lease_shard(&allowance.remaining, LEASE_BLOCK, seed) else {
+            return Ok(Leased::NoLease);
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let until_ms = now
+            .saturating_add(i64::try_from(app.config.usage_lease.as_millis()).unwrap_or(i64::MAX));
+        if !store
+            .take_lease(at, shard, LEASE_BLOCK, &id, until_ms)
+            .await?
+        {
+            app.allowances.remove(cache_key);
+            return Ok(Leased::ReadAgain);
+        }
+        let lease = HeldLease {
+            id,
+            shard,
+            left: LEASE_BLOCK - quantity,
+            until_ms,
+        };
+        app.allowances.update(cache_key, |cached| {
+            if let Some(left) = cached.remaining.get_mut(shard) {
+                *left -= LEASE_BLOCK;
+            }
+        });
+        if let Ok(mut leases) = app.leases.lock() {
+            // A block another request leased at the same moment is replaced; its units go
+            // back when it is settled.
+            leases.insert(cache_key.to_owned(), lease.clone());
+        }
+        held = Some(lease);
+    }
+    let Some(lease) = held else {
+        return Ok(Leased::NoLease);
+    };
+    // What this allowance has used as known here: blocks count as used where they are held,
+    // so this instance's unused units are taken off.
+    let snapshot = app
+        .allowances
+        .get(cache_key)
+        .unwrap_or_else(|| allowance.clone());
+    let used = snapshot.used().saturating_sub(lease.left).max(0);
+    let result = answer(true, used, snapshot.limit, &terms.period, None);
+    let text = result.to_string();
+    let record = new_usage(request, &text, &terms.customer, &terms.plan);
+    if store
+        .record_leased_usage(&record, at.metric, &lease.id)
+        .await?
+    {
+        return Ok(Leased::Answered(result));
+    }
+    // The key was used before: the units were not taken.
+    if let Ok(mut leases) = app.leases.lock() {
+        if let Some(current) = leases.get_mut(cache_key).filter(|l| l.id == lease.id) {
+            current.left += quantity;
+        }
+    }
+    match replayed(store, request).await? {
+        Some(first) => Ok(Leased::Answered(first)),
+        None => Ok(Leased::ReadAgain),
+    }
+}
+
+/// Takes `quantity` from the block this instance holds for the allowance, if it has that
+/// much and has not ended; a block that ended with units left gives them back.
+async fn take_held(
+    app: &App,
+    store: &Store,
+    at: &AllowanceKey<'_>,
+    cache_key: &str,
+    quantity: i64,
+) -> Option<HeldLease> {
+    let now = now_ms();
+    let (held, ended) = {
+        let mut leases = app.leases.lock().ok()?;
+        match leases.get_mut(cache_key) {
+            Some(lease) if now < lease.until_ms && lease.left >= quantity => {
+                lease.left -= quantity;
+                (Some(lease.clone()), None)
+            }
+            Some(_) => (None, leases.remove(cache_key)),
+            None => (None, None),
+        }
+    };
+    if let Some(ended) = ended.filter(|l| l.left > 0) {
+        give_back(store, at, &ended).await;
+    }
+    held
+}
+
+/// Gives a block's unused units back to its shard (they were never handed out here).
+async fn give_back(store: &Store, at: &AllowanceKey<'_>, lease: &HeldLease) {
+    let item = LeaseItem {
+        id: lease.id.clone(),
+        shard: lease.shard,
+        granted: 0,
+    };
+    if let Err(err) = store.return_lease_units(at, &item, lease.left).await {
+        // Settled later from its records, like the block of an instance that stopped.
+        tracing::warn!(error = %err, "unused leased units were not given back");
+    }
+}
+
+/// Before a refusal: this instance's block goes back, and every lease that ended long enough
+/// ago (`usage_lease_margin`: its last records are written and indexed) is settled from its
+/// records. Returns how many leases were given back or settled.
+async fn reclaim_leases(
+    app: &App,
+    store: &Store,
+    at: &AllowanceKey<'_>,
+    cache_key: &str,
+) -> Result<usize, ApiError> {
+    let mut reclaimed = 0;
+    let own = app
+        .leases
+        .lock()
+        .ok()
+        .and_then(|mut leases| leases.remove(cache_key));
+    if let Some(own) = own.filter(|l| l.left > 0) {
+        give_back(store, at, &own).await;
+        reclaimed += 1;
+    }
+    let margin = i64::try_from(app.config.usage_lease_margin.as_millis()).unwrap_or(i64::MAX);
+    for lease in store
+        .expired_leases(at, now_ms().saturating_sub(margin))
+        .await?
+    {
+        let used = store.leased_units(&lease.id).await?;
+        if store.settle_lease(at, &lease, used).await? {
+            tracing::info!(
+                granted = lease.granted,
+                used,
+                "an ended usage lease was settled"
+            );
+            reclaimed += 1;
+        }
+    }
+    Ok(reclaimed)
 }
 
 /// The usage record to write; a metered plan's record is tagged for the meter reporter.

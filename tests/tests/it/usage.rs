@@ -331,3 +331,87 @@ async fn a_downgrade_keeps_the_period_limit_and_applies_from_the_next_period() {
     assert_eq!(past.body["data"]["used"], 25000);
     assert_eq!(past.body["data"]["paidWithCredits"], 0.01, "{}", past.body);
 }
+
+#[tokio::test]
+async fn leased_blocks_serve_two_instances_and_settle_so_the_limit_stays_exact() {
+    let app = integration_tests::spawn_app_with(integration_tests::SecretSetup {
+        short_usage_leases: true,
+        ..Default::default()
+    })
+    .await;
+    // 5,000 a month: 250 a shard, so blocks of 100 are leased.
+    free_plan(&app, 5_000, None).await;
+    let other = integration_tests::fresh_router(&app).await;
+    let token = issue_service(JWT_SECRET, "app-backend", 60).expect("service token");
+    let send = |base: String, key: String, quantity: i64| {
+        let (http, token) = (app.http.clone(), token.clone());
+        async move {
+            let body = json!({"userId": "hot", "metric": "requests", "quantity": quantity, "idempotencyKey": key});
+            let reply = http
+                .post(format!("{base}/internal/usage"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .expect("sent");
+            let status = reply.status().as_u16();
+            (status, reply.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    // 400 small usages at once, half through each instance.
+    let replies = join_all(
+        (0..400)
+            .map(|i| {
+                let base = if i % 2 == 0 {
+                    app.base_url.clone()
+                } else {
+                    other.clone()
+                };
+                send(base, format!("k{i}"), 1)
+            })
+            .collect(),
+    )
+    .await;
+    assert!(
+        replies.iter().all(|(status, _)| *status == 200),
+        "{replies:?}"
+    );
+    let at_key = |items: &[coffer::adapters::store::Item], prefix: &str| {
+        items
+            .iter()
+            .filter(|i| {
+                coffer::adapters::store::get_s(i, "pk").is_some_and(|pk| pk.starts_with(prefix))
+            })
+            .count()
+    };
+    let items = app.app.app.store.scan_all().await.expect("scan");
+    let leases = at_key(&items, "LEASE#hot#requests#");
+    assert!(leases >= 2, "both instances leased blocks: {leases}");
+    // Blocks last 300 ms here, so a few are taken in turn; still far fewer shared writes than
+    // usages.
+    assert!(leases < 100, "a block serves many usages: {leases} leases");
+    // A replay through the other instance answers the first answer.
+    let again = send(other.clone(), "k1".into(), 1).await;
+    assert_eq!(again.0, 200);
+    assert_eq!(again.1["data"], replies[1].1["data"]);
+
+    // Both instances stop taking from their blocks; after the margin, the rest of the month
+    // is all there: the blocks' unused units are settled back from their records.
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let rest = send(app.base_url.clone(), "rest".into(), 4_600).await;
+    assert_eq!(rest.0, 200, "{:?}", rest.1);
+    assert_eq!(rest.1["data"]["used"], 5000);
+    assert!(rest.1["data"].get("paidWithCredits").is_none());
+    let over = send(other.clone(), "over".into(), 1).await;
+    assert_eq!(over.0, 429, "{:?}", over.1);
+
+    // Recorded: exactly the limit, no more.
+    let items = app.app.app.store.scan_all().await.expect("scan");
+    let recorded: i64 = items
+        .iter()
+        .filter(|i| coffer::adapters::store::get_s(i, "sk") == Some("USE"))
+        .filter_map(|i| coffer::adapters::store::Fields::of(i).int("quantity").ok())
+        .sum();
+    assert_eq!(recorded, 5000);
+    assert_eq!(used(&app, "hot").await["used"], 5000);
+}

@@ -16,7 +16,8 @@
 //! | customer owner    | `CUS#<customer id>` | `CUS`            | customer → account                       |
 //! | invoice           | `INV#<invoice id>`  | `INV`            | gsi1: `USER#<account>#BILL` / `<ms>#<in>`|
 //! | allowance         | `USAGE#<acct>#<metric>#<period>[#<n>]` | `HEAD`, `SHARD` | limit; remaining per shard |
-//! | usage record      | `USE#<sha256>`      | `USE`            | the first answer to a usage key          |
+//! | usage record      | `USE#<sha256>`      | `USE`            | the first answer to a usage key; gsi1 `LEASED#<lease>` when taken from a lease |
+//! | usage lease       | `LEASE#<acct>#<metric>#<period>` | `<lease id>` | a block of an allowance held by one instance |
 //! | limit reached     | `LIMIT#<acct>#<metric>#<period>` | `LIMIT` | first refusal in the period (an event) |
 
 use std::collections::HashMap;
@@ -148,6 +149,24 @@ impl Keys {
             ),
             "SHARD",
         )
+    }
+
+    /// The blocks of an allowance leased to instances: one partition per allowance, one item
+    /// per lease.
+    pub fn usage_lease(&self, account: &UserId, metric: &str, period: &str, lease: &str) -> Item {
+        key(
+            format!(
+                "{}LEASE#{}#{metric}#{period}",
+                self.prefix,
+                account.as_str()
+            ),
+            lease.to_owned(),
+        )
+    }
+
+    /// The gsi1 partition of the usage records taken from one lease (to settle it).
+    pub fn leased_records_pk(&self, lease: &str) -> String {
+        format!("{}LEASED#{lease}", self.prefix)
     }
 
     /// The mark that a metric's allowance was first refused in a period (`limit.reached`).

@@ -40,7 +40,7 @@ pub use projects::SaveOutcome;
 pub use stats::{
     item_from_stream_json, records_from_event, StatsOutcome, StreamRecord, STATS_SHARDS,
 };
-pub use usage::{meter_pk, Allowance, AllowanceKey, MeterTag, NewUsage, UsageRecord};
+pub use usage::{meter_pk, Allowance, AllowanceKey, LeaseItem, MeterTag, NewUsage, UsageRecord};
 
 /// Attempts of a transaction that lost a race with another one on the same items.
 const CONFLICT_ATTEMPTS: u32 = 12;

@@ -62,6 +62,15 @@ pub fn meter_pk(shard: usize) -> String {
     format!("METER#{shard}")
 }
 
+/// A block of an allowance leased to one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseItem {
+    pub id: String,
+    pub shard: usize,
+    /// Units granted and not given back.
+    pub granted: i64,
+}
+
 /// Where one allowance lives.
 pub struct AllowanceKey<'a> {
     pub account: &'a UserId,
@@ -191,11 +200,8 @@ impl Store {
             .build())
     }
 
-    fn record_item(
-        &self,
-        record: &NewUsage<'_>,
-        metric: &str,
-    ) -> Result<TransactWriteItem, StoreError> {
+    /// The usage record's item (a lease's records are also listed under the lease in gsi1).
+    fn record_attributes(&self, record: &NewUsage<'_>, metric: &str, lease: Option<&str>) -> Item {
         let mut item = self.keys.usage_record(record.hash);
         item.insert("metric".into(), s(metric));
         item.insert("quantity".into(), n(record.quantity));
@@ -213,7 +219,184 @@ impl Store {
             item.insert("gsi2pk".into(), s(meter_pk(shard)));
             item.insert("gsi2sk".into(), s(history_sk(now, record.hash)));
         }
-        self.put_new(item)
+        if let Some(lease) = lease {
+            item.insert("lease".into(), s(lease));
+            item.insert("gsi1pk".into(), s(self.keys.leased_records_pk(lease)));
+            item.insert("gsi1sk".into(), s(record.hash));
+        }
+        item
+    }
+
+    fn record_item(
+        &self,
+        record: &NewUsage<'_>,
+        metric: &str,
+    ) -> Result<TransactWriteItem, StoreError> {
+        self.put_new(self.record_attributes(record, metric, None))
+    }
+
+    /// Writes a usage taken from `lease` (one conditional put: nothing shared is written).
+    /// `false`: the key was recorded before.
+    pub async fn record_leased_usage(
+        &self,
+        record: &NewUsage<'_>,
+        metric: &str,
+        lease: &str,
+    ) -> Result<bool, StoreError> {
+        self.put_if_absent(self.record_attributes(record, metric, Some(lease)))
+            .await
+    }
+
+    /// Leases `block` units of one shard to an instance until `expires_ms`, in one
+    /// transaction with the lease's item. `false`: the shard no longer has that much.
+    pub async fn take_lease(
+        &self,
+        at: &AllowanceKey<'_>,
+        shard: usize,
+        block: i64,
+        lease: &str,
+        expires_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut item = self
+            .keys
+            .usage_lease(at.account, at.metric, at.period, lease);
+        item.insert("shard".into(), n(i64::try_from(shard).unwrap_or(0)));
+        item.insert("granted".into(), n(block));
+        item.insert("leaseUntil".into(), n(expires_ms));
+        // Removed by the table's TTL well after any period (a lease is settled long before).
+        item.insert("expiresAt".into(), n(expires_ms / 1000 + 400 * 24 * 3600));
+        let items = vec![self.take_item(at, shard, block, None)?, self.put_new(item)?];
+        Ok(self.transact(items).await?.is_ok())
+    }
+
+    /// Gives `amount` unused units of a live lease back to its shard (its owner, which knows
+    /// they were not taken). `false`: the lease was settled meanwhile.
+    pub async fn return_lease_units(
+        &self,
+        at: &AllowanceKey<'_>,
+        lease: &LeaseItem,
+        amount: i64,
+    ) -> Result<bool, StoreError> {
+        let lease_update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(
+                self.keys
+                    .usage_lease(at.account, at.metric, at.period, &lease.id),
+            ))
+            .update_expression("SET granted = granted - :amount")
+            .condition_expression("granted >= :amount")
+            .expression_attribute_values(":amount", n(amount))
+            .build()
+            .map_err(StoreError::build)?;
+        let items = vec![
+            TransactWriteItem::builder().update(lease_update).build(),
+            self.give_item(at, lease.shard, amount)?,
+        ];
+        Ok(self.transact(items).await?.is_ok())
+    }
+
+    /// The allowance's leases that expired before `before_ms`.
+    pub async fn expired_leases(
+        &self,
+        at: &AllowanceKey<'_>,
+        before_ms: i64,
+    ) -> Result<Vec<LeaseItem>, StoreError> {
+        let pk = self.keys.usage_lease(at.account, at.metric, at.period, "");
+        let pk = get_s(&pk, "pk").unwrap_or_default().to_owned();
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .filter_expression("leaseUntil < :before")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":before", n(before_ms))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        output
+            .items()
+            .iter()
+            .map(|item| {
+                let f = Fields::of(item);
+                Ok(LeaseItem {
+                    id: f.text("sk")?.to_owned(),
+                    shard: usize::try_from(f.int("shard")?).unwrap_or(0),
+                    granted: f.int("granted")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The units recorded against a lease (its records, read from gsi1).
+    pub async fn leased_units(&self, lease: &str) -> Result<i64, StoreError> {
+        let mut total: i64 = 0;
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(super::keys::GSI1)
+                .key_condition_expression("gsi1pk = :pk")
+                .expression_attribute_values(":pk", s(self.keys.leased_records_pk(lease)))
+                .projection_expression("quantity")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            for item in output.items() {
+                total = total.saturating_add(Fields::of(item).int("quantity")?);
+            }
+            match output.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(total),
+            }
+        }
+    }
+
+    /// Ends an expired lease: what it granted beyond `used` goes back to its shard, and the
+    /// lease is removed, in one transaction (only if nobody changed it since it was read).
+    pub async fn settle_lease(
+        &self,
+        at: &AllowanceKey<'_>,
+        lease: &LeaseItem,
+        used: i64,
+    ) -> Result<bool, StoreError> {
+        let delete = aws_sdk_dynamodb::types::Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(
+                self.keys
+                    .usage_lease(at.account, at.metric, at.period, &lease.id),
+            ))
+            .condition_expression("granted = :granted")
+            .expression_attribute_values(":granted", n(lease.granted))
+            .build()
+            .map_err(StoreError::build)?;
+        let mut items = vec![TransactWriteItem::builder().delete(delete).build()];
+        let unused = lease.granted.saturating_sub(used).max(0);
+        if unused > 0 {
+            items.push(self.give_item(at, lease.shard, unused)?);
+        }
+        Ok(self.transact(items).await?.is_ok())
+    }
+
+    fn give_item(
+        &self,
+        at: &AllowanceKey<'_>,
+        shard: usize,
+        amount: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(self.shard_item(at, shard)))
+            .update_expression("SET remaining = remaining + :amount")
+            .condition_expression("attribute_exists(remaining)")
+            .expression_attribute_values(":amount", n(amount))
+            .build()
+            .map_err(StoreError::build)?;
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 
     /// Marks the allowance as reached in its period (once; the stream turns the mark into the
