@@ -3,7 +3,7 @@
 # through Coffer's usage service against DynamoDB Local, counting writes per item. Prints
 # events/s, the most writes one item took in a second, refusals, errors and overrun, then an
 # exactness run (25% more events than a limit of HOT_EXACT_LIMIT, default 2,000). HOT_RATE,
-# HOT_SECONDS and HOT_INFLIGHT change the load (defaults 5000, 10, 256). See docs/usage-capacity.md.
+# HOT_SECONDS and HOT_INFLIGHT change the load (defaults 5000, 10, 64). See docs/usage-capacity.md.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"

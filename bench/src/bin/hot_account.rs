@@ -5,7 +5,9 @@
 //! events than the limit, concurrently, and the allowed count must equal the limit.
 //!
 //! `HOT_RATE` (events/s offered, default 5000), `HOT_SECONDS` (default 10), `HOT_INFLIGHT`
-//! (concurrent requests, default 256), `HOT_EXACT_LIMIT` (default 2000; 25% more are sent).
+//! (concurrent requests, default 64: more only queues in DynamoDB Local and times out),
+//! `HOT_EXACT_LIMIT` (default 2000; 25% more are sent). It first measures DynamoDB Local's own
+//! ceiling (conditional puts of distinct items), which bounds any design on this machine.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -147,6 +149,8 @@ struct Counts {
     allowed: AtomicUsize,
     refused: AtomicUsize,
     errors: AtomicUsize,
+    /// Errors by code and cause, to tell the emulator's overload from anything else.
+    kinds: Mutex<BTreeMap<String, usize>>,
 }
 
 /// Offers `total` events of one unit at `rate`/s with at most `inflight` in flight.
@@ -184,7 +188,14 @@ async fn drive(
             match record_usage(&app, &scope, &request).await {
                 Ok(_) => counts.allowed.fetch_add(1, Ordering::Relaxed),
                 Err(ApiError::LimitReached(_)) => counts.refused.fetch_add(1, Ordering::Relaxed),
-                Err(_) => counts.errors.fetch_add(1, Ordering::Relaxed),
+                Err(err) => {
+                    if let Ok(mut kinds) = counts.kinds.lock() {
+                        let cause = err.cause();
+                        let short: String = cause.chars().take(90).collect();
+                        *kinds.entry(format!("{}: {short}", err.code())).or_default() += 1;
+                    }
+                    counts.errors.fetch_add(1, Ordering::Relaxed)
+                }
             };
             drop(permit);
         }));
@@ -193,6 +204,37 @@ async fn drive(
         let _ = task.await;
     }
     (counts, started.elapsed())
+}
+
+/// DynamoDB Local's own ceiling here: conditional puts of distinct small items, nothing else,
+/// with the same concurrency. Usage events cannot go faster than the writes they need.
+async fn put_ceiling(app: &coffer::App, total: u64, inflight: usize) -> f64 {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let gate = Arc::new(Semaphore::new(inflight));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..total {
+        let Ok(permit) = gate.clone().acquire_owned().await else {
+            break;
+        };
+        let (client, table) = (app.store.client().clone(), app.store.table().to_owned());
+        tasks.push(tokio::spawn(async move {
+            let _ = client
+                .put_item()
+                .table_name(table)
+                .item("pk", AttributeValue::S(format!("CEILING#{i}")))
+                .item("sk", AttributeValue::S("CEILING".into()))
+                .item("quantity", AttributeValue::N("1".into()))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await;
+            drop(permit);
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    total as f64 / started.elapsed().as_secs_f64()
 }
 
 async fn set_limit(app: &coffer::App, limit: i64) {
@@ -208,10 +250,29 @@ async fn set_limit(app: &coffer::App, limit: i64) {
         .expect("save");
 }
 
+fn print_kinds(counts: &Counts) {
+    if let Ok(kinds) = counts.kinds.lock() {
+        for (kind, count) in kinds.iter() {
+            println!("    error {count} x {kind}");
+        }
+    }
+}
+
+/// Writes to allowance items (head, shards, leases), and all writes.
+fn write_totals(log: &WriteLog) -> (u64, u64) {
+    let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+    let shared = log
+        .iter()
+        .filter(|((_, item), _)| item.contains("USAGE#") || item.contains("LEASE#"))
+        .map(|(_, count)| count)
+        .sum();
+    (shared, log.values().sum())
+}
+
 fn max_item_writes(log: &WriteLog) -> (u64, String) {
     let log = log.lock().map(|l| l.clone()).unwrap_or_default();
     log.into_iter()
-        .filter(|((_, item), _)| item.contains("USAGE#"))
+        .filter(|((_, item), _)| item.contains("USAGE#") || item.contains("LEASE#"))
         .map(|((_, item), count)| (count, item))
         .max()
         .unwrap_or((0, String::new()))
@@ -221,7 +282,7 @@ fn max_item_writes(log: &WriteLog) -> (u64, String) {
 async fn main() {
     let rate = env_num("HOT_RATE", 5_000);
     let seconds = env_num("HOT_SECONDS", 10);
-    let inflight = usize::try_from(env_num("HOT_INFLIGHT", 256)).unwrap_or(256);
+    let inflight = usize::try_from(env_num("HOT_INFLIGHT", 64)).unwrap_or(64);
     let ddb = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("AWS_ENDPOINT_URL_DYNAMODB");
     let log: WriteLog = Arc::default();
     let proxy = start_proxy(
@@ -243,7 +304,12 @@ async fn main() {
         .await
         .expect("table");
 
-    println!("hot account: one user, metric `requests`, {} counter shards, DynamoDB Local via a write-counting proxy", coffer::domain::usage::USAGE_SHARDS);
+    println!(
+        "hot account: one user, metric `requests`, {} counter shards, blocks of {} leased per instance, DynamoDB Local via a write-counting proxy",
+        coffer::domain::usage::USAGE_SHARDS,
+        coffer::domain::usage::LEASE_BLOCK
+    );
+
     // 1. Throughput: a limit far above what is sent.
     set_limit(&app, 1_000_000_000).await;
     let user = UserId::parse("hot-user").expect("user");
@@ -261,6 +327,15 @@ async fn main() {
         counts.errors.load(Ordering::Relaxed)
     );
     println!("  most writes to one item in one second: {max_writes} ({item})");
+    let (shared, all) = write_totals(&log);
+    println!(
+        "  writes: {all} in all, {:.2} per event; to allowance items (head, shards, leases): {shared}",
+        all as f64 / done.max(1) as f64
+    );
+    print_kinds(&counts);
+    // Measured after the load, with the emulator's JIT warm.
+    let ceiling = put_ceiling(&app, 20_000, inflight).await;
+    println!("  DynamoDB Local's own ceiling here: {ceiling:.0} conditional puts/s of distinct items ({inflight} in flight): the bound on this machine for any design that writes a record per event");
 
     // 2. Exactness: a quarter more events than the limit, all at once.
     let limit = i64::try_from(env_num("HOT_EXACT_LIMIT", 2_000)).unwrap_or(2_000);
@@ -288,6 +363,7 @@ async fn main() {
         allowance.used(),
         (allowance.used() - limit).max(0)
     );
+    print_kinds(&counts);
     // An error is an answer the caller did not get (a timeout while DynamoDB Local is slow): its
     // usage may have been recorded, and a retry with the same key answers it. So the recorded
     // usage lies between the allowed count and allowed + errors, and never passes the limit.
