@@ -128,6 +128,10 @@ pub struct App {
     /// and an allowance's shards as last read or written here.
     pub usage_terms: ShortCache<UsageTerms>,
     pub allowances: ShortCache<Allowance>,
+    /// Allowances found used up (with no overage) by a fresh read here: for a quarter of
+    /// `USAGE_CACHE_MS` (250 ms), their refusals need no read but the key's record.
+    /// The value is (limit, units left then).
+    pub exhausted: ShortCache<(i64, i64)>,
     /// The blocks of allowances this instance leased, by allowance.
     pub leases: Mutex<HashMap<String, HeldLease>>,
     /// One lease taken at a time here: concurrent requests wait for it instead of each
@@ -237,6 +241,7 @@ impl App {
             events: None,
             usage_terms: ShortCache::new(usage_cache),
             allowances: ShortCache::new(usage_cache),
+            exhausted: ShortCache::new(usage_cache / 4),
             leases: Mutex::new(HashMap::new()),
             lease_gate: tokio::sync::Mutex::new(()),
         }

@@ -179,6 +179,20 @@ pub async fn record_usage(
             period: &period.id,
         };
         let cache_key = allowance_cache_key(&store, &at);
+        // Too little left, as a fresh read here found a moment ago: a replay still gets its
+        // first answer; anything larger than what was left is refused without reading again (a
+        // hot account past its limit would otherwise read its subscription and shards on every
+        // request).
+        if !fresh && !request.dry_run {
+            if let Some((limit, left)) = app.exhausted.get(&cache_key) {
+                if quantity > left {
+                    if let Some(first) = replayed(&store, request).await? {
+                        return Ok(first);
+                    }
+                    return Err(limit_reached(request.metric, limit));
+                }
+            }
+        }
         let allowance = match app.allowances.get(&cache_key) {
             Some(cached) if !fresh && cached.limit >= limit => cached,
             _ => {
@@ -253,15 +267,13 @@ pub async fn record_usage(
                 continue;
             }
         }
-        let refused = || {
-            ApiError::LimitReached(format!(
-                "The plan's {} allowance for this period is used up.",
-                request.metric
-            ))
-        };
+        let refused = || limit_reached(request.metric, allowance.limit);
         let Some(price) = terms.plan.overage_prices.get(request.metric).copied() else {
             if !request.dry_run {
                 note_limit_reached(&store, &at, allowance.limit).await;
+                let left = allowance.limit - allowance.used();
+                app.exhausted
+                    .put(cache_key.clone(), (allowance.limit, left));
             }
             return Err(refused());
         };
@@ -322,6 +334,12 @@ pub async fn record_usage(
         }
     }
     Err(ApiError::Unavailable("the allowance kept changing".into()))
+}
+
+fn limit_reached(metric: &str, limit: i64) -> ApiError {
+    ApiError::LimitReached(format!(
+        "The plan's {metric} allowance for this period ({limit}) is used up."
+    ))
 }
 
 enum Leased {
