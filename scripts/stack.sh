@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts the whole local stack and serves the API on http://127.0.0.1:$PORT (default 3000):
-# DynamoDB Local, moto (Secrets Manager), localstripe (unless STRIPE_SECRET_KEY is a real test
+# DynamoDB Local, moto (Secrets Manager, EventBridge, SQS), localstripe (unless STRIPE_SECRET_KEY is a real test
 # key), the table and sample packages, the secret, the webhook, and every function's routes
 # (the contract's and the projects' developer routes).
 # Ctrl-C stops everything it started. Safe to run again.
