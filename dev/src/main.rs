@@ -100,7 +100,7 @@ async fn up() -> Result<(), String> {
     setup::store_secret(&secrets, &secret_id, &stripe_key, &webhook_secret).await?;
     if let Some(bus) = &app.config.event_bus_name {
         let queue = setup::event_bus_and_queue(&sdk, bus, &format!("{bus}-events")).await?;
-        eprintln!("Billing events: bus {bus} -> queue {queue} (coffer-dev events prints them)");
+        eprintln!("Billing events: bus {bus} -> queue {queue} (scripts/events.sh prints them)");
     }
     let webhook_url = format!("http://127.0.0.1:{port}/api/stripe/webhook");
     if let Some(base) = &localstripe {
