@@ -418,3 +418,33 @@ async fn leased_blocks_serve_two_instances_and_settle_so_the_limit_stays_exact()
     assert_eq!(recorded, 5000);
     assert_eq!(used(&app, "hot").await["used"], 5000);
 }
+
+#[tokio::test]
+async fn a_deleted_subscription_is_back_on_the_free_plans_limits() {
+    use crate::subscriptions::{my_subscription, post, subscribe_active};
+    let app = spawn_app().await;
+    subscribe_active(&app, "yul", "starter").await;
+    let paid = use_requests(&app, "yul", 2_000, "y-1").await;
+    assert_eq!(paid.status, 200, "{}", paid.body);
+    assert_eq!(paid.body["data"]["limit"], 25000);
+    let canceled = post(
+        &app,
+        "/api/v1/payments/stripe/cancel-subscription",
+        "yul",
+        json!({"immediately": true}),
+    )
+    .await;
+    assert_eq!(canceled.status, 200, "{}", canceled.body);
+    assert_eq!(my_subscription(&app, "yul").await["planId"], "free");
+    // Past the instance's one-second cache of the account's plan.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let free = use_requests(&app, "yul", 1, "y-2").await;
+    assert_eq!(free.status, 200, "{}", free.body);
+    assert_eq!(free.body["data"]["limit"], 1000, "the free plan's limit");
+    assert_eq!(free.body["data"]["used"], 1, "counted in the calendar month");
+    assert_eq!(
+        use_requests(&app, "yul", 1_000, "y-3").await.status,
+        429,
+        "the free plan has no overage"
+    );
+}
