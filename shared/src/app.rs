@@ -130,8 +130,8 @@ pub struct App {
     pub allowances: ShortCache<Allowance>,
     /// Allowances found used up (with no overage) by a fresh read here: for a quarter of
     /// `USAGE_CACHE_MS` (250 ms), their refusals need no read but the key's record.
-    /// The value is (limit, units left then).
-    pub exhausted: ShortCache<(i64, i64)>,
+    /// The value is (limit, units left then, whether other instances held some of it).
+    pub exhausted: ShortCache<(i64, i64, bool)>,
     /// The blocks of allowances this instance leased, by allowance.
     pub leases: Mutex<HashMap<String, HeldLease>>,
     /// One lease taken at a time here: concurrent requests wait for it instead of each

@@ -106,27 +106,37 @@ pub async fn billing_events_job(
         })
 }
 
-/// The meter reporter (an EventBridge schedule): metered usage to Stripe's billing meters. A
-/// failed run leaves its batch pending; the next run sends it again with the same identifiers.
+/// The meter reporter (an EventBridge schedule): metered usage to Stripe's billing meters, then
+/// every usage lease that ended goes back to its shard. A failed run leaves its batch pending;
+/// the next run sends what Stripe does not have yet with the same identifiers.
 pub async fn meter_usage_job(
     app: &'static App,
     _event: LambdaEvent<Value>,
 ) -> Result<Value, Error> {
-    let report = crate::services::metering::report_usage(
-        app,
-        crate::services::metering::StopAt::Never,
-    )
-    .await
-    .map_err(|err| {
+    let reported =
+        crate::services::metering::report_usage(app, crate::services::metering::StopAt::Never)
+            .await;
+    let settled = crate::services::usage::settle_ended_leases(app).await;
+    let report = reported.map_err(|err| {
         tracing::error!(code = err.code(), cause = %err.cause(), "reporting metered usage failed");
         Error::from("reporting metered usage failed")
+    })?;
+    let settled = settled.map_err(|err| {
+        tracing::error!(code = err.code(), cause = %err.cause(), "settling usage leases failed");
+        Error::from("settling usage leases failed")
     })?;
     tracing::info!(
         batches = report.batches,
         events_sent = report.events_sent,
         resent = report.resent,
+        parked = report.parked,
         units = report.units,
+        leases_settled = settled,
         "metered usage reported"
     );
-    Ok(json!(report))
+    let mut answer = json!(report);
+    if let Some(map) = answer.as_object_mut() {
+        map.insert("leasesSettled".into(), json!(settled));
+    }
+    Ok(answer)
 }

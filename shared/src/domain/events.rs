@@ -1,6 +1,10 @@
 //! Billing events for the app's backend (plan changed, payment failed, credits low, …): which
 //! events one committed change of Coffer's data means. The change comes from the table's stream,
 //! so an event is only ever derived from data that was written. Pure rules, no I/O.
+//!
+//! `plan.changed` follows the subscription's plan as Stripe has it (and tiers bought); a
+//! scheduled downgrade says which plan is kept until when. Time passing (a held plan or a
+//! past-due grace running out) writes nothing, so it publishes nothing.
 
 use serde_json::{json, Value};
 
@@ -100,16 +104,21 @@ pub fn subscription_events(
     };
     let (before, after) = (old.and_then(plan_of), plan_of(new));
     if before != after {
-        events.push(event(
-            EventKind::PlanChanged,
-            account,
-            json!({
-                "subscriptionId": new.subscription_id,
-                "previousPlanId": before,
-                "planId": after,
-                "status": new.status.as_str(),
-            }),
-        ));
+        // A downgrade is scheduled: the subscription's plan changed now, and the higher plan
+        // is kept until the paid period ends (`keptPlanId`, `keptUntil`).
+        let mut data = json!({
+            "subscriptionId": new.subscription_id,
+            "previousPlanId": before,
+            "planId": after,
+            "status": new.status.as_str(),
+        });
+        if let (Some(kept), Some(until), Some(map)) =
+            (&new.held_plan_id, new.held_until, data.as_object_mut())
+        {
+            map.insert("keptPlanId".into(), json!(kept));
+            map.insert("keptUntil".into(), json!(until));
+        }
+        events.push(event(EventKind::PlanChanged, account, data));
     }
     events
 }

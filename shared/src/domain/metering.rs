@@ -34,6 +34,12 @@ pub struct PendingEvent {
     /// Unix seconds: the latest record of the event.
     pub timestamp: i64,
     pub identifier: String,
+    /// Stripe has it (accepted, or its identifier was counted before): not sent again.
+    #[serde(default)]
+    pub acknowledged: bool,
+    /// Stripe refused it for good (the reason): set aside, logged, not sent again.
+    #[serde(default)]
+    pub parked: Option<String>,
 }
 
 /// A batch decided and saved before it is sent: resent as it is after a crash, so its
@@ -44,6 +50,18 @@ pub struct PendingBatch {
     /// The watermark once the batch is sent: the sort key of its last record.
     pub to: String,
     pub events: Vec<PendingEvent>,
+    /// How many times sending it was started.
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+impl PendingBatch {
+    /// Whether every event is acknowledged or set aside.
+    pub fn done(&self) -> bool {
+        self.events
+            .iter()
+            .all(|e| e.acknowledged || e.parked.is_some())
+    }
 }
 
 /// The batch that reports `records` (read after the watermark `after`, in sort-key order):
@@ -73,12 +91,15 @@ pub fn batch_of(shard: usize, after: &str, records: &[MeteredRecord]) -> Option<
                 customer: customer.to_owned(),
                 value,
                 timestamp,
+                acknowledged: false,
+                parked: None,
             },
         )
         .collect();
     Some(PendingBatch {
         to: last.sort_key.clone(),
         events,
+        attempts: 0,
     })
 }
 

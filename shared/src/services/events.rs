@@ -173,6 +173,10 @@ pub async fn events_of_records(
                         threshold
                     }
                 };
+                // The threshold is in the deployment's currency: another currency's balance is
+                // only ever depleted.
+                let threshold =
+                    threshold.filter(|_| currency == app.config.default_currency.as_str());
                 balance_events(&account, old, new, threshold, &currency)
             }
         };

@@ -12,7 +12,7 @@
 
 use serde::Serialize;
 
-use crate::adapters::stripe::MeterEventOut;
+use crate::adapters::stripe::{MeterEventOut, MeterSent};
 use crate::domain::metering::{batch_of, PendingBatch, METER_SHARDS};
 use crate::domain::records::now_ms;
 use crate::domain::scope::Scope;
@@ -35,6 +35,8 @@ pub struct MeterReport {
     pub resent: usize,
     /// Units reported in the batches this run confirmed.
     pub units: i64,
+    /// Events Stripe refused for good (logged with their identifiers).
+    pub parked: usize,
 }
 
 /// Where a run stops on purpose (tests of a crash between sending and saving).
@@ -45,13 +47,24 @@ pub enum StopAt {
     AfterFirstSend,
 }
 
-/// Reports every settled metered record to Stripe.
+/// Reports every settled metered record to Stripe. Each shard goes on when another fails; the
+/// run fails at the end if any did (so that the function's error metric alarms).
 pub async fn report_usage(app: &App, stop: StopAt) -> Result<MeterReport, ApiError> {
     let mut report = MeterReport::default();
+    let mut failed = None;
     for shard in 0..METER_SHARDS {
-        report_shard(app, shard, stop, &mut report).await?;
+        if let Err(err) = report_shard(app, shard, stop, &mut report).await {
+            if stop == StopAt::AfterFirstSend {
+                return Err(err);
+            }
+            tracing::error!(shard, code = err.code(), cause = %err.cause(), "a meter shard could not be reported");
+            failed = Some(err);
+        }
     }
-    Ok(report)
+    match failed {
+        Some(err) => Err(err),
+        None => Ok(report),
+    }
 }
 
 async fn report_shard(
@@ -63,7 +76,7 @@ async fn report_shard(
     let store = &app.store;
     for _ in 0..MAX_BATCHES_PER_SHARD {
         let watermark = store.meter_watermark(shard).await?;
-        let (batch, version) = match watermark.pending {
+        let (mut batch, version) = match watermark.pending {
             Some(pending) => {
                 report.resent += 1;
                 (pending, watermark.version)
@@ -77,17 +90,23 @@ async fn report_shard(
                 let Some(batch) = batch_of(shard, &watermark.after, &records) else {
                     return Ok(());
                 };
-                if !store
-                    .save_meter_batch(shard, watermark.version, &batch)
-                    .await?
-                {
-                    // Another run moved first: read again.
-                    continue;
-                }
-                (batch, watermark.version + 1)
+                (batch, watermark.version)
             }
         };
-        send(app, &batch, report).await?;
+        // Saved before anything is sent (with the attempt counted): a crash from here on
+        // resends this very batch.
+        batch.attempts = batch.attempts.saturating_add(1);
+        if !store.save_meter_batch(shard, version, &batch).await? {
+            // Another run moved first: read again.
+            continue;
+        }
+        let version = version + 1;
+        let sent = send(app, &mut batch, report).await;
+        if let Err(err) = sent {
+            // What Stripe has is remembered, so that only the rest is sent again.
+            store.save_meter_batch(shard, version, &batch).await.ok();
+            return Err(err);
+        }
         if stop == StopAt::AfterFirstSend {
             return Err(ApiError::Unavailable(
                 "stopped after sending, before the watermark moved".into(),
@@ -95,35 +114,57 @@ async fn report_shard(
         }
         if store.confirm_meter_batch(shard, version, &batch.to).await? {
             report.batches += 1;
-            report.units += batch.events.iter().map(|e| e.value).sum::<i64>();
+            report.units += batch
+                .events
+                .iter()
+                .filter(|e| e.parked.is_none())
+                .map(|e| e.value)
+                .sum::<i64>();
         }
     }
     Ok(())
 }
 
-async fn send(app: &App, batch: &PendingBatch, report: &mut MeterReport) -> Result<(), ApiError> {
-    for event in &batch.events {
+async fn send(
+    app: &App,
+    batch: &mut PendingBatch,
+    report: &mut MeterReport,
+) -> Result<(), ApiError> {
+    let attempt = batch.attempts;
+    for event in batch
+        .events
+        .iter_mut()
+        .filter(|e| !e.acknowledged && e.parked.is_none())
+    {
         let scope = Scope::from_key_prefix(&event.scope_prefix, app.config.default_mode)
             .ok_or_else(|| ApiError::Internal("a metered record has an unknown scope".into()))?;
         let stripe = app.stripe_for(&scope).await?;
-        let acknowledged = stripe
+        let sent = stripe
             .send_meter_event(&MeterEventOut {
                 event_name: &event.event_name,
                 customer: &event.customer,
                 value: event.value,
                 identifier: &event.identifier,
                 timestamp: event.timestamp,
+                attempt,
             })
             .await?;
-        if acknowledged
-            .as_deref()
-            .is_some_and(|id| id != event.identifier)
-        {
-            return Err(ApiError::Stripe(
-                "Stripe acknowledged another meter event identifier".into(),
-            ));
-        }
         report.events_sent += 1;
+        match sent {
+            MeterSent::Accepted | MeterSent::AlreadyRecorded => event.acknowledged = true,
+            MeterSent::Refused(reason) => {
+                tracing::error!(
+                    identifier = %event.identifier,
+                    event_name = %event.event_name,
+                    customer = %event.customer,
+                    value = event.value,
+                    reason = %reason,
+                    "Stripe refused a meter event; it is set aside"
+                );
+                report.parked += 1;
+                event.parked = Some(reason);
+            }
+        }
     }
     Ok(())
 }

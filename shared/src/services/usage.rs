@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::adapters::store::{
     hash_parts, Allowance, AllowanceKey, LeaseItem, MeterTag, MoveOutcome, NewUsage, Store,
+    LEASE_INDEX_SHARDS, USAGE_RECORD_TTL_SECS,
 };
 use crate::domain::ledger::CreditMove;
 use crate::domain::plans::Plan;
@@ -184,12 +185,16 @@ pub async fn record_usage(
         // hot account past its limit would otherwise read its subscription and shards on every
         // request).
         if !fresh && !request.dry_run {
-            if let Some((limit, left)) = app.exhausted.get(&cache_key) {
+            if let Some((limit, left, held)) = app.exhausted.get(&cache_key) {
                 if quantity > left {
                     if let Some(first) = replayed(&store, request).await? {
                         return Ok(first);
                     }
-                    return Err(limit_reached(request.metric, limit));
+                    return Err(if held {
+                        held_for_now()
+                    } else {
+                        limit_reached(request.metric, limit)
+                    });
                 }
             }
         }
@@ -267,13 +272,21 @@ pub async fn record_usage(
                 continue;
             }
         }
+        // Units still held in other instances' blocks come back within seconds: neither a
+        // refusal nor an overage charge is right until then.
+        if !request.dry_run && held_elsewhere(app, &store, &at).await? > 0 {
+            let left = allowance.limit - allowance.used();
+            app.exhausted
+                .put(cache_key.clone(), (allowance.limit, left, true));
+            return Err(held_for_now());
+        }
         let refused = || limit_reached(request.metric, allowance.limit);
         let Some(price) = terms.plan.overage_prices.get(request.metric).copied() else {
             if !request.dry_run {
                 note_limit_reached(&store, &at, allowance.limit).await;
                 let left = allowance.limit - allowance.used();
                 app.exhausted
-                    .put(cache_key.clone(), (allowance.limit, left));
+                    .put(cache_key.clone(), (allowance.limit, left, false));
             }
             return Err(refused());
         };
@@ -336,6 +349,12 @@ pub async fn record_usage(
     Err(ApiError::Unavailable("the allowance kept changing".into()))
 }
 
+fn held_for_now() -> ApiError {
+    ApiError::RetryLater(
+        "Part of this allowance is held by other instances for a few seconds; try again.".into(),
+    )
+}
+
 fn limit_reached(metric: &str, limit: i64) -> ApiError {
     ApiError::LimitReached(format!(
         "The plan's {metric} allowance for this period ({limit}) is used up."
@@ -389,6 +408,12 @@ async fn from_lease(
             app.allowances.remove(cache_key);
             return Ok(Leased::ReadAgain);
         }
+        if now_ms() >= until_ms {
+            // The write took longer than the lease lasts: nothing is taken from it here; the
+            // settle gives its units back.
+            app.allowances.remove(cache_key);
+            return Ok(Leased::NoLease);
+        }
         let lease = HeldLease {
             id,
             shard,
@@ -416,13 +441,23 @@ async fn from_lease(
         .allowances
         .get(cache_key)
         .unwrap_or_else(|| allowance.clone());
-    let used = snapshot.used().saturating_sub(lease.left).max(0);
+    let used = snapshot.used().saturating_sub(lease.left).max(quantity);
     let result = answer(true, used, snapshot.limit, &terms.period, None);
     let text = result.to_string();
     let record = new_usage(request, &text, &terms.customer, &terms.plan);
+    let attempt = uuid::Uuid::new_v4().simple().to_string();
     if store
-        .record_leased_usage(&record, at.metric, &lease.id)
+        .record_leased_usage(&record, at.metric, &lease.id, &attempt)
         .await?
+    {
+        return Ok(Leased::Answered(result));
+    }
+    // A record of the key exists. If this put wrote it (its first try succeeded and the SDK's
+    // retry found it), the units are taken and the answer is this one.
+    if store
+        .usage_record(request.key_hash)
+        .await?
+        .is_some_and(|r| r.attempt.as_deref() == Some(attempt.as_str()))
     {
         return Ok(Leased::Answered(result));
     }
@@ -471,6 +506,7 @@ async fn give_back(store: &Store, at: &AllowanceKey<'_>, lease: &HeldLease) {
         id: lease.id.clone(),
         shard: lease.shard,
         granted: 0,
+        until_ms: lease.until_ms,
     };
     if let Err(err) = store.return_lease_units(at, &item, lease.left).await {
         // Settled later from its records, like the block of an instance that stopped.
@@ -501,18 +537,99 @@ async fn reclaim_leases(
     for lease in store
         .expired_leases(at, now_ms().saturating_sub(margin))
         .await?
+        .iter()
+        .take(SETTLES_PER_REQUEST)
     {
-        let used = store.leased_units(&lease.id).await?;
-        if store.settle_lease(at, &lease, used).await? {
-            tracing::info!(
-                granted = lease.granted,
-                used,
-                "an ended usage lease was settled"
-            );
+        if settle_one(store, at, lease).await? {
             reclaimed += 1;
         }
     }
     Ok(reclaimed)
+}
+
+/// Leases a request settles at most before it answers (the scheduled settle does the rest).
+const SETTLES_PER_REQUEST: usize = 25;
+/// Leases the scheduled settle reads per index partition and run.
+const SETTLES_PER_RUN: i32 = 500;
+
+/// Settles one ended lease from its records. A lease older than its records' time to live
+/// (its records may be gone) is closed as fully used: nothing is given back on a count that
+/// could be short.
+async fn settle_one(
+    store: &Store,
+    at: &AllowanceKey<'_>,
+    lease: &LeaseItem,
+) -> Result<bool, ApiError> {
+    let records_kept_until = lease
+        .until_ms
+        .saturating_add((USAGE_RECORD_TTL_SECS - 24 * 3600).saturating_mul(1000));
+    let used = if now_ms() >= records_kept_until {
+        tracing::warn!(
+            granted = lease.granted,
+            "a usage lease outlived its records; closed as fully used"
+        );
+        lease.granted
+    } else {
+        store.leased_units(&lease.id).await?
+    };
+    let settled = store.settle_lease(at, lease, used).await?;
+    if settled {
+        tracing::info!(
+            granted = lease.granted,
+            used,
+            "an ended usage lease was settled"
+        );
+    }
+    Ok(settled)
+}
+
+/// The scheduled settle (with the meter reporter): every lease of every scope that ended more
+/// than the margin ago goes back to its shard, so blocks never wait for a refusal and never
+/// outlive their records. Returns how many were settled.
+pub async fn settle_ended_leases(app: &App) -> Result<usize, ApiError> {
+    let margin = i64::try_from(app.config.usage_lease_margin.as_millis()).unwrap_or(i64::MAX);
+    let before = now_ms().saturating_sub(margin);
+    let mut settled = 0;
+    for index_shard in 0..LEASE_INDEX_SHARDS {
+        for ended in app
+            .store
+            .ended_leases(index_shard, before, SETTLES_PER_RUN)
+            .await?
+        {
+            let Some(scope) = Scope::from_key_prefix(&ended.scope_prefix, app.config.default_mode)
+            else {
+                continue;
+            };
+            let store = app.store_for(&scope);
+            let at = AllowanceKey {
+                account: &ended.account,
+                metric: &ended.metric,
+                period: &ended.period,
+            };
+            if settle_one(&store, &at, &ended.lease).await? {
+                settled += 1;
+            }
+        }
+    }
+    Ok(settled)
+}
+
+/// Units of the allowance other instances may still hold: what live (or just ended) leases
+/// granted beyond their records.
+async fn held_elsewhere(app: &App, store: &Store, at: &AllowanceKey<'_>) -> Result<i64, ApiError> {
+    let margin = i64::try_from(app.config.usage_lease_margin.as_millis()).unwrap_or(i64::MAX);
+    let mut held: i64 = 0;
+    for lease in store
+        .recent_leases(at, now_ms().saturating_sub(margin))
+        .await?
+        .iter()
+        .filter(|l| l.granted > 0)
+        .take(SETTLES_PER_REQUEST)
+    {
+        let used = store.leased_units(&lease.id).await?;
+        held = held.saturating_add((lease.granted - used).max(0));
+    }
+    Ok(held)
 }
 
 /// The usage record to write; a metered plan's record is tagged for the meter reporter.

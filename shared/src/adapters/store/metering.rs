@@ -111,6 +111,11 @@ impl Store {
         before: &str,
         limit: i32,
     ) -> Result<Vec<MeteredRecord>, StoreError> {
+        let from = format!("{after}\u{1}");
+        if from.as_str() > before {
+            // The watermark is past the settled time (a clock step, a longer settle time).
+            return Ok(Vec::new());
+        }
         let output = self
             .client
             .query()
@@ -119,7 +124,7 @@ impl Store {
             .key_condition_expression("gsi2pk = :pk AND gsi2sk BETWEEN :from AND :to")
             .expression_attribute_values(":pk", s(meter_pk(shard)))
             // The sort keys are `<15-digit ms>#<hash>`: `after` + a byte is the first key past it.
-            .expression_attribute_values(":from", s(format!("{after}\u{1}")))
+            .expression_attribute_values(":from", s(from))
             .expression_attribute_values(":to", s(before))
             .limit(limit)
             .send()

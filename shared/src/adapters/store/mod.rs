@@ -40,7 +40,10 @@ pub use projects::SaveOutcome;
 pub use stats::{
     item_from_stream_json, records_from_event, StatsOutcome, StreamRecord, STATS_SHARDS,
 };
-pub use usage::{meter_pk, Allowance, AllowanceKey, LeaseItem, MeterTag, NewUsage, UsageRecord};
+pub use usage::{
+    leases_pk, meter_pk, Allowance, AllowanceKey, EndedLease, LeaseItem, MeterTag, NewUsage,
+    UsageRecord, LEASE_INDEX_SHARDS, USAGE_RECORD_TTL_SECS,
+};
 
 /// Attempts of a transaction that lost a race with another one on the same items.
 const CONFLICT_ATTEMPTS: u32 = 12;

@@ -17,7 +17,7 @@ use crate::domain::records::{now_ms, UserId};
 use crate::domain::usage::{split_allowance, USAGE_SHARDS};
 
 /// Days a usage record is kept for replays.
-const USAGE_RECORD_TTL_SECS: i64 = 7 * 24 * 3600;
+pub const USAGE_RECORD_TTL_SECS: i64 = 7 * 24 * 3600;
 
 /// What an allowance holds now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +40,9 @@ pub struct UsageRecord {
     pub quantity: i64,
     /// The answer as JSON text.
     pub answer: String,
+    /// The attempt that wrote it (leased usages), to tell a retried write of one's own from
+    /// another request's.
+    pub attempt: Option<String>,
 }
 
 /// A usage to record: its key's hash, quantity, the answer given, and where it is metered.
@@ -69,6 +72,27 @@ pub struct LeaseItem {
     pub shard: usize,
     /// Units granted and not given back.
     pub granted: i64,
+    /// When the lease ends (Unix milliseconds).
+    pub until_ms: i64,
+}
+
+/// Partitions of the lease index the scheduled settle reads.
+pub const LEASE_INDEX_SHARDS: usize = 4;
+
+/// The gsi2 partition that lists a lease by its end (chosen by its id).
+pub fn leases_pk(lease: &str) -> String {
+    let shard = lease.bytes().map(usize::from).sum::<usize>() % LEASE_INDEX_SHARDS;
+    format!("LEASES#{shard}")
+}
+
+/// A lease as the scheduled settle finds it: its scope and allowance, and the lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndedLease {
+    pub scope_prefix: String,
+    pub account: UserId,
+    pub metric: String,
+    pub period: String,
+    pub lease: LeaseItem,
 }
 
 /// Where one allowance lives.
@@ -97,6 +121,7 @@ impl Store {
             metric: f.text("metric")?.to_owned(),
             quantity: f.int("quantity")?,
             answer: f.text("answer")?.to_owned(),
+            attempt: f.opt_text("attempt")?.map(str::to_owned),
         }))
     }
 
@@ -235,16 +260,19 @@ impl Store {
         self.put_new(self.record_attributes(record, metric, None))
     }
 
-    /// Writes a usage taken from `lease` (one conditional put: nothing shared is written).
-    /// `false`: the key was recorded before.
+    /// Writes a usage taken from `lease` (one conditional put: nothing shared is written),
+    /// marked with `attempt`. `false`: a record of the key exists (a replay, or this very put
+    /// retried by the SDK after its first try was written: the record's attempt tells).
     pub async fn record_leased_usage(
         &self,
         record: &NewUsage<'_>,
         metric: &str,
         lease: &str,
+        attempt: &str,
     ) -> Result<bool, StoreError> {
-        self.put_if_absent(self.record_attributes(record, metric, Some(lease)))
-            .await
+        let mut item = self.record_attributes(record, metric, Some(lease));
+        item.insert("attempt".into(), s(attempt));
+        self.put_if_absent(item).await
     }
 
     /// Leases `block` units of one shard to an instance until `expires_ms`, in one
@@ -263,6 +291,12 @@ impl Store {
         item.insert("shard".into(), n(i64::try_from(shard).unwrap_or(0)));
         item.insert("granted".into(), n(block));
         item.insert("leaseUntil".into(), n(expires_ms));
+        item.insert("account".into(), s(at.account.as_str()));
+        item.insert("metric".into(), s(at.metric));
+        item.insert("period".into(), s(at.period));
+        // Listed by end time for the scheduled settle (unscoped; the item's key names its scope).
+        item.insert("gsi2pk".into(), s(leases_pk(lease)));
+        item.insert("gsi2sk".into(), s(history_sk(expires_ms, lease)));
         // Removed by the table's TTL well after any period (a lease is settled long before).
         item.insert("expiresAt".into(), n(expires_ms / 1000 + 400 * 24 * 3600));
         let items = vec![self.take_item(at, shard, block, None)?, self.put_new(item)?];
@@ -295,11 +329,30 @@ impl Store {
         Ok(self.transact(items).await?.is_ok())
     }
 
-    /// The allowance's leases that expired before `before_ms`.
+    /// The allowance's leases that ended before `before_ms` (the first page: the scheduled
+    /// settle keeps the partition short).
     pub async fn expired_leases(
         &self,
         at: &AllowanceKey<'_>,
         before_ms: i64,
+    ) -> Result<Vec<LeaseItem>, StoreError> {
+        self.leases_where(at, "leaseUntil < :at", before_ms).await
+    }
+
+    /// The allowance's leases that ended at or after `since_ms` or still run.
+    pub async fn recent_leases(
+        &self,
+        at: &AllowanceKey<'_>,
+        since_ms: i64,
+    ) -> Result<Vec<LeaseItem>, StoreError> {
+        self.leases_where(at, "leaseUntil >= :at", since_ms).await
+    }
+
+    async fn leases_where(
+        &self,
+        at: &AllowanceKey<'_>,
+        filter: &str,
+        at_ms: i64,
     ) -> Result<Vec<LeaseItem>, StoreError> {
         let pk = self.keys.usage_lease(at.account, at.metric, at.period, "");
         let pk = get_s(&pk, "pk").unwrap_or_default().to_owned();
@@ -308,9 +361,9 @@ impl Store {
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk")
-            .filter_expression("leaseUntil < :before")
+            .filter_expression(filter)
             .expression_attribute_values(":pk", s(pk))
-            .expression_attribute_values(":before", n(before_ms))
+            .expression_attribute_values(":at", n(at_ms))
             .consistent_read(true)
             .send()
             .await
@@ -324,6 +377,49 @@ impl Store {
                     id: f.text("sk")?.to_owned(),
                     shard: usize::try_from(f.int("shard")?).unwrap_or(0),
                     granted: f.int("granted")?,
+                    until_ms: f.int("leaseUntil")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Leases of every scope that ended before `before_ms`, from one partition of the lease
+    /// index, oldest first (up to `limit`).
+    pub async fn ended_leases(
+        &self,
+        index_shard: usize,
+        before_ms: i64,
+        limit: i32,
+    ) -> Result<Vec<EndedLease>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(super::keys::GSI2)
+            .key_condition_expression("gsi2pk = :pk AND gsi2sk < :before")
+            .expression_attribute_values(":pk", s(format!("LEASES#{index_shard}")))
+            .expression_attribute_values(":before", s(format!("{before_ms:015}")))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        output
+            .items()
+            .iter()
+            .map(|item| {
+                let f = Fields::of(item);
+                let pk = get_s(item, "pk").unwrap_or_default();
+                Ok(EndedLease {
+                    scope_prefix: super::keys::split_scope(pk).0.to_owned(),
+                    account: f.user("account")?,
+                    metric: f.text("metric")?.to_owned(),
+                    period: f.text("period")?.to_owned(),
+                    lease: LeaseItem {
+                        id: f.text("sk")?.to_owned(),
+                        shard: usize::try_from(f.int("shard")?).unwrap_or(0),
+                        granted: f.int("granted")?,
+                        until_ms: f.int("leaseUntil")?,
+                    },
                 })
             })
             .collect()

@@ -410,28 +410,62 @@ impl StripeApi {
     }
 
     /// One billing meter event: `value` units of `event_name` for `customer` at `timestamp`.
-    /// The identifier is also the idempotency key, so a resent event (same identifier, same
-    /// values) is answered with the first answer and counted once. Returns the identifier
-    /// Stripe acknowledged.
+    /// Stripe counts an `identifier` once (for at least 24 hours), so a resent event counts
+    /// once. The idempotency key is the identifier and the attempt: a retry within one attempt
+    /// gets the first answer, and a later attempt is not answered with a stored failure.
     pub async fn send_meter_event(
         &self,
         event: &MeterEventOut<'_>,
-    ) -> Result<Option<String>, StripeFailure> {
+    ) -> Result<MeterSent, StripeFailure> {
         let payload = HashMap::from([
             ("stripe_customer_id".to_owned(), event.customer.to_owned()),
             ("value".to_owned(), event.value.to_string()),
         ]);
-        CreateBillingMeterEvent::new(event.event_name, payload)
+        let idempotency = format!("{}-{}", event.identifier, event.attempt);
+        let sent = CreateBillingMeterEvent::new(event.event_name, payload)
             .identifier(event.identifier)
             .timestamp(event.timestamp)
             .build()
             .customize::<MeterEventAck>()
-            .request_strategy(RequestStrategy::Idempotent(key(event.identifier)?))
+            .request_strategy(RequestStrategy::Idempotent(key(&idempotency)?))
             .send(&self.client)
-            .await
-            .map(|ack| ack.identifier)
-            .map_err(map_error)
+            .await;
+        match sent {
+            Ok(ack)
+                if ack
+                    .identifier
+                    .as_deref()
+                    .is_some_and(|id| id != event.identifier) =>
+            {
+                Err(StripeFailure::Upstream(
+                    "Stripe acknowledged another identifier".into(),
+                ))
+            }
+            Ok(_) => Ok(MeterSent::Accepted),
+            // A client error other than rate limiting will not go away by sending again.
+            Err(stripe::StripeError::Stripe(details, status))
+                if (400..500).contains(&status) && status != 429 =>
+            {
+                let message = details.message.clone().unwrap_or_default();
+                if message.to_ascii_lowercase().contains("identifier") {
+                    Ok(MeterSent::AlreadyRecorded)
+                } else {
+                    Ok(MeterSent::Refused(format!("{status}: {message}")))
+                }
+            }
+            Err(err) => Err(map_error(err)),
+        }
     }
+}
+
+/// What Stripe did with a meter event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MeterSent {
+    Accepted,
+    /// Its identifier was counted before (a resend).
+    AlreadyRecorded,
+    /// Refused for good (an unknown meter or customer, a timestamp too old): the message.
+    Refused(String),
 }
 
 /// A billing meter event to send.
@@ -442,6 +476,8 @@ pub struct MeterEventOut<'a> {
     pub identifier: &'a str,
     /// Unix seconds.
     pub timestamp: i64,
+    /// Which sending of its batch this is (1 the first).
+    pub attempt: u32,
 }
 
 #[derive(Debug, miniserde::Deserialize)]

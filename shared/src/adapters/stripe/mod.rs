@@ -6,8 +6,8 @@ mod billing;
 mod raw;
 
 pub use billing::{
-    CheckoutItem, CheckoutSession, Customer, MeterEventOut, Session, Subscription, META_ACCOUNT,
-    META_PLAN, META_SCOPE,
+    CheckoutItem, CheckoutSession, Customer, MeterEventOut, MeterSent, Session, Subscription,
+    META_ACCOUNT, META_PLAN, META_SCOPE,
 };
 pub use raw::{valid_api_version, EphemeralKey};
 
