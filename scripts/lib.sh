@@ -105,10 +105,15 @@ start_servers() {
   if [ -n "$stripe" ]; then
     start localstripe "$stripe" "$VENV/bin/localstripe" --port "$stripe" --from-scratch
   fi
-  export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$ddb"
-  export AWS_ENDPOINT_URL_SECRETS_MANAGER="http://127.0.0.1:$moto"
-  export AWS_ENDPOINT_URL_EVENTBRIDGE="http://127.0.0.1:$moto"
-  export AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$moto"
+  local_aws_env "$ddb" "$moto"
+}
+
+# local_aws_env DDB_PORT MOTO_PORT: the AWS SDK's endpoints and credentials for the emulators.
+local_aws_env() {
+  export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$1"
+  export AWS_ENDPOINT_URL_SECRETS_MANAGER="http://127.0.0.1:$2"
+  export AWS_ENDPOINT_URL_EVENTBRIDGE="http://127.0.0.1:$2"
+  export AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$2"
   # The emulators accept any credentials; these are placeholders, not keys.
   export AWS_REGION="${AWS_REGION:-us-east-1}"
   export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}"
