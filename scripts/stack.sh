@@ -40,6 +40,7 @@ PIDS+=($!)
 wait_port "$PORT" coffer-api || exit 1
 cat >&2 <<TXT
 
+  Page:     http://127.0.0.1:$PORT/   (the storefront: sign in with a name)
   API:      http://127.0.0.1:$PORT
   Webhook:  http://127.0.0.1:$PORT/api/stripe/webhook
   Token:    TOKEN=\$(scripts/token.sh alice)       developer: DEV=\$(scripts/token.sh --developer dev-1)

@@ -53,9 +53,73 @@ async fn handle(api: Arc<LocalApi>, req: hyper::Request<Incoming>) -> Result<Rep
     Ok(route(api, req, request_id).instrument(span).await)
 }
 
+/// The storefront page's files (`web/`), served by the local stack at `/` (deployed, they are
+/// static files on any host).
+const PAGE_FILES: &[(&str, &str, &str)] = &[
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../../web/index.html"),
+    ),
+    (
+        "/app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/app.js"),
+    ),
+    (
+        "/style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../web/style.css"),
+    ),
+];
+
+/// Local stack only: a local user's token for a name (the storefront's sign-in; no password).
+async fn local_token(api: &LocalApi, body: Incoming) -> Reply {
+    let refused = |message: &str| {
+        reply(
+            400,
+            json!({"success": false, "error": message, "code": "bad_request"}).to_string(),
+        )
+    };
+    let Ok(collected) = Limited::new(body, 4096).collect().await else {
+        return refused("The body is too large.");
+    };
+    let name = serde_json::from_slice::<Value>(&collected.to_bytes())
+        .ok()
+        .and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_owned))
+        .filter(|n| n.len() <= 64 && !n.trim().is_empty())
+        .and_then(|n| coffer::domain::records::UserId::parse(n.trim()));
+    let Some(name) = name else {
+        return refused("Give a name of 1 to 64 characters.");
+    };
+    match crate::token::issue(&api.jwt_secret, name.as_str(), 3600) {
+        Ok(token) => reply(
+            200,
+            json!({"success": true, "data": {"token": token, "expiresIn": 3600}}).to_string(),
+        ),
+        Err(_) => reply(
+            500,
+            json!({"success": false, "error": "Something went wrong on our side.", "code": "internal_error"}).to_string(),
+        ),
+    }
+}
+
 async fn route(api: Arc<LocalApi>, req: hyper::Request<Incoming>, request_id: String) -> Reply {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
+    if method == "GET" {
+        if let Some((_, content_type, text)) = PAGE_FILES.iter().find(|(p, _, _)| *p == path) {
+            return hyper::Response::builder()
+                .status(200)
+                .header("content-type", *content_type)
+                .header("cache-control", "no-store")
+                .body(Full::new(Bytes::from_static(text.as_bytes())))
+                .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())));
+        }
+    }
+    if method == "POST" && path == "/_local/token" {
+        return local_token(&api, req.into_body()).await;
+    }
     let matched = handlers::ROUTES.iter().find_map(|(m, pattern, function)| {
         (*m == method)
             .then(|| match_path(pattern, &path))

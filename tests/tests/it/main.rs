@@ -12,6 +12,7 @@ mod metering;
 mod money_defects;
 mod projects;
 mod purchase;
+mod storefront;
 mod stripe_test_mode;
 mod subscriptions;
 mod upgrade;
