@@ -51,6 +51,12 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> TimedCache<K, V> {
             entries.insert(key, (Instant::now(), value));
         }
     }
+
+    fn remove(&self, key: &K) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(key);
+        }
+    }
 }
 
 /// A small per-instance cache with its own time to live: the usage path's terms and allowance
@@ -315,6 +321,11 @@ impl App {
             self.projects.put(id.clone(), project.clone());
         }
         Ok(project)
+    }
+
+    /// Drops this instance's cached copy of a project (after this instance changed it).
+    pub fn forget_project(&self, id: &ProjectId) {
+        self.projects.remove(id);
     }
 
     /// The scope's Stripe client, built from its secret key, again when the key changes.

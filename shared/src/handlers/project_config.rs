@@ -84,11 +84,12 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         }
         "PUT" => save_config(app, req, &developer, Scope::new(id, mode)).await,
         "DELETE" => {
-            if !app
+            let deactivated = app
                 .store
                 .set_mode_active(&id, &developer, mode, false)
-                .await?
-            {
+                .await?;
+            app.forget_project(&id);
+            if !deactivated {
                 return Err(ApiError::NotFound(
                     "Unknown project, or not configured for this mode.".into(),
                 ));
@@ -198,6 +199,7 @@ async fn save_config(
         SaveOutcome::Saved => {}
         SaveOutcome::NotOwner => return Err(ApiError::NotFound("Unknown project.".into())),
     }
+    app.forget_project(&scope.project);
     tracing::info!(project = %scope.project, mode = %scope.mode, "project configured");
     let project = scoping::owned_project(app, developer, &scope.project).await?;
     Ok(ok(project.mode_json(scope.mode)))
