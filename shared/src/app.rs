@@ -27,49 +27,18 @@ use crate::http::ApiError;
 const CACHE_TTL: Duration = Duration::from_secs(60);
 
 /// A value kept in memory for a while, by key.
-struct TimedCache<K, V> {
-    entries: Mutex<HashMap<K, (Instant, V)>>,
-}
-
-impl<K: std::hash::Hash + Eq + Clone, V: Clone> TimedCache<K, V> {
-    fn new() -> Self {
-        Self {
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn fresh(&self, key: &K) -> Option<V> {
-        let entries = self.entries.lock().ok()?;
-        entries
-            .get(key)
-            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
-            .map(|(_, value)| value.clone())
-    }
-
-    fn put(&self, key: K, value: V) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.insert(key, (Instant::now(), value));
-        }
-    }
-
-    fn remove(&self, key: &K) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(key);
-        }
-    }
-}
-
-/// A small per-instance cache with its own time to live: the usage path's terms and allowance
-/// snapshots. A zero time to live caches nothing.
-pub struct ShortCache<V> {
+/// A small per-instance cache with its own time to live: packages and projects (a minute), the
+/// usage path's terms and allowance snapshots (`USAGE_CACHE_MS`). A zero time to live caches
+/// nothing.
+pub struct ShortCache<V, K = String> {
     ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, V)>>,
+    entries: Mutex<HashMap<K, (Instant, V)>>,
 }
 
 /// Entries a short cache holds before it starts over (one busy instance serves few accounts).
 const SHORT_CACHE_ENTRIES: usize = 10_000;
 
-impl<V: Clone> ShortCache<V> {
+impl<V: Clone, K: std::hash::Hash + Eq> ShortCache<V, K> {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
@@ -77,7 +46,11 @@ impl<V: Clone> ShortCache<V> {
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<V> {
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
         if self.ttl.is_zero() {
             return None;
         }
@@ -88,7 +61,7 @@ impl<V: Clone> ShortCache<V> {
             .map(|(_, value)| value.clone())
     }
 
-    pub fn put(&self, key: String, value: V) {
+    pub fn put(&self, key: K, value: V) {
         if self.ttl.is_zero() {
             return;
         }
@@ -101,7 +74,11 @@ impl<V: Clone> ShortCache<V> {
     }
 
     /// Changes a fresh entry in place (keeping its age).
-    pub fn update(&self, key: &str, change: impl FnOnce(&mut V)) {
+    pub fn update<Q>(&self, key: &Q, change: impl FnOnce(&mut V))
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
         if let Ok(mut entries) = self.entries.lock() {
             if let Some((_, value)) = entries.get_mut(key) {
                 change(value);
@@ -109,7 +86,11 @@ impl<V: Clone> ShortCache<V> {
         }
     }
 
-    pub fn remove(&self, key: &str) {
+    pub fn remove<Q>(&self, key: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
         if let Ok(mut entries) = self.entries.lock() {
             entries.remove(key);
         }
@@ -126,8 +107,8 @@ pub struct App {
     pub project_secrets: SecretsCache,
     /// A Stripe client per scope, with the key it was built from.
     stripe: Mutex<HashMap<Scope, (Arc<StripeSecrets>, StripeApi)>>,
-    packages: TimedCache<Scope, Vec<CreditPackage>>,
-    projects: TimedCache<ProjectId, Project>,
+    packages: ShortCache<Vec<CreditPackage>, Scope>,
+    projects: ShortCache<Project, ProjectId>,
     /// Where billing events go (only the functions that publish them have a bus configured).
     pub events: Option<EventBus>,
     /// The usage path's per-instance caches (`USAGE_CACHE_MS`): an account's plan and period,
@@ -242,8 +223,8 @@ impl App {
             secrets: SecretsCache::new(secrets_manager.clone(), None),
             project_secrets: SecretsCache::new(secrets_manager, Some(CACHE_TTL)),
             stripe: Mutex::new(HashMap::new()),
-            packages: TimedCache::new(),
-            projects: TimedCache::new(),
+            packages: ShortCache::new(CACHE_TTL),
+            projects: ShortCache::new(CACHE_TTL),
             events: None,
             usage_terms: ShortCache::new(usage_cache),
             allowances: ShortCache::new(usage_cache),
@@ -313,7 +294,7 @@ impl App {
     /// The scope's project as the registry has it (cached for a minute); `None`: unknown (not
     /// cached, so a project is usable as soon as it is created).
     pub async fn project(&self, id: &ProjectId) -> Result<Option<Project>, StoreError> {
-        if let Some(project) = self.projects.fresh(id) {
+        if let Some(project) = self.projects.get(id) {
             return Ok(Some(project));
         }
         let project = self.store.project(id).await?;
@@ -350,7 +331,7 @@ impl App {
 
     /// The scope's stored packages (active or not), from memory when read within a minute.
     pub async fn packages_for(&self, scope: &Scope) -> Result<Vec<CreditPackage>, StoreError> {
-        if let Some(packages) = self.packages.fresh(scope) {
+        if let Some(packages) = self.packages.get(scope) {
             return Ok(packages);
         }
         let packages = self.store_for(scope).list_packages().await?;
