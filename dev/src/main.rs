@@ -39,7 +39,7 @@ pub const DEFAULT_JWT_SECRET: &str = "coffer-local-jwt-secret";
 pub const LOCAL_BACKEND_ROLE: &str = "arn:aws:iam::000000000000:role/app-backend";
 
 const USAGE: &str = "usage: coffer-dev up | token [--service|--developer] <name> [ttl-seconds] | \
-sign <event.json> [secret] | grant <user-id> <amount> <reason> <key> | reconcile [hours] | check | attention | events | plans link <plan> <price-id> | plans get <plan> | plans list";
+sign <event.json> [secret] | grant <user-id> <amount> <reason> <key> | reconcile [hours] | check | attention | events | plans link <plan> <price-id> | plans get <plan> | plans list | openapi";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -54,6 +54,8 @@ async fn main() -> ExitCode {
         Some("attention") => ops::attention().await,
         Some("plans") => ops::plans(&args[1..]).await,
         Some("events") => events().await,
+        // The OpenAPI document, as committed in openapi.json.
+        Some("openapi") => coffer::openapi::document_json().map(|text| print!("{text}")),
         _ => Err(USAGE.into()),
     };
     match result {

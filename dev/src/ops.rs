@@ -148,8 +148,8 @@ pub async fn plans(args: &[String]) -> Result<(), String> {
     let store = app.store_for(&scope);
     let currency = app.config.default_currency.clone();
     let show = |plan: &coffer::domain::plans::Plan| {
-        let mut json = coffer::handlers::plan_json(plan, &currency);
-        json["active"] = plan.active.into();
+        let mut json =
+            serde_json::json!(coffer::api::PlanView::of(plan, &currency).with_active(plan.active));
         json["scope"] = scope.to_string().into();
         serde_json::to_string_pretty(&json).unwrap_or_default()
     };

@@ -77,6 +77,25 @@ impl ApiError {
         }
     }
 
+    /// Every code `code` answers (the OpenAPI document lists them).
+    pub const CODES: &'static [&'static str] = &[
+        "invalid_request",
+        "invalid_signature",
+        "invalid_credentials",
+        "unauthorized",
+        "forbidden",
+        "not_found",
+        "conflict",
+        "insufficient_credits",
+        "card_declined",
+        "payload_too_large",
+        "limit_reached",
+        "stripe_error",
+        "service_unavailable",
+        "retry_later",
+        "internal_error",
+    ];
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "invalid_request",
@@ -340,6 +359,32 @@ mod tests {
     struct Sample {
         #[allow(dead_code)]
         name: String,
+    }
+
+    #[test]
+    fn every_error_code_is_listed_once() {
+        let all = [
+            ApiError::BadRequest(String::new()),
+            ApiError::BadSignature,
+            ApiError::Unauthorized,
+            ApiError::Forbidden,
+            ApiError::NotFound(String::new()),
+            ApiError::Conflict(String::new()),
+            ApiError::InsufficientCredits,
+            ApiError::LimitReached(String::new()),
+            ApiError::CardDeclined(String::new()),
+            ApiError::InvalidCredentials(String::new()),
+            ApiError::PayloadTooLarge,
+            ApiError::Stripe(String::new()),
+            ApiError::Unavailable(String::new()),
+            ApiError::RetryLater(String::new()),
+            ApiError::Internal(String::new()),
+        ];
+        let mut codes: Vec<_> = all.iter().map(ApiError::code).collect();
+        codes.sort_unstable();
+        let mut listed = ApiError::CODES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(codes, listed);
     }
 
     fn request(content_type: Option<&str>, body: Body) -> Request {

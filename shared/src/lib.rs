@@ -4,6 +4,7 @@
 //! Dependencies point one way: `handlers`/`jobs` → `app` → `adapters` → `domain`.
 
 pub mod adapters;
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
@@ -11,6 +12,8 @@ pub mod domain;
 pub mod handlers;
 pub mod http;
 pub mod jobs;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod reconcile;
 pub mod runtime;
 pub mod scoping;

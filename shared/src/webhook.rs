@@ -120,6 +120,7 @@ pub fn signature_hex(payload: &[u8], secret: &str, timestamp: i64) -> String {
 
 /// A Stripe event, reduced to what Coffer reads.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     pub id: String,
     #[serde(rename = "type")]
@@ -130,7 +131,10 @@ pub struct Event {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventData {
+    /// The object the event is about (a PaymentIntent, Charge, Subscription, …).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub object: serde_json::Value,
 }
 

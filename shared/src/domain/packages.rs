@@ -1,7 +1,5 @@
 //! Credit packages: what a user can buy, for how much, and how many credits it gives.
 
-use serde_json::{json, Value};
-
 use crate::domain::money::Currency;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -15,21 +13,6 @@ pub struct CreditPackage {
     pub credits: i64,
     pub currency: Currency,
     pub active: bool,
-}
-
-impl CreditPackage {
-    /// The contract's JSON shape.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "name": self.name,
-            "description": self.description,
-            "amount": self.currency.to_major(self.amount),
-            "creditAmount": self.currency.to_major(self.credits),
-            "currency": self.currency.as_str(),
-            "isActive": self.active,
-        })
-    }
 }
 
 /// A package id as a client may send it: 1–64 characters of `[A-Za-z0-9_-]`.
@@ -73,14 +56,6 @@ mod tests {
         ]);
         let ids: Vec<_> = listed.iter().map(|p| p.id.as_str()).collect();
         assert_eq!(ids, ["small", "big"]);
-    }
-
-    #[test]
-    fn package_json_uses_major_units() {
-        let json = package("small", 500, true).to_json();
-        assert_eq!(json["amount"], json!(5.0));
-        assert_eq!(json["creditAmount"], json!(5.0));
-        assert_eq!(json["isActive"], json!(true));
     }
 
     #[test]

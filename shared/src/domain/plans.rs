@@ -66,6 +66,19 @@ pub enum PlanKind {
     Unpriced,
 }
 
+impl PlanKind {
+    pub const ALL: [Self; 4] = [Self::Free, Self::Tier, Self::Recurring, Self::Unpriced];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Free => "free",
+            Self::Tier => "tier",
+            Self::Recurring => "recurring",
+            Self::Unpriced => "unpriced",
+        }
+    }
+}
+
 /// A plan id: 1–64 lowercase letters, digits, `-` or `_`.
 pub fn valid_plan_id(id: &str) -> bool {
     !id.is_empty()

@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
-use crate::domain::records::{rfc3339, UserId};
+use crate::domain::records::UserId;
 use crate::domain::scope::{Mode, ProjectId};
 
 /// A project and who owns it.
@@ -39,41 +38,6 @@ impl Project {
     /// The mode's configuration if it takes payments.
     pub fn active_in(&self, mode: Mode) -> bool {
         self.modes.get(&mode).is_some_and(|config| config.active)
-    }
-
-    /// The developer view of one mode.
-    pub fn mode_json(&self, mode: Mode) -> Value {
-        match self.modes.get(&mode) {
-            None => json!({
-                "projectId": self.id.as_str(),
-                "mode": mode.as_str(),
-                "testMode": mode == Mode::Test,
-                "configured": false,
-                "isActive": false,
-                "webhookSecretSet": false,
-            }),
-            Some(config) => json!({
-                "projectId": self.id.as_str(),
-                "mode": mode.as_str(),
-                "testMode": mode == Mode::Test,
-                "configured": true,
-                "isActive": config.active,
-                "secretKey": config.masked_key,
-                "publishableKey": config.publishable_key,
-                "webhookSecretSet": config.webhook_secret_set,
-                "updatedAt": rfc3339(config.updated_at_ms),
-            }),
-        }
-    }
-
-    /// The list view: the project and its status per mode.
-    pub fn summary_json(&self) -> Value {
-        json!({
-            "projectId": self.id.as_str(),
-            "createdAt": rfc3339(self.created_at_ms),
-            "test": self.mode_json(Mode::Test),
-            "live": self.mode_json(Mode::Live),
-        })
     }
 }
 

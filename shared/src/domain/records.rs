@@ -1,7 +1,6 @@
 //! The records users see: payment statuses, history lines and balances, with their JSON shapes,
 //! and the verified user id. Free of AWS and Stripe types.
 
-use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -109,38 +108,7 @@ pub enum HistoryItem {
     Grant(Grant),
 }
 
-impl PaymentRecord {
-    /// The contract's payment-history JSON shape.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.intent_id,
-            "amount": self.currency.to_major(self.amount),
-            "creditAmount": self.currency.to_major(self.credits),
-            "currency": self.currency.as_str(),
-            "status": self.status.as_str(),
-            "createdAt": rfc3339(self.created_at_ms),
-            "description": self.description,
-        })
-    }
-}
-
 impl HistoryItem {
-    pub fn to_json(&self) -> Value {
-        match self {
-            Self::Payment(payment) => payment.to_json(),
-            Self::Grant(grant) => json!({
-                "id": grant.entry_id,
-                "amount": grant.currency.to_major(0),
-                "creditAmount": grant.currency.to_major(grant.credits),
-                "currency": grant.currency.as_str(),
-                "status": PaymentStatus::Succeeded.as_str(),
-                "createdAt": rfc3339(grant.created_at_ms),
-                "description": format!("Grant: {}", grant.reason),
-                "kind": "grant",
-            }),
-        }
-    }
-
     pub fn id(&self) -> &str {
         match self {
             Self::Payment(payment) => &payment.intent_id,
@@ -154,15 +122,6 @@ impl HistoryItem {
 pub struct Balance {
     pub balance: i64,
     pub currency: Currency,
-}
-
-impl Balance {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "balance": self.currency.to_major(self.balance),
-            "currency": self.currency.as_str(),
-        })
-    }
 }
 
 /// Milliseconds since the epoch, now.

@@ -13,6 +13,8 @@ pub enum Mode {
 }
 
 impl Mode {
+    pub const ALL: [Self; 2] = [Self::Test, Self::Live];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Test => "test",

@@ -4,11 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
-
 use crate::domain::ledger::{effective_refunded, PaymentRecord};
-use crate::domain::money::Currency;
-use crate::domain::records::PaymentStatus;
 
 /// Counter name → change. Names are `payments_<status>`, `revenue_<currency>`,
 /// `refunds_<currency>`, `credits_sold`, `credits_spent`, `credits_outstanding`.
@@ -68,51 +64,12 @@ pub fn entry_added(kind: &str, amount: i64) -> StatsDelta {
     delta
 }
 
-/// The developer view of a scope's counters. `currency` shows the credits.
-pub fn stats_json(counters: &StatsDelta, currency: &Currency) -> Value {
-    let mut revenue = serde_json::Map::new();
-    let mut refunds = serde_json::Map::new();
-    let mut payments = serde_json::Map::new();
-    for status in PaymentStatus::ALL {
-        let count = counters
-            .0
-            .get(&format!("payments_{}", status.as_str()))
-            .copied()
-            .unwrap_or(0);
-        payments.insert(status.as_str().into(), count.into());
-    }
-    for (name, value) in &counters.0 {
-        let money = |code: &str| Currency::parse(code).map(|c| c.to_major(*value));
-        if let Some(code) = name.strip_prefix("revenue_") {
-            if let Some(amount) = money(code) {
-                revenue.insert(code.into(), amount);
-            }
-        } else if let Some(code) = name.strip_prefix("refunds_") {
-            if let Some(amount) = money(code) {
-                refunds.insert(code.into(), amount);
-            }
-        }
-    }
-    let credits = |name: &str| currency.to_major(counters.0.get(name).copied().unwrap_or(0));
-    json!({
-        "revenue": revenue,
-        "refunds": refunds,
-        "payments": payments,
-        "credits": {
-            "sold": credits("credits_sold"),
-            "spent": credits("credits_spent"),
-            "outstanding": credits("credits_outstanding"),
-            "currency": currency.as_str(),
-        },
-        // Subscriptions arrive with plans; until then no project has an active one.
-        "activeSubscriptions": 0,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::ledger::ChargeFacts;
+    use crate::domain::money::Currency;
+    use crate::domain::records::PaymentStatus;
     use crate::domain::records::UserId;
 
     fn payment(status: PaymentStatus, credited: bool, refunded: i64) -> PaymentRecord {
@@ -169,8 +126,5 @@ mod tests {
         assert_eq!(total.0["credits_sold"], 1200);
         assert_eq!(total.0["credits_spent"], 200);
         assert_eq!(total.0["credits_outstanding"], 900);
-        let shown = stats_json(&total, &Currency::usd());
-        assert_eq!(shown["credits"]["outstanding"], json!(9.0));
-        assert_eq!(shown["payments"]["succeeded"], json!(0));
     }
 }

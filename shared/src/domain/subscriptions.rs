@@ -35,6 +35,17 @@ impl SubscriptionStatus {
         })
     }
 
+    pub const ALL: [Self; 8] = [
+        Self::Incomplete,
+        Self::IncompleteExpired,
+        Self::Trialing,
+        Self::Active,
+        Self::PastDue,
+        Self::Canceled,
+        Self::Unpaid,
+        Self::Paused,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Incomplete => "incomplete",

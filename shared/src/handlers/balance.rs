@@ -2,6 +2,7 @@
 
 use lambda_http::{Body, Request, Response};
 
+use crate::api::BalanceView;
 use crate::domain::records::Balance;
 use crate::http::{ok, respond, ApiError};
 use crate::{auth, scoping, App};
@@ -22,5 +23,5 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
             balance: 0,
             currency: app.config.default_currency.clone(),
         });
-    Ok(ok(balance.to_json()))
+    Ok(ok(BalanceView::of(&balance)))
 }

@@ -15,11 +15,15 @@ use std::collections::HashMap;
 
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::checkout;
 use crate::adapters::store::{hash_parts, AccountPayment};
 use crate::adapters::stripe::{META_ACCOUNT, META_PLAN, META_SCOPE, META_USER};
+use crate::api::{
+    AccountPaymentLine, CustomerCreated, Major, MySubscription, PlanView, SetupIntentCreated,
+    SubscriptionCanceled, SubscriptionCreated, SubscriptionUpdated,
+};
 use crate::domain::money::Currency;
 use crate::domain::plans::{
     plan_change, valid_plan_id, valid_price_id, Plan, PlanChange, PlanKind,
@@ -58,34 +62,6 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     }
 }
 
-/// A plan as clients see it.
-pub fn plan_json(plan: &Plan, currency: &Currency) -> Value {
-    let kind = match plan.kind() {
-        PlanKind::Free => "free",
-        PlanKind::Tier => "tier",
-        PlanKind::Recurring => "recurring",
-        PlanKind::Unpriced => "unpriced",
-    };
-    json!({
-        "id": plan.id,
-        "name": plan.name,
-        "description": plan.description,
-        "rank": plan.rank,
-        "kind": kind,
-        "limits": plan.limits,
-        "includedCredits": currency.to_major(plan.included_credits),
-        "amount": plan.amount.map(|amount| currency.to_major(amount)),
-        "overagePrices": plan
-            .overage_prices
-            .iter()
-            .map(|(metric, price)| (metric.clone(), currency.to_major(*price)))
-            .collect::<serde_json::Map<_, _>>(),
-        "currency": currency.as_str(),
-        "priceId": plan.price_id,
-        "meterEvents": plan.meter_events,
-    })
-}
-
 async fn list_plans(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     auth_user(req)?;
     let scope = scoping::end_user_scope(app, req).await?;
@@ -98,7 +74,7 @@ async fn list_plans(app: &App, req: &Request) -> Result<Response<Body>, ApiError
     let currency = &app.config.default_currency;
     Ok(ok(plans
         .iter()
-        .map(|p| plan_json(p, currency))
+        .map(|p| PlanView::of(p, currency))
         .collect::<Vec<_>>()))
 }
 
@@ -121,9 +97,13 @@ pub fn opt_text(value: &Option<Value>, name: &str, max: usize) -> Result<Option<
 }
 
 #[derive(Deserialize)]
-struct CustomerBody {
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub(crate) struct CustomerBody {
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Email, example = "ada@example.com"))]
     email: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     name: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     identifier: Option<Value>,
 }
 
@@ -147,11 +127,13 @@ async fn create_customer(app: &App, req: &Request) -> Result<Response<Body>, Api
         name.as_deref(),
     )
     .await?;
-    Ok(ok(json!({ "customerId": customer_id })))
+    Ok(ok(CustomerCreated { customer_id }))
 }
 
 #[derive(Deserialize)]
-struct SetupBody {
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub(crate) struct SetupBody {
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     identifier: Option<Value>,
 }
 
@@ -177,11 +159,11 @@ async fn setup_intent(app: &App, req: &Request) -> Result<Response<Body>, ApiErr
     let secret = setup
         .client_secret
         .ok_or_else(|| ApiError::Stripe("stripe returned no client secret".into()))?;
-    Ok(ok(json!({
-        "setupIntentId": setup.id,
-        "clientSecret": secret,
-        "customerId": customer,
-    })))
+    Ok(ok(SetupIntentCreated {
+        setup_intent_id: setup.id,
+        client_secret: secret,
+        customer_id: customer,
+    }))
 }
 
 pub async fn active_scope(app: &App, req: &Request) -> Result<Scope, ApiError> {
@@ -191,16 +173,23 @@ pub async fn active_scope(app: &App, req: &Request) -> Result<Scope, ApiError> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
-struct SubscribeBody {
+pub(crate) struct SubscribeBody {
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "pro"))]
     plan_id: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     price_id: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     identifier: Option<Value>,
     /// Answer also with the customer and an ephemeral key for Stripe's PaymentSheet.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<bool>))]
     payment_sheet: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     stripe_version: Option<Value>,
     /// A SetupIntent of this account that saved a card: the card becomes the customer's
     /// default before the subscription is created, so its first invoice is paid at once.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "seti_1Q"))]
     setup_intent_id: Option<Value>,
 }
 
@@ -317,19 +306,15 @@ async fn create_subscription(app: &App, req: &Request) -> Result<Response<Body>,
     )
     .await?;
     tracing::info!(subscription_id = %subscription.id, plan_id = %plan.id, "subscription created");
-    let mut data = json!({
-        "subscriptionId": subscription.id,
-        "clientSecret": secret,
-        "status": state.status.as_str(),
-        "planId": plan.id,
-    });
-    if let Some(sheet) = sheet {
-        if let Some(map) = data.as_object_mut() {
-            map.insert("customer".into(), json!(sheet.customer));
-            map.insert("ephemeralKey".into(), json!(sheet.ephemeral_key));
-        }
-    }
-    Ok(ok(data))
+    let (customer, ephemeral_key) = sheet.map(|s| (s.customer, s.ephemeral_key)).unzip();
+    Ok(ok(SubscriptionCreated {
+        subscription_id: subscription.id,
+        client_secret: secret,
+        status: state.status.as_str(),
+        plan_id: plan.id,
+        customer,
+        ephemeral_key,
+    }))
 }
 
 async fn subscribe(
@@ -369,16 +354,18 @@ async fn my_subscription(app: &App, req: &Request) -> Result<Response<Body>, Api
     let scope = scoping::end_user_scope(app, req).await?;
     let now = entitlement(app, &scope, &account).await?;
     let sub = now.subscription.as_ref();
-    Ok(ok(json!({
-        "plan": plan_json(&now.plan, &app.config.default_currency),
-        "planId": now.plan.id,
-        "status": sub.map_or("none", |s| s.status.as_str()),
-        "subscriptionId": sub.map(|s| s.subscription_id.clone()),
-        "subscribedPlanId": sub.map(|s| s.plan_id.clone()),
-        "currentPeriodEnd": sub.filter(|s| s.current_period_end > 0).map(|s| rfc3339(s.current_period_end * 1000)),
-        "cancelAtPeriodEnd": sub.is_some_and(|s| s.cancel_at_period_end),
-        "limits": now.plan.limits,
-    })))
+    Ok(ok(MySubscription {
+        plan: PlanView::of(&now.plan, &app.config.default_currency),
+        plan_id: now.plan.id.clone(),
+        status: sub.map_or("none", |s| s.status.as_str()),
+        subscription_id: sub.map(|s| s.subscription_id.clone()),
+        subscribed_plan_id: sub.map(|s| s.plan_id.clone()),
+        current_period_end: sub
+            .filter(|s| s.current_period_end > 0)
+            .map(|s| rfc3339(s.current_period_end * 1000)),
+        cancel_at_period_end: sub.is_some_and(|s| s.cancel_at_period_end),
+        limits: now.plan.limits.clone(),
+    }))
 }
 
 async fn my_payments(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
@@ -406,43 +393,54 @@ async fn my_payments(app: &App, req: &Request) -> Result<Response<Body>, ApiErro
     let next = more
         .then(|| lines.last().map(AccountPayment::boundary))
         .flatten();
-    let data: Vec<Value> = lines.iter().map(payment_line).collect();
+    let data: Vec<AccountPaymentLine> = lines.iter().map(payment_line).collect();
     Ok(ok_page(data, next))
 }
 
-fn payment_line(line: &AccountPayment) -> Value {
+fn payment_line(line: &AccountPayment) -> AccountPaymentLine {
     match line {
         AccountPayment::Purchase(p) => {
             let tier = p.package_id.strip_prefix("tier:");
-            json!({
-                "id": p.intent_id,
-                "type": if tier.is_some() { "tier_purchase" } else { "credit_purchase" },
-                "planId": tier,
-                "creditPackageId": if tier.is_some() { None } else { Some(&p.package_id) },
-                "amount": p.currency.to_major(p.amount),
-                "currency": p.currency.as_str(),
-                "status": p.status.as_str(),
-                "description": p.description,
-                "createdAt": rfc3339(p.created_at_ms),
-            })
+            AccountPaymentLine {
+                id: p.intent_id.clone(),
+                kind: if tier.is_some() {
+                    "tier_purchase"
+                } else {
+                    "credit_purchase"
+                },
+                plan_id: tier.map(str::to_owned),
+                credit_package_id: tier.is_none().then(|| p.package_id.clone()),
+                subscription_id: None,
+                amount: Some(Major::of(&p.currency, p.amount)),
+                currency: p.currency.as_str().to_owned(),
+                status: p.status.as_str().to_owned(),
+                description: Some(p.description.clone()),
+                created_at: rfc3339(p.created_at_ms),
+            }
         }
-        AccountPayment::Invoice(i) => json!({
-            "id": i.invoice_id,
-            "type": "subscription_invoice",
-            "planId": i.plan_id,
-            "subscriptionId": i.subscription_id,
-            "amount": Currency::parse(&i.currency).map_or(Value::Null, |c| c.to_major(i.amount)),
-            "currency": i.currency,
-            "status": i.status,
-            "createdAt": rfc3339(i.created_at_ms),
-        }),
+        AccountPayment::Invoice(i) => AccountPaymentLine {
+            id: i.invoice_id.clone(),
+            kind: "subscription_invoice",
+            plan_id: Some(i.plan_id.clone()),
+            credit_package_id: None,
+            subscription_id: Some(i.subscription_id.clone()),
+            amount: Currency::parse(&i.currency).map(|c| Major::of(&c, i.amount)),
+            currency: i.currency.clone(),
+            status: i.status.clone(),
+            description: None,
+            created_at: rfc3339(i.created_at_ms),
+        },
     }
 }
 
 #[derive(Deserialize)]
-struct CancelBody {
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub(crate) struct CancelBody {
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<bool>))]
     immediately: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<bool>))]
     resume: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     identifier: Option<Value>,
 }
 
@@ -505,18 +503,22 @@ async fn cancel_subscription(app: &App, req: &Request) -> Result<Response<Body>,
     };
     let plans = billing::plans(app, &scope).await?;
     let state = store_read(&app.store_for(&scope), &account, &updated, &plans, None).await?;
-    Ok(ok(json!({
-        "subscriptionId": state.subscription_id,
-        "status": state.status.as_str(),
-        "cancelAtPeriodEnd": state.cancel_at_period_end,
-        "currentPeriodEnd": (state.current_period_end > 0).then(|| rfc3339(state.current_period_end * 1000)),
-    })))
+    Ok(ok(SubscriptionCanceled {
+        status: state.status.as_str(),
+        cancel_at_period_end: state.cancel_at_period_end,
+        current_period_end: (state.current_period_end > 0)
+            .then(|| rfc3339(state.current_period_end * 1000)),
+        subscription_id: state.subscription_id,
+    }))
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
-struct UpdateBody {
+pub(crate) struct UpdateBody {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "pro", required = true))]
     plan_id: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     identifier: Option<Value>,
 }
 
@@ -569,14 +571,16 @@ async fn update_subscription(app: &App, req: &Request) -> Result<Response<Body>,
         // The higher plan was paid to the end of the period: its limits stay until then.
         state = hold_plan(&store, &account, &current_plan.id, fresh.period_end()).await?;
     }
-    Ok(ok(json!({
-        "subscriptionId": state.subscription_id,
-        "planId": target.id,
-        "change": if change == PlanChange::Upgrade { "upgrade" } else { "downgrade" },
-        "effective": if change == PlanChange::Upgrade { "now" } else { "period_end" },
-        "status": state.status.as_str(),
-        "currentPeriodEnd": (state.current_period_end > 0).then(|| rfc3339(state.current_period_end * 1000)),
-    })))
+    let upgrade = change == PlanChange::Upgrade;
+    Ok(ok(SubscriptionUpdated {
+        plan_id: target.id,
+        change: if upgrade { "upgrade" } else { "downgrade" },
+        effective: if upgrade { "now" } else { "period_end" },
+        status: state.status.as_str(),
+        current_period_end: (state.current_period_end > 0)
+            .then(|| rfc3339(state.current_period_end * 1000)),
+        subscription_id: state.subscription_id,
+    }))
 }
 
 /// Marks the stored state as keeping `plan_id`'s limits until `until` (Unix seconds).

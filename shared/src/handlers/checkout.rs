@@ -13,13 +13,14 @@ use std::collections::HashMap;
 
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::billing::{active_scope, opt_text, recurring_plan};
 use crate::adapters::store::CustomerLink;
 use crate::adapters::stripe::{
     CheckoutItem, META_ACCOUNT, META_CREDITS, META_PACKAGE, META_PLAN, META_SCOPE, META_USER,
 };
+use crate::api::{CheckoutCreated, GatewayCheckoutCreated, PortalCreated};
 use crate::domain::packages::valid_package_id;
 use crate::domain::projects::redirect_allowed;
 use crate::http::{json_body, ok, ApiError};
@@ -27,21 +28,32 @@ use crate::services::billing::{self, ensure_customer};
 use crate::{scoping, App};
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
-struct CheckoutBody {
+pub(crate) struct CheckoutBody {
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     plan_id: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     credit_package_id: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "https://app.example.com/paid", required = true))]
     success_url: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "https://app.example.com/cart", required = true))]
     cancel_url: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     identifier: Option<Value>,
 }
 
 /// The API gateway frontend's spelling of the same body.
 #[derive(Deserialize)]
-struct GatewayBody {
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub(crate) struct GatewayBody {
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     plan_id: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     success_url: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     cancel_url: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     identifier: Option<Value>,
 }
 
@@ -159,16 +171,25 @@ pub async fn checkout_session(
         .ok_or_else(|| ApiError::Stripe("stripe returned a session without a url".into()))?;
     tracing::info!(session_id = %session.id, "checkout session created");
     if gateway {
-        Ok(ok(json!({ "checkout_url": url, "id": session.id })))
+        Ok(ok(GatewayCheckoutCreated {
+            checkout_url: url,
+            id: session.id,
+        }))
     } else {
-        Ok(ok(json!({ "id": session.id, "url": url })))
+        Ok(ok(CheckoutCreated {
+            id: session.id,
+            url,
+        }))
     }
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
-struct PortalBody {
+pub(crate) struct PortalBody {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "https://app.example.com/account", required = true))]
     return_url: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     identifier: Option<Value>,
 }
 
@@ -189,5 +210,5 @@ pub async fn customer_portal(app: &App, req: &Request) -> Result<Response<Body>,
     let url = session
         .url
         .ok_or_else(|| ApiError::Stripe("stripe returned a portal session without a url".into()))?;
-    Ok(ok(json!({ "url": url })))
+    Ok(ok(PortalCreated { url }))
 }

@@ -5,7 +5,7 @@
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::adapters::store::{hash_parts, MoveOutcome};
 use crate::auth::UserId;
@@ -19,12 +19,17 @@ const MAX_SPEND_MINOR: i64 = 1_000_000_000;
 const MAX_REASON_CHARS: usize = 200;
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
-struct ConsumeBody {
+pub(crate) struct ConsumeBody {
     /// Kept as the literal's own text, so that no digit is lost through a float.
+    #[cfg_attr(feature = "openapi", schema(value_type = f64, example = 2.5, required = true))]
     amount: Option<Box<RawValue>>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "export", required = true))]
     reason: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "export-42", required = true))]
     idempotency_key: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     user_id: Option<Value>,
 }
 
@@ -150,9 +155,10 @@ async fn spend(
             )))
         }
     };
-    Ok(ok(
-        json!({ "balance": currency.to_major(balance), "entryId": entry_id }),
-    ))
+    Ok(ok(crate::api::SpendResult {
+        balance: crate::api::Major::of(&currency, balance),
+        entry_id,
+    }))
 }
 
 /// The entry id of a spend: a hash of the user, the caller and the key. The user's own keys

@@ -6,13 +6,14 @@ use std::collections::HashMap;
 
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::billing::{opt_text, setup_intent_field};
 use crate::adapters::store::{hash_parts, idempotency_hash};
 use crate::adapters::stripe::{
     Intent, NewIntent, META_CREDITS, META_PACKAGE, META_TIER, META_USER,
 };
+use crate::api::PaymentIntentCreated;
 use crate::domain::ledger::PaymentRecord;
 use crate::domain::packages::{valid_package_id, CreditPackage};
 use crate::domain::plans::{valid_plan_id, Plan, PlanKind};
@@ -24,23 +25,33 @@ use crate::services::billing::{self, sheet_fields, SheetFields};
 use crate::{auth, scoping, App};
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
-struct CreateIntentBody {
+pub(crate) struct CreateIntentBody {
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "standard"))]
     credit_package_id: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     payment_method_id: Option<Value>,
     /// A SetupIntent of the caller's that saved a card (the storefront's flow): Coffer charges
     /// that card and confirms the intent itself.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     setup_intent_id: Option<Value>,
     /// A one-off purchase of a plan (`pro`, `enterprise`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     tier: Option<Value>,
     /// The purchase is for this organisation of the caller's.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     identifier: Option<Value>,
     /// Answer also with a customer and an ephemeral key for Stripe's PaymentSheet.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<bool>))]
     payment_sheet: Option<Value>,
     /// The mobile SDK's API version, for the ephemeral key.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     stripe_version: Option<Value>,
     /// Refused: prices come from the server.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
     amount: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     currency: Option<Value>,
 }
 
@@ -268,15 +279,14 @@ fn answer(intent: &Intent, sheet: Option<SheetFields>) -> Result<Response<Body>,
         .client_secret
         .as_deref()
         .ok_or_else(|| ApiError::Stripe("stripe returned no client secret".into()))?;
-    let mut data = json!({ "clientSecret": secret, "paymentIntentId": intent.id });
-    if let (Some(status), Some(map)) = (&intent.status, data.as_object_mut()) {
-        map.insert("status".into(), json!(status));
-    }
-    if let (Some(sheet), Some(map)) = (sheet, data.as_object_mut()) {
-        map.insert("customer".into(), json!(sheet.customer));
-        map.insert("ephemeralKey".into(), json!(sheet.ephemeral_key));
-    }
-    Ok(ok(data))
+    let (customer, ephemeral_key) = sheet.map(|s| (s.customer, s.ephemeral_key)).unzip();
+    Ok(ok(PaymentIntentCreated {
+        client_secret: secret.to_owned(),
+        payment_intent_id: intent.id.clone(),
+        status: intent.status.clone(),
+        customer,
+        ephemeral_key,
+    }))
 }
 
 /// One confirmation per intent, whichever request sends it.

@@ -2,6 +2,7 @@
 
 use lambda_http::{Body, Request, Response};
 
+use crate::api::CreditPackageView;
 use crate::domain::packages::active_cheapest_first;
 use crate::http::{ok, respond, ApiError};
 use crate::{auth, scoping, App};
@@ -15,5 +16,8 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     auth::user_id(req)?;
     let scope = scoping::end_user_scope(app, req).await?;
     let packages = active_cheapest_first(app.packages_for(&scope).await?);
-    Ok(ok(packages.iter().map(|p| p.to_json()).collect::<Vec<_>>()))
+    Ok(ok(packages
+        .iter()
+        .map(CreditPackageView::of)
+        .collect::<Vec<_>>()))
 }

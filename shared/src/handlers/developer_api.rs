@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::developer_payments::{developer_scopes, merged_page, payment_query};
+use crate::api::{CreditPackageView, ProjectSummary, ScopeStats, SubscriptionLine};
 use crate::domain::money::{AmountError, Currency};
 use crate::domain::packages::{valid_package_id, CreditPackage};
 use crate::domain::scope::Scope;
@@ -31,27 +32,14 @@ const MAX_PACKAGE_MINOR: i64 = 100_000_000_000;
 const SUBSCRIPTIONS_SHOWN: usize = 100;
 
 /// The scope's subscriptions as a developer sees them.
-async fn subscription_lines(app: &App, scope: &Scope) -> Result<Vec<Value>, ApiError> {
+async fn subscription_lines(app: &App, scope: &Scope) -> Result<Vec<SubscriptionLine>, ApiError> {
     let subscriptions = app
         .store_for(scope)
         .list_subscriptions(SUBSCRIPTIONS_SHOWN as i32)
         .await?;
     Ok(subscriptions
         .iter()
-        .map(|(account, state)| {
-            serde_json::json!({
-                "projectId": scope.project.as_str(),
-                "mode": scope.mode.as_str(),
-                "subscriptionId": state.subscription_id,
-                "account": account.as_str(),
-                "planId": state.plan_id,
-                "status": state.status.as_str(),
-                "currentPeriodEnd": (state.current_period_end > 0)
-                    .then(|| crate::domain::records::rfc3339(state.current_period_end * 1000)),
-                "cancelAtPeriodEnd": state.cancel_at_period_end,
-                "observedAt": state.observed_at_ms,
-            })
-        })
+        .map(|(account, state)| SubscriptionLine::of(scope, account.as_str(), state))
         .collect())
 }
 
@@ -65,7 +53,7 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_owned();
     if path == "/api/v1/payments/projects" {
         let projects = app.store.projects_of(&developer).await?;
-        let data: Vec<Value> = projects.iter().map(|p| p.summary_json()).collect();
+        let data: Vec<_> = projects.iter().map(ProjectSummary::of).collect();
         return Ok(ok(data));
     }
     if path == "/api/v1/payments/stats" {
@@ -83,7 +71,7 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         for scope in &scopes {
             lines.extend(subscription_lines(app, scope).await?);
         }
-        lines.sort_by(|a, b| b["observedAt"].as_i64().cmp(&a["observedAt"].as_i64()));
+        lines.sort_by(|a, b| b.observed_at.cmp(&a.observed_at));
         lines.truncate(SUBSCRIPTIONS_SHOWN);
         return Ok(ok_page(lines, None));
     }
@@ -106,7 +94,10 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         ("GET", None) => {
             let mut packages = app.store_for(&scope).list_packages().await?;
             packages.sort_by(|a, b| a.amount.cmp(&b.amount).then_with(|| a.id.cmp(&b.id)));
-            Ok(ok(packages.iter().map(|p| p.to_json()).collect::<Vec<_>>()))
+            Ok(ok(packages
+                .iter()
+                .map(CreditPackageView::of)
+                .collect::<Vec<_>>()))
         }
         ("GET", Some(package_id)) => {
             let package = app
@@ -116,13 +107,13 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
                 .into_iter()
                 .find(|p| p.id == package_id)
                 .ok_or_else(|| ApiError::NotFound("Unknown credit package.".into()))?;
-            Ok(ok(package.to_json()))
+            Ok(ok(CreditPackageView::of(&package)))
         }
         ("PUT", Some(package_id)) => {
             let package = package_from_body(app, req, &package_id)?;
             app.store_for(&scope).put_package(&package).await?;
             tracing::info!(scope = %scope, package_id = %package.id, "credit package saved");
-            Ok(ok(package.to_json()))
+            Ok(ok(CreditPackageView::of(&package)))
         }
         _ => Err(ApiError::NotFound("No such route.".into())),
     }
@@ -139,22 +130,30 @@ async fn stats(
     let mut data = Vec::new();
     for scope in developer_scopes(app, req, developer).await? {
         let counters = app.store_for(&scope).stats().await?;
-        let mut entry = crate::domain::stats::stats_json(&counters, &app.config.default_currency);
-        entry["projectId"] = Value::String(scope.project.as_str().to_owned());
-        entry["mode"] = Value::String(scope.mode.as_str().to_owned());
-        data.push(entry);
+        data.push(ScopeStats::of(
+            &scope,
+            &counters,
+            &app.config.default_currency,
+        ));
     }
     Ok(ok(data))
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
-struct PackageBody {
+pub(crate) struct PackageBody {
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     name: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     description: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, example = 15.0))]
     amount: Option<Box<RawValue>>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "usd"))]
     currency: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, example = 16.5))]
     credit_amount: Option<Box<RawValue>>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<bool>))]
     is_active: Option<Value>,
 }
 

@@ -8,11 +8,10 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use lambda_http::{Request, RequestExt};
-use serde_json::Value;
 
 use crate::adapters::store::{hash_parts, valid_boundary};
+use crate::api::DeveloperPayment;
 use crate::auth::UserId;
-use crate::domain::ledger::PaymentRecord;
 use crate::domain::records::PaymentStatus;
 use crate::domain::scope::{Mode, ProjectId, Scope};
 use crate::http::ApiError;
@@ -94,23 +93,14 @@ fn decode_cursor(developer: &UserId, cursor: &str) -> Result<String, ApiError> {
 }
 
 /// The developer's view of a payment.
-pub fn payment_json(scope: &Scope, payment: &PaymentRecord) -> Value {
-    let mut line = payment.to_json();
-    line["projectId"] = Value::String(scope.project.as_str().to_owned());
-    line["mode"] = Value::String(scope.mode.as_str().to_owned());
-    line["userId"] = Value::String(payment.user_id.as_str().to_owned());
-    line["credited"] = Value::Bool(payment.credited);
-    line
-}
-
 /// One page over several scopes, merged newest first; the lines and the next cursor.
 pub async fn merged_page(
     app: &App,
     developer: &UserId,
     scopes: &[Scope],
     query: &PaymentQuery,
-) -> Result<(Vec<Value>, Option<String>), ApiError> {
-    let mut lines: Vec<(String, Value)> = Vec::new();
+) -> Result<(Vec<DeveloperPayment>, Option<String>), ApiError> {
+    let mut lines: Vec<(String, DeveloperPayment)> = Vec::new();
     let mut more = false;
     for scope in scopes {
         let (found, scope_more) = app
@@ -121,7 +111,7 @@ pub async fn merged_page(
         lines.extend(
             found
                 .into_iter()
-                .map(|(boundary, payment)| (boundary, payment_json(scope, &payment))),
+                .map(|(boundary, payment)| (boundary, DeveloperPayment::of(scope, &payment))),
         );
     }
     // Newest first across scopes: boundaries sort by time, then id.

@@ -1,24 +1,24 @@
 //! One handler per function. Each takes the cold-start `App` and a request, and always returns a
 //! response in the contract's envelope (errors included): an `Err` never reaches the runtime.
 
-mod balance;
-mod billing;
-mod checkout;
-mod consume_credits;
-mod create_payment_intent;
-mod credit_packages;
-mod developer_api;
-mod developer_payments;
-mod payment_history;
-mod project_config;
-mod project_plans;
-mod stripe_webhook;
-mod stripe_webhook_billing;
-mod stripe_webhook_lifecycle;
-mod usage;
+pub(crate) mod balance;
+pub(crate) mod billing;
+pub(crate) mod checkout;
+pub(crate) mod consume_credits;
+pub(crate) mod create_payment_intent;
+pub(crate) mod credit_packages;
+pub(crate) mod developer_api;
+pub(crate) mod developer_payments;
+pub(crate) mod payment_history;
+pub(crate) mod project_config;
+pub(crate) mod project_plans;
+pub(crate) mod stripe_webhook;
+pub(crate) mod stripe_webhook_billing;
+pub(crate) mod stripe_webhook_lifecycle;
+pub(crate) mod usage;
 
 pub use balance::balance;
-pub use billing::{billing, plan_json};
+pub use billing::billing;
 pub use consume_credits::{consume_credits, internal_consume_credits};
 pub use create_payment_intent::create_payment_intent;
 pub use credit_packages::credit_packages;

@@ -3,6 +3,7 @@
 
 use lambda_http::{Body, Request, RequestExt, Response};
 
+use crate::api::HistoryLine;
 use crate::http::{ok_page, respond, ApiError};
 use crate::{auth, scoping, App};
 
@@ -41,6 +42,6 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         .store_for(&scope)
         .payment_history(&user, limit, cursor)
         .await?;
-    let data: Vec<_> = payments.iter().map(|p| p.to_json()).collect();
+    let data: Vec<_> = payments.iter().map(HistoryLine::of).collect();
     Ok(ok_page(data, next))
 }

@@ -11,11 +11,12 @@
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::adapters::secrets::{SecretsError, StripeSecrets};
 use crate::adapters::store::SaveOutcome;
 use crate::adapters::stripe::{KeyCheck, StripeApi};
+use crate::api::{KeyValidation, ModeView, WebhookUrls};
 use crate::domain::projects::{mask_key, ModeConfig};
 use crate::domain::records::now_ms;
 use crate::domain::scope::{Mode, Scope};
@@ -43,10 +44,14 @@ pub const WEBHOOK_EVENTS: &[&str] = &[
 ];
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
-struct ConfigBody {
+pub(crate) struct ConfigBody {
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     secret_key: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     publishable_key: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     webhook_secret: Option<Value>,
 }
 
@@ -80,7 +85,7 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     match method {
         "GET" => {
             let project = scoping::owned_project(app, &developer, &id).await?;
-            Ok(ok(project.mode_json(mode)))
+            Ok(ok(ModeView::of(&project, mode)))
         }
         "PUT" => save_config(app, req, &developer, Scope::new(id, mode)).await,
         "DELETE" => {
@@ -96,7 +101,7 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
             }
             tracing::info!(project = %id, mode = %mode, "project deactivated");
             let project = scoping::owned_project(app, &developer, &id).await?;
-            Ok(ok(project.mode_json(mode)))
+            Ok(ok(ModeView::of(&project, mode)))
         }
         _ => Err(ApiError::NotFound("No such route.".into())),
     }
@@ -202,7 +207,7 @@ async fn save_config(
     app.forget_project(&scope.project);
     tracing::info!(project = %scope.project, mode = %scope.mode, "project configured");
     let project = scoping::owned_project(app, developer, &scope.project).await?;
-    Ok(ok(project.mode_json(scope.mode)))
+    Ok(ok(ModeView::of(&project, scope.mode)))
 }
 
 /// Asks Stripe (the project's Stripe: its own base URL on a local stack) about a key.
@@ -212,8 +217,10 @@ async fn check_key(app: &App, scope: &Scope, key: &str) -> Result<KeyCheck, ApiE
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
-struct ValidateBody {
+pub(crate) struct ValidateBody {
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     secret_key: Option<Value>,
 }
 
@@ -243,35 +250,36 @@ async fn validate_credentials(
         },
     };
     let Some(key_mode) = Mode::of_secret_key(&key) else {
-        return Ok(ok(json!({
-            "valid": false,
-            "livemode": Value::Null,
-            "reason": "This is not a Stripe secret or restricted key.",
-        })));
+        return Ok(ok(KeyValidation {
+            valid: false,
+            livemode: None,
+            reason: Some("This is not a Stripe secret or restricted key."),
+        }));
     };
     let livemode = key_mode == Mode::Live;
     Ok(ok(match check_key(app, scope, &key).await? {
-        KeyCheck::Valid => json!({
-            "valid": true,
-            "livemode": livemode,
-        }),
-        KeyCheck::Invalid => json!({
-            "valid": false,
-            "livemode": livemode,
-            "reason": "Stripe refused this key: it is wrong, revoked or expired.",
-        }),
+        KeyCheck::Valid => KeyValidation {
+            valid: true,
+            livemode: Some(livemode),
+            reason: None,
+        },
+        KeyCheck::Invalid => KeyValidation {
+            valid: false,
+            livemode: Some(livemode),
+            reason: Some("Stripe refused this key: it is wrong, revoked or expired."),
+        },
     }))
 }
 
 /// The URLs to paste into the Stripe Dashboard, per mode, and the events to select.
-fn webhook_urls(req: &Request, project: &crate::domain::scope::ProjectId) -> Value {
+fn webhook_urls(req: &Request, project: &crate::domain::scope::ProjectId) -> WebhookUrls {
     let base = public_base_url(req);
     let url = |mode: Mode| format!("{base}/api/v1/payments/stripe/webhooks/{project}/{mode}");
-    json!({
-        "test": url(Mode::Test),
-        "live": url(Mode::Live),
-        "events": WEBHOOK_EVENTS,
-    })
+    WebhookUrls {
+        test: url(Mode::Test),
+        live: url(Mode::Live),
+        events: WEBHOOK_EVENTS.to_vec(),
+    }
 }
 
 /// The API's own origin, as API Gateway saw it: https on its domain (http for a local stack).

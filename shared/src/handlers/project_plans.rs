@@ -14,10 +14,10 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::billing::plan_json;
+use crate::api::{PlanView, SettingsView};
 use crate::domain::money::{AmountError, Currency};
 use crate::domain::plans::{apply_plan_update, PlanUpdate};
-use crate::domain::projects::{origin_of, ProjectSettings};
+use crate::domain::projects::origin_of;
 use crate::domain::scope::Scope;
 use crate::http::{json_body, ok, ApiError};
 use crate::App;
@@ -40,7 +40,7 @@ pub async fn plans_or_settings(
             plans.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
             Ok(ok(plans
                 .iter()
-                .map(|p| with_active(plan_json(p, currency), p.active))
+                .map(|p| PlanView::of(p, currency).with_active(p.active))
                 .collect::<Vec<_>>()))
         }
         ("PUT", Some(plan_id)) => {
@@ -50,9 +50,9 @@ pub async fn plans_or_settings(
                 apply_plan_update(&plan_id, existing, update).map_err(ApiError::BadRequest)?;
             store.put_plan(&plan).await?;
             tracing::info!(plan_id = %plan.id, "plan saved");
-            Ok(ok(with_active(plan_json(&plan, currency), plan.active)))
+            Ok(ok(PlanView::of(&plan, currency).with_active(plan.active)))
         }
-        ("GET", None) => Ok(ok(settings_json(
+        ("GET", None) => Ok(ok(SettingsView::of(
             &store.settings().await?.unwrap_or_default(),
             currency,
         ))),
@@ -77,7 +77,7 @@ pub async fn plans_or_settings(
                     .transpose()?;
             }
             store.put_settings(&settings).await?;
-            Ok(ok(settings_json(&settings, currency)))
+            Ok(ok(SettingsView::of(&settings, currency)))
         }
         _ => Err(ApiError::NotFound("No such route.".into())),
     }
@@ -85,22 +85,27 @@ pub async fn plans_or_settings(
 
 /// A plan change as a developer sends it: money in major units, as everywhere in the API.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PlanBody {
+pub(crate) struct PlanBody {
     name: Option<String>,
     description: Option<String>,
     rank: Option<i32>,
     limits: Option<std::collections::BTreeMap<String, i64>>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
     included_credits: Option<Box<RawValue>>,
     free: Option<bool>,
     active: Option<bool>,
     /// `null` unlinks.
     #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     price_id: Option<Option<String>>,
     /// `null` makes a tier unpriced.
     #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
     amount: Option<Option<Box<RawValue>>>,
     /// Credits per unit beyond the allowance, by metric (major units).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<std::collections::BTreeMap<String, f64>>))]
     overage_prices: Option<std::collections::BTreeMap<String, Box<RawValue>>>,
     /// Stripe meter event names, by metric (usage reported as billing meter events).
     meter_events: Option<std::collections::BTreeMap<String, String>>,
@@ -169,12 +174,14 @@ fn plan_update(body: PlanBody, currency: &Currency) -> Result<PlanUpdate, ApiErr
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SettingsBody {
+pub(crate) struct SettingsBody {
     allowed_origins: Option<Vec<String>>,
     past_due_grace_seconds: Option<i64>,
     /// `null` turns it off.
     #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
     credits_low_threshold: Option<Option<Box<RawValue>>>,
 }
 
@@ -196,19 +203,4 @@ fn valid_origins(origins: Vec<String>) -> Result<Vec<String>, ApiError> {
             ))),
         })
         .collect()
-}
-
-fn settings_json(settings: &ProjectSettings, currency: &Currency) -> serde_json::Value {
-    serde_json::json!({
-        "allowedOrigins": settings.allowed_origins,
-        "pastDueGraceSeconds": settings.past_due_grace_seconds,
-        "creditsLowThreshold": settings.credits_low_threshold.map(|t| currency.to_major(t)),
-    })
-}
-
-fn with_active(mut plan: serde_json::Value, active: bool) -> serde_json::Value {
-    if let Some(map) = plan.as_object_mut() {
-        map.insert("active".into(), active.into());
-    }
-    plan
 }

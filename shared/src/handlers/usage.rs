@@ -35,12 +35,18 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
-struct UsageBody {
+pub(crate) struct UsageBody {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, required = true))]
     user_id: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "requests", required = true))]
     metric: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64, example = 1, required = true))]
     quantity: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, required = true))]
     idempotency_key: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<bool>))]
     dry_run: Option<Value>,
 }
 

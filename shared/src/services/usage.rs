@@ -6,6 +6,8 @@
 
 use serde_json::{json, Value};
 
+use crate::api::{Major, MetricUsage, UsageAnswer, UsageOverview};
+
 use crate::adapters::store::{
     hash_parts, Allowance, AllowanceKey, LeaseItem, MeterTag, MoveOutcome, NewUsage, Store,
     LEASE_INDEX_SHARDS, USAGE_RECORD_TTL_SECS,
@@ -125,18 +127,16 @@ async fn current_allowance(
     Err(ApiError::Unavailable("the allowance kept changing".into()))
 }
 
-fn answer(allowed: bool, used: i64, limit: i64, period: &Period, paid: Option<Value>) -> Value {
-    let mut answer = json!({
-        "allowed": allowed,
-        "used": used,
-        "limit": limit,
-        "remaining": (limit - used).max(0),
-        "resetsAt": rfc3339(period.resets_at.saturating_mul(1000)),
-    });
-    if let (Some(paid), Some(map)) = (paid, answer.as_object_mut()) {
-        map.insert("paidWithCredits".into(), paid);
-    }
-    answer
+/// The answer to a usage, kept as JSON: a replay answers the stored first answer.
+fn answer(allowed: bool, used: i64, limit: i64, period: &Period, paid: Option<Major>) -> Value {
+    json!(UsageAnswer {
+        allowed,
+        used,
+        limit,
+        remaining: (limit - used).max(0),
+        resets_at: rfc3339(period.resets_at.saturating_mul(1000)),
+        paid_with_credits: paid,
+    })
 }
 
 /// Records (or, with `dry_run`, only checks) a usage; the same key answers the first answer.
@@ -295,7 +295,7 @@ pub async fn record_usage(
             .balance(request.account)
             .await?
             .map_or(0, |b| b.balance);
-        let paid = currency.to_major(cost);
+        let paid = Major::of(&currency, cost);
         let result = answer(true, allowance.limit, allowance.limit, period, Some(paid));
         if request.dry_run {
             return if balance >= cost {
@@ -710,7 +710,11 @@ pub fn usage_key_hash(caller: &str, account: &UserId, key: &str) -> String {
 }
 
 /// The account's metrics on its plan now: used, limit and reset time of each.
-pub async fn usage_overview(app: &App, scope: &Scope, account: &UserId) -> Result<Value, ApiError> {
+pub async fn usage_overview(
+    app: &App,
+    scope: &Scope,
+    account: &UserId,
+) -> Result<UsageOverview, ApiError> {
     let store = app.store_for(scope);
     let plans = billing::plans(app, scope).await?;
     let (plan, period, _) = plan_and_period(app, scope, account, &plans).await?;
@@ -727,13 +731,16 @@ pub async fn usage_overview(app: &App, scope: &Scope, account: &UserId) -> Resul
             .as_ref()
             .map_or(*plan_limit, |a| a.limit.max(*plan_limit));
         let used = stored.as_ref().map_or(0, Allowance::used);
-        metrics.push(json!({
-            "metric": metric,
-            "used": used,
-            "limit": limit,
-            "remaining": (limit - used).max(0),
-            "resetsAt": rfc3339(period.resets_at.saturating_mul(1000)),
-        }));
+        metrics.push(MetricUsage {
+            metric: metric.clone(),
+            used,
+            limit,
+            remaining: (limit - used).max(0),
+            resets_at: rfc3339(period.resets_at.saturating_mul(1000)),
+        });
     }
-    Ok(json!({ "planId": plan.id, "metrics": metrics }))
+    Ok(UsageOverview {
+        plan_id: plan.id,
+        metrics,
+    })
 }

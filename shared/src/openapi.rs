@@ -1,0 +1,588 @@
+//! The OpenAPI 3.1 document of every route (feature `openapi`: the local stack and tests, never
+//! a deployed function). Schemas come from the wire types the handlers serialise (`api`) and
+//! the bodies they parse; the routes come from `handlers::ROUTES`, and a route without a
+//! description here fails `document()`, so a new route cannot go undocumented.
+
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::tag::TagBuilder;
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, RefOr,
+    Required, ResponseBuilder, ResponsesBuilder,
+};
+use utoipa::{PartialSchema, ToSchema};
+
+use crate::api::*;
+use crate::handlers::{self, ROUTES};
+use crate::http::ApiError;
+
+/// Who may call a route, and how.
+#[derive(Clone, Copy, PartialEq)]
+enum Auth {
+    /// An end user's JWT (API Gateway's JWT authorizer).
+    User,
+    /// A developer's JWT (the developer claim).
+    Developer,
+    /// An allow-listed IAM principal (SigV4).
+    Iam,
+    /// Stripe's webhook signature.
+    Stripe,
+    /// Anyone (the catalog).
+    Public,
+}
+
+/// What a successful answer holds inside the envelope.
+enum Data {
+    One(RefOr<Schema>),
+    List(RefOr<Schema>),
+    /// A list with `nextCursor` when there is more.
+    Page(RefOr<Schema>),
+    /// `{"success": true}` only (the webhook's acknowledgement).
+    Ack,
+}
+
+/// One route's description.
+struct Doc {
+    summary: &'static str,
+    tag: &'static str,
+    auth: Auth,
+    query: &'static [&'static str],
+    body: Option<RefOr<Schema>>,
+    data: Data,
+    /// Statuses beyond the ones every route of its kind may answer.
+    errors: &'static [u16],
+    /// Calls Stripe (502 when Stripe fails).
+    stripe: bool,
+}
+
+fn schema_ref<T: ToSchema>() -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(T::name()))
+}
+
+const SCOPE: &[&str] = &["project_id", "test_mode"];
+const SCOPE_ID: &[&str] = &["project_id", "test_mode", "identifier"];
+const PAGE: &[&str] = &["project_id", "test_mode", "limit", "cursor"];
+const PAGE_ID: &[&str] = &["project_id", "test_mode", "identifier", "limit", "cursor"];
+const MODE: &[&str] = &["test_mode"];
+const DEV_PAGE: &[&str] = &["test_mode", "limit", "cursor", "status"];
+const DEV_ALL: &[&str] = &["project_id", "test_mode"];
+const DEV_ALL_PAGE: &[&str] = &["project_id", "test_mode", "limit", "cursor", "status"];
+
+fn doc(method: &str, path: &str) -> Option<Doc> {
+    use Auth::*;
+    use Data::*;
+    let d = |summary, tag, auth, query, body: Option<RefOr<Schema>>, data, errors, stripe| Doc {
+        summary,
+        tag,
+        auth,
+        query,
+        body,
+        data,
+        errors,
+        stripe,
+    };
+    let pkg = schema_ref::<CreditPackageView>;
+    Some(match (method, path) {
+        ("GET", "/api/stripe/credit-packages") => d("The active credit packages, cheapest first", "Credits", Public, SCOPE, None, List(pkg()), &[], false),
+        ("POST", "/api/stripe/create-payment-intent") => d("A PaymentIntent for a credit package or a tier (with setupIntentId: charged and confirmed by Coffer)", "Credits", User, SCOPE, Some(schema_ref::<handlers::create_payment_intent::CreateIntentBody>()), One(schema_ref::<PaymentIntentCreated>()), &[402, 409], true),
+        ("GET", "/api/stripe/balance") => d("The caller's credit balance", "Credits", User, SCOPE, None, One(schema_ref::<BalanceView>()), &[], false),
+        ("GET", "/api/stripe/payment-history") => d("The caller's payments and grants, newest first", "Credits", User, PAGE, None, Page(schema_ref::<HistoryLine>()), &[], false),
+        ("POST", "/api/stripe/webhook") => d("Stripe's events for the deployment's own account", "Webhooks", Stripe, &[], Some(schema_ref::<crate::webhook::Event>()), Ack, &[], true),
+        ("POST", "/api/credits/consume") => d("Spend the caller's credits (exactly once per idempotencyKey)", "Credits", User, SCOPE, Some(schema_ref::<handlers::consume_credits::ConsumeBody>()), One(schema_ref::<SpendResult>()), &[402, 409], false),
+        ("POST", "/internal/credits/consume") => d("Spend a user's credits from the app's backend", "Internal", Iam, SCOPE, Some(schema_ref::<handlers::consume_credits::ConsumeBody>()), One(schema_ref::<SpendResult>()), &[402, 409], false),
+        ("POST", "/api/v1/payments/stripe/webhooks/{project_id}/{mode}") => d("Stripe's events for a project's account in one mode", "Webhooks", Stripe, &[], Some(schema_ref::<crate::webhook::Event>()), Ack, &[], true),
+        ("GET", "/api/v1/payments/stripe/projects/{project_id}/config") => d("A project's Stripe configuration in a mode, keys masked", "Projects", Developer, MODE, None, One(schema_ref::<ModeView>()), &[], false),
+        ("PUT", "/api/v1/payments/stripe/projects/{project_id}/config") => d("Configure a project's Stripe keys in a mode (checked against Stripe first)", "Projects", Developer, MODE, Some(schema_ref::<handlers::project_config::ConfigBody>()), One(schema_ref::<ModeView>()), &[], true),
+        ("DELETE", "/api/v1/payments/stripe/projects/{project_id}/config") => d("Deactivate a project's mode (no new payments; webhooks still applied)", "Projects", Developer, MODE, None, One(schema_ref::<ModeView>()), &[], false),
+        ("POST", "/api/v1/payments/stripe/projects/{project_id}/validate-credentials") => d("Ask Stripe whether a key (given, or the stored one) works", "Projects", Developer, MODE, Some(schema_ref::<handlers::project_config::ValidateBody>()), One(schema_ref::<KeyValidation>()), &[], true),
+        ("GET", "/api/v1/payments/stripe/projects/{project_id}/webhook-urls") => d("The webhook URLs and events to set in the Stripe Dashboard", "Projects", Developer, MODE, None, One(schema_ref::<WebhookUrls>()), &[], false),
+        ("GET", "/api/v1/payments/projects") => d("The caller's projects and their status per mode", "Projects", Developer, &[], None, List(schema_ref::<ProjectSummary>()), &[], false),
+        ("GET", "/api/v1/payments/subscriptions") => d("Subscriptions across the caller's projects, most recently changed first", "Developer reports", Developer, DEV_ALL, None, Page(schema_ref::<SubscriptionLine>()), &[], false),
+        ("GET", "/api/v1/payments/stats") => d("Counters per project and mode", "Developer reports", Developer, DEV_ALL, None, List(schema_ref::<ScopeStats>()), &[], false),
+        ("GET", "/api/v1/payments/transactions") => d("Payments across the caller's projects, newest first", "Developer reports", Developer, DEV_ALL_PAGE, None, Page(schema_ref::<DeveloperPayment>()), &[], false),
+        ("GET", "/api/v1/payments/stripe/projects/{project_id}/payments") => d("A project's payments in a mode, newest first", "Developer reports", Developer, DEV_PAGE, None, Page(schema_ref::<DeveloperPayment>()), &[], false),
+        ("GET", "/api/v1/payments/stripe/projects/{project_id}/subscriptions") => d("A project's subscriptions in a mode", "Developer reports", Developer, MODE, None, Page(schema_ref::<SubscriptionLine>()), &[], false),
+        ("GET", "/api/v1/payments/stripe/projects/{project_id}/credit-packages") => d("A project's credit packages in a mode, active or not", "Projects", Developer, MODE, None, List(pkg()), &[], false),
+        ("GET", "/api/v1/payments/stripe/projects/{project_id}/credit-packages/{package_id}") => d("One credit package of a project", "Projects", Developer, MODE, None, One(pkg()), &[], false),
+        ("PUT", "/api/v1/payments/stripe/projects/{project_id}/credit-packages/{package_id}") => d("Create or change a credit package (never deleted: deactivate it)", "Projects", Developer, MODE, Some(schema_ref::<handlers::developer_api::PackageBody>()), One(pkg()), &[], false),
+        ("GET", "/api/stripe/plans") => d("The active plans, by rank", "Plans", User, SCOPE, None, List(schema_ref::<PlanView>()), &[], false),
+        ("POST", "/api/stripe/create-customer") => d("The account's one Stripe customer", "Plans", User, SCOPE, Some(schema_ref::<handlers::billing::CustomerBody>()), One(schema_ref::<CustomerCreated>()), &[409], true),
+        ("POST", "/api/stripe/setup-intent") => d("A SetupIntent to save a card with Stripe.js (confirmCardSetup)", "Plans", User, SCOPE, Some(schema_ref::<handlers::billing::SetupBody>()), One(schema_ref::<SetupIntentCreated>()), &[409], true),
+        ("POST", "/api/stripe/create-subscription") => d("Subscribe the account to a recurring plan", "Plans", User, SCOPE, Some(schema_ref::<handlers::billing::SubscribeBody>()), One(schema_ref::<SubscriptionCreated>()), &[402, 409], true),
+        ("POST", "/api/v1/payments/stripe/checkout-session") => d("A Stripe Checkout session for a plan or a credit package", "Plans", User, SCOPE, Some(schema_ref::<handlers::checkout::CheckoutBody>()), One(schema_ref::<CheckoutCreated>()), &[409], true),
+        ("POST", "/api/portal/checkout") => d("The gateway's Checkout session (its own field names)", "Plans", User, SCOPE, Some(schema_ref::<handlers::checkout::GatewayBody>()), One(schema_ref::<GatewayCheckoutCreated>()), &[409], true),
+        ("GET", "/api/v1/payments/stripe/my-subscription") => d("The account's plan now and its subscription", "Plans", User, SCOPE_ID, None, One(schema_ref::<MySubscription>()), &[], false),
+        ("GET", "/api/v1/payments/stripe/my-payments") => d("The account's purchases and invoices, newest first", "Plans", User, PAGE_ID, None, Page(schema_ref::<AccountPaymentLine>()), &[], false),
+        ("POST", "/api/v1/payments/stripe/cancel-subscription") => d("Cancel at the period's end (or at once), or resume", "Plans", User, SCOPE, Some(schema_ref::<handlers::billing::CancelBody>()), One(schema_ref::<SubscriptionCanceled>()), &[], true),
+        ("POST", "/api/v1/payments/stripe/update-subscription") => d("Change plan: upgrades now, downgrades at the period's end", "Plans", User, SCOPE, Some(schema_ref::<handlers::billing::UpdateBody>()), One(schema_ref::<SubscriptionUpdated>()), &[409], true),
+        ("POST", "/api/v1/payments/stripe/customer-portal") => d("A Stripe customer portal session", "Plans", User, SCOPE, Some(schema_ref::<handlers::checkout::PortalBody>()), One(schema_ref::<PortalCreated>()), &[], true),
+        ("PUT", "/api/v1/payments/stripe/projects/{project_id}/settings") => d("Change a project's settings in a mode", "Projects", Developer, MODE, Some(schema_ref::<handlers::project_plans::SettingsBody>()), One(schema_ref::<SettingsView>()), &[], false),
+        ("GET", "/api/v1/payments/stripe/projects/{project_id}/settings") => d("A project's settings in a mode", "Projects", Developer, MODE, None, One(schema_ref::<SettingsView>()), &[], false),
+        ("GET", "/api/v1/payments/stripe/projects/{project_id}/plans") => d("A project's plans in a mode, active or not", "Projects", Developer, MODE, None, List(schema_ref::<PlanView>()), &[], false),
+        ("PUT", "/api/v1/payments/stripe/projects/{project_id}/plans/{plan_id}") => d("Create or change a plan (money in major units)", "Projects", Developer, MODE, Some(schema_ref::<handlers::project_plans::PlanBody>()), One(schema_ref::<PlanView>()), &[], false),
+        ("POST", "/internal/usage") => d("Record (or with dryRun check) a usage against the plan's allowance", "Internal", Iam, SCOPE, Some(schema_ref::<handlers::usage::UsageBody>()), One(schema_ref::<UsageAnswer>()), &[402, 409, 429], false),
+        ("GET", "/api/usage") => d("The account's usage per metric this period", "Plans", User, SCOPE_ID, None, One(schema_ref::<UsageOverview>()), &[], false),
+        _ => return None,
+    })
+}
+
+/// Every schema the document names: the roots and everything they refer to.
+fn schemas() -> Vec<(String, RefOr<Schema>)> {
+    let mut all = Vec::new();
+    macro_rules! roots {
+        ($($ty:ty),* $(,)?) => {$(
+            all.push((<$ty>::name().into_owned(), <$ty>::schema()));
+            <$ty>::schemas(&mut all);
+        )*};
+    }
+    roots!(
+        CreditPackageView,
+        BalanceView,
+        HistoryLine,
+        DeveloperPayment,
+        SpendResult,
+        PaymentIntentCreated,
+        CustomerCreated,
+        SetupIntentCreated,
+        PlanView,
+        SubscriptionCreated,
+        MySubscription,
+        AccountPaymentLine,
+        SubscriptionCanceled,
+        SubscriptionUpdated,
+        CheckoutCreated,
+        GatewayCheckoutCreated,
+        PortalCreated,
+        UsageAnswer,
+        UsageOverview,
+        ModeView,
+        ProjectSummary,
+        KeyValidation,
+        WebhookUrls,
+        SettingsView,
+        ScopeStats,
+        SubscriptionLine,
+        crate::webhook::Event,
+        handlers::create_payment_intent::CreateIntentBody,
+        handlers::consume_credits::ConsumeBody,
+        handlers::project_config::ConfigBody,
+        handlers::project_config::ValidateBody,
+        handlers::developer_api::PackageBody,
+        handlers::billing::CustomerBody,
+        handlers::billing::SetupBody,
+        handlers::billing::SubscribeBody,
+        handlers::billing::CancelBody,
+        handlers::billing::UpdateBody,
+        handlers::checkout::CheckoutBody,
+        handlers::checkout::GatewayBody,
+        handlers::checkout::PortalBody,
+        handlers::project_plans::SettingsBody,
+        handlers::project_plans::PlanBody,
+        handlers::usage::UsageBody,
+    );
+    all.push(("Error".into(), error_schema()));
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all.dedup_by(|a, b| a.0 == b.0);
+    all
+}
+
+/// The envelope of every error: `{"success": false, "error": <a sentence>, "code": <code>}`.
+fn error_schema() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .description(Some(
+            "Every error: a sentence for people and a stable code for programs.",
+        ))
+        .property(
+            "success",
+            ObjectBuilder::new()
+                .schema_type(Type::Boolean)
+                .enum_values(Some([false])),
+        )
+        .required("success")
+        .property(
+            "error",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .examples([serde_json::json!("Not enough credits.")]),
+        )
+        .required("error")
+        .property(
+            "code",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(
+                    ApiError::CODES
+                        .iter()
+                        .copied()
+                        .chain(ROUTER_CODES.iter().copied()),
+                ))
+                .examples([serde_json::json!("insufficient_credits")]),
+        )
+        .required("code")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .into()
+}
+
+/// Codes answered before any handler runs (an unknown path or method).
+const ROUTER_CODES: &[&str] = &["method_not_allowed"];
+
+/// The success envelope around `data`.
+fn envelope(data: &Data) -> RefOr<Schema> {
+    let success = ObjectBuilder::new()
+        .schema_type(Type::Boolean)
+        .enum_values(Some([true]));
+    let object = ObjectBuilder::new()
+        .property("success", success)
+        .required("success")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+    match data {
+        Data::Ack => object.into(),
+        Data::One(schema) => object
+            .property("data", schema.clone())
+            .required("data")
+            .into(),
+        Data::List(schema) | Data::Page(schema) => {
+            let list = ArrayBuilder::new().items(schema.clone());
+            let object = object.property("data", list).required("data");
+            if matches!(data, Data::Page(_)) {
+                object
+                    .property(
+                        "nextCursor",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .description(Some(
+                                "Give it as `cursor` for the next page; absent on the last.",
+                            )),
+                    )
+                    .into()
+            } else {
+                object.into()
+            }
+        }
+    }
+}
+
+/// Every error status a route may answer.
+const ERROR_STATUSES: &[u16] = &[400, 401, 402, 403, 404, 409, 413, 429, 500, 502, 503];
+
+/// What each error status means, for the document.
+fn error_meaning(status: u16) -> &'static str {
+    match status {
+        400 => "The request is malformed (`invalid_request`), or the Stripe signature or key is wrong (`invalid_signature`, `invalid_credentials`).",
+        401 => "No valid token (`unauthorized`).",
+        402 => "Not enough credits (`insufficient_credits`) or the card was declined (`card_declined`).",
+        403 => "The caller may not do this (`forbidden`).",
+        404 => "No such project, mode, package, plan or record (`not_found`).",
+        409 => "It conflicts with what exists, or the key was used for another request (`conflict`).",
+        413 => "The body is too large (`payload_too_large`).",
+        429 => "Beyond the plan's allowance, with no overage (`limit_reached`).",
+        500 => "Coffer failed (`internal_error`); nothing was half-done.",
+        502 => "Stripe failed (`stripe_error`).",
+        503 => "A dependency is unavailable, or units are held by other instances (`service_unavailable`, `retry_later`): try again.",
+        _ => "An error.",
+    }
+}
+
+fn query_parameter(name: &str) -> ParameterBuilder {
+    let (schema, description): (RefOr<Schema>, &str) = match name {
+        "project_id" => (
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[a-z0-9_-]{1,64}$"))
+                .into(),
+            "The project (default: the deployment's own account).",
+        ),
+        "test_mode" => (
+            ObjectBuilder::new().schema_type(Type::Boolean).into(),
+            "Stripe's test mode (true) or live mode (false).",
+        ),
+        "identifier" => (
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(255))
+                .into(),
+            "The account: the caller's own id or `org:<id>` of one of their organisations.",
+        ),
+        "limit" => (
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
+                .maximum(Some(100))
+                .into(),
+            "Items per page (1–100).",
+        ),
+        "cursor" => (
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(512))
+                .into(),
+            "The previous page's `nextCursor`.",
+        ),
+        _ => (
+            schema_ref::<crate::domain::records::PaymentStatus>(),
+            "Only payments in this status.",
+        ),
+    };
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(schema))
+}
+
+/// The OpenAPI document of every route. `None` names a route without a description.
+pub fn try_document() -> Result<OpenApi, String> {
+    let mut paths = Paths::new();
+    for (method, path, _function) in ROUTES {
+        let doc = doc(method, path).ok_or_else(|| format!("{method} {path} is not described"))?;
+        let mut op = OperationBuilder::new()
+            .summary(Some(doc.summary))
+            .tag(doc.tag)
+            .operation_id(Some(operation_id(method, path)));
+        for segment in path.split('/') {
+            if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                let schema: RefOr<Schema> = if name == "mode" {
+                    schema_ref::<crate::domain::scope::Mode>()
+                } else {
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some("^[A-Za-z0-9_-]{1,64}$"))
+                        .into()
+                };
+                op = op.parameter(
+                    ParameterBuilder::new()
+                        .name(name)
+                        .parameter_in(ParameterIn::Path)
+                        .required(Required::True)
+                        .schema(Some(schema)),
+                );
+            }
+        }
+        for name in doc.query {
+            op = op.parameter(query_parameter(name));
+        }
+        if doc.auth == Auth::Stripe {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name("Stripe-Signature")
+                    .parameter_in(ParameterIn::Header)
+                    .required(Required::True)
+                    .description(Some("Stripe's signature of the body (`t=…,v1=…`)."))
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+            );
+        }
+        if *path == "/api/stripe/create-payment-intent" {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name("Idempotency-Key")
+                    .parameter_in(ParameterIn::Header)
+                    .required(Required::False)
+                    .description(Some("The same key answers with the same PaymentIntent."))
+                    .schema(Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .max_length(Some(255)),
+                    )),
+            );
+        }
+        if let Some(body) = &doc.body {
+            op = op.request_body(Some(
+                RequestBodyBuilder::new()
+                    .required(Some(
+                        if matches!(*method, "PUT") || doc.auth == Auth::Stripe {
+                            Required::True
+                        } else {
+                            Required::False
+                        },
+                    ))
+                    .content(
+                        "application/json",
+                        ContentBuilder::new().schema(Some(body.clone())).build(),
+                    )
+                    .build(),
+            ));
+        }
+        let mut responses = ResponsesBuilder::new().response(
+            "200",
+            ResponseBuilder::new()
+                .description("Done, in the envelope.")
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(envelope(&doc.data)))
+                        .build(),
+                ),
+        );
+        let mut statuses: Vec<u16> = vec![400, 404, 500, 503];
+        if doc.auth != Auth::Public && doc.auth != Auth::Stripe {
+            statuses.extend([401, 403]);
+        }
+        if doc.body.is_some() {
+            statuses.push(413);
+        }
+        if doc.stripe {
+            statuses.push(502);
+        }
+        statuses.extend(doc.errors);
+        statuses.sort_unstable();
+        statuses.dedup();
+        for status in statuses {
+            responses = responses.response(
+                status.to_string(),
+                RefOr::Ref(Ref::new(format!("#/components/responses/Error{status}"))),
+            );
+        }
+        op = op.responses(responses.build());
+        if let Some(requirement) = security(doc.auth) {
+            op = op.security(requirement);
+        }
+        let http = match *method {
+            "GET" => HttpMethod::Get,
+            "POST" => HttpMethod::Post,
+            "PUT" => HttpMethod::Put,
+            _ => HttpMethod::Delete,
+        };
+        paths.add_path_operation(path, vec![http], op.build());
+    }
+
+    let components = ComponentsBuilder::new()
+        .schemas_from_iter(schemas())
+        .responses_from_iter(ERROR_STATUSES.iter().map(|status| {
+            (
+                format!("Error{status}"),
+                ResponseBuilder::new()
+                    .description(error_meaning(*status))
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(schema_ref_named("Error")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        }))
+        .security_scheme(
+            "jwt",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("A JWT from the app's identity provider, verified by API Gateway's JWT authorizer; the user is its `sub`. Developer routes need the developer claim.")) 
+                    .build(),
+            ),
+        )
+        .security_scheme(
+            "iam",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "AWS Signature Version 4 (API Gateway's IAM authorization); the caller must be an allow-listed role.",
+            ))),
+        )
+        .security_scheme(
+            "stripeSignature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Stripe-Signature",
+                "Stripe's HMAC-SHA256 signature of the raw body with the webhook secret.",
+            ))),
+        );
+    let tags = [
+        "Credits",
+        "Plans",
+        "Internal",
+        "Webhooks",
+        "Projects",
+        "Developer reports",
+    ]
+    .into_iter()
+    .map(|name| TagBuilder::new().name(name).build());
+    Ok(OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Coffer")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Prepaid credits, plans, subscriptions and usage limits on Stripe. Every answer is \
+                     JSON in an envelope: `{\"success\": true, \"data\": …}` or `{\"success\": false, \
+                     \"error\": <a sentence>, \"code\": <a code>}`. Money is shown in major units of its \
+                     currency.",
+                )),
+        )
+        .paths(paths)
+        .components(Some(components.build()))
+        .tags(Some(tags))
+        .build())
+}
+
+/// The document as committed (`openapi.json`): pretty JSON with a final newline.
+pub fn document_json() -> Result<String, String> {
+    let document = try_document()?;
+    let mut text = document.to_pretty_json().map_err(|e| e.to_string())?;
+    text.push('\n');
+    Ok(text)
+}
+
+fn schema_ref_named(name: &str) -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(name))
+}
+
+fn security(auth: Auth) -> Option<SecurityRequirement> {
+    let name = match auth {
+        Auth::User | Auth::Developer => "jwt",
+        Auth::Iam => "iam",
+        Auth::Stripe => "stripeSignature",
+        Auth::Public => return None,
+    };
+    Some(SecurityRequirement::new::<_, [&str; 0], &str>(name, []))
+}
+
+/// `get_api_stripe_balance`-style ids, unique per method and path.
+fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_ascii_lowercase();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        id.push('_');
+        id.extend(part.chars().filter(|c| *c != '{' && *c != '}').map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c
+            } else {
+                '_'
+            }
+        }));
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_described_once() {
+        let document = try_document().expect("every route described");
+        let json = serde_json::to_value(&document).expect("json");
+        let mut described = 0;
+        for (method, path, _) in ROUTES {
+            let op = &json["paths"][path][method.to_ascii_lowercase()];
+            assert!(op.is_object(), "{method} {path}");
+            described += 1;
+        }
+        assert_eq!(described, ROUTES.len());
+        assert_eq!(json["openapi"], "3.1.0");
+    }
+
+    #[test]
+    fn the_error_codes_are_every_code_the_api_has() {
+        let document = serde_json::to_value(try_document().unwrap()).unwrap();
+        let codes = &document["components"]["schemas"]["Error"]["properties"]["code"]["enum"];
+        for code in ApiError::CODES {
+            assert!(
+                codes.as_array().unwrap().iter().any(|c| c == code),
+                "{code}"
+            );
+        }
+    }
+}
