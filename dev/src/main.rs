@@ -116,7 +116,19 @@ async fn up() -> Result<(), String> {
     );
     eprintln!("Webhook URL:  {webhook_url}");
     eprintln!("Get a token:  scripts/token.sh <user-id>   (a developer's: scripts/token.sh --developer <name>)");
-    let api = Arc::new(router::LocalApi { app, jwt_secret });
+    let mut api = router::LocalApi::new(app, jwt_secret);
+    api.page = match &localstripe {
+        Some(base) => router::PageConfig::localstripe(base),
+        None => router::PageConfig::stripe(env_or("STRIPE_PUBLISHABLE_KEY", "")),
+    };
+    // The page's own origin needs no CORS; other origins (a page served elsewhere) are named.
+    api.allowed_origins = env_or("ALLOWED_ORIGINS", "")
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let api = Arc::new(api);
     // What the stats function's event source mapping does when deployed.
     coffer_dev::streams::start(api.clone(), &sdk).await?;
     router::serve(listener, api)

@@ -29,6 +29,58 @@ pub struct LocalApi {
     pub app: App,
     /// Secret of the local HS256 tokens.
     pub jwt_secret: String,
+    /// What the storefront's `config.json` tells the page.
+    pub page: PageConfig,
+    /// Origins CORS allows, as the template's `AllowedOrigins` does for API Gateway.
+    pub allowed_origins: Vec<String>,
+}
+
+impl LocalApi {
+    /// A router for `app` with the page pointed at real Stripe.js and no CORS origins.
+    pub fn new(app: App, jwt_secret: impl Into<String>) -> Self {
+        Self {
+            app,
+            jwt_secret: jwt_secret.into(),
+            page: PageConfig::stripe(String::new()),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// The publishable key the page uses with localstripe (which accepts any `pk_` key).
+pub const LOCAL_PUBLISHABLE_KEY: &str = "pk_test_coffer_local";
+
+/// The storefront's settings (`/config.json`): where Stripe.js comes from and its key.
+pub struct PageConfig {
+    pub publishable_key: String,
+    pub stripe_js_url: String,
+}
+
+impl PageConfig {
+    /// localstripe's Stripe.js stand-in, served by localstripe at `base`.
+    pub fn localstripe(base: &str) -> Self {
+        Self {
+            publishable_key: LOCAL_PUBLISHABLE_KEY.to_owned(),
+            stripe_js_url: format!("{}/js.stripe.com/v3/", base.trim_end_matches('/')),
+        }
+    }
+
+    /// Stripe's own Stripe.js with a real publishable key.
+    pub fn stripe(publishable_key: String) -> Self {
+        Self {
+            publishable_key,
+            stripe_js_url: "https://js.stripe.com/v3/".to_owned(),
+        }
+    }
+
+    fn to_json(&self) -> String {
+        json!({
+            "apiBase": "",
+            "publishableKey": self.publishable_key,
+            "stripeJsUrl": self.stripe_js_url,
+        })
+        .to_string()
+    }
 }
 
 /// Serves until the listener fails.
@@ -50,7 +102,41 @@ type Reply = hyper::Response<Full<Bytes>>;
 async fn handle(api: Arc<LocalApi>, req: hyper::Request<Incoming>) -> Result<Reply, Infallible> {
     let request_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("request", requestId = %request_id);
-    Ok(route(api, req, request_id).instrument(span).await)
+    let origin = req
+        .headers()
+        .get(hyper::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| api.allowed_origins.iter().any(|allowed| allowed == o))
+        .map(str::to_owned);
+    if req.method() == hyper::Method::OPTIONS {
+        // A CORS preflight, answered as API Gateway's CORS configuration does.
+        let mut reply = hyper::Response::builder().status(204);
+        if let Some(origin) = &origin {
+            reply = reply
+                .header("access-control-allow-origin", origin)
+                .header(
+                    "access-control-allow-headers",
+                    "authorization,content-type,idempotency-key",
+                )
+                .header(
+                    "access-control-allow-methods",
+                    "GET,POST,PUT,DELETE,OPTIONS",
+                )
+                .header("access-control-max-age", "600");
+        }
+        return Ok(reply
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new()))));
+    }
+    let mut reply = route(api, req, request_id).instrument(span).await;
+    if let Some(origin) = origin {
+        if let Ok(value) = hyper::header::HeaderValue::from_str(&origin) {
+            reply
+                .headers_mut()
+                .insert(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        }
+    }
+    Ok(reply)
 }
 
 /// The storefront page's files (`web/`), served by the local stack at `/` (deployed, they are
@@ -116,6 +202,14 @@ async fn route(api: Arc<LocalApi>, req: hyper::Request<Incoming>, request_id: St
                 .body(Full::new(Bytes::from_static(text.as_bytes())))
                 .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())));
         }
+    }
+    if method == "GET" && path == "/config.json" {
+        return hyper::Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .header("cache-control", "no-store")
+            .body(Full::new(Bytes::from(api.page.to_json())))
+            .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())));
     }
     if method == "POST" && path == "/_local/token" {
         return local_token(&api, req.into_body()).await;

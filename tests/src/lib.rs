@@ -20,6 +20,8 @@ pub const JWT_SECRET: &str = "integration-test-jwt-secret";
 /// The IAM role allowed on `/internal/*` in tests (`service_token("app-backend")` is a session
 /// of it).
 pub const BACKEND_ROLE: &str = "arn:aws:iam::000000000000:role/app-backend";
+/// An origin the test routers allow by CORS (a storefront served from another host).
+pub const TEST_PAGE_ORIGIN: &str = "https://shop.example.test";
 /// Test apps re-read a rotated webhook secret at most this often.
 pub const SECRET_REFRESH_SECS: u64 = 2;
 
@@ -297,10 +299,12 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let api = Arc::new(router::LocalApi {
-        app,
-        jwt_secret: JWT_SECRET.into(),
-    });
+    let mut api = router::LocalApi::new(app, JWT_SECRET);
+    if real.is_none() {
+        api.page = router::PageConfig::localstripe(&stripe_base);
+    }
+    api.allowed_origins = vec![TEST_PAGE_ORIGIN.to_owned()];
+    let api = Arc::new(api);
     tokio::spawn(router::serve(listener, api.clone()));
     let base_url = format!("http://127.0.0.1:{port}");
     let mut registered = Vec::new();
@@ -347,10 +351,7 @@ pub async fn fresh_router(test: &TestApp) -> String {
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let api = Arc::new(router::LocalApi {
-        app: fresh,
-        jwt_secret: JWT_SECRET.into(),
-    });
+    let api = Arc::new(router::LocalApi::new(fresh, JWT_SECRET));
     tokio::spawn(router::serve(listener, api));
     format!("http://127.0.0.1:{port}")
 }

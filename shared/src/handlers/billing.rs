@@ -2,6 +2,7 @@
 //!
 //! - `GET /api/stripe/plans`: the active plans
 //! - `POST /api/stripe/create-customer`: the account's one Stripe customer
+//! - `POST /api/stripe/setup-intent`: a SetupIntent the page confirms with a card (Stripe.js)
 //! - `POST /api/stripe/create-subscription`: an incomplete subscription the client confirms
 //! - `GET …/my-subscription`, `GET …/my-payments`
 //! - `POST …/cancel-subscription`, `POST …/update-subscription`
@@ -44,6 +45,7 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     match (req.method().as_str(), name) {
         ("GET", "plans") => list_plans(app, req).await,
         ("POST", "create-customer") => create_customer(app, req).await,
+        ("POST", "setup-intent") => setup_intent(app, req).await,
         ("POST", "create-subscription") => create_subscription(app, req).await,
         ("GET", "my-subscription") => my_subscription(app, req).await,
         ("GET", "my-payments") => my_payments(app, req).await,
@@ -148,6 +150,40 @@ async fn create_customer(app: &App, req: &Request) -> Result<Response<Body>, Api
     Ok(ok(json!({ "customerId": customer_id })))
 }
 
+#[derive(Deserialize)]
+struct SetupBody {
+    identifier: Option<Value>,
+}
+
+/// A SetupIntent for the account's customer: the page confirms it with Stripe.js and a card,
+/// which saves the card without charging it; its id then pays a package or a subscription.
+async fn setup_intent(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
+    let body: SetupBody = json_body(req)?;
+    let identifier = opt_text(&body.identifier, "identifier", 255)?;
+    let account = scoping::account(app, req, identifier.as_deref())?;
+    let scope = active_scope(app, req).await?;
+    let stripe = app.stripe_for(&scope).await?;
+    let customer = ensure_customer(app, &scope, &stripe, &account, None, None).await?;
+    let metadata = HashMap::from([
+        (META_ACCOUNT.to_owned(), account.as_str().to_owned()),
+        (META_USER.to_owned(), account.as_str().to_owned()),
+        (META_SCOPE.to_owned(), scope.to_string()),
+    ]);
+    // Each call is a new card form: a fresh key (a retried call makes a second, unused intent).
+    let key = format!("coffer-seti-{}", uuid::Uuid::new_v4());
+    let setup = stripe
+        .create_setup_intent(&customer, metadata, &key)
+        .await?;
+    let secret = setup
+        .client_secret
+        .ok_or_else(|| ApiError::Stripe("stripe returned no client secret".into()))?;
+    Ok(ok(json!({
+        "setupIntentId": setup.id,
+        "clientSecret": secret,
+        "customerId": customer,
+    })))
+}
+
 pub async fn active_scope(app: &App, req: &Request) -> Result<Scope, ApiError> {
     let scope = scoping::end_user_scope(app, req).await?;
     scoping::require_active(app, &scope).await?;
@@ -163,6 +199,9 @@ struct SubscribeBody {
     /// Answer also with the customer and an ephemeral key for Stripe's PaymentSheet.
     payment_sheet: Option<Value>,
     stripe_version: Option<Value>,
+    /// A SetupIntent of this account that saved a card: the card becomes the customer's
+    /// default before the subscription is created, so its first invoice is paid at once.
+    setup_intent_id: Option<Value>,
 }
 
 /// The recurring plan a body names by `planId` or `priceId`: 404 when unknown.
@@ -197,6 +236,7 @@ async fn create_subscription(app: &App, req: &Request) -> Result<Response<Body>,
     let account = scoping::account(app, req, identifier.as_deref())?;
     let plan_id = opt_text(&body.plan_id, "planId", 64)?;
     let price_id = opt_text(&body.price_id, "priceId", 200)?;
+    let setup_intent = setup_intent_field(&body.setup_intent_id)?;
     let sheet_version = match opt_bool(&body.payment_sheet, "paymentSheet")? {
         false => None,
         true => Some(
@@ -248,7 +288,16 @@ async fn create_subscription(app: &App, req: &Request) -> Result<Response<Body>,
         ));
     }
     let locked_version = record.version + 1;
-    let created = subscribe(app, &scope, &account, &plan, &price, locked_version).await;
+    let created = subscribe(
+        app,
+        &scope,
+        &account,
+        &plan,
+        &price,
+        locked_version,
+        setup_intent.as_deref(),
+    )
+    .await;
     let (subscription, secret) = match created {
         Ok(done) => done,
         Err(err) => {
@@ -290,9 +339,14 @@ async fn subscribe(
     plan: &Plan,
     price: &str,
     version: i64,
+    setup_intent: Option<&str>,
 ) -> Result<(crate::adapters::stripe::Subscription, Option<String>), ApiError> {
     let stripe = app.stripe_for(scope).await?;
     let customer = ensure_customer(app, scope, &stripe, account, None, None).await?;
+    if let Some(setup_intent) = setup_intent {
+        let (_, card) = billing::saved_card(app, scope, &stripe, account, setup_intent).await?;
+        stripe.set_default_card(&customer, &card).await?;
+    }
     let metadata = HashMap::from([
         (META_ACCOUNT.to_owned(), account.as_str().to_owned()),
         (META_USER.to_owned(), account.as_str().to_owned()),
@@ -390,6 +444,16 @@ struct CancelBody {
     immediately: Option<Value>,
     resume: Option<Value>,
     identifier: Option<Value>,
+}
+
+/// The optional `setupIntentId` of a body: 400 unless a SetupIntent id.
+pub fn setup_intent_field(value: &Option<Value>) -> Result<Option<String>, ApiError> {
+    match opt_text(value, "setupIntentId", 255)? {
+        Some(id) if !billing::valid_setup_intent_id(&id) => {
+            Err(ApiError::bad_request("setupIntentId is malformed."))
+        }
+        other => Ok(other),
+    }
 }
 
 fn opt_bool(value: &Option<Value>, name: &str) -> Result<bool, ApiError> {

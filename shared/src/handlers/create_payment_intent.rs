@@ -8,7 +8,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::billing::opt_text;
+use super::billing::{opt_text, setup_intent_field};
 use crate::adapters::store::{hash_parts, idempotency_hash};
 use crate::adapters::stripe::{
     Intent, NewIntent, META_CREDITS, META_PACKAGE, META_TIER, META_USER,
@@ -28,6 +28,9 @@ use crate::{auth, scoping, App};
 struct CreateIntentBody {
     credit_package_id: Option<Value>,
     payment_method_id: Option<Value>,
+    /// A SetupIntent of the caller's that saved a card (the storefront's flow): Coffer charges
+    /// that card and confirms the intent itself.
+    setup_intent_id: Option<Value>,
     /// A one-off purchase of a plan (`pro`, `enterprise`).
     tier: Option<Value>,
     /// The purchase is for this organisation of the caller's.
@@ -104,6 +107,12 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         Some(Value::String(pm)) if valid_payment_method(&pm) => Some(pm),
         Some(_) => return Err(ApiError::bad_request("paymentMethodId is malformed.")),
     };
+    let setup_intent = setup_intent_field(&body.setup_intent_id)?;
+    if setup_intent.is_some() && (payment_method.is_some() || payment_sheet) {
+        return Err(ApiError::bad_request(
+            "Give setupIntentId alone: not with paymentMethodId or paymentSheet.",
+        ));
+    }
     let scope = scoping::end_user_scope(app, req).await?;
     scoping::require_active(app, &scope).await?;
     let store = app.store_for(&scope);
@@ -155,11 +164,25 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
             &record.package_id,
             &record.intent_id,
             sheet,
+            setup_intent.is_some(),
         )
         .await;
     }
 
     let stripe = app.stripe_for(&scope).await?;
+    let saved = match &setup_intent {
+        Some(id) => Some(billing::saved_card(app, &scope, &stripe, &user, id).await?),
+        None => None,
+    };
+    let customer = match (&sheet, &saved) {
+        (Some(sheet), _) => Some(sheet.customer.as_str()),
+        (None, Some((customer, _))) => Some(customer.as_str()),
+        (None, None) => None,
+    };
+    let payment_method = saved
+        .as_ref()
+        .map(|(_, card)| card.as_str())
+        .or(payment_method.as_deref());
     let stripe_key = match &idem_hash {
         Some(hash) => format!("coffer-pi-{}", hash_parts(&[&scope.to_string(), hash])),
         None => format!("coffer-pi-{}", uuid::Uuid::new_v4()),
@@ -170,8 +193,8 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
                 amount: package.amount,
                 currency: &package.currency,
                 metadata: metadata(&user, &package),
-                payment_method: payment_method.as_deref(),
-                customer: sheet.as_ref().map(|s| s.customer.as_str()),
+                payment_method,
+                customer,
             },
             &stripe_key,
         )
@@ -197,10 +220,18 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
             &winner.package_id,
             &winner.intent_id,
             sheet,
+            setup_intent.is_some(),
         )
         .await;
     }
     tracing::info!(intent_id = %intent.id, package_id = %package.id, "payment intent created");
+    if saved.is_some() && intent.status.as_deref() == Some("requires_confirmation") {
+        // Recorded as pending first: the webhook that follows the charge finds the payment.
+        let confirmed = stripe
+            .confirm_intent(&intent.id, &confirm_key(&intent.id))
+            .await?;
+        return answer(&confirmed, None);
+    }
     answer(&intent, sheet)
 }
 
@@ -212,18 +243,23 @@ async fn replay(
     remembered_package: &str,
     intent_id: &str,
     sheet: Option<SheetFields>,
+    confirm: bool,
 ) -> Result<Response<Body>, ApiError> {
     if remembered_package != package.id {
         return Err(ApiError::Conflict(
             "This Idempotency-Key was already used for another purchase.".into(),
         ));
     }
-    let intent = app
-        .stripe_for(scope)
-        .await?
-        .retrieve_intent(intent_id)
-        .await?;
+    let stripe = app.stripe_for(scope).await?;
+    let intent = stripe.retrieve_intent(intent_id).await?;
     tracing::info!(intent_id = %intent.id, "idempotent replay of create-payment-intent");
+    if confirm && intent.status.as_deref() == Some("requires_confirmation") {
+        // The first request stopped between recording and confirming: finish its work.
+        let confirmed = stripe
+            .confirm_intent(&intent.id, &confirm_key(&intent.id))
+            .await?;
+        return answer(&confirmed, sheet);
+    }
     answer(&intent, sheet)
 }
 
@@ -233,11 +269,19 @@ fn answer(intent: &Intent, sheet: Option<SheetFields>) -> Result<Response<Body>,
         .as_deref()
         .ok_or_else(|| ApiError::Stripe("stripe returned no client secret".into()))?;
     let mut data = json!({ "clientSecret": secret, "paymentIntentId": intent.id });
+    if let (Some(status), Some(map)) = (&intent.status, data.as_object_mut()) {
+        map.insert("status".into(), json!(status));
+    }
     if let (Some(sheet), Some(map)) = (sheet, data.as_object_mut()) {
         map.insert("customer".into(), json!(sheet.customer));
         map.insert("ephemeralKey".into(), json!(sheet.ephemeral_key));
     }
     Ok(ok(data))
+}
+
+/// One confirmation per intent, whichever request sends it.
+fn confirm_key(intent_id: &str) -> String {
+    format!("coffer-pi-confirm-{intent_id}")
 }
 
 fn metadata(user: &UserId, package: &CreditPackage) -> HashMap<String, String> {

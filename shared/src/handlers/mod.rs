@@ -113,6 +113,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("GET", "/api/stripe/plans", "billing"),
     ("POST", "/api/stripe/create-customer", "billing"),
+    ("POST", "/api/stripe/setup-intent", "billing"),
     ("POST", "/api/stripe/create-subscription", "billing"),
     (
         "POST",

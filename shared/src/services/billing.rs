@@ -279,3 +279,41 @@ pub async fn store_read(
         "the subscription record kept changing".into(),
     ))
 }
+
+/// The card a SetupIntent saved, for this account only: the SetupIntent is re-read from Stripe
+/// and must belong to the account's customer and have succeeded (an id from a body is never
+/// trusted on its own, so no one can charge a card someone else saved). Returns the customer
+/// and the card's PaymentMethod id.
+pub async fn saved_card(
+    app: &App,
+    scope: &Scope,
+    stripe: &StripeApi,
+    account: &UserId,
+    setup_intent_id: &str,
+) -> Result<(String, String), ApiError> {
+    let not_saved = || ApiError::NotFound("No card saved with this setupIntentId.".into());
+    let CustomerLink::Ready(customer) = app.store_for(scope).customer_link(account).await? else {
+        return Err(not_saved());
+    };
+    let setup = match stripe.retrieve_setup_intent(setup_intent_id).await {
+        Err(StripeFailure::Missing(_)) => return Err(not_saved()),
+        other => other?,
+    };
+    if setup.customer.as_deref() != Some(customer.as_str()) {
+        return Err(not_saved());
+    }
+    match (setup.status.as_deref(), setup.payment_method) {
+        (Some("succeeded"), Some(card)) => Ok((customer, card)),
+        _ => Err(ApiError::Conflict(
+            "The card is not saved yet: confirm the SetupIntent first.".into(),
+        )),
+    }
+}
+
+/// `seti_` followed by letters, digits and underscores.
+pub fn valid_setup_intent_id(id: &str) -> bool {
+    id.len() <= 255
+        && id.strip_prefix("seti_").is_some_and(|rest| {
+            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+}

@@ -148,7 +148,7 @@ pub enum CheckoutItem<'a> {
     },
 }
 
-fn key(text: &str) -> Result<IdempotencyKey, StripeFailure> {
+pub(super) fn key(text: &str) -> Result<IdempotencyKey, StripeFailure> {
     IdempotencyKey::new(text).map_err(|_| StripeFailure::Config("invalid idempotency key".into()))
 }
 

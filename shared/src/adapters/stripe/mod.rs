@@ -3,12 +3,14 @@
 //! uses, so that older API versions (and localstripe) that omit fields still work.
 
 mod billing;
+mod cards;
 mod raw;
 
 pub use billing::{
     CheckoutItem, CheckoutSession, Customer, MeterEventOut, MeterSent, Session, Subscription,
     META_ACCOUNT, META_PLAN, META_SCOPE,
 };
+pub use cards::SetupIntent;
 pub use raw::{valid_api_version, EphemeralKey};
 
 use std::collections::HashMap;
