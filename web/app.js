@@ -217,6 +217,7 @@ function signOut() {
 function showSignedIn() {
   const signedIn = Boolean(state.token);
   $('sign-in-form').hidden = signedIn;
+  $('sign-in-title').hidden = signedIn;
   $('signed-in').hidden = !signedIn;
   $('account').hidden = !signedIn;
   $('spend-section').hidden = !signedIn;
@@ -256,7 +257,7 @@ async function loadCatalog() {
   const packages = await api('/api/stripe/credit-packages');
   $('packages').replaceChildren(...packages.map((p) => {
     const item = card(p.name, [['price', money(p.amount, p.currency)],
-      ['what', `${credits(p.credits)} credits — ${p.description}`]]);
+      ['what', `${credits(p.creditAmount)} credits — ${p.description}`]]);
     if (state.token) item.append(actionButton(`Buy ${p.name} for ${money(p.amount, p.currency)}`, () => buy(p)));
     return item;
   }));
@@ -345,6 +346,14 @@ async function loadHistory() {
     }
     return row;
   });
+  if (!rows.length) {
+    const row = document.createElement('tr');
+    const cell = document.createElement('td');
+    cell.colSpan = 5;
+    cell.textContent = 'No payments yet.';
+    row.append(cell);
+    rows.push(row);
+  }
   $('history').replaceChildren(...rows);
 }
 
@@ -373,9 +382,13 @@ function setBusy(busy) {
   for (const button of document.querySelectorAll('[data-action]')) button.disabled = busy;
 }
 
+// The current watch (see `watch`): each action and each watch takes a new number.
+let watching = 0;
+
 // Runs one action at a time; its failure is shown in words.
 async function act(startText, work) {
   if (state.busy) return;
+  watching += 1; // a new action ends what an earlier one still watched
   setBusy(true);
   say(startText);
   try {
@@ -391,7 +404,6 @@ async function act(startText, work) {
 // Polls `read` until `done(value)`: every 500 ms for WATCH_FAST_MS, then every 2 s up to
 // WATCH_MAX_MS. Resolves with the value, or with null once the fast phase is over (the slow
 // phase goes on and calls `late` if the value arrives then). A newer watch ends an older one.
-let watching = 0;
 function watch(read, done, late) {
   const id = ++watching;
   const started = Date.now();
@@ -402,6 +414,7 @@ function watch(read, done, late) {
       const elapsed = Date.now() - started;
       try {
         const value = await read();
+        if (id !== watching) return resolve(null);
         if (done(value)) {
           if (answered && late) late(value);
           return resolve(value);
@@ -452,6 +465,7 @@ async function buy(pkg) {
 
 async function subscribe(plan) {
   await act(`Subscribing to ${plan.name}: checking your card…`, async () => {
+    const before = await api('/api/stripe/balance');
     const saved = await saveCard();
     say(`Subscribing to ${plan.name}…`);
     // Coffer makes the saved card the customer's default before it creates the subscription.
@@ -464,7 +478,17 @@ async function subscribe(plan) {
     const started = (now) => {
       showSubscription(now);
       say(`You are subscribed to ${plan.name}. ${subscriptionWords(now)}`);
-      api('/api/stripe/balance').then(showBalance).then(loadHistory).catch(() => {});
+      loadHistory().catch(() => {});
+      if (!(plan.includedCredits > 0)) return;
+      // The plan's included credits arrive with the first invoice's webhook.
+      const credited = (b) => {
+        showBalance(b);
+        say(`You are subscribed to ${plan.name}, which includes ${credits(b.balance - before.balance)} credits. `
+          + `Your balance is ${money(b.balance, b.currency)}.`);
+        loadHistory().catch(() => {});
+      };
+      watch(() => api('/api/stripe/balance'), (b) => b.balance !== before.balance, credited)
+        .then((b) => b && credited(b));
     };
     const now = await watch(() => api('/api/v1/payments/stripe/my-subscription'),
       (s) => s.subscriptionId === created.subscriptionId && ['active', 'trialing'].includes(s.status), started);
