@@ -274,6 +274,11 @@ async fn buying_a_package_in_the_browser_shows_the_balance_going_up_once() {
     let page = Browser::open(&app, "buy-package").await;
     page.sign_in("bea").await;
     assert_eq!(page.text("#balance").await, usd(0.0));
+    let packages = page.text("#packages").await;
+    assert!(
+        packages.contains("Standard\n$15.00\n16.5 credits — "),
+        "{packages}"
+    );
     page.fill_card(GOOD_CARD).await;
     page.watch_balance().await;
 
@@ -344,6 +349,7 @@ async fn a_declined_card_shows_its_message_and_the_balance_is_unchanged() {
     assert_eq!(app.balance("dee").await, 0.0);
     // The buttons are usable again for another card.
     page.button("Buy Starter").await;
+    app.assert_invariants().await;
     page.screenshot("declined-card").await;
 }
 
@@ -421,6 +427,26 @@ async fn subscribing_cancelling_and_resuming_in_the_browser() {
         page.fail("the subscription never showed as renewing").await;
     }
     assert_eq!(my_subscription(&app, "sue").await["status"], "active");
+    // Starter includes 5.00 of credits, granted when the first invoice's webhook lands.
+    let included = settle(
+        move || async move {
+            let message = page.text("#message").await;
+            message.contains("includes 5 credits").then_some(message)
+        },
+        async {
+            let now = my_subscription(&app, "sue").await;
+            if let Some(id) = now["subscriptionId"].as_str() {
+                redeliver_invoice(&app, id).await;
+            }
+        },
+    )
+    .await;
+    if included.is_none() {
+        page.fail("the plan's included credits never reached the balance")
+            .await;
+    }
+    assert_eq!(page.text("#balance").await, usd(5.0));
+    assert_eq!(app.balance("sue").await, 5.0);
 
     page.button("Cancel subscription")
         .await
@@ -451,5 +477,6 @@ async fn subscribing_cancelling_and_resuming_in_the_browser() {
         my_subscription(&app, "sue").await["cancelAtPeriodEnd"],
         false
     );
+    app.assert_invariants().await;
     page.screenshot("subscribe").await;
 }
