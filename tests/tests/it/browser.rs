@@ -51,8 +51,8 @@ impl Browser {
         });
         let profile =
             std::env::temp_dir().join(format!("coffer-chromium-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&profile).expect("a fresh Chromium profile folder");
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| (*a).to_owned()).collect();
+        // A new folder: Chromium makes it, so a session that never starts leaves nothing.
         args.push(format!("--user-data-dir={}", profile.display()));
         let mut options = json!({ "args": args });
         // scripts/test.sh names Debian's binary; without it chromedriver finds Chromium itself.
