@@ -26,6 +26,20 @@ ensure_java() {
   fi
 }
 
+# Debian's chromium and chromium-driver for the browser tests (installed with apt when missing);
+# exports CHROMIUM_BINARY, the browser chromedriver starts.
+ensure_chromium() {
+  if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    say "installing chromium and chromium-driver (apt)"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
+  CHROMIUM_BINARY="$(command -v chromium)"
+  export CHROMIUM_BINARY
+}
+
 # Python tools in .venv; extra packages may be passed (e.g. cfn-lint aws-sam-cli).
 ensure_python_tools() {
   if [ ! -x "$VENV/bin/python" ]; then

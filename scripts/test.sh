@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests; integration tests over the wire against DynamoDB Local, moto and
 # localstripe, which it installs (project-local) and starts on their own ports, then stops; the
+# storefront in headless Chromium (Debian's chromium and chromium-driver, installed with apt); the
 # real function binaries fed every events/ file through a local Lambda Runtime API; and the
 # deployment checks (cfn-lint, sam validate --lint, cargo lambda build --release --arm64).
 set -euo pipefail
@@ -21,6 +22,14 @@ start localstripe-beta "${TEST_STRIPE_BETA_PORT:-18422}" "$VENV/bin/localstripe"
 export TEST_STRIPE_ALPHA_BASE="http://127.0.0.1:${TEST_STRIPE_ALPHA_PORT:-18421}"
 export TEST_STRIPE_BETA_BASE="http://127.0.0.1:${TEST_STRIPE_BETA_PORT:-18422}"
 
+# Headless Chromium for the storefront's browser tests (tests/tests/it/browser.rs), over
+# chromedriver on a port of its own.
+ensure_chromium
+CHROMEDRIVER_PORT="${TEST_CHROMEDRIVER_PORT:-19515}"
+start chromedriver "$CHROMEDRIVER_PORT" chromedriver --port="$CHROMEDRIVER_PORT"
+export CHROMEDRIVER_URL="http://127.0.0.1:$CHROMEDRIVER_PORT"
+say "chromedriver: $CHROMEDRIVER_URL ($("$CHROMIUM_BINARY" --version 2>/dev/null | head -n1))"
+
 # Every log line of the run (in-process functions and the real binaries) and each test's figures.
 export COFFER_TEST_LOG="$STATE_DIR/functions.log" COFFER_REPORT_FILE="$STATE_DIR/report.jsonl"
 rm -f "$COFFER_TEST_LOG" "$COFFER_REPORT_FILE"
@@ -34,7 +43,8 @@ say "cargo test"
 cargo test --workspace --locked -- ${COFFER_TEST_FILTER:-}
 
 say "secrecy: scanning every captured log line"
-"$ROOT/scripts/scan-secrets.sh" "$COFFER_TEST_LOG" 200
+# (A filtered run captures fewer lines: it needs only some.)
+"$ROOT/scripts/scan-secrets.sh" "$COFFER_TEST_LOG" "$([ -n "${COFFER_TEST_FILTER:-}" ] && echo 1 || echo 200)"
 say "reliability report"
 python3 "$ROOT/scripts/report.py" "$COFFER_REPORT_FILE"
 

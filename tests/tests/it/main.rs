@@ -2,6 +2,7 @@
 //! module is one area; each test, one behaviour, on its own table, secret and router.
 
 mod binaries;
+mod browser;
 mod cards;
 mod concurrency;
 mod create_intent;

@@ -1,5 +1,5 @@
-//! The storefront page as the local stack serves it (a first slice: the files, the local
-//! sign-in, and the API paths the page calls). Browser scenarios come with the rest of the page.
+//! The storefront page as the local stack serves it: the files, the local sign-in, and the API
+//! paths the page reads. The page itself, in a browser, is tested in `browser.rs`.
 
 use integration_tests::spawn_app;
 use serde_json::{json, Value};
@@ -9,7 +9,7 @@ async fn the_local_stack_serves_the_page_and_signs_a_name_in() {
     let app = spawn_app().await;
     for (path, content_type, marker) in [
         ("/", "text/html", "<label for=\"name\">Your name</label>"),
-        ("/app.js", "text/javascript", "'use strict'"),
+        ("/app.js", "text/javascript", "confirmCardSetup"),
         ("/style.css", "text/css", "focus-visible"),
     ] {
         let reply = app

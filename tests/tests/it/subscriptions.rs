@@ -90,7 +90,7 @@ pub(crate) async fn subscribe_active(app: &TestApp, user: &str, plan: &str) -> S
 
 /// Stripe's retry of `invoice.payment_succeeded`: the subscription's latest invoice as
 /// localstripe holds it, in a signed event.
-async fn redeliver_invoice(app: &TestApp, subscription: &str) {
+pub(crate) async fn redeliver_invoice(app: &TestApp, subscription: &str) {
     let sub = stripe_get(app, &format!("/v1/subscriptions/{subscription}")).await;
     let invoice_id = sub["latest_invoice"]
         .as_str()
