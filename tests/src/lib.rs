@@ -184,7 +184,7 @@ pub fn project_stripe_base(project: &str) -> String {
 }
 
 /// The OpenAPI document's contract, loaded once per test binary.
-fn contract() -> Arc<coffer_dev::contract::Contract> {
+pub fn contract() -> Arc<coffer_dev::contract::Contract> {
     static CONTRACT: std::sync::OnceLock<Arc<coffer_dev::contract::Contract>> =
         std::sync::OnceLock::new();
     CONTRACT
