@@ -9,10 +9,11 @@ use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, ObjectBuilder,
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
+use utoipa::openapi::server::{ServerBuilder, ServerVariableBuilder};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{
-    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, RefOr,
-    Required, ResponseBuilder, ResponsesBuilder,
+    ComponentsBuilder, ContentBuilder, InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder, Paths,
+    Ref, RefOr, Required, ResponseBuilder, ResponsesBuilder,
 };
 use utoipa::{PartialSchema, ToSchema};
 
@@ -285,13 +286,20 @@ fn error_meaning(status: u16) -> &'static str {
     }
 }
 
+/// A project id as `ProjectId::parse` takes it: it starts with a lowercase letter or a digit.
+const PROJECT_ID: &str = "^[a-z0-9][a-z0-9_-]{0,63}$";
+
+fn string_pattern(pattern: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .into()
+}
+
 fn query_parameter(name: &str) -> ParameterBuilder {
     let (schema, description): (RefOr<Schema>, &str) = match name {
         "project_id" => (
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some("^[a-z0-9_-]{1,64}$"))
-                .into(),
+            string_pattern(PROJECT_ID),
             "The project (default: the deployment's own account).",
         ),
         "test_mode" => (
@@ -344,13 +352,12 @@ pub fn try_document() -> Result<OpenApi, String> {
             .operation_id(Some(operation_id(method, path)));
         for segment in path.split('/') {
             if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                let schema: RefOr<Schema> = if name == "mode" {
-                    schema_ref::<crate::domain::scope::Mode>()
-                } else {
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .pattern(Some("^[A-Za-z0-9_-]{1,64}$"))
-                        .into()
+                let schema: RefOr<Schema> = match name {
+                    "mode" => schema_ref::<crate::domain::scope::Mode>(),
+                    // ProjectId::parse, valid_plan_id, valid_package_id.
+                    "project_id" => string_pattern(PROJECT_ID),
+                    "plan_id" => string_pattern("^[a-z0-9_-]{1,64}$"),
+                    _ => string_pattern("^[A-Za-z0-9_-]{1,64}$"),
                 };
                 op = op.parameter(
                     ParameterBuilder::new()
@@ -487,20 +494,71 @@ pub fn try_document() -> Result<OpenApi, String> {
             ))),
         );
     let tags = [
-        "Credits",
-        "Plans",
-        "Internal",
-        "Webhooks",
-        "Projects",
-        "Developer reports",
+        (
+            "Credits",
+            "Credit packages, purchases, the balance and spending it.",
+        ),
+        (
+            "Plans",
+            "Plans, subscriptions, Checkout, the customer portal and usage.",
+        ),
+        (
+            "Internal",
+            "Calls from the app's own backend, authorized by IAM.",
+        ),
+        (
+            "Webhooks",
+            "Stripe's events, signed with the webhook secret.",
+        ),
+        (
+            "Projects",
+            "A developer's projects: Stripe keys, catalog, plans and settings per mode.",
+        ),
+        (
+            "Developer reports",
+            "Payments, subscriptions and counters across a developer's projects.",
+        ),
     ]
     .into_iter()
-    .map(|name| TagBuilder::new().name(name).build());
+    .map(|(name, description)| {
+        TagBuilder::new()
+            .name(name)
+            .description(Some(description))
+            .build()
+    });
+    let servers = [
+        ServerBuilder::new()
+            .url("https://{apiId}.execute-api.{region}.amazonaws.com")
+            .description(Some("A deployed stack (the template's ApiUrl output)."))
+            .parameter(
+                "apiId",
+                ServerVariableBuilder::new()
+                    .default_value("your-api-id")
+                    .description(Some("The HTTP API's id.")),
+            )
+            .parameter(
+                "region",
+                ServerVariableBuilder::new()
+                    .default_value("us-east-1")
+                    .description(Some("The AWS Region it is deployed in.")),
+            )
+            .build(),
+        ServerBuilder::new()
+            .url("http://127.0.0.1:3000")
+            .description(Some("The local stack (scripts/stack.sh)."))
+            .build(),
+    ];
     Ok(OpenApiBuilder::new()
         .info(
             InfoBuilder::new()
                 .title("Coffer")
                 .version(env!("CARGO_PKG_VERSION"))
+                .license(Some(
+                    LicenseBuilder::new()
+                        .name(env!("CARGO_PKG_LICENSE"))
+                        .identifier(Some(env!("CARGO_PKG_LICENSE")))
+                        .build(),
+                ))
                 .description(Some(
                     "Prepaid credits, plans, subscriptions and usage limits on Stripe. Every answer is \
                      JSON in an envelope: `{\"success\": true, \"data\": …}` or `{\"success\": false, \
@@ -508,6 +566,7 @@ pub fn try_document() -> Result<OpenApi, String> {
                      currency.",
                 )),
         )
+        .servers(Some(servers))
         .paths(paths)
         .components(Some(components.build()))
         .tags(Some(tags))

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::checkout;
 use crate::adapters::store::{hash_parts, AccountPayment};
-use crate::adapters::stripe::{META_ACCOUNT, META_PLAN, META_SCOPE, META_USER};
+use crate::adapters::stripe::{StripeFailure, META_ACCOUNT, META_PLAN, META_SCOPE, META_USER};
 use crate::api::{
     AccountPaymentLine, CustomerCreated, Major, MySubscription, PlanView, SetupIntentCreated,
     SubscriptionCanceled, SubscriptionCreated, SubscriptionUpdated,
@@ -342,9 +342,18 @@ async fn subscribe(
         "coffer-sub-{}",
         hash_parts(&[&scope.to_string(), account.as_str(), &version.to_string()])
     );
-    let subscription = stripe
+    let subscription = match stripe
         .create_subscription(&customer, price, metadata, &key)
-        .await?;
+        .await
+    {
+        // Stripe (or localstripe) will not start it without a card on the customer.
+        Err(StripeFailure::Missing(why)) if why.contains("payment method") => {
+            return Err(ApiError::Conflict(
+                "This account has no card to pay with: save one first (POST /api/stripe/setup-intent) and give its setupIntentId.".into(),
+            ))
+        }
+        other => other?,
+    };
     let secret = stripe.confirmation_secret(&subscription).await?;
     Ok((subscription, secret))
 }
