@@ -254,6 +254,12 @@ function card(title, lines) {
 const LIVE = ['active', 'trialing', 'past_due', 'incomplete'];
 
 async function loadCatalog() {
+  // The catalog is per signed-in user (the API wants a token for it).
+  if (!state.token) {
+    $('packages').replaceChildren(card('Sign in to see the credit packages', []));
+    $('plans').replaceChildren(card('Sign in to see the plans', []));
+    return;
+  }
   const packages = await api('/api/stripe/credit-packages');
   $('packages').replaceChildren(...packages.map((p) => {
     const item = card(p.name, [['price', money(p.amount, p.currency)],
@@ -261,10 +267,6 @@ async function loadCatalog() {
     if (state.token) item.append(actionButton(`Buy ${p.name} for ${money(p.amount, p.currency)}`, () => buy(p)));
     return item;
   }));
-  if (!state.token) {
-    $('plans').replaceChildren(card('Sign in to see the plans', []));
-    return;
-  }
   state.plans = await api('/api/stripe/plans');
   showPlans();
 }

@@ -3,6 +3,7 @@
 //! localstripe, local HS256 tokens, re-signing webhook events, and a local router that turns HTTP
 //! requests into API Gateway v2 events for the very handlers the Lambda functions run.
 
+pub mod contract;
 pub mod ops;
 pub mod router;
 pub mod runtime_api;

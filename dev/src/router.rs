@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -21,6 +21,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
+use crate::contract::Contract;
+
 /// Requests larger than this are refused before any handler sees them (API Gateway's limit is
 /// 10 MB; handlers enforce their own, smaller limits).
 const MAX_BODY: usize = 1024 * 1024;
@@ -33,6 +35,10 @@ pub struct LocalApi {
     pub page: PageConfig,
     /// Origins CORS allows, as the template's `AllowedOrigins` does for API Gateway.
     pub allowed_origins: Vec<String>,
+    /// When set, every routed answer is checked against the OpenAPI document.
+    pub contract: Option<Arc<Contract>>,
+    /// The answers the document does not describe, one line each (tests fail on any).
+    pub violations: Arc<Mutex<Vec<String>>>,
 }
 
 impl LocalApi {
@@ -43,6 +49,8 @@ impl LocalApi {
             jwt_secret: jwt_secret.into(),
             page: PageConfig::stripe(String::new()),
             allowed_origins: Vec::new(),
+            contract: None,
+            violations: Arc::new(Mutex::new(Vec::new())),
         }
     }
 }
@@ -157,7 +165,38 @@ const PAGE_FILES: &[(&str, &str, &str)] = &[
         "text/css; charset=utf-8",
         include_str!("../../web/style.css"),
     ),
+    // The API reference: Redoc over the document.
+    (
+        "/reference",
+        "text/html; charset=utf-8",
+        include_str!("../../web/reference.html"),
+    ),
+    (
+        "/openapi.json",
+        "application/json",
+        crate::contract::DOCUMENT,
+    ),
 ];
+
+/// Redoc's standalone bundle, installed by `scripts/stack.sh` (npm, into `.local-tools`) and
+/// named by `REDOC_JS`; it is not in the repository.
+fn redoc_bundle() -> Reply {
+    let file = match std::env::var("REDOC_JS") {
+        Ok(path) => std::fs::read(path).ok(),
+        Err(_) => None,
+    };
+    match file {
+        Some(bytes) => hyper::Response::builder()
+            .status(200)
+            .header("content-type", "text/javascript; charset=utf-8")
+            .body(Full::new(Bytes::from(bytes)))
+            .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new()))),
+        None => reply(
+            404,
+            json!({"success": false, "error": "Redoc is not installed: start the stack with scripts/stack.sh, which installs it.", "code": "not_found"}).to_string(),
+        ),
+    }
+}
 
 /// Local stack only: a local user's token for a name (the storefront's sign-in; no password).
 async fn local_token(api: &LocalApi, body: Incoming) -> Reply {
@@ -203,6 +242,9 @@ async fn route(api: Arc<LocalApi>, req: hyper::Request<Incoming>, request_id: St
                 .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())));
         }
     }
+    if method == "GET" && path == "/redoc.standalone.js" {
+        return redoc_bundle();
+    }
     if method == "GET" && path == "/config.json" {
         return hyper::Response::builder()
             .status(200)
@@ -241,6 +283,24 @@ async fn route(api: Arc<LocalApi>, req: hyper::Request<Incoming>, request_id: St
         );
     };
 
+    let reply = routed(&api, req, route_path, function, path_params, &request_id).await;
+    match &api.contract {
+        Some(contract) => checked(contract, &api.violations, &method, route_path, reply).await,
+        None => reply,
+    }
+}
+
+/// The answer of a matched route: the router's own refusals, or the handler's answer.
+async fn routed(
+    api: &LocalApi,
+    req: hyper::Request<Incoming>,
+    route_path: &str,
+    function: &str,
+    path_params: HashMap<String, String>,
+    request_id: &str,
+) -> Reply {
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -267,7 +327,7 @@ async fn route(api: Arc<LocalApi>, req: hyper::Request<Incoming>, request_id: St
     } else {
         claims.map(Authorizer::Jwt)
     };
-    let mut event = gateway_event(&parts, route_path, &body, authorizer, &request_id);
+    let mut event = gateway_event(&parts, route_path, &body, authorizer, request_id);
     if !path_params.is_empty() {
         event["pathParameters"] = json!(path_params);
     }
@@ -296,6 +356,29 @@ async fn route(api: Arc<LocalApi>, req: hyper::Request<Incoming>, request_id: St
     builder
         .body(Full::new(bytes))
         .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
+}
+
+/// The answer, after checking it against the document: one that the document does not describe
+/// is recorded (and logged); the answer itself goes out unchanged.
+async fn checked(
+    contract: &Contract,
+    violations: &Mutex<Vec<String>>,
+    method: &str,
+    route_path: &str,
+    reply: Reply,
+) -> Reply {
+    let (parts, body) = reply.into_parts();
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    if let Err(why) = contract.check(method, route_path, parts.status.as_u16(), &bytes) {
+        tracing::error!(method, route = route_path, why = %why, "answer not in the OpenAPI document");
+        if let Ok(mut list) = violations.lock() {
+            list.push(format!("{method} {route_path}: {why}"));
+        }
+    }
+    hyper::Response::from_parts(parts, Full::new(bytes))
 }
 
 /// Matches a route pattern such as `/webhooks/{project_id}/{mode}` against a path, as API

@@ -31,8 +31,6 @@ enum Auth {
     Iam,
     /// Stripe's webhook signature.
     Stripe,
-    /// Anyone (the catalog).
-    Public,
 }
 
 /// What a successful answer holds inside the envelope.
@@ -87,7 +85,7 @@ fn doc(method: &str, path: &str) -> Option<Doc> {
     };
     let pkg = schema_ref::<CreditPackageView>;
     Some(match (method, path) {
-        ("GET", "/api/stripe/credit-packages") => d("The active credit packages, cheapest first", "Credits", Public, SCOPE, None, List(pkg()), &[], false),
+        ("GET", "/api/stripe/credit-packages") => d("The active credit packages, cheapest first", "Credits", User, SCOPE, None, List(pkg()), &[], false),
         ("POST", "/api/stripe/create-payment-intent") => d("A PaymentIntent for a credit package or a tier (with setupIntentId: charged and confirmed by Coffer)", "Credits", User, SCOPE, Some(schema_ref::<handlers::create_payment_intent::CreateIntentBody>()), One(schema_ref::<PaymentIntentCreated>()), &[402, 409], true),
         ("GET", "/api/stripe/balance") => d("The caller's credit balance", "Credits", User, SCOPE, None, One(schema_ref::<BalanceView>()), &[], false),
         ("GET", "/api/stripe/payment-history") => d("The caller's payments and grants, newest first", "Credits", User, PAGE, None, Page(schema_ref::<HistoryLine>()), &[], false),
@@ -419,7 +417,7 @@ pub fn try_document() -> Result<OpenApi, String> {
                 ),
         );
         let mut statuses: Vec<u16> = vec![400, 404, 500, 503];
-        if doc.auth != Auth::Public && doc.auth != Auth::Stripe {
+        if doc.auth != Auth::Stripe {
             statuses.extend([401, 403]);
         }
         if doc.body.is_some() {
@@ -438,9 +436,7 @@ pub fn try_document() -> Result<OpenApi, String> {
             );
         }
         op = op.responses(responses.build());
-        if let Some(requirement) = security(doc.auth) {
-            op = op.security(requirement);
-        }
+        op = op.security(security(doc.auth));
         let http = match *method {
             "GET" => HttpMethod::Get,
             "POST" => HttpMethod::Post,
@@ -530,14 +526,13 @@ fn schema_ref_named(name: &str) -> RefOr<Schema> {
     RefOr::Ref(Ref::from_schema_name(name))
 }
 
-fn security(auth: Auth) -> Option<SecurityRequirement> {
+fn security(auth: Auth) -> SecurityRequirement {
     let name = match auth {
         Auth::User | Auth::Developer => "jwt",
         Auth::Iam => "iam",
         Auth::Stripe => "stripeSignature",
-        Auth::Public => return None,
     };
-    Some(SecurityRequirement::new::<_, [&str; 0], &str>(name, []))
+    SecurityRequirement::new::<_, [&str; 0], &str>(name, [])
 }
 
 /// `get_api_stripe_balance`-style ids, unique per method and path.

@@ -68,6 +68,12 @@ impl Proxies {
 /// that `scripts/test.sh` can print the closing table.
 impl Drop for TestApp {
     fn drop(&mut self) {
+        let undescribed = self
+            .app
+            .violations
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
         let webhooks = self
             .webhooks
             .lock()
@@ -90,9 +96,21 @@ impl Drop for TestApp {
             });
             let _ = muted.join();
         }
-        let Ok(path) = std::env::var("COFFER_REPORT_FILE") else {
-            return;
-        };
+        if let Ok(path) = std::env::var("COFFER_REPORT_FILE") {
+            self.report(&path, undescribed.is_empty());
+        }
+        if !undescribed.is_empty() && !std::thread::panicking() {
+            panic!(
+                "answers the OpenAPI document does not describe:\n{}",
+                undescribed.join("\n")
+            );
+        }
+    }
+}
+
+impl TestApp {
+    /// Appends this test's figures to the report file.
+    fn report(&self, path: &str, described: bool) {
         let scenario = std::thread::current()
             .name()
             .unwrap_or("unnamed")
@@ -102,7 +120,7 @@ impl Drop for TestApp {
             "events": self.delivered.load(Ordering::SeqCst),
             "faults": self.proxies.as_ref().map_or(0, Proxies::faults),
             "invariantChecks": self.invariant_checks.load(Ordering::SeqCst),
-            "result": if std::thread::panicking() { "FAILED" } else { "passed" },
+            "result": if std::thread::panicking() || !described { "FAILED" } else { "passed" },
         });
         use std::io::Write;
         if let Ok(mut file) = std::fs::OpenOptions::new()
@@ -163,6 +181,17 @@ pub fn project_stripe_base(project: &str) -> String {
         .find(|(id, _)| *id == project)
         .map(|(_, url)| url)
         .unwrap_or_else(|| panic!("no localstripe for project {project}"))
+}
+
+/// The OpenAPI document's contract, loaded once per test binary.
+pub fn contract() -> Arc<coffer_dev::contract::Contract> {
+    static CONTRACT: std::sync::OnceLock<Arc<coffer_dev::contract::Contract>> =
+        std::sync::OnceLock::new();
+    CONTRACT
+        .get_or_init(|| {
+            Arc::new(coffer_dev::contract::Contract::load().expect("openapi.json loads"))
+        })
+        .clone()
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -304,6 +333,7 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
         api.page = router::PageConfig::localstripe(&stripe_base);
     }
     api.allowed_origins = vec![TEST_PAGE_ORIGIN.to_owned()];
+    api.contract = Some(contract());
     let api = Arc::new(api);
     tokio::spawn(router::serve(listener, api.clone()));
     let base_url = format!("http://127.0.0.1:{port}");
@@ -351,8 +381,11 @@ pub async fn fresh_router(test: &TestApp) -> String {
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let api = Arc::new(router::LocalApi::new(fresh, JWT_SECRET));
-    tokio::spawn(router::serve(listener, api));
+    let mut api = router::LocalApi::new(fresh, JWT_SECRET);
+    api.contract = Some(contract());
+    // Its answers count as the test's: a violation there fails the test too.
+    api.violations = test.app.violations.clone();
+    tokio::spawn(router::serve(listener, Arc::new(api)));
     format!("http://127.0.0.1:{port}")
 }
 
@@ -362,6 +395,21 @@ pub struct Reply {
 }
 
 impl TestApp {
+    /// Fails the test at once on an answer the OpenAPI document does not describe.
+    pub fn assert_described(&self) {
+        let undescribed = self
+            .app
+            .violations
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        assert!(
+            undescribed.is_empty(),
+            "answers the OpenAPI document does not describe:\n{}",
+            undescribed.join("\n")
+        );
+    }
+
     pub fn token(&self, user: &str) -> String {
         token::issue(JWT_SECRET, user, 3600).expect("token")
     }
@@ -444,7 +492,9 @@ impl TestApp {
                 .header("content-type", "application/json")
                 .body(body.to_string());
         }
-        read(req.send().await.expect("request")).await
+        let reply = read(req.send().await.expect("request")).await;
+        self.assert_described();
+        reply
     }
 
     pub async fn get(&self, path: &str, user: Option<&str>) -> Reply {
@@ -452,7 +502,9 @@ impl TestApp {
         if let Some(user) = user {
             req = req.bearer_auth(self.token(user));
         }
-        read(req.send().await.expect("GET")).await
+        let reply = read(req.send().await.expect("GET")).await;
+        self.assert_described();
+        reply
     }
 
     pub async fn post(
@@ -473,7 +525,9 @@ impl TestApp {
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
-        read(req.send().await.expect("POST")).await
+        let reply = read(req.send().await.expect("POST")).await;
+        self.assert_described();
+        reply
     }
 
     /// create-payment-intent for `package`; returns the PaymentIntent id.

@@ -22,13 +22,16 @@ const MAX_REASON_CHARS: usize = 200;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ConsumeBody {
-    /// Kept as the literal's own text, so that no digit is lost through a float.
+    /// Credits to spend, in major units (> 0, no finer than the currency's minor unit). Kept as the
+    /// literal's own text, so that no digit is lost through a float.
     #[cfg_attr(feature = "openapi", schema(value_type = f64, example = 2.5, required = true))]
     amount: Option<Box<RawValue>>,
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "export", required = true))]
     reason: Option<Value>,
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "export-42", required = true))]
     idempotency_key: Option<Value>,
+    /// `/internal/credits/consume` only: the user whose credits are spent (on the user's own
+    /// route the token says who, and this is ignored).
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     user_id: Option<Value>,
 }

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use coffer_dev::runtime_api::RuntimeApi;
-use integration_tests::{spawn_app, TestApp};
+use integration_tests::{contract, spawn_app, TestApp};
 use serde_json::Value;
 
 fn workspace() -> PathBuf {
@@ -109,6 +109,7 @@ async fn every_sample_event_gets_its_expected_status_from_the_real_binary() {
             text
         };
         let event: Value = serde_json::from_str(&text).expect("event JSON");
+        let route = event["routeKey"].as_str().map(str::to_owned);
         let reply = invoke_binary(&app, function, event).await;
         if let Some(field) = want.get("job").and_then(Value::as_str) {
             // A scheduled job answers with its report (and, where given, this figure).
@@ -124,9 +125,16 @@ async fn every_sample_event_gets_its_expected_status_from_the_real_binary() {
             Some(status),
             "{name}: {reply}"
         );
-        let body: Value = serde_json::from_str(reply["body"].as_str().unwrap_or_default())
+        let text = reply["body"].as_str().unwrap_or_default();
+        let body: Value = serde_json::from_str(text)
             .unwrap_or_else(|_| panic!("{name}: body is not JSON: {reply}"));
         assert_eq!(body["success"], status == 200, "{name}: {body}");
+        // The real binary's answer is one the OpenAPI document describes.
+        let route = route.unwrap_or_else(|| panic!("{name}: the event has no routeKey"));
+        let (method, pattern) = route.split_once(' ').expect("METHOD /path");
+        if let Err(why) = contract().check(method, pattern, status as u16, text.as_bytes()) {
+            panic!("{name}: {why}");
+        }
     }
     app.assert_invariants().await;
 }

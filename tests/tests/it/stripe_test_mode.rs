@@ -310,3 +310,43 @@ async fn stripe_test_mode_metered_usage_is_counted_once_by_a_real_meter() {
     }
     assert_eq!(total, 12.0, "3 + 4 + 5 units, each once");
 }
+
+/// The storefront's saved-card flow in Stripe's test mode: the SetupIntent is confirmed with
+/// Stripe's test card `pm_card_visa` (what `confirmCardSetup` does in the browser), then Coffer
+/// charges it; `pm_card_chargeDeclined` is refused with Stripe's sentence.
+#[tokio::test]
+#[ignore = "needs a Stripe test-mode key: scripts/test-stripe.sh"]
+async fn stripe_test_mode_a_saved_card_pays_and_a_declined_one_is_refused() {
+    let app = real_app().await;
+    for (card, paid) in [("pm_card_visa", true), ("pm_card_chargeDeclined", false)] {
+        let user = format!("suite-{}", uuid::Uuid::new_v4().simple());
+        let setup = post(&app, "/api/stripe/setup-intent", &user, json!({})).await;
+        assert_eq!(setup.status, 200, "{}", setup.body);
+        let id = setup.body["data"]["setupIntentId"].as_str().expect("id");
+        let confirmed = app
+            .stripe_post(
+                &format!("/v1/setup_intents/{id}/confirm"),
+                &[("payment_method", card)],
+            )
+            .await;
+        assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+        let bought = post(
+            &app,
+            "/api/stripe/create-payment-intent",
+            &user,
+            json!({"creditPackageId": "standard", "setupIntentId": id}),
+        )
+        .await;
+        if paid {
+            assert_eq!(bought.status, 200, "{}", bought.body);
+            assert_eq!(
+                bought.body["data"]["status"], "succeeded",
+                "{}",
+                bought.body
+            );
+        } else {
+            assert_eq!(bought.status, 402, "{}", bought.body);
+            assert_eq!(bought.body["code"], "card_declined");
+        }
+    }
+}
