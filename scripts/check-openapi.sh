@@ -19,14 +19,17 @@ trap 'exit 130' INT TERM
 
 ensure_node_tools
 if [ -z "${AWS_ENDPOINT_URL_DYNAMODB:-}" ]; then
-  # Alone: the emulators scripts/test.sh would have started, on the same ports.
+  # Alone: the emulators scripts/test.sh would have started, on the same ports, and the binary
+  # as scripts/stack.sh builds it.
   ensure_tools "$SCHEMATHESIS"
   start_servers "${TEST_DYNAMODB_PORT:-18000}" "${TEST_MOTO_PORT:-15000}" "${TEST_STRIPE_PORT:-18420}"
   export STRIPE_API_BASE="http://127.0.0.1:${TEST_STRIPE_PORT:-18420}"
+  cargo build -q --locked -p coffer-dev
 else
+  # In scripts/test.sh, which has built the workspace (building coffer-dev alone would resolve
+  # other features and build it again).
   ensure_python_tools "$SCHEMATHESIS"
 fi
-cargo build -q --locked -p coffer-dev
 DEV="$ROOT/target/debug/coffer-dev"
 
 say "openapi: openapi.json is what the code generates"
