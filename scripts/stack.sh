@@ -2,7 +2,8 @@
 # Starts the whole local stack and serves the API on http://127.0.0.1:$PORT (default 3000):
 # DynamoDB Local, moto (Secrets Manager, EventBridge, SQS), localstripe (unless STRIPE_SECRET_KEY is a real test
 # key), the table and sample packages, the secret, the webhook, and every function's routes
-# (the contract's and the projects' developer routes).
+# (the contract's and the projects' developer routes), the API description (/openapi.json) and
+# its reference page (/reference, Redoc from .local-tools).
 # Ctrl-C stops everything it started. Safe to run again.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -13,6 +14,8 @@ DDB_PORT="${DYNAMODB_PORT:-8000}"
 MOTO_PORT="${MOTO_PORT:-5000}"
 
 ensure_tools
+# Redoc's bundle for the reference page (REDOC_JS, which the router serves).
+ensure_node_tools
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
@@ -43,6 +46,8 @@ cat >&2 <<TXT
   Page:     http://127.0.0.1:$PORT/   (the storefront: sign in with a name)
   API:      http://127.0.0.1:$PORT
   Webhook:  http://127.0.0.1:$PORT/api/stripe/webhook
+  Docs:     http://127.0.0.1:$PORT/reference   (the API reference, Redoc)
+  OpenAPI:  http://127.0.0.1:$PORT/openapi.json
   Token:    TOKEN=\$(scripts/token.sh alice)       developer: DEV=\$(scripts/token.sh --developer dev-1)
   Try:      curl -s -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:$PORT/api/stripe/credit-packages
 

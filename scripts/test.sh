@@ -2,13 +2,15 @@
 # Runs every test: unit tests; integration tests over the wire against DynamoDB Local, moto and
 # localstripe, which it installs (project-local) and starts on their own ports, then stops; the
 # storefront in headless Chromium (Debian's chromium and chromium-driver, installed with apt); the
-# real function binaries fed every events/ file through a local Lambda Runtime API; and the
-# deployment checks (cfn-lint, sam validate --lint, cargo lambda build --release --arm64).
+# real function binaries fed every events/ file through a local Lambda Runtime API; the API
+# description (scripts/check-openapi.sh: openapi.json current, linted with Redocly CLI, and a
+# local stack fuzzed against it with Schemathesis); and the deployment checks (cfn-lint,
+# sam validate --lint, cargo lambda build --release --arm64).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
-ensure_tools aws-sam-cli cfn-lint
+ensure_tools aws-sam-cli cfn-lint "$SCHEMATHESIS"
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
@@ -47,6 +49,9 @@ say "secrecy: scanning every captured log line"
 "$ROOT/scripts/scan-secrets.sh" "$COFFER_TEST_LOG" "$([ -n "${COFFER_TEST_FILTER:-}" ] && echo 1 || echo 200)"
 say "reliability report"
 python3 "$ROOT/scripts/report.py" "$COFFER_REPORT_FILE"
+
+say "the API description: openapi.json current and linted; a local stack fuzzed against it"
+"$ROOT/scripts/check-openapi.sh"
 
 # Template lint/validate, template ↔ crates, release arm64 bootstraps (the slow part: ~10 min cold).
 # (COFFER_SKIP_DEPLOY_CHECKS=1 skips them while iterating; CI never sets it.)
