@@ -263,3 +263,32 @@ async fn the_page_config_and_cors_follow_the_local_stack() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_subscription_without_any_card_is_refused_in_words() {
+    let app = spawn_app().await;
+    let reply = app
+        .post(
+            "/api/stripe/create-subscription",
+            Some("nina"),
+            &json!({"planId": "starter"}).to_string(),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    assert_eq!(reply.body["code"], "conflict");
+    assert!(reply.body["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("no card")));
+    // Nothing was left half-made: with a card it goes through.
+    let setup = saved_card(&app, "nina", GOOD_CARD).await;
+    let again = app
+        .post(
+            "/api/stripe/create-subscription",
+            Some("nina"),
+            &json!({"planId": "starter", "setupIntentId": setup}).to_string(),
+            &[],
+        )
+        .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+}
