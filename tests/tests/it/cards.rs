@@ -114,11 +114,18 @@ async fn a_declined_saved_card_is_a_402_in_words_and_credits_nothing() {
     assert_eq!(reply.status, 402, "{}", reply.body);
     assert_eq!(reply.body["code"], "card_declined");
     assert_eq!(reply.body["error"], "Your card was declined.");
-    let failed = eventually(20, || async {
-        let reply = app.get("/api/stripe/payment-history", Some("dora")).await;
-        let items = reply.body["data"].as_array().cloned()?;
-        items.iter().any(|i| i["status"] == "failed").then_some(())
-    })
+    // The payment is recorded (pending) before the charge; Stripe's payment_failed event marks it.
+    let history = app.get("/api/stripe/payment-history", Some("dora")).await;
+    let intent = history.body["data"][0]["id"]
+        .as_str()
+        .expect("the payment is in the history")
+        .to_owned();
+    let failed = settle(
+        || async {
+            (app.history_status("dora", &intent).await.as_deref() == Some("failed")).then_some(())
+        },
+        app.redeliver_intent_event("payment_intent.payment_failed", &intent),
+    )
     .await;
     assert!(failed.is_some(), "the payment never showed as failed");
     assert_eq!(app.balance("dora").await, 0.0);
