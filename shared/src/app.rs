@@ -13,6 +13,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::SharedCredentialsProvider;
 
 use crate::adapters::events::EventBus;
+use crate::adapters::net;
 use crate::adapters::secrets::{SecretsCache, SecretsError, StripeSecrets};
 use crate::adapters::store::{Allowance, Keys, Store, StoreError};
 use crate::adapters::stripe::StripeApi;
@@ -154,6 +155,7 @@ pub fn lambda_sdk_config() -> SdkConfig {
         ))
         .timeout_config(sdk_timeouts())
         .retry_config(RetryConfig::standard().with_max_attempts(3))
+        .http_client(net::sdk_http_client())
         .build()
 }
 
@@ -168,6 +170,7 @@ fn endpoint_override(service_variable: &str) -> Option<String> {
 /// operator commands and local tools, where a person's credentials may come from anywhere.
 pub async fn load_sdk_config() -> SdkConfig {
     aws_config::from_env()
+        .http_client(net::sdk_http_client())
         .timeout_config(sdk_timeouts())
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .load()
@@ -175,10 +178,40 @@ pub async fn load_sdk_config() -> SdkConfig {
 }
 
 impl App {
-    /// Reads the environment and builds the SDK clients; fails fast on a missing variable.
+    /// Reads the environment and builds the SDK clients; fails fast on a missing variable. Then
+    /// opens the TLS connections the function will use (see [`App::warm_up`]).
     pub async fn from_env() -> Result<Self, ConfigError> {
         let config = Config::from_env()?;
-        Ok(Self::new(config, &lambda_sdk_config()))
+        let app = Self::new(config, &lambda_sdk_config());
+        app.warm_up().await;
+        Ok(app)
+    }
+
+    /// Opens, during init, a pooled TLS connection to DynamoDB, and to Secrets Manager and
+    /// Stripe when the deployment has a Stripe secret, all at once and briefly bounded: the
+    /// first invocation then pays no handshake. `COFFER_WARMUP=off` turns it off.
+    pub async fn warm_up(&self) -> usize {
+        let region = std::env::var("AWS_REGION")
+            .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+            .unwrap_or_default();
+        let aws = |variable: &str, service: &str| {
+            endpoint_override(variable).or_else(|| {
+                (!region.is_empty()).then(|| format!("https://{service}.{region}.amazonaws.com"))
+            })
+        };
+        let mut bases: Vec<String> = aws("AWS_ENDPOINT_URL_DYNAMODB", "dynamodb")
+            .into_iter()
+            .collect();
+        if self.config.secret_id.is_some() {
+            bases.extend(aws("AWS_ENDPOINT_URL_SECRETS_MANAGER", "secretsmanager"));
+            bases.push(
+                self.config
+                    .stripe_api_base
+                    .clone()
+                    .unwrap_or_else(|| crate::adapters::stripe::STRIPE_API.to_owned()),
+            );
+        }
+        net::warm_up(&bases).await
     }
 
     pub fn new(config: Config, sdk: &SdkConfig) -> Self {

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 
-use stripe::{IdempotencyKey, RequestStrategy, StripeRequest};
 use stripe_billing::billing_meter_event::CreateBillingMeterEvent;
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::invoice::RetrieveInvoice;
@@ -19,6 +18,7 @@ use stripe_checkout::checkout_session::{
     RetrieveCheckoutSession,
 };
 use stripe_checkout::CheckoutSessionMode;
+use stripe_client_core::{IdempotencyKey, RequestStrategy, StripeRequest};
 use stripe_core::customer::CreateCustomer;
 use stripe_core::payment_intent::RetrievePaymentIntent;
 use stripe_core::setup_intent::RetrieveSetupIntent;
@@ -269,7 +269,7 @@ impl StripeApi {
         if let Some(invoice_id) = &subscription.latest_invoice {
             let invoice = match self.invoice_secrets(invoice_id, true).await {
                 // Older API versions (and localstripe) have no confirmation secret to expand.
-                Err(stripe::StripeError::Stripe(_, 400)) => {
+                Err(super::CallError::Stripe(_, 400)) => {
                     self.invoice_secrets(invoice_id, false).await
                 }
                 other => other,
@@ -308,7 +308,7 @@ impl StripeApi {
         &self,
         invoice_id: &str,
         expand_confirmation: bool,
-    ) -> Result<InvoiceSecrets, stripe::StripeError> {
+    ) -> Result<InvoiceSecrets, super::CallError> {
         let mut request = RetrieveInvoice::new(invoice_id);
         if expand_confirmation {
             request = request.expand(vec!["confirmation_secret".to_owned()]);
@@ -443,7 +443,7 @@ impl StripeApi {
             }
             Ok(_) => Ok(MeterSent::Accepted),
             // A client error other than rate limiting will not go away by sending again.
-            Err(stripe::StripeError::Stripe(details, status))
+            Err(super::CallError::Stripe(details, status))
                 if (400..500).contains(&status) && status != 429 =>
             {
                 let message = details.message.clone().unwrap_or_default();

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use stripe::{RequestStrategy, StripeRequest};
+use stripe_client_core::{RequestStrategy, StripeRequest};
 use stripe_core::customer::{UpdateCustomer, UpdateCustomerInvoiceSettings};
 use stripe_core::payment_intent::ConfirmPaymentIntent;
 use stripe_core::setup_intent::{CreateSetupIntent, RetrieveSetupIntent};

@@ -4,6 +4,7 @@
 
 mod billing;
 mod cards;
+mod client;
 mod raw;
 
 pub use billing::{
@@ -16,7 +17,8 @@ pub use raw::{valid_api_version, EphemeralKey};
 use std::collections::HashMap;
 use std::time::Duration;
 
-use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use client::{CallError, Client};
+use stripe_client_core::{IdempotencyKey, RequestStrategy, StripeRequest};
 use stripe_core::balance::RetrieveForMyAccountBalance;
 use stripe_core::payment_intent::{CreatePaymentIntent, ListPaymentIntent, RetrievePaymentIntent};
 use stripe_types::Currency as StripeCurrency;
@@ -62,32 +64,27 @@ pub struct NewIntent<'a> {
     pub customer: Option<&'a str>,
 }
 
-/// A Stripe client pointed at Stripe or at a configured base URL (localstripe).
+/// The Stripe API when no base URL is configured.
+pub const STRIPE_API: &str = "https://api.stripe.com";
+
+/// A Stripe client pointed at Stripe or at a configured base URL (localstripe). Building one
+/// costs nothing: every client sends over the process's one HTTP client.
 #[derive(Clone)]
 pub struct StripeApi {
     client: Client,
-    /// For the raw calls: the same key and base URL.
-    raw: raw::RawStripe,
 }
 
 impl StripeApi {
     pub fn new(secret_key: &str, api_base: Option<&str>) -> Result<Self, StripeFailure> {
-        let mut builder = ClientBuilder::new(secret_key).timeout(STRIPE_TIMEOUT);
-        if let Some(base) = api_base {
-            let base = if base.ends_with('/') {
-                base.to_owned()
-            } else {
-                format!("{base}/")
-            };
-            builder = builder.url(base);
-        }
-        let client = builder.build().map_err(|_| {
-            StripeFailure::Config("the Stripe client could not be configured".into())
-        })?;
-        Ok(Self {
-            client,
-            raw: raw::RawStripe::new(secret_key, api_base),
-        })
+        let client = Client::new(secret_key, api_base.unwrap_or(STRIPE_API), STRIPE_TIMEOUT);
+        // A key that cannot be sent as a header is refused here, not on the first call.
+        client.authorization().map_err(map_error)?;
+        Ok(Self { client })
+    }
+
+    /// The base URL calls go to (`https://api.stripe.com` unless configured).
+    pub fn base(&self) -> &str {
+        self.client.base()
     }
 
     /// Creates a PaymentIntent. The idempotency key makes a retried call return the same intent.
@@ -142,8 +139,8 @@ impl StripeApi {
             .await;
         match result {
             Ok(BalanceCheck {}) => Ok(KeyCheck::Valid),
-            Err(StripeError::Stripe(_, 401)) => Ok(KeyCheck::Invalid),
-            Err(StripeError::Stripe(_, 403)) => Ok(KeyCheck::Valid),
+            Err(CallError::Stripe(_, 401)) => Ok(KeyCheck::Invalid),
+            Err(CallError::Stripe(_, 403)) => Ok(KeyCheck::Valid),
             Err(other) => Err(map_error(other)),
         }
     }
@@ -199,31 +196,31 @@ pub enum StripeFailure {
 }
 
 /// Card errors (402) are the user's to read; everything else is Stripe's failure.
-pub(crate) fn map_error(err: StripeError) -> StripeFailure {
+pub(crate) fn map_error(err: CallError) -> StripeFailure {
     match err {
-        StripeError::Stripe(details, 402) => StripeFailure::CardDeclined(
+        CallError::Stripe(details, 402) => StripeFailure::CardDeclined(
             details
                 .message
                 .clone()
                 .unwrap_or_else(|| "The card was declined.".into()),
         ),
-        StripeError::Stripe(details, 404) => StripeFailure::Missing(
+        CallError::Stripe(details, 404) => StripeFailure::Missing(
             details
                 .message
                 .clone()
                 .unwrap_or_else(|| "not found".into()),
         ),
-        StripeError::Stripe(details, status) => StripeFailure::Upstream(format!(
+        CallError::Stripe(details, status) => StripeFailure::Upstream(format!(
             "stripe answered {status}: {}",
             details.message.as_deref().unwrap_or("no message")
         )),
-        StripeError::JSONDeserialize(msg) => {
+        CallError::Unreadable(msg) => {
             StripeFailure::Upstream(format!("unreadable Stripe response: {msg}"))
         }
-        StripeError::ClientError(msg) => {
+        CallError::Unreachable(msg) => {
             StripeFailure::Upstream(format!("stripe unreachable: {msg}"))
         }
-        StripeError::Timeout => StripeFailure::Upstream("stripe timed out".into()),
-        StripeError::ConfigError(msg) => StripeFailure::Config(msg),
+        CallError::Timeout => StripeFailure::Upstream("stripe timed out".into()),
+        CallError::Request(msg) => StripeFailure::Config(msg),
     }
 }

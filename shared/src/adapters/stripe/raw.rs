@@ -1,52 +1,14 @@
 //! The one Stripe call async-stripe cannot make: an ephemeral key must be created in the API
 //! version the mobile SDK sends, and async-stripe pins its own. This posts the form itself over
-//! the same hyper and rustls stack, with the version header the client asked for.
+//! the same HTTP client, with the version header the client asked for.
 
-use std::sync::OnceLock;
-use std::time::Duration;
-
+use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use secrecy::{ExposeSecret, SecretString};
 
 use super::{StripeApi, StripeFailure};
 
-type Https = hyper_rustls::HttpsConnector<HttpConnector>;
-
-fn http() -> &'static Client<Https, Full<Bytes>> {
-    static CLIENT: OnceLock<Client<Https, Full<Bytes>>> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
-        Client::builder(TokioExecutor::new()).build(connector)
-    })
-}
-
-#[derive(Clone)]
-pub(super) struct RawStripe {
-    base: String,
-    secret: SecretString,
-}
-
-impl RawStripe {
-    pub(super) fn new(secret_key: &str, api_base: Option<&str>) -> Self {
-        let base = api_base
-            .unwrap_or("https://api.stripe.com")
-            .trim_end_matches('/')
-            .to_owned();
-        Self {
-            base,
-            secret: SecretString::from(secret_key.to_owned()),
-        }
-    }
-}
+/// The same time limit as every other Stripe call.
+const TIMEOUT: std::time::Duration = super::STRIPE_TIMEOUT;
 
 /// An ephemeral key: the whole object is handed to the mobile SDK as it is.
 #[derive(Debug)]
@@ -81,42 +43,27 @@ impl StripeApi {
         let body: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("customer", customer_id)
             .finish();
-        let request = Request::post(format!("{}/v1/ephemeral_keys", self.raw.base))
-            .header(
-                "authorization",
-                format!("Bearer {}", self.raw.secret.expose_secret()),
-            )
+        let authorization = self.client.authorization().map_err(super::map_error)?;
+        let request = http::Request::post(format!("{}/v1/ephemeral_keys", self.client.base()))
+            .header(http::header::AUTHORIZATION, authorization)
             .header("stripe-version", stripe_version)
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from(body)))
+            .body(SdkBody::from(Bytes::from(body)))
             .map_err(|_| StripeFailure::Config("ephemeral key request".into()))?;
-        let send = async {
-            let response = http()
-                .request(request)
-                .await
-                .map_err(|e| StripeFailure::Upstream(format!("stripe unreachable: {e}")))?;
-            let status = response.status();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| StripeFailure::Upstream(format!("stripe answer cut: {e}")))?
-                .to_bytes();
-            Ok::<_, StripeFailure>((status, bytes))
-        };
-        let (status, bytes) = tokio::time::timeout(Duration::from_secs(8), send)
+        let (status, _, bytes) = self
+            .client
+            .send_once(request, TIMEOUT)
             .await
-            .map_err(|_| StripeFailure::Upstream("stripe timed out".into()))??;
+            .map_err(super::map_error)?;
         let object: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|_| StripeFailure::Upstream("unreadable Stripe response".into()))?;
-        if !status.is_success() {
+        if !(200..300).contains(&status) {
             let message = object
                 .pointer("/error/message")
                 .and_then(|m| m.as_str())
                 .unwrap_or("no message");
             return Err(StripeFailure::Upstream(format!(
-                "stripe answered {}: {message}",
-                status.as_u16()
+                "stripe answered {status}: {message}"
             )));
         }
         let field = |name: &str| object.get(name).and_then(|v| v.as_str()).map(str::to_owned);
