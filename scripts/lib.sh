@@ -9,7 +9,25 @@ PIDS=()
 
 # Every stage is printed with the seconds since the run began (scripts called by one share it).
 export COFFER_RUN_STARTED="${COFFER_RUN_STARTED:-$(date +%s)}"
-say() { printf '\033[1m==> [%4ds] %s\033[0m\n' "$(( $(date +%s) - COFFER_RUN_STARTED ))" "$*" >&2; }
+# When COFFER_STAGE_LOG names a file (scripts/test.sh sets it), each stage's start is also written
+# there, so that `stage_times` can print how long each one took.
+export COFFER_STAGE_LOG="${COFFER_STAGE_LOG:-}"
+say() {
+  local now=$(( $(date +%s) - COFFER_RUN_STARTED ))
+  printf '\033[1m==> [%4ds] %s\033[0m\n' "$now" "$*" >&2
+  if [ -n "$COFFER_STAGE_LOG" ]; then printf '%s\t%s\n' "$now" "$*" >>"$COFFER_STAGE_LOG"; fi
+}
+# The time each stage took (until the next one began, the last one until now), and the total.
+stage_times() {
+  [ -n "$COFFER_STAGE_LOG" ] && [ -s "$COFFER_STAGE_LOG" ] || return 0
+  local now=$(( $(date +%s) - COFFER_RUN_STARTED ))
+  printf '\nstage times (s):\n' >&2
+  awk -F'\t' -v now="$now" '
+    NR > 1 { printf "  %5d  %s\n", $1 - start, stage }
+    { start = $1; stage = $2 }
+    END { if (NR) printf "  %5d  %s\n  %5d  total\n", now - start, stage, now }
+  ' "$COFFER_STAGE_LOG" >&2
+}
 
 # Java 17+ for DynamoDB Local (installed with apt when missing).
 ensure_java() {

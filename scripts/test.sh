@@ -11,7 +11,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
 ensure_tools aws-sam-cli cfn-lint "$SCHEMATHESIS"
-trap stop_all EXIT
+COFFER_STAGE_LOG="$(mktemp -t coffer-stages.XXXXXX)"
+finish() { stop_all; stage_times; rm -f "$COFFER_STAGE_LOG"; }
+trap finish EXIT
 trap 'exit 130' INT TERM
 
 # Ports of their own, so that tests can run beside a running local stack.

@@ -99,6 +99,9 @@ impl<V: Clone, K: std::hash::Hash + Eq> ShortCache<V, K> {
 }
 
 pub struct App {
+    /// The one HTTP client every SDK client and Stripe client sends over (its connections live
+    /// as long as the `App`).
+    pub http: net::Http,
     pub config: Config,
     /// The table through the unprefixed keys (the default project in the deployment's mode).
     pub store: Store,
@@ -155,7 +158,6 @@ pub fn lambda_sdk_config() -> SdkConfig {
         ))
         .timeout_config(sdk_timeouts())
         .retry_config(RetryConfig::standard().with_max_attempts(3))
-        .http_client(net::sdk_http_client())
         .build()
 }
 
@@ -170,7 +172,7 @@ fn endpoint_override(service_variable: &str) -> Option<String> {
 /// operator commands and local tools, where a person's credentials may come from anywhere.
 pub async fn load_sdk_config() -> SdkConfig {
     aws_config::from_env()
-        .http_client(net::sdk_http_client())
+        .http_client(net::sdk_http_client(&net::client()))
         .timeout_config(sdk_timeouts())
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .load()
@@ -211,20 +213,26 @@ impl App {
                     .unwrap_or_else(|| crate::adapters::stripe::STRIPE_API.to_owned()),
             );
         }
-        net::warm_up(&bases).await
+        net::warm_up(&self.http, &bases).await
     }
 
+    /// The SDK clients from `sdk`, all sending over one new HTTP client (the `App`'s).
     pub fn new(config: Config, sdk: &SdkConfig) -> Self {
-        let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(sdk);
+        let http = net::client();
+        let sdk_http = net::sdk_http_client(&http);
+        let mut dynamodb =
+            aws_sdk_dynamodb::config::Builder::from(sdk).http_client(sdk_http.clone());
         if let Some(url) = endpoint_override("AWS_ENDPOINT_URL_DYNAMODB") {
             dynamodb = dynamodb.endpoint_url(url);
         }
-        let mut secrets = aws_sdk_secretsmanager::config::Builder::from(sdk);
+        let mut secrets =
+            aws_sdk_secretsmanager::config::Builder::from(sdk).http_client(sdk_http.clone());
         if let Some(url) = endpoint_override("AWS_ENDPOINT_URL_SECRETS_MANAGER") {
             secrets = secrets.endpoint_url(url);
         }
         let events = config.event_bus_name.clone().map(|bus| {
-            let mut eventbridge = aws_sdk_eventbridge::config::Builder::from(sdk);
+            let mut eventbridge =
+                aws_sdk_eventbridge::config::Builder::from(sdk).http_client(sdk_http.clone());
             if let Some(url) = endpoint_override("AWS_ENDPOINT_URL_EVENTBRIDGE") {
                 eventbridge = eventbridge.endpoint_url(url);
             }
@@ -233,7 +241,8 @@ impl App {
                 bus,
             )
         });
-        let mut app = Self::from_clients(
+        let mut app = Self::assemble(
+            http,
             config,
             aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
             aws_sdk_secretsmanager::Client::from_conf(secrets.build()),
@@ -248,9 +257,19 @@ impl App {
         dynamodb: aws_sdk_dynamodb::Client,
         secrets_manager: aws_sdk_secretsmanager::Client,
     ) -> Self {
+        Self::assemble(net::client(), config, dynamodb, secrets_manager)
+    }
+
+    fn assemble(
+        http: net::Http,
+        config: Config,
+        dynamodb: aws_sdk_dynamodb::Client,
+        secrets_manager: aws_sdk_secretsmanager::Client,
+    ) -> Self {
         let store = Store::new(dynamodb, config.table_name.clone());
         let usage_cache = config.usage_cache;
         Self {
+            http,
             config,
             store,
             secrets: SecretsCache::new(secrets_manager.clone(), None),
@@ -353,6 +372,7 @@ impl App {
             }
         }
         let client = StripeApi::new(
+            &self.http,
             secrets.stripe_secret_key()?,
             self.config.stripe_api_base_for(&scope.project),
         )?;

@@ -1,7 +1,9 @@
-//! The process's one HTTP client: HTTP/1.1 over rustls (aws-lc-rs) with the web PKI roots
-//! compiled in, built once and shared by every AWS SDK client (through [`SdkHttp`]) and by the
-//! Stripe client. One TLS configuration and one connection pool: a connection opened to an
-//! endpoint (by the init warm-up or by a call) serves every later call to it.
+//! The function's one HTTP client: HTTP/1.1 over rustls (aws-lc-rs) with the web PKI roots
+//! compiled in, built once per cold start (the `App` holds it) and shared by every AWS SDK client
+//! (through [`sdk_http_client`]) and by the Stripe client. One TLS configuration and one
+//! connection pool: a connection opened to an endpoint (by the init warm-up or by a call) serves
+//! every later call to it. (It is not a process-wide static: its connections live on the tokio
+//! runtime that opened them, and a test process runs many runtimes.)
 //!
 //! Plain `http://` endpoints are allowed for the local emulators (DynamoDB Local, moto,
 //! localstripe). `COFFER_EXTRA_ROOT_PEM` names a PEM file of extra roots to trust: only the
@@ -9,7 +11,7 @@
 
 use std::borrow::Cow;
 use std::error::Error as _;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
@@ -40,15 +42,14 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// TCP connect limit (the SDK's attempt timeout bounds the TLS handshake too).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The process's client, built on first use.
-pub fn http() -> &'static Http {
-    static CLIENT: OnceLock<Http> = OnceLock::new();
-    CLIENT.get_or_init(|| build(extra_roots().as_deref()))
+/// A new client (cheap to clone: clones share the pool).
+pub fn client() -> Http {
+    build(extra_roots().as_deref())
 }
 
-/// The AWS SDK's view of the same client.
-pub fn sdk_http_client() -> SharedHttpClient {
-    SharedHttpClient::new(SdkHttp)
+/// The AWS SDK's view of a client.
+pub fn sdk_http_client(http: &Http) -> SharedHttpClient {
+    SharedHttpClient::new(SdkHttp(http.clone()))
 }
 
 /// Reads `COFFER_EXTRA_ROOT_PEM` when set. A file that cannot be read is logged and ignored:
@@ -111,7 +112,7 @@ fn build(extra_pem: Option<&[u8]>) -> Http {
 
 /// The AWS SDK's HTTP client: every attempt goes through the shared client.
 #[derive(Clone, Debug)]
-struct SdkHttp;
+struct SdkHttp(Http);
 
 impl HttpClient for SdkHttp {
     fn http_connector(
@@ -120,6 +121,7 @@ impl HttpClient for SdkHttp {
         _components: &RuntimeComponents,
     ) -> SharedHttpConnector {
         SharedHttpConnector::new(SdkConnector {
+            http: self.0.clone(),
             read_timeout: settings.read_timeout(),
         })
     }
@@ -131,6 +133,7 @@ impl HttpClient for SdkHttp {
 
 #[derive(Debug)]
 struct SdkConnector {
+    http: Http,
     read_timeout: Option<Duration>,
 }
 
@@ -140,7 +143,7 @@ impl HttpConnector for SdkConnector {
             Ok(request) => request,
             Err(err) => return HttpConnectorFuture::ready(Err(ConnectorError::user(err.into()))),
         };
-        let response = http().request(request);
+        let response = self.http.request(request);
         let read_timeout = self.read_timeout;
         HttpConnectorFuture::new(async move {
             // From sending to the response's head, as the SDK's own read timeout.
@@ -192,7 +195,7 @@ const WARMUP_LIMIT: Duration = Duration::from_millis(300);
 /// `GET /` each, all at once, its answer read to the end (any answer leaves the connection in
 /// the pool), within [`WARMUP_LIMIT`]. Plain `http://` endpoints (local emulators) have no
 /// handshake to save and are skipped. Returns how many connections were pooled.
-pub async fn warm_up(bases: &[String]) -> usize {
+pub async fn warm_up(http: &Http, bases: &[String]) -> usize {
     if std::env::var(WARMUP_VARIABLE).is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
         return 0;
     }
@@ -201,10 +204,11 @@ pub async fn warm_up(bases: &[String]) -> usize {
         let Some(uri) = origin(base).and_then(|o| format!("{o}/").parse::<http::Uri>().ok()) else {
             continue;
         };
+        let http = http.clone();
         tasks.push(tokio::spawn(async move {
             let request = http::Request::get(uri).body(SdkBody::empty()).ok()?;
             let response = tokio::time::timeout(WARMUP_LIMIT, async {
-                let response = http().request(request).await.ok()?;
+                let response = http.request(request).await.ok()?;
                 response.into_body().collect().await.ok()
             })
             .await

@@ -212,7 +212,11 @@ async fn save_config(
 
 /// Asks Stripe (the project's Stripe: its own base URL on a local stack) about a key.
 async fn check_key(app: &App, scope: &Scope, key: &str) -> Result<KeyCheck, ApiError> {
-    let client = StripeApi::new(key, app.config.stripe_api_base_for(&scope.project))?;
+    let client = StripeApi::new(
+        &app.http,
+        key,
+        app.config.stripe_api_base_for(&scope.project),
+    )?;
     Ok(client.check_key().await?)
 }
 

@@ -1,5 +1,5 @@
 //! Coffer's Stripe client: sends the requests async-stripe's typed builders describe over the
-//! process's one HTTP client (`adapters::net`), so Stripe calls share its TLS configuration and
+//! function's one HTTP client (`adapters::net`), so Stripe calls share its TLS configuration and
 //! keep their connections alive between calls and invocations.
 
 use std::fmt::Display;
@@ -41,6 +41,7 @@ impl StripeClientErr for CallError {
 /// A key and a base URL (Stripe, or localstripe); cheap to clone.
 #[derive(Clone)]
 pub struct Client {
+    http: net::Http,
     base: String,
     secret: SecretString,
     timeout: Duration,
@@ -48,8 +49,9 @@ pub struct Client {
 
 impl Client {
     /// `base` without a trailing slash, e.g. `https://api.stripe.com`.
-    pub fn new(secret_key: &str, base: &str, timeout: Duration) -> Self {
+    pub fn new(http: net::Http, secret_key: &str, base: &str, timeout: Duration) -> Self {
         Self {
+            http,
             base: base.trim_end_matches('/').to_owned(),
             secret: SecretString::from(secret_key.to_owned()),
             timeout,
@@ -75,7 +77,8 @@ impl Client {
         timeout: Duration,
     ) -> Result<(u16, Option<bool>, Bytes), CallError> {
         let attempt = async {
-            let response = net::http()
+            let response = self
+                .http
                 .request(request)
                 .await
                 .map_err(|e| CallError::Unreachable(e.to_string()))?;

@@ -68,15 +68,25 @@ pub struct NewIntent<'a> {
 pub const STRIPE_API: &str = "https://api.stripe.com";
 
 /// A Stripe client pointed at Stripe or at a configured base URL (localstripe). Building one
-/// costs nothing: every client sends over the process's one HTTP client.
+/// costs nothing: every client sends over the `App`'s one HTTP client.
 #[derive(Clone)]
 pub struct StripeApi {
     client: Client,
 }
 
 impl StripeApi {
-    pub fn new(secret_key: &str, api_base: Option<&str>) -> Result<Self, StripeFailure> {
-        let client = Client::new(secret_key, api_base.unwrap_or(STRIPE_API), STRIPE_TIMEOUT);
+    /// A client sending over `http` (the `App`'s).
+    pub fn new(
+        http: &crate::adapters::net::Http,
+        secret_key: &str,
+        api_base: Option<&str>,
+    ) -> Result<Self, StripeFailure> {
+        let client = Client::new(
+            http.clone(),
+            secret_key,
+            api_base.unwrap_or(STRIPE_API),
+            STRIPE_TIMEOUT,
+        );
         // A key that cannot be sent as a header is refused here, not on the first call.
         client.authorization().map_err(map_error)?;
         Ok(Self { client })
