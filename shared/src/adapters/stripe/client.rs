@@ -17,11 +17,24 @@ use stripe_client_core::{
 
 use crate::adapters::net;
 
+/// The fields of Stripe's error object that Coffer reads. (Not `stripe_shared::Error`: that one
+/// carries the whole PaymentIntent, SetupIntent, PaymentMethod and source models, whose
+/// deserializers would add about 2 MB to every function that calls Stripe.)
+#[derive(Debug, miniserde::Deserialize)]
+pub struct StripeErrorDetails {
+    pub message: Option<String>,
+}
+
+#[derive(miniserde::Deserialize)]
+struct ErrorBody {
+    error: StripeErrorDetails,
+}
+
 /// Why a call failed, before it is turned into a `StripeFailure`.
 #[derive(Debug)]
 pub enum CallError {
     /// Stripe answered with this status and error object.
-    Stripe(Box<stripe_shared::ApiErrors>, u16),
+    Stripe(Box<StripeErrorDetails>, u16),
     /// The answer could not be read.
     Unreadable(String),
     /// Stripe could not be reached, or the connection broke.
@@ -154,16 +167,14 @@ impl StripeClient for Client {
                     should_retry = retry;
                     last = std::str::from_utf8(&bytes)
                         .ok()
-                        .and_then(|text| {
-                            miniserde::json::from_str::<stripe_shared::Error>(text).ok()
-                        })
+                        .and_then(|text| miniserde::json::from_str::<ErrorBody>(text).ok())
                         .map_or_else(
                             || {
                                 CallError::Unreadable(format!(
                                     "status {code} without an error object"
                                 ))
                             },
-                            |error| CallError::Stripe(error.error, code),
+                            |body| CallError::Stripe(Box::new(body.error), code),
                         );
                 }
                 Err(err) => last = err,
