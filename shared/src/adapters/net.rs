@@ -1,4 +1,4 @@
-//! The function's one HTTP client: HTTP/1.1 over rustls (aws-lc-rs) with the web PKI roots
+//! The function's one HTTP client: HTTP/1.1 over rustls (ring) with the web PKI roots
 //! compiled in, built once per cold start (the `App` holds it) and shared by every AWS SDK client
 //! (through [`sdk_http_client`]) and by the Stripe client. One TLS configuration and one
 //! connection pool: a connection opened to an endpoint (by the init warm-up or by a call) serves
@@ -84,17 +84,13 @@ pub fn root_store(extra_pem: Option<&[u8]>) -> (rustls::RootCertStore, usize) {
 
 fn build(extra_pem: Option<&[u8]>) -> Http {
     let (roots, _) = root_store(extra_pem);
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = match rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-    {
-        Ok(builder) => builder.with_root_certificates(roots).with_no_client_auth(),
-        // aws-lc-rs supports TLS 1.2 and 1.3; should a build not, fall back to rustls' own
-        // process-wide choice rather than fail every request.
-        Err(_) => rustls::ClientConfig::builder()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-    };
+    let tls = match safe_defaults() {
+        Some(builder) => builder.with_root_certificates(roots),
+        // ring has suites for TLS 1.2 and 1.3 (a unit test checks it), so this is not reached;
+        // were it, rustls' process default (ring, the one provider linked) is the fallback.
+        None => rustls::ClientConfig::builder().with_root_certificates(roots),
+    }
+    .with_no_client_auth();
     let mut tcp = TcpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
@@ -108,6 +104,13 @@ fn build(extra_pem: Option<&[u8]>) -> Http {
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(IDLE_TIMEOUT)
         .build(https)
+}
+
+/// TLS 1.2 and 1.3 with ring's default cipher suites and key exchanges.
+fn safe_defaults() -> Option<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .ok()
 }
 
 /// The AWS SDK's HTTP client: every attempt goes through the shared client.
@@ -244,6 +247,11 @@ mod tests {
         let (with_bad, added) = root_store(Some(b"not a certificate"));
         assert_eq!(added, 0);
         assert_eq!(with_bad.len(), roots.len());
+    }
+
+    #[test]
+    fn ring_offers_tls_1_2_and_1_3() {
+        assert!(safe_defaults().is_some());
     }
 
     #[test]
