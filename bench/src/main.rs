@@ -227,14 +227,29 @@ fn load_event(name: &str) -> Value {
 
 /// Ok for a 2xx answer, or a job's report (no status code); else why not, in a few words.
 fn answered(reply: &Result<Value, String>) -> Result<(), String> {
-    let short = |text: &str| text.chars().take(160).collect::<String>();
+    let short = |text: &str| text.chars().take(100).collect::<String>();
+    // The message of a JSON error body ({"error": …} or the runtime's {"errorMessage": …}).
+    let message = |text: &str| {
+        serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|v| {
+                v.get("errorMessage")
+                    .or_else(|| v.get("error"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| text.to_owned())
+    };
     match reply {
-        Err(why) => Err(short(why)),
+        Err(why) => Err(match why.split_once("function error: ") {
+            Some((_, json)) => format!("function error: {}", short(&message(json))),
+            None => short(why),
+        }),
         Ok(value) => match value.get("statusCode").and_then(Value::as_u64) {
             None | Some(200..=299) => Ok(()),
             Some(code) => Err(format!(
                 "HTTP {code}: {}",
-                short(value["body"].as_str().unwrap_or_default())
+                short(&message(value["body"].as_str().unwrap_or_default()))
             )),
         },
     }
@@ -979,19 +994,21 @@ fn print_tls(rows: &[(String, TlsRun, TlsRun)], failed_setup: Option<&str>) {
         let state = |run: &TlsRun| -> Option<String> {
             (run.failures > 0 || run.handshakes_failed > 0).then(|| {
                 format!(
-                    "{} failed, {} handshakes refused: {}",
-                    run.failures,
-                    run.handshakes_failed,
-                    run.failure.as_deref().unwrap_or("")
+                    "{}/{} failed, {} handshakes refused",
+                    run.failures, run.cold_starts, run.handshakes_failed
                 )
             })
         };
         let status = match (state(on), state(off)) {
             (None, None) => "ok".to_owned(),
             (a, b) => format!(
-                "FAILING on: {} / off: {}",
+                "FAILING on: {}; off: {}; {}",
                 a.unwrap_or_else(|| "ok".into()),
-                b.unwrap_or_else(|| "ok".into())
+                b.unwrap_or_else(|| "ok".into()),
+                on.failure
+                    .as_deref()
+                    .or(off.failure.as_deref())
+                    .unwrap_or_default()
             ),
         };
         println!(
