@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Benchmark (not part of the tests' pass/fail). Installs what it needs (project-local: Java if
-# missing, the .venv tools including cfn-lint and sam, DynamoDB Local, the Node.js peer's npm
-# packages), builds release binaries for this machine (to run), runs the deployment checks of
-# scripts/check-deploy.sh (cfn-lint, sam validate --lint, and the arm64 `cargo lambda build`
-# whose bootstraps are what is deployed, for their size), starts DynamoDB Local, moto and
-# localstripe on their own ports, and prints one row per function (size and zip of this build and
-# of the arm64 bootstrap, init, first/warm latency, own overhead, peak RSS, calls per request),
-# the Node.js peer's row and the Rust/Node ratios, then which targets were met.
+# missing, the .venv tools including cfn-lint and sam, DynamoDB Local, the Node.js peers' npm
+# packages), builds release binaries for this machine (to run: every function, and the bench with
+# its floor, a bare lambda_http function), runs the deployment checks of scripts/check-deploy.sh
+# (cfn-lint, sam validate --lint, and the arm64 `cargo lambda build` whose bootstraps are what is
+# deployed, for their size), starts DynamoDB Local, moto and localstripe on their own ports, and
+# prints, for the floor, every function and the Node.js peers (balance, webhook): size and zip
+# (this build and the arm64 bootstrap), init, first/warm latency, CPU time per warm invocation,
+# peak RSS, calls per request and cost per million requests; what each function costs above the
+# floor; the Rust/Node ratios; warm throughput on one core; the TLS warm-up (cold starts through a
+# TLS proxy, with and without it); then which targets were met.
+# COFFER_BENCH_ONLY=balance,stripe-webhook measures only those functions (with the floor and the
+# Node peers).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"

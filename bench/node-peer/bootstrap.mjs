@@ -1,6 +1,9 @@
 // Baseline only: a minimal Lambda Runtime API loop for the Node peer (what the managed Node.js
 // runtime does around a handler), so that both sides are started and invoked the same way.
-import { handler } from "./handler.mjs";
+// `node bootstrap.mjs [balance|webhook]` picks the handler (balance by default).
+const { handler } = await import(
+  process.argv[2] === "webhook" ? "./webhook.mjs" : "./handler.mjs"
+);
 
 const base = `http://${process.env.AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation`;
 

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,9 @@ struct Shared {
     queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<(String, Value)>>,
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     first_next: Mutex<Option<Instant>>,
+    /// How many times the function has asked for an invocation (`/next`), and a wake-up for it.
+    nexts: AtomicU64,
+    next_seen: tokio::sync::Notify,
     init_error: Mutex<Option<String>>,
 }
 
@@ -45,6 +49,8 @@ impl RuntimeApi {
             queue: tokio::sync::Mutex::new(receiver),
             waiting: Mutex::new(HashMap::new()),
             first_next: Mutex::new(None),
+            nexts: AtomicU64::new(0),
+            next_seen: tokio::sync::Notify::new(),
             init_error: Mutex::new(None),
         });
         let state = shared.clone();
@@ -76,8 +82,31 @@ impl RuntimeApi {
         self.shared.first_next.lock().ok().and_then(|t| *t)
     }
 
-    /// Forgets the first `/next` time, before starting a new process on the same endpoint.
+    /// How many times the function has asked for an invocation (`GET …/invocation/next`).
+    pub fn nexts(&self) -> u64 {
+        self.shared.nexts.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the function has asked for an invocation at least `count` times: after an
+    /// invocation, the process is idle again (its runtime's own post-response work is done) once
+    /// it asks for the next one. The benchmark reads the process's CPU time then.
+    pub async fn wait_nexts(&self, count: u64, timeout: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.next_seen.notified();
+            if self.nexts() >= count {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err("the function did not ask for its next invocation".into());
+            }
+        }
+    }
+
+    /// Forgets the first `/next` time (and the count), before starting a new process on the same
+    /// endpoint.
     pub fn reset(&self) {
+        self.shared.nexts.store(0, Ordering::SeqCst);
         if let Ok(mut first) = self.shared.first_next.lock() {
             *first = None;
         }
@@ -142,6 +171,8 @@ async fn handle(state: Arc<Shared>, req: hyper::Request<Incoming>) -> Result<Rep
         if let Ok(mut first) = state.first_next.lock() {
             first.get_or_insert_with(Instant::now);
         }
+        state.nexts.fetch_add(1, Ordering::SeqCst);
+        state.next_seen.notify_waiters();
         let next = state.queue.lock().await.recv().await;
         let Some((id, event)) = next else {
             return Ok(reply(500, Bytes::new(), &[]));
