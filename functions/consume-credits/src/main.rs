@@ -1,6 +1,6 @@
 //! The `consume-credits` Lambda function: wiring only; the handler lives in `coffer::handlers`.
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     coffer::runtime::serve(coffer::handlers::consume_credits).await
 }

@@ -1,6 +1,6 @@
 //! The `reconcile` scheduled Lambda function: wiring only; the job lives in `coffer::jobs`.
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     coffer::runtime::serve_event(coffer::jobs::reconcile_job).await
 }

@@ -1,7 +1,7 @@
 //! The `usage` Lambda function (usage against plan allowances): wiring only; the handler lives
 //! in `coffer::handlers`.
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     coffer::runtime::serve(coffer::handlers::usage).await
 }
