@@ -40,6 +40,9 @@ impl CountingProxy {
         let state = tally.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                // As real endpoints do: small TLS records (session tickets after the
+                // handshake) must not wait on Nagle and the client's delayed ACK (40 ms).
+                let _ = stream.set_nodelay(true);
                 let (state, client, upstream) = (state.clone(), client.clone(), upstream.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
@@ -105,7 +108,21 @@ async fn forward(
         .await;
     let reply = match outcome {
         Ok(response) => {
-            let (parts, body) = response.into_parts();
+            let (mut parts, body) = response.into_parts();
+            // Hop-by-hop headers are the upstream connection's, not the function's (RFC 9110
+            // 7.6.1): moto answers every call with `Connection: close`, which would otherwise
+            // close the function's kept-alive connection to this proxy after each call.
+            for name in [
+                "connection",
+                "keep-alive",
+                "proxy-connection",
+                "transfer-encoding",
+                "te",
+                "trailer",
+                "upgrade",
+            ] {
+                parts.headers.remove(name);
+            }
             let bytes = body
                 .collect()
                 .await

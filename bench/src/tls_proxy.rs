@@ -116,6 +116,9 @@ impl TlsProxy {
             Client::builder(TokioExecutor::new()).build_http();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                // As real endpoints do: small TLS records (session tickets after the
+                // handshake) must not wait on Nagle and the client's delayed ACK (40 ms).
+                let _ = stream.set_nodelay(true);
                 let (acceptor, client, upstream, handshakes) = (
                     acceptor.clone(),
                     client.clone(),
