@@ -22,6 +22,19 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos(total))
 }
 
+/// The process's user and system CPU time so far, in clock ticks (`/proc/<pid>/stat` fields 14
+/// and 15, all threads): coarse (10 ms a tick), so only read around a long series, for the share
+/// of CPU time spent in the kernel.
+pub fn user_and_system_ticks(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user = fields.next()?.parse().ok()?;
+    let system = fields.next()?.parse().ok()?;
+    Some((user, system))
+}
+
 /// Runs the command's process (and every thread it starts) on `cpu` only.
 pub fn pin_to_cpu(command: &mut tokio::process::Command, cpu: usize) {
     // SAFETY: the closure runs in the child between fork and exec and only calls

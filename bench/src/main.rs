@@ -511,6 +511,8 @@ struct Throughput {
     elapsed: Duration,
     failures: usize,
     cpu: Option<Duration>,
+    /// The kernel's share of that CPU time (system / (user + system) over the run).
+    kernel_share: Option<f64>,
     /// 1 s / CPU time per invocation p50 (from the warm series).
     cpu_bound: Option<f64>,
 }
@@ -523,6 +525,7 @@ async fn throughput(target: &Target, row: Option<&Row>, cpu_index: usize) -> Thr
         elapsed: Duration::ZERO,
         failures: 0,
         cpu: None,
+        kernel_share: None,
         cpu_bound: row
             .filter(|r| !r.cpu.is_empty())
             .map(|r| 1.0 / percentile(&r.cpu, 0.5).as_secs_f64().max(1e-9)),
@@ -539,6 +542,7 @@ async fn throughput(target: &Target, row: Option<&Row>, cpu_index: usize) -> Thr
             let _ = runtime.invoke(event, TIMEOUT).await;
         }
     }
+    let ticks_before = cpu::user_and_system_ticks(pid);
     let before = cpu::cpu_time(pid);
     let started = Instant::now();
     while started.elapsed() < THROUGHPUT_RUN {
@@ -560,6 +564,12 @@ async fn throughput(target: &Target, row: Option<&Row>, cpu_index: usize) -> Thr
         .await;
     if let (Some(before), Some(after)) = (before, cpu::cpu_time(pid)) {
         result.cpu = Some(after.saturating_sub(before));
+    }
+    if let (Some((u0, s0)), Some((u1, s1))) = (ticks_before, cpu::user_and_system_ticks(pid)) {
+        let (user, system) = (u1.saturating_sub(u0), s1.saturating_sub(s0));
+        if user + system > 0 {
+            result.kernel_share = Some(system as f64 / (user + system) as f64);
+        }
     }
     let _ = child.kill().await;
     result
@@ -935,18 +945,19 @@ fn print_floor(rows: &[Row]) {
 
 fn print_throughput(results: &[Throughput], cpu_index: usize) {
     println!(
-        "\nThroughput on one core (the function pinned to CPU {cpu_index}; {THROUGHPUT_WARMUP} warm-up invocations, then back to back for {} s):\n{:<26} {:>10} {:>12} {:>16} {:>9}",
+        "\nThroughput on one core (the function pinned to CPU {cpu_index}; {THROUGHPUT_WARMUP} warm-up invocations, then back to back for {} s):\n{:<26} {:>10} {:>12} {:>8} {:>16} {:>9}",
         THROUGHPUT_RUN.as_secs(),
         "function",
         "invoc./s",
         "CPU/inv ms",
+        "kernel",
         "CPU-bound inv/s",
         "failures"
     );
     for t in results {
         let rate = t.invocations as f64 / t.elapsed.as_secs_f64().max(1e-9);
         println!(
-            "{:<26} {:>10.0} {:>12} {:>16} {:>9}",
+            "{:<26} {:>10.0} {:>12} {:>8} {:>16} {:>9}",
             t.name,
             rate,
             t.cpu
@@ -955,11 +966,13 @@ fn print_throughput(results: &[Throughput], cpu_index: usize) {
                     "{:.3}",
                     c.as_secs_f64() * 1000.0 / t.invocations as f64
                 )),
+            t.kernel_share
+                .map_or("-".into(), |k| format!("{:.0}%", k * 100.0)),
             t.cpu_bound.map_or("-".into(), |r| format!("{r:.0}")),
             t.failures,
         );
     }
-    println!("(invoc./s: measured through the local Runtime API and DynamoDB Local, which share this machine; CPU-bound inv/s: 1 s / the warm series' CPU time p50, what one core would do if nothing else waited)");
+    println!("(invoc./s: measured through the local Runtime API and DynamoDB Local, which share this machine; kernel: the share of the CPU time spent in the kernel (system time; on loopback much of the TCP stack's work for both ends of each call is charged to the sender); CPU-bound inv/s: 1 s / the warm series' CPU time p50, what one core would do if nothing else waited)");
 }
 
 fn print_tls(rows: &[(String, TlsRun, TlsRun)], failed_setup: Option<&str>) {
