@@ -201,9 +201,17 @@ impl App {
                 (!region.is_empty()).then(|| format!("https://{service}.{region}.amazonaws.com"))
             })
         };
-        let mut bases: Vec<String> = aws("AWS_ENDPOINT_URL_DYNAMODB", "dynamodb")
-            .into_iter()
-            .collect();
+        // With AWS_ACCOUNT_ID set (Lambda does not set it), the SDK calls the account's own
+        // DynamoDB endpoint; rather than guess it, that connection is left to the first call.
+        let account_endpoint = std::env::var_os("AWS_ACCOUNT_ID").is_some()
+            && endpoint_override("AWS_ENDPOINT_URL_DYNAMODB").is_none();
+        let mut bases: Vec<String> = if account_endpoint {
+            Vec::new()
+        } else {
+            aws("AWS_ENDPOINT_URL_DYNAMODB", "dynamodb")
+                .into_iter()
+                .collect()
+        };
         if self.config.secret_id.is_some() {
             bases.extend(aws("AWS_ENDPOINT_URL_SECRETS_MANAGER", "secretsmanager"));
             bases.push(

@@ -14,6 +14,7 @@ use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_smithy_runtime_api::client::connection::{CaptureSmithyConnection, ConnectionMetadata};
 use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
@@ -24,7 +25,9 @@ use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
+use hyper_util::client::legacy::connect::{
+    capture_connection, CaptureConnection, HttpConnector as TcpConnector,
+};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::pem::PemObject;
@@ -142,10 +145,16 @@ struct SdkConnector {
 
 impl HttpConnector for SdkConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let request = match request.try_into_http1x() {
+        let mut request = match request.try_into_http1x() {
             Ok(request) => request,
             Err(err) => return HttpConnectorFuture::ready(Err(ConnectorError::user(err.into()))),
         };
+        // Lets the SDK close ("poison") the connection a transient error came from, so that
+        // its retry opens a new one instead of reusing it.
+        let captured = capture_connection(&mut request);
+        if let Some(smithy) = request.extensions().get::<CaptureSmithyConnection>() {
+            smithy.set_connection_retriever(move || poisonable(&captured));
+        }
         let response = self.http.request(request);
         let read_timeout = self.read_timeout;
         HttpConnectorFuture::new(async move {
@@ -161,6 +170,22 @@ impl HttpConnector for SdkConnector {
                 .map_err(|err| ConnectorError::other(err.into(), None))
         })
     }
+}
+
+/// The connection a request went out on, as the SDK's connection poisoning wants it.
+fn poisonable(captured: &CaptureConnection) -> Option<ConnectionMetadata> {
+    captured.connection_metadata().as_ref()?;
+    let captured = captured.clone();
+    Some(
+        ConnectionMetadata::builder()
+            .proxied(false)
+            .poison_fn(move || {
+                if let Some(connection) = captured.connection_metadata().as_ref() {
+                    connection.poison();
+                }
+            })
+            .build(),
+    )
 }
 
 /// Connection failures and cut connections are I/O errors, which the SDK's retry strategy

@@ -94,7 +94,7 @@ impl Client {
                 .http
                 .request(request)
                 .await
-                .map_err(|e| CallError::Unreachable(e.to_string()))?;
+                .map_err(|e| CallError::Unreachable(causes(&e)))?;
             let status = response.status().as_u16();
             let retry = response
                 .headers()
@@ -105,7 +105,7 @@ impl Client {
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| CallError::Unreachable(format!("answer cut: {e}")))?
+                .map_err(|e| CallError::Unreachable(format!("answer cut: {}", causes(&e))))?
                 .to_bytes();
             Ok((status, retry, body))
         };
@@ -115,11 +115,29 @@ impl Client {
     }
 }
 
+/// An error and its causes, for the log (hyper's own message names only the stage).
+fn causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 impl StripeClient for Client {
     type Err = CallError;
 
     async fn execute(&self, request: CustomizedStripeRequest) -> Result<Bytes, CallError> {
         let (request, config) = request.into_pieces();
+        if config.account_id.is_some() {
+            // Coffer sends no `Stripe-Account` header: refuse rather than act on the platform.
+            return Err(CallError::Request(
+                "connected accounts are not supported".into(),
+            ));
+        }
         let strategy = config.request_strategy.unwrap_or(RequestStrategy::Once);
         let timeout = config.timeout.unwrap_or(self.timeout);
         let mut uri = format!("{}/v1{}", self.base, request.path);
@@ -136,6 +154,11 @@ impl StripeClient for Client {
         // The same key on every attempt, so that a retried create is applied once.
         let key = strategy.get_key();
         let authorization = self.authorization()?;
+        // A request Stripe applies at most once (a key) or that changes nothing (GET) may be
+        // sent again at once when its connection broke: a kept-alive connection the server
+        // closed while the function was frozen fails that way, before Stripe saw anything.
+        let resendable = key.is_some() || matches!(method, Method::GET);
+        let mut resent = false;
         let (mut tries, mut status, mut should_retry) = (0u32, None, None);
         let mut last = CallError::Request("no attempt was allowed".into());
         loop {
@@ -176,6 +199,12 @@ impl StripeClient for Client {
                             },
                             |body| CallError::Stripe(Box::new(body.error), code),
                         );
+                }
+                Err(CallError::Unreachable(cause)) if resendable && !resent => {
+                    resent = true;
+                    // Not counted as an attempt of the request strategy.
+                    tries -= 1;
+                    last = CallError::Unreachable(cause);
                 }
                 Err(err) => last = err,
             }

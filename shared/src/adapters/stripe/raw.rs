@@ -10,6 +10,20 @@ use super::{StripeApi, StripeFailure};
 /// The same time limit as every other Stripe call.
 const TIMEOUT: std::time::Duration = super::STRIPE_TIMEOUT;
 
+/// The same form post again (its body is bytes in memory).
+fn clone_request(request: &http::Request<SdkBody>) -> http::Request<SdkBody> {
+    let mut again = http::Request::new(
+        request
+            .body()
+            .bytes()
+            .map_or_else(SdkBody::empty, |b| SdkBody::from(Bytes::copy_from_slice(b))),
+    );
+    *again.method_mut() = request.method().clone();
+    *again.uri_mut() = request.uri().clone();
+    *again.headers_mut() = request.headers().clone();
+    again
+}
+
 /// An ephemeral key: the whole object is handed to the mobile SDK as it is.
 #[derive(Debug)]
 pub struct EphemeralKey {
@@ -50,11 +64,16 @@ impl StripeApi {
             .header("content-type", "application/x-www-form-urlencoded")
             .body(SdkBody::from(Bytes::from(body)))
             .map_err(|_| StripeFailure::Config("ephemeral key request".into()))?;
-        let (status, _, bytes) = self
-            .client
-            .send_once(request, TIMEOUT)
-            .await
-            .map_err(super::map_error)?;
+        // Sent again once if the connection broke before an answer (a kept-alive connection
+        // closed while the function was frozen): a second ephemeral key is harmless, it expires.
+        let again = clone_request(&request);
+        let (status, _, bytes) = match self.client.send_once(request, TIMEOUT).await {
+            Err(super::client::CallError::Unreachable(_)) => {
+                self.client.send_once(again, TIMEOUT).await
+            }
+            other => other,
+        }
+        .map_err(super::map_error)?;
         let object: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|_| StripeFailure::Upstream("unreadable Stripe response".into()))?;
         if !(200..300).contains(&status) {
