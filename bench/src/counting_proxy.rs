@@ -87,6 +87,31 @@ async fn forward(
         Some(target) => format!("{service}:{}", target.rsplit('.').next().unwrap_or(target)),
         None => format!("{service}:{} {}", req.method(), req.uri().path()),
     };
+    let started = Instant::now();
+    let reply = relay(req, &client, &upstream).await;
+    let waited = started.elapsed();
+    if let Ok(mut tally) = tally.lock() {
+        *tally.calls.entry(name).or_default() += 1;
+        tally.waited += waited;
+    }
+    Ok(reply)
+}
+
+/// Sends `req` on to `upstream` (`http://host:port`, same path and query) and returns its
+/// answer read whole, or 502 when it cannot be reached. Hop-by-hop headers are the upstream
+/// connection's, not the caller's (RFC 9110 7.6.1), and are not passed on: moto answers every
+/// call with `Connection: close`, which would otherwise close the function's kept-alive
+/// connection after each call.
+pub async fn relay(
+    req: hyper::Request<Incoming>,
+    client: &Client<HttpConnector, Full<Bytes>>,
+    upstream: &str,
+) -> hyper::Response<Full<Bytes>> {
+    let bad_gateway = || {
+        let mut reply = hyper::Response::new(Full::new(Bytes::new()));
+        *reply.status_mut() = hyper::StatusCode::BAD_GATEWAY;
+        reply
+    };
     let (mut parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -100,18 +125,14 @@ async fn forward(
         .to_owned();
     parts.uri = match format!("{upstream}{path}").parse() {
         Ok(uri) => uri,
-        Err(_) => return Ok(hyper::Response::new(Full::new(Bytes::new()))),
+        Err(_) => return bad_gateway(),
     };
-    let started = Instant::now();
-    let outcome = client
+    match client
         .request(hyper::Request::from_parts(parts, Full::new(body)))
-        .await;
-    let reply = match outcome {
+        .await
+    {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
-            // Hop-by-hop headers are the upstream connection's, not the function's (RFC 9110
-            // 7.6.1): moto answers every call with `Connection: close`, which would otherwise
-            // close the function's kept-alive connection to this proxy after each call.
             for name in [
                 "connection",
                 "keep-alive",
@@ -130,16 +151,6 @@ async fn forward(
                 .unwrap_or_default();
             hyper::Response::from_parts(parts, Full::new(bytes))
         }
-        Err(_) => {
-            let mut reply = hyper::Response::new(Full::new(Bytes::new()));
-            *reply.status_mut() = hyper::StatusCode::BAD_GATEWAY;
-            reply
-        }
-    };
-    let waited = started.elapsed();
-    if let Ok(mut tally) = tally.lock() {
-        *tally.calls.entry(name).or_default() += 1;
-        tally.waited += waited;
+        Err(_) => bad_gateway(),
     }
-    Ok(reply)
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -156,40 +156,5 @@ async fn forward(
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: String,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
-    let (mut parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let bad_gateway = || {
-        let mut reply = hyper::Response::new(Full::new(Bytes::new()));
-        *reply.status_mut() = hyper::StatusCode::BAD_GATEWAY;
-        reply
-    };
-    parts.uri = match format!("{upstream}{path}").parse() {
-        Ok(uri) => uri,
-        Err(_) => return Ok(bad_gateway()),
-    };
-    let reply = match client
-        .request(hyper::Request::from_parts(parts, Full::new(body)))
-        .await
-    {
-        Ok(response) => {
-            let (parts, body) = response.into_parts();
-            let bytes = body
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            hyper::Response::from_parts(parts, Full::new(bytes))
-        }
-        Err(_) => bad_gateway(),
-    };
-    Ok(reply)
+    Ok(crate::counting_proxy::relay(req, &client, &upstream).await)
 }

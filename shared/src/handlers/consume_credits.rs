@@ -159,7 +159,7 @@ async fn spend(
         }
     };
     Ok(ok(crate::api::SpendResult {
-        balance: crate::api::Major::of(&currency, balance),
+        balance: crate::api::Major::of(currency, balance),
         entry_id,
     }))
 }

@@ -295,7 +295,7 @@ pub async fn record_usage(
             .balance(request.account)
             .await?
             .map_or(0, |b| b.balance);
-        let paid = Major::of(&currency, cost);
+        let paid = Major::of(currency, cost);
         let result = answer(true, allowance.limit, allowance.limit, period, Some(paid));
         if request.dry_run {
             return if balance >= cost {

@@ -16,6 +16,7 @@ use stripe_client_core::{
 };
 
 use crate::adapters::net;
+use crate::http::error_chain;
 
 /// The fields of Stripe's error object that Coffer reads. (Not `stripe_shared::Error`: that one
 /// carries the whole PaymentIntent, SetupIntent, PaymentMethod and source models, whose
@@ -94,7 +95,7 @@ impl Client {
                 .http
                 .request(request)
                 .await
-                .map_err(|e| CallError::Unreachable(causes(&e)))?;
+                .map_err(|e| CallError::Unreachable(error_chain(&e)))?;
             let status = response.status().as_u16();
             let retry = response
                 .headers()
@@ -105,7 +106,7 @@ impl Client {
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| CallError::Unreachable(format!("answer cut: {}", causes(&e))))?
+                .map_err(|e| CallError::Unreachable(format!("answer cut: {}", error_chain(&e))))?
                 .to_bytes();
             Ok((status, retry, body))
         };
@@ -113,18 +114,6 @@ impl Client {
             .await
             .map_err(|_| CallError::Timeout)?
     }
-}
-
-/// An error and its causes, for the log (hyper's own message names only the stage).
-fn causes(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl StripeClient for Client {
