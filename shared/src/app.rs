@@ -146,10 +146,7 @@ pub fn sdk_timeouts() -> TimeoutConfig {
 /// credentials come from the environment Lambda sets (`AWS_REGION`, `AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`); endpoint overrides are applied per client.
 pub fn lambda_sdk_config() -> SdkConfig {
-    let region = std::env::var("AWS_REGION")
-        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
-        .ok()
-        .map(Region::new);
+    let region = region_from_env().map(Region::new);
     SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(region)
@@ -159,6 +156,13 @@ pub fn lambda_sdk_config() -> SdkConfig {
         .timeout_config(sdk_timeouts())
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .build()
+}
+
+/// The region Lambda sets (`AWS_REGION`), else `AWS_DEFAULT_REGION`.
+fn region_from_env() -> Option<String> {
+    std::env::var("AWS_REGION")
+        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+        .ok()
 }
 
 /// `AWS_ENDPOINT_URL_<SERVICE>`, else `AWS_ENDPOINT_URL` (local emulators).
@@ -193,12 +197,11 @@ impl App {
     /// Stripe when the deployment has a Stripe secret, all at once and briefly bounded: the
     /// first invocation then pays no handshake. `COFFER_WARMUP=off` turns it off.
     pub async fn warm_up(&self) -> usize {
-        let region = std::env::var("AWS_REGION")
-            .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
-            .unwrap_or_default();
+        let region = region_from_env();
         let aws = |variable: &str, service: &str| {
             endpoint_override(variable).or_else(|| {
-                (!region.is_empty()).then(|| format!("https://{service}.{region}.amazonaws.com"))
+                let region = region.as_deref()?;
+                Some(format!("https://{service}.{region}.amazonaws.com"))
             })
         };
         // With AWS_ACCOUNT_ID set (Lambda does not set it), the SDK calls the account's own

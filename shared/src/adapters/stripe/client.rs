@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::Method;
 use http_body_util::BodyExt;
-use secrecy::{ExposeSecret, SecretString};
 use stripe_client_core::{
     CustomizedStripeRequest, Outcome, RequestStrategy, StripeClient, StripeClientErr, StripeMethod,
 };
@@ -20,7 +19,7 @@ use crate::http::error_chain;
 
 /// The fields of Stripe's error object that Coffer reads. (Not `stripe_shared::Error`: that one
 /// carries the whole PaymentIntent, SetupIntent, PaymentMethod and source models, whose
-/// deserializers would add about 2 MB to every function that calls Stripe.)
+/// deserializers would add about 4 MB to every function that calls Stripe.)
 #[derive(Debug, miniserde::Deserialize)]
 pub struct StripeErrorDetails {
     pub message: Option<String>,
@@ -57,35 +56,57 @@ impl StripeClientErr for CallError {
 pub struct Client {
     http: net::Http,
     base: String,
-    secret: SecretString,
+    /// `Bearer <key>`, built once and marked sensitive so that no debug output shows it.
+    authorization: HeaderValue,
     timeout: Duration,
 }
 
 impl Client {
-    /// `base` without a trailing slash, e.g. `https://api.stripe.com`.
-    pub fn new(http: net::Http, secret_key: &str, base: &str, timeout: Duration) -> Self {
-        Self {
+    /// `base` without a trailing slash, e.g. `https://api.stripe.com`. A key that cannot be
+    /// sent as a header is refused here, not on the first call.
+    pub fn new(
+        http: net::Http,
+        secret_key: &str,
+        base: &str,
+        timeout: Duration,
+    ) -> Result<Self, CallError> {
+        let mut authorization = HeaderValue::try_from(format!("Bearer {secret_key}"))
+            .map_err(|_| CallError::Request("the Stripe key is not a valid header".into()))?;
+        authorization.set_sensitive(true);
+        Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
-            secret: SecretString::from(secret_key.to_owned()),
+            authorization,
             timeout,
-        }
+        })
     }
 
     pub fn base(&self) -> &str {
         &self.base
     }
 
-    /// The `Authorization` header, marked sensitive so that no debug output shows it.
-    pub(super) fn authorization(&self) -> Result<HeaderValue, CallError> {
-        let mut value = HeaderValue::try_from(format!("Bearer {}", self.secret.expose_secret()))
-            .map_err(|_| CallError::Request("the Stripe key is not a valid header".into()))?;
-        value.set_sensitive(true);
-        Ok(value)
+    pub(super) fn authorization(&self) -> HeaderValue {
+        self.authorization.clone()
+    }
+
+    /// Sends the request `make` builds and reads the answer; when `resendable` (the request
+    /// carries an idempotency key, or changes nothing) and its connection broke before an
+    /// answer, builds and sends it once more at once: a kept-alive connection the server closed
+    /// while the function was frozen fails that way, before Stripe saw anything.
+    pub(super) async fn send(
+        &self,
+        make: impl Fn() -> Result<http::Request<SdkBody>, CallError>,
+        timeout: Duration,
+        resendable: bool,
+    ) -> Result<(u16, Option<bool>, Bytes), CallError> {
+        match self.send_once(make()?, timeout).await {
+            Err(CallError::Unreachable(_)) if resendable => self.send_once(make()?, timeout).await,
+            other => other,
+        }
     }
 
     /// One request, its answer read whole: (status, `Stripe-Should-Retry`, body).
-    pub(super) async fn send_once(
+    async fn send_once(
         &self,
         request: http::Request<SdkBody>,
         timeout: Duration,
@@ -142,12 +163,24 @@ impl StripeClient for Client {
         let body = request.body.map(Bytes::from);
         // The same key on every attempt, so that a retried create is applied once.
         let key = strategy.get_key();
-        let authorization = self.authorization()?;
-        // A request Stripe applies at most once (a key) or that changes nothing (GET) may be
-        // sent again at once when its connection broke: a kept-alive connection the server
-        // closed while the function was frozen fails that way, before Stripe saw anything.
         let resendable = key.is_some() || matches!(method, Method::GET);
-        let mut resent = false;
+        let make = || {
+            let mut builder = http::Request::builder()
+                .method(method.clone())
+                .uri(&uri)
+                .header(AUTHORIZATION, self.authorization())
+                .header(USER_AGENT, "coffer")
+                .header("stripe-version", stripe_client_core::VERSION.as_str());
+            if let Some(key) = &key {
+                builder = builder.header("idempotency-key", key.as_str());
+            }
+            if body.is_some() {
+                builder = builder.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+            }
+            builder
+                .body(body.clone().map_or_else(SdkBody::empty, SdkBody::from))
+                .map_err(|e| CallError::Request(e.to_string()))
+        };
         let (mut tries, mut status, mut should_retry) = (0u32, None, None);
         let mut last = CallError::Request("no attempt was allowed".into());
         loop {
@@ -157,22 +190,7 @@ impl StripeClient for Client {
                 Outcome::Continue(None) => {}
             }
             tries += 1;
-            let mut builder = http::Request::builder()
-                .method(method.clone())
-                .uri(&uri)
-                .header(AUTHORIZATION, authorization.clone())
-                .header(USER_AGENT, "coffer")
-                .header("stripe-version", stripe_client_core::VERSION.as_str());
-            if let Some(key) = &key {
-                builder = builder.header("idempotency-key", key.as_str());
-            }
-            if body.is_some() {
-                builder = builder.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
-            }
-            let request = builder
-                .body(body.clone().map_or_else(SdkBody::empty, SdkBody::from))
-                .map_err(|e| CallError::Request(e.to_string()))?;
-            match self.send_once(request, timeout).await {
+            match self.send(&make, timeout, resendable).await {
                 Ok((code, _, bytes)) if (200..300).contains(&code) => return Ok(bytes),
                 Ok((code, retry, bytes)) => {
                     status = Some(code);
@@ -188,12 +206,6 @@ impl StripeClient for Client {
                             },
                             |body| CallError::Stripe(Box::new(body.error), code),
                         );
-                }
-                Err(CallError::Unreachable(cause)) if resendable && !resent => {
-                    resent = true;
-                    // Not counted as an attempt of the request strategy.
-                    tries -= 1;
-                    last = CallError::Unreachable(cause);
                 }
                 Err(err) => last = err,
             }

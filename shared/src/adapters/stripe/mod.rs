@@ -86,9 +86,8 @@ impl StripeApi {
             secret_key,
             api_base.unwrap_or(STRIPE_API),
             STRIPE_TIMEOUT,
-        );
-        // A key that cannot be sent as a header is refused here, not on the first call.
-        client.authorization().map_err(map_error)?;
+        )
+        .map_err(map_error)?;
         Ok(Self { client })
     }
 

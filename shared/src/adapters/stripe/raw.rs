@@ -10,20 +10,6 @@ use super::{StripeApi, StripeFailure};
 /// The same time limit as every other Stripe call.
 const TIMEOUT: std::time::Duration = super::STRIPE_TIMEOUT;
 
-/// The same form post again (its body is bytes in memory).
-fn clone_request(request: &http::Request<SdkBody>) -> http::Request<SdkBody> {
-    let mut again = http::Request::new(
-        request
-            .body()
-            .bytes()
-            .map_or_else(SdkBody::empty, |b| SdkBody::from(Bytes::copy_from_slice(b))),
-    );
-    *again.method_mut() = request.method().clone();
-    *again.uri_mut() = request.uri().clone();
-    *again.headers_mut() = request.headers().clone();
-    again
-}
-
 /// An ephemeral key: the whole object is handed to the mobile SDK as it is.
 #[derive(Debug)]
 pub struct EphemeralKey {
@@ -57,23 +43,22 @@ impl StripeApi {
         let body: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("customer", customer_id)
             .finish();
-        let authorization = self.client.authorization().map_err(super::map_error)?;
-        let request = http::Request::post(format!("{}/v1/ephemeral_keys", self.client.base()))
-            .header(http::header::AUTHORIZATION, authorization)
-            .header("stripe-version", stripe_version)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(SdkBody::from(Bytes::from(body)))
-            .map_err(|_| StripeFailure::Config("ephemeral key request".into()))?;
-        // Sent again once if the connection broke before an answer (a kept-alive connection
-        // closed while the function was frozen): a second ephemeral key is harmless, it expires.
-        let again = clone_request(&request);
-        let (status, _, bytes) = match self.client.send_once(request, TIMEOUT).await {
-            Err(super::client::CallError::Unreachable(_)) => {
-                self.client.send_once(again, TIMEOUT).await
-            }
-            other => other,
-        }
-        .map_err(super::map_error)?;
+        let url = format!("{}/v1/ephemeral_keys", self.client.base());
+        let make = || {
+            http::Request::post(&url)
+                .header(http::header::AUTHORIZATION, self.client.authorization())
+                .header("stripe-version", stripe_version)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(SdkBody::from(Bytes::from(body.clone())))
+                .map_err(|_| super::client::CallError::Request("ephemeral key request".into()))
+        };
+        // Re-sent once if its connection broke before an answer: a second ephemeral key is
+        // harmless, it expires.
+        let (status, _, bytes) = self
+            .client
+            .send(make, TIMEOUT, true)
+            .await
+            .map_err(super::map_error)?;
         let object: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|_| StripeFailure::Upstream("unreadable Stripe response".into()))?;
         if !(200..300).contains(&status) {
