@@ -80,7 +80,7 @@ developer_call() { # METHOD PATH BODY
   fi
 }
 developer_call PUT "/api/v1/payments/stripe/projects/fuzz/config?test_mode=true" \
-  '{"secretKey":"sk_test_fuzz_0123456789abcdef","publishableKey":"pk_test_fuzz_0123","webhookSecret":"whsec_fuzz_test"}'
+  '{"secretKey":"sk_test_fuzz_0123456789abcdef","publishableKey":"pk_test_fuzz_0123","webhookSecret":"whsec_fuzzSigningSecret0123456789abcdefgh"}'
 developer_call PUT "/api/v1/payments/stripe/projects/fuzz/credit-packages/ten?test_mode=true" \
   '{"name":"Ten","description":"10 credits","amount":10,"currency":"usd","creditAmount":12.5,"isActive":true}'
 "$DEV" grant fuzz-developer 1000 "credits to spend while fuzzing" "$run_id" >/dev/null

@@ -37,7 +37,9 @@ say "chromedriver: $CHROMEDRIVER_URL ($("$CHROMIUM_BINARY" --version 2>/dev/null
 
 # Every log line of the run (in-process functions and the real binaries) and each test's figures.
 export COFFER_TEST_LOG="$STATE_DIR/functions.log" COFFER_REPORT_FILE="$STATE_DIR/report.jsonl"
-rm -f "$COFFER_TEST_LOG" "$COFFER_REPORT_FILE"
+# Every AWS call each function makes during the tests (shared/src/calls.rs), for the IAM check.
+export COFFER_AWS_CALL_LOG="$STATE_DIR/aws-calls.jsonl"
+rm -f "$COFFER_TEST_LOG" "$COFFER_REPORT_FILE" "$COFFER_AWS_CALL_LOG"
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
@@ -50,6 +52,14 @@ cargo test --workspace --locked -- ${COFFER_TEST_FILTER:-}
 say "secrecy: scanning every captured log line"
 # (A filtered run captures fewer lines: it needs only some.)
 "$ROOT/scripts/scan-secrets.sh" "$COFFER_TEST_LOG" "$([ -n "${COFFER_TEST_FILTER:-}" ] && echo 1 || echo 200)"
+say "permissions: every AWS call a function made is allowed by its policy; routes = template"
+"$VENV/bin/python" "$ROOT/scripts/check-iam.py" --self-test template.yaml
+"$ROOT/target/debug/coffer-dev" routes > "$STATE_DIR/routes.json"
+if [ -n "${COFFER_TEST_FILTER:-}" ]; then
+  # A filtered run records only some calls: the check still runs, on what was recorded.
+  touch "$COFFER_AWS_CALL_LOG"
+fi
+"$VENV/bin/python" "$ROOT/scripts/check-iam.py" template.yaml "$COFFER_AWS_CALL_LOG" "$STATE_DIR/routes.json"
 say "reliability report"
 python3 "$ROOT/scripts/report.py" "$COFFER_REPORT_FILE"
 

@@ -33,7 +33,7 @@ fn env_or(name: &str, default: &str) -> String {
 
 /// The local defaults, documented in the README. None of them is a real credential.
 pub const DEFAULT_STRIPE_KEY: &str = "sk_test_coffer_local";
-pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_coffer_local";
+pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_cofferLocalSigningSecret0123456789";
 pub const DEFAULT_JWT_SECRET: &str = "coffer-local-jwt-secret";
 /// The role the local stack allows on `/internal/*` unless `ALLOWED_CALLER_ARNS` says otherwise.
 pub const LOCAL_BACKEND_ROLE: &str = "arn:aws:iam::000000000000:role/app-backend";
@@ -56,6 +56,11 @@ async fn main() -> ExitCode {
         Some("events") => events().await,
         // The OpenAPI document, as committed in openapi.json.
         Some("openapi") => coffer::openapi::document_json().map(|text| print!("{text}")),
+        // The routes the local router serves, as [method, path, function] (scripts/check-iam.py
+        // holds template.yaml's HttpApi events to them).
+        Some("routes") => serde_json::to_string(coffer::handlers::ROUTES)
+            .map(|text| println!("{text}"))
+            .map_err(|e| e.to_string()),
         _ => Err(USAGE.into()),
     };
     match result {

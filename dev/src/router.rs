@@ -295,7 +295,7 @@ async fn routed(
     api: &LocalApi,
     req: hyper::Request<Incoming>,
     route_path: &str,
-    function: &str,
+    function: &'static str,
     path_params: HashMap<String, String>,
     request_id: &str,
 ) -> Reply {
@@ -341,7 +341,8 @@ async fn routed(
             )
         }
     };
-    let response = handlers::call(function, &api.app, request).await;
+    let response =
+        coffer::calls::as_function(function, handlers::call(function, &api.app, request)).await;
     let status = response.status().as_u16();
     tracing::info!(method = %method, path = %path, status, "handled");
     let mut builder = hyper::Response::builder().status(status);

@@ -187,11 +187,20 @@ async fn poll_once(
             // Like Lambda: the batch is retried until it is counted and published (this shard
             // waits). Deployed, the stats and billing-events functions each have their own
             // event source mapping; here one follower feeds both.
-            if let Err(err) = coffer::jobs::count_stream_event(&api.app, &event).await {
+            if let Err(err) = coffer::calls::as_function(
+                "stats",
+                coffer::jobs::count_stream_event(&api.app, &event),
+            )
+            .await
+            {
                 tracing::warn!(error = %err, "stream batch failed; it will be read again");
                 return Ok(false);
             }
-            if let Err(err) = coffer::services::events::publish_stream_event(&api.app, &event).await
+            if let Err(err) = coffer::calls::as_function(
+                "billing-events",
+                coffer::services::events::publish_stream_event(&api.app, &event),
+            )
+            .await
             {
                 tracing::warn!(code = err.code(), cause = %err.cause(), "publishing a stream batch failed; it will be read again");
                 return Ok(false);

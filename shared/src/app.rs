@@ -247,6 +247,10 @@ impl App {
             if let Some(url) = endpoint_override("AWS_ENDPOINT_URL_EVENTBRIDGE") {
                 eventbridge = eventbridge.endpoint_url(url);
             }
+            #[cfg(feature = "call-log")]
+            if let Some(recorder) = crate::calls::Recorder::from_env(&config) {
+                eventbridge = eventbridge.interceptor(recorder);
+            }
             EventBus::new(
                 aws_sdk_eventbridge::Client::from_conf(eventbridge.build()),
                 bus,
@@ -277,6 +281,26 @@ impl App {
         dynamodb: aws_sdk_dynamodb::Client,
         secrets_manager: aws_sdk_secretsmanager::Client,
     ) -> Self {
+        #[cfg(feature = "call-log")]
+        let (dynamodb, secrets_manager) = match crate::calls::Recorder::from_env(&config) {
+            Some(recorder) => (
+                aws_sdk_dynamodb::Client::from_conf(
+                    dynamodb
+                        .config()
+                        .to_builder()
+                        .interceptor(recorder.clone())
+                        .build(),
+                ),
+                aws_sdk_secretsmanager::Client::from_conf(
+                    secrets_manager
+                        .config()
+                        .to_builder()
+                        .interceptor(recorder)
+                        .build(),
+                ),
+            ),
+            None => (dynamodb, secrets_manager),
+        };
         let store = Store::new(dynamodb, config.table_name.clone());
         let usage_cache = config.usage_cache;
         Self {

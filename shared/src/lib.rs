@@ -7,6 +7,7 @@ pub mod adapters;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod calls;
 pub mod config;
 pub mod domain;
 pub mod handlers;

@@ -101,21 +101,35 @@ pub fn developer(app: &App, req: &Request) -> Result<UserId, ApiError> {
     }
 }
 
-/// Whether a claim as API Gateway passes it holds `value`: the value itself, or a list such as
-/// `[admins developers]` (how API Gateway renders an array claim) or `["a","b"]`.
+/// Whether a claim as API Gateway passes it holds `value`: one of its members, compared whole.
 pub fn claim_holds(claim: &str, value: &str) -> bool {
-    claim == value || claim_values(claim).any(|item| item == value)
+    claim_values(claim).iter().any(|item| item == value)
 }
 
-/// The members of a list claim (or the claim itself when it is one value).
-pub fn claim_values(claim: &str) -> impl Iterator<Item = &str> {
-    claim
-        .trim()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .map(|item| item.trim().trim_matches('"'))
-        .filter(|item| !item.is_empty())
+/// The members of a claim, each a whole value, never a piece of one:
+/// - a JSON array of strings (`["acme corp","beta"]`) is that array;
+/// - `[a b]`, API Gateway's rendering of an array claim (it joins the members with single
+///   spaces, so a member cannot itself hold a space: identity providers' group names do not),
+///   is its space-separated members;
+/// - anything else is one value, spaces and commas included (`acme corp` is one organisation,
+///   never `acme` and `corp`).
+pub fn claim_values(claim: &str) -> Vec<String> {
+    let text = claim.trim();
+    if text.is_empty() {
+        return Vec::new();
+    }
+    if let Ok(members) = serde_json::from_str::<Vec<String>>(text) {
+        return members;
+    }
+    match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        Some(inner) if !inner.contains(['[', ']', '"']) => inner
+            .split(' ')
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Some(_) => Vec::new(),
+        None => vec![text.to_owned()],
+    }
 }
 
 /// The account a request acts for: the caller, or with `identifier` an organisation the
@@ -135,7 +149,7 @@ pub fn account(app: &App, req: &Request, identifier: Option<&str>) -> Result<Use
             .as_ref()
             .and_then(|a| a.jwt.as_ref())
             .and_then(|jwt| jwt.claims.get(&app.config.organisation_claim))
-            .is_some_and(|claim| claim_values(claim).any(|value| value == org)),
+            .is_some_and(|claim| claim_holds(claim, org)),
         _ => false,
     };
     match UserId::organisation(org) {
@@ -196,14 +210,34 @@ pub fn webhook_scope(req: &Request) -> Result<Scope, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::claim_holds;
+    use super::{claim_holds, claim_values};
 
     #[test]
     fn list_claims_hold_their_members_only() {
         assert!(claim_holds("developers", "developers"));
         assert!(claim_holds("[admins developers]", "developers"));
         assert!(claim_holds(r#"["admins","developers"]"#, "developers"));
+        assert!(claim_holds(r#"["admins", "developers"]"#, "developers"));
         assert!(!claim_holds("[admins developers-2]", "developers"));
         assert!(!claim_holds("", "developers"));
+        assert!(!claim_holds("[]", "developers"));
+    }
+
+    #[test]
+    fn a_claim_is_never_split_inside_a_value() {
+        // One organisation whose name has a space is not two organisations.
+        assert!(!claim_holds("acme corp", "acme"));
+        assert!(!claim_holds("acme corp", "corp"));
+        assert!(claim_holds("acme corp", "acme corp"));
+        assert!(!claim_holds("acme,corp", "acme"));
+        assert!(!claim_holds(r#"["acme corp"]"#, "acme"));
+        assert!(claim_holds(r#"["acme corp"]"#, "acme corp"));
+        assert!(!claim_holds(r#"["acme,corp"]"#, "corp"));
+        assert!(!claim_holds("[acme,corp]", "acme"));
+        // Quotes or brackets that are not a JSON array hold nothing rather than pieces.
+        assert!(!claim_holds(r#"["acme" corp]"#, "acme"));
+        assert!(!claim_holds("[[acme]]", "acme"));
+        assert_eq!(claim_values(" [a  b] "), vec!["a", "b"]);
+        assert_eq!(claim_values("developers"), vec!["developers"]);
     }
 }

@@ -43,6 +43,18 @@ impl Project {
 
 /// A key shown as its prefix and last four characters: `sk_test_…wxyz`. Keys too short to hide
 /// anything show only the prefix.
+/// Whether `secret` has the shape of a Stripe webhook signing secret: `whsec_` and at least 32
+/// letters or digits (Stripe's dashboard secrets have 32, `stripe listen`'s 64). A shorter one
+/// could be guessed, and every forged event signed with it would be believed.
+pub fn is_webhook_secret(secret: &str) -> bool {
+    secret.strip_prefix("whsec_").is_some_and(|rest| {
+        rest.len() >= MIN_WEBHOOK_SECRET_CHARS && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
+/// The least number of characters after `whsec_` in a webhook signing secret.
+pub const MIN_WEBHOOK_SECRET_CHARS: usize = 32;
+
 pub fn mask_key(key: &str) -> String {
     let prefix_len = key.match_indices('_').nth(1).map_or(0, |(at, _)| at + 1);
     let (prefix, rest) = key.split_at(prefix_len.min(key.len()));
@@ -109,6 +121,23 @@ pub fn redirect_allowed(url: &str, allowed_origins: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_secrets_need_stripes_length_and_alphabet() {
+        assert!(is_webhook_secret("whsec_0123456789abcdefABCDEF0123456789"));
+        assert!(is_webhook_secret(&format!("whsec_{}", "a1".repeat(32))));
+        for weak in [
+            "whsec_",
+            "whsec_short",
+            "whsec_0123456789abcdefABCDEF012345678", // 31
+            "whsec_0123456789abcdefABCDEF01234567 8",
+            "whsec_0123456789abcdefABCDEF012345678_",
+            "0123456789abcdefABCDEF0123456789abcdef",
+            "WHSEC_0123456789abcdefABCDEF0123456789",
+        ] {
+            assert!(!is_webhook_secret(weak), "{weak}");
+        }
+    }
 
     #[test]
     fn masked_keys_keep_the_prefix_and_the_last_four_only() {

@@ -149,6 +149,19 @@ impl Scope {
     }
 }
 
+impl Scope {
+    /// Whether a Stripe object whose `coffer_scope` metadata is `made_in` belongs to this
+    /// scope. Projects and modes may share one Stripe account, so every one of their webhooks
+    /// sees every object: an object made for another scope is never applied here. With
+    /// `required`, an object without the mark (not made by Coffer) does not belong either.
+    pub fn owns(&self, made_in: Option<&str>, required: bool) -> bool {
+        match made_in {
+            Some(text) => text == self.to_string(),
+            None => !required,
+        }
+    }
+}
+
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.project, self.mode)
@@ -158,6 +171,17 @@ impl fmt::Display for Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_object_belongs_to_the_scope_it_was_made_in_only() {
+        let alpha = Scope::new(ProjectId::parse("alpha").unwrap(), Mode::Test);
+        assert!(alpha.owns(Some("alpha/test"), true));
+        assert!(!alpha.owns(Some("alpha/live"), false));
+        assert!(!alpha.owns(Some("beta/test"), false));
+        assert!(!alpha.owns(Some("alpha/test "), false));
+        assert!(!alpha.owns(None, true));
+        assert!(alpha.owns(None, false));
+    }
 
     #[test]
     fn project_ids_are_restricted_to_safe_characters() {

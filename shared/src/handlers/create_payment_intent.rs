@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::billing::{opt_text, setup_intent_field};
 use crate::adapters::store::{hash_parts, idempotency_hash};
 use crate::adapters::stripe::{
-    Intent, NewIntent, META_CREDITS, META_PACKAGE, META_TIER, META_USER,
+    Intent, NewIntent, META_CREDITS, META_PACKAGE, META_SCOPE, META_TIER, META_USER,
 };
 use crate::api::PaymentIntentCreated;
 use crate::domain::ledger::PaymentRecord;
@@ -203,7 +203,7 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
             NewIntent {
                 amount: package.amount,
                 currency: &package.currency,
-                metadata: metadata(&user, &package),
+                metadata: metadata(&scope, &user, &package),
                 payment_method,
                 customer,
             },
@@ -294,8 +294,9 @@ fn confirm_key(intent_id: &str) -> String {
     format!("coffer-pi-confirm-{intent_id}")
 }
 
-fn metadata(user: &UserId, package: &CreditPackage) -> HashMap<String, String> {
+fn metadata(scope: &Scope, user: &UserId, package: &CreditPackage) -> HashMap<String, String> {
     let mut metadata = HashMap::from([
+        (META_SCOPE.to_string(), scope.to_string()),
         (META_USER.to_string(), user.as_str().to_string()),
         (META_PACKAGE.to_string(), package.id.clone()),
         (META_CREDITS.to_string(), package.credits.to_string()),

@@ -158,11 +158,12 @@ async fn save_config(
     }
     if webhook_secret
         .as_deref()
-        .is_some_and(|w| !w.starts_with("whsec_"))
+        .is_some_and(|w| !crate::domain::projects::is_webhook_secret(w))
     {
-        return Err(ApiError::bad_request(
-            "webhookSecret must start with whsec_.",
-        ));
+        return Err(ApiError::bad_request(format!(
+            "webhookSecret must be the endpoint's signing secret from Stripe: whsec_ and at least {} letters or digits.",
+            crate::domain::projects::MIN_WEBHOOK_SECRET_CHARS
+        )));
     }
     // The key's prefix says its mode (Stripe mints keys per mode); Stripe says whether it works.
     match check_key(app, &scope, &secret_key).await? {

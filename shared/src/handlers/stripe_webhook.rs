@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use super::stripe_webhook_billing as billing;
 use super::stripe_webhook_lifecycle as lifecycle;
 use crate::adapters::store::{CreditOutcome, Store};
-use crate::adapters::stripe::{META_CREDITS, META_PACKAGE, META_TIER, META_USER};
+use crate::adapters::stripe::{META_CREDITS, META_PACKAGE, META_SCOPE, META_TIER, META_USER};
 use crate::domain::ledger::{DisputeStep, PaidIntent};
 use crate::domain::records::PaymentStatus;
 use crate::domain::scope::Scope;
@@ -36,7 +36,7 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     tracing::info!(event_id = %event.id, event_type = %event.kind, "webhook received");
 
     match event.kind.as_str() {
-        "payment_intent.succeeded" => credit(&store, &event).await?,
+        "payment_intent.succeeded" => credit(&store, &scope, &event).await?,
         "customer.subscription.created"
         | "customer.subscription.updated"
         | "customer.subscription.deleted"
@@ -70,8 +70,10 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     Ok(ack())
 }
 
-/// The default project's route, or a project's: the project must exist (404 otherwise; a
-/// deactivated one still gets its events, so that no money is lost).
+/// The default project's route, or a project's: the project must exist in that mode (a
+/// deactivated one still gets its events, so that no money is lost). An unknown project, or one
+/// not configured in the mode, is answered exactly as a bad signature: the route never tells a
+/// stranger which projects exist.
 async fn webhook_scope(app: &App, req: &Request) -> Result<Scope, ApiError> {
     let on_project_route = req
         .path_parameters_ref()
@@ -85,9 +87,13 @@ async fn webhook_scope(app: &App, req: &Request) -> Result<Scope, ApiError> {
     }
     match app.project(&scope.project).await? {
         Some(project) if project.modes.contains_key(&scope.mode) => Ok(scope),
-        _ => Err(ApiError::NotFound(
-            "Unknown project, or not configured for this mode.".into(),
-        )),
+        _ => {
+            tracing::warn!(
+                reason = "unknown project or mode",
+                "webhook signature refused"
+            );
+            Err(ApiError::BadSignature)
+        }
     }
 }
 
@@ -123,10 +129,14 @@ async fn verify_signature(
     })
 }
 
-async fn credit(store: &Store, event: &Event) -> Result<(), ApiError> {
+async fn credit(store: &Store, scope: &Scope, event: &Event) -> Result<(), ApiError> {
     let intent = event
         .intent()
         .ok_or_else(|| ApiError::bad_request("The event holds no PaymentIntent."))?;
+    if !scope.owns(intent.metadata.get(META_SCOPE).map(String::as_str), false) {
+        tracing::warn!(intent_id = %intent.id, "payment of another scope; nothing credited here");
+        return Ok(());
+    }
     let paid = PaidIntent {
         intent_id: intent.id.clone(),
         amount: intent.amount,

@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use crate::adapters::store::{CreditOutcome, InvoiceRecord, MoveOutcome};
-use crate::adapters::stripe::{META_ACCOUNT, META_CREDITS, META_PACKAGE, META_USER};
+use crate::adapters::stripe::{META_ACCOUNT, META_CREDITS, META_PACKAGE, META_SCOPE, META_USER};
 use crate::domain::ledger::{CreditMove, PaidIntent, PaymentRecord};
 use crate::domain::money::Currency;
 use crate::domain::records::{now_ms, UserId};
@@ -160,6 +160,14 @@ pub async fn checkout_completed(app: &App, scope: &Scope, event: &Event) -> Resu
         return Ok(());
     }
     let metadata = session.metadata.clone().unwrap_or_default();
+    if !scope.owns(metadata.get(META_SCOPE).map(String::as_str), true) {
+        // Another project or mode on the same Stripe account: its own webhook credits it.
+        tracing::warn!(
+            session_id = id,
+            "paid checkout session of another scope; nothing credited here"
+        );
+        return Ok(());
+    }
     let (Some(intent_id), Some(account), Some(package_id)) = (
         session.payment_intent.clone(),
         metadata

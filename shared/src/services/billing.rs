@@ -194,10 +194,7 @@ pub async fn sync_subscription(
         }
         Err(other) => return Err(other.into()),
     };
-    if subscription
-        .metadata_value(META_SCOPE)
-        .is_some_and(|made_in| made_in != scope.to_string())
-    {
+    if !scope.owns(subscription.metadata_value(META_SCOPE), false) {
         // Made for another project or mode that shares this Stripe account: not this scope's.
         tracing::warn!(
             subscription_id,

@@ -196,9 +196,12 @@ async fn a_retried_stream_batch_publishes_the_same_ids_again() {
     let publish = |event: Value| {
         let app = &app;
         async move {
-            coffer::services::events::publish_stream_event(&app.app.app, &event)
-                .await
-                .expect("published")
+            coffer::calls::as_function(
+                "billing-events",
+                coffer::services::events::publish_stream_event(&app.app.app, &event),
+            )
+            .await
+            .expect("published")
         }
     };
     // Lambda retries a batch whose function failed after sending: the same record again.

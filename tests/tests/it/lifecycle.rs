@@ -377,14 +377,20 @@ async fn reconciliation_credits_a_payment_the_webhook_missed_exactly_once() {
         "the webhook never reached this app"
     );
 
-    let first = coffer::reconcile::reconcile(&app.app.app, 3600)
-        .await
-        .expect("reconcile");
+    let first = coffer::calls::as_function(
+        "reconcile",
+        coffer::reconcile::reconcile(&app.app.app, 3600),
+    )
+    .await
+    .expect("reconcile");
     assert_eq!(first.credited, vec![pi.clone()]);
     assert_eq!(app.balance("walt").await, 60.0);
-    let second = coffer::reconcile::reconcile(&app.app.app, 3600)
-        .await
-        .expect("reconcile");
+    let second = coffer::calls::as_function(
+        "reconcile",
+        coffer::reconcile::reconcile(&app.app.app, 3600),
+    )
+    .await
+    .expect("reconcile");
     assert!(second.credited.is_empty(), "{second:?}");
     assert!(second.already_credited >= 1);
     assert_eq!(app.balance("walt").await, 60.0);
@@ -414,9 +420,12 @@ async fn reconciliation_reads_every_page_of_the_window() {
     let pi = app.create_intent("wade", "starter").await;
     assert_eq!(app.pay_with_card(&pi, "4242424242424242").await.status, 200);
 
-    let report = coffer::reconcile::reconcile(&app.app.app, 3600)
-        .await
-        .expect("reconcile");
+    let report = coffer::calls::as_function(
+        "reconcile",
+        coffer::reconcile::reconcile(&app.app.app, 3600),
+    )
+    .await
+    .expect("reconcile");
     assert!(report.pages >= 2, "{report:?}");
     assert!(report.complete, "{report:?}");
     assert_eq!(report.credited, vec![pi]);

@@ -86,7 +86,11 @@ async fn metered_usage_reaches_stripe_once_across_a_crash_between_sending_and_sa
     use_requests(&app, "mia", 5, "m5").await;
 
     // The run sends its first batch, then dies before the watermark moves.
-    let crashed = report_usage(&app.app.app, StopAt::AfterFirstSend).await;
+    let crashed = coffer::calls::as_function(
+        "meter-usage",
+        report_usage(&app.app.app, StopAt::AfterFirstSend),
+    )
+    .await;
     assert!(crashed.is_err(), "the run stopped after sending");
     let (units_after_crash, events_after_crash, sends_after_crash) = at_stripe(&app).await;
     assert!(
@@ -101,9 +105,10 @@ async fn metered_usage_reaches_stripe_once_across_a_crash_between_sending_and_sa
 
     // The next run sends the pending batch again (same identifiers: Stripe keeps the first),
     // then everything else.
-    let report = report_usage(&app.app.app, StopAt::Never)
-        .await
-        .expect("the run");
+    let report =
+        coffer::calls::as_function("meter-usage", report_usage(&app.app.app, StopAt::Never))
+            .await
+            .expect("the run");
     assert_eq!(report.resent, 1, "{report:?}");
     let (units, events, sends) = at_stripe(&app).await;
     assert_eq!(units, 78 + 8, "every unit once");
@@ -127,7 +132,7 @@ async fn metered_usage_reaches_stripe_once_across_a_crash_between_sending_and_sa
     assert!(customers.iter().all(|c| c.starts_with("cus_")));
 
     // Nothing new: a run sends nothing.
-    let idle = report_usage(&app.app.app, StopAt::Never)
+    let idle = coffer::calls::as_function("meter-usage", report_usage(&app.app.app, StopAt::Never))
         .await
         .expect("the run");
     assert_eq!((idle.events_sent, idle.resent), (0, 0), "{idle:?}");

@@ -14,7 +14,7 @@ fn keys(project: &str, mode: &str) -> Value {
     json!({
         "secretKey": format!("sk_{mode}_{project}_0123456789abcdefwxyz"),
         "publishableKey": format!("pk_{mode}_{project}_0123456789abcdef"),
-        "webhookSecret": format!("whsec_{project}_{mode}_secret"),
+        "webhookSecret": format!("whsec_{project}{mode}SigningSecret0123456789abcdef"),
     })
 }
 
@@ -265,6 +265,52 @@ async fn one_projects_events_cannot_credit_another() {
 }
 
 #[tokio::test]
+async fn the_project_webhook_does_not_tell_which_projects_exist() {
+    let app = spawn_app().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+    let event = app.event(
+        "payment_intent.succeeded",
+        &json!({"id": "pi_probe", "object": "payment_intent"}),
+    );
+    let post = |path: String, signature: String| {
+        let request = app
+            .http
+            .post(format!("{}{path}", app.base_url))
+            .header("content-type", "application/json")
+            .header("stripe-signature", signature)
+            .body(event.clone());
+        async move {
+            let reply = request.send().await.unwrap();
+            (reply.status().as_u16(), reply.text().await.unwrap())
+        }
+    };
+    let forged = coffer::webhook::sign(
+        event.as_bytes(),
+        "whsec_forgedSigningSecret0123456789abcdefgh",
+        integration_tests::now(),
+    );
+    let hook = "/api/v1/payments/stripe/webhooks";
+    // A bad signature at a project that exists, a project that does not, and a mode the project
+    // was never configured in: the same status and the same body.
+    let known = post(format!("{hook}/alpha/test"), forged.clone()).await;
+    let unknown = post(format!("{hook}/no-such-project/test"), forged.clone()).await;
+    let other_mode = post(format!("{hook}/alpha/live"), forged.clone()).await;
+    assert_eq!(known.0, 400, "{}", known.1);
+    assert_eq!(unknown, known);
+    assert_eq!(other_mode, known);
+    // Signed with alpha's own secret, the unknown project still reads as a bad signature.
+    let alpha_signed = coffer::webhook::sign(
+        event.as_bytes(),
+        keys("alpha", "test")["webhookSecret"].as_str().unwrap(),
+        integration_tests::now(),
+    );
+    assert_eq!(
+        post(format!("{hook}/no-such-project/test"), alpha_signed).await,
+        known
+    );
+}
+
+#[tokio::test]
 async fn a_developer_cannot_see_or_change_another_developers_project() {
     let app = spawn_app().await;
     open_project(&app, "dev-ann", "alpha", "test").await;
@@ -369,6 +415,27 @@ async fn bad_project_ids_modes_and_keys_get_clear_4xx_and_stripe_down_is_502() {
     let reply = put("alpha", "true", refused).await;
     assert_eq!(reply.status, 400, "{}", reply.body);
     assert_eq!(reply.body["code"], "invalid_credentials");
+    // A webhook secret that is not Stripe's strength: 400, whatever else is right.
+    for weak in [
+        "whsec_",
+        "whsec_short",
+        "whsec_0123456789abcdefABCDEF012345678",
+        "0123456789abcdefABCDEF0123456789abcdef",
+    ] {
+        let mut body = keys("alpha", "test");
+        body["webhookSecret"] = json!(weak);
+        let reply = put("alpha", "true", body).await;
+        assert_eq!(reply.status, 400, "{weak}: {}", reply.body);
+        assert_eq!(reply.body["code"], "invalid_request", "{weak}");
+        assert!(
+            reply.body["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("whsec_"),
+            "{}",
+            reply.body
+        );
+    }
     // Stripe unreachable while validating: 502, and nothing stored.
     let reply = put("down", "true", keys("down", "test")).await;
     assert_eq!(reply.status, 502, "{}", reply.body);
@@ -547,9 +614,12 @@ async fn a_stream_batch_delivered_twice_is_counted_once() {
         "dynamodb": {"NewImage": image}
     }]});
     for _ in 0..2 {
-        coffer::jobs::count_stream_event(&app.app.app, &event)
-            .await
-            .expect("count");
+        coffer::calls::as_function(
+            "stats",
+            coffer::jobs::count_stream_event(&app.app.app, &event),
+        )
+        .await
+        .expect("count");
     }
     let stats = stats_of(&app, "dev-ann", "alpha").await;
     assert_eq!(stats["credits"]["outstanding"], json!(7.0));

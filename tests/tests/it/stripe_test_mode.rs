@@ -273,12 +273,16 @@ async fn stripe_test_mode_metered_usage_is_counted_once_by_a_real_meter() {
         assert_eq!(reply.status, 200, "{}", reply.body);
     }
     // A crash after the first send, then the run that resends it: Stripe counts it once.
-    assert!(report_usage(&app.app.app, StopAt::AfterFirstSend)
-        .await
-        .is_err());
-    let report = report_usage(&app.app.app, StopAt::Never)
-        .await
-        .expect("the run");
+    assert!(coffer::calls::as_function(
+        "meter-usage",
+        report_usage(&app.app.app, StopAt::AfterFirstSend)
+    )
+    .await
+    .is_err());
+    let report =
+        coffer::calls::as_function("meter-usage", report_usage(&app.app.app, StopAt::Never))
+            .await
+            .expect("the run");
     assert_eq!(report.resent, 1, "{report:?}");
 
     // Stripe aggregates meter events asynchronously: wait for the summary.

@@ -744,6 +744,78 @@ async fn checkout_for_a_plan_subscribes_and_for_a_package_credits_once() {
     app.assert_invariants().await;
 }
 
+#[tokio::test]
+async fn a_package_checkout_of_one_project_is_never_credited_in_another() {
+    let app = spawn_app().await;
+    // Project `pkgproj` shares the default project's Stripe account (one localstripe), has a
+    // package of the same id, and its webhook is signed with its own secret.
+    let dev = app.developer_token("dev-pkg");
+    let base = "/api/v1/payments/stripe/projects/pkgproj";
+    let secret = "whsec_pkgprojSigningSecret0123456789abcdef";
+    let config = json!({"secretKey": "sk_test_pkgproj_key", "publishableKey": "pk_test_pkgproj", "webhookSecret": secret});
+    let saved = app
+        .call("PUT", &format!("{base}/config"), Some(&dev), Some(&config))
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    let package = json!({"name": "Starter", "description": "same id", "amount": 5,
+                         "currency": "usd", "creditAmount": 5, "isActive": true});
+    let put = app
+        .call(
+            "PUT",
+            &format!("{base}/credit-packages/starter"),
+            Some(&dev),
+            Some(&package),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+
+    let reply = post(
+        &app,
+        "/api/v1/payments/stripe/checkout-session",
+        "nora",
+        json!({"creditPackageId": "starter", "successUrl": "https://app.example.com/ok", "cancelUrl": "https://app.example.com/no"}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let session_id = reply.body["data"]["id"].as_str().expect("id").to_owned();
+    let session = complete_checkout(&app, &session_id).await;
+    let event = app.event("checkout.session.completed", &session);
+    // The project's webhook gets the same event (both endpoints are on one Stripe account).
+    let signature = coffer::webhook::sign(event.as_bytes(), secret, integration_tests::now());
+    app.count_delivery();
+    let delivered = app
+        .http
+        .post(format!(
+            "{}/api/v1/payments/stripe/webhooks/pkgproj/test",
+            app.base_url
+        ))
+        .header("content-type", "application/json")
+        .header("stripe-signature", signature)
+        .body(event.clone())
+        .send()
+        .await
+        .expect("project webhook");
+    assert_eq!(delivered.status().as_u16(), 200);
+    let in_project = app
+        .get(
+            "/api/stripe/balance?project_id=pkgproj&test_mode=true",
+            Some("nora"),
+        )
+        .await;
+    assert_eq!(in_project.status, 200, "{}", in_project.body);
+    assert_eq!(
+        in_project.body["data"]["balance"],
+        json!(0.0),
+        "{}",
+        in_project.body
+    );
+    // Its own project credits it, once.
+    let own = app.deliver_signed(&event).await;
+    assert_eq!(own.status, 200, "{}", own.body);
+    assert!(app.balance("nora").await > 0.0);
+    app.assert_invariants().await;
+}
+
 async fn complete_checkout(app: &TestApp, session_id: &str) -> Value {
     let done = app
         .stripe_post_at(
@@ -789,6 +861,34 @@ async fn the_portal_needs_a_customer_and_an_allowed_return_url() {
         .as_str()
         .expect("url")
         .contains("/portal/"));
+}
+
+#[tokio::test]
+async fn a_member_of_an_organisation_named_with_a_space_acts_for_no_other() {
+    let app = spawn_app().await;
+    // The claim is the JSON array ["acme corp", "beta,gamma"]: two organisations, not four.
+    let member = app.member_token("gil", &["acme corp", "beta,gamma"]);
+    for identifier in ["acme", "corp", "beta", "gamma"] {
+        let body = json!({"tier": "pro", "identifier": identifier});
+        let reply = app
+            .call(
+                "POST",
+                "/api/stripe/create-payment-intent",
+                Some(&member),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(reply.status, 403, "{identifier}: {}", reply.body);
+        let read = app
+            .call(
+                "GET",
+                &format!("/api/v1/payments/stripe/my-subscription?identifier={identifier}"),
+                Some(&member),
+                None,
+            )
+            .await;
+        assert_eq!(read.status, 403, "{identifier}: {}", read.body);
+    }
 }
 
 #[tokio::test]
@@ -869,7 +969,7 @@ async fn developers_link_plans_and_set_origins_per_project() {
     let app = spawn_app().await;
     let dev = app.developer_token("dev-plans");
     let project = "plansproj";
-    let config = json!({"secretKey": "sk_test_plansproj_key", "publishableKey": "pk_test_plansproj", "webhookSecret": "whsec_plansproj"});
+    let config = json!({"secretKey": "sk_test_plansproj_key", "publishableKey": "pk_test_plansproj", "webhookSecret": "whsec_plansprojSigningSecret0123456789ab"});
     let saved = app
         .call(
             "PUT",
@@ -1006,7 +1106,7 @@ async fn developers_see_their_projects_subscriptions_and_other_scopes_ignore_the
     let app = spawn_app().await;
     let dev = app.developer_token("dev-subs");
     let project = "subsproj";
-    let config = json!({"secretKey": "sk_test_subsproj_key", "publishableKey": "pk_test_subsproj", "webhookSecret": "whsec_subsproj"});
+    let config = json!({"secretKey": "sk_test_subsproj_key", "publishableKey": "pk_test_subsproj", "webhookSecret": "whsec_subsprojSigningSecret0123456789abc"});
     let base = format!("/api/v1/payments/stripe/projects/{project}");
     let saved = app
         .call("PUT", &format!("{base}/config"), Some(&dev), Some(&config))
