@@ -212,7 +212,8 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
     Ok(answer)
 }
 
-/// A billing meter event: counted once per identifier, as Stripe enforces.
+/// A billing meter event: counted once per identifier, as Stripe enforces (a repeated
+/// identifier is refused with the code `duplicate_meter_event`).
 fn meter_event(double: &Double, params: &HashMap<String, String>) -> Reply {
     let payload = nested(params, "payload");
     let (Some(name), Some(_), Some(value)) = (
@@ -235,12 +236,20 @@ fn meter_event(double: &Double, params: &HashMap<String, String>) -> Reply {
     let Ok(mut state) = double.state.lock() else {
         return stripe_error(500, "double state poisoned");
     };
-    if let Some(first) = state
+    if state
         .meter_events
         .iter()
-        .find(|e| e["identifier"] == identifier.as_str())
+        .any(|e| e["identifier"] == identifier.as_str())
     {
-        return reply(200, first);
+        // As Stripe answers an identifier it has already recorded: refused, with its code.
+        return reply(
+            400,
+            &json!({"error": {
+                "type": "invalid_request_error",
+                "code": "duplicate_meter_event",
+                "message": format!("An event already exists with identifier {identifier}."),
+            }}),
+        );
     }
     let event = json!({
         "object": "billing.meter_event",

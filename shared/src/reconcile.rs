@@ -9,9 +9,12 @@
 use serde::Serialize;
 
 use crate::adapters::store::{CreditOutcome, Store};
-use crate::adapters::stripe::{Intent, META_CREDITS, META_PACKAGE, META_TIER, META_USER};
+use crate::adapters::stripe::{
+    Intent, META_CREDITS, META_PACKAGE, META_SCOPE, META_TIER, META_USER,
+};
 use crate::domain::ledger::PaidIntent;
 use crate::domain::records::now_ms;
+use crate::domain::scope::Scope;
 use crate::http::ApiError;
 use crate::App;
 
@@ -33,15 +36,61 @@ pub struct ReconcileReport {
     pub unknown: usize,
     /// Succeeded intents that do not match their payment (flagged for an operator).
     pub mismatched: usize,
-    /// False only when the page bound was reached before the window's end.
+    /// False only when the page bound was reached before the window's end (in any scope).
     pub complete: bool,
+    /// Scopes reconciled (the deployment's own and each project's modes).
+    pub scopes: usize,
+    /// Scopes whose reconciliation failed (the run then fails, after the others ran).
+    pub failed_scopes: Vec<String>,
 }
 
-/// Reconciles the default project's intents created in the last `window_secs` seconds.
+/// Reconciles the intents created in the last `window_secs` seconds in every scope: the
+/// deployment's own, and each mode of each project (an inactive mode too: its webhook still
+/// credits). One scope that fails (its key revoked, Stripe down for it) does not stop the
+/// others; the run then fails at its end with the scopes that failed, so that it alarms.
 pub async fn reconcile(app: &App, window_secs: i64) -> Result<ReconcileReport, ApiError> {
-    let scope = app.default_scope();
-    let stripe = app.stripe_for(&scope).await?;
-    let store = app.store_for(&scope);
+    let mut scopes = vec![app.default_scope()];
+    for id in app.store.all_project_ids().await? {
+        let Some(project) = app.store.project(&id).await? else {
+            continue;
+        };
+        for mode in project.modes.keys() {
+            let scope = Scope::new(id.clone(), *mode);
+            if !scopes.contains(&scope) {
+                scopes.push(scope);
+            }
+        }
+    }
+    let mut report = ReconcileReport {
+        complete: true,
+        ..ReconcileReport::default()
+    };
+    let mut failed: Vec<(String, ApiError)> = Vec::new();
+    for scope in &scopes {
+        match reconcile_scope(app, scope, window_secs, &mut report).await {
+            Ok(()) => report.scopes += 1,
+            Err(err) => {
+                tracing::error!(scope = %scope, code = err.code(), "reconciliation of a scope failed");
+                failed.push((scope.to_string(), err));
+            }
+        }
+    }
+    report.failed_scopes = failed.iter().map(|(scope, _)| scope.clone()).collect();
+    match failed.into_iter().next() {
+        Some((_, err)) => Err(err),
+        None => Ok(report),
+    }
+}
+
+/// Reconciles one scope's intents into `report`.
+async fn reconcile_scope(
+    app: &App,
+    scope: &Scope,
+    window_secs: i64,
+    total: &mut ReconcileReport,
+) -> Result<(), ApiError> {
+    let stripe = app.stripe_for(scope).await?;
+    let store = app.store_for(scope);
     let since = (now_ms() / 1000).saturating_sub(window_secs);
     let source = format!("reconcile:{}", now_ms());
     let mut report = ReconcileReport::default();
@@ -56,6 +105,16 @@ pub async fn reconcile(app: &App, window_secs: i64) -> Result<ReconcileReport, A
             .filter(|i| i.created.unwrap_or(i64::MAX) >= since)
         {
             report.listed += 1;
+            if !scope.owns(
+                intent
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.get(META_SCOPE))
+                    .map(String::as_str),
+                false,
+            ) {
+                continue;
+            }
             reconcile_intent(&store, intent, &source, &mut report).await?;
         }
         if !page.has_more || after.is_none() || ends_before(&page.data, since) {
@@ -70,13 +129,29 @@ pub async fn reconcile(app: &App, window_secs: i64) -> Result<ReconcileReport, A
         );
     }
     tracing::info!(
+        scope = %scope,
         pages = report.pages,
         listed = report.listed,
         succeeded = report.succeeded,
         credited = report.credited.len(),
-        "reconciliation finished"
+        "reconciliation of a scope finished"
     );
-    Ok(report)
+    total.add(report);
+    Ok(())
+}
+
+impl ReconcileReport {
+    /// Adds one scope's figures; the whole run is complete when every scope was.
+    fn add(&mut self, scope: ReconcileReport) {
+        self.pages += scope.pages;
+        self.listed += scope.listed;
+        self.succeeded += scope.succeeded;
+        self.credited.extend(scope.credited);
+        self.already_credited += scope.already_credited;
+        self.unknown += scope.unknown;
+        self.mismatched += scope.mismatched;
+        self.complete &= scope.complete;
+    }
 }
 
 /// A newest-first page whose last intent is older than the window: every later page is too.

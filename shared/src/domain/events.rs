@@ -135,16 +135,20 @@ pub fn tier_events(account: &str, old: Option<&str>, new: Option<&str>) -> Vec<D
     )]
 }
 
-/// What a change of a credit purchase's payment means: it succeeded, or it failed.
+/// What a change of a credit purchase's payment means: it succeeded, or it failed. Each is
+/// said once per payment: a payment comes to `succeeded` from not yet being paid (new, pending,
+/// failed or canceled), never again from `refunded`, `partially_refunded` or `disputed` (a
+/// failed refund or a won dispute returns the money, not a second payment); it comes to
+/// `failed` only before it was paid.
 pub fn payment_events(old: Option<PaymentStatus>, new: &PaymentRecord) -> Vec<DomainEvent> {
-    let kind = match new.status {
-        PaymentStatus::Succeeded => EventKind::PaymentSucceeded,
-        PaymentStatus::Failed => EventKind::PaymentFailed,
+    use PaymentStatus as S;
+    let kind = match (old, new.status) {
+        (None | Some(S::Pending | S::Failed | S::Canceled), S::Succeeded) => {
+            EventKind::PaymentSucceeded
+        }
+        (None | Some(S::Pending | S::Canceled), S::Failed) => EventKind::PaymentFailed,
         _ => return Vec::new(),
     };
-    if old == Some(new.status) {
-        return Vec::new();
-    }
     vec![event(
         kind,
         new.user_id.as_str(),
@@ -158,21 +162,37 @@ pub fn payment_events(old: Option<PaymentStatus>, new: &PaymentRecord) -> Vec<Do
     )]
 }
 
-/// What a change of a subscription invoice's status means (`paid` or `failed`).
+/// Whether an invoice's stored status may become `new`: it only moves forward. `failed` may be
+/// followed by `paid` (a retried payment), never `paid` by `failed` (a late
+/// `invoice.payment_failed` of an attempt that came before the payment), and neither repeats.
+pub fn invoice_status_advances(old: Option<&str>, new: &str) -> bool {
+    let rank = |status: &str| match status {
+        "failed" => Some(1),
+        "paid" => Some(2),
+        _ => None,
+    };
+    match (old.map(rank), rank(new)) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(old), Some(new)) => old.map_or(true, |old| new > old),
+    }
+}
+
+/// What a change of a subscription invoice's status means (`paid` or `failed`), said once.
 pub fn invoice_events(
     account: &str,
     old_status: Option<&str>,
     new_status: &str,
     data: Value,
 ) -> Vec<DomainEvent> {
+    if !invoice_status_advances(old_status, new_status) {
+        return Vec::new();
+    }
     let kind = match new_status {
         "paid" => EventKind::PaymentSucceeded,
         "failed" => EventKind::PaymentFailed,
         _ => return Vec::new(),
     };
-    if old_status == Some(new_status) {
-        return Vec::new();
-    }
     vec![event(kind, account, data)]
 }
 
@@ -266,6 +286,70 @@ mod tests {
         assert_eq!(kinds_of(50, -20, None), [EventKind::CreditsDepleted]);
         assert!(kinds_of(0, 0, Some(500)).is_empty());
         assert_eq!(kinds_of(600, 500, Some(500)), Vec::<EventKind>::new());
+    }
+
+    #[test]
+    fn an_invoice_status_only_moves_forward_and_says_each_once() {
+        let kinds_of = |old, new| kinds(&invoice_events("u", old, new, json!({})));
+        // A late payment_failed after paid: nothing stored, nothing said.
+        assert!(!invoice_status_advances(Some("paid"), "failed"));
+        assert!(kinds_of(Some("paid"), "failed").is_empty());
+        // A retried payment after a failure: paid, said once.
+        assert!(invoice_status_advances(Some("failed"), "paid"));
+        assert_eq!(
+            kinds_of(Some("failed"), "paid"),
+            [EventKind::PaymentSucceeded]
+        );
+        assert!(kinds_of(Some("failed"), "failed").is_empty());
+        assert!(!invoice_status_advances(Some("paid"), "paid"));
+        assert!(!invoice_status_advances(None, "draft"));
+    }
+
+    #[test]
+    fn a_payment_succeeds_once_whatever_refunds_and_disputes_do() {
+        use crate::domain::ledger::PaymentRecord;
+        use crate::domain::packages::CreditPackage;
+        use PaymentStatus as S;
+        let package = CreditPackage {
+            id: "p".into(),
+            name: "P".into(),
+            description: String::new(),
+            amount: 500,
+            credits: 500,
+            currency: crate::domain::money::Currency::parse("usd").expect("usd"),
+            active: true,
+        };
+        let user = crate::domain::records::UserId::parse("u").expect("user");
+        let mut payment = PaymentRecord::pending("pi_1", user, &package, 0);
+        let said = |old: Option<S>, new: S, payment: &mut PaymentRecord| {
+            payment.status = new;
+            kinds(&payment_events(old, payment))
+        };
+        assert_eq!(
+            said(None, S::Succeeded, &mut payment),
+            [EventKind::PaymentSucceeded]
+        );
+        assert_eq!(
+            said(Some(S::Pending), S::Succeeded, &mut payment),
+            [EventKind::PaymentSucceeded]
+        );
+        assert_eq!(
+            said(Some(S::Failed), S::Succeeded, &mut payment),
+            [EventKind::PaymentSucceeded]
+        );
+        // A won dispute, a failed refund: the payment is back to succeeded, said no more.
+        for back in [S::Disputed, S::Refunded, S::PartiallyRefunded, S::Succeeded] {
+            assert!(
+                said(Some(back), S::Succeeded, &mut payment).is_empty(),
+                "{back:?}"
+            );
+        }
+        assert_eq!(
+            said(Some(S::Pending), S::Failed, &mut payment),
+            [EventKind::PaymentFailed]
+        );
+        assert!(said(Some(S::Succeeded), S::Failed, &mut payment).is_empty());
+        assert!(said(Some(S::Failed), S::Failed, &mut payment).is_empty());
     }
 
     #[test]

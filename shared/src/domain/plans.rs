@@ -320,7 +320,21 @@ pub fn apply_plan_update(
     if plan.price_id.is_some() && plan.amount.is_some() {
         return Err("a plan is either recurring (priceId) or a tier (amount), not both.".into());
     }
+    if let Some(metric) = doubly_billed_metric(&plan) {
+        return Err(format!(
+            "{metric} is both paid in credits (overagePrices) and sent to a Stripe meter (meterEvents): it would be billed twice; keep one."
+        ));
+    }
     Ok(plan)
+}
+
+/// A metric the plan would bill twice: its usage beyond the allowance paid in credits and also
+/// sent to a Stripe meter that bills it on the invoice. Such a plan is refused.
+pub fn doubly_billed_metric(plan: &Plan) -> Option<&str> {
+    plan.overage_prices
+        .keys()
+        .find(|metric| plan.meter_events.contains_key(*metric))
+        .map(String::as_str)
 }
 
 /// What moving from one plan to another is.
@@ -370,6 +384,35 @@ mod tests {
 
     fn plan(id: &str, rank: i32) -> Plan {
         sample_plan(id, rank, None, None)
+    }
+
+    #[test]
+    fn a_metric_is_paid_in_credits_or_metered_never_both() {
+        let with = |overage: &[&str], meters: &[&str]| PlanUpdate {
+            overage_prices: Some(overage.iter().map(|m| ((*m).to_owned(), 5)).collect()),
+            meter_events: Some(
+                meters
+                    .iter()
+                    .map(|m| ((*m).to_owned(), format!("{m}_event")))
+                    .collect(),
+            ),
+            name: Some("P".into()),
+            rank: Some(10),
+            ..PlanUpdate::default()
+        };
+        let ok = apply_plan_update("p", None, with(&["requests"], &["tokens"])).expect("apart");
+        assert_eq!(doubly_billed_metric(&ok), None);
+        let refused = apply_plan_update("p", None, with(&["requests"], &["requests"]));
+        assert!(refused.is_err_and(|e| e.contains("requests")));
+        // A partial update is checked on the plan it makes, not on its own fields.
+        let meters_only = PlanUpdate {
+            meter_events: Some(BTreeMap::from([(
+                "requests".to_owned(),
+                "req_event".to_owned(),
+            )])),
+            ..PlanUpdate::default()
+        };
+        assert!(apply_plan_update("p", Some(ok), meters_only).is_err());
     }
 
     #[test]

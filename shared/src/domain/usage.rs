@@ -36,10 +36,13 @@ pub fn calendar_month(now_secs: i64) -> Period {
     }
 }
 
-/// The subscription period ending at `period_end` while it lasts; the calendar month otherwise.
+/// The period of a live subscription ending at `period_end`; the calendar month without one.
+/// A stored period that has ended stays the period until the subscription is read again (its
+/// renewal's event, or the scheduled re-read): between the period's end and the renewal there is
+/// no fresh allowance, since nothing says the renewal was paid.
 pub fn period_for(subscription_period_end: Option<i64>, now_secs: i64) -> Period {
     match subscription_period_end {
-        Some(end) if end > now_secs => Period {
+        Some(end) if end > 0 => Period {
             id: format!("s{end}"),
             resets_at: end,
         },
@@ -152,8 +155,14 @@ mod tests {
             period_for(Some(1_900_000_000), 1_800_000_000).id,
             "s1900000000"
         );
+        // Past its end and not yet renewed: still the last known period, not a fresh month.
+        assert_eq!(period_for(Some(1_000), 1_800_000_000).id, "s1000");
         assert_eq!(
-            period_for(Some(1_000), 1_800_000_000).id,
+            period_for(None, 1_800_000_000).id,
+            calendar_month(1_800_000_000).id
+        );
+        assert_eq!(
+            period_for(Some(0), 1_800_000_000).id,
             calendar_month(1_800_000_000).id
         );
     }

@@ -59,7 +59,7 @@ pub async fn invoice_event(
     let int = |name: &str| invoice.get(name).and_then(Value::as_i64).unwrap_or(0);
     let amount_paid = int("amount_paid");
     let store = app.store_for(scope);
-    store
+    let moved = store
         .record_invoice(&InvoiceRecord {
             invoice_id: invoice_id.to_owned(),
             account: account.clone(),
@@ -76,6 +76,13 @@ pub async fn invoice_event(
                 .map_or_else(now_ms, |secs| secs.saturating_mul(1000)),
         })
         .await?;
+    if !moved {
+        tracing::info!(
+            invoice_id,
+            paid,
+            "invoice status already at or past this one; stale or repeated event kept out"
+        );
+    }
     let proration = text(invoice, "/billing_reason") == Some("subscription_update");
     if !paid || amount_paid <= 0 || proration {
         return Ok(());

@@ -281,7 +281,15 @@ pub async fn record_usage(
             return Err(held_for_now());
         }
         let refused = || limit_reached(request.metric, allowance.limit);
-        let Some(price) = terms.plan.overage_prices.get(request.metric).copied() else {
+        // A metric a Stripe meter bills is never also paid in credits (a plan stored with both,
+        // from before such plans were refused, bills the meter only).
+        let overage_price = terms
+            .plan
+            .overage_prices
+            .get(request.metric)
+            .copied()
+            .filter(|_| !terms.plan.meter_events.contains_key(request.metric));
+        let Some(price) = overage_price else {
             if !request.dry_run {
                 note_limit_reached(&store, &at, allowance.limit).await;
                 let left = allowance.limit - allowance.used();

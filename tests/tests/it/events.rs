@@ -10,7 +10,7 @@ use coffer_dev::token::issue_service;
 use integration_tests::{settle, spawn_app_with, SecretSetup, TestApp, JWT_SECRET};
 use serde_json::{json, Value};
 
-use crate::subscriptions::{my_subscription, post, subscribe_active};
+use crate::subscriptions::{my_subscription, post, stripe_get, subscribe_active};
 
 async fn app_with_events() -> TestApp {
     let app = spawn_app_with(SecretSetup {
@@ -168,6 +168,46 @@ async fn a_subscription_publishes_its_plan_changes_and_its_cancellation() {
     assert_eq!(change(json!("starter"), Value::Null), 1, "{changes:#?}");
     assert_eq!(of_kind(&events, "subscription.canceled", "dora").len(), 1);
     assert_eq!(of_kind(&events, "payment.succeeded", "dora").len(), 1);
+}
+
+#[tokio::test]
+async fn a_late_failed_invoice_event_never_undoes_a_paid_one_nor_says_it_twice() {
+    let app = app_with_events().await;
+    let subscription = subscribe_active(&app, "gwen", "starter").await;
+    let sub = stripe_get(&app, &format!("/v1/subscriptions/{subscription}")).await;
+    let invoice_id = sub["latest_invoice"].as_str().expect("invoice").to_owned();
+    let invoice = stripe_get(&app, &format!("/v1/invoices/{invoice_id}")).await;
+    // Paid, then a stale payment_failed of an earlier attempt, then paid again (a retry).
+    for kind in [
+        "invoice.paid",
+        "invoice.payment_failed",
+        "invoice.paid",
+        "invoice.payment_failed",
+    ] {
+        let reply = app.deliver_event(kind, &invoice).await;
+        assert_eq!(reply.status, 200, "{kind}: {}", reply.body);
+    }
+    let payments = app
+        .get("/api/v1/payments/stripe/my-payments", Some("gwen"))
+        .await;
+    assert_eq!(payments.status, 200, "{}", payments.body);
+    let lines = payments.body["data"].as_array().expect("list");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["status"], "paid", "{lines:?}");
+    app.billing_events(Duration::from_secs(30), |events| {
+        !of_kind(events, "payment.succeeded", "gwen").is_empty()
+    })
+    .await;
+    let events = app.billing_events(Duration::from_secs(2), |_| false).await;
+    assert_eq!(
+        of_kind(&events, "payment.succeeded", "gwen").len(),
+        1,
+        "{events:#?}"
+    );
+    assert!(
+        of_kind(&events, "payment.failed", "gwen").is_empty(),
+        "{events:#?}"
+    );
 }
 
 #[tokio::test]

@@ -54,6 +54,11 @@ async fn open_project(app: &TestApp, developer: &str, project: &str, mode: &str)
         &secret,
     )
     .await;
+    add_package(app, developer, project, mode).await;
+}
+
+/// Adds the `ten` package (10.00 for 12.50 credits) to the project's mode.
+async fn add_package(app: &TestApp, developer: &str, project: &str, mode: &str) {
     let package = json!({"name": "Ten", "description": "10 credits", "amount": 10,
                          "currency": "usd", "creditAmount": 12.5, "isActive": true});
     let path = format!(
@@ -261,6 +266,42 @@ async fn one_projects_events_cannot_credit_another() {
     );
     assert_eq!(post(beta_signed).await.unwrap().status(), 200);
     assert_eq!(balance_in(&app, "wes", "beta", "test").await, json!(0.0));
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn reconciliation_credits_a_projects_payment_its_webhook_missed() {
+    let app = spawn_app().await;
+    // The project is configured, but its webhook was never registered at its Stripe.
+    let (status, body) = configure(&app, "dev-ann", "alpha", "test").await;
+    assert_eq!(status, 200, "{body}");
+    add_package(&app, "dev-ann", "alpha", "test").await;
+    let intent = buy(&app, "rita", "alpha", "test").await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(balance_in(&app, "rita", "alpha", "test").await, json!(0.0));
+
+    let report = coffer::calls::as_function(
+        "reconcile",
+        coffer::reconcile::reconcile(&app.app.app, 3600),
+    )
+    .await
+    .expect("reconcile");
+    assert_eq!(report.credited, vec![intent.clone()], "{report:?}");
+    assert_eq!(
+        report.scopes, 2,
+        "the deployment's own and alpha/test: {report:?}"
+    );
+    assert_eq!(balance_in(&app, "rita", "alpha", "test").await, json!(12.5));
+    // Nothing of it in the default project; a second run changes nothing.
+    assert_eq!(app.balance("rita").await, 0.0);
+    let again = coffer::calls::as_function(
+        "reconcile",
+        coffer::reconcile::reconcile(&app.app.app, 3600),
+    )
+    .await
+    .expect("reconcile");
+    assert!(again.credited.is_empty(), "{again:?}");
+    assert_eq!(balance_in(&app, "rita", "alpha", "test").await, json!(12.5));
     app.assert_invariants().await;
 }
 

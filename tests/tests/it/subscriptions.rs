@@ -23,7 +23,7 @@ pub(crate) async fn my_subscription(app: &TestApp, user: &str) -> Value {
     reply.body["data"].clone()
 }
 
-async fn stripe_get(app: &TestApp, path: &str) -> Value {
+pub(crate) async fn stripe_get(app: &TestApp, path: &str) -> Value {
     app.http
         .get(format!("{}{path}", app.stripe_base))
         .bearer_auth(STRIPE_KEY)

@@ -316,8 +316,11 @@ impl Store {
             .await
     }
 
-    /// Records (or updates the status of) a subscription invoice for `my-payments`.
-    pub async fn record_invoice(&self, invoice: &InvoiceRecord) -> Result<(), StoreError> {
+    /// Records (or moves forward the status of) a subscription invoice for `my-payments`:
+    /// `true` when written now. The status only moves forward
+    /// (`domain::events::invoice_status_advances`): a stored `paid` is never overwritten by a
+    /// late `failed`, and a status is never written twice, so the stream says each once.
+    pub async fn record_invoice(&self, invoice: &InvoiceRecord) -> Result<bool, StoreError> {
         let mut item = self.keys.invoice(&invoice.invoice_id);
         item.insert("account".into(), s(invoice.account.as_str()));
         item.insert("subscriptionId".into(), s(&invoice.subscription_id));
@@ -331,7 +334,28 @@ impl Store {
             "gsi1sk".into(),
             s(history_sk(invoice.created_at_ms, &invoice.invoice_id)),
         );
-        self.put_raw(item).await
+        // The statuses the stored one must not already have: the new one and those after it.
+        let not_behind: Vec<&str> = ["failed", "paid"]
+            .into_iter()
+            .filter(|done| {
+                !crate::domain::events::invoice_status_advances(Some(done), &invoice.status)
+            })
+            .collect();
+        let mut condition = String::from("attribute_not_exists(pk)");
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        if !not_behind.is_empty() {
+            let names: Vec<String> = (0..not_behind.len()).map(|i| format!(":s{i}")).collect();
+            condition.push_str(&format!(" OR NOT (#status IN ({}))", names.join(", ")));
+            request = request.expression_attribute_names("#status", "status");
+            for (name, status) in names.iter().zip(&not_behind) {
+                request = request.expression_attribute_values(name, s(*status));
+            }
+        }
+        written(request.condition_expression(condition).send().await)
     }
 }
 

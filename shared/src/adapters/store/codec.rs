@@ -252,7 +252,9 @@ fn facts_from_item(f: &Fields<'_>, amount: i64) -> Result<ChargeFacts, DecodeErr
     })
 }
 
-/// The attributes that store a payment's facts (set on every lifecycle write).
+/// The attributes that store a payment's facts (set on every lifecycle write). An empty map is
+/// never written (`failedRefunds` is left out when there are none): DynamoDB Local's stream
+/// renders an empty map as `{}`, which the AWS SDK cannot read.
 pub fn facts_to_attributes(facts: &ChargeFacts) -> Vec<(&'static str, AttributeValue)> {
     let failed: Item = facts
         .failed_refunds
@@ -268,8 +270,10 @@ pub fn facts_to_attributes(facts: &ChargeFacts) -> Vec<(&'static str, AttributeV
     let mut attributes = vec![
         ("refundedAmount", n(facts.refunded)),
         ("refundedAt", n(facts.refunded_at)),
-        ("failedRefunds", AttributeValue::M(failed)),
     ];
+    if !failed.is_empty() {
+        attributes.push(("failedRefunds", AttributeValue::M(failed)));
+    }
     if let Some(dispute) = &facts.dispute {
         let state = match (dispute.withdrawn, dispute.reinstated) {
             (_, true) => "reinstated",
@@ -376,6 +380,16 @@ mod tests {
         assert_eq!(err.key, "PAY#pi_1/PAY");
         item.remove("amount");
         assert_eq!(payment_from_item(&item).unwrap_err().problem, "missing");
+    }
+
+    #[test]
+    fn no_empty_map_is_ever_written() {
+        let facts = ChargeFacts::default();
+        let attributes = facts_to_attributes(&facts);
+        assert!(attributes.iter().all(|(name, _)| *name != "failedRefunds"));
+        assert!(attributes
+            .iter()
+            .all(|(_, value)| !matches!(value, AttributeValue::M(map) if map.is_empty())));
     }
 
     #[test]

@@ -64,7 +64,11 @@ impl Store {
                 update = update.expression_attribute_values(format!(":f{i}"), value);
             }
             // The counters of earlier versions are folded into `applied` from now on.
-            let expression = format!("SET {} REMOVE refundClawed, disputeHeld", sets.join(", "));
+            let mut removed = vec!["refundClawed", "disputeHeld"];
+            if facts.failed_refunds.is_empty() {
+                removed.push("failedRefunds");
+            }
+            let expression = format!("SET {} REMOVE {}", sets.join(", "), removed.join(", "));
             let update = update
                 .update_expression(expression)
                 .build()

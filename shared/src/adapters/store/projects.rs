@@ -11,11 +11,14 @@ use std::collections::BTreeMap;
 use aws_sdk_dynamodb::types::{ConditionCheck, TransactWriteItem, Update};
 
 use super::codec::{n, s, Fields, Item};
-use super::keys::{key, GSI1};
+use super::keys::{key, GSI1, GSI2};
 use super::{Store, StoreError};
 use crate::domain::projects::{ModeConfig, Project};
 use crate::domain::records::{now_ms, UserId};
 use crate::domain::scope::{Mode, ProjectId};
+
+/// The gsi2 partition that lists every project.
+const PROJECT_REGISTRY: &str = "PROJECTS";
 
 fn project_pk(id: &ProjectId) -> String {
     format!("PROJECT#{id}")
@@ -38,6 +41,29 @@ impl Store {
     pub async fn project(&self, id: &ProjectId) -> Result<Option<Project>, StoreError> {
         let items = self.partition(&project_pk(id)).await?;
         project_from_items(id, &items)
+    }
+
+    /// Every project of the deployment, by id (the registry partition of gsi2: each project's
+    /// `META` item is in it from its first save). For jobs that act in every scope.
+    pub async fn all_project_ids(&self) -> Result<Vec<ProjectId>, StoreError> {
+        let listed: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI2)
+            .key_condition_expression("gsi2pk = :pk")
+            .expression_attribute_values(":pk", s(PROJECT_REGISTRY))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(listed
+            .iter()
+            .filter_map(|item| Fields::of(item).text("projectId").ok())
+            .filter_map(ProjectId::parse)
+            .collect())
     }
 
     /// The projects a developer owns, oldest id first.
@@ -93,13 +119,15 @@ impl Store {
             .update_expression(
                 "SET ownerId = if_not_exists(ownerId, :owner), \
                  createdAt = if_not_exists(createdAt, :now), projectId = :id, \
-                 gsi1pk = if_not_exists(gsi1pk, :devpk), gsi1sk = :id",
+                 gsi1pk = if_not_exists(gsi1pk, :devpk), gsi1sk = :id, \
+                 gsi2pk = :registry, gsi2sk = :id",
             )
             .condition_expression("attribute_not_exists(pk) OR ownerId = :owner")
             .expression_attribute_values(":owner", s(owner.as_str()))
             .expression_attribute_values(":now", n(now_ms()))
             .expression_attribute_values(":id", s(id.as_str()))
             .expression_attribute_values(":devpk", s(developer_pk(owner)))
+            .expression_attribute_values(":registry", s(PROJECT_REGISTRY))
             .build()
             .map_err(StoreError::build)
     }

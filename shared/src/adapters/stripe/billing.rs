@@ -33,6 +33,9 @@ pub const META_PLAN: &str = "coffer_plan_id";
 /// The project and mode (`project/mode`) a subscription was made in.
 pub const META_SCOPE: &str = "coffer_scope";
 
+/// Stripe's error code for a meter event whose identifier it has already recorded.
+pub const DUPLICATE_METER_EVENT: &str = "duplicate_meter_event";
+
 #[derive(Debug, miniserde::Deserialize)]
 pub struct Customer {
     pub id: String,
@@ -447,7 +450,8 @@ impl StripeApi {
                 if (400..500).contains(&status) && status != 429 =>
             {
                 let message = details.message.clone().unwrap_or_default();
-                if message.to_ascii_lowercase().contains("identifier") {
+                // Stripe's code says it holds this identifier already; its words are not read.
+                if details.code.as_deref() == Some(DUPLICATE_METER_EVENT) {
                     Ok(MeterSent::AlreadyRecorded)
                 } else {
                     Ok(MeterSent::Refused(format!("{status}: {message}")))

@@ -23,6 +23,8 @@ use crate::http::error_chain;
 #[derive(Debug, miniserde::Deserialize)]
 pub struct StripeErrorDetails {
     pub message: Option<String>,
+    /// Stripe's error code (`card_declined`, `duplicate_meter_event`, …), when it gives one.
+    pub code: Option<String>,
 }
 
 #[derive(miniserde::Deserialize)]
