@@ -379,6 +379,8 @@ pub struct ModeView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publishable_key: Option<String>,
     pub webhook_secret_set: bool,
+    /// The IAM principals allowed on `/internal/*` in this mode.
+    pub allowed_principals: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
 }
@@ -593,6 +595,9 @@ impl ModeView {
             secret_key: config.map(|c| c.masked_key.clone()),
             publishable_key: config.map(|c| c.publishable_key.clone()),
             webhook_secret_set: config.is_some_and(|c| c.webhook_secret_set),
+            allowed_principals: config
+                .map(|c| c.allowed_principals.clone())
+                .unwrap_or_default(),
             updated_at: config.map(|c| rfc3339(c.updated_at_ms)),
         }
     }

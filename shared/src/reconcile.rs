@@ -50,7 +50,16 @@ pub struct ReconcileReport {
 /// others; the run then fails at its end with the scopes that failed, so that it alarms.
 pub async fn reconcile(app: &App, window_secs: i64) -> Result<ReconcileReport, ApiError> {
     let mut scopes = vec![app.default_scope()];
-    for id in app.store.all_project_ids().await? {
+    // A failure to list the projects does not keep the deployment's own scope from running.
+    let listed = app.store.all_project_ids().await;
+    let ids = match &listed {
+        Ok(ids) => ids.clone(),
+        Err(err) => {
+            tracing::error!(error = %err, "projects could not be listed; reconciling the deployment's own scope only");
+            Vec::new()
+        }
+    };
+    for id in ids {
         let Some(project) = app.store.project(&id).await? else {
             continue;
         };
@@ -76,6 +85,9 @@ pub async fn reconcile(app: &App, window_secs: i64) -> Result<ReconcileReport, A
         }
     }
     report.failed_scopes = failed.iter().map(|(scope, _)| scope.clone()).collect();
+    if let Err(err) = listed {
+        failed.push(("projects".into(), err.into()));
+    }
     match failed.into_iter().next() {
         Some((_, err)) => Err(err),
         None => Ok(report),

@@ -69,6 +69,37 @@ pub async fn end_user_scope(app: &App, req: &Request) -> Result<Scope, ApiError>
     }
 }
 
+/// The scope of an internal (IAM) route and the allowlist entry its caller matches. The
+/// deployment's own scope allows the operator's principals (`ALLOWED_CALLER_ARNS`); a
+/// project's mode allows only the principals its developer named. Anyone else, and any
+/// unknown project or mode, is 403: an IAM caller learns nothing of other projects.
+pub async fn internal_scope(app: &App, req: &Request) -> Result<(Scope, String), ApiError> {
+    let project = match query_param(req, "project_id")? {
+        None => ProjectId::default_project(),
+        Some(text) => parse_project(text)?,
+    };
+    let default_mode = if project.is_default() {
+        app.config.default_mode
+    } else {
+        Mode::Test
+    };
+    let scope = Scope::new(project, requested_mode(req, default_mode)?);
+    let allowed = if app.is_deployment_scope(&scope) {
+        app.config.allowed_callers.clone()
+    } else {
+        app.project(&scope.project)
+            .await?
+            .and_then(|p| {
+                p.modes
+                    .get(&scope.mode)
+                    .map(|m| m.allowed_principals.clone())
+            })
+            .unwrap_or_default()
+    };
+    let caller = auth::allowed_iam_caller(req, &allowed)?;
+    Ok((scope, caller))
+}
+
 /// Refuses new payments in a scope whose project was deactivated in that mode.
 pub async fn require_active(app: &App, scope: &Scope) -> Result<(), ApiError> {
     if app.is_deployment_scope(scope) {
@@ -104,6 +135,21 @@ pub fn developer(app: &App, req: &Request) -> Result<UserId, ApiError> {
 /// Whether a claim as API Gateway passes it holds `value`: one of its members, compared whole.
 pub fn claim_holds(claim: &str, value: &str) -> bool {
     claim_values(claim).iter().any(|item| item == value)
+}
+
+/// Whether the organisation claim holds `org`. Stricter than [`claim_holds`]: an identity
+/// provider's organisation names may hold spaces, and API Gateway's `[a b]` rendering of an
+/// array cannot tell `["acme corp"]` from `["acme","corp"]`, so a bracketed list with a space
+/// in it holds nothing (send the claim as a JSON string to list several organisations).
+pub fn org_claim_holds(claim: &str, org: &str) -> bool {
+    let text = claim.trim();
+    let gateway_list = text.starts_with('[')
+        && text.ends_with(']')
+        && serde_json::from_str::<Vec<String>>(text).is_err();
+    if gateway_list && text.contains(char::is_whitespace) {
+        return false;
+    }
+    claim_holds(claim, org)
 }
 
 /// The members of a claim, each a whole value, never a piece of one:
@@ -149,7 +195,7 @@ pub fn account(app: &App, req: &Request, identifier: Option<&str>) -> Result<Use
             .as_ref()
             .and_then(|a| a.jwt.as_ref())
             .and_then(|jwt| jwt.claims.get(&app.config.organisation_claim))
-            .is_some_and(|claim| claim_holds(claim, org)),
+            .is_some_and(|claim| org_claim_holds(claim, org)),
         _ => false,
     };
     match UserId::organisation(org) {
@@ -210,7 +256,7 @@ pub fn webhook_scope(req: &Request) -> Result<Scope, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{claim_holds, claim_values};
+    use super::{claim_holds, claim_values, org_claim_holds};
 
     #[test]
     fn list_claims_hold_their_members_only() {
@@ -238,6 +284,12 @@ mod tests {
         assert!(!claim_holds(r#"["acme" corp]"#, "acme"));
         assert!(!claim_holds("[[acme]]", "acme"));
         assert_eq!(claim_values(" [a  b] "), vec!["a", "b"]);
+        // The organisation claim never reads API Gateway's ambiguous [a b] rendering.
+        assert!(!org_claim_holds("[acme corp]", "acme"));
+        assert!(!org_claim_holds("[acme corp]", "corp"));
+        assert!(org_claim_holds("[acme]", "acme"));
+        assert!(org_claim_holds(r#"["acme","corp"]"#, "corp"));
+        assert!(!org_claim_holds("acme corp", "acme"));
         assert_eq!(claim_values("developers"), vec!["developers"]);
     }
 }

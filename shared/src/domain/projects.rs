@@ -28,6 +28,8 @@ pub struct ModeConfig {
     /// False after DELETE: no new payments; webhooks are still applied.
     pub active: bool,
     pub updated_at_ms: i64,
+    /// The IAM principals (role or user ARNs) allowed on the internal routes in this mode.
+    pub allowed_principals: Vec<String>,
 }
 
 impl Project {
@@ -50,6 +52,32 @@ pub fn is_webhook_secret(secret: &str) -> bool {
     secret.strip_prefix("whsec_").is_some_and(|rest| {
         rest.len() >= MIN_WEBHOOK_SECRET_CHARS && rest.bytes().all(|b| b.is_ascii_alphanumeric())
     })
+}
+
+/// The most IAM principals one project's mode may allow on the internal routes.
+pub const MAX_ALLOWED_PRINCIPALS: usize = 20;
+
+/// Whether `arn` names an IAM role or user that the internal routes can allow:
+/// `arn:<partition>:iam::<12 digits>:role/…` or `…:user/…`. No wildcard: a principal is allowed
+/// by its exact name (or as a session of the exact role).
+pub fn is_principal_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [prefix, partition, service, region, account, resource] = parts.as_slice() else {
+        return false;
+    };
+    *prefix == "arn"
+        && partition.starts_with("aws")
+        && *service == "iam"
+        && region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && (resource.starts_with("role/") || resource.starts_with("user/"))
+        && resource.len() > 5
+        && arn.len() <= 2048
+        && !arn.contains('*')
+        && !arn
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
 }
 
 /// The least number of characters after `whsec_` in a webhook signing secret.
@@ -121,6 +149,29 @@ pub fn redirect_allowed(url: &str, allowed_origins: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_exact_iam_roles_and_users_can_be_allowed() {
+        assert!(is_principal_arn(
+            "arn:aws:iam::123456789012:role/app-backend"
+        ));
+        assert!(is_principal_arn(
+            "arn:aws:iam::123456789012:role/service/app"
+        ));
+        assert!(is_principal_arn("arn:aws-cn:iam::123456789012:user/ops"));
+        for bad in [
+            "arn:aws:iam::123456789012:role/*",
+            "arn:aws:iam::12345678901:role/x",
+            "arn:aws:sts::123456789012:assumed-role/x/y",
+            "arn:aws:iam::123456789012:group/x",
+            "arn:aws:iam::123456789012:role/",
+            "arn:aws:iam:eu-west-1:123456789012:role/x",
+            "app-backend",
+            "",
+        ] {
+            assert!(!is_principal_arn(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn webhook_secrets_need_stripes_length_and_alphabet() {

@@ -11,6 +11,7 @@ use crate::adapters::store::{hash_parts, MoveOutcome};
 use crate::auth::UserId;
 use crate::domain::ledger::CreditMove;
 use crate::domain::money::AmountError;
+use crate::domain::scope::Scope;
 use crate::http::{json_body, ok, respond, ApiError};
 use crate::{auth, scoping, App};
 
@@ -57,11 +58,12 @@ async fn consume_for_jwt_user(app: &App, req: &Request) -> Result<Response<Body>
     let user = auth::user_id(req)?;
     // A `userId` in the body is not identity here: it is ignored.
     let body: ConsumeBody = json_body(req)?;
-    spend(app, req, &user, &Caller::User, &body).await
+    let scope = scoping::end_user_scope(app, req).await?;
+    spend(app, &scope, &user, &Caller::User, &body).await
 }
 
 async fn consume_for_named_user(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
-    let principal = auth::allowed_iam_caller(req, &app.config.allowed_callers)?;
+    let (scope, principal) = scoping::internal_scope(app, req).await?;
     let body: ConsumeBody = json_body(req)?;
     let user = match &body.user_id {
         Some(Value::String(id)) => {
@@ -70,18 +72,17 @@ async fn consume_for_named_user(app: &App, req: &Request) -> Result<Response<Bod
         Some(_) => return Err(ApiError::bad_request("userId must be a string.")),
         None => return Err(ApiError::bad_request("userId is required.")),
     };
-    spend(app, req, &user, &Caller::Service(principal), &body).await
+    spend(app, &scope, &user, &Caller::Service(principal), &body).await
 }
 
 async fn spend(
     app: &App,
-    req: &Request,
+    scope: &Scope,
     user: &UserId,
     caller: &Caller,
     body: &ConsumeBody,
 ) -> Result<Response<Body>, ApiError> {
-    let scope = scoping::end_user_scope(app, req).await?;
-    let store = app.store_for(&scope);
+    let store = app.store_for(scope);
     let currency = &app.config.default_currency;
     let amount = match &body.amount {
         None => return Err(ApiError::bad_request("amount is required.")),

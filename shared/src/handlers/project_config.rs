@@ -17,7 +17,7 @@ use crate::adapters::secrets::{SecretsError, StripeSecrets};
 use crate::adapters::store::SaveOutcome;
 use crate::adapters::stripe::{KeyCheck, StripeApi};
 use crate::api::{KeyValidation, ModeView, WebhookUrls};
-use crate::domain::projects::{mask_key, ModeConfig};
+use crate::domain::projects::{is_principal_arn, mask_key, ModeConfig, MAX_ALLOWED_PRINCIPALS};
 use crate::domain::records::now_ms;
 use crate::domain::scope::{Mode, Scope};
 use crate::http::{body_bytes, json_body, ok, respond, ApiError, MAX_JSON_BODY};
@@ -53,6 +53,10 @@ pub(crate) struct ConfigBody {
     publishable_key: Option<Value>,
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     webhook_secret: Option<Value>,
+    /// The IAM roles or users (exact ARNs) allowed to spend credits and record usage in this
+    /// project's mode through `/internal/*`. Absent: kept as saved; `[]`: nobody.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>))]
+    allowed_principals: Option<Value>,
 }
 
 #[tracing::instrument(name = "project_config", skip_all)]
@@ -165,6 +169,30 @@ async fn save_config(
             crate::domain::projects::MIN_WEBHOOK_SECRET_CHARS
         )));
     }
+    let principals = match &body.allowed_principals {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(list)) => {
+            let arns: Option<Vec<String>> = list
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .filter(|a| is_principal_arn(a))
+                        .map(str::to_owned)
+                })
+                .collect();
+            match arns {
+                Some(arns) if arns.len() <= MAX_ALLOWED_PRINCIPALS => Some(arns),
+                _ => return Err(ApiError::bad_request(format!(
+                    "allowedPrincipals must list up to {MAX_ALLOWED_PRINCIPALS} IAM role or user ARNs (arn:aws:iam::<account>:role/<name>), no wildcards."
+                ))),
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "allowedPrincipals must be a list of IAM role or user ARNs.",
+            ))
+        }
+    };
     // The key's prefix says its mode (Stripe mints keys per mode); Stripe says whether it works.
     match check_key(app, &scope, &secret_key).await? {
         KeyCheck::Valid => {}
@@ -187,12 +215,26 @@ async fn save_config(
             Err(err) => return Err(err.into()),
         },
     };
+    let allowed_principals = match principals {
+        Some(list) => list,
+        None => app
+            .store
+            .project(&scope.project)
+            .await?
+            .and_then(|p| {
+                p.modes
+                    .get(&scope.mode)
+                    .map(|m| m.allowed_principals.clone())
+            })
+            .unwrap_or_default(),
+    };
     let config = ModeConfig {
         masked_key: mask_key(&secret_key),
         publishable_key: publishable_key.clone(),
         webhook_secret_set: kept_webhook_secret.is_some(),
         active: true,
         updated_at_ms: now_ms(),
+        allowed_principals,
     };
     let secrets = StripeSecrets::new(Some(secret_key), kept_webhook_secret)
         .with_publishable_key(Some(publishable_key));

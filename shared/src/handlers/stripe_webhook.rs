@@ -113,7 +113,14 @@ async fn verify_signature(
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let secrets = app.secrets_for(scope).await?;
     // An empty or missing secret is a configuration error, never "accept everything".
-    let mut outcome = webhook::verify(payload, header, secrets.webhook_secret()?, now);
+    let secret = match secrets.webhook_secret() {
+        Ok(secret) => secret,
+        // A project's mode saved without a webhook secret: as a bad signature, so that the
+        // route tells nobody which projects exist.
+        Err(_) if !app.is_deployment_scope(scope) => return Err(ApiError::BadSignature),
+        Err(err) => return Err(err.into()),
+    };
+    let mut outcome = webhook::verify(payload, header, secret, now);
     if outcome == Err(SignatureError::Mismatch) {
         if let Some(fresh) = app
             .refresh_secrets(scope, app.config.secret_refresh_interval)

@@ -14,7 +14,7 @@ use crate::domain::plans::valid_plan_id;
 use crate::domain::records::UserId;
 use crate::http::{json_body, ok, respond, ApiError};
 use crate::services::usage::{record_usage, usage_key_hash, usage_overview, UsageRequest};
-use crate::{auth, scoping, App};
+use crate::{scoping, App};
 
 /// The most units one usage request may carry.
 const MAX_QUANTITY: i64 = 1_000_000;
@@ -51,7 +51,7 @@ pub(crate) struct UsageBody {
 }
 
 async fn record(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
-    let caller = auth::allowed_iam_caller(req, &app.config.allowed_callers)?;
+    let (scope, caller) = scoping::internal_scope(app, req).await?;
     let body: UsageBody = json_body(req)?;
     let account = opt_text(&body.user_id, "userId", 255)?
         .and_then(|id| UserId::parse(&id))
@@ -86,7 +86,6 @@ async fn record(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         Some(Value::Bool(flag)) => *flag,
         Some(_) => return Err(ApiError::bad_request("dryRun must be true or false.")),
     };
-    let scope = scoping::end_user_scope(app, req).await?;
     let key_hash = usage_key_hash(&caller, &account, &key);
     let answer = record_usage(
         app,

@@ -64,6 +64,8 @@ async fn metered_usage_reaches_stripe_once_across_a_crash_between_sending_and_sa
             "requests".to_owned(),
             "api_requests".to_owned(),
         )])),
+        // A metered metric is billed by Stripe, never also in credits.
+        overage_prices: Some(BTreeMap::new()),
         ..PlanUpdate::default()
     };
     store

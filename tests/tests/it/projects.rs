@@ -306,6 +306,98 @@ async fn reconciliation_credits_a_projects_payment_its_webhook_missed() {
 }
 
 #[tokio::test]
+async fn internal_routes_serve_only_the_principals_a_project_names() {
+    let app = spawn_app().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+    let intent = buy(&app, "olga", "alpha", "test").await;
+    assert!(settled(&app, "olga", "alpha", "test", &[intent], json!(12.5)).await);
+    let service = |role: &str| {
+        coffer_dev::token::issue_service(integration_tests::JWT_SECRET, role, 600).expect("token")
+    };
+    let spend = |role: &str, query: &str, key: &str| {
+        let token = service(role);
+        let path = format!("/internal/credits/consume{query}");
+        let body = json!({"userId": "olga", "amount": 1, "reason": "probe", "idempotencyKey": key});
+        let app = &app;
+        async move { app.call("POST", &path, Some(&token), Some(&body)).await }
+    };
+    let usage = |role: &str, query: &str, key: &str| {
+        let token = service(role);
+        let path = format!("/internal/usage{query}");
+        let body =
+            json!({"userId": "olga", "metric": "requests", "quantity": 1, "idempotencyKey": key});
+        let app = &app;
+        async move { app.call("POST", &path, Some(&token), Some(&body)).await }
+    };
+    let alpha = "?project_id=alpha&test_mode=true";
+    // The operator's principal (allowed on the deployment's own project) is nobody in alpha,
+    // nor in a project that does not exist, nor in alpha's live mode.
+    for query in [
+        alpha,
+        "?project_id=alpha&test_mode=false",
+        "?project_id=ghost&test_mode=true",
+    ] {
+        let reply = spend("app-backend", query, "k1").await;
+        assert_eq!(reply.status, 403, "{query}: {}", reply.body);
+        assert_eq!(
+            usage("app-backend", query, "u1").await.status,
+            403,
+            "{query}"
+        );
+    }
+    // The developer names alpha's own backend for its test mode.
+    let mut body = keys("alpha", "test");
+    body["allowedPrincipals"] = json!(["arn:aws:iam::000000000000:role/alpha-backend"]);
+    let path = format!("{API}/alpha/config?test_mode=true");
+    let saved = app
+        .call(
+            "PUT",
+            &path,
+            Some(&app.developer_token("dev-ann")),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    assert_eq!(
+        saved.body["data"]["allowedPrincipals"],
+        json!(["arn:aws:iam::000000000000:role/alpha-backend"])
+    );
+    let reply = spend("alpha-backend", alpha, "k2").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // (alpha has no plans: the metric is unknown there, but the caller got past the door.)
+    let recorded = usage("alpha-backend", alpha, "u2").await;
+    assert!(![401, 403].contains(&recorded.status), "{}", recorded.body);
+    // Still nobody else; and alpha's backend is nobody in the deployment's own project.
+    assert_eq!(spend("app-backend", alpha, "k3").await.status, 403);
+    assert_eq!(spend("alpha-backend", "", "k4").await.status, 403);
+    assert_eq!(balance_in(&app, "olga", "alpha", "test").await, json!(11.5));
+    // Saving the keys again without the field keeps the list; a wildcard is refused.
+    let resaved = app
+        .call(
+            "PUT",
+            &path,
+            Some(&app.developer_token("dev-ann")),
+            Some(&keys("alpha", "test")),
+        )
+        .await;
+    assert_eq!(
+        resaved.body["data"]["allowedPrincipals"],
+        saved.body["data"]["allowedPrincipals"]
+    );
+    body["allowedPrincipals"] = json!(["arn:aws:iam::000000000000:role/*"]);
+    let wild = app
+        .call(
+            "PUT",
+            &path,
+            Some(&app.developer_token("dev-ann")),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(wild.status, 400, "{}", wild.body);
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
 async fn the_project_webhook_does_not_tell_which_projects_exist() {
     let app = spawn_app().await;
     open_project(&app, "dev-ann", "alpha", "test").await;

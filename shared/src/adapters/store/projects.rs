@@ -157,6 +157,14 @@ impl Store {
             aws_sdk_dynamodb::types::AttributeValue::Bool(config.active),
         );
         item.insert("updatedAt".into(), n(now));
+        if !config.allowed_principals.is_empty() {
+            item.insert(
+                "allowedPrincipals".into(),
+                aws_sdk_dynamodb::types::AttributeValue::L(
+                    config.allowed_principals.iter().map(|p| s(p)).collect(),
+                ),
+            );
+        }
         let put = aws_sdk_dynamodb::types::Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -235,6 +243,12 @@ fn project_from_items(id: &ProjectId, items: &[Item]) -> Result<Option<Project>,
                     webhook_secret_set: m.flag("webhookSecretSet")?,
                     active: m.flag("active")?,
                     updated_at_ms: m.int("updatedAt")?,
+                    allowed_principals: match item.get("allowedPrincipals") {
+                        Some(aws_sdk_dynamodb::types::AttributeValue::L(list)) => {
+                            list.iter().filter_map(|v| v.as_s().ok().cloned()).collect()
+                        }
+                        _ => Vec::new(),
+                    },
                 },
             );
         }
