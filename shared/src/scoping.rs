@@ -45,8 +45,8 @@ fn requested_mode(req: &Request, default: Mode) -> Result<Mode, ApiError> {
     }
 }
 
-/// The scope of an end-user (contract) route.
-pub async fn end_user_scope(app: &App, req: &Request) -> Result<Scope, ApiError> {
+/// The scope a request's `project_id` and `test_mode` name, not yet checked to exist.
+fn requested_scope(app: &App, req: &Request) -> Result<Scope, ApiError> {
     let project = match query_param(req, "project_id")? {
         None => ProjectId::default_project(),
         Some(text) => parse_project(text)?,
@@ -56,7 +56,12 @@ pub async fn end_user_scope(app: &App, req: &Request) -> Result<Scope, ApiError>
     } else {
         Mode::Test
     };
-    let scope = Scope::new(project, requested_mode(req, default_mode)?);
+    Ok(Scope::new(project, requested_mode(req, default_mode)?))
+}
+
+/// The scope of an end-user (contract) route.
+pub async fn end_user_scope(app: &App, req: &Request) -> Result<Scope, ApiError> {
+    let scope = requested_scope(app, req)?;
     if app.is_deployment_scope(&scope) {
         return Ok(scope);
     }
@@ -74,16 +79,7 @@ pub async fn end_user_scope(app: &App, req: &Request) -> Result<Scope, ApiError>
 /// project's mode allows only the principals its developer named. Anyone else, and any
 /// unknown project or mode, is 403: an IAM caller learns nothing of other projects.
 pub async fn internal_scope(app: &App, req: &Request) -> Result<(Scope, String), ApiError> {
-    let project = match query_param(req, "project_id")? {
-        None => ProjectId::default_project(),
-        Some(text) => parse_project(text)?,
-    };
-    let default_mode = if project.is_default() {
-        app.config.default_mode
-    } else {
-        Mode::Test
-    };
-    let scope = Scope::new(project, requested_mode(req, default_mode)?);
+    let scope = requested_scope(app, req)?;
     let allowed = if app.is_deployment_scope(&scope) {
         app.config.allowed_callers.clone()
     } else {

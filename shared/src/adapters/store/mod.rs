@@ -176,6 +176,22 @@ impl Store {
             .map_err(StoreError::from_sdk)
     }
 
+    /// Every item of one partition of a global secondary index (`<index>pk = pk`), page by page.
+    async fn index_partition(&self, index: &str, pk: &str) -> Result<Vec<Item>, StoreError> {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression(format!("{index}pk = :pk"))
+            .expression_attribute_values(":pk", codec::s(pk))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(StoreError::from_sdk)
+    }
+
     /// A transaction item that writes `item` only if nothing has its key yet.
     fn put_new(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()

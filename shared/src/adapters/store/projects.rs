@@ -46,19 +46,7 @@ impl Store {
     /// Every project of the deployment, by id (the registry partition of gsi2: each project's
     /// `META` item is in it from its first save). For jobs that act in every scope.
     pub async fn all_project_ids(&self) -> Result<Vec<ProjectId>, StoreError> {
-        let listed: Vec<Item> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(GSI2)
-            .key_condition_expression("gsi2pk = :pk")
-            .expression_attribute_values(":pk", s(PROJECT_REGISTRY))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<_, _>>()
-            .await
-            .map_err(StoreError::from_sdk)?;
+        let listed = self.index_partition(GSI2, PROJECT_REGISTRY).await?;
         Ok(listed
             .iter()
             .filter_map(|item| Fields::of(item).text("projectId").ok())
@@ -68,19 +56,7 @@ impl Store {
 
     /// The projects a developer owns, oldest id first.
     pub async fn projects_of(&self, owner: &UserId) -> Result<Vec<Project>, StoreError> {
-        let listed: Vec<Item> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(GSI1)
-            .key_condition_expression("gsi1pk = :pk")
-            .expression_attribute_values(":pk", s(developer_pk(owner)))
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<_, _>>()
-            .await
-            .map_err(StoreError::from_sdk)?;
+        let listed = self.index_partition(GSI1, &developer_pk(owner)).await?;
         let mut projects = Vec::new();
         for item in &listed {
             let id = Fields::of(item).text("projectId")?;
