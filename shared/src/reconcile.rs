@@ -40,28 +40,37 @@ pub struct ReconcileReport {
     pub complete: bool,
     /// Scopes reconciled (the deployment's own and each project's modes).
     pub scopes: usize,
-    /// Scopes whose reconciliation failed (the run then fails, after the others ran).
-    pub failed_scopes: Vec<String>,
+    /// Live subscriptions read again from Stripe because their period ends within the hour or
+    /// has ended (a missed renewal or cancellation is caught here).
+    pub subscriptions_reread: usize,
 }
 
 /// Reconciles the intents created in the last `window_secs` seconds in every scope: the
 /// deployment's own, and each mode of each project (an inactive mode too: its webhook still
 /// credits). One scope that fails (its key revoked, Stripe down for it) does not stop the
-/// others; the run then fails at its end with the scopes that failed, so that it alarms.
+/// others; the run then fails at its end (each failed scope is logged), so that it alarms.
 pub async fn reconcile(app: &App, window_secs: i64) -> Result<ReconcileReport, ApiError> {
     let mut scopes = vec![app.default_scope()];
-    // A failure to list the projects does not keep the deployment's own scope from running.
-    let listed = app.store.all_project_ids().await;
-    let ids = match &listed {
-        Ok(ids) => ids.clone(),
+    // The first failure is the run's; each is logged as it happens, and none keeps the other
+    // scopes (the deployment's own first) from running.
+    let mut first_failure: Option<ApiError> = None;
+    let ids = match app.store.all_project_ids().await {
+        Ok(ids) => ids,
         Err(err) => {
             tracing::error!(error = %err, "projects could not be listed; reconciling the deployment's own scope only");
+            first_failure = Some(err.into());
             Vec::new()
         }
     };
     for id in ids {
-        let Some(project) = app.store.project(&id).await? else {
-            continue;
+        let project = match app.store.project(&id).await {
+            Ok(Some(project)) => project,
+            Ok(None) => continue,
+            Err(err) => {
+                tracing::error!(project = %id, error = %err, "a project could not be read; not reconciled");
+                first_failure.get_or_insert(err.into());
+                continue;
+            }
         };
         for mode in project.modes.keys() {
             let scope = Scope::new(id.clone(), *mode);
@@ -74,22 +83,17 @@ pub async fn reconcile(app: &App, window_secs: i64) -> Result<ReconcileReport, A
         complete: true,
         ..ReconcileReport::default()
     };
-    let mut failed: Vec<(String, ApiError)> = Vec::new();
     for scope in &scopes {
         match reconcile_scope(app, scope, window_secs, &mut report).await {
             Ok(()) => report.scopes += 1,
             Err(err) => {
                 tracing::error!(scope = %scope, code = err.code(), "reconciliation of a scope failed");
-                failed.push((scope.to_string(), err));
+                first_failure.get_or_insert(err);
             }
         }
     }
-    report.failed_scopes = failed.iter().map(|(scope, _)| scope.clone()).collect();
-    if let Err(err) = listed {
-        failed.push(("projects".into(), err.into()));
-    }
-    match failed.into_iter().next() {
-        Some((_, err)) => Err(err),
+    match first_failure {
+        Some(err) => Err(err),
         None => Ok(report),
     }
 }
@@ -127,7 +131,7 @@ async fn reconcile_scope(
             ) {
                 continue;
             }
-            reconcile_intent(&store, intent, &source, &mut report).await?;
+            reconcile_intent(app, scope, &store, intent, &source, &mut report).await?;
         }
         if !page.has_more || after.is_none() || ends_before(&page.data, since) {
             report.complete = true;
@@ -140,8 +144,10 @@ async fn reconcile_scope(
             "reconciliation stopped at its page bound"
         );
     }
+    report.subscriptions_reread = reread_subscriptions(app, scope).await?;
     tracing::info!(
         scope = %scope,
+        reread = report.subscriptions_reread,
         pages = report.pages,
         listed = report.listed,
         succeeded = report.succeeded,
@@ -162,7 +168,39 @@ impl ReconcileReport {
         self.already_credited += scope.already_credited;
         self.unknown += scope.unknown;
         self.mismatched += scope.mismatched;
+        self.subscriptions_reread += scope.subscriptions_reread;
         self.complete &= scope.complete;
+    }
+}
+
+/// How far ahead of its period's end a live subscription is read again.
+const REREAD_AHEAD_SECS: i64 = 3600;
+
+/// Reads again from Stripe every live subscription of the scope whose period ends within the
+/// hour or has ended, through the same path as the webhook (`sync_subscription`: stored only
+/// when newer). The number read; one that fails does not stop the others, the first failure is
+/// returned after them.
+async fn reread_subscriptions(app: &App, scope: &Scope) -> Result<usize, ApiError> {
+    let now_secs = now_ms() / 1000;
+    let store = app.store_for(scope);
+    let mut reread = 0;
+    let mut first_failure = None;
+    for (account, state) in store.all_subscriptions().await? {
+        if !crate::domain::subscriptions::due_for_reread(&state, now_secs, REREAD_AHEAD_SECS) {
+            continue;
+        }
+        match crate::services::billing::sync_subscription(app, scope, &state.subscription_id).await
+        {
+            Ok(_) => reread += 1,
+            Err(err) => {
+                tracing::error!(account = %account.as_str(), subscription_id = %state.subscription_id, code = err.code(), "subscription could not be read again");
+                first_failure.get_or_insert(err);
+            }
+        }
+    }
+    match first_failure {
+        Some(err) => Err(err),
+        None => Ok(reread),
     }
 }
 
@@ -174,6 +212,8 @@ fn ends_before(page: &[Intent], since: i64) -> bool {
 }
 
 async fn reconcile_intent(
+    app: &App,
+    scope: &Scope,
     store: &Store,
     intent: &Intent,
     source: &str,
@@ -195,15 +235,13 @@ async fn reconcile_intent(
         credits: metadata.get(META_CREDITS).and_then(|c| c.parse().ok()),
     };
     let outcome = store.credit_purchase(&paid, source).await?;
-    if let (CreditOutcome::Credited, Some(tier), Some(account)) = (
-        &outcome,
-        metadata.get(META_TIER),
-        metadata
-            .get(META_USER)
-            .and_then(|u| crate::domain::records::UserId::parse(u)),
-    ) {
-        // A tier purchase the webhook missed: the account gets its tier with its credits.
-        store.set_tier(&account, tier, &intent.id).await?;
+    if matches!(
+        outcome,
+        CreditOutcome::Credited | CreditOutcome::AlreadyCredited
+    ) && metadata.contains_key(META_TIER)
+    {
+        // A tier purchase: the account's tier is the highest it still holds.
+        crate::services::billing::sync_tier(app, scope, &intent.id).await?;
     }
     match outcome {
         CreditOutcome::Credited => {

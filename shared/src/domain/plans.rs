@@ -328,6 +328,60 @@ pub fn apply_plan_update(
     Ok(plan)
 }
 
+/// The tier a tier purchase (`tier:<plan>`) is for.
+pub fn tier_of_purchase(package_id: &str) -> Option<&str> {
+    package_id
+        .strip_prefix("tier:")
+        .filter(|plan| !plan.is_empty())
+}
+
+/// Whether a tier purchase still entitles its account to its tier: it was paid (credited), it
+/// was not refunded in full, and no dispute holds its funds. A partial refund keeps the tier; a
+/// dispute whose funds were reinstated gives it back.
+pub fn purchase_holds_tier(payment: &crate::domain::ledger::PaymentRecord) -> bool {
+    let refunded = crate::domain::ledger::effective_refunded(&payment.facts, payment.amount);
+    payment.credited
+        && tier_of_purchase(&payment.package_id).is_some()
+        && (payment.amount <= 0 || refunded < payment.amount)
+        && !payment
+            .facts
+            .dispute
+            .as_ref()
+            .is_some_and(crate::domain::ledger::DisputeFacts::holds_funds)
+}
+
+/// The tier an account has: the highest-ranked tier plan among the purchases it still holds
+/// (`held`: intent id → plan id). Whatever order the purchases' events came in, the answer is
+/// the same; a plan no longer known counts for nothing.
+pub fn held_tier<'a>(held: &BTreeMap<String, String>, plans: &'a [Plan]) -> Option<&'a Plan> {
+    held.values()
+        .filter_map(|id| plans.iter().find(|p| p.id == *id))
+        .max_by_key(|p| (p.rank, p.id.clone()))
+}
+
+/// One line of an invoice as Stripe billed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BilledLine {
+    /// The price (or legacy plan) id the line bills.
+    pub price_id: Option<String>,
+    /// A proration (the difference of a plan change), not a period of a plan.
+    pub proration: bool,
+    pub amount: i64,
+}
+
+/// The plan an invoice billed: the plan linked to the price of its first line that bills a
+/// period (not a proration). Included credits are this plan's, whatever the subscription has
+/// become since: an upgrade made after the invoice never raises what the invoice grants.
+pub fn billed_plan<'a>(lines: &[BilledLine], plans: &'a [Plan]) -> Option<&'a Plan> {
+    lines
+        .iter()
+        .filter(|line| !line.proration && line.amount >= 0)
+        .find_map(|line| {
+            let price = line.price_id.as_deref()?;
+            plans.iter().find(|p| p.price_id.as_deref() == Some(price))
+        })
+}
+
 /// A metric the plan would bill twice: its usage beyond the allowance paid in credits and also
 /// sent to a Stripe meter that bills it on the invoice. Such a plan is refused.
 pub fn doubly_billed_metric(plan: &Plan) -> Option<&str> {
@@ -384,6 +438,106 @@ mod tests {
 
     fn plan(id: &str, rank: i32) -> Plan {
         sample_plan(id, rank, None, None)
+    }
+
+    #[test]
+    fn the_highest_tier_still_paid_for_holds_whatever_the_order() {
+        let plans = vec![
+            plan("free", 0),
+            sample_plan("pro", 20, None, Some(1000)),
+            sample_plan("enterprise", 40, None, Some(5000)),
+        ];
+        let held = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(i, p)| ((*i).to_owned(), (*p).to_owned()))
+                .collect()
+        };
+        let tier = |pairs: &[(&str, &str)]| held_tier(&held(pairs), &plans).map(|p| p.id.clone());
+        assert_eq!(
+            tier(&[("pi_1", "pro"), ("pi_2", "enterprise")]),
+            Some("enterprise".into())
+        );
+        assert_eq!(
+            tier(&[("pi_2", "enterprise"), ("pi_1", "pro")]),
+            Some("enterprise".into())
+        );
+        assert_eq!(tier(&[("pi_1", "pro")]), Some("pro".into()));
+        assert_eq!(tier(&[("pi_1", "gone")]), None);
+        assert_eq!(tier(&[]), None);
+    }
+
+    #[test]
+    fn a_refund_in_full_or_a_lost_dispute_takes_the_tier_away() {
+        use crate::domain::ledger::{DisputeFacts, PaymentRecord};
+        use crate::domain::packages::CreditPackage;
+        let package = CreditPackage {
+            id: "tier:pro".into(),
+            name: "Pro".into(),
+            description: String::new(),
+            amount: 1000,
+            credits: 1000,
+            currency: crate::domain::money::Currency::parse("usd").expect("usd"),
+            active: true,
+        };
+        let user = crate::domain::records::UserId::parse("u").expect("user");
+        let mut payment = PaymentRecord::pending("pi_1", user, &package, 0);
+        assert!(!purchase_holds_tier(&payment), "not paid yet");
+        payment.credited = true;
+        assert!(purchase_holds_tier(&payment));
+        payment.facts.refunded = 400;
+        assert!(purchase_holds_tier(&payment), "a partial refund keeps it");
+        payment.facts.refunded = 1000;
+        assert!(!purchase_holds_tier(&payment), "a full refund takes it");
+        payment.facts.refunded = 0;
+        payment.facts.dispute = Some(DisputeFacts {
+            id: "dp_1".into(),
+            amount: 1000,
+            withdrawn: true,
+            reinstated: false,
+        });
+        assert!(
+            !purchase_holds_tier(&payment),
+            "funds withdrawn by a dispute"
+        );
+        if let Some(dispute) = payment.facts.dispute.as_mut() {
+            dispute.reinstated = true;
+        }
+        assert!(purchase_holds_tier(&payment), "the dispute was won");
+        payment.package_id = "starter".into();
+        assert!(!purchase_holds_tier(&payment), "not a tier purchase");
+    }
+
+    #[test]
+    fn an_invoice_grants_the_plan_it_billed_not_the_one_held_now() {
+        let plans = vec![
+            plan("free", 0),
+            sample_plan("starter", 10, Some("price_starter"), None),
+            sample_plan("max", 30, Some("price_max"), None),
+        ];
+        let line = |price: Option<&str>, proration: bool, amount: i64| BilledLine {
+            price_id: price.map(str::to_owned),
+            proration,
+            amount,
+        };
+        let billed = |lines: &[BilledLine]| billed_plan(lines, &plans).map(|p| p.id.as_str());
+        assert_eq!(
+            billed(&[line(Some("price_starter"), false, 2900)]),
+            Some("starter")
+        );
+        // A proration of max before the period of starter: still starter.
+        assert_eq!(
+            billed(&[
+                line(Some("price_max"), true, 7000),
+                line(Some("price_starter"), false, 2900)
+            ]),
+            Some("starter")
+        );
+        // Only prorations, or a price no plan links: no plan, no included credits.
+        assert_eq!(billed(&[line(Some("price_max"), true, 7000)]), None);
+        assert_eq!(billed(&[line(Some("price_other"), false, 100)]), None);
+        assert_eq!(billed(&[line(None, false, 100)]), None);
+        assert_eq!(billed(&[]), None);
     }
 
     #[test]

@@ -106,7 +106,10 @@ pub fn is_newer(stored: &SubscriptionState, incoming: &SubscriptionState) -> boo
 }
 
 /// The plan whose limits apply now: the subscription's while it is active or trialing, and while
-/// it is past due within the grace period; the free plan otherwise.
+/// it is past due within the grace period; the free plan otherwise. A live state whose period
+/// ended more than the grace period ago is not trusted: its renewal was never read (a missed
+/// event), so nothing says it was paid; the free plan applies until the subscription is read
+/// again (the scheduled re-read does that).
 pub fn entitled_plan_id<'a>(
     subscription: Option<&'a SubscriptionState>,
     free_plan_id: &'a str,
@@ -116,6 +119,9 @@ pub fn entitled_plan_id<'a>(
     let Some(subscription) = subscription else {
         return free_plan_id;
     };
+    if is_stale(subscription, now_secs, past_due_grace_secs) {
+        return free_plan_id;
+    }
     match subscription.status {
         SubscriptionStatus::Active | SubscriptionStatus::Trialing => &subscription.plan_id,
         SubscriptionStatus::PastDue => {
@@ -128,6 +134,22 @@ pub fn entitled_plan_id<'a>(
         }
         _ => free_plan_id,
     }
+}
+
+/// A live state whose period ended more than `grace_secs` ago: not trusted until read again.
+pub fn is_stale(subscription: &SubscriptionState, now_secs: i64, grace_secs: i64) -> bool {
+    subscription.status.is_live()
+        && subscription.current_period_end > 0
+        && now_secs > subscription.current_period_end.saturating_add(grace_secs)
+}
+
+/// Whether the scheduled re-read should read this stored state from Stripe again: a live
+/// subscription whose period ends within `ahead_secs` or has ended (its renewal may have been
+/// missed).
+pub fn due_for_reread(subscription: &SubscriptionState, now_secs: i64, ahead_secs: i64) -> bool {
+    subscription.status.is_live()
+        && subscription.current_period_end > 0
+        && subscription.current_period_end <= now_secs.saturating_add(ahead_secs)
 }
 
 /// A subscription as just read from Stripe, as Coffer stores it: the plan its price links to,
@@ -197,6 +219,23 @@ pub(crate) fn sample_state(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_live_state_long_past_its_period_is_not_trusted_and_is_read_again() {
+        let mut active = sample_state("s", SubscriptionStatus::Active, 1);
+        active.current_period_end = 10_000;
+        // Within the period, and within the grace after it: its plan.
+        assert_eq!(entitled_plan_id(Some(&active), "free", 9_000, 100), "pro");
+        assert_eq!(entitled_plan_id(Some(&active), "free", 10_100, 100), "pro");
+        // Past the grace with no renewal read: free until read again.
+        assert_eq!(entitled_plan_id(Some(&active), "free", 10_101, 100), "free");
+        assert!(is_stale(&active, 10_101, 100));
+        assert!(!due_for_reread(&active, 5_000, 3_600));
+        assert!(due_for_reread(&active, 7_000, 3_600));
+        assert!(due_for_reread(&active, 20_000, 3_600));
+        let canceled = sample_state("s", SubscriptionStatus::Canceled, 1);
+        assert!(!due_for_reread(&canceled, 20_000, 3_600));
+    }
 
     fn state(id: &str, status: SubscriptionStatus, observed: i64) -> SubscriptionState {
         sample_state(id, status, observed)

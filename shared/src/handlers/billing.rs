@@ -35,7 +35,10 @@ use crate::services::billing::{self, ensure_customer, entitlement, sheet_fields,
 use crate::{scoping, App};
 
 /// How long a create-subscription holds the account against a second one.
-const SUBSCRIBE_LOCK_MS: i64 = 30_000;
+/// How long a create holds the account: longer than any attempt of the function can take (its
+/// timeout, Stripe's retries), so that a slow first attempt is never overtaken by a second. A
+/// create that ends (made, or failed at Stripe) releases it at once.
+const SUBSCRIBE_LOCK_MS: i64 = 5 * 60_000;
 const MAX_PAGE: usize = 100;
 
 #[tracing::instrument(name = "billing", skip_all)]
@@ -277,13 +280,18 @@ async fn create_subscription(app: &App, req: &Request) -> Result<Response<Body>,
         ));
     }
     let locked_version = record.version + 1;
+    let generation = record
+        .state
+        .as_ref()
+        .map_or("first", |s| s.subscription_id.as_str());
+    let read_started = now_ms();
     let created = subscribe(
         app,
         &scope,
         &account,
         &plan,
         &price,
-        locked_version,
+        generation,
         setup_intent.as_deref(),
     )
     .await;
@@ -303,6 +311,7 @@ async fn create_subscription(app: &App, req: &Request) -> Result<Response<Body>,
         &subscription,
         &plans,
         Some(locked_version),
+        read_started,
     )
     .await?;
     tracing::info!(subscription_id = %subscription.id, plan_id = %plan.id, "subscription created");
@@ -323,7 +332,7 @@ async fn subscribe(
     account: &UserId,
     plan: &Plan,
     price: &str,
-    version: i64,
+    generation: &str,
     setup_intent: Option<&str>,
 ) -> Result<(crate::adapters::stripe::Subscription, Option<String>), ApiError> {
     let stripe = app.stripe_for(scope).await?;
@@ -338,9 +347,19 @@ async fn subscribe(
         (META_PLAN.to_owned(), plan.id.clone()),
         (META_SCOPE.to_owned(), scope.to_string()),
     ]);
+    // The same create asked again (a client's retry after a timeout) sends the same key, so
+    // Stripe answers with the subscription the first attempt made instead of making a second:
+    // the key names the account's subscription generation (the one it had before, if any), the
+    // price and the card, never the attempt.
     let key = format!(
         "coffer-sub-{}",
-        hash_parts(&[&scope.to_string(), account.as_str(), &version.to_string()])
+        hash_parts(&[
+            &scope.to_string(),
+            account.as_str(),
+            generation,
+            price,
+            setup_intent.unwrap_or("default-card"),
+        ])
     );
     let subscription = match stripe
         .create_subscription(&customer, price, metadata, &key)
@@ -501,6 +520,7 @@ async fn cancel_subscription(app: &App, req: &Request) -> Result<Response<Body>,
     let scope = scoping::end_user_scope(app, req).await?;
     let current = live_subscription(app, &scope, &account).await?;
     let stripe = app.stripe_for(&scope).await?;
+    let read_started = now_ms();
     let updated = if immediately {
         stripe
             .cancel_subscription_now(&current.subscription_id)
@@ -511,7 +531,15 @@ async fn cancel_subscription(app: &App, req: &Request) -> Result<Response<Body>,
             .await?
     };
     let plans = billing::plans(app, &scope).await?;
-    let state = store_read(&app.store_for(&scope), &account, &updated, &plans, None).await?;
+    let state = store_read(
+        &app.store_for(&scope),
+        &account,
+        &updated,
+        &plans,
+        None,
+        read_started,
+    )
+    .await?;
     Ok(ok(SubscriptionCanceled {
         status: state.status.as_str(),
         cancel_at_period_end: state.cancel_at_period_end,
@@ -571,11 +599,12 @@ async fn update_subscription(app: &App, req: &Request) -> Result<Response<Body>,
         ])
     );
     let price = target.price_id.clone().unwrap_or_default();
+    let read_started = now_ms();
     let updated = stripe
         .change_price(&current.subscription_id, &item, &price, metadata, &key)
         .await?;
     let store = app.store_for(&scope);
-    let mut state = store_read(&store, &account, &updated, &plans, None).await?;
+    let mut state = store_read(&store, &account, &updated, &plans, None, read_started).await?;
     if change == PlanChange::Downgrade {
         // The higher plan was paid to the end of the period: its limits stay until then.
         state = hold_plan(&store, &account, &current_plan.id, fresh.period_end()).await?;

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use super::stripe_webhook_billing as billing;
 use super::stripe_webhook_lifecycle as lifecycle;
 use crate::adapters::store::{CreditOutcome, Store};
-use crate::adapters::stripe::{META_CREDITS, META_PACKAGE, META_SCOPE, META_TIER, META_USER};
+use crate::adapters::stripe::{META_CREDITS, META_PACKAGE, META_SCOPE, META_USER};
 use crate::domain::ledger::{DisputeStep, PaidIntent};
 use crate::domain::records::PaymentStatus;
 use crate::domain::scope::Scope;
@@ -36,7 +36,7 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     tracing::info!(event_id = %event.id, event_type = %event.kind, "webhook received");
 
     match event.kind.as_str() {
-        "payment_intent.succeeded" => credit(&store, &scope, &event).await?,
+        "payment_intent.succeeded" => credit(app, &scope, &event).await?,
         "customer.subscription.created"
         | "customer.subscription.updated"
         | "customer.subscription.deleted"
@@ -45,25 +45,25 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
             billing::subscription_changed(app, &scope, &event).await?
         }
         "invoice.paid" | "invoice.payment_succeeded" => {
-            billing::invoice_event(app, &scope, &event, true).await?
+            billing::invoice_event(app, &scope, &event, false).await?
         }
-        "invoice.payment_failed" => billing::invoice_event(app, &scope, &event, false).await?,
+        "invoice.payment_failed" => billing::invoice_event(app, &scope, &event, true).await?,
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
             billing::checkout_completed(app, &scope, &event).await?
         }
         "setup_intent.succeeded" => billing::setup_succeeded(app, &scope, &event).await?,
         "payment_intent.payment_failed" => mark(&store, &event, PaymentStatus::Failed).await?,
         "payment_intent.canceled" => mark(&store, &event, PaymentStatus::Canceled).await?,
-        "charge.refunded" => lifecycle::refunded(&store, &event).await?,
-        "charge.refund.updated" => lifecycle::refund_updated(&store, &event).await?,
+        "charge.refunded" => lifecycle::refunded(app, &scope, &event).await?,
+        "charge.refund.updated" => lifecycle::refund_updated(app, &scope, &event).await?,
         "charge.dispute.created" => {
-            lifecycle::dispute(&store, &event, DisputeStep::Created).await?
+            lifecycle::dispute(app, &scope, &event, DisputeStep::Created).await?
         }
         "charge.dispute.funds_withdrawn" => {
-            lifecycle::dispute(&store, &event, DisputeStep::FundsWithdrawn).await?
+            lifecycle::dispute(app, &scope, &event, DisputeStep::FundsWithdrawn).await?
         }
         "charge.dispute.funds_reinstated" => {
-            lifecycle::dispute(&store, &event, DisputeStep::FundsReinstated).await?
+            lifecycle::dispute(app, &scope, &event, DisputeStep::FundsReinstated).await?
         }
         _ => tracing::info!(event_type = %event.kind, "event type not handled; acknowledged"),
     }
@@ -136,7 +136,8 @@ async fn verify_signature(
     })
 }
 
-async fn credit(store: &Store, scope: &Scope, event: &Event) -> Result<(), ApiError> {
+async fn credit(app: &App, scope: &Scope, event: &Event) -> Result<(), ApiError> {
+    let store = app.store_for(scope);
     let intent = event
         .intent()
         .ok_or_else(|| ApiError::bad_request("The event holds no PaymentIntent."))?;
@@ -160,7 +161,8 @@ async fn credit(store: &Store, scope: &Scope, event: &Event) -> Result<(), ApiEr
         outcome,
         CreditOutcome::Credited | CreditOutcome::AlreadyCredited
     ) {
-        grant_tier(store, &intent, &paid).await?;
+        // A paid tier purchase: the account's tier is the highest it still holds.
+        crate::services::billing::sync_tier(app, scope, &paid.intent_id).await?;
     }
     match outcome {
         CreditOutcome::Credited => {
@@ -177,25 +179,6 @@ async fn credit(store: &Store, scope: &Scope, event: &Event) -> Result<(), ApiEr
             newly_flagged,
         } => telemetry::payment_needs_attention(&paid.intent_id, reason, newly_flagged),
     }
-    Ok(())
-}
-
-/// A paid tier purchase: the account now holds the tier (written again on a duplicate).
-async fn grant_tier(
-    store: &Store,
-    intent: &crate::webhook::IntentObject,
-    paid: &PaidIntent,
-) -> Result<(), ApiError> {
-    let (Some(tier), Some(account)) = (
-        intent.metadata.get(META_TIER),
-        paid.user_id
-            .as_deref()
-            .and_then(crate::domain::records::UserId::parse),
-    ) else {
-        return Ok(());
-    };
-    store.set_tier(&account, tier, &paid.intent_id).await?;
-    tracing::info!(intent_id = %paid.intent_id, tier = %tier, "tier granted");
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use crate::adapters::store::{CreditOutcome, InvoiceRecord, MoveOutcome};
 use crate::adapters::stripe::{META_ACCOUNT, META_CREDITS, META_PACKAGE, META_SCOPE, META_USER};
 use crate::domain::ledger::{CreditMove, PaidIntent, PaymentRecord};
 use crate::domain::money::Currency;
+use crate::domain::plans::billed_plan;
 use crate::domain::records::{now_ms, UserId};
 use crate::domain::scope::Scope;
 use crate::http::ApiError;
@@ -40,39 +41,62 @@ fn invoice_subscription(invoice: &Value) -> Option<&str> {
         .or_else(|| text(invoice, "/parent/subscription_details/subscription"))
 }
 
-/// `invoice.paid`, `invoice.payment_succeeded` (`paid`) and `invoice.payment_failed`.
+/// `invoice.paid`, `invoice.payment_succeeded` and `invoice.payment_failed`. The invoice is read
+/// again from Stripe, never stored from the event's copy: it is paid when Stripe says so
+/// (whichever event arrived), failed when a payment failed and it is not paid, and its status
+/// only moves forward in the store. Included credits are those of the plan the invoice billed
+/// (its lines' price), once per invoice, whatever plan the subscription holds by now.
 pub async fn invoice_event(
     app: &App,
     scope: &Scope,
     event: &Event,
-    paid: bool,
+    payment_failed: bool,
 ) -> Result<(), ApiError> {
-    let invoice = &event.data.object;
     let invoice_id = object_id(event)?;
-    let Some(subscription_id) = invoice_subscription(invoice) else {
+    let Some(subscription_id) = invoice_subscription(&event.data.object) else {
         tracing::info!(invoice_id, "invoice of no subscription; acknowledged");
         return Ok(());
     };
     let Some((account, state)) = sync_subscription(app, scope, subscription_id).await? else {
         return Ok(());
     };
-    let int = |name: &str| invoice.get(name).and_then(Value::as_i64).unwrap_or(0);
-    let amount_paid = int("amount_paid");
+    let stripe = app.stripe_for(scope).await?;
+    let invoice = match stripe.retrieve_invoice(invoice_id).await {
+        Ok(invoice) => invoice,
+        Err(crate::adapters::stripe::StripeFailure::Missing(_)) => {
+            tracing::warn!(invoice_id, "stripe has no such invoice; acknowledged");
+            return Ok(());
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let paid = invoice.status.as_deref() == Some("paid");
+    if !paid && !payment_failed {
+        tracing::info!(invoice_id, status = ?invoice.status, "invoice not paid at Stripe; nothing recorded");
+        return Ok(());
+    }
+    let plans = billing::plans(app, scope).await?;
+    let billed = billed_plan(&invoice.billed_lines(), &plans);
+    let amount_paid = invoice.amount_paid.unwrap_or(0);
     let store = app.store_for(scope);
     let moved = store
         .record_invoice(&InvoiceRecord {
             invoice_id: invoice_id.to_owned(),
             account: account.clone(),
             subscription_id: subscription_id.to_owned(),
-            plan_id: state.plan_id.clone(),
-            amount: if paid { amount_paid } else { int("amount_due") },
-            currency: text(invoice, "/currency")
+            plan_id: billed.map_or_else(|| state.plan_id.clone(), |p| p.id.clone()),
+            amount: if paid {
+                amount_paid
+            } else {
+                invoice.amount_due.unwrap_or(0)
+            },
+            currency: invoice
+                .currency
+                .as_deref()
                 .unwrap_or("usd")
                 .to_ascii_lowercase(),
             status: if paid { "paid" } else { "failed" }.to_owned(),
             created_at_ms: invoice
-                .get("created")
-                .and_then(Value::as_i64)
+                .created
                 .map_or_else(now_ms, |secs| secs.saturating_mul(1000)),
         })
         .await?;
@@ -83,13 +107,15 @@ pub async fn invoice_event(
             "invoice status already at or past this one; stale or repeated event kept out"
         );
     }
-    let proration = text(invoice, "/billing_reason") == Some("subscription_update");
+    let proration = invoice.billing_reason.as_deref() == Some("subscription_update");
     if !paid || amount_paid <= 0 || proration {
         return Ok(());
     }
-    let plans = billing::plans(app, scope).await?;
-    let Some(plan) = plans.iter().find(|p| p.id == state.plan_id) else {
-        tracing::warn!(invoice_id, price_id = %state.price_id, "paid invoice of a price no plan links; no included credits");
+    let Some(plan) = billed else {
+        tracing::warn!(
+            invoice_id,
+            "paid invoice of a price no plan links; no included credits"
+        );
         return Ok(());
     };
     if plan.included_credits <= 0 {

@@ -2,12 +2,14 @@
 //! the credits, `charge.refund.updated` with a failed refund gives it back, `charge.dispute.*`
 //! marks, withdraws (the disputed share) and reinstates. The rules are in `domain::ledger`.
 
-use crate::adapters::store::{LifecycleOutcome, Store};
+use crate::adapters::store::LifecycleOutcome;
 use crate::domain::ledger::{ChargeEvent, DisputeStep};
+use crate::domain::scope::Scope;
 use crate::http::ApiError;
 use crate::webhook::{intent_id, Event};
+use crate::App;
 
-pub(super) async fn refunded(store: &Store, event: &Event) -> Result<(), ApiError> {
+pub(super) async fn refunded(app: &App, scope: &Scope, event: &Event) -> Result<(), ApiError> {
     let charge = event
         .charge()
         .ok_or_else(|| ApiError::bad_request("The event holds no charge."))?;
@@ -21,10 +23,14 @@ pub(super) async fn refunded(store: &Store, event: &Event) -> Result<(), ApiErro
         currency: charge.currency.to_ascii_lowercase(),
         at: event.created.unwrap_or(0),
     };
-    apply(store, &intent, &change).await
+    apply(app, scope, &intent, &change).await
 }
 
-pub(super) async fn refund_updated(store: &Store, event: &Event) -> Result<(), ApiError> {
+pub(super) async fn refund_updated(
+    app: &App,
+    scope: &Scope,
+    event: &Event,
+) -> Result<(), ApiError> {
     let refund = event
         .refund()
         .ok_or_else(|| ApiError::bad_request("The event holds no refund."))?;
@@ -41,11 +47,12 @@ pub(super) async fn refund_updated(store: &Store, event: &Event) -> Result<(), A
         amount: refund.amount,
         at: event.created.unwrap_or(0),
     };
-    apply(store, &intent, &change).await
+    apply(app, scope, &intent, &change).await
 }
 
 pub(super) async fn dispute(
-    store: &Store,
+    app: &App,
+    scope: &Scope,
     event: &Event,
     step: DisputeStep,
 ) -> Result<(), ApiError> {
@@ -61,10 +68,19 @@ pub(super) async fn dispute(
         step,
         amount: dispute.amount,
     };
-    apply(store, &intent, &change).await
+    apply(app, scope, &intent, &change).await
 }
 
-async fn apply(store: &Store, intent: &str, change: &ChargeEvent) -> Result<(), ApiError> {
+/// Applies the change to the payment, then brings the account's tier up to date with it (a
+/// tier purchase refunded in full or lost to a dispute no longer holds its tier; a repeated
+/// event repairs a tier left behind by a crash between the two).
+async fn apply(
+    app: &App,
+    scope: &Scope,
+    intent: &str,
+    change: &ChargeEvent,
+) -> Result<(), ApiError> {
+    let store = app.store_for(scope);
     let what = change.entry_kind();
     match store.apply_charge_event(intent, change).await? {
         LifecycleOutcome::Applied(delta) => {
@@ -74,7 +90,8 @@ async fn apply(store: &Store, intent: &str, change: &ChargeEvent) -> Result<(), 
             tracing::info!(intent_id = %intent, what, "already applied or older; nothing changed")
         }
         LifecycleOutcome::UnknownPayment => {
-            tracing::warn!(intent_id = %intent, what, "no Coffer payment for this intent; ignored")
+            tracing::warn!(intent_id = %intent, what, "no Coffer payment for this intent; ignored");
+            return Ok(());
         }
         LifecycleOutcome::Ignored(why) => {
             tracing::warn!(intent_id = %intent, what, why, "event ignored")
@@ -85,5 +102,5 @@ async fn apply(store: &Store, intent: &str, change: &ChargeEvent) -> Result<(), 
             ))
         }
     }
-    Ok(())
+    crate::services::billing::sync_tier(app, scope, intent).await
 }

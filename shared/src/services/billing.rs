@@ -25,6 +25,25 @@ const CUSTOMER_CLAIM_MS: i64 = 15_000;
 const CUSTOMER_WAIT: Duration = Duration::from_secs(6);
 
 /// The scope's plans, active or not.
+/// Brings the account's tier up to date with a tier purchase as the store has it now (paid,
+/// refunded in full, disputed): the account has the highest tier it still holds a paid
+/// purchase for. Anything that is not a tier purchase is left alone.
+pub async fn sync_tier(app: &App, scope: &Scope, intent_id: &str) -> Result<(), ApiError> {
+    let store = app.store_for(scope);
+    let Some(payment) = store.payment(intent_id).await? else {
+        return Ok(());
+    };
+    if crate::domain::plans::tier_of_purchase(&payment.package_id).is_none() {
+        return Ok(());
+    }
+    let plans = plans(app, scope).await?;
+    let (before, after) = store.sync_tier(&payment, &plans).await?;
+    if before != after {
+        tracing::info!(intent_id, from = ?before, to = ?after, "tier changed");
+    }
+    Ok(())
+}
+
 pub async fn plans(app: &App, scope: &Scope) -> Result<Vec<Plan>, ApiError> {
     Ok(app.store_for(scope).list_plans().await?)
 }
@@ -182,6 +201,7 @@ pub async fn sync_subscription(
     subscription_id: &str,
 ) -> Result<Option<(UserId, SubscriptionState)>, ApiError> {
     let stripe = app.stripe_for(scope).await?;
+    let read_started = now_ms();
     let subscription = match stripe.retrieve_subscription(subscription_id).await {
         Ok(subscription) => subscription,
         Err(StripeFailure::Missing(_)) => {
@@ -211,19 +231,22 @@ pub async fn sync_subscription(
         return Ok(None);
     };
     let plans = plans(app, scope).await?;
-    let state = store_read(&store, &account, &subscription, &plans, None).await?;
+    let state = store_read(&store, &account, &subscription, &plans, None, read_started).await?;
     Ok(Some((account, state)))
 }
 
 /// Stores `subscription` (just read from Stripe) for the account when it is newer than the
 /// stored state, keeping the create lock as it is unless `release_lock` says which version's
-/// lock to clear. Returns the state that is stored afterwards.
+/// lock to clear. Returns the state that is stored afterwards. Reads are ordered by when they
+/// were taken: `read_started_ms` is the time the Stripe call began (a read that began later
+/// cannot show an older subscription), never the time its answer reached the store.
 pub async fn store_read(
     store: &Store,
     account: &UserId,
     subscription: &Subscription,
     plans: &[Plan],
     release_lock: Option<i64>,
+    read_started_ms: i64,
 ) -> Result<SubscriptionState, ApiError> {
     let status = SubscriptionStatus::parse(&subscription.status).ok_or_else(|| {
         ApiError::Stripe(format!(
@@ -239,7 +262,7 @@ pub async fn store_read(
         current_period_end: subscription.period_end(),
         cancel_at_period_end: subscription.cancel_at_period_end.unwrap_or(false),
     };
-    let observed = now_ms();
+    let observed = read_started_ms;
     for _ in 0..8 {
         let record = store.subscription_record(account).await?;
         let state = state_from_read(&read, plans, record.state.as_ref(), observed);

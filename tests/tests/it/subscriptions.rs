@@ -606,6 +606,66 @@ async fn a_tier_is_bought_once_with_a_payment_intent_and_client_prices_are_refus
     );
 }
 
+/// Buys `tier` for `user` with a card and waits until Coffer shows it; the intent id.
+async fn buy_tier(app: &TestApp, user: &str, tier: &str) -> String {
+    let reply = post(
+        app,
+        "/api/stripe/create-payment-intent",
+        user,
+        json!({"tier": tier}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let intent = reply.body["data"]["paymentIntentId"]
+        .as_str()
+        .expect("pi")
+        .to_owned();
+    assert_eq!(
+        app.pay_with_card(&intent, "4242424242424242").await.status,
+        200
+    );
+    let shown = settle(
+        || async { (my_subscription(app, user).await["planId"] == tier).then_some(()) },
+        app.redeliver_intent_event("payment_intent.succeeded", &intent),
+    )
+    .await;
+    assert!(shown.is_some(), "{tier} was never granted");
+    intent
+}
+
+#[tokio::test]
+async fn the_highest_tier_still_paid_for_holds_in_any_order_and_a_refund_takes_it_away() {
+    let app = spawn_app().await;
+    let pro = buy_tier(&app, "tova", "pro").await;
+    let enterprise = buy_tier(&app, "tova", "enterprise").await;
+    let plan = || async { my_subscription(&app, "tova").await["planId"].clone() };
+    // A late, repeated success of the older, lower tier changes nothing.
+    app.redeliver_intent_event("payment_intent.succeeded", &pro)
+        .await;
+    assert_eq!(plan().await, "enterprise");
+    // Enterprise refunded in full: back to pro, which is still paid for.
+    let refunded = crate::lifecycle::charge(&app, &enterprise, 5000).await;
+    let reply = app.deliver_event("charge.refunded", &refunded).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(plan().await, "pro");
+    // Its success again, late: a refunded purchase holds no tier.
+    app.redeliver_intent_event("payment_intent.succeeded", &enterprise)
+        .await;
+    assert_eq!(plan().await, "pro");
+    // Pro's funds withdrawn by a dispute: free; the dispute won: pro again.
+    let dispute = crate::lifecycle::dispute_of(&pro, 1000);
+    for (kind, expected) in [
+        ("charge.dispute.created", "pro"),
+        ("charge.dispute.funds_withdrawn", "free"),
+        ("charge.dispute.funds_reinstated", "pro"),
+    ] {
+        let reply = app.deliver_event(kind, &dispute).await;
+        assert_eq!(reply.status, 200, "{kind}: {}", reply.body);
+        assert_eq!(plan().await, expected, "after {kind}");
+    }
+    app.assert_invariants().await;
+}
+
 #[tokio::test]
 async fn payment_sheet_gets_a_customer_and_an_ephemeral_key_in_the_sdk_version() {
     let app = spawn_app().await;
@@ -742,6 +802,133 @@ async fn checkout_for_a_plan_subscribes_and_for_a_package_credits_once() {
         .await;
     assert_eq!(app.balance("cleo").await, starter_credits);
     app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn an_invoice_grants_the_credits_of_the_plan_it_billed_even_after_an_upgrade() {
+    // No webhook from localstripe: this test delivers each event itself, in the order it chose.
+    let app = spawn_app_with(SecretSetup {
+        no_webhook: true,
+        ..SecretSetup::default()
+    })
+    .await;
+    customer_with_card(&app, "ivan", SUBSCRIPTION_CARD).await;
+    let reply = post(
+        &app,
+        "/api/stripe/create-subscription",
+        "ivan",
+        json!({"planId": "starter"}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let secret = reply.body["data"]["clientSecret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let subscription = reply.body["data"]["subscriptionId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let intent = secret.split("_secret_").next().expect("intent").to_owned();
+    let auth = app
+        .stripe_post(
+            &format!("/v1/payment_intents/{intent}/_authenticate"),
+            &[("success", "true"), ("client_secret", secret.as_str())],
+        )
+        .await;
+    assert_eq!(auth.status, 200, "{}", auth.body);
+    let sub = stripe_get(&app, &format!("/v1/subscriptions/{subscription}")).await;
+    let invoice_id = sub["latest_invoice"].as_str().expect("invoice").to_owned();
+    let invoice = stripe_get(&app, &format!("/v1/invoices/{invoice_id}")).await;
+    // The subscription becomes active in Coffer, then moves up to pro-monthly (20.00 included)
+    // before the starter invoice's (5.00 included) paid event arrives.
+    let updated = app
+        .deliver_event("customer.subscription.updated", &sub)
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.body);
+    assert_eq!(my_subscription(&app, "ivan").await["planId"], "starter");
+    let up = post(
+        &app,
+        "/api/v1/payments/stripe/update-subscription",
+        "ivan",
+        json!({"planId": "pro-monthly"}),
+    )
+    .await;
+    assert_eq!(up.status, 200, "{}", up.body);
+    for kind in ["invoice.paid", "invoice.payment_succeeded"] {
+        let reply = app.deliver_event(kind, &invoice).await;
+        assert_eq!(reply.status, 200, "{kind}: {}", reply.body);
+    }
+    assert_eq!(
+        app.balance("ivan").await,
+        5.0,
+        "the starter invoice grants starter's credits, once"
+    );
+    let payments = app
+        .get("/api/v1/payments/stripe/my-payments", Some("ivan"))
+        .await;
+    assert_eq!(
+        payments.body["data"][0]["planId"], "starter",
+        "{}",
+        payments.body
+    );
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn the_scheduled_job_reads_again_a_subscription_whose_end_was_missed() {
+    // No webhook from localstripe: Stripe's cancellation never reaches Coffer by an event.
+    let app = spawn_app_with(SecretSetup {
+        no_webhook: true,
+        ..SecretSetup::default()
+    })
+    .await;
+    let subscription = subscribe_active(&app, "ruth", "starter").await;
+    let canceled = app
+        .http
+        .delete(format!(
+            "{}/v1/subscriptions/{subscription}",
+            app.stripe_base
+        ))
+        .bearer_auth(STRIPE_KEY)
+        .send()
+        .await
+        .expect("cancel at localstripe");
+    assert!(canceled.status().is_success());
+    // The stored period has just ended (its renewal or end was never read).
+    let store = app.app.app.store_for(&app.app.app.default_scope());
+    let account = coffer::domain::records::UserId::parse("ruth").expect("account");
+    let record = store.subscription_record(&account).await.expect("read");
+    let mut state = record.state.clone().expect("stored");
+    state.current_period_end = integration_tests::now() - 60;
+    assert!(store
+        .write_subscription(&account, record.version, Some(&state), None)
+        .await
+        .expect("write"));
+    assert_eq!(
+        my_subscription(&app, "ruth").await["planId"],
+        "starter",
+        "within the grace"
+    );
+
+    let report = coffer::calls::as_function(
+        "reconcile",
+        coffer::reconcile::reconcile(&app.app.app, 3600),
+    )
+    .await
+    .expect("reconcile");
+    assert_eq!(report.subscriptions_reread, 1, "{report:?}");
+    let now = my_subscription(&app, "ruth").await;
+    assert_eq!(now["planId"], "free", "{now}");
+    assert_eq!(now["status"], "canceled", "{now}");
+    // Nothing live is left to read again.
+    let again = coffer::calls::as_function(
+        "reconcile",
+        coffer::reconcile::reconcile(&app.app.app, 3600),
+    )
+    .await
+    .expect("reconcile");
+    assert_eq!(again.subscriptions_reread, 0, "{again:?}");
 }
 
 #[tokio::test]

@@ -197,10 +197,25 @@ async fn an_upgrade_raises_the_limit_in_the_same_period() {
     assert_eq!(use_requests(&app, "xia", 1000, "u-1").await.status, 200);
     assert_eq!(use_requests(&app, "xia", 1, "u-2").await.status, 429);
     let user = coffer::domain::records::UserId::parse("xia").expect("user");
-    store(&app)
-        .set_tier(&user, "pro", "pi_test_tier")
+    // A paid purchase of the pro tier, as the webhook records it.
+    let pro = store(&app)
+        .plan("pro")
         .await
-        .expect("tier");
+        .expect("read")
+        .expect("seeded");
+    let package = coffer::domain::packages::CreditPackage {
+        id: "tier:pro".into(),
+        name: "Pro".into(),
+        description: String::new(),
+        amount: 1000,
+        credits: 0,
+        currency: coffer::domain::money::Currency::usd(),
+        active: true,
+    };
+    let mut payment =
+        coffer::domain::ledger::PaymentRecord::pending("pi_test_tier", user, &package, 0);
+    payment.credited = true;
+    store(&app).sync_tier(&payment, &[pro]).await.expect("tier");
     // An instance that just refused an account refuses it from memory for 250 ms (a hot
     // account past its limit reads nothing); the upgrade counts from the next request on.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

@@ -285,25 +285,83 @@ impl Store {
     /// The tier (a plan bought once) the account holds.
     pub async fn tier(&self, account: &UserId) -> Result<Option<String>, StoreError> {
         let item = self.get(self.keys.account(account, "TIER")).await?;
-        Ok(item
-            .as_ref()
-            .map(|item| Fields::of(item).text("planId").map(str::to_owned))
-            .transpose()?)
+        Ok(match &item {
+            Some(item) => Fields::of(item).opt_text("planId")?.map(str::to_owned),
+            None => None,
+        })
     }
 
-    /// The account now holds `plan_id`, bought with `intent_id` (a duplicate event writes the
-    /// same again).
-    pub async fn set_tier(
+    /// Brings the account's tier up to date with one tier purchase as it stands now: the
+    /// purchase is held or not (`domain::plans::purchase_holds_tier`), and the tier is the
+    /// highest one still held (`held_tier`). The item keeps every held purchase, so events of
+    /// several purchases in any order, repeated or late, end at the same tier. Written only when
+    /// it changes, conditioned on its revision. The tier before and after.
+    pub async fn sync_tier(
         &self,
-        account: &UserId,
-        plan_id: &str,
-        intent_id: &str,
-    ) -> Result<(), StoreError> {
-        let mut item = self.keys.account(account, "TIER");
-        item.insert("planId".into(), s(plan_id));
-        item.insert("intentId".into(), s(intent_id));
-        item.insert("updatedAt".into(), n(now_ms()));
-        self.put_raw(item).await
+        payment: &crate::domain::ledger::PaymentRecord,
+        plans: &[Plan],
+    ) -> Result<(Option<String>, Option<String>), StoreError> {
+        use crate::domain::plans::{held_tier, purchase_holds_tier, tier_of_purchase};
+        let Some(tier) = tier_of_purchase(&payment.package_id) else {
+            return Ok((None, None));
+        };
+        let key = self.keys.account(&payment.user_id, "TIER");
+        for attempt in 1..=super::CONFLICT_ATTEMPTS {
+            let item = self.get(key.clone()).await?;
+            let fields = item.as_ref().map(Fields::of);
+            let rev = match &fields {
+                Some(f) => f.opt_int("rev")?,
+                None => None,
+            };
+            let before = match &fields {
+                Some(f) => f.opt_text("planId")?.map(str::to_owned),
+                None => None,
+            };
+            let mut held = held_purchases(item.as_ref())?;
+            if purchase_holds_tier(payment) {
+                held.insert(payment.intent_id.clone(), tier.to_owned());
+            } else {
+                held.remove(&payment.intent_id);
+            }
+            let after = held_tier(&held, plans).map(|p| p.id.clone());
+            if held == held_purchases(item.as_ref())? && after == before {
+                return Ok((before, after));
+            }
+            let mut new = key.clone();
+            if !held.is_empty() {
+                let map = held
+                    .iter()
+                    .map(|(intent, plan)| (intent.clone(), s(plan)))
+                    .collect();
+                new.insert(
+                    "held".into(),
+                    aws_sdk_dynamodb::types::AttributeValue::M(map),
+                );
+            }
+            if let Some(plan) = &after {
+                new.insert("planId".into(), s(plan));
+            }
+            new.insert("rev".into(), n(rev.unwrap_or(0) + 1));
+            new.insert("updatedAt".into(), n(now_ms()));
+            let request = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(new));
+            let request = match rev {
+                Some(rev) => request
+                    .condition_expression("rev = :rev")
+                    .expression_attribute_values(":rev", n(rev)),
+                None => request.condition_expression("attribute_not_exists(rev)"),
+            };
+            if written(request.send().await)? {
+                return Ok((before, after));
+            }
+            super::backoff(attempt).await;
+        }
+        Err(StoreError::Contention(
+            "the tier of an account kept changing".into(),
+        ))
     }
 
     /// Records a payment unless one with its intent id exists (a Checkout payment the create
@@ -359,9 +417,45 @@ impl Store {
     }
 }
 
+/// The purchases a tier item holds (intent id → plan id). An item written before purchases
+/// were kept names one: its `intentId` and `planId`.
+fn held_purchases(
+    item: Option<&Item>,
+) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+    let mut held = std::collections::BTreeMap::new();
+    let Some(item) = item else {
+        return Ok(held);
+    };
+    match item.get("held") {
+        Some(aws_sdk_dynamodb::types::AttributeValue::M(map)) => {
+            for (intent, plan) in map {
+                if let Ok(plan) = plan.as_s() {
+                    held.insert(intent.clone(), plan.clone());
+                }
+            }
+        }
+        _ => {
+            let f = Fields::of(item);
+            if let (Some(intent), Some(plan)) = (f.opt_text("intentId")?, f.opt_text("planId")?) {
+                held.insert(intent.to_owned(), plan.to_owned());
+            }
+        }
+    }
+    Ok(held)
+}
+
 impl Store {
     /// The scope's subscriptions, most recently read first: up to `limit`, with the account
     /// each belongs to.
+    /// Every subscription of the scope with its account, page by page (the scheduled re-read).
+    pub async fn all_subscriptions(&self) -> Result<Vec<(UserId, SubscriptionState)>, StoreError> {
+        self.index_partition(super::keys::GSI2, &self.keys.subscriptions_pk())
+            .await?
+            .iter()
+            .map(|item| Ok((Fields::of(item).user("account")?, doc(item, "doc")?)))
+            .collect()
+    }
+
     pub async fn list_subscriptions(
         &self,
         limit: i32,

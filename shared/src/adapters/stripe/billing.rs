@@ -117,6 +117,90 @@ struct InvoiceSecrets {
     confirmation_secret: Option<ClientSecretOnly>,
 }
 
+/// An invoice as Stripe has it now: its status, amounts and billed lines. The line's price is
+/// wherever the account's API version puts it (`price`, legacy `plan`, or
+/// `pricing.price_details.price`), and so is its proration flag.
+#[derive(Debug, miniserde::Deserialize)]
+pub struct Invoice {
+    pub id: String,
+    pub status: Option<String>,
+    pub amount_paid: Option<i64>,
+    pub amount_due: Option<i64>,
+    pub currency: Option<String>,
+    pub created: Option<i64>,
+    pub billing_reason: Option<String>,
+    pub lines: Option<InvoiceLines>,
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+pub struct InvoiceLines {
+    pub data: Vec<InvoiceLine>,
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+pub struct InvoiceLine {
+    pub amount: Option<i64>,
+    pub proration: Option<bool>,
+    pub price: Option<IdOnly>,
+    pub plan: Option<IdOnly>,
+    pub pricing: Option<LinePricing>,
+    pub parent: Option<LineParent>,
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+pub struct LinePricing {
+    pub price_details: Option<PriceDetails>,
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+pub struct PriceDetails {
+    pub price: Option<String>,
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+pub struct LineParent {
+    pub subscription_item_details: Option<ItemDetails>,
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+pub struct ItemDetails {
+    pub proration: Option<bool>,
+}
+
+impl Invoice {
+    /// Its lines as the billing rules read them.
+    pub fn billed_lines(&self) -> Vec<crate::domain::plans::BilledLine> {
+        let Some(lines) = &self.lines else {
+            return Vec::new();
+        };
+        lines
+            .data
+            .iter()
+            .map(|line| crate::domain::plans::BilledLine {
+                price_id: line
+                    .price
+                    .as_ref()
+                    .or(line.plan.as_ref())
+                    .map(|p| p.id.clone())
+                    .or_else(|| {
+                        line.pricing
+                            .as_ref()
+                            .and_then(|p| p.price_details.as_ref())
+                            .and_then(|d| d.price.clone())
+                    }),
+                proration: line.proration.unwrap_or(false)
+                    || line
+                        .parent
+                        .as_ref()
+                        .and_then(|p| p.subscription_item_details.as_ref())
+                        .and_then(|d| d.proration)
+                        .unwrap_or(false),
+                amount: line.amount.unwrap_or(0),
+            })
+            .collect()
+    }
+}
+
 /// A Checkout or portal session: where to send the user.
 #[derive(Debug, miniserde::Deserialize)]
 pub struct Session {
@@ -377,6 +461,17 @@ impl StripeApi {
             .build()
             .customize::<Session>()
             .request_strategy(RequestStrategy::Idempotent(key(idempotency_key)?))
+            .send(&self.client)
+            .await
+            .map_err(map_error)
+    }
+
+    /// The invoice as Stripe has it now.
+    pub async fn retrieve_invoice(&self, id: &str) -> Result<Invoice, StripeFailure> {
+        RetrieveInvoice::new(id)
+            .build()
+            .customize::<Invoice>()
+            .request_strategy(RequestStrategy::Retry(2))
             .send(&self.client)
             .await
             .map_err(map_error)
