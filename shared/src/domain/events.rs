@@ -23,10 +23,11 @@ pub enum EventKind {
     CreditsLow,
     CreditsDepleted,
     LimitReached,
+    SubscriptionDuplicateCanceled,
 }
 
 impl EventKind {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::PlanChanged,
         Self::SubscriptionPastDue,
         Self::SubscriptionCanceled,
@@ -35,6 +36,7 @@ impl EventKind {
         Self::CreditsLow,
         Self::CreditsDepleted,
         Self::LimitReached,
+        Self::SubscriptionDuplicateCanceled,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +49,7 @@ impl EventKind {
             Self::CreditsLow => "credits.low",
             Self::CreditsDepleted => "credits.depleted",
             Self::LimitReached => "limit.reached",
+            Self::SubscriptionDuplicateCanceled => "subscription.duplicate_canceled",
         }
     }
 }
@@ -132,6 +135,27 @@ pub fn tier_events(account: &str, old: Option<&str>, new: Option<&str>) -> Vec<D
         EventKind::PlanChanged,
         account,
         json!({ "previousPlanId": old, "planId": new, "source": "tier" }),
+    )]
+}
+
+/// A second live subscription of an account was canceled at once and its payment refunded
+/// (two Checkout sessions completed, say): the account keeps `kept`.
+pub fn duplicate_subscription_events(
+    account: &str,
+    subscription_id: &str,
+    kept: &str,
+    refunded: i64,
+    currency: &str,
+) -> Vec<DomainEvent> {
+    vec![event(
+        EventKind::SubscriptionDuplicateCanceled,
+        account,
+        json!({
+            "subscriptionId": subscription_id,
+            "keptSubscriptionId": kept,
+            "refunded": refunded,
+            "currency": currency,
+        }),
     )]
 }
 
@@ -366,6 +390,6 @@ mod tests {
         );
         assert!(tier_events("u", Some("pro"), Some("pro")).is_empty());
         let names: std::collections::HashSet<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
-        assert_eq!(names.len(), 8);
+        assert_eq!(names.len(), 9);
     }
 }

@@ -136,6 +136,14 @@ pub fn entitled_plan_id<'a>(
     }
 }
 
+/// Of two live subscriptions of one account, the one to keep: the one Stripe made first (then
+/// the smaller id), whichever order their events come in. `true`: keep `a`. Every door ends at
+/// the same answer, so two concurrent deliveries never cancel both.
+pub fn keeps_first(a: (Option<i64>, &str), b: (Option<i64>, &str)) -> bool {
+    let order = |(created, id): (Option<i64>, &str)| (created.unwrap_or(i64::MAX), id.to_owned());
+    order(a) <= order(b)
+}
+
 /// A live state whose period ended more than `grace_secs` ago: not trusted until read again.
 pub fn is_stale(subscription: &SubscriptionState, now_secs: i64, grace_secs: i64) -> bool {
     subscription.status.is_live()

@@ -23,9 +23,14 @@ use crate::adapters::stripe::{
 use crate::api::{CheckoutCreated, GatewayCheckoutCreated, PortalCreated};
 use crate::domain::packages::valid_package_id;
 use crate::domain::projects::redirect_allowed;
+use crate::domain::records::now_ms;
 use crate::http::{json_body, ok, ApiError};
 use crate::services::billing::{self, ensure_customer};
 use crate::{scoping, App};
+
+/// How long a plan's Checkout session stays payable, and holds the account: 31 minutes (Stripe
+/// takes 30 minutes at least).
+const CHECKOUT_HOLD_SECS: i64 = 31 * 60;
 
 #[derive(Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -113,19 +118,38 @@ pub async fn checkout_session(
     ]);
     let plans;
     let packages;
+    // The account's hold taken for a plan's Checkout (the record's version), released if the
+    // session cannot be made.
+    let mut held: Option<i64> = None;
     let item = match (plan_id.as_deref(), package_id.as_deref()) {
         (Some(plan_id), None) => {
             plans = billing::plans(app, &scope).await?;
             let plan = recurring_plan(&plans, Some(plan_id), None)?;
-            let record = app.store_for(&scope).subscription_record(&account).await?;
+            // The same hold as create-subscription: while a Checkout for a plan is open, no
+            // second one and no create; it ends with the session (or at once, on failure).
+            let store = app.store_for(&scope);
+            let record = store.subscription_record(&account).await?;
             if record.state.as_ref().is_some_and(|s| s.status.is_live()) {
                 return Err(ApiError::Conflict(
                     "This account already has a live subscription.".into(),
                 ));
             }
+            let now = now_ms();
+            let expires_at = now / 1000 + CHECKOUT_HOLD_SECS;
+            if record.lock_until_ms.is_some_and(|until| until >= now)
+                || !store
+                    .write_subscription(&account, record.version, None, Some(expires_at * 1000))
+                    .await?
+            {
+                return Err(ApiError::Conflict(
+                    "A subscription is already being created or checked out for this account; finish or wait for that one.".into(),
+                ));
+            }
+            held = Some(record.version + 1);
             metadata.insert(META_PLAN.to_owned(), plan.id.clone());
             CheckoutItem::Subscription {
                 price_id: plan.price_id.as_deref().unwrap_or_default(),
+                expires_at,
             }
         }
         (None, Some(package_id)) => {
@@ -152,20 +176,37 @@ pub async fn checkout_session(
             ))
         }
     };
-    let stripe = app.stripe_for(&scope).await?;
-    let customer = ensure_customer(app, &scope, &stripe, &account, None, None).await?;
-    let key = format!("coffer-cs-{}", uuid::Uuid::new_v4());
-    let session = stripe
-        .create_checkout_session(
-            item,
-            &customer,
-            account.as_str(),
-            metadata,
-            &success_url,
-            &cancel_url,
-            &key,
+    let made = async {
+        let stripe = app.stripe_for(&scope).await?;
+        let customer = ensure_customer(app, &scope, &stripe, &account, None, None).await?;
+        let key = format!("coffer-cs-{}", uuid::Uuid::new_v4());
+        Ok::<_, ApiError>(
+            stripe
+                .create_checkout_session(
+                    item,
+                    &customer,
+                    account.as_str(),
+                    metadata,
+                    &success_url,
+                    &cancel_url,
+                    &key,
+                )
+                .await?,
         )
-        .await?;
+    }
+    .await;
+    let session = match made {
+        Ok(session) => session,
+        Err(err) => {
+            if let Some(version) = held {
+                let _ = app
+                    .store_for(&scope)
+                    .write_subscription(&account, version, None, None)
+                    .await;
+            }
+            return Err(err);
+        }
+    };
     let url = session
         .url
         .ok_or_else(|| ApiError::Stripe("stripe returned a session without a url".into()))?;

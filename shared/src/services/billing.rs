@@ -231,8 +231,124 @@ pub async fn sync_subscription(
         return Ok(None);
     };
     let plans = plans(app, scope).await?;
+    let (subscription, read_started) =
+        match one_live_subscription(app, scope, &stripe, &account, subscription, read_started)
+            .await?
+        {
+            // This one was a second live subscription, now canceled: the kept one stays.
+            Guarded::Duplicate(kept) => return Ok(Some((account, kept))),
+            Guarded::Store(subscription, read_started) => (subscription, read_started),
+        };
     let state = store_read(&store, &account, &subscription, &plans, None, read_started).await?;
     Ok(Some((account, state)))
+}
+
+/// What the one-live-subscription guard decided.
+enum Guarded {
+    /// The read was a second live subscription, canceled now: the kept one's stored state.
+    Duplicate(SubscriptionState),
+    /// Store this read (taken at that time) as usual.
+    Store(Subscription, i64),
+}
+
+/// The guard every door shares after the fact: an account has at most one live subscription.
+/// When `incoming` is live and the account already holds another live one (two Checkout
+/// sessions completed, a create beside a Checkout), the one Stripe made first is kept, whatever
+/// order their events come in; the other is canceled at once, its paid invoice refunded, and
+/// `subscription.duplicate_canceled` is published (once). When the account holds another live
+/// subscription, `incoming` is read again first and that fresh read is the one stored: a read
+/// taken before `incoming` was canceled must never replace the live one (the billing
+/// simulation found this).
+async fn one_live_subscription(
+    app: &App,
+    scope: &Scope,
+    stripe: &StripeApi,
+    account: &UserId,
+    incoming: Subscription,
+    read_started: i64,
+) -> Result<Guarded, ApiError> {
+    let live = |status: &str| SubscriptionStatus::parse(status).is_some_and(|s| s.is_live());
+    if !live(&incoming.status) {
+        return Ok(Guarded::Store(incoming, read_started));
+    }
+    let store = app.store_for(scope);
+    // Only a switch to another subscription is guarded; the same one is ordered by read time.
+    let Some(stored) = store
+        .subscription_record(account)
+        .await?
+        .state
+        .filter(|s| s.subscription_id != incoming.id)
+    else {
+        return Ok(Guarded::Store(incoming, read_started));
+    };
+    // A live read of another subscription replaces what is stored only as Stripe has it now.
+    let fresh_started = now_ms();
+    let incoming = match stripe.retrieve_subscription(&incoming.id).await {
+        Ok(now) => now,
+        Err(err) => return Err(err.into()),
+    };
+    if !live(&incoming.status) || !stored.status.is_live() {
+        return Ok(Guarded::Store(incoming, fresh_started));
+    }
+    let other = match stripe.retrieve_subscription(&stored.subscription_id).await {
+        Ok(other) if live(&other.status) => other,
+        // The stored one has ended at Stripe: no duplicate, the incoming one is stored.
+        Ok(_) | Err(StripeFailure::Missing(_)) => {
+            return Ok(Guarded::Store(incoming, fresh_started))
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if crate::domain::subscriptions::keeps_first(
+        (other.created, &other.id),
+        (incoming.created, &incoming.id),
+    ) {
+        cancel_duplicate(app, scope, stripe, account, &incoming, &other.id).await?;
+        Ok(Guarded::Duplicate(stored))
+    } else {
+        cancel_duplicate(app, scope, stripe, account, &other, &incoming.id).await?;
+        Ok(Guarded::Store(incoming, fresh_started))
+    }
+}
+
+/// Cancels `duplicate` now, refunds its paid invoice and records it (the event).
+async fn cancel_duplicate(
+    app: &App,
+    scope: &Scope,
+    stripe: &StripeApi,
+    account: &UserId,
+    duplicate: &Subscription,
+    kept_id: &str,
+) -> Result<(), ApiError> {
+    tracing::warn!(subscription_id = %duplicate.id, kept = kept_id, "second live subscription of an account; canceling it");
+    // The refund first (one idempotency key): a failure after it leaves the subscription live,
+    // so the event's retry finds it again and finishes; the cancellation last.
+    let mut refunded = 0;
+    let mut currency = app.config.default_currency.as_str().to_owned();
+    if let Some(invoice_id) = &duplicate.latest_invoice {
+        let invoice = stripe.retrieve_invoice(invoice_id).await?;
+        currency = invoice.currency.clone().unwrap_or(currency);
+        let paid = invoice.amount_paid.unwrap_or(0);
+        match (&invoice.payment_intent, invoice.status.as_deref(), paid > 0) {
+            (Some(intent), Some("paid"), true) => {
+                let key = format!("coffer-dupsub-refund-{}", duplicate.id);
+                stripe
+                    .refund_payment(intent, "duplicate_subscription", &key)
+                    .await?;
+                refunded = paid;
+            }
+            (None, Some("paid"), true) => tracing::error!(
+                subscription_id = %duplicate.id,
+                invoice_id,
+                "the duplicate's paid invoice names no PaymentIntent; refund it by hand"
+            ),
+            _ => {}
+        }
+    }
+    stripe.cancel_subscription_now(&duplicate.id).await?;
+    app.store_for(scope)
+        .record_duplicate_subscription(account, &duplicate.id, kept_id, refunded, &currency)
+        .await?;
+    Ok(())
 }
 
 /// Stores `subscription` (just read from Stripe) for the account when it is newer than the

@@ -14,8 +14,8 @@ use crate::adapters::store::{
     get_s, hash_parts, payment_from_item, split_scope, Fields, Item, StreamRecord,
 };
 use crate::domain::events::{
-    balance_events, invoice_events, limit_events, payment_events, subscription_events, tier_events,
-    DomainEvent,
+    balance_events, duplicate_subscription_events, invoice_events, limit_events, payment_events,
+    subscription_events, tier_events, DomainEvent,
 };
 use crate::domain::records::{now_ms, rfc3339};
 use crate::domain::scope::Scope;
@@ -99,6 +99,16 @@ fn meaning(record: &StreamRecord) -> Option<(String, Meaning)> {
                     currency: get_s(new, "currency").unwrap_or_default().to_owned(),
                 },
             ));
+        }
+        ("DUPSUB", rest) if rest.starts_with("DUP#") && old.is_none() => {
+            let f = Fields::of(new);
+            duplicate_subscription_events(
+                f.text("account").ok()?,
+                f.text("subscriptionId").ok()?,
+                f.text("keptSubscriptionId").ok()?,
+                f.int("refunded").ok()?,
+                f.text("currency").ok()?,
+            )
         }
         ("LIMIT", rest) if rest.starts_with("LIMIT#") && old.is_none() => {
             let f = Fields::of(new);

@@ -211,6 +211,73 @@ async fn a_late_failed_invoice_event_never_undoes_a_paid_one_nor_says_it_twice()
 }
 
 #[tokio::test]
+async fn a_second_live_subscription_is_canceled_refunded_and_said_once() {
+    let app = app_with_events().await;
+    let kept = subscribe_active(&app, "hana", "starter").await;
+    let customer = stripe_get(&app, &format!("/v1/subscriptions/{kept}")).await["customer"]
+        .as_str()
+        .expect("customer")
+        .to_owned();
+    app.default_card(&customer, "4242424242424242").await;
+    // A second subscription made past Coffer's doors, as a second completed Checkout would be.
+    let scope = app.app.app.default_scope().to_string();
+    let made = app
+        .stripe_post(
+            "/v1/subscriptions",
+            &[
+                ("customer", customer.as_str()),
+                ("items[0][price]", "price_starter"),
+                ("metadata[coffer_account]", "hana"),
+                ("metadata[coffer_scope]", scope.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    assert_eq!(made.body["status"], "active", "{}", made.body);
+    let second = made.body["id"].as_str().expect("id").to_owned();
+    for _ in 0..2 {
+        let reply = app
+            .deliver_event("customer.subscription.created", &made.body)
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    // The first one is kept; the second is canceled at Stripe and its payment given back.
+    let now = my_subscription(&app, "hana").await;
+    assert_eq!(now["subscriptionId"], kept.as_str(), "{now}");
+    assert_eq!(now["planId"], "starter");
+    let at_stripe = stripe_get(&app, &format!("/v1/subscriptions/{second}")).await;
+    assert_eq!(at_stripe["status"], "canceled", "{at_stripe}");
+    let invoice_id = at_stripe["latest_invoice"].as_str().expect("invoice");
+    let invoice = stripe_get(&app, &format!("/v1/invoices/{invoice_id}")).await;
+    let intent = app
+        .stripe_intent(invoice["payment_intent"].as_str().expect("intent"))
+        .await;
+    assert_eq!(
+        intent["latest_charge"]["amount_refunded"], intent["amount"],
+        "{intent}"
+    );
+    // Its own event again (it is canceled now) changes nothing.
+    let again = app
+        .deliver_event("customer.subscription.deleted", &at_stripe)
+        .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(
+        my_subscription(&app, "hana").await["subscriptionId"],
+        kept.as_str()
+    );
+    app.billing_events(Duration::from_secs(30), |events| {
+        !of_kind(events, "subscription.duplicate_canceled", "hana").is_empty()
+    })
+    .await;
+    let events = app.billing_events(Duration::from_secs(2), |_| false).await;
+    let said = of_kind(&events, "subscription.duplicate_canceled", "hana");
+    assert_eq!(said.len(), 1, "{events:#?}");
+    assert_eq!(said[0]["data"]["subscriptionId"], second.as_str());
+    assert_eq!(said[0]["data"]["keptSubscriptionId"], kept.as_str());
+    assert_eq!(said[0]["data"]["refunded"], intent["amount"]);
+}
+
+#[tokio::test]
 async fn a_retried_stream_batch_publishes_the_same_ids_again() {
     let app = spawn_app_with(SecretSetup {
         events: true,

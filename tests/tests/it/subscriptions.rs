@@ -932,6 +932,62 @@ async fn the_scheduled_job_reads_again_a_subscription_whose_end_was_missed() {
 }
 
 #[tokio::test]
+async fn two_tabs_open_one_checkout_for_a_plan_and_no_create_goes_beside_it() {
+    let app = spawn_app().await;
+    customer_with_card(&app, "tess", SUBSCRIPTION_CARD).await;
+    let body = json!({"planId": "starter", "successUrl": "https://app.example.com/ok", "cancelUrl": "https://app.example.com/no"});
+    let tabs = join_all(vec![
+        post(
+            &app,
+            "/api/v1/payments/stripe/checkout-session",
+            "tess",
+            body.clone(),
+        ),
+        post(
+            &app,
+            "/api/v1/payments/stripe/checkout-session",
+            "tess",
+            body.clone(),
+        ),
+    ])
+    .await;
+    let mut statuses: Vec<u16> = tabs.iter().map(|r| r.status).collect();
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [200, 409],
+        "{:?}",
+        tabs.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    // Neither another door: the gateway's Checkout, nor a create.
+    let gateway = post(
+        &app,
+        "/api/portal/checkout",
+        "tess",
+        json!({"plan_id": "pro-monthly", "success_url": "https://app.example.com/ok", "cancel_url": "https://app.example.com/no"}),
+    )
+    .await;
+    assert_eq!(gateway.status, 409, "{}", gateway.body);
+    let create = post(
+        &app,
+        "/api/stripe/create-subscription",
+        "tess",
+        json!({"planId": "starter"}),
+    )
+    .await;
+    assert_eq!(create.status, 409, "{}", create.body);
+    // Another account is not held.
+    let other = post(
+        &app,
+        "/api/v1/payments/stripe/checkout-session",
+        "tina",
+        body,
+    )
+    .await;
+    assert_eq!(other.status, 200, "{}", other.body);
+}
+
+#[tokio::test]
 async fn a_package_checkout_of_one_project_is_never_credited_in_another() {
     let app = spawn_app().await;
     // Project `pkgproj` shares the default project's Stripe account (one localstripe), has a

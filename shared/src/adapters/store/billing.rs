@@ -447,6 +447,27 @@ fn held_purchases(
 impl Store {
     /// The scope's subscriptions, most recently read first: up to `limit`, with the account
     /// each belongs to.
+    /// Records that `subscription_id`, a second live subscription of `account`, was canceled
+    /// (and `refunded` of its payment given back) in favour of `kept_id`. Written once: its
+    /// insertion is the `subscription.duplicate_canceled` event. `true` when written now.
+    pub async fn record_duplicate_subscription(
+        &self,
+        account: &UserId,
+        subscription_id: &str,
+        kept_id: &str,
+        refunded: i64,
+        currency: &str,
+    ) -> Result<bool, StoreError> {
+        let mut item = self.keys.duplicate_subscription(subscription_id);
+        item.insert("account".into(), s(account.as_str()));
+        item.insert("subscriptionId".into(), s(subscription_id));
+        item.insert("keptSubscriptionId".into(), s(kept_id));
+        item.insert("refunded".into(), n(refunded));
+        item.insert("currency".into(), s(currency));
+        item.insert("createdAt".into(), n(now_ms()));
+        self.put_if_absent(item).await
+    }
+
     /// Every subscription of the scope with its account, page by page (the scheduled re-read).
     pub async fn all_subscriptions(&self) -> Result<Vec<(UserId, SubscriptionState)>, StoreError> {
         self.index_partition(super::keys::GSI2, &self.keys.subscriptions_pk())

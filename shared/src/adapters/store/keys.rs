@@ -12,7 +12,8 @@
 //! | settings          | `SETTINGS`          | `SETTINGS`       | redirect origins, past_due grace         |
 //! | customer link     | `ACCT#<account>`    | `CUSTOMER`       | claimed before the Stripe call           |
 //! | subscription      | `ACCT#<account>`    | `SUB`            | state read from Stripe; gsi2: `SUBSCRIPTIONS`|
-//! | tier              | `ACCT#<account>`    | `TIER`           | the tier bought once                     |
+//! | tier              | `ACCT#<account>`    | `TIER`           | the highest tier still held; `held` purchases |
+//! | duplicate sub     | `DUP#<sub id>`      | `DUPSUB`         | a second live subscription, canceled (an event) |
 //! | customer owner    | `CUS#<customer id>` | `CUS`            | customer → account                       |
 //! | invoice           | `INV#<invoice id>`  | `INV`            | gsi1: `USER#<account>#BILL` / `<ms>#<in>`|
 //! | allowance         | `USAGE#<acct>#<metric>#<period>[#<n>]` | `HEAD`, `SHARD` | limit; remaining per shard |
@@ -116,6 +117,11 @@ impl Keys {
     /// An item of the account (a user or an organisation) that holds plans and subscriptions.
     pub fn account(&self, account: &UserId, what: &str) -> Item {
         key(format!("{}ACCT#{}", self.prefix, account.as_str()), what)
+    }
+
+    /// The record of a second live subscription of an account, canceled and refunded.
+    pub fn duplicate_subscription(&self, subscription_id: &str) -> Item {
+        key(format!("{}DUP#{subscription_id}", self.prefix), "DUPSUB")
     }
 
     pub fn customer_owner(&self, customer_id: &str) -> Item {

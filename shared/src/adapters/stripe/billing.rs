@@ -21,6 +21,7 @@ use stripe_checkout::CheckoutSessionMode;
 use stripe_client_core::{IdempotencyKey, RequestStrategy, StripeRequest};
 use stripe_core::customer::CreateCustomer;
 use stripe_core::payment_intent::RetrievePaymentIntent;
+use stripe_core::refund::CreateRefund;
 use stripe_core::setup_intent::RetrieveSetupIntent;
 use stripe_types::Currency as StripeCurrency;
 
@@ -71,6 +72,8 @@ pub struct Subscription {
     pub items: Option<SubscriptionItems>,
     pub latest_invoice: Option<String>,
     pub pending_setup_intent: Option<String>,
+    /// When Stripe made it (Unix seconds).
+    pub created: Option<i64>,
 }
 
 impl Subscription {
@@ -130,6 +133,8 @@ pub struct Invoice {
     pub created: Option<i64>,
     pub billing_reason: Option<String>,
     pub lines: Option<InvoiceLines>,
+    /// The intent that paid it (API versions before 2025-03-31; later ones list payments).
+    pub payment_intent: Option<String>,
 }
 
 #[derive(Debug, miniserde::Deserialize)]
@@ -226,7 +231,9 @@ pub struct CheckoutSession {
 /// What a Checkout session sells.
 pub enum CheckoutItem<'a> {
     /// A recurring price: subscription mode.
-    Subscription { price_id: &'a str },
+    /// `expires_at`: when the session can no longer be paid (Unix seconds; Stripe takes 30 min
+    /// to 24 h from now), so that the account's hold ends with it.
+    Subscription { price_id: &'a str, expires_at: i64 },
     /// A credit package: payment mode, the PaymentIntent carrying Coffer's metadata.
     Payment {
         name: &'a str,
@@ -429,13 +436,17 @@ impl StripeApi {
             .cancel_url(cancel_url)
             .metadata(metadata.clone());
         match item {
-            CheckoutItem::Subscription { price_id } => {
+            CheckoutItem::Subscription {
+                price_id,
+                expires_at,
+            } => {
                 line.price = Some(price_id.to_owned());
                 let mut data = CreateCheckoutSessionSubscriptionData::new();
                 data.metadata = Some(metadata);
                 request = request
                     .mode(CheckoutSessionMode::Subscription)
-                    .subscription_data(data);
+                    .subscription_data(data)
+                    .expires_at(expires_at);
             }
             CheckoutItem::Payment {
                 name,
@@ -464,6 +475,28 @@ impl StripeApi {
             .send(&self.client)
             .await
             .map_err(map_error)
+    }
+
+    /// Refunds the payment of `payment_intent` in full, once (`idempotency_key`).
+    pub async fn refund_payment(
+        &self,
+        payment_intent: &str,
+        reason: &str,
+        idempotency_key: &str,
+    ) -> Result<(), StripeFailure> {
+        CreateRefund::new()
+            .payment_intent(payment_intent)
+            .metadata(HashMap::from([(
+                "coffer_reason".to_owned(),
+                reason.to_owned(),
+            )]))
+            .build()
+            .customize::<IdOnly>()
+            .request_strategy(RequestStrategy::Idempotent(key(idempotency_key)?))
+            .send(&self.client)
+            .await
+            .map_err(map_error)?;
+        Ok(())
     }
 
     /// The invoice as Stripe has it now.
