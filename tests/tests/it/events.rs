@@ -226,7 +226,7 @@ async fn a_second_live_subscription_is_canceled_refunded_and_said_once() {
             "/v1/subscriptions",
             &[
                 ("customer", customer.as_str()),
-                ("items[0][price]", "price_starter"),
+                ("items[0][plan]", "price_starter"),
                 ("metadata[coffer_account]", "hana"),
                 ("metadata[coffer_scope]", scope.as_str()),
             ],
