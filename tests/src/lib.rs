@@ -161,6 +161,12 @@ pub struct SecretSetup {
     pub short_usage_leases: bool,
 }
 
+/// How long a usage block lasts with `short_usage_leases`, and the margin before it is settled:
+/// short enough that a test sees several blocks taken in turn, long enough that a block taken
+/// just before a check is still live on a slow machine.
+pub const SHORT_USAGE_LEASE_MS: u64 = 1_500;
+pub const SHORT_USAGE_LEASE_MARGIN_MS: u64 = 500;
+
 /// The test projects and the Stripe each talks to: `alpha` and `beta` their own localstripe
 /// processes, `down` a port where nothing answers (Stripe unreachable).
 pub fn project_stripe_bases() -> Vec<(&'static str, String)> {
@@ -259,8 +265,8 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
     // Tests write their records before they report them: no settling time is needed.
     config.meter_settle = Duration::ZERO;
     if secret_setup.short_usage_leases {
-        config.usage_lease = Duration::from_millis(300);
-        config.usage_lease_margin = Duration::from_millis(500);
+        config.usage_lease = Duration::from_millis(SHORT_USAGE_LEASE_MS);
+        config.usage_lease_margin = Duration::from_millis(SHORT_USAGE_LEASE_MARGIN_MS);
     }
     config.secret_refresh_interval = Duration::from_secs(SECRET_REFRESH_SECS);
     config.project_secret_prefix = Some(format!("coffer-test-{id}/projects"));
