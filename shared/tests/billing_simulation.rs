@@ -443,7 +443,10 @@ fn write_subscription(
             ) else {
                 return true;
             };
-            let keep_stored = keeps_first((Some(a.created), &a.id), (Some(b.created), &b.id));
+            let keep_stored = keeps_first(
+                (a.status, Some(a.created), &a.id),
+                (b.status, Some(b.created), &b.id),
+            );
             let duplicate = if keep_stored { &b.id } else { &a.id };
             if let Some(sub) = stripe.subs.get_mut(duplicate) {
                 sub.status = SubscriptionStatus::Canceled;
@@ -495,7 +498,7 @@ fn apply_invoice(stripe: &Stripe, store: &mut Store, id: &str, failed: bool, pla
     }
 }
 
-fn sync_tier(store: &mut Store, intent: &str, plans: &[Plan]) {
+fn sync_tier(store: &mut Store, intent: &str) {
     let Some(payment) = store.payments.get(intent) else {
         return;
     };
@@ -513,7 +516,6 @@ fn sync_tier(store: &mut Store, intent: &str, plans: &[Plan]) {
     } else {
         held.remove(intent);
     }
-    let _ = held_tier(held, plans);
 }
 
 /// Applies one delivery; `false` when it must come again (not ready, or a write failed).
@@ -580,7 +582,7 @@ fn deliver(
                 payment.applied = payment.credits;
                 *store.moved.entry(intent.clone()).or_default() += payment.credits;
             }
-            sync_tier(store, &intent, plans);
+            sync_tier(store, &intent);
             Some(!rng.chance(5))
         }
         Event::Charge { intent, change } => {
@@ -602,7 +604,7 @@ fn deliver(
                 }
                 LifecycleDecision::Unchanged | LifecycleDecision::Ignored(_) => {}
             }
-            sync_tier(store, &intent, plans);
+            sync_tier(store, &intent);
             Some(!rng.chance(5))
         }
     }

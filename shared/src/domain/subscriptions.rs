@@ -107,7 +107,7 @@ pub fn is_newer(stored: &SubscriptionState, incoming: &SubscriptionState) -> boo
 
 /// The plan whose limits apply now: the subscription's while it is active or trialing, and while
 /// it is past due within the grace period; the free plan otherwise. A live state whose period
-/// ended more than the grace period ago is not trusted: its renewal was never read (a missed
+/// ended more than `STALE_AFTER_SECS` ago is not trusted: its renewal was never read (a missed
 /// event), so nothing says it was paid; the free plan applies until the subscription is read
 /// again (the scheduled re-read does that).
 pub fn entitled_plan_id<'a>(
@@ -119,7 +119,7 @@ pub fn entitled_plan_id<'a>(
     let Some(subscription) = subscription else {
         return free_plan_id;
     };
-    if is_stale(subscription, now_secs, past_due_grace_secs) {
+    if is_stale(subscription, now_secs, STALE_AFTER_SECS) {
         return free_plan_id;
     }
     match subscription.status {
@@ -136,13 +136,28 @@ pub fn entitled_plan_id<'a>(
     }
 }
 
-/// Of two live subscriptions of one account, the one to keep: the one Stripe made first (then
-/// the smaller id), whichever order their events come in. `true`: keep `a`. Every door ends at
-/// the same answer, so two concurrent deliveries never cancel both.
-pub fn keeps_first(a: (Option<i64>, &str), b: (Option<i64>, &str)) -> bool {
-    let order = |(created, id): (Option<i64>, &str)| (created.unwrap_or(i64::MAX), id.to_owned());
+/// One of two live subscriptions, as the keep rule reads it: its status, when Stripe made it,
+/// its id.
+pub type Candidate<'a> = (SubscriptionStatus, Option<i64>, &'a str);
+
+/// Of two live subscriptions of one account, the one to keep: a paid one (active or trialing)
+/// before one still waiting for its payment, then the one Stripe made first, then the smaller
+/// id, whichever order their events come in. `true`: keep `a`. Every door ends at the same
+/// answer, so two concurrent deliveries never cancel both.
+pub fn keeps_first(a: Candidate<'_>, b: Candidate<'_>) -> bool {
+    let order = |(status, created, id): Candidate<'_>| {
+        let unpaid = !matches!(
+            status,
+            SubscriptionStatus::Active | SubscriptionStatus::Trialing
+        );
+        (unpaid, created.unwrap_or(i64::MAX), id.to_owned())
+    };
     order(a) <= order(b)
 }
+
+/// How long after its period's end a live state is still trusted without its renewal read (the
+/// scheduled re-read runs hourly; a renewal's payment may take days of retries to settle).
+pub const STALE_AFTER_SECS: i64 = 3 * 24 * 3600;
 
 /// A live state whose period ended more than `grace_secs` ago: not trusted until read again.
 pub fn is_stale(subscription: &SubscriptionState, now_secs: i64, grace_secs: i64) -> bool {
@@ -232,17 +247,49 @@ mod tests {
     fn a_live_state_long_past_its_period_is_not_trusted_and_is_read_again() {
         let mut active = sample_state("s", SubscriptionStatus::Active, 1);
         active.current_period_end = 10_000;
-        // Within the period, and within the grace after it: its plan.
-        assert_eq!(entitled_plan_id(Some(&active), "free", 9_000, 100), "pro");
-        assert_eq!(entitled_plan_id(Some(&active), "free", 10_100, 100), "pro");
-        // Past the grace with no renewal read: free until read again.
-        assert_eq!(entitled_plan_id(Some(&active), "free", 10_101, 100), "free");
+        let end = 10_000 + STALE_AFTER_SECS;
+        // Within the period, and within the slack after it (whatever the past-due grace): its
+        // plan.
+        assert_eq!(entitled_plan_id(Some(&active), "free", 9_000, 0), "pro");
+        assert_eq!(entitled_plan_id(Some(&active), "free", end, 0), "pro");
+        // Past the slack with no renewal read: free until read again.
+        assert_eq!(
+            entitled_plan_id(Some(&active), "free", end + 1, 100),
+            "free"
+        );
         assert!(is_stale(&active, 10_101, 100));
         assert!(!due_for_reread(&active, 5_000, 3_600));
         assert!(due_for_reread(&active, 7_000, 3_600));
         assert!(due_for_reread(&active, 20_000, 3_600));
         let canceled = sample_state("s", SubscriptionStatus::Canceled, 1);
         assert!(!due_for_reread(&canceled, 20_000, 3_600));
+    }
+
+    #[test]
+    fn a_paid_subscription_is_kept_before_an_unpaid_one_then_the_first_made() {
+        use SubscriptionStatus as S;
+        assert!(keeps_first(
+            (S::Active, Some(5), "sub_b"),
+            (S::Incomplete, Some(1), "sub_a")
+        ));
+        assert!(!keeps_first(
+            (S::PastDue, Some(1), "sub_a"),
+            (S::Active, Some(5), "sub_b")
+        ));
+        assert!(keeps_first(
+            (S::Active, Some(1), "sub_b"),
+            (S::Active, Some(5), "sub_a")
+        ));
+        assert!(keeps_first(
+            (S::Active, Some(1), "sub_a"),
+            (S::Active, Some(1), "sub_b")
+        ));
+        // Whichever side it is asked from, the same one is kept.
+        let (x, y) = (
+            (S::Trialing, Some(3), "sub_x"),
+            (S::Active, Some(2), "sub_y"),
+        );
+        assert_ne!(keeps_first(x, y), keeps_first(y, x));
     }
 
     fn state(id: &str, status: SubscriptionStatus, observed: i64) -> SubscriptionState {

@@ -51,6 +51,7 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
             billing::checkout_completed(app, &scope, &event).await?
         }
+        "checkout.session.expired" => billing::checkout_expired(app, &scope, &event).await?,
         "setup_intent.succeeded" => billing::setup_succeeded(app, &scope, &event).await?,
         "payment_intent.payment_failed" => mark(&store, &event, PaymentStatus::Failed).await?,
         "payment_intent.canceled" => mark(&store, &event, PaymentStatus::Canceled).await?,

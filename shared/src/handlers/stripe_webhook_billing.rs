@@ -111,6 +111,15 @@ pub async fn invoice_event(
     if !paid || amount_paid <= 0 || proration {
         return Ok(());
     }
+    if store.is_duplicate_subscription(subscription_id).await? {
+        // A second live subscription, canceled and refunded: its invoice grants nothing.
+        tracing::info!(
+            invoice_id,
+            subscription_id,
+            "invoice of a canceled duplicate subscription; no included credits"
+        );
+        return Ok(());
+    }
     let Some(plan) = billed else {
         tracing::warn!(
             invoice_id,
@@ -182,7 +191,12 @@ pub async fn checkout_completed(app: &App, scope: &Scope, event: &Event) -> Resu
         Err(other) => return Err(other.into()),
     };
     if let Some(subscription_id) = &session.subscription {
-        sync_subscription(app, scope, subscription_id).await?;
+        if let Some((account, _)) = sync_subscription(app, scope, subscription_id).await? {
+            // The Checkout is done: its hold on the account goes.
+            app.store_for(scope)
+                .release_subscription_hold(&account)
+                .await?;
+        }
         return Ok(());
     }
     if session.payment_status.as_deref() != Some("paid") {
@@ -249,6 +263,29 @@ pub async fn checkout_completed(app: &App, scope: &Scope, event: &Event) -> Resu
         other => {
             tracing::warn!(intent_id = %intent_id, outcome = ?other, "checkout payment not credited")
         }
+    }
+    Ok(())
+}
+
+/// `checkout.session.expired`: a plan's Checkout that was never paid; its hold on the account
+/// goes, so that the account can subscribe again at once.
+pub async fn checkout_expired(app: &App, scope: &Scope, event: &Event) -> Result<(), ApiError> {
+    let metadata = event.data.object.get("metadata");
+    let made_here = scope.owns(
+        metadata
+            .and_then(|m| m.get(META_SCOPE))
+            .and_then(Value::as_str),
+        true,
+    );
+    let account = metadata
+        .and_then(|m| m.get(META_ACCOUNT))
+        .and_then(Value::as_str)
+        .and_then(UserId::parse);
+    if let (true, Some(account)) = (made_here, account) {
+        app.store_for(scope)
+            .release_subscription_hold(&account)
+            .await?;
+        tracing::info!("expired checkout session's hold released");
     }
     Ok(())
 }

@@ -37,7 +37,7 @@ pub async fn sync_tier(app: &App, scope: &Scope, intent_id: &str) -> Result<(), 
         return Ok(());
     }
     let plans = plans(app, scope).await?;
-    let (before, after) = store.sync_tier(&payment, &plans).await?;
+    let (before, after) = store.sync_tier(intent_id, &plans).await?;
     if before != after {
         tracing::info!(intent_id, from = ?before, to = ?after, "tier changed");
     }
@@ -298,10 +298,21 @@ async fn one_live_subscription(
         }
         Err(err) => return Err(err.into()),
     };
-    if crate::domain::subscriptions::keeps_first(
-        (other.created, &other.id),
-        (incoming.created, &incoming.id),
-    ) {
+    let status = |s: &Subscription| {
+        SubscriptionStatus::parse(&s.status).unwrap_or(SubscriptionStatus::Incomplete)
+    };
+    let keep_other = crate::domain::subscriptions::keeps_first(
+        (status(&other), other.created, &other.id),
+        (status(&incoming), incoming.created, &incoming.id),
+    );
+    let duplicate = if keep_other { &incoming } else { &other };
+    // Only a subscription Coffer made in this scope is ever canceled (not one made in the
+    // Dashboard for the same customer): the two are left as they are, for an operator.
+    if !scope.owns(duplicate.metadata_value(META_SCOPE), true) {
+        tracing::error!(subscription_id = %duplicate.id, "two live subscriptions, one not made by Coffer in this scope; left for an operator");
+        return Ok(Guarded::Store(incoming, fresh_started));
+    }
+    if keep_other {
         cancel_duplicate(app, scope, stripe, account, &incoming, &other.id).await?;
         Ok(Guarded::Duplicate(stored))
     } else {
@@ -325,23 +336,25 @@ async fn cancel_duplicate(
     let mut refunded = 0;
     let mut currency = app.config.default_currency.as_str().to_owned();
     if let Some(invoice_id) = &duplicate.latest_invoice {
-        let invoice = stripe.retrieve_invoice(invoice_id).await?;
+        let invoice = stripe.retrieve_invoice_with_payments(invoice_id).await?;
         currency = invoice.currency.clone().unwrap_or(currency);
         let paid = invoice.amount_paid.unwrap_or(0);
-        match (&invoice.payment_intent, invoice.status.as_deref(), paid > 0) {
-            (Some(intent), Some("paid"), true) => {
-                let key = format!("coffer-dupsub-refund-{}", duplicate.id);
+        if invoice.status.as_deref() == Some("paid") && paid > 0 {
+            let intents = invoice.paid_intents();
+            if intents.is_empty() {
+                // Not canceled unrefunded: the event fails and comes again; the error alarms.
+                return Err(ApiError::Internal(format!(
+                    "the duplicate subscription {}'s paid invoice names no PaymentIntent to refund",
+                    duplicate.id
+                )));
+            }
+            for (n, intent) in intents.iter().enumerate() {
+                let key = format!("coffer-dupsub-refund-{}-{n}", duplicate.id);
                 stripe
                     .refund_payment(intent, "duplicate_subscription", &key)
                     .await?;
-                refunded = paid;
             }
-            (None, Some("paid"), true) => tracing::error!(
-                subscription_id = %duplicate.id,
-                invoice_id,
-                "the duplicate's paid invoice names no PaymentIntent; refund it by hand"
-            ),
-            _ => {}
+            refunded = paid;
         }
     }
     stripe.cancel_subscription_now(&duplicate.id).await?;

@@ -208,14 +208,31 @@ async fn an_upgrade_raises_the_limit_in_the_same_period() {
         name: "Pro".into(),
         description: String::new(),
         amount: 1000,
-        credits: 0,
+        credits: 1000,
         currency: coffer::domain::money::Currency::usd(),
         active: true,
     };
-    let mut payment =
-        coffer::domain::ledger::PaymentRecord::pending("pi_test_tier", user, &package, 0);
-    payment.credited = true;
-    store(&app).sync_tier(&payment, &[pro]).await.expect("tier");
+    let payment = coffer::domain::ledger::PaymentRecord::pending("pi_test_tier", user, &package, 0);
+    store(&app)
+        .record_payment_if_new(&payment)
+        .await
+        .expect("payment");
+    let paid = coffer::domain::ledger::PaidIntent {
+        intent_id: "pi_test_tier".into(),
+        amount: 1000,
+        currency: "usd".into(),
+        user_id: Some("xia".into()),
+        package_id: Some("tier:pro".into()),
+        credits: Some(1000),
+    };
+    store(&app)
+        .credit_purchase(&paid, "evt_test_tier")
+        .await
+        .expect("credited");
+    store(&app)
+        .sync_tier("pi_test_tier", &[pro])
+        .await
+        .expect("tier");
     // An instance that just refused an account refuses it from memory for 250 ms (a hot
     // account past its limit reads nothing); the upgrade counts from the next request on.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

@@ -298,16 +298,26 @@ impl Store {
     /// it changes, conditioned on its revision. The tier before and after.
     pub async fn sync_tier(
         &self,
-        payment: &crate::domain::ledger::PaymentRecord,
+        intent_id: &str,
         plans: &[Plan],
     ) -> Result<(Option<String>, Option<String>), StoreError> {
         use crate::domain::plans::{held_tier, purchase_holds_tier, tier_of_purchase};
-        let Some(tier) = tier_of_purchase(&payment.package_id) else {
-            return Ok((None, None));
-        };
-        let key = self.keys.account(&payment.user_id, "TIER");
         for attempt in 1..=super::CONFLICT_ATTEMPTS {
+            // The payment is read after the tier item, each attempt: a write made from a
+            // payment read before a refund landed is refused by the tier's revision when the
+            // refund's own sync wrote first, and read again here.
+            let Some(payment) = self.payment(intent_id).await? else {
+                return Ok((None, None));
+            };
+            let Some(tier) = tier_of_purchase(&payment.package_id).map(str::to_owned) else {
+                return Ok((None, None));
+            };
+            let key = self.keys.account(&payment.user_id, "TIER");
             let item = self.get(key.clone()).await?;
+            let payment = match self.payment(intent_id).await? {
+                Some(now) => now,
+                None => payment,
+            };
             let fields = item.as_ref().map(Fields::of);
             let rev = match &fields {
                 Some(f) => f.opt_int("rev")?,
@@ -318,8 +328,8 @@ impl Store {
                 None => None,
             };
             let mut held = held_purchases(item.as_ref())?;
-            if purchase_holds_tier(payment) {
-                held.insert(payment.intent_id.clone(), tier.to_owned());
+            if purchase_holds_tier(&payment) {
+                held.insert(payment.intent_id.clone(), tier.clone());
             } else {
                 held.remove(&payment.intent_id);
             }
@@ -466,6 +476,27 @@ impl Store {
         item.insert("currency".into(), s(currency));
         item.insert("createdAt".into(), n(now_ms()));
         self.put_if_absent(item).await
+    }
+
+    /// Whether `subscription_id` was canceled as an account's second live subscription.
+    pub async fn is_duplicate_subscription(
+        &self,
+        subscription_id: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .get(self.keys.duplicate_subscription(subscription_id))
+            .await?
+            .is_some())
+    }
+
+    /// Releases the account's hold (a create's or a Checkout's) if one is set.
+    pub async fn release_subscription_hold(&self, account: &UserId) -> Result<(), StoreError> {
+        let record = self.subscription_record(account).await?;
+        if record.lock_until_ms.is_some() {
+            self.write_subscription(account, record.version, None, None)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Every subscription of the scope with its account, page by page (the scheduled re-read).

@@ -135,6 +135,24 @@ pub struct Invoice {
     pub lines: Option<InvoiceLines>,
     /// The intent that paid it (API versions before 2025-03-31; later ones list payments).
     pub payment_intent: Option<String>,
+    /// Its payments, when asked for (`expand[]=payments`, API versions from 2025-03-31).
+    pub payments: Option<InvoicePayments>,
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+pub struct InvoicePayments {
+    pub data: Vec<InvoicePayment>,
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+pub struct InvoicePayment {
+    pub status: Option<String>,
+    pub payment: Option<InvoicePaymentRef>,
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+pub struct InvoicePaymentRef {
+    pub payment_intent: Option<String>,
 }
 
 #[derive(Debug, miniserde::Deserialize)]
@@ -173,6 +191,22 @@ pub struct ItemDetails {
 }
 
 impl Invoice {
+    /// The PaymentIntents that paid it: its paid payments' (newer API versions), or its own.
+    pub fn paid_intents(&self) -> Vec<String> {
+        let listed: Vec<String> = self
+            .payments
+            .iter()
+            .flat_map(|p| p.data.iter())
+            .filter(|p| p.status.as_deref().is_none_or(|s| s == "paid"))
+            .filter_map(|p| p.payment.as_ref()?.payment_intent.clone())
+            .collect();
+        if listed.is_empty() {
+            self.payment_intent.iter().cloned().collect()
+        } else {
+            listed
+        }
+    }
+
     /// Its lines as the billing rules read them.
     pub fn billed_lines(&self) -> Vec<crate::domain::plans::BilledLine> {
         let Some(lines) = &self.lines else {
@@ -497,6 +531,22 @@ impl StripeApi {
             .await
             .map_err(map_error)?;
         Ok(())
+    }
+
+    /// The invoice with its payments expanded (older API versions and localstripe, which know
+    /// no `payments`, are asked again without).
+    pub async fn retrieve_invoice_with_payments(&self, id: &str) -> Result<Invoice, StripeFailure> {
+        let expanded = RetrieveInvoice::new(id)
+            .expand(vec!["payments".to_owned()])
+            .build()
+            .customize::<Invoice>()
+            .request_strategy(RequestStrategy::Retry(2))
+            .send(&self.client)
+            .await;
+        match expanded {
+            Err(super::CallError::Stripe(_, 400)) => self.retrieve_invoice(id).await,
+            other => other.map_err(map_error),
+        }
     }
 
     /// The invoice as Stripe has it now.
