@@ -988,6 +988,83 @@ async fn two_tabs_open_one_checkout_for_a_plan_and_no_create_goes_beside_it() {
 }
 
 #[tokio::test]
+async fn a_checkouts_hold_goes_when_it_completes_or_expires() {
+    let app = spawn_app().await;
+    let body = json!({"planId": "starter", "successUrl": "https://app.example.com/ok", "cancelUrl": "https://app.example.com/no"});
+    // Completed: subscribed; canceled at once; a new Checkout is not held back.
+    let opened = post(
+        &app,
+        "/api/v1/payments/stripe/checkout-session",
+        "uli",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let session = complete_checkout(&app, opened.body["data"]["id"].as_str().expect("id")).await;
+    let done = app
+        .deliver_event("checkout.session.completed", &session)
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(my_subscription(&app, "uli").await["planId"], "starter");
+    let canceled = post(
+        &app,
+        "/api/v1/payments/stripe/cancel-subscription",
+        "uli",
+        json!({"immediately": true}),
+    )
+    .await;
+    assert_eq!(canceled.status, 200, "{}", canceled.body);
+    let again = post(
+        &app,
+        "/api/v1/payments/stripe/checkout-session",
+        "uli",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    // Expired unpaid: its hold goes too.
+    let opened = post(
+        &app,
+        "/api/v1/payments/stripe/checkout-session",
+        "una",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let held = post(
+        &app,
+        "/api/v1/payments/stripe/checkout-session",
+        "una",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(held.status, 409, "{}", held.body);
+    let id = opened.body["data"]["id"].as_str().expect("id");
+    let session = app
+        .http
+        .get(format!("{}/v1/checkout/sessions/{id}", app.double_base))
+        .bearer_auth(STRIPE_KEY)
+        .send()
+        .await
+        .expect("session")
+        .json::<Value>()
+        .await
+        .expect("json");
+    let expired = app
+        .deliver_event("checkout.session.expired", &session)
+        .await;
+    assert_eq!(expired.status, 200, "{}", expired.body);
+    let after = post(
+        &app,
+        "/api/v1/payments/stripe/checkout-session",
+        "una",
+        body,
+    )
+    .await;
+    assert_eq!(after.status, 200, "{}", after.body);
+}
+
+#[tokio::test]
 async fn a_package_checkout_of_one_project_is_never_credited_in_another() {
     let app = spawn_app().await;
     // Project `pkgproj` shares the default project's Stripe account (one localstripe), has a
