@@ -365,6 +365,24 @@ struct InFlight {
     read: Option<(u64, SubscriptionState, usize)>,
 }
 
+/// A subscription as Coffer reads it from Stripe now (stamped with the time the read began).
+fn read_now(
+    stripe: &Stripe,
+    sub: &StripeSub,
+    plans: &[Plan],
+    stored: Option<&SubscriptionState>,
+) -> SubscriptionState {
+    let read = StripeRead {
+        subscription_id: &sub.id,
+        customer_id: "cus",
+        status: sub.status,
+        price_id: &sub.price,
+        current_period_end: sub.period_end,
+        cancel_at_period_end: false,
+    };
+    state_from_read(&read, plans, stored, stripe.clock * 1000)
+}
+
 /// Step one of a subscription event: read the subscription from Stripe (stamped with the time
 /// the read began), and the account's record version.
 fn read_subscription(
@@ -374,16 +392,8 @@ fn read_subscription(
     plans: &[Plan],
 ) -> Option<(u64, SubscriptionState, usize)> {
     let sub = stripe.subs.get(id)?;
-    let read = StripeRead {
-        subscription_id: &sub.id,
-        customer_id: "cus",
-        status: sub.status,
-        price_id: &sub.price,
-        current_period_end: sub.period_end,
-        cancel_at_period_end: false,
-    };
     let (version, stored) = store.subs.get(&sub.account).cloned().unwrap_or_default();
-    let state = state_from_read(&read, plans, stored.as_ref(), stripe.clock * 1000);
+    let state = read_now(stripe, sub, plans, stored.as_ref());
     Some((version, state, sub.account))
 }
 
@@ -410,15 +420,7 @@ fn write_subscription(
         .filter(|s| s.subscription_id != state.subscription_id && state.status.is_live())
     {
         if let Some(sub) = stripe.subs.get(&state.subscription_id) {
-            let read = StripeRead {
-                subscription_id: &sub.id,
-                customer_id: "cus",
-                status: sub.status,
-                price_id: &sub.price,
-                current_period_end: sub.period_end,
-                cancel_at_period_end: false,
-            };
-            incoming = state_from_read(&read, plans, Some(stored), stripe.clock * 1000);
+            incoming = read_now(stripe, sub, plans, Some(stored));
         }
     }
     if let Some(stored) = stored.as_ref() {
