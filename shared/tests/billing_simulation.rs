@@ -742,7 +742,7 @@ fn check(stripe: &Stripe, store: &Store, plans: &[Plan]) -> Result<(), String> {
             .purchases
             .values()
             .filter(|p| {
-                p.account == account && p.refunded < p.amount && !(p.withdrawn && !p.reinstated)
+                p.account == account && p.refunded < p.amount && (!p.withdrawn || p.reinstated)
             })
             .filter_map(|p| plans.iter().find(|plan| plan.id == p.plan))
             .max_by_key(|p| p.rank)

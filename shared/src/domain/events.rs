@@ -198,7 +198,7 @@ pub fn invoice_status_advances(old: Option<&str>, new: &str) -> bool {
     match (old.map(rank), rank(new)) {
         (_, None) => false,
         (None, Some(_)) => true,
-        (Some(old), Some(new)) => old.map_or(true, |old| new > old),
+        (Some(old), Some(new)) => old.is_none_or(|old| new > old),
     }
 }
 

@@ -137,7 +137,7 @@ impl Store {
             item.insert(
                 "allowedPrincipals".into(),
                 aws_sdk_dynamodb::types::AttributeValue::L(
-                    config.allowed_principals.iter().map(|p| s(p)).collect(),
+                    config.allowed_principals.iter().map(s).collect(),
                 ),
             );
         }
