@@ -291,20 +291,7 @@ pub async fn event_bus_and_queue(
         }
     }
     let sqs = sqs_client(sdk);
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(queue)
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "create the queue: {}",
-                aws_sdk_sqs::error::DisplayErrorContext(&e)
-            )
-        })?
-        .queue_url()
-        .ok_or("the queue has no URL")?
-        .to_owned();
+    let queue_url = self::queue(&sqs, queue).await?;
     let queue_arn = sqs
         .get_queue_attributes()
         .queue_url(&queue_url)
@@ -355,6 +342,24 @@ pub async fn event_bus_and_queue(
             )
         })?;
     Ok(queue_url)
+}
+
+/// The URL of the SQS queue named `name`, made when missing (safe to run again).
+pub async fn queue(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String, String> {
+    Ok(sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "create the queue {name}: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(&e)
+            )
+        })?
+        .queue_url()
+        .ok_or("the queue has no URL")?
+        .to_owned())
 }
 
 /// EventBridge on the local endpoint (moto) when one is set.

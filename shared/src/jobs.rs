@@ -55,55 +55,102 @@ pub async fn invariants_job(app: &'static App, _event: LambdaEvent<Value>) -> Re
     }
 }
 
+/// How a batch of stream records went: its figures, and the first record that could not be
+/// handled, if any. The records before that one are done; it and the ones after it are not.
+#[derive(Debug)]
+pub struct StreamBatch {
+    pub figures: Value,
+    pub failed: Option<FailedRecord>,
+}
+
+/// The record a batch stopped at.
+#[derive(Debug)]
+pub struct FailedRecord {
+    /// Its sequence number in its shard (`None` only for a record the stream gave none).
+    pub sequence: Option<String>,
+    /// Why, in words for the log (never the record itself).
+    pub cause: String,
+}
+
+impl StreamBatch {
+    /// What the function answers Lambda (`ReportBatchItemFailures`): no failure, or the record
+    /// to go on from. Lambda retries from it (a bounded number of times, halving the batch),
+    /// then sends a pointer to what still fails to the failure queue and goes on; the records
+    /// behind it keep flowing. A failed record without a sequence number fails the whole batch.
+    pub fn answer(self, function: &str) -> Result<Value, Error> {
+        let Some(failed) = self.failed else {
+            tracing::info!(function, figures = %self.figures, "stream batch done");
+            return Ok(json!({ "batchItemFailures": [] }));
+        };
+        tracing::error!(
+            function,
+            figures = %self.figures,
+            sequence = failed.sequence.as_deref().unwrap_or("none"),
+            cause = %failed.cause,
+            "a stream record failed; Lambda goes on from it"
+        );
+        match failed.sequence {
+            Some(sequence) => Ok(json!({ "batchItemFailures": [{ "itemIdentifier": sequence }] })),
+            None => Err(Error::from(
+                "a stream record without a sequence number failed",
+            )),
+        }
+    }
+
+    /// The sequence number to go on from, as Lambda reads it from an answer.
+    pub fn failed_sequence(answer: &Value) -> Option<&str> {
+        answer["batchItemFailures"]
+            .as_array()?
+            .iter()
+            .find_map(|item| item["itemIdentifier"].as_str())
+    }
+}
+
 /// The stats function: a batch of the table's stream records (a DynamoDB Streams event source
-/// mapping deployed; the local poller locally). Each record counts at most once; a failure fails
-/// the batch, which Lambda retries, and the records already counted add nothing then.
+/// mapping deployed; the local follower locally). Each record counts at most once, so the
+/// records Lambda hands over again add nothing.
 pub async fn stats_job(app: &'static App, event: LambdaEvent<Value>) -> Result<Value, Error> {
     count_stream_event(app, &event.payload)
         .await
-        .map_err(|err| {
-            tracing::error!(cause = %error_chain(&err), "counting stream records failed");
-            Error::from("counting stream records failed")
-        })
+        .answer("stats")
 }
 
-/// Counts every record of a stream event; the figures of the batch.
-pub async fn count_stream_event(
-    app: &App,
-    event: &Value,
-) -> Result<Value, crate::adapters::store::StoreError> {
+/// Counts the records of a stream event in order, up to the first that fails.
+pub async fn count_stream_event(app: &App, event: &Value) -> StreamBatch {
     use crate::adapters::store::{records_from_event, StatsOutcome};
     let records = records_from_event(event);
     let (mut counted, mut repeated) = (0, 0);
+    let mut failed = None;
     for record in &records {
-        match app.store.count_stream_record(record).await? {
-            StatsOutcome::Counted => counted += 1,
-            StatsOutcome::AlreadyCounted => repeated += 1,
-            StatsOutcome::Nothing => {}
+        match app.store.count_stream_record(record).await {
+            Ok(StatsOutcome::Counted) => counted += 1,
+            Ok(StatsOutcome::AlreadyCounted) => repeated += 1,
+            Ok(StatsOutcome::Nothing) => {}
+            Err(err) => {
+                failed = Some(FailedRecord {
+                    sequence: record.sequence.clone(),
+                    cause: error_chain(&err),
+                });
+                break;
+            }
         }
     }
-    tracing::info!(
-        records = records.len(),
-        counted,
-        repeated,
-        "stream batch counted"
-    );
-    Ok(json!({ "records": records.len(), "counted": counted, "alreadyCounted": repeated }))
+    StreamBatch {
+        figures: json!({ "records": records.len(), "counted": counted, "alreadyCounted": repeated }),
+        failed,
+    }
 }
 
 /// The billing-events function: a batch of the table's stream records, published as billing
-/// events to the bus. A failure fails the batch, which Lambda retries; the events already sent
-/// go again with the same ids.
+/// events to the bus in order. A record that fails stops the batch there; the events already
+/// sent go again with the same ids when Lambda hands it over again.
 pub async fn billing_events_job(
     app: &'static App,
     event: LambdaEvent<Value>,
 ) -> Result<Value, Error> {
     crate::services::events::publish_stream_event(app, &event.payload)
         .await
-        .map_err(|err| {
-            tracing::error!(code = err.code(), cause = %err.cause(), "publishing billing events failed");
-            Error::from("publishing billing events failed")
-        })
+        .answer("billing-events")
 }
 
 /// The meter reporter (an EventBridge schedule): metered usage to Stripe's billing meters, then

@@ -433,8 +433,14 @@ impl TestApp {
     /// Counts the table's changes into the stats counters from now on, as the stats function
     /// does deployed (only the tests of stats pay for the polling).
     pub async fn follow_stream(&self) {
+        self.follow_stream_with(coffer_dev::streams::Delivery::default())
+            .await
+    }
+
+    /// [`TestApp::follow_stream`], retrying a failing record as `delivery` says before parking it.
+    pub async fn follow_stream_with(&self, delivery: coffer_dev::streams::Delivery) {
         let sdk = app::load_sdk_config().await;
-        coffer_dev::streams::start(self.app.clone(), &sdk)
+        coffer_dev::streams::start_with(self.app.clone(), &sdk, delivery)
             .await
             .expect("follow the table's stream");
     }

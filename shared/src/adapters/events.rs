@@ -10,7 +10,7 @@ use serde_json::Value;
 /// The `source` of every event Coffer publishes.
 pub const EVENT_SOURCE: &str = "coffer";
 /// PutEvents takes at most this many entries.
-const ENTRIES_PER_CALL: usize = 10;
+pub const ENTRIES_PER_CALL: usize = 10;
 
 /// One event ready to send.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,15 +1,17 @@
 //! Billing events out: the table's stream (committed changes only) is read by the publisher
 //! function, each change is turned into the events it means (`domain::events`), and they go to
 //! the EventBridge bus. Nothing on the payment or usage path publishes, so an event is never sent
-//! for a write that did not commit, and a write that committed is in the stream, which Lambda
-//! retries until the batch succeeds. Each event's id is derived from the stream record, so a
-//! retried batch sends the same ids again and subscribers drop the repeats.
+//! for a write that did not commit, and a write that committed is in the stream. A record that
+//! fails is retried a bounded number of times, then parked (a pointer in the failure queue, for
+//! `coffer-dev replay-parked`) while the records behind it go on. Each event's id is derived
+//! from the stream record, so a retried or replayed record sends the same ids again and
+//! subscribers drop the repeats.
 
 use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use crate::adapters::events::OutgoingEvent;
+use crate::adapters::events::{OutgoingEvent, ENTRIES_PER_CALL};
 use crate::adapters::store::{
     get_s, hash_parts, payment_from_item, split_scope, Fields, Item, StreamRecord,
 };
@@ -21,6 +23,7 @@ use crate::domain::records::{now_ms, rfc3339};
 use crate::domain::scope::Scope;
 use crate::domain::subscriptions::SubscriptionState;
 use crate::http::ApiError;
+use crate::jobs::{FailedRecord, StreamBatch};
 use crate::App;
 
 /// What one stream record means, before thresholds: the events, or a balance change that
@@ -152,65 +155,101 @@ fn outgoing(
     }
 }
 
-/// Every event a batch of stream records means, in the batch's order.
-pub async fn events_of_records(
+/// Every event one stream record means, in order. `thresholds` keeps each scope's low-credit
+/// threshold for the rest of the batch.
+async fn events_of_record(
     app: &App,
-    records: &[StreamRecord],
+    record: &StreamRecord,
+    thresholds: &mut HashMap<String, Option<i64>>,
 ) -> Result<Vec<OutgoingEvent>, ApiError> {
-    let mut thresholds: HashMap<String, Option<i64>> = HashMap::new();
-    let mut out = Vec::new();
-    for record in records {
-        let Some((prefix, meaning)) = meaning(record) else {
-            continue;
-        };
-        let Some(scope) = Scope::from_key_prefix(&prefix, app.config.default_mode) else {
-            continue;
-        };
-        let events = match meaning {
-            Meaning::Events(events) => events,
-            Meaning::Balance {
-                account,
-                old,
-                new,
-                currency,
-            } => {
-                let threshold = match thresholds.get(&prefix) {
-                    Some(known) => *known,
-                    None => {
-                        let settings = app.store_for(&scope).settings().await?;
-                        let threshold = settings.and_then(|s| s.credits_low_threshold);
-                        thresholds.insert(prefix.clone(), threshold);
-                        threshold
-                    }
-                };
-                // The threshold is in the deployment's currency: another currency's balance is
-                // only ever depleted.
-                let threshold =
-                    threshold.filter(|_| currency == app.config.default_currency.as_str());
-                balance_events(&account, old, new, threshold, &currency)
-            }
-        };
-        for (index, event) in events.into_iter().enumerate() {
-            out.push(outgoing(&scope, record, index, event));
+    let Some((prefix, meaning)) = meaning(record) else {
+        return Ok(Vec::new());
+    };
+    let Some(scope) = Scope::from_key_prefix(&prefix, app.config.default_mode) else {
+        return Ok(Vec::new());
+    };
+    let events = match meaning {
+        Meaning::Events(events) => events,
+        Meaning::Balance {
+            account,
+            old,
+            new,
+            currency,
+        } => {
+            let threshold = match thresholds.get(&prefix) {
+                Some(known) => *known,
+                None => {
+                    let settings = app.store_for(&scope).settings().await?;
+                    let threshold = settings.and_then(|s| s.credits_low_threshold);
+                    thresholds.insert(prefix.clone(), threshold);
+                    threshold
+                }
+            };
+            // The threshold is in the deployment's currency: another currency's balance is
+            // only ever depleted.
+            let threshold = threshold.filter(|_| currency == app.config.default_currency.as_str());
+            balance_events(&account, old, new, threshold, &currency)
         }
-    }
-    Ok(out)
+    };
+    Ok(events
+        .into_iter()
+        .enumerate()
+        .map(|(index, event)| outgoing(&scope, record, index, event))
+        .collect())
 }
 
-/// Publishes what a stream event (a Lambda DynamoDB Streams batch) means; the figures of the
-/// batch. Without a bus configured it publishes nothing.
-pub async fn publish_stream_event(app: &App, event: &Value) -> Result<Value, ApiError> {
-    let Some(bus) = app.events.as_ref() else {
-        return Ok(json!({ "published": 0 }));
-    };
+/// Publishes what a stream event (a Lambda DynamoDB Streams batch) means, record by record in
+/// order, and stops at the first record whose events cannot be made or sent: the records before
+/// it are done. Without a bus configured it publishes nothing.
+pub async fn publish_stream_event(app: &App, event: &Value) -> StreamBatch {
     let records = crate::adapters::store::records_from_event(event);
-    let events = events_of_records(app, &records).await?;
-    bus.publish(&events)
-        .await
-        .map_err(|err| ApiError::Unavailable(err.to_string()))?;
-    if !events.is_empty() {
-        let kinds: Vec<&str> = events.iter().map(|e| e.detail_type.as_str()).collect();
-        tracing::info!(records = records.len(), published = events.len(), kinds = ?kinds, "billing events published");
+    let Some(bus) = app.events.as_ref() else {
+        return StreamBatch {
+            figures: json!({ "records": records.len(), "published": 0 }),
+            failed: None,
+        };
+    };
+    let mut thresholds = HashMap::new();
+    // Each event, and the index of the record it comes from.
+    let (mut events, mut origins) = (Vec::new(), Vec::new());
+    let mut failed: Option<(usize, String)> = None;
+    for (index, record) in records.iter().enumerate() {
+        match events_of_record(app, record, &mut thresholds).await {
+            Ok(made) => {
+                origins.extend(std::iter::repeat(index).take(made.len()));
+                events.extend(made);
+            }
+            Err(err) => {
+                failed = Some((index, format!("{}: {}", err.code(), err.cause())));
+                break;
+            }
+        }
     }
-    Ok(json!({ "records": records.len(), "published": events.len() }))
+    let mut published = 0;
+    for (chunk, from) in events
+        .chunks(ENTRIES_PER_CALL)
+        .zip(origins.chunks(ENTRIES_PER_CALL))
+    {
+        if let Err(err) = bus.publish(chunk).await {
+            // Every event of the records before this chunk's first record went out; that
+            // record's are sent again (same ids) when the batch goes on from it.
+            failed = Some((from[0], err.to_string()));
+            break;
+        }
+        published += chunk.len();
+    }
+    if published > 0 {
+        let kinds: Vec<&str> = events[..published]
+            .iter()
+            .map(|e| e.detail_type.as_str())
+            .collect();
+        tracing::info!(records = records.len(), published, kinds = ?kinds, "billing events published");
+    }
+    StreamBatch {
+        figures: json!({ "records": records.len(), "published": published }),
+        failed: failed.map(|(index, cause)| FailedRecord {
+            sequence: records[index].sequence.clone(),
+            cause,
+        }),
+    }
 }

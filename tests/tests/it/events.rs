@@ -2,10 +2,12 @@
 //! test's own EventBridge bus in moto and a rule that fills an SQS queue the test reads, as an
 //! app's backend would subscribe.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use coffer::domain::plans::{apply_plan_update, PlanUpdate};
+use coffer_dev::streams::{Consumer, Delivery};
 use coffer_dev::token::issue_service;
 use integration_tests::{settle, spawn_app_with, SecretSetup, TestApp, JWT_SECRET};
 use serde_json::{json, Value};
@@ -303,12 +305,13 @@ async fn a_retried_stream_batch_publishes_the_same_ids_again() {
     let publish = |event: Value| {
         let app = &app;
         async move {
-            coffer::calls::as_function(
+            let batch = coffer::calls::as_function(
                 "billing-events",
                 coffer::services::events::publish_stream_event(&app.app.app, &event),
             )
-            .await
-            .expect("published")
+            .await;
+            assert!(batch.failed.is_none(), "{batch:?}");
+            batch.figures
         }
     };
     // Lambda retries a batch whose function failed after sending: the same record again.
@@ -324,4 +327,151 @@ async fn a_retried_stream_batch_publishes_the_same_ids_again() {
     let distinct: HashSet<&str> = ids.iter().copied().collect();
     assert_eq!(distinct.len(), 2, "the retry repeats its id: {ids:?}");
     assert_eq!(events[0]["occurredAt"], "2027-01-15T08:00:00Z");
+}
+
+/// The URL of the local failure queue of a stream function for the test's table.
+async fn failure_queue(app: &TestApp, consumer: Consumer) -> String {
+    let sdk = coffer::app::load_sdk_config().await;
+    coffer_dev::setup::queue(
+        &coffer_dev::setup::sqs_client(&sdk),
+        &consumer.failure_queue_name(&app.table),
+    )
+    .await
+    .expect("the failure queue")
+}
+
+/// How many pointers wait in a queue (visible or taken by a reader).
+async fn waiting(queue: &str) -> usize {
+    use aws_sdk_sqs::types::QueueAttributeName as Attr;
+    let sdk = coffer::app::load_sdk_config().await;
+    let attributes = coffer_dev::setup::sqs_client(&sdk)
+        .get_queue_attributes()
+        .queue_url(queue)
+        .attribute_names(Attr::ApproximateNumberOfMessages)
+        .attribute_names(Attr::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes");
+    let count = |name: &Attr| {
+        attributes
+            .attributes()
+            .and_then(|a| a.get(name))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    count(&Attr::ApproximateNumberOfMessages) + count(&Attr::ApproximateNumberOfMessagesNotVisible)
+}
+
+#[tokio::test]
+async fn a_record_that_keeps_failing_is_parked_while_the_records_behind_it_flow_and_replays_once_fixed(
+) {
+    let app = spawn_app_with(SecretSetup {
+        events: true,
+        ..SecretSetup::default()
+    })
+    .await;
+    app.follow_stream_with(Delivery {
+        retries: 2,
+        first_backoff: Duration::from_millis(100),
+    })
+    .await;
+    let store = &app.app.app.store;
+    let put = |item: HashMap<String, AttributeValue>| async move {
+        store
+            .client()
+            .put_item()
+            .table_name(store.table())
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("put an item");
+    };
+    // An empty map, which DynamoDB Local's stream writes as `{}` (the SDK cannot parse it):
+    // it must not stop the follower.
+    put(HashMap::from([
+        ("pk".to_owned(), AttributeValue::S("JUNK".into())),
+        ("sk".to_owned(), AttributeValue::S("JUNK".into())),
+        ("empty".to_owned(), AttributeValue::M(HashMap::new())),
+    ]))
+    .await;
+    // Settings no code can read: every balance change of the scope fails to publish.
+    let readable = store
+        .client()
+        .get_item()
+        .table_name(store.table())
+        .set_key(Some(store.keys().settings()))
+        .send()
+        .await
+        .expect("read the settings")
+        .item;
+    let mut settings = store.keys().settings();
+    settings.insert("doc".into(), AttributeValue::S("{not json".into()));
+    put(settings).await;
+
+    // Ann buys and spends it all: her balance records keep failing (credits.depleted waits).
+    app.bought("ann", "starter").await;
+    let all = app.balance("ann").await;
+    assert_eq!(app.spend("ann", json!(all), "all").await.status, 200);
+    // Bob buys after her: his payment is published while hers are parked.
+    app.bought("bob", "starter").await;
+    let wanted = [("payment.succeeded", "ann"), ("payment.succeeded", "bob")];
+    let events = app
+        .billing_events(Duration::from_secs(30), |events| has_all(events, &wanted))
+        .await;
+    assert!(has_all(&events, &wanted), "{events:#?}");
+    let parked = failure_queue(&app, Consumer::BillingEvents).await;
+    assert!(
+        settle(
+            || async { (waiting(&parked).await >= 1).then_some(()) },
+            async {}
+        )
+        .await
+        .is_some(),
+        "the failing records are parked"
+    );
+    assert!(of_kind(&events, "credits.depleted", "ann").is_empty());
+    // The stats function counts every record: its own queue stays empty.
+    assert_eq!(
+        waiting(&failure_queue(&app, Consumer::Stats).await).await,
+        0
+    );
+
+    // The fix is deployed (the settings are readable again), then the operator replays.
+    match readable {
+        Some(item) => put(item).await,
+        None => {
+            store
+                .client()
+                .delete_item()
+                .table_name(store.table())
+                .set_key(Some(store.keys().settings()))
+                .send()
+                .await
+                .expect("delete the settings");
+        }
+    }
+    let sdk = coffer::app::load_sdk_config().await;
+    let replay =
+        coffer_dev::streams::replay_parked(&app.app.app, &sdk, Consumer::BillingEvents, &parked)
+            .await
+            .expect("replay");
+    assert!(replay.replayed >= 1, "{replay:?}");
+    assert_eq!((replay.still_failing, replay.gone), (0, 0), "{replay:?}");
+    assert_eq!(waiting(&parked).await, 0);
+    let events = app
+        .billing_events(Duration::from_secs(20), |events| {
+            !of_kind(events, "credits.depleted", "ann").is_empty()
+        })
+        .await;
+    assert_eq!(
+        of_kind(&events, "credits.depleted", "ann").len(),
+        1,
+        "{events:#?}"
+    );
+    // A second replay finds nothing.
+    let again =
+        coffer_dev::streams::replay_parked(&app.app.app, &sdk, Consumer::BillingEvents, &parked)
+            .await
+            .expect("replay");
+    assert_eq!(again.replayed, 0);
 }

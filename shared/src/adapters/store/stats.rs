@@ -34,6 +34,9 @@ pub struct StreamRecord {
     pub new: Option<Item>,
     /// When the change was made, as the stream says (Unix seconds).
     pub created_at_secs: Option<i64>,
+    /// Its place in its shard (`dynamodb.SequenceNumber`): what a function answers Lambda to go
+    /// on from this record, and what a parked record's pointer names.
+    pub sequence: Option<String>,
 }
 
 /// What applying a record did.
@@ -211,6 +214,10 @@ pub fn records_from_event(event: &serde_json::Value) -> Vec<StreamRecord> {
                     .get("ApproximateCreationDateTime")
                     .and_then(serde_json::Value::as_f64)
                     .map(|secs| secs as i64),
+                sequence: change
+                    .get("SequenceNumber")
+                    .and_then(|s| s.as_str())
+                    .map(str::to_owned),
             })
         })
         .collect()
