@@ -189,3 +189,33 @@ pub async fn plans(args: &[String]) -> Result<(), String> {
         _ => Err("usage: coffer-dev plans link <plan> <price-id> | plans get <plan> | plans list [--project <id>] [--live|--test]".into()),
     }
 }
+
+/// `replay-parked <stats|billing-events> [queue-url]`: the stream records the function parked
+/// after its retries, handed to its code again (run once the fix is deployed). Each pointer
+/// leaves the queue once its records were handled; what fails again stays. The stream keeps
+/// records 24 hours: a pointer to an older record is reported, and stays for an operator.
+pub async fn replay_parked(args: &[String]) -> Result<(), String> {
+    use crate::streams::{replay_parked, Consumer};
+    let (Some(name), rest) = (args.first(), args.get(1..).unwrap_or_default()) else {
+        return Err("usage: coffer-dev replay-parked <stats|billing-events> [queue-url]".into());
+    };
+    let consumer = Consumer::parse(name).ok_or("the function is stats or billing-events")?;
+    let app = app().await?;
+    let sdk = coffer::app::load_sdk_config().await;
+    let queue = match rest.first() {
+        Some(url) => url.clone(),
+        None => {
+            let name = consumer.failure_queue_name(app.store.table());
+            crate::setup::queue(&crate::setup::sqs_client(&sdk), &name).await?
+        }
+    };
+    let report = replay_parked(&app, &sdk, consumer, &queue).await?;
+    println!(
+        "{}",
+        serde_json::to_string(&report).map_err(|e| e.to_string())?
+    );
+    if report.still_failing > 0 || report.gone > 0 {
+        return Err("some parked records were not replayed (see above and the log)".into());
+    }
+    Ok(())
+}
