@@ -103,6 +103,55 @@ impl PaymentRecord {
     }
 }
 
+/// The package id of an invoice's included credits, recorded as a payment of their own.
+pub const INCLUDED_PREFIX: &str = "included:";
+
+impl PaymentRecord {
+    /// The included credits an invoice granted, as a payment of their own on the intent that
+    /// paid the invoice: a refund or a lost dispute of that charge takes back its share of them
+    /// by the same rules as a purchase's (refunded share, netted, in any order).
+    pub fn included_grant(grant: &IncludedGrant<'_>) -> Self {
+        Self {
+            intent_id: grant.intent_id.to_owned(),
+            user_id: grant.account.clone(),
+            package_id: format!("{INCLUDED_PREFIX}{}", grant.plan_id),
+            amount: grant.amount,
+            currency: grant.currency.clone(),
+            credits: grant.credits,
+            status: PaymentStatus::Succeeded,
+            created_at_ms: grant.now_ms,
+            description: format!(
+                "Included credits of {} ({})",
+                grant.plan_id, grant.invoice_id
+            ),
+            credited: true,
+            attention: None,
+            facts: ChargeFacts::default(),
+            applied: grant.credits,
+            rev: 0,
+        }
+    }
+
+    /// Included credits of an invoice rather than a purchase.
+    pub fn is_included_grant(&self) -> bool {
+        self.package_id.starts_with(INCLUDED_PREFIX)
+    }
+}
+
+/// What an invoice's included credits are: its account, plan, charge and credits.
+pub struct IncludedGrant<'a> {
+    pub invoice_id: &'a str,
+    /// The PaymentIntent that paid the invoice.
+    pub intent_id: &'a str,
+    pub account: &'a UserId,
+    pub plan_id: &'a str,
+    /// What the invoice's charge was, in minor units of `currency`.
+    pub amount: i64,
+    pub currency: &'a Currency,
+    pub credits: i64,
+    pub now_ms: i64,
+}
+
 /// The refunded share of `credits` for `refunded` of `amount`, rounded down, never more than
 /// `credits` and never negative.
 pub fn refund_share(credits: i64, amount: i64, refunded: i64) -> i64 {

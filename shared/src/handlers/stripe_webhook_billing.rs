@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::adapters::store::{CreditOutcome, InvoiceRecord, MoveOutcome};
 use crate::adapters::stripe::{META_ACCOUNT, META_CREDITS, META_PACKAGE, META_SCOPE, META_USER};
-use crate::domain::ledger::{CreditMove, PaidIntent, PaymentRecord};
+use crate::domain::ledger::{CreditMove, IncludedGrant, PaidIntent, PaymentRecord};
 use crate::domain::money::Currency;
 use crate::domain::plans::billed_plan;
 use crate::domain::records::{now_ms, UserId};
@@ -61,7 +61,7 @@ pub async fn invoice_event(
         return Ok(());
     };
     let stripe = app.stripe_for(scope).await?;
-    let invoice = match stripe.retrieve_invoice(invoice_id).await {
+    let invoice = match stripe.retrieve_invoice_with_payments(invoice_id).await {
         Ok(invoice) => invoice,
         Err(crate::adapters::stripe::StripeFailure::Missing(_)) => {
             tracing::warn!(invoice_id, "stripe has no such invoice; acknowledged");
@@ -130,18 +130,66 @@ pub async fn invoice_event(
     if plan.included_credits <= 0 {
         return Ok(());
     }
-    grant_included(
-        app,
-        &store,
-        &account,
-        invoice_id,
-        &plan.id,
-        plan.included_credits,
-    )
-    .await
+    let currency = invoice
+        .currency
+        .as_deref()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let intent = invoice.paid_intents().into_iter().next();
+    match intent {
+        Some(intent) if currency == app.config.default_currency.as_str() => {
+            let grant = PaymentRecord::included_grant(&IncludedGrant {
+                invoice_id,
+                intent_id: &intent,
+                account: &account,
+                plan_id: &plan.id,
+                amount: amount_paid,
+                currency: &app.config.default_currency,
+                credits: plan.included_credits,
+                now_ms: now_ms(),
+            });
+            let entry_id = format!("included:{invoice_id}");
+            if store.grant_included(&grant, &entry_id).await? {
+                tracing::info!(
+                    invoice_id,
+                    credits = plan.included_credits,
+                    "included credits granted"
+                );
+            } else {
+                tracing::info!(
+                    invoice_id,
+                    "included credits already granted; duplicate ignored"
+                );
+            }
+            // A refund or dispute of the invoice's charge that came first is applied now (each
+            // one at most once, whatever the number of deliveries).
+            for change in store.orphan_charge_events(&intent).await? {
+                let outcome = store.apply_charge_event(&intent, &change).await?;
+                tracing::info!(invoice_id, what = change.entry_kind(), outcome = ?outcome, "earlier charge event applied to the included credits");
+            }
+            Ok(())
+        }
+        _ => {
+            // No charge to follow (or another currency): granted as before, without a record
+            // that a refund could reach.
+            tracing::warn!(
+                invoice_id,
+                "paid invoice without a PaymentIntent in the deployment's currency; included credits cannot follow its refunds"
+            );
+            grant_included_untracked(
+                app,
+                &store,
+                &account,
+                invoice_id,
+                &plan.id,
+                plan.included_credits,
+            )
+            .await
+        }
+    }
 }
 
-async fn grant_included(
+async fn grant_included_untracked(
     app: &App,
     store: &crate::adapters::store::Store,
     account: &UserId,

@@ -90,7 +90,10 @@ async fn apply(
             tracing::info!(intent_id = %intent, what, "already applied or older; nothing changed")
         }
         LifecycleOutcome::UnknownPayment => {
-            tracing::warn!(intent_id = %intent, what, "no Coffer payment for this intent; ignored");
+            // Perhaps the intent of an invoice whose included credits are not granted yet:
+            // kept, so that the grant takes it into account whenever it comes.
+            store.remember_orphan_charge_event(intent, change).await?;
+            tracing::info!(intent_id = %intent, what, "no Coffer payment for this intent yet; kept for a later grant");
             return Ok(());
         }
         LifecycleOutcome::Ignored(why) => {

@@ -1547,3 +1547,111 @@ async fn a_change_made_in_stripes_portal_shows_after_its_event() {
     assert_eq!(now["cancelAtPeriodEnd"], true, "{now}");
     assert_eq!(now["planId"], "starter");
 }
+
+/// A starter subscription created and paid at localstripe, no event delivered: the intent that
+/// paid its first invoice, and that invoice.
+async fn paid_starter_invoice(app: &TestApp, user: &str) -> (String, Value) {
+    customer_with_card(app, user, SUBSCRIPTION_CARD).await;
+    let reply = post(
+        app,
+        "/api/stripe/create-subscription",
+        user,
+        json!({"planId": "starter"}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let secret = reply.body["data"]["clientSecret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let subscription = reply.body["data"]["subscriptionId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let intent = secret.split("_secret_").next().expect("intent").to_owned();
+    let auth = app
+        .stripe_post(
+            &format!("/v1/payment_intents/{intent}/_authenticate"),
+            &[("success", "true"), ("client_secret", secret.as_str())],
+        )
+        .await;
+    assert_eq!(auth.status, 200, "{}", auth.body);
+    let sub = stripe_get(app, &format!("/v1/subscriptions/{subscription}")).await;
+    let invoice_id = sub["latest_invoice"].as_str().expect("invoice");
+    let invoice = stripe_get(app, &format!("/v1/invoices/{invoice_id}")).await;
+    (intent, invoice)
+}
+
+#[tokio::test]
+async fn a_refunded_or_disputed_invoice_takes_its_included_credits_back_in_any_order() {
+    // No webhook from localstripe: this test delivers each event itself, in the order it chose.
+    let app = spawn_app_with(SecretSetup {
+        no_webhook: true,
+        ..SecretSetup::default()
+    })
+    .await;
+    let paid = |invoice: Value| {
+        let app = &app;
+        async move {
+            let reply = app.deliver_event("invoice.paid", &invoice).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+        }
+    };
+    let deliver = |kind: &'static str, object: Value| {
+        let app = &app;
+        async move {
+            let reply = app.deliver_event(kind, &object).await;
+            assert_eq!(reply.status, 200, "{kind}: {}", reply.body);
+        }
+    };
+
+    // Granted, then half the invoice refunded: half the included credits go, once.
+    let (intent, invoice) = paid_starter_invoice(&app, "jen").await;
+    let amount = invoice["amount_paid"].as_i64().expect("amount paid");
+    assert!(amount > 0, "{invoice}");
+    paid(invoice.clone()).await;
+    assert_eq!(app.balance("jen").await, 5.0);
+    let half = crate::lifecycle::charge(&app, &intent, amount / 2).await;
+    for _ in 0..2 {
+        deliver("charge.refunded", half.clone()).await;
+    }
+    assert_eq!(
+        app.balance("jen").await,
+        2.5,
+        "half of 5.00 taken back, once"
+    );
+    paid(invoice).await;
+    assert_eq!(
+        app.balance("jen").await,
+        2.5,
+        "a repeated invoice grants nothing"
+    );
+
+    // The refund arrives before the invoice's paid event: the grant nets it at once.
+    let (intent, invoice) = paid_starter_invoice(&app, "kim").await;
+    let amount = invoice["amount_paid"].as_i64().expect("amount paid");
+    deliver(
+        "charge.refunded",
+        crate::lifecycle::charge(&app, &intent, amount).await,
+    )
+    .await;
+    assert_eq!(app.balance("kim").await, 0.0);
+    paid(invoice.clone()).await;
+    paid(invoice).await;
+    assert_eq!(
+        app.balance("kim").await,
+        0.0,
+        "a fully refunded invoice grants nothing to keep"
+    );
+
+    // A dispute of the whole invoice withdraws its credits; winning it gives them back.
+    let (intent, invoice) = paid_starter_invoice(&app, "lou").await;
+    let amount = invoice["amount_paid"].as_i64().expect("amount paid");
+    paid(invoice).await;
+    let dispute = crate::lifecycle::dispute_of(&intent, amount);
+    deliver("charge.dispute.funds_withdrawn", dispute.clone()).await;
+    assert_eq!(app.balance("lou").await, 0.0);
+    deliver("charge.dispute.funds_reinstated", dispute).await;
+    assert_eq!(app.balance("lou").await, 5.0);
+    app.assert_invariants().await;
+}

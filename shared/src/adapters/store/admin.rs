@@ -195,7 +195,7 @@ pub fn ledger_snapshot(items: &[Item]) -> LedgerSnapshot {
                 });
                 Ok(())
             }),
-            (None, "PAY") if rest.starts_with("PAY#") => {
+            (None, "PAY" | "INCLUDED") if rest.starts_with("PAY#") => {
                 payment_from_item(item).map(|p| snapshot.payments.push((scope, p)))
             }
             _ => Ok(()),

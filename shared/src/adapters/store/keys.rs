@@ -75,6 +75,17 @@ impl Keys {
         key(self.payment_pk(intent_id), "PAY")
     }
 
+    /// The included credits of the invoice this intent paid, kept as a payment of their own.
+    pub fn included_grant(&self, intent_id: &str) -> Item {
+        key(self.payment_pk(intent_id), "INCLUDED")
+    }
+
+    /// A refund or dispute event of an intent Coffer has no payment for (yet): kept so that
+    /// included credits granted later still take it into account.
+    pub fn orphan_charge_event(&self, intent_id: &str, event_key: &str) -> Item {
+        key(self.payment_pk(intent_id), format!("ORPHAN#{event_key}"))
+    }
+
     /// The marker of a payment that needs attention: one partition for every scope, so that an
     /// operator lists them all with one Query.
     pub fn attention(&self, intent_id: &str) -> Item {

@@ -31,7 +31,7 @@ impl Store {
         event: &ChargeEvent,
     ) -> Result<LifecycleOutcome, StoreError> {
         for attempt in 1..=CONFLICT_ATTEMPTS {
-            let Some(payment) = self.payment(intent_id).await? else {
+            let Some(payment) = self.payment_or_included(intent_id).await? else {
                 return Ok(LifecycleOutcome::UnknownPayment);
             };
             let (facts, status, delta, applied) = match decide_lifecycle(&payment, event) {

@@ -7,14 +7,99 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::codec::{
-    entry_to_item, history_from_item, n, payment_from_item, payment_to_item, s, Fields, NewEntry,
+    entry_to_item, get_s, history_from_item, n, payment_from_item, payment_to_item, s, Fields,
+    Item, NewEntry,
 };
 use super::{keys, IdempotencyRecord, Store, StoreError, CONFLICT_ATTEMPTS};
-use crate::domain::ledger::{decide_credit, status_of, CreditDecision, PaidIntent, PaymentRecord};
+use crate::domain::ledger::{
+    decide_credit, status_of, ChargeEvent, CreditDecision, DisputeStep, PaidIntent, PaymentRecord,
+};
 use crate::domain::records::{now_ms, HistoryItem, PaymentStatus, UserId};
 
 /// How long an `Idempotency-Key` is remembered (Stripe keeps its own for 24 h too).
 const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
+
+/// How long a refund or dispute event of an unknown intent is kept: longer than Stripe retries
+/// the invoice event that would grant the credits it concerns (3 days).
+const ORPHAN_EVENT_TTL_SECS: i64 = 35 * 24 * 60 * 60;
+
+/// A charge event as an item's attributes, with a key that is the same for the same event.
+fn charge_event_to_item(event: &ChargeEvent) -> (String, Item) {
+    let mut item = Item::new();
+    let key = match event {
+        ChargeEvent::Refunded {
+            amount,
+            amount_refunded,
+            currency,
+            at,
+        } => {
+            item.insert("event".into(), s("refunded"));
+            item.insert("amount".into(), n(*amount));
+            item.insert("amountRefunded".into(), n(*amount_refunded));
+            item.insert("currency".into(), s(currency));
+            item.insert("at".into(), n(*at));
+            format!("refunded:{amount_refunded}:{at}")
+        }
+        ChargeEvent::RefundFailed {
+            refund_id,
+            amount,
+            at,
+        } => {
+            item.insert("event".into(), s("refund_failed"));
+            item.insert("refundId".into(), s(refund_id));
+            item.insert("amount".into(), n(*amount));
+            item.insert("at".into(), n(*at));
+            format!("refund_failed:{refund_id}")
+        }
+        ChargeEvent::Dispute {
+            dispute_id,
+            step,
+            amount,
+        } => {
+            let step = match step {
+                DisputeStep::Created => "created",
+                DisputeStep::FundsWithdrawn => "funds_withdrawn",
+                DisputeStep::FundsReinstated => "funds_reinstated",
+            };
+            item.insert("event".into(), s("dispute"));
+            item.insert("disputeId".into(), s(dispute_id));
+            item.insert("step".into(), s(step));
+            if let Some(amount) = amount {
+                item.insert("amount".into(), n(*amount));
+            }
+            format!("dispute:{dispute_id}:{step}")
+        }
+    };
+    (key, item)
+}
+
+fn charge_event_from_item(item: &Item) -> Option<ChargeEvent> {
+    let f = Fields::of(item);
+    Some(match f.text("event").ok()? {
+        "refunded" => ChargeEvent::Refunded {
+            amount: f.int("amount").ok()?,
+            amount_refunded: f.int("amountRefunded").ok()?,
+            currency: f.text("currency").ok()?.to_owned(),
+            at: f.int("at").ok()?,
+        },
+        "refund_failed" => ChargeEvent::RefundFailed {
+            refund_id: f.text("refundId").ok()?.to_owned(),
+            amount: f.int("amount").ok()?,
+            at: f.int("at").ok()?,
+        },
+        "dispute" => ChargeEvent::Dispute {
+            dispute_id: f.text("disputeId").ok()?.to_owned(),
+            step: match f.text("step").ok()? {
+                "created" => DisputeStep::Created,
+                "funds_withdrawn" => DisputeStep::FundsWithdrawn,
+                "funds_reinstated" => DisputeStep::FundsReinstated,
+                _ => return None,
+            },
+            amount: f.opt_int("amount").ok()?,
+        },
+        _ => return None,
+    })
+}
 
 /// The result of trying to credit a payment.
 #[derive(Debug, PartialEq, Eq)]
@@ -103,6 +188,81 @@ impl Store {
         Ok(item.as_ref().map(payment_from_item).transpose()?)
     }
 
+    /// The payment of this intent: a purchase, or else the included credits of the invoice it
+    /// paid.
+    pub async fn payment_or_included(
+        &self,
+        intent_id: &str,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
+        if let Some(payment) = self.payment(intent_id).await? {
+            return Ok(Some(payment));
+        }
+        let item = self.get(self.keys.included_grant(intent_id)).await?;
+        Ok(item.as_ref().map(payment_from_item).transpose()?)
+    }
+
+    /// The item key of a payment record (a purchase's or an invoice's included credits).
+    fn payment_key(&self, payment: &PaymentRecord) -> Item {
+        if payment.is_included_grant() {
+            self.keys.included_grant(&payment.intent_id)
+        } else {
+            self.keys.payment(&payment.intent_id)
+        }
+    }
+
+    /// Grants an invoice's included credits once: its record (a payment of its own, so that a
+    /// refund or dispute of the invoice's charge takes its share back), the `grant` entry keyed
+    /// by the invoice and the balance, in one transaction. `false`: already granted (this
+    /// record, or an entry of the invoice written before included credits had records).
+    pub async fn grant_included(
+        &self,
+        grant: &PaymentRecord,
+        entry_id: &str,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut item = payment_to_item(&self.keys, grant);
+        item.extend(self.keys.included_grant(&grant.intent_id));
+        for listed in ["gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"] {
+            item.remove(listed);
+        }
+        item.insert("creditedAt".into(), n(now));
+        item.insert("invoiceEntry".into(), s(entry_id));
+        let items = vec![
+            self.put_new(item)?,
+            self.entry_put(grant, "grant", grant.credits, entry_id, now)?,
+            self.balance_add(grant, grant.credits, now, true)?,
+        ];
+        Ok(self.transact(items).await?.is_ok())
+    }
+
+    /// Keeps a refund or dispute event of an intent with no payment (yet), once per event.
+    pub async fn remember_orphan_charge_event(
+        &self,
+        intent_id: &str,
+        event: &ChargeEvent,
+    ) -> Result<(), StoreError> {
+        let (event_key, mut item) = charge_event_to_item(event);
+        item.extend(self.keys.orphan_charge_event(intent_id, &event_key));
+        item.insert(
+            "expiresAt".into(),
+            n(now_ms() / 1000 + ORPHAN_EVENT_TTL_SECS),
+        );
+        self.put_raw(item).await
+    }
+
+    /// The refund and dispute events kept for an intent before Coffer had a payment for it.
+    pub async fn orphan_charge_events(
+        &self,
+        intent_id: &str,
+    ) -> Result<Vec<ChargeEvent>, StoreError> {
+        let items = self.partition(&self.keys.payment_pk(intent_id)).await?;
+        Ok(items
+            .iter()
+            .filter(|item| get_s(item, "sk").is_some_and(|sk| sk.starts_with("ORPHAN#")))
+            .filter_map(charge_event_from_item)
+            .collect())
+    }
+
     /// Credits a succeeded PaymentIntent exactly once: the payment is read, the rules decide,
     /// and one transaction conditioned on the payment's revision moves it to credited, writes
     /// the purchase entry and grows the balance. A mismatch flags the payment for an operator.
@@ -189,7 +349,7 @@ impl Store {
     ) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
         Update::builder()
             .table_name(&self.table)
-            .set_key(Some(self.keys.payment(&payment.intent_id)))
+            .set_key(Some(self.payment_key(payment)))
             .expression_attribute_values(":rev", n(payment.rev))
             .expression_attribute_values(":next", n(payment.rev + 1))
     }
