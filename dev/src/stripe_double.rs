@@ -12,6 +12,17 @@
 //! - `POST /v1/billing/meter_events`: billing meter events (localstripe has no meters). As
 //!   Stripe does, an `identifier` seen before is not counted again (the first answer is
 //!   returned), and a missing event name, customer or value is a 400
+//! - `POST /v1/subscriptions/{id}` with `proration_behavior` or `payment_behavior` (localstripe
+//!   refuses both, and always leaves an "unused time" credit item when a price changes):
+//!   - `proration_behavior=always_invoice` on a dearer price: the difference is invoiced and paid
+//!     at once with the customer's default card. **The double charges the whole difference of
+//!     the two prices**, not Stripe's share for the time left in the period.
+//!   - paid: the price changes. Not paid, with `payment_behavior=pending_if_incomplete`: the
+//!     price stays, and the answer carries `pending_update` and the open invoice as
+//!     `latest_invoice`. The change is made once that invoice is paid: the double looks when
+//!     the subscription is read or the invoice is paid through it.
+//!   - `proration_behavior=none`: the price changes, and no proration item is left behind;
+//!     `create_prorations` (Stripe's default) keeps localstripe's credit for the unused time.
 //! - `GET /_double/requests`: what was asked of the double so far
 //! - `GET /_double/meter_events`: the meter events it accepted, each once
 
@@ -31,6 +42,8 @@ use tokio::net::TcpListener;
 #[derive(Default)]
 struct State {
     sessions: HashMap<String, Value>,
+    /// Price changes waiting for their invoice to be paid: invoice id → (subscription, form).
+    pending_updates: HashMap<String, (String, Vec<(String, String)>)>,
     recorded: Vec<Value>,
     /// Accepted meter events by identifier, in the order they came.
     meter_events: Vec<Value>,
@@ -130,7 +143,13 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
         .get("stripe-version")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let ours = path.starts_with("/v1/checkout/sessions")
+    let update_params = form(&body);
+    let behaviour_update = method == "POST"
+        && path.starts_with("/v1/subscriptions/")
+        && (update_params.contains_key("proration_behavior")
+            || update_params.contains_key("payment_behavior"));
+    let ours = behaviour_update
+        || path.starts_with("/v1/checkout/sessions")
         || path == "/v1/billing_portal/sessions"
         || path == "/v1/ephemeral_keys"
         || path == "/v1/billing/meter_events";
@@ -207,9 +226,205 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
                 .trim_end_matches("/complete");
             complete(&double, id, &form(&body)).await
         }
+        ("POST", p) if behaviour_update => {
+            let id = p.trim_start_matches("/v1/subscriptions/");
+            match update_subscription(&double, id, update_params).await {
+                Ok(subscription) => reply(200, &subscription),
+                Err(message) => stripe_error(400, &message),
+            }
+        }
+        ("GET", p) if p.starts_with("/v1/subscriptions/") => {
+            let id = p.trim_start_matches("/v1/subscriptions/");
+            if let Err(message) = settle_pending_updates(&double, Some(id)).await {
+                return Ok(stripe_error(502, &message));
+            }
+            forward(&double, &method, &path, query.as_deref(), &headers, body).await
+        }
+        ("POST", p) if p.starts_with("/v1/invoices/") && p.ends_with("/pay") => {
+            let answer = forward(&double, &method, &path, query.as_deref(), &headers, body).await;
+            if let Err(message) = settle_pending_updates(&double, None).await {
+                return Ok(stripe_error(502, &message));
+            }
+            answer
+        }
         _ => forward(&double, &method, &path, query.as_deref(), &headers, body).await,
     };
     Ok(answer)
+}
+
+async fn upstream_get(double: &Double, path: &str) -> Result<Value, String> {
+    let response = double
+        .http
+        .get(format!("{}{path}", double.upstream))
+        .bearer_auth("sk_test_coffer_double")
+        .send()
+        .await
+        .map_err(|e| format!("localstripe: {e}"))?;
+    let ok = response.status().is_success();
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|e| format!("localstripe: {e}"))?;
+    if ok {
+        Ok(body)
+    } else {
+        Err(format!("localstripe refused {path}: {body}"))
+    }
+}
+
+/// A subscription update with proration and payment behaviours, as Stripe makes it.
+async fn update_subscription(
+    double: &Double,
+    id: &str,
+    mut params: HashMap<String, String>,
+) -> Result<Value, String> {
+    let proration = params.remove("proration_behavior");
+    let payment = params.remove("payment_behavior");
+    if let Some(value) = &proration {
+        if !["always_invoice", "create_prorations", "none"].contains(&value.as_str()) {
+            return Err(format!("Invalid proration_behavior: {value}"));
+        }
+    }
+    if payment.as_deref() == Some("pending_if_incomplete")
+        && params.keys().any(|k| k.starts_with("metadata["))
+    {
+        // As Stripe's API versions before 2026-05-27 answer.
+        return Err("metadata is not supported with payment_behavior=pending_if_incomplete".into());
+    }
+    let forwarded: Vec<(String, String)> = params.into_iter().collect();
+    let current = upstream_get(double, &format!("/v1/subscriptions/{id}")).await?;
+    let customer = current["customer"].as_str().unwrap_or_default().to_owned();
+    let old_amount = current["plan"]["amount"].as_i64().unwrap_or(0);
+    let new_price = forwarded
+        .iter()
+        .find(|(k, _)| k == "items[0][plan]" || k == "items[0][price]")
+        .map(|(_, v)| v.clone());
+    let new_amount = match &new_price {
+        Some(price) => upstream_get(double, &format!("/v1/plans/{price}")).await?["amount"]
+            .as_i64()
+            .unwrap_or(0),
+        None => old_amount,
+    };
+    let difference = new_amount.saturating_sub(old_amount);
+    if proration.as_deref() == Some("always_invoice") && difference > 0 {
+        let currency = current["plan"]["currency"]
+            .as_str()
+            .unwrap_or("usd")
+            .to_owned();
+        upstream_post(
+            double,
+            "/v1/invoiceitems",
+            &pairs(&[
+                ("customer", &customer),
+                ("amount", &difference.to_string()),
+                ("currency", &currency),
+                ("subscription", id),
+                ("proration", "true"),
+                (
+                    "description",
+                    "Proration (test double: the whole difference)",
+                ),
+            ]),
+        )
+        .await?;
+        let invoice = upstream_post(
+            double,
+            "/v1/invoices",
+            &pairs(&[("customer", &customer), ("subscription", id)]),
+        )
+        .await?;
+        let invoice_id = invoice["id"].as_str().unwrap_or_default().to_owned();
+        let paid = upstream_post(double, &format!("/v1/invoices/{invoice_id}/pay"), &[])
+            .await
+            .is_ok_and(|invoice| invoice["status"] == "paid");
+        if !paid && payment.as_deref() == Some("pending_if_incomplete") {
+            if let Ok(mut state) = double.state.lock() {
+                state
+                    .pending_updates
+                    .insert(invoice_id.clone(), (id.to_owned(), forwarded));
+            }
+            let mut subscription = upstream_get(double, &format!("/v1/subscriptions/{id}")).await?;
+            subscription["latest_invoice"] = json!(invoice_id);
+            subscription["pending_update"] = json!({
+                "expires_at": coffer::domain::records::now_ms() / 1000 + 23 * 3600,
+                "subscription_items": [{"price": new_price}],
+            });
+            return Ok(subscription);
+        }
+    }
+    // Stripe's default (`create_prorations`) leaves a credit for the unused time, as
+    // localstripe does; `none` and `always_invoice` leave none behind.
+    let keep_credit = proration
+        .as_deref()
+        .is_none_or(|p| p == "create_prorations");
+    change_price(double, id, &customer, &forwarded, keep_credit).await?;
+    upstream_get(double, &format!("/v1/subscriptions/{id}")).await
+}
+
+/// Makes a price change at localstripe, then takes away the "unused time" credit it leaves
+/// unless `keep_credit`.
+async fn change_price(
+    double: &Double,
+    id: &str,
+    customer: &str,
+    form: &[(String, String)],
+    keep_credit: bool,
+) -> Result<(), String> {
+    upstream_post(double, &format!("/v1/subscriptions/{id}"), form).await?;
+    if keep_credit {
+        return Ok(());
+    }
+    let items = upstream_get(double, &format!("/v1/invoiceitems?customer={customer}")).await?;
+    for item in items["data"].as_array().into_iter().flatten() {
+        let leftover = item["invoice"].is_null()
+            && item["proration"] == true
+            && item["subscription"] == id
+            && item["amount"].as_i64().unwrap_or(0) < 0;
+        if let (true, Some(item_id)) = (leftover, item["id"].as_str()) {
+            let response = double
+                .http
+                .delete(format!("{}/v1/invoiceitems/{item_id}", double.upstream))
+                .bearer_auth("sk_test_coffer_double")
+                .send()
+                .await
+                .map_err(|e| format!("localstripe: {e}"))?;
+            if !response.status().is_success() {
+                return Err(format!("localstripe kept the proration item {item_id}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes the price changes whose invoice is paid by now (of one subscription, or all).
+async fn settle_pending_updates(double: &Double, subscription: Option<&str>) -> Result<(), String> {
+    let waiting: Vec<(String, String, Vec<(String, String)>)> = double
+        .state
+        .lock()
+        .map(|s| {
+            s.pending_updates
+                .iter()
+                .filter(|(_, (sub, _))| subscription.is_none_or(|id| id == sub))
+                .map(|(invoice, (sub, form))| (invoice.clone(), sub.clone(), form.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (invoice_id, sub, form) in waiting {
+        let invoice = upstream_get(double, &format!("/v1/invoices/{invoice_id}")).await?;
+        if invoice["status"] != "paid" {
+            continue;
+        }
+        let taken = double
+            .state
+            .lock()
+            .map(|mut s| s.pending_updates.remove(&invoice_id).is_some())
+            .unwrap_or(false);
+        if taken {
+            let customer = invoice["customer"].as_str().unwrap_or_default().to_owned();
+            change_price(double, &sub, &customer, &form, false).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A billing meter event: counted once per identifier, as Stripe enforces (a repeated

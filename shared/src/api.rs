@@ -294,11 +294,18 @@ pub struct SubscriptionUpdated {
     pub plan_id: String,
     /// `upgrade` or `downgrade`.
     pub change: &'static str,
-    /// `now` (an upgrade) or `period_end` (a downgrade keeps the paid plan's limits).
+    /// `now` (an upgrade whose difference is paid), `when_paid` (an upgrade whose difference
+    /// is invoiced but not paid yet: the current plan's limits stay until it is; confirm it
+    /// with `clientSecret`) or `period_end` (a downgrade keeps the paid plan's limits, with no
+    /// proration credit).
     pub effective: &'static str,
     #[cfg_attr(feature = "openapi", schema(value_type = SubscriptionStatus))]
     pub status: &'static str,
     pub current_period_end: Option<String>,
+    /// With `when_paid`: the client secret of the difference's payment, for Stripe.js to
+    /// confirm (an authentication, or another card).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
 }
 
 /// A Checkout session to send the user to.

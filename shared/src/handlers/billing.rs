@@ -19,7 +19,9 @@ use serde_json::Value;
 
 use super::checkout;
 use crate::adapters::store::{hash_parts, AccountPayment};
-use crate::adapters::stripe::{StripeFailure, META_ACCOUNT, META_PLAN, META_SCOPE, META_USER};
+use crate::adapters::stripe::{
+    PriceChange, StripeFailure, META_ACCOUNT, META_PLAN, META_SCOPE, META_USER,
+};
 use crate::api::{
     AccountPaymentLine, CustomerCreated, Major, MySubscription, PlanView, SetupIntentCreated,
     SubscriptionCanceled, SubscriptionCreated, SubscriptionUpdated,
@@ -599,25 +601,51 @@ async fn update_subscription(app: &App, req: &Request) -> Result<Response<Body>,
         ])
     );
     let price = target.price_id.clone().unwrap_or_default();
+    let upgrade = change == PlanChange::Upgrade;
+    let billed = if upgrade {
+        PriceChange::Upgrade
+    } else {
+        PriceChange::Downgrade
+    };
     let read_started = now_ms();
     let updated = stripe
-        .change_price(&current.subscription_id, &item, &price, metadata, &key)
+        .change_price(
+            &current.subscription_id,
+            &item,
+            &price,
+            billed,
+            metadata,
+            &key,
+        )
         .await?;
     let store = app.store_for(&scope);
+    // The state stored is Stripe's: an upgrade whose difference is not paid yet still has the
+    // old price, so the old plan's limits stay.
     let mut state = store_read(&store, &account, &updated, &plans, None, read_started).await?;
     if change == PlanChange::Downgrade {
-        // The higher plan was paid to the end of the period: its limits stay until then.
+        // The higher plan was paid to the end of the period, and no credit comes back for it:
+        // its limits stay until then.
         state = hold_plan(&store, &account, &current_plan.id, fresh.period_end()).await?;
     }
-    let upgrade = change == PlanChange::Upgrade;
+    let pending = upgrade && updated.pending_update.is_some();
+    let client_secret = if pending {
+        stripe.confirmation_secret(&updated).await?
+    } else {
+        None
+    };
     Ok(ok(SubscriptionUpdated {
         plan_id: target.id,
         change: if upgrade { "upgrade" } else { "downgrade" },
-        effective: if upgrade { "now" } else { "period_end" },
+        effective: match (upgrade, pending) {
+            (true, false) => "now",
+            (true, true) => "when_paid",
+            (false, _) => "period_end",
+        },
         status: state.status.as_str(),
         current_period_end: (state.current_period_end > 0)
             .then(|| rfc3339(state.current_period_end * 1000)),
         subscription_id: state.subscription_id,
+        client_secret,
     }))
 }
 

@@ -331,9 +331,13 @@ async fn cancel_resume_and_cancel_now_follow_stripe() {
 }
 
 #[tokio::test]
-async fn an_upgrade_applies_now_a_downgrade_at_period_end_and_the_same_plan_is_409() {
+async fn an_upgrade_applies_once_its_difference_is_paid_a_downgrade_at_period_end_without_credit() {
     let app = spawn_app().await;
-    subscribe_active(&app, "vera", "starter").await;
+    let subscription = subscribe_active(&app, "vera", "starter").await;
+    let customer = stripe_get(&app, &format!("/v1/subscriptions/{subscription}")).await["customer"]
+        .as_str()
+        .expect("customer")
+        .to_owned();
     let same = post(
         &app,
         "/api/v1/payments/stripe/update-subscription",
@@ -342,6 +346,9 @@ async fn an_upgrade_applies_now_a_downgrade_at_period_end_and_the_same_plan_is_4
     )
     .await;
     assert_eq!(same.status, 409, "{}", same.body);
+
+    // The card asks for authentication: the difference is invoiced, not paid yet, and the
+    // starter limits stay until it is.
     let up = post(
         &app,
         "/api/v1/payments/stripe/update-subscription",
@@ -350,11 +357,57 @@ async fn an_upgrade_applies_now_a_downgrade_at_period_end_and_the_same_plan_is_4
     )
     .await;
     assert_eq!(up.status, 200, "{}", up.body);
-    assert_eq!(up.body["data"]["effective"], "now");
+    assert_eq!(up.body["data"]["effective"], "when_paid", "{}", up.body);
+    let secret = up.body["data"]["clientSecret"]
+        .as_str()
+        .expect("the difference's client secret")
+        .to_owned();
     let now = my_subscription(&app, "vera").await;
-    assert_eq!(now["planId"], "pro-monthly");
-    assert_eq!(now["limits"]["requests"], 100000);
+    assert_eq!(now["planId"], "starter");
+    assert_eq!(now["limits"]["requests"], 25000);
+    let sub = stripe_get(&app, &format!("/v1/subscriptions/{subscription}")).await;
+    let proration = stripe_get(
+        &app,
+        &format!(
+            "/v1/invoices/{}",
+            sub["latest_invoice"].as_str().expect("invoice")
+        ),
+    )
+    .await;
+    assert_eq!(proration["status"], "open", "{proration}");
+    assert!(
+        proration["amount_due"].as_i64().unwrap_or(0) > 0,
+        "{proration}"
+    );
 
+    // Paid (the user authenticates): the price changes at Stripe, and Coffer follows it.
+    let intent = secret.split("_secret_").next().expect("intent").to_owned();
+    let auth = app
+        .stripe_post(
+            &format!("/v1/payment_intents/{intent}/_authenticate"),
+            &[("success", "true"), ("client_secret", secret.as_str())],
+        )
+        .await;
+    assert_eq!(auth.status, 200, "{}", auth.body);
+    let upgraded = settle(
+        || async {
+            let now = my_subscription(&app, "vera").await;
+            (now["planId"] == "pro-monthly").then_some(now)
+        },
+        async {
+            let sub = stripe_get(&app, &format!("/v1/subscriptions/{subscription}")).await;
+            let reply = app
+                .deliver_event("customer.subscription.updated", &sub)
+                .await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+        },
+    )
+    .await
+    .expect("the paid upgrade applies");
+    assert_eq!(upgraded["limits"]["requests"], 100000);
+
+    // A downgrade: the price changes with no proration credit, and the higher plan's limits
+    // stay to the end of the period they were paid for.
     let down = post(
         &app,
         "/api/v1/payments/stripe/update-subscription",
@@ -370,6 +423,29 @@ async fn an_upgrade_applies_now_a_downgrade_at_period_end_and_the_same_plan_is_4
         now["planId"], "pro-monthly",
         "the paid period keeps the higher limits"
     );
+    let items = stripe_get(&app, &format!("/v1/invoiceitems?customer={customer}")).await;
+    let credits: Vec<&Value> = items["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|item| item["invoice"].is_null() && item["amount"].as_i64().unwrap_or(0) < 0)
+        .collect();
+    assert!(
+        credits.is_empty(),
+        "no proration credit beside the kept limits: {credits:?}"
+    );
+
+    // Canceled now: the raised limits end at once.
+    let canceled = post(
+        &app,
+        "/api/v1/payments/stripe/cancel-subscription",
+        "vera",
+        json!({"immediately": true}),
+    )
+    .await;
+    assert_eq!(canceled.status, 200, "{}", canceled.body);
+    let now = my_subscription(&app, "vera").await;
+    assert_eq!(now["planId"], "free", "{now}");
 
     let unknown = post(
         &app,
@@ -387,6 +463,33 @@ async fn an_upgrade_applies_now_a_downgrade_at_period_end_and_the_same_plan_is_4
     )
     .await;
     assert_eq!(none.status, 404);
+}
+
+#[tokio::test]
+async fn an_upgrade_whose_difference_is_declined_keeps_the_old_limits() {
+    let app = spawn_app().await;
+    let subscription = subscribe_active(&app, "walt", "starter").await;
+    let sub = stripe_get(&app, &format!("/v1/subscriptions/{subscription}")).await;
+    let customer = sub["customer"].as_str().expect("customer").to_owned();
+    app.default_card(&customer, PAST_DUE_CARD).await;
+    let up = post(
+        &app,
+        "/api/v1/payments/stripe/update-subscription",
+        "walt",
+        json!({"planId": "pro-monthly"}),
+    )
+    .await;
+    assert_eq!(up.status, 200, "{}", up.body);
+    assert_eq!(up.body["data"]["effective"], "when_paid", "{}", up.body);
+    // Whatever Coffer reads from Stripe now, the price did not change.
+    let sub = stripe_get(&app, &format!("/v1/subscriptions/{subscription}")).await;
+    let reply = app
+        .deliver_event("customer.subscription.updated", &sub)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let now = my_subscription(&app, "walt").await;
+    assert_eq!(now["planId"], "starter", "{now}");
+    assert_eq!(now["limits"]["requests"], 25000);
 }
 
 #[tokio::test]

@@ -10,7 +10,8 @@ use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::invoice::RetrieveInvoice;
 use stripe_billing::subscription::{
     CancelSubscription, CreateSubscription, CreateSubscriptionItems, RetrieveSubscription,
-    UpdateSubscription, UpdateSubscriptionItems,
+    UpdateSubscription, UpdateSubscriptionItems, UpdateSubscriptionPaymentBehavior,
+    UpdateSubscriptionProrationBehavior,
 };
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
@@ -74,6 +75,24 @@ pub struct Subscription {
     pub pending_setup_intent: Option<String>,
     /// When Stripe made it (Unix seconds).
     pub created: Option<i64>,
+    /// A price change waiting for its invoice to be paid (`payment_behavior=pending_if_incomplete`).
+    pub pending_update: Option<PendingUpdate>,
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+pub struct PendingUpdate {
+    pub expires_at: Option<i64>,
+}
+
+/// How a plan change is billed at Stripe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PriceChange {
+    /// To a dearer plan: the difference is invoiced and paid now, and the price changes only
+    /// once that invoice is paid (`always_invoice`, `pending_if_incomplete`).
+    Upgrade,
+    /// To a cheaper plan: the price changes with no proration credit (`none`); the higher plan
+    /// was paid to the period's end and is kept until then.
+    Downgrade,
 }
 
 impl Subscription {
@@ -371,15 +390,25 @@ impl StripeApi {
         id: &str,
         item_id: &str,
         price_id: &str,
+        change: PriceChange,
         plan_metadata: HashMap<String, String>,
         idempotency_key: &str,
     ) -> Result<Subscription, StripeFailure> {
         let mut item = UpdateSubscriptionItems::new();
         item.id = Some(item_id.to_owned());
         item.plan = Some(price_id.to_owned());
-        UpdateSubscription::new(id)
-            .items(vec![item])
-            .metadata(plan_metadata)
+        let request = UpdateSubscription::new(id).items(vec![item]);
+        let request = match change {
+            // Pending updates take no metadata (before API version 2026-05-27): the plan is
+            // read from the price.
+            PriceChange::Upgrade => request
+                .proration_behavior(UpdateSubscriptionProrationBehavior::AlwaysInvoice)
+                .payment_behavior(UpdateSubscriptionPaymentBehavior::PendingIfIncomplete),
+            PriceChange::Downgrade => request
+                .proration_behavior(UpdateSubscriptionProrationBehavior::None)
+                .metadata(plan_metadata),
+        };
+        request
             .build()
             .customize::<Subscription>()
             .request_strategy(RequestStrategy::Idempotent(key(idempotency_key)?))

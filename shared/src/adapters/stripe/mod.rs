@@ -8,8 +8,8 @@ mod client;
 mod raw;
 
 pub use billing::{
-    CheckoutItem, CheckoutSession, Customer, Invoice, MeterEventOut, MeterSent, Session,
-    Subscription, META_ACCOUNT, META_PLAN, META_SCOPE,
+    CheckoutItem, CheckoutSession, Customer, Invoice, MeterEventOut, MeterSent, PriceChange,
+    Session, Subscription, META_ACCOUNT, META_PLAN, META_SCOPE,
 };
 pub use cards::SetupIntent;
 pub use raw::{valid_api_version, EphemeralKey};
