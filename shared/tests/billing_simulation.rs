@@ -1,9 +1,10 @@
 //! A deterministic simulation of the billing state machine, in the spirit of TigerBeetle's VOPR.
 //!
 //! A seed drives an in-memory model of Stripe (subscriptions, invoices, tier purchases, refunds
-//! and disputes) through random actions: subscribe, upgrade, downgrade, cancel, renew, failed
-//! and retried payments, tier purchases, refunds, disputes, and second subscriptions made past
-//! the guards (two completed Checkout sessions). Every change emits its Stripe event into a
+//! and disputes) through random actions: subscribe, upgrade (its difference invoiced at once; the
+//! price changes only when that invoice is paid), downgrade (no proration), cancel, renew, failed
+//! and retried payments, tier purchases, refunds and disputes of purchases and of invoices, and
+//! second subscriptions made past the guards (two completed Checkout sessions). Every change emits its Stripe event into a
 //! delivery pool that duplicates, reorders and delays them; charge events carry the figures of
 //! when they were sent (stale by the time they land). Deliveries run interleaved: a handler
 //! reads Stripe in one step and writes in a later one, other deliveries and Stripe changes in
@@ -14,7 +15,8 @@
 //! billed plan, tier precedence, and the ledger's refund and dispute rules.
 //!
 //! After each run, with every event delivered: the stored state equals Stripe's; each paid
-//! invoice granted its billed plan's included credits exactly once; an account has at most one
+//! invoice granted its billed plan's included credits exactly once, net of its charge's refunds
+//! and disputes (whichever came first); every charge's recorded facts are Stripe's; an account has at most one
 //! live subscription; no account is entitled above what it pays for; each purchase's entries
 //! add up to what the ledger rules say it should have moved. A failing seed prints itself and
 //! replays with `COFFER_SIM_SEED=<seed> cargo test -p coffer --test billing_simulation`.
@@ -23,7 +25,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use coffer::domain::events::invoice_status_advances;
 use coffer::domain::ledger::{
-    decide_lifecycle, net_credits, ChargeEvent, DisputeStep, LifecycleDecision, PaymentRecord,
+    decide_lifecycle, net_credits, ChargeEvent, DisputeStep, IncludedGrant, LifecycleDecision,
+    PaymentRecord,
 };
 use coffer::domain::money::Currency;
 use coffer::domain::packages::CreditPackage;
@@ -100,11 +103,15 @@ struct StripeSub {
     status: SubscriptionStatus,
     price: String,
     period_end: i64,
+    /// An upgrade waiting for its invoice to be paid: the invoice and the new price.
+    pending: Option<(String, String)>,
 }
 
 #[derive(Clone, Debug)]
 struct StripeInvoice {
     sub_id: String,
+    /// The PaymentIntent that pays it.
+    intent: String,
     price: String,
     proration: bool,
     amount: i64,
@@ -112,9 +119,10 @@ struct StripeInvoice {
 }
 
 #[derive(Clone, Debug)]
+/// A paid charge: a tier purchase (`plan`), or an invoice's payment (`plan` is `None`).
 struct StripePurchase {
     account: usize,
-    plan: String,
+    plan: Option<String>,
     amount: i64,
     refunded: i64,
     withdrawn: bool,
@@ -150,10 +158,17 @@ impl Stripe {
             .map(|s| s.id.clone())
             .collect()
     }
-    fn invoice(&mut self, sub_id: &str, proration: bool, paid: bool, out: &mut Vec<Event>) {
-        let Some(price) = self.subs.get(sub_id).map(|s| s.price.clone()) else {
-            return;
-        };
+    fn invoice(
+        &mut self,
+        sub_id: &str,
+        price: Option<&str>,
+        proration: bool,
+        paid: bool,
+        out: &mut Vec<Event>,
+    ) -> Option<String> {
+        let sub = self.subs.get(sub_id)?;
+        let price = price.map_or_else(|| sub.price.clone(), str::to_owned);
+        let account = sub.account;
         let amount = PRICES
             .iter()
             .find(|(p, _)| *p == price)
@@ -161,13 +176,37 @@ impl Stripe {
         let id = self.id("in");
         let invoice = StripeInvoice {
             sub_id: sub_id.to_owned(),
+            intent: format!("pi_{id}"),
             price,
             proration,
             amount: if proration { amount / 2 } else { amount },
             paid,
         };
         self.invoices.insert(id.clone(), invoice);
-        out.push(Event::Invoice { id, failed: !paid });
+        if paid {
+            self.charge_invoice(&id, account);
+        }
+        out.push(Event::Invoice {
+            id: id.clone(),
+            failed: !paid,
+        });
+        Some(id)
+    }
+    /// The invoice's payment, as a charge that can be refunded or disputed.
+    fn charge_invoice(&mut self, id: &str, account: usize) {
+        if let Some(invoice) = self.invoices.get(id) {
+            self.purchases.insert(
+                invoice.intent.clone(),
+                StripePurchase {
+                    account,
+                    plan: None,
+                    amount: invoice.amount,
+                    refunded: 0,
+                    withdrawn: false,
+                    reinstated: false,
+                },
+            );
+        }
     }
 }
 
@@ -194,10 +233,11 @@ fn act(stripe: &mut Stripe, rng: &mut Rng) -> Vec<Event> {
                 },
                 price,
                 period_end: stripe.clock + MONTH,
+                pending: None,
             };
             stripe.subs.insert(id.clone(), sub);
             out.push(Event::Subscription(id.clone()));
-            stripe.invoice(&id, false, paid, &mut out);
+            stripe.invoice(&id, None, false, paid, &mut out);
         }
         // Renew: a new period, paid or failed.
         2 => {
@@ -212,7 +252,7 @@ fn act(stripe: &mut Stripe, rng: &mut Rng) -> Vec<Event> {
                     };
                 }
                 out.push(Event::Subscription(id.clone()));
-                stripe.invoice(id, false, paid, &mut out);
+                stripe.invoice(id, None, false, paid, &mut out);
             }
         }
         // A failed invoice paid on retry.
@@ -237,6 +277,18 @@ fn act(stripe: &mut Stripe, rng: &mut Rng) -> Vec<Event> {
                 }
                 if let Some(sub) = sub_id.as_ref().and_then(|s| stripe.subs.get_mut(s)) {
                     sub.status = SubscriptionStatus::Active;
+                    // A pending upgrade is made once its invoice is paid.
+                    if sub
+                        .pending
+                        .as_ref()
+                        .is_some_and(|(invoice, _)| *invoice == id)
+                    {
+                        if let Some((_, price)) = sub.pending.take() {
+                            sub.price = price;
+                        }
+                    }
+                    let account = sub.account;
+                    stripe.charge_invoice(&id, account);
                 }
                 out.push(Event::Invoice { id, failed: false });
                 if let Some(sub_id) = sub_id {
@@ -244,15 +296,34 @@ fn act(stripe: &mut Stripe, rng: &mut Rng) -> Vec<Event> {
                 }
             }
         }
-        // Change plan: a proration invoice, paid.
+        // Change plan. Up: the difference is invoiced at once and the price changes only
+        // when that invoice is paid (pending_if_incomplete). Down: the price changes, with no
+        // proration.
         4 => {
             if let Some(id) = live.first() {
                 let price = PRICES[rng.below(PRICES.len())].0.to_owned();
-                if let Some(sub) = stripe.subs.get_mut(id) {
+                let amount = |p: &str| PRICES.iter().find(|(q, _)| *q == p).map_or(0, |(_, a)| *a);
+                let current = stripe
+                    .subs
+                    .get(id)
+                    .map(|s| s.price.clone())
+                    .unwrap_or_default();
+                if amount(&price) > amount(&current) {
+                    let paid = !rng.chance(30);
+                    let invoice = stripe.invoice(id, Some(&price), true, paid, &mut out);
+                    if let Some(sub) = stripe.subs.get_mut(id) {
+                        if paid {
+                            sub.price = price;
+                            sub.pending = None;
+                        } else {
+                            sub.pending = invoice.map(|invoice| (invoice, price));
+                        }
+                    }
+                } else if let Some(sub) = stripe.subs.get_mut(id) {
                     sub.price = price;
+                    sub.pending = None;
                 }
                 out.push(Event::Subscription(id.clone()));
-                stripe.invoice(id, true, true, &mut out);
             }
         }
         // Cancel now.
@@ -272,7 +343,7 @@ fn act(stripe: &mut Stripe, rng: &mut Rng) -> Vec<Event> {
                 intent.clone(),
                 StripePurchase {
                     account,
-                    plan: tier.to_owned(),
+                    plan: Some(tier.to_owned()),
                     amount,
                     refunded: 0,
                     withdrawn: false,
@@ -347,7 +418,10 @@ struct Store {
     invoices: HashMap<String, String>,
     /// Included-credit grants, keyed by invoice (the entry id): account and credits.
     included: HashMap<String, (usize, i64)>,
+    /// Purchases, and the included credits of invoices (on the intent that paid them).
     payments: HashMap<String, PaymentRecord>,
+    /// Refund and dispute events of an intent with no payment yet, kept for a later grant.
+    orphans: HashMap<String, Vec<ChargeEvent>>,
     /// Ledger entries of each purchase: the deltas moved.
     moved: HashMap<String, i64>,
     tiers: HashMap<usize, BTreeMap<String, String>>,
@@ -492,12 +566,65 @@ fn apply_invoice(stripe: &Stripe, store: &mut Store, id: &str, failed: bool, pla
         proration: invoice.proration,
         amount: invoice.amount,
     }];
-    if let Some(plan) = billed_plan(&lines, plans) {
+    let Some(plan) = billed_plan(&lines, plans) else {
+        return;
+    };
+    if plan.included_credits <= 0 {
+        return;
+    }
+    if !store.included.contains_key(id) {
         store
             .included
-            .entry(id.to_owned())
-            .or_insert((account, plan.included_credits));
+            .insert(id.to_owned(), (account, plan.included_credits));
+        let record = PaymentRecord::included_grant(&IncludedGrant {
+            invoice_id: id,
+            intent_id: &invoice.intent,
+            account: &user(account),
+            plan_id: &plan.id,
+            amount: invoice.amount,
+            currency: &Currency::usd(),
+            credits: plan.included_credits,
+            now_ms: 0,
+        });
+        *store.moved.entry(invoice.intent.clone()).or_default() += record.credits;
+        store.payments.insert(invoice.intent.clone(), record);
     }
+    // The refunds and disputes that came first.
+    for change in store
+        .orphans
+        .get(&invoice.intent)
+        .cloned()
+        .unwrap_or_default()
+    {
+        apply_charge(store, &invoice.intent, &change);
+    }
+}
+
+/// A refund or dispute event applied to a recorded payment by the ledger's rules; `false` when
+/// the payment is not ready for it.
+fn apply_charge(store: &mut Store, intent: &str, change: &ChargeEvent) -> bool {
+    let Some(payment) = store.payments.get_mut(intent) else {
+        return false;
+    };
+    match decide_lifecycle(payment, change) {
+        LifecycleDecision::NotReady => return false,
+        LifecycleDecision::Apply {
+            facts,
+            status,
+            delta,
+            applied,
+        } => {
+            payment.facts = facts;
+            payment.status = status;
+            payment.applied = applied;
+            *store.moved.entry(intent.to_owned()).or_default() += delta;
+        }
+        LifecycleDecision::Unchanged | LifecycleDecision::Ignored(_) => {}
+    }
+    if !payment.is_included_grant() {
+        sync_tier(store, intent);
+    }
+    true
 }
 
 fn sync_tier(store: &mut Store, intent: &str) {
@@ -569,8 +696,8 @@ fn deliver(
             };
             let payment = store.payments.entry(intent.clone()).or_insert_with(|| {
                 let package = CreditPackage {
-                    id: format!("tier:{}", p.plan),
-                    name: p.plan.clone(),
+                    id: format!("tier:{}", p.plan.clone().unwrap_or_default()),
+                    name: p.plan.clone().unwrap_or_default(),
                     description: String::new(),
                     amount: p.amount,
                     credits: p.amount,
@@ -588,25 +715,21 @@ fn deliver(
             Some(!rng.chance(5))
         }
         Event::Charge { intent, change } => {
-            let Some(payment) = store.payments.get_mut(&intent) else {
-                return Some(false); // not recorded yet: Stripe retries
-            };
-            match decide_lifecycle(payment, &change) {
-                LifecycleDecision::NotReady => return Some(false),
-                LifecycleDecision::Apply {
-                    facts,
-                    status,
-                    delta,
-                    applied,
-                } => {
-                    payment.facts = facts;
-                    payment.status = status;
-                    payment.applied = applied;
-                    *store.moved.entry(intent.clone()).or_default() += delta;
+            if !store.payments.contains_key(&intent) {
+                let tier = stripe
+                    .purchases
+                    .get(&intent)
+                    .is_some_and(|p| p.plan.is_some());
+                if tier {
+                    return Some(false); // not recorded yet: Stripe retries
                 }
-                LifecycleDecision::Unchanged | LifecycleDecision::Ignored(_) => {}
+                // An invoice's charge whose credits are not granted yet: kept, acknowledged.
+                store.orphans.entry(intent).or_default().push(change);
+                return Some(!rng.chance(5));
             }
-            sync_tier(store, &intent);
+            if !apply_charge(store, &intent, &change) {
+                return Some(false);
+            }
             Some(!rng.chance(5))
         }
     }
@@ -744,7 +867,7 @@ fn check(stripe: &Stripe, store: &Store, plans: &[Plan]) -> Result<(), String> {
             .filter(|p| {
                 p.account == account && p.refunded < p.amount && (!p.withdrawn || p.reinstated)
             })
-            .filter_map(|p| plans.iter().find(|plan| plan.id == p.plan))
+            .filter_map(|p| plans.iter().find(|plan| Some(&plan.id) == p.plan.as_ref()))
             .max_by_key(|p| p.rank)
             .map(|p| p.id.clone());
         let held = store.tiers.get(&account).cloned().unwrap_or_default();
@@ -812,8 +935,24 @@ fn check(stripe: &Stripe, store: &Store, plans: &[Plan]) -> Result<(), String> {
             return Err(format!("invoice {id}: payment.succeeded said {said} times"));
         }
     }
-    // Every purchase moved exactly what the ledger rules say it should have.
+    // Every purchase moved exactly what the ledger rules say it should have, from Stripe's
+    // own figures.
     for (intent, payment) in &store.payments {
+        if let Some(truth) = stripe.purchases.get(intent) {
+            let dispute = payment
+                .facts
+                .dispute
+                .as_ref()
+                .map_or((false, false), |d| (d.withdrawn, d.reinstated));
+            if payment.facts.refunded != truth.refunded
+                || dispute != (truth.withdrawn, truth.reinstated)
+            {
+                return Err(format!(
+                    "payment {intent}: facts {:?}, Stripe refunded {} withdrawn {} reinstated {}",
+                    payment.facts, truth.refunded, truth.withdrawn, truth.reinstated
+                ));
+            }
+        }
         let moved = store.moved.get(intent).copied().unwrap_or(0);
         if moved != net_credits(payment) || moved != payment.applied {
             return Err(format!(
