@@ -6,6 +6,8 @@
 //! page that ends before the window; a list in another order (localstripe lists oldest first) is
 //! read to its end. Only `limit` and `starting_after` are sent, which both accept.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::adapters::store::{CreditOutcome, Store};
@@ -13,7 +15,7 @@ use crate::adapters::stripe::{
     Intent, META_CREDITS, META_PACKAGE, META_SCOPE, META_TIER, META_USER,
 };
 use crate::domain::ledger::PaidIntent;
-use crate::domain::records::now_ms;
+use crate::domain::records::{now_ms, UserId};
 use crate::domain::scope::Scope;
 use crate::http::ApiError;
 use crate::App;
@@ -176,24 +178,50 @@ impl ReconcileReport {
 /// How far ahead of its period's end a live subscription is read again.
 const REREAD_AHEAD_SECS: i64 = 3600;
 
-/// Reads again from Stripe every live subscription of the scope whose period ends within the
-/// hour or has ended, through the same path as the webhook (`sync_subscription`: stored only
-/// when newer). The number read; one that fails does not stop the others, the first failure is
+/// Reads again from Stripe, through the same path as the webhook (`sync_subscription`: stored
+/// only when newer), every live subscription of the scope whose period ends within the hour or
+/// has ended, and every subscription whose last event failed (marked by the webhook). A stored
+/// live state whose subscription Stripe no longer has is ended, so it is not read again every
+/// hour. The number read; one that fails does not stop the others, the first failure is
 /// returned after them.
 async fn reread_subscriptions(app: &App, scope: &Scope) -> Result<usize, ApiError> {
     let now_secs = now_ms() / 1000;
     let store = app.store_for(scope);
+    // Each subscription once: its account when stored, and when it was marked.
+    let mut due: BTreeMap<String, (Option<UserId>, Option<i64>)> = BTreeMap::new();
+    for (account, state) in store.all_subscriptions().await? {
+        if crate::domain::subscriptions::due_for_reread(&state, now_secs, REREAD_AHEAD_SECS) {
+            due.insert(state.subscription_id.clone(), (Some(account), None));
+        }
+    }
+    for (subscription_id, marked_at) in store.reread_marks().await? {
+        due.entry(subscription_id).or_default().1 = Some(marked_at);
+    }
     let mut reread = 0;
     let mut first_failure = None;
-    for (account, state) in store.all_subscriptions().await? {
-        if !crate::domain::subscriptions::due_for_reread(&state, now_secs, REREAD_AHEAD_SECS) {
-            continue;
+    for (subscription_id, (account, marked_at)) in due {
+        let result = async {
+            let synced =
+                crate::services::billing::sync_subscription(app, scope, &subscription_id).await?;
+            if let (None, Some(account)) = (synced, &account) {
+                crate::services::billing::end_missing_subscription(
+                    app,
+                    scope,
+                    account,
+                    &subscription_id,
+                )
+                .await?;
+            }
+            if let Some(marked_at) = marked_at {
+                store.clear_reread_mark(&subscription_id, marked_at).await?;
+            }
+            Ok::<(), ApiError>(())
         }
-        match crate::services::billing::sync_subscription(app, scope, &state.subscription_id).await
-        {
-            Ok(_) => reread += 1,
+        .await;
+        match result {
+            Ok(()) => reread += 1,
             Err(err) => {
-                tracing::error!(account = %account.as_str(), subscription_id = %state.subscription_id, code = err.code(), "subscription could not be read again");
+                tracing::error!(subscription_id = %subscription_id, code = err.code(), "subscription could not be read again");
                 first_failure.get_or_insert(err);
             }
         }

@@ -34,41 +34,58 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let event = Event::parse(payload)
         .ok_or_else(|| ApiError::bad_request("The body is not a Stripe event."))?;
     tracing::info!(event_id = %event.id, event_type = %event.kind, "webhook received");
+    let applied = apply(app, &scope, &store, &event).await;
+    if let Err(err) = &applied {
+        // A subscription whose event failed here is read again by the scheduled job, even if
+        // Stripe stops retrying the event.
+        if err.status().is_server_error() {
+            if let Some(subscription_id) = billing::subscription_of(&event) {
+                if let Err(mark) = store.mark_for_reread(subscription_id).await {
+                    tracing::warn!(cause = %crate::http::error_chain(&mark), "the subscription could not be marked to be read again");
+                }
+            }
+        }
+    }
+    applied?;
+    Ok(ack())
+}
 
+/// Applies one verified event.
+async fn apply(app: &App, scope: &Scope, store: &Store, event: &Event) -> Result<(), ApiError> {
     match event.kind.as_str() {
-        "payment_intent.succeeded" => credit(app, &scope, &event).await?,
+        "payment_intent.succeeded" => credit(app, scope, event).await?,
         "customer.subscription.created"
         | "customer.subscription.updated"
         | "customer.subscription.deleted"
         | "customer.subscription.paused"
         | "customer.subscription.resumed" => {
-            billing::subscription_changed(app, &scope, &event).await?
+            billing::subscription_changed(app, scope, event).await?
         }
         "invoice.paid" | "invoice.payment_succeeded" => {
-            billing::invoice_event(app, &scope, &event, false).await?
+            billing::invoice_event(app, scope, event, false).await?
         }
-        "invoice.payment_failed" => billing::invoice_event(app, &scope, &event, true).await?,
+        "invoice.payment_failed" => billing::invoice_event(app, scope, event, true).await?,
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
-            billing::checkout_completed(app, &scope, &event).await?
+            billing::checkout_completed(app, scope, event).await?
         }
-        "checkout.session.expired" => billing::checkout_expired(app, &scope, &event).await?,
-        "setup_intent.succeeded" => billing::setup_succeeded(app, &scope, &event).await?,
-        "payment_intent.payment_failed" => mark(&store, &event, PaymentStatus::Failed).await?,
-        "payment_intent.canceled" => mark(&store, &event, PaymentStatus::Canceled).await?,
-        "charge.refunded" => lifecycle::refunded(app, &scope, &event).await?,
-        "charge.refund.updated" => lifecycle::refund_updated(app, &scope, &event).await?,
+        "checkout.session.expired" => billing::checkout_expired(app, scope, event).await?,
+        "setup_intent.succeeded" => billing::setup_succeeded(app, scope, event).await?,
+        "payment_intent.payment_failed" => mark(store, event, PaymentStatus::Failed).await?,
+        "payment_intent.canceled" => mark(store, event, PaymentStatus::Canceled).await?,
+        "charge.refunded" => lifecycle::refunded(app, scope, event).await?,
+        "charge.refund.updated" => lifecycle::refund_updated(app, scope, event).await?,
         "charge.dispute.created" => {
-            lifecycle::dispute(app, &scope, &event, DisputeStep::Created).await?
+            lifecycle::dispute(app, scope, event, DisputeStep::Created).await?
         }
         "charge.dispute.funds_withdrawn" => {
-            lifecycle::dispute(app, &scope, &event, DisputeStep::FundsWithdrawn).await?
+            lifecycle::dispute(app, scope, event, DisputeStep::FundsWithdrawn).await?
         }
         "charge.dispute.funds_reinstated" => {
-            lifecycle::dispute(app, &scope, &event, DisputeStep::FundsReinstated).await?
+            lifecycle::dispute(app, scope, event, DisputeStep::FundsReinstated).await?
         }
         _ => tracing::info!(event_type = %event.kind, "event type not handled; acknowledged"),
     }
-    Ok(ack())
+    Ok(())
 }
 
 /// The default project's route, or a project's: the project must exist in that mode (a

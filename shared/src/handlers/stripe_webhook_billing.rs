@@ -34,6 +34,23 @@ pub async fn subscription_changed(app: &App, scope: &Scope, event: &Event) -> Re
     Ok(())
 }
 
+/// The subscription an event is about: the subscription itself, an invoice's or a Checkout
+/// session's.
+pub(super) fn subscription_of(event: &Event) -> Option<&str> {
+    let object = &event.data.object;
+    let kind = event.kind.as_str();
+    if kind.starts_with("customer.subscription.") {
+        text(object, "/id")
+    } else if kind.starts_with("invoice.") {
+        invoice_subscription(object)
+    } else if kind.starts_with("checkout.session.") {
+        text(object, "/subscription")
+    } else {
+        None
+    }
+    .filter(|id| id.starts_with("sub_"))
+}
+
 /// The subscription an invoice belongs to, wherever the API version puts it.
 fn invoice_subscription(invoice: &Value) -> Option<&str> {
     text(invoice, "/subscription")

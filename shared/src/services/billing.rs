@@ -243,6 +243,49 @@ pub async fn sync_subscription(
     Ok(Some((account, state)))
 }
 
+/// Ends the stored live state of `account` when Stripe no longer has its subscription (deleted
+/// with its customer, or test data cleared): it is entitled to nothing, and the scheduled job
+/// stops reading it again every hour. `true` when it was ended here.
+pub async fn end_missing_subscription(
+    app: &App,
+    scope: &Scope,
+    account: &UserId,
+    subscription_id: &str,
+) -> Result<bool, ApiError> {
+    let stripe = app.stripe_for(scope).await?;
+    match stripe.retrieve_subscription(subscription_id).await {
+        Err(StripeFailure::Missing(_)) => {}
+        Ok(_) => return Ok(false),
+        Err(other) => return Err(other.into()),
+    }
+    let store = app.store_for(scope);
+    for _ in 0..8 {
+        let record = store.subscription_record(account).await?;
+        let Some(mut state) = record.state else {
+            return Ok(false);
+        };
+        if state.subscription_id != subscription_id || !state.status.is_live() {
+            return Ok(false);
+        }
+        state.status = crate::domain::subscriptions::SubscriptionStatus::Canceled;
+        state.observed_at_ms = now_ms();
+        if store
+            .write_subscription(account, record.version, Some(&state), record.lock_until_ms)
+            .await?
+        {
+            tracing::warn!(
+                account = %account.as_str(),
+                subscription_id,
+                "stripe has no such subscription any more; its stored state is ended"
+            );
+            return Ok(true);
+        }
+    }
+    Err(ApiError::Unavailable(
+        "the subscription record kept changing".into(),
+    ))
+}
+
 /// What the one-live-subscription guard decided.
 enum Guarded {
     /// The read was a second live subscription, canceled now: the kept one's stored state.

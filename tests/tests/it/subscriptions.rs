@@ -1758,3 +1758,78 @@ async fn a_refunded_or_disputed_invoice_takes_its_included_credits_back_in_any_o
     assert_eq!(app.balance("lou").await, 5.0);
     app.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn the_scheduled_job_reads_again_a_subscription_whose_event_failed_and_ends_one_stripe_lost()
+{
+    // No webhook from localstripe: the test delivers the one event itself, while Stripe is cut.
+    let app = spawn_app_with(SecretSetup {
+        no_webhook: true,
+        proxied: true,
+        ..SecretSetup::default()
+    })
+    .await;
+    let subscription = subscribe_active(&app, "rita", "starter").await;
+    let canceled = app
+        .http
+        .delete(format!(
+            "{}/v1/subscriptions/{subscription}",
+            app.stripe_base
+        ))
+        .bearer_auth(STRIPE_KEY)
+        .send()
+        .await
+        .expect("cancel at localstripe");
+    assert!(canceled.status().is_success());
+    let sub = stripe_get(&app, &format!("/v1/subscriptions/{subscription}")).await;
+    let proxies = app.proxies.as_ref().expect("proxied");
+    proxies.stripe.set(integration_tests::proxy::Mode::Refuse);
+    let failed = app
+        .deliver_event("customer.subscription.deleted", &sub)
+        .await;
+    proxies.stripe.set(integration_tests::proxy::Mode::Pass);
+    assert_eq!(failed.status, 502, "{}", failed.body);
+    assert_eq!(my_subscription(&app, "rita").await["planId"], "starter");
+
+    // Its period is far from ending, yet the job reads it again: its last event failed.
+    let reconcile = || async {
+        coffer::calls::as_function(
+            "reconcile",
+            coffer::reconcile::reconcile(&app.app.app, 3600),
+        )
+        .await
+        .expect("reconcile")
+    };
+    assert_eq!(reconcile().await.subscriptions_reread, 1);
+    let now = my_subscription(&app, "rita").await;
+    assert_eq!(now["status"], "canceled", "{now}");
+    assert_eq!(now["planId"], "free", "{now}");
+    assert_eq!(reconcile().await.subscriptions_reread, 0, "read once");
+
+    // A live state whose subscription Stripe no longer has: ended, then not read again.
+    let store = app.app.app.store_for(&app.app.app.default_scope());
+    let rita = coffer::domain::records::UserId::parse("rita").expect("account");
+    let mut lost = store
+        .subscription_record(&rita)
+        .await
+        .expect("read")
+        .state
+        .expect("stored");
+    lost.subscription_id = format!("sub_gone{}", app.table.replace('-', ""));
+    lost.status = coffer::domain::subscriptions::SubscriptionStatus::Active;
+    lost.current_period_end = integration_tests::now() - 60;
+    let sid = coffer::domain::records::UserId::parse("sid").expect("account");
+    let record = store.subscription_record(&sid).await.expect("read");
+    assert!(store
+        .write_subscription(&sid, record.version, Some(&lost), None)
+        .await
+        .expect("write"));
+    assert_eq!(reconcile().await.subscriptions_reread, 1);
+    let now = my_subscription(&app, "sid").await;
+    assert_eq!(now["status"], "canceled", "{now}");
+    assert_eq!(
+        reconcile().await.subscriptions_reread,
+        0,
+        "not read every hour"
+    );
+}

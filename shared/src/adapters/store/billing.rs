@@ -3,7 +3,7 @@
 //! kept as JSON documents of their domain types (configuration, not money: credits move only
 //! through the ledger's entries).
 
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use super::codec::{get_s, n, s, Fields, Item};
 use super::keys::history_sk;
@@ -12,6 +12,9 @@ use crate::domain::plans::Plan;
 use crate::domain::projects::ProjectSettings;
 use crate::domain::records::{now_ms, UserId};
 use crate::domain::subscriptions::SubscriptionState;
+
+/// How long a subscription stays marked to be read again.
+const REREAD_MARK_TTL_SECS: i64 = 7 * 24 * 3600;
 
 /// The Stripe customer link of an account.
 #[derive(Debug, PartialEq, Eq)]
@@ -506,6 +509,64 @@ impl Store {
             .iter()
             .map(|item| Ok((Fields::of(item).user("account")?, doc(item, "doc")?)))
             .collect()
+    }
+
+    /// Marks a subscription whose event could not be applied: the scheduled job reads it again
+    /// (a mark lasts a week; Stripe retries the event for three days besides).
+    pub async fn mark_for_reread(&self, subscription_id: &str) -> Result<(), StoreError> {
+        let mut item = self.keys.reread_mark(subscription_id);
+        let now = now_ms();
+        item.insert("subscriptionId".into(), s(subscription_id));
+        item.insert("markedAt".into(), n(now));
+        item.insert("pending".into(), AttributeValue::Bool(true));
+        item.insert("expiresAt".into(), n(now / 1000 + REREAD_MARK_TTL_SECS));
+        self.put_raw(item).await
+    }
+
+    /// The subscriptions marked to be read again, each with the time it was marked.
+    pub async fn reread_marks(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(self
+            .partition(&self.keys.reread_marks_pk())
+            .await?
+            .iter()
+            .filter(|item| matches!(item.get("pending"), Some(AttributeValue::Bool(true))))
+            .filter_map(|item| {
+                let f = Fields::of(item);
+                Some((
+                    f.text("subscriptionId").ok()?.to_owned(),
+                    f.int("markedAt").ok()?,
+                ))
+            })
+            .collect())
+    }
+
+    /// Clears a mark once its subscription was read again, unless it was marked anew since.
+    pub async fn clear_reread_mark(
+        &self,
+        subscription_id: &str,
+        marked_at: i64,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.keys.reread_mark(subscription_id)))
+            .update_expression("REMOVE pending")
+            .condition_expression("markedAt = :seen")
+            .expression_attribute_values(":seen", n(marked_at))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(StoreError::from_sdk(err)),
+        }
     }
 
     pub async fn list_subscriptions(

@@ -208,6 +208,15 @@ impl Keys {
         format!("{}SUBSCRIPTIONS", self.prefix)
     }
 
+    /// The subscriptions whose last event failed, for the scheduled job to read again.
+    pub fn reread_marks_pk(&self) -> String {
+        format!("{}REREAD", self.prefix)
+    }
+
+    pub fn reread_mark(&self, subscription_id: &str) -> Item {
+        key(self.reread_marks_pk(), format!("SUB#{subscription_id}"))
+    }
+
     /// The partition of an account's subscription invoices in gsi1.
     pub fn bills_pk(&self, account: &UserId) -> String {
         format!("{}USER#{}#BILL", self.prefix, account.as_str())
