@@ -316,13 +316,14 @@ async fn one_live_subscription(
     }
     let store = app.store_for(scope);
     // Only a switch to another subscription is guarded; the same one is ordered by read time.
-    let Some(stored) = store
-        .subscription_record(account)
-        .await?
-        .state
-        .filter(|s| s.subscription_id != incoming.id)
-    else {
-        return Ok(Guarded::Store(incoming, read_started));
+    let stored = match store.subscription_record(account).await?.state {
+        Some(stored) if stored.subscription_id == incoming.id => {
+            return Ok(Guarded::Store(incoming, read_started))
+        }
+        Some(stored) if stored.status.is_live() => stored,
+        // The first live subscription the store sees for the account: another one may be
+        // on its way through a concurrent delivery, so Stripe's own list decides.
+        _ => return guard_by_stripe_list(app, scope, stripe, account, incoming).await,
     };
     // A live read of another subscription replaces what is stored only as Stripe has it now.
     let fresh_started = now_ms();
@@ -364,6 +365,57 @@ async fn one_live_subscription(
     }
 }
 
+/// The guard when nothing live is stored for the account: every live subscription Coffer made in
+/// this scope for the customer, as Stripe lists it now, and the one the keep rule picks among
+/// them. Two first events handled at once both read the same list and pick the same one, so the
+/// other is canceled whichever delivery gets there first (the refund and the cancellation are
+/// idempotent, and the record is written once).
+async fn guard_by_stripe_list(
+    app: &App,
+    scope: &Scope,
+    stripe: &StripeApi,
+    account: &UserId,
+    incoming: Subscription,
+) -> Result<Guarded, ApiError> {
+    let listed_started = now_ms();
+    let live = |s: &Subscription| SubscriptionStatus::parse(&s.status).is_some_and(|s| s.is_live());
+    let mut candidates: Vec<Subscription> = stripe
+        .customer_subscriptions(&incoming.customer)
+        .await?
+        .into_iter()
+        .filter(|s| live(s) && scope.owns(s.metadata_value(META_SCOPE), true))
+        .collect();
+    if !candidates.iter().any(|s| s.id == incoming.id) {
+        // Not listed as live (it ended meanwhile, or a Dashboard one): stored as read.
+        return Ok(Guarded::Store(incoming, listed_started));
+    }
+    if candidates.len() < 2 {
+        return Ok(Guarded::Store(incoming, listed_started));
+    }
+    let status = |s: &Subscription| {
+        SubscriptionStatus::parse(&s.status).unwrap_or(SubscriptionStatus::Incomplete)
+    };
+    candidates.sort_by(|a, b| {
+        let a_first = crate::domain::subscriptions::keeps_first(
+            (status(a), a.created, &a.id),
+            (status(b), b.created, &b.id),
+        );
+        if a_first {
+            std::cmp::Ordering::Less
+        } else {
+            std::cmp::Ordering::Greater
+        }
+    });
+    let mut candidates = candidates.into_iter();
+    let Some(kept) = candidates.next() else {
+        return Ok(Guarded::Store(incoming, listed_started));
+    };
+    for duplicate in candidates {
+        cancel_duplicate(app, scope, stripe, account, &duplicate, &kept.id).await?;
+    }
+    Ok(Guarded::Store(kept, listed_started))
+}
+
 /// Cancels `duplicate` now, refunds its paid invoice and records it (the event).
 async fn cancel_duplicate(
     app: &App,
@@ -398,6 +450,10 @@ async fn cancel_duplicate(
                     .await?;
             }
             refunded = paid;
+        }
+        if invoice.status.as_deref() == Some("open") {
+            // Not paid yet: voided, so that Stripe never collects it after the cancellation.
+            stripe.void_invoice(invoice_id).await?;
         }
     }
     stripe.cancel_subscription_now(&duplicate.id).await?;

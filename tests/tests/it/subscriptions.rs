@@ -1833,3 +1833,115 @@ async fn the_scheduled_job_reads_again_a_subscription_whose_event_failed_and_end
         "not read every hour"
     );
 }
+
+#[tokio::test]
+async fn two_first_events_of_two_live_subscriptions_at_once_keep_one_and_cancel_the_other() {
+    // No webhook from localstripe: the test delivers both first events itself, at once.
+    let app = spawn_app_with(SecretSetup {
+        no_webhook: true,
+        ..SecretSetup::default()
+    })
+    .await;
+    let customer = customer_with_card(&app, "ola", "4242424242424242").await;
+    let scope = app.app.app.default_scope().to_string();
+    let mut made = Vec::new();
+    // Two subscriptions made past Coffer's doors, as two completed Checkout sessions would be.
+    for _ in 0..2 {
+        let reply = app
+            .stripe_post(
+                "/v1/subscriptions",
+                &[
+                    ("customer", customer.as_str()),
+                    ("items[0][plan]", "price_starter"),
+                    ("metadata[coffer_account]", "ola"),
+                    ("metadata[coffer_scope]", scope.as_str()),
+                ],
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body["status"], "active", "{}", reply.body);
+        made.push(reply.body);
+    }
+    // Nothing is stored for the account yet, and both first events are handled at once.
+    let replies = join_all(
+        made.iter()
+            .map(|sub| app.deliver_event("customer.subscription.created", sub))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let mut statuses = Vec::new();
+    for sub in &made {
+        let id = sub["id"].as_str().expect("id");
+        statuses.push(stripe_get(&app, &format!("/v1/subscriptions/{id}")).await["status"].clone());
+    }
+    let live: Vec<&Value> = made
+        .iter()
+        .zip(&statuses)
+        .filter(|(_, status)| **status == "active")
+        .map(|(sub, _)| sub)
+        .collect();
+    assert_eq!(
+        live.len(),
+        1,
+        "exactly one stays live at Stripe: {statuses:?}"
+    );
+    let now = my_subscription(&app, "ola").await;
+    assert_eq!(now["subscriptionId"], live[0]["id"], "{now}");
+    // Their events again change nothing.
+    for sub in &made {
+        let reply = app
+            .deliver_event("customer.subscription.created", sub)
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    assert_eq!(
+        my_subscription(&app, "ola").await["subscriptionId"],
+        live[0]["id"]
+    );
+}
+
+#[tokio::test]
+async fn an_unpaid_second_subscription_is_canceled_and_its_open_invoice_voided() {
+    let app = spawn_app_with(SecretSetup {
+        no_webhook: true,
+        ..SecretSetup::default()
+    })
+    .await;
+    let kept = subscribe_active(&app, "una", "starter").await;
+    let customer = stripe_get(&app, &format!("/v1/subscriptions/{kept}")).await["customer"]
+        .as_str()
+        .expect("customer")
+        .to_owned();
+    let scope = app.app.app.default_scope().to_string();
+    // Made past Coffer's doors, its first payment waiting for authentication.
+    let made = app
+        .stripe_post(
+            "/v1/subscriptions",
+            &[
+                ("customer", customer.as_str()),
+                ("items[0][plan]", "price_starter"),
+                ("metadata[coffer_account]", "una"),
+                ("metadata[coffer_scope]", scope.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    assert_eq!(made.body["status"], "incomplete", "{}", made.body);
+    let reply = app
+        .deliver_event("customer.subscription.created", &made.body)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let second = made.body["id"].as_str().expect("id");
+    let at_stripe = stripe_get(&app, &format!("/v1/subscriptions/{second}")).await;
+    assert_eq!(at_stripe["status"], "canceled", "{at_stripe}");
+    let invoice_id = at_stripe["latest_invoice"].as_str().expect("invoice");
+    let invoice = stripe_get(&app, &format!("/v1/invoices/{invoice_id}")).await;
+    assert_eq!(invoice["status"], "void", "never collected: {invoice}");
+    assert_eq!(
+        my_subscription(&app, "una").await["subscriptionId"],
+        kept.as_str()
+    );
+}

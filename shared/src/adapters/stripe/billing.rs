@@ -7,11 +7,11 @@ use std::collections::HashMap;
 
 use stripe_billing::billing_meter_event::CreateBillingMeterEvent;
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
-use stripe_billing::invoice::RetrieveInvoice;
+use stripe_billing::invoice::{RetrieveInvoice, VoidInvoiceInvoice};
 use stripe_billing::subscription::{
-    CancelSubscription, CreateSubscription, CreateSubscriptionItems, RetrieveSubscription,
-    UpdateSubscription, UpdateSubscriptionItems, UpdateSubscriptionPaymentBehavior,
-    UpdateSubscriptionProrationBehavior,
+    CancelSubscription, CreateSubscription, CreateSubscriptionItems, ListSubscription,
+    RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
+    UpdateSubscriptionPaymentBehavior, UpdateSubscriptionProrationBehavior,
 };
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
@@ -77,6 +77,11 @@ pub struct Subscription {
     pub created: Option<i64>,
     /// A price change waiting for its invoice to be paid (`payment_behavior=pending_if_incomplete`).
     pub pending_update: Option<PendingUpdate>,
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+struct SubscriptionPage {
+    data: Vec<Subscription>,
 }
 
 #[derive(Debug, miniserde::Deserialize)]
@@ -354,6 +359,36 @@ impl StripeApi {
             .request_strategy(RequestStrategy::Retry(2))
             .send(&self.client)
             .await
+            .map_err(map_error)
+    }
+
+    /// The customer's subscriptions that have not ended (Stripe's default list leaves out the
+    /// canceled and expired ones), up to 20.
+    pub async fn customer_subscriptions(
+        &self,
+        customer: &str,
+    ) -> Result<Vec<Subscription>, StripeFailure> {
+        ListSubscription::new()
+            .customer(customer)
+            .limit(20)
+            .build()
+            .customize::<SubscriptionPage>()
+            .request_strategy(RequestStrategy::Retry(2))
+            .send(&self.client)
+            .await
+            .map(|page| page.data)
+            .map_err(map_error)
+    }
+
+    /// Voids an open invoice, so that it is never collected.
+    pub async fn void_invoice(&self, id: &str) -> Result<(), StripeFailure> {
+        VoidInvoiceInvoice::new(id)
+            .build()
+            .customize::<IdOnly>()
+            .request_strategy(RequestStrategy::Retry(2))
+            .send(&self.client)
+            .await
+            .map(|_| ())
             .map_err(map_error)
     }
 
