@@ -249,7 +249,53 @@ async fn create_subscription(app: &App, req: &Request) -> Result<Response<Body>,
 
     // Hold the account: a second create (even a concurrent one) sees the lock or the live
     // subscription and gets 409.
-    let record = store.subscription_record(&account).await?;
+    let mut record = store.subscription_record(&account).await?;
+    // A first payment left waiting (the user closed the page): the same plan again resumes that
+    // subscription with its current secret; another plan replaces it (nothing was paid).
+    if let Some(waiting) = record
+        .state
+        .as_ref()
+        .filter(|s| s.status == crate::domain::subscriptions::SubscriptionStatus::Incomplete)
+    {
+        let stripe = app.stripe_for(&scope).await?;
+        let read_started = now_ms();
+        match stripe.retrieve_subscription(&waiting.subscription_id).await {
+            Ok(current) if current.status == "incomplete" => {
+                if current.price_id() == Some(price.as_str()) {
+                    let secret = stripe.confirmation_secret(&current).await?;
+                    let state =
+                        store_read(&store, &account, &current, &plans, None, read_started).await?;
+                    let sheet = match &sheet_version {
+                        Some(version) => Some(sheet_fields(app, &scope, &account, version).await?),
+                        None => None,
+                    };
+                    let (customer, ephemeral_key) =
+                        sheet.map(|s| (s.customer, s.ephemeral_key)).unzip();
+                    tracing::info!(subscription_id = %current.id, "waiting subscription resumed");
+                    return Ok(ok(SubscriptionCreated {
+                        subscription_id: current.id,
+                        client_secret: secret,
+                        status: state.status.as_str(),
+                        plan_id: plan.id,
+                        customer,
+                        ephemeral_key,
+                    }));
+                }
+                let canceled = stripe.cancel_subscription_now(&current.id).await?;
+                tracing::info!(subscription_id = %canceled.id, "waiting subscription replaced by another plan");
+                store_read(&store, &account, &canceled, &plans, None, read_started).await?;
+            }
+            Ok(current) => {
+                store_read(&store, &account, &current, &plans, None, read_started).await?;
+            }
+            Err(StripeFailure::Missing(_)) => {
+                billing::end_missing_subscription(app, &scope, &account, &waiting.subscription_id)
+                    .await?;
+            }
+            Err(other) => return Err(other.into()),
+        }
+        record = store.subscription_record(&account).await?;
+    }
     // PaymentSheet's customer and key first: a failure here leaves nothing to undo.
     let sheet = match (
         &sheet_version,

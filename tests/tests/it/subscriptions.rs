@@ -210,7 +210,7 @@ async fn a_subscription_gives_its_limits_and_its_included_credits_once_per_invoi
 }
 
 #[tokio::test]
-async fn a_second_create_while_one_is_live_or_being_made_is_409() {
+async fn a_second_create_while_one_is_live_or_being_made_makes_no_second_subscription() {
     let app = spawn_app().await;
     customer_with_card(&app, "saul", SUBSCRIPTION_CARD).await;
     let body = json!({ "planId": "starter" });
@@ -235,17 +235,64 @@ async fn a_second_create_while_one_is_live_or_being_made_is_409() {
         ),
     ])
     .await;
-    let created = replies.iter().filter(|r| r.status == 200).count();
-    let refused = replies.iter().filter(|r| r.status == 409).count();
+    // One is made; the others are refused while it is being made (409), or, once it waits for
+    // its first payment, answered with that same subscription.
+    let made: std::collections::HashSet<&str> = replies
+        .iter()
+        .filter(|r| r.status == 200)
+        .filter_map(|r| r.body["data"]["subscriptionId"].as_str())
+        .collect();
     assert_eq!(
-        (created, refused),
-        (1, 2),
+        made.len(),
+        1,
         "{:?}",
         replies.iter().map(|r| &r.body).collect::<Vec<_>>()
     );
-    let again = post(&app, "/api/stripe/create-subscription", "saul", body).await;
-    assert_eq!(again.status, 409, "{}", again.body);
-    assert_eq!(again.body["code"], "conflict");
+    assert!(replies.iter().all(|r| r.status == 200 || r.status == 409));
+    assert!(
+        replies.iter().any(|r| r.status == 409),
+        "a create while another is being made is refused"
+    );
+    let id = made.into_iter().next().expect("made").to_owned();
+    let again = post(
+        &app,
+        "/api/stripe/create-subscription",
+        "saul",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(
+        again.body["data"]["subscriptionId"],
+        id.as_str(),
+        "resumed, not a second one"
+    );
+
+    // Once it is paid, another create is 409.
+    let secret = again.body["data"]["clientSecret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let intent = secret.split("_secret_").next().expect("intent").to_owned();
+    let auth = app
+        .stripe_post(
+            &format!("/v1/payment_intents/{intent}/_authenticate"),
+            &[("success", "true"), ("client_secret", secret.as_str())],
+        )
+        .await;
+    assert_eq!(auth.status, 200, "{}", auth.body);
+    let active = settle(
+        || async {
+            let now = my_subscription(&app, "saul").await;
+            (now["status"] == "active").then_some(())
+        },
+        redeliver_invoice(&app, &id),
+    )
+    .await;
+    assert!(active.is_some());
+    let paid = post(&app, "/api/stripe/create-subscription", "saul", body).await;
+    assert_eq!(paid.status, 409, "{}", paid.body);
+    assert_eq!(paid.body["code"], "conflict");
 }
 
 #[tokio::test]
@@ -1943,5 +1990,60 @@ async fn an_unpaid_second_subscription_is_canceled_and_its_open_invoice_voided()
     assert_eq!(
         my_subscription(&app, "una").await["subscriptionId"],
         kept.as_str()
+    );
+}
+
+#[tokio::test]
+async fn a_subscribe_left_unpaid_resumes_for_the_same_plan_and_is_replaced_for_another() {
+    let app = spawn_app_with(SecretSetup {
+        no_webhook: true,
+        ..SecretSetup::default()
+    })
+    .await;
+    customer_with_card(&app, "vic", SUBSCRIPTION_CARD).await;
+    let create = |plan: &'static str| {
+        let app = &app;
+        async move {
+            post(
+                app,
+                "/api/stripe/create-subscription",
+                "vic",
+                json!({ "planId": plan }),
+            )
+            .await
+        }
+    };
+    let first = create("starter").await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.body["data"]["status"], "incomplete");
+    let waiting = first.body["data"]["subscriptionId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // The user left before paying, and comes back after the create's hold is gone.
+    let store = app.app.app.store_for(&app.app.app.default_scope());
+    let account = coffer::domain::records::UserId::parse("vic").expect("account");
+    let record = store.subscription_record(&account).await.expect("read");
+    assert!(store
+        .write_subscription(&account, record.version, record.state.as_ref(), None)
+        .await
+        .expect("the hold ends"));
+    let again = create("starter").await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["data"]["subscriptionId"], waiting.as_str());
+    assert!(
+        again.body["data"]["clientSecret"].is_string(),
+        "{}",
+        again.body
+    );
+
+    let other = create("pro-monthly").await;
+    assert_eq!(other.status, 200, "{}", other.body);
+    assert_ne!(other.body["data"]["subscriptionId"], waiting.as_str());
+    let old = stripe_get(&app, &format!("/v1/subscriptions/{waiting}")).await;
+    assert_eq!(old["status"], "canceled", "{old}");
+    assert_eq!(
+        my_subscription(&app, "vic").await["subscriptionId"],
+        other.body["data"]["subscriptionId"]
     );
 }
