@@ -499,9 +499,18 @@ pub async fn replay_parked(
     consumer: Consumer,
     queue_url: &str,
 ) -> Result<Replayed, String> {
+    if consumer == Consumer::BillingEvents && app.events.is_none() {
+        // Without a bus the function publishes nothing and calls it done: the pointers would
+        // be taken off the queue with their events never sent.
+        return Err(
+            "EVENT_BUS_NAME is not set: billing events cannot be replayed without their bus".into(),
+        );
+    }
     let sqs = crate::setup::sqs_client(sdk);
     let streams = local_client(sdk);
     let mut replayed = Replayed::default();
+    // Each pointer once per run: one that failed comes back when its visibility ends.
+    let mut seen = HashSet::new();
     loop {
         let received = sqs
             .receive_message()
@@ -511,7 +520,11 @@ pub async fn replay_parked(
             .send()
             .await
             .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())?;
-        let messages = received.messages();
+        let messages: Vec<_> = received
+            .messages()
+            .iter()
+            .filter(|m| m.message_id().is_none_or(|id| seen.insert(id.to_owned())))
+            .collect();
         if messages.is_empty() {
             return Ok(replayed);
         }

@@ -68,15 +68,19 @@ pub struct StreamBatch {
 pub struct FailedRecord {
     /// Its sequence number in its shard (`None` only for a record the stream gave none).
     pub sequence: Option<String>,
+    /// It is the batch's first record.
+    pub first: bool,
     /// Why, in words for the log (never the record itself).
     pub cause: String,
 }
 
 impl StreamBatch {
     /// What the function answers Lambda (`ReportBatchItemFailures`): no failure, or the record
-    /// to go on from. Lambda retries from it (a bounded number of times, halving the batch),
-    /// then sends a pointer to what still fails to the failure queue and goes on; the records
-    /// behind it keep flowing. A failed record without a sequence number fails the whole batch.
+    /// to go on from, and Lambda retries from it. When the batch's first record fails, the
+    /// answer is an error instead, so that Lambda halves the batch (`BisectBatchOnFunctionError`)
+    /// until the failing record is alone: what still fails after the retries, and goes to the
+    /// failure queue as a pointer, is that one record, and the records behind it keep flowing.
+    /// A failed record without a sequence number fails the whole batch too.
     pub fn answer(self, function: &str) -> Result<Value, Error> {
         let Some(failed) = self.failed else {
             tracing::info!(function, figures = %self.figures, "stream batch done");
@@ -90,7 +94,10 @@ impl StreamBatch {
             "a stream record failed; Lambda goes on from it"
         );
         match failed.sequence {
-            Some(sequence) => Ok(json!({ "batchItemFailures": [{ "itemIdentifier": sequence }] })),
+            Some(sequence) if !failed.first => {
+                Ok(json!({ "batchItemFailures": [{ "itemIdentifier": sequence }] }))
+            }
+            Some(_) => Err(Error::from("the batch's first record failed")),
             None => Err(Error::from(
                 "a stream record without a sequence number failed",
             )),
@@ -121,7 +128,7 @@ pub async fn count_stream_event(app: &App, event: &Value) -> StreamBatch {
     let records = records_from_event(event);
     let (mut counted, mut repeated) = (0, 0);
     let mut failed = None;
-    for record in &records {
+    for (index, record) in records.iter().enumerate() {
         match app.store.count_stream_record(record).await {
             Ok(StatsOutcome::Counted) => counted += 1,
             Ok(StatsOutcome::AlreadyCounted) => repeated += 1,
@@ -129,6 +136,7 @@ pub async fn count_stream_event(app: &App, event: &Value) -> StreamBatch {
             Err(err) => {
                 failed = Some(FailedRecord {
                     sequence: record.sequence.clone(),
+                    first: index == 0,
                     cause: error_chain(&err),
                 });
                 break;
@@ -186,4 +194,37 @@ pub async fn meter_usage_job(
         map.insert("leasesSettled".into(), json!(settled));
     }
     Ok(answer)
+}
+
+#[cfg(test)]
+mod stream_answer_tests {
+    use super::*;
+
+    fn batch(failed: Option<(Option<&str>, bool)>) -> StreamBatch {
+        StreamBatch {
+            figures: json!({}),
+            failed: failed.map(|(sequence, first)| FailedRecord {
+                sequence: sequence.map(str::to_owned),
+                first,
+                cause: "a cause".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn lambda_goes_on_from_a_later_record_and_halves_a_batch_whose_first_record_fails() {
+        assert_eq!(
+            batch(None).answer("stats").expect("done"),
+            json!({"batchItemFailures": []})
+        );
+        assert_eq!(
+            batch(Some((Some("300"), false)))
+                .answer("stats")
+                .expect("partial"),
+            json!({"batchItemFailures": [{"itemIdentifier": "300"}]})
+        );
+        // The first record: an error, so that Lambda bisects the batch down to that record.
+        assert!(batch(Some((Some("100"), true))).answer("stats").is_err());
+        assert!(batch(Some((None, false))).answer("stats").is_err());
+    }
 }

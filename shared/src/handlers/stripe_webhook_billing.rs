@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::adapters::store::{CreditOutcome, InvoiceRecord, MoveOutcome};
+use crate::adapters::store::{CreditOutcome, IncludedOutcome, InvoiceRecord, MoveOutcome};
 use crate::adapters::stripe::{META_ACCOUNT, META_CREDITS, META_PACKAGE, META_SCOPE, META_USER};
 use crate::domain::ledger::{CreditMove, IncludedGrant, PaidIntent, PaymentRecord};
 use crate::domain::money::Currency;
@@ -166,17 +166,25 @@ pub async fn invoice_event(
                 now_ms: now_ms(),
             });
             let entry_id = format!("included:{invoice_id}");
-            if store.grant_included(&grant, &entry_id).await? {
-                tracing::info!(
+            match store.grant_included(&grant, &entry_id).await? {
+                IncludedOutcome::Granted => tracing::info!(
                     invoice_id,
                     credits = plan.included_credits,
                     "included credits granted"
-                );
-            } else {
-                tracing::info!(
+                ),
+                IncludedOutcome::AlreadyGranted => tracing::info!(
                     invoice_id,
                     "included credits already granted; duplicate ignored"
-                );
+                ),
+                IncludedOutcome::CurrencyMismatch => {
+                    // Acknowledged (Stripe's retries would change nothing), and alarmed: the
+                    // error log line feeds the error metric.
+                    tracing::error!(
+                        invoice_id,
+                        "included credits not granted: the account's balance is in another currency; an operator must look at it"
+                    );
+                    return Ok(());
+                }
             }
             // A refund or dispute of the invoice's charge that came first is applied now (each
             // one at most once, whatever the number of deliveries).

@@ -91,10 +91,25 @@ async fn apply(
         }
         LifecycleOutcome::UnknownPayment => {
             // Perhaps the intent of an invoice whose included credits are not granted yet:
-            // kept, so that the grant takes it into account whenever it comes.
+            // kept, so that the grant takes it into account whenever it comes. A grant that
+            // committed meanwhile may have read the kept events before this one was written:
+            // the payment is looked up again after writing, and the event applied if it is
+            // there now (applying twice changes nothing).
             store.remember_orphan_charge_event(intent, change).await?;
-            tracing::info!(intent_id = %intent, what, "no Coffer payment for this intent yet; kept for a later grant");
-            return Ok(());
+            match store.apply_charge_event(intent, change).await? {
+                LifecycleOutcome::UnknownPayment => {
+                    tracing::info!(intent_id = %intent, what, "no Coffer payment for this intent yet; kept for a later grant");
+                    return Ok(());
+                }
+                LifecycleOutcome::NotReady => {
+                    return Err(ApiError::RetryLater(
+                        "This event depends on one not applied yet; retry later.".into(),
+                    ))
+                }
+                outcome => {
+                    tracing::info!(intent_id = %intent, what, outcome = ?outcome, "applied after it was kept")
+                }
+            }
         }
         LifecycleOutcome::Ignored(why) => {
             tracing::warn!(intent_id = %intent, what, why, "event ignored")

@@ -249,6 +249,7 @@ pub async fn publish_stream_event(app: &App, event: &Value) -> StreamBatch {
         figures: json!({ "records": records.len(), "published": published }),
         failed: failed.map(|(index, cause)| FailedRecord {
             sequence: records[index].sequence.clone(),
+            first: index == 0,
             cause,
         }),
     }

@@ -35,7 +35,7 @@ pub use keys::{hash_parts, idempotency_hash, split_scope, Keys, GSI1, GSI2};
 pub use lifecycle::LifecycleOutcome;
 pub use metering::MeterWatermark;
 pub use packages::IdempotencyRecord;
-pub use payments::{valid_boundary, AttentionItem, CreditOutcome};
+pub use payments::{valid_boundary, AttentionItem, CreditOutcome, IncludedOutcome};
 pub use projects::SaveOutcome;
 pub use stats::{
     item_from_stream_json, records_from_event, StatsOutcome, StreamRecord, STATS_SHARDS,

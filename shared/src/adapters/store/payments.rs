@@ -101,6 +101,15 @@ fn charge_event_from_item(item: &Item) -> Option<ChargeEvent> {
     })
 }
 
+/// What granting an invoice's included credits did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum IncludedOutcome {
+    Granted,
+    AlreadyGranted,
+    /// The account's balance is in another currency: nothing was granted.
+    CurrencyMismatch,
+}
+
 /// The result of trying to credit a payment.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CreditOutcome {
@@ -212,13 +221,12 @@ impl Store {
 
     /// Grants an invoice's included credits once: its record (a payment of its own, so that a
     /// refund or dispute of the invoice's charge takes its share back), the `grant` entry keyed
-    /// by the invoice and the balance, in one transaction. `false`: already granted (this
-    /// record, or an entry of the invoice written before included credits had records).
+    /// by the invoice and the balance, in one transaction.
     pub async fn grant_included(
         &self,
         grant: &PaymentRecord,
         entry_id: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<IncludedOutcome, StoreError> {
         let now = now_ms();
         let mut item = payment_to_item(&self.keys, grant);
         item.extend(self.keys.included_grant(&grant.intent_id));
@@ -232,7 +240,16 @@ impl Store {
             self.entry_put(grant, "grant", grant.credits, entry_id, now)?,
             self.balance_add(grant, grant.credits, now, true)?,
         ];
-        Ok(self.transact(items).await?.is_ok())
+        Ok(match self.transact(items).await? {
+            Ok(()) => IncludedOutcome::Granted,
+            // The record or the entry exists: granted before (this record, or an entry of the
+            // invoice written before included credits had records).
+            Err(reasons) if reasons.iter().take(2).any(|r| r.condition_failed()) => {
+                IncludedOutcome::AlreadyGranted
+            }
+            // Only the balance refused: it holds another currency.
+            Err(_) => IncludedOutcome::CurrencyMismatch,
+        })
     }
 
     /// Keeps a refund or dispute event of an intent with no payment (yet), once per event.

@@ -254,6 +254,7 @@ mod tests {
             old: None,
             new: item_from_stream_json(&json!({"pk": {"S": "USER#u"}, "sk": {"S": "BALANCE"}})),
             created_at_secs: None,
+            sequence: None,
         };
         assert!(record_delta(&balance).is_none());
     }
