@@ -281,6 +281,17 @@ async fn create_subscription(app: &App, req: &Request) -> Result<Response<Body>,
                         ephemeral_key,
                     }));
                 }
+                // Its invoice is voided first, so that the secret the client still holds can
+                // never pay for it; if it was paid meanwhile, it is live: 409 below.
+                if let Some(invoice) = &current.latest_invoice {
+                    if stripe.void_invoice(invoice).await.is_err() {
+                        let now = stripe.retrieve_subscription(&current.id).await?;
+                        store_read(&store, &account, &now, &plans, None, now_ms()).await?;
+                        return Err(ApiError::Conflict(
+                            "This account already has a live subscription.".into(),
+                        ));
+                    }
+                }
                 let canceled = stripe.cancel_subscription_now(&current.id).await?;
                 tracing::info!(subscription_id = %canceled.id, "waiting subscription replaced by another plan");
                 store_read(&store, &account, &canceled, &plans, None, read_started).await?;

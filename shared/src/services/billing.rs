@@ -406,15 +406,55 @@ async fn guard_by_stripe_list(
             std::cmp::Ordering::Greater
         }
     });
-    let mut candidates = candidates.into_iter();
-    let Some(kept) = candidates.next() else {
-        return Ok(Guarded::Store(incoming, listed_started));
-    };
-    for duplicate in candidates {
-        cancel_duplicate(app, scope, stripe, account, &duplicate, &kept.id).await?;
+    // One delivery at a time decides for the account (the keep rule looks at statuses, which
+    // the very events that run this guard change): the others retry after it.
+    let store = app.store_for(scope);
+    let record = store.subscription_record(account).await?;
+    let busy = record.lock_until_ms.is_some_and(|until| until >= now_ms());
+    if busy
+        || !store
+            .write_subscription(
+                account,
+                record.version,
+                record.state.as_ref(),
+                Some(now_ms() + GUARD_LOCK_MS),
+            )
+            .await?
+    {
+        return Err(ApiError::RetryLater(
+            "Another delivery is deciding which subscription stays; retry later.".into(),
+        ));
     }
-    Ok(Guarded::Store(kept, listed_started))
+    let locked_version = record.version + 1;
+    let decided = async {
+        let mut candidates = candidates.into_iter();
+        let Some(kept) = candidates.next() else {
+            return Ok(Guarded::Store(incoming, listed_started));
+        };
+        // The one kept must still be live now, or nothing is canceled.
+        let kept_started = now_ms();
+        let kept = stripe.retrieve_subscription(&kept.id).await?;
+        if !live(&kept) {
+            return Ok(Guarded::Store(incoming, listed_started));
+        }
+        for duplicate in candidates {
+            cancel_duplicate(app, scope, stripe, account, &duplicate, &kept.id).await?;
+        }
+        Ok::<Guarded, ApiError>(Guarded::Store(kept, kept_started))
+    }
+    .await;
+    // The hold goes (a failure leaves it to expire).
+    let record = store.subscription_record(account).await?;
+    if record.version == locked_version {
+        let _ = store
+            .write_subscription(account, locked_version, record.state.as_ref(), None)
+            .await;
+    }
+    decided
 }
+
+/// How long one delivery holds an account while it decides between two live subscriptions.
+const GUARD_LOCK_MS: i64 = 60_000;
 
 /// Cancels `duplicate` now, refunds its paid invoice and records it (the event).
 async fn cancel_duplicate(
