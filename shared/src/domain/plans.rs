@@ -412,6 +412,40 @@ pub fn plan_change(current: &Plan, target: &Plan) -> PlanChange {
     }
 }
 
+/// How a plan change is billed at Stripe, given the plan an earlier downgrade still holds (paid
+/// to the end of the period; `None` when no hold runs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeBilling {
+    /// Up beyond what was paid: the difference is invoiced at once, and the change applies
+    /// once it is paid.
+    InvoiceDifference,
+    /// Up again within a plan already paid for this period: the price changes with no
+    /// proration (nothing is charged twice). The hold ends when its plan is the target, and
+    /// stays for a higher held plan.
+    WithinPaid { keep_hold: bool },
+    /// Down: the price changes with no proration credit, and `hold` (the higher of the plan
+    /// left and any plan already held) keeps its limits to the period's end.
+    Down { hold: String },
+}
+
+pub fn change_billing(current: &Plan, target: &Plan, held: Option<&Plan>) -> ChangeBilling {
+    if target.rank > current.rank {
+        return match held.filter(|held| held.rank >= target.rank) {
+            Some(held) => ChangeBilling::WithinPaid {
+                keep_hold: held.id != target.id,
+            },
+            None => ChangeBilling::InvoiceDifference,
+        };
+    }
+    let hold = match held {
+        Some(held) if held.rank > current.rank => held,
+        _ => current,
+    };
+    ChangeBilling::Down {
+        hold: hold.id.clone(),
+    }
+}
+
 /// A plan for tests: `id` at `rank`, 1,000 requests, with a price or an amount if given.
 #[cfg(test)]
 pub(crate) fn sample_plan(id: &str, rank: i32, price: Option<&str>, amount: Option<i64>) -> Plan {
@@ -438,6 +472,44 @@ mod tests {
 
     fn plan(id: &str, rank: i32) -> Plan {
         sample_plan(id, rank, None, None)
+    }
+
+    #[test]
+    fn a_plan_change_is_invoiced_only_beyond_what_the_period_already_paid() {
+        let (free, basic, pro, max) = (
+            plan("free", 0),
+            plan("basic", 10),
+            plan("pro", 20),
+            plan("max", 30),
+        );
+        // Up with nothing held: the difference is invoiced.
+        assert_eq!(
+            change_billing(&basic, &pro, None),
+            ChangeBilling::InvoiceDifference
+        );
+        // Down: held to the period's end, the higher of the plan left and the one held.
+        assert_eq!(
+            change_billing(&pro, &basic, None),
+            ChangeBilling::Down { hold: "pro".into() }
+        );
+        assert_eq!(
+            change_billing(&basic, &free, Some(&pro)),
+            ChangeBilling::Down { hold: "pro".into() }
+        );
+        // Back up to the plan held, or below it: already paid, nothing invoiced.
+        assert_eq!(
+            change_billing(&basic, &pro, Some(&pro)),
+            ChangeBilling::WithinPaid { keep_hold: false }
+        );
+        assert_eq!(
+            change_billing(&free, &basic, Some(&pro)),
+            ChangeBilling::WithinPaid { keep_hold: true }
+        );
+        // Above the plan held: the difference is invoiced.
+        assert_eq!(
+            change_billing(&basic, &max, Some(&pro)),
+            ChangeBilling::InvoiceDifference
+        );
     }
 
     #[test]

@@ -28,7 +28,8 @@ use crate::api::{
 };
 use crate::domain::money::Currency;
 use crate::domain::plans::{
-    plan_change, valid_plan_id, valid_price_id, Plan, PlanChange, PlanKind,
+    change_billing, plan_change, valid_plan_id, valid_price_id, ChangeBilling, Plan, PlanChange,
+    PlanKind,
 };
 use crate::domain::records::{now_ms, rfc3339, UserId};
 use crate::domain::scope::Scope;
@@ -659,10 +660,16 @@ async fn update_subscription(app: &App, req: &Request) -> Result<Response<Body>,
     );
     let price = target.price_id.clone().unwrap_or_default();
     let upgrade = change == PlanChange::Upgrade;
-    let billed = if upgrade {
-        PriceChange::Upgrade
-    } else {
-        PriceChange::Downgrade
+    let now_secs = now_ms() / 1000;
+    let held = current
+        .held_plan_id
+        .as_deref()
+        .filter(|_| current.held_until.is_some_and(|until| now_secs < until))
+        .and_then(|id| plans.iter().find(|p| p.id == id));
+    let billing = change_billing(&current_plan, &target, held);
+    let billed = match billing {
+        ChangeBilling::InvoiceDifference => PriceChange::Upgrade,
+        ChangeBilling::WithinPaid { .. } | ChangeBilling::Down { .. } => PriceChange::Downgrade,
     };
     let read_started = now_ms();
     let updated = stripe
@@ -679,12 +686,19 @@ async fn update_subscription(app: &App, req: &Request) -> Result<Response<Body>,
     // The state stored is Stripe's: an upgrade whose difference is not paid yet still has the
     // old price, so the old plan's limits stay.
     let mut state = store_read(&store, &account, &updated, &plans, None, read_started).await?;
-    if change == PlanChange::Downgrade {
+    match &billing {
         // The higher plan was paid to the end of the period, and no credit comes back for it:
         // its limits stay until then.
-        state = hold_plan(&store, &account, &current_plan.id, fresh.period_end()).await?;
+        ChangeBilling::Down { hold } => {
+            state = hold_plan(&store, &account, Some((hold, fresh.period_end()))).await?;
+        }
+        // Back to the plan held: it is the subscription's own plan again.
+        ChangeBilling::WithinPaid { keep_hold: false } => {
+            state = hold_plan(&store, &account, None).await?;
+        }
+        ChangeBilling::WithinPaid { keep_hold: true } | ChangeBilling::InvoiceDifference => {}
     }
-    let pending = upgrade && updated.pending_update.is_some();
+    let pending = billing == ChangeBilling::InvoiceDifference && updated.pending_update.is_some();
     let client_secret = if pending {
         stripe.confirmation_secret(&updated).await?
     } else {
@@ -693,10 +707,10 @@ async fn update_subscription(app: &App, req: &Request) -> Result<Response<Body>,
     Ok(ok(SubscriptionUpdated {
         plan_id: target.id,
         change: if upgrade { "upgrade" } else { "downgrade" },
-        effective: match (upgrade, pending) {
-            (true, false) => "now",
-            (true, true) => "when_paid",
-            (false, _) => "period_end",
+        effective: match (&billing, pending) {
+            (ChangeBilling::Down { .. }, _) => "period_end",
+            (_, true) => "when_paid",
+            (_, false) => "now",
         },
         status: state.status.as_str(),
         current_period_end: (state.current_period_end > 0)
@@ -706,20 +720,20 @@ async fn update_subscription(app: &App, req: &Request) -> Result<Response<Body>,
     }))
 }
 
-/// Marks the stored state as keeping `plan_id`'s limits until `until` (Unix seconds).
+/// Marks the stored state as keeping a plan's limits until a time (Unix seconds), or as
+/// keeping none.
 async fn hold_plan(
     store: &crate::adapters::store::Store,
     account: &UserId,
-    plan_id: &str,
-    until: i64,
+    hold: Option<(&str, i64)>,
 ) -> Result<crate::domain::subscriptions::SubscriptionState, ApiError> {
     for _ in 0..8 {
         let record = store.subscription_record(account).await?;
         let Some(mut state) = record.state else {
             break;
         };
-        state.held_plan_id = Some(plan_id.to_owned());
-        state.held_until = Some(until);
+        state.held_plan_id = hold.map(|(plan, _)| plan.to_owned());
+        state.held_until = hold.map(|(_, until)| until);
         if store
             .write_subscription(account, record.version, Some(&state), record.lock_until_ms)
             .await?

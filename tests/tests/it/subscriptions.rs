@@ -482,6 +482,27 @@ async fn an_upgrade_applies_once_its_difference_is_paid_a_downgrade_at_period_en
         "no proration credit beside the kept limits: {credits:?}"
     );
 
+    // Back up to the plan still paid for this period: nothing is invoiced again.
+    let count = stripe_get(&app, &format!("/v1/invoices?customer={customer}")).await["data"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let back = post(
+        &app,
+        "/api/v1/payments/stripe/update-subscription",
+        "vera",
+        json!({"planId": "pro-monthly"}),
+    )
+    .await;
+    assert_eq!(back.status, 200, "{}", back.body);
+    assert_eq!(back.body["data"]["effective"], "now", "{}", back.body);
+    let after = stripe_get(&app, &format!("/v1/invoices?customer={customer}")).await["data"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(after, count, "the period was paid at pro already");
+    let now = my_subscription(&app, "vera").await;
+    assert_eq!(now["subscribedPlanId"], "pro-monthly", "{now}");
+    assert_eq!(now["planId"], "pro-monthly", "{now}");
+
     // Canceled now: the raised limits end at once.
     let canceled = post(
         &app,
@@ -1920,7 +1941,9 @@ async fn two_first_events_of_two_live_subscriptions_at_once_keep_one_and_cancel_
     for (reply, sub) in replies.iter().zip(&made) {
         assert!([200, 503].contains(&reply.status), "{}", reply.body);
         if reply.status == 503 {
-            let again = app.deliver_event("customer.subscription.created", sub).await;
+            let again = app
+                .deliver_event("customer.subscription.created", sub)
+                .await;
             assert_eq!(again.status, 200, "{}", again.body);
         }
     }
@@ -2049,10 +2072,16 @@ async fn a_subscribe_left_unpaid_resumes_for_the_same_plan_and_is_replaced_for_a
     assert_eq!(old["status"], "canceled", "{old}");
     let invoice = stripe_get(
         &app,
-        &format!("/v1/invoices/{}", old["latest_invoice"].as_str().expect("invoice")),
+        &format!(
+            "/v1/invoices/{}",
+            old["latest_invoice"].as_str().expect("invoice")
+        ),
     )
     .await;
-    assert_eq!(invoice["status"], "void", "its secret can pay nothing: {invoice}");
+    assert_eq!(
+        invoice["status"], "void",
+        "its secret can pay nothing: {invoice}"
+    );
     assert_eq!(
         my_subscription(&app, "vic").await["subscriptionId"],
         other.body["data"]["subscriptionId"]
