@@ -181,20 +181,23 @@ const REREAD_AHEAD_SECS: i64 = 3600;
 /// Reads again from Stripe, through the same path as the webhook (`sync_subscription`: stored
 /// only when newer), every live subscription of the scope whose period ends within the hour or
 /// has ended, and every subscription whose last event failed (marked by the webhook). A stored
-/// live state whose subscription Stripe no longer has is ended, so it is not read again every
-/// hour. The number read; one that fails does not stop the others, the first failure is
+/// live state whose subscription Stripe says it does not have is left as it is (the stale rule
+/// bounds it), logged as an error and not read again for a day. The number read; one that fails does not stop the others, the first failure is
 /// returned after them.
 async fn reread_subscriptions(app: &App, scope: &Scope) -> Result<usize, ApiError> {
     let now_secs = now_ms() / 1000;
     let store = app.store_for(scope);
     // Each subscription once: its account when stored, and when it was marked.
     let mut due: BTreeMap<String, (Option<UserId>, Option<i64>)> = BTreeMap::new();
+    let (marked, missing) = store.reread_marks().await?;
     for (account, state) in store.all_subscriptions().await? {
-        if crate::domain::subscriptions::due_for_reread(&state, now_secs, REREAD_AHEAD_SECS) {
+        let due_now =
+            crate::domain::subscriptions::due_for_reread(&state, now_secs, REREAD_AHEAD_SECS);
+        if due_now && !missing.contains(&state.subscription_id) {
             due.insert(state.subscription_id.clone(), (Some(account), None));
         }
     }
-    for (subscription_id, marked_at) in store.reread_marks().await? {
+    for (subscription_id, marked_at) in marked {
         due.entry(subscription_id).or_default().1 = Some(marked_at);
     }
     let mut reread = 0;
@@ -203,14 +206,15 @@ async fn reread_subscriptions(app: &App, scope: &Scope) -> Result<usize, ApiErro
         let result = async {
             let synced =
                 crate::services::billing::sync_subscription(app, scope, &subscription_id).await?;
-            if let (None, Some(account)) = (synced, &account) {
-                crate::services::billing::end_missing_subscription(
-                    app,
-                    scope,
-                    account,
-                    &subscription_id,
-                )
-                .await?;
+            if let (None, Some(_)) = (synced, &account) {
+                // Stored live, yet not read: Stripe may not have it (or it is another scope's).
+                let stripe = app.stripe_for(scope).await?;
+                if let Err(crate::adapters::stripe::StripeFailure::Missing(_)) =
+                    stripe.retrieve_subscription(&subscription_id).await
+                {
+                    tracing::error!(subscription_id = %subscription_id, "a stored live subscription is missing at Stripe (deleted data, or a key of another account); not read again for a day");
+                    store.mark_missing(&subscription_id).await?;
+                }
             }
             if let Some(marked_at) = marked_at {
                 store.clear_reread_mark(&subscription_id, marked_at).await?;

@@ -1828,7 +1828,7 @@ async fn a_refunded_or_disputed_invoice_takes_its_included_credits_back_in_any_o
 }
 
 #[tokio::test]
-async fn the_scheduled_job_reads_again_a_subscription_whose_event_failed_and_ends_one_stripe_lost()
+async fn the_scheduled_job_reads_again_a_subscription_whose_event_failed_and_rests_one_stripe_lost()
 {
     // No webhook from localstripe: the test delivers the one event itself, while Stripe is cut.
     let app = spawn_app_with(SecretSetup {
@@ -1874,7 +1874,8 @@ async fn the_scheduled_job_reads_again_a_subscription_whose_event_failed_and_end
     assert_eq!(now["planId"], "free", "{now}");
     assert_eq!(reconcile().await.subscriptions_reread, 0, "read once");
 
-    // A live state whose subscription Stripe no longer has: ended, then not read again.
+    // A live state whose subscription Stripe does not have: left as it is (a key of another
+    // account must not end every subscription), and not read again every hour.
     let store = app.app.app.store_for(&app.app.app.default_scope());
     let rita = coffer::domain::records::UserId::parse("rita").expect("account");
     let mut lost = store
@@ -1894,7 +1895,7 @@ async fn the_scheduled_job_reads_again_a_subscription_whose_event_failed_and_end
         .expect("write"));
     assert_eq!(reconcile().await.subscriptions_reread, 1);
     let now = my_subscription(&app, "sid").await;
-    assert_eq!(now["status"], "canceled", "{now}");
+    assert_eq!(now["status"], "active", "left as it is: {now}");
     assert_eq!(
         reconcile().await.subscriptions_reread,
         0,

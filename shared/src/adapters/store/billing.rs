@@ -15,6 +15,8 @@ use crate::domain::subscriptions::SubscriptionState;
 
 /// How long a subscription stays marked to be read again.
 const REREAD_MARK_TTL_SECS: i64 = 7 * 24 * 3600;
+/// How long a subscription Stripe said it does not have is left unread.
+const MISSING_MARK_SECS: i64 = 24 * 3600;
 
 /// The Stripe customer link of an account.
 #[derive(Debug, PartialEq, Eq)]
@@ -523,11 +525,26 @@ impl Store {
         self.put_raw(item).await
     }
 
-    /// The subscriptions marked to be read again, each with the time it was marked.
-    pub async fn reread_marks(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(self
-            .partition(&self.keys.reread_marks_pk())
-            .await?
+    /// Marks a stored subscription that Stripe says it does not have: it is not read again for
+    /// a day. Its stored state is left as it is (a key of another account must never end every
+    /// subscription); the stale rule bounds what it entitles.
+    pub async fn mark_missing(&self, subscription_id: &str) -> Result<(), StoreError> {
+        let mut item = self.keys.missing_mark(subscription_id);
+        let now = now_ms();
+        item.insert("subscriptionId".into(), s(subscription_id));
+        item.insert("missingAt".into(), n(now));
+        item.insert("expiresAt".into(), n(now / 1000 + MISSING_MARK_SECS));
+        self.put_raw(item).await
+    }
+
+    /// The subscriptions marked to be read again, each with the time it was marked, and those
+    /// Stripe said it does not have within the last day.
+    pub async fn reread_marks(
+        &self,
+    ) -> Result<(Vec<(String, i64)>, std::collections::HashSet<String>), StoreError> {
+        let items = self.partition(&self.keys.reread_marks_pk()).await?;
+        let now_secs = now_ms() / 1000;
+        let marked = items
             .iter()
             .filter(|item| matches!(item.get("pending"), Some(AttributeValue::Bool(true))))
             .filter_map(|item| {
@@ -537,7 +554,18 @@ impl Store {
                     f.int("markedAt").ok()?,
                 ))
             })
-            .collect())
+            .collect();
+        let missing = items
+            .iter()
+            .filter(|item| get_s(item, "sk").is_some_and(|sk| sk.starts_with("MISSING#")))
+            .filter(|item| {
+                Fields::of(item)
+                    .int("expiresAt")
+                    .is_ok_and(|at| at > now_secs)
+            })
+            .filter_map(|item| get_s(item, "subscriptionId").map(str::to_owned))
+            .collect();
+        Ok((marked, missing))
     }
 
     /// Clears a mark once its subscription was read again, unless it was marked anew since.

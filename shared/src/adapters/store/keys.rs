@@ -217,6 +217,11 @@ impl Keys {
         key(self.reread_marks_pk(), format!("SUB#{subscription_id}"))
     }
 
+    /// A stored subscription Stripe said it does not have, not read again for a day.
+    pub fn missing_mark(&self, subscription_id: &str) -> Item {
+        key(self.reread_marks_pk(), format!("MISSING#{subscription_id}"))
+    }
+
     /// The partition of an account's subscription invoices in gsi1.
     pub fn bills_pk(&self, account: &UserId) -> String {
         format!("{}USER#{}#BILL", self.prefix, account.as_str())
