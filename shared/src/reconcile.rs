@@ -230,6 +230,32 @@ async fn reread_subscriptions(app: &App, scope: &Scope) -> Result<usize, ApiErro
             }
         }
     }
+    for (invoice_id, subscription_id, payment_failed, marked_at) in
+        store.invoice_reread_marks().await?
+    {
+        let result = async {
+            crate::handlers::stripe_webhook_billing::apply_invoice_again(
+                app,
+                scope,
+                &invoice_id,
+                &subscription_id,
+                payment_failed,
+            )
+            .await?;
+            store
+                .clear_invoice_reread_mark(&invoice_id, marked_at)
+                .await?;
+            Ok::<(), ApiError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => reread += 1,
+            Err(err) => {
+                tracing::error!(invoice_id = %invoice_id, code = err.code(), "invoice could not be applied again");
+                first_failure.get_or_insert(err);
+            }
+        }
+    }
     match first_failure {
         Some(err) => Err(err),
         None => Ok(reread),

@@ -40,7 +40,27 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         // Stripe stops retrying the event.
         if err.status().is_server_error() {
             if let Some(subscription_id) = billing::subscription_of(&event) {
-                if let Err(mark) = store.mark_for_reread(subscription_id).await {
+                let marked = match event.kind.as_str() {
+                    // An invoice's event is applied again whole (status, included credits).
+                    kind @ ("invoice.paid"
+                    | "invoice.payment_succeeded"
+                    | "invoice.payment_failed") => {
+                        match event.data.object.get("id").and_then(|v| v.as_str()) {
+                            Some(invoice_id) => {
+                                store
+                                    .mark_invoice_for_reread(
+                                        invoice_id,
+                                        subscription_id,
+                                        kind == "invoice.payment_failed",
+                                    )
+                                    .await
+                            }
+                            None => store.mark_for_reread(subscription_id).await,
+                        }
+                    }
+                    _ => store.mark_for_reread(subscription_id).await,
+                };
+                if let Err(mark) = marked {
                     tracing::warn!(cause = %crate::http::error_chain(&mark), "the subscription could not be marked to be read again");
                 }
             }

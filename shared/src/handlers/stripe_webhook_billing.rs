@@ -34,6 +34,30 @@ pub async fn subscription_changed(app: &App, scope: &Scope, event: &Event) -> Re
     Ok(())
 }
 
+/// Applies an invoice again as its event would, for the scheduled job (the event failed and
+/// Stripe may have stopped retrying it): everything is read again from Stripe.
+pub(crate) async fn apply_invoice_again(
+    app: &App,
+    scope: &Scope,
+    invoice_id: &str,
+    subscription_id: &str,
+    payment_failed: bool,
+) -> Result<(), ApiError> {
+    let kind = if payment_failed {
+        "invoice.payment_failed"
+    } else {
+        "invoice.paid"
+    };
+    let body = serde_json::json!({
+        "id": format!("evt_reread_{invoice_id}"),
+        "type": kind,
+        "data": {"object": {"id": invoice_id, "object": "invoice", "subscription": subscription_id}},
+    });
+    let event = Event::parse(body.to_string().as_bytes())
+        .ok_or_else(|| ApiError::Internal("an invoice event could not be built".into()))?;
+    invoice_event(app, scope, &event, payment_failed).await
+}
+
 /// The subscription an event is about: the subscription itself, an invoice's or a Checkout
 /// session's.
 pub(super) fn subscription_of(event: &Event) -> Option<&str> {

@@ -2088,3 +2088,31 @@ async fn a_subscribe_left_unpaid_resumes_for_the_same_plan_and_is_replaced_for_a
         other.body["data"]["subscriptionId"]
     );
 }
+
+#[tokio::test]
+async fn the_scheduled_job_applies_again_an_invoice_whose_event_failed() {
+    let app = spawn_app_with(SecretSetup {
+        no_webhook: true,
+        proxied: true,
+        ..SecretSetup::default()
+    })
+    .await;
+    let (_, invoice) = paid_starter_invoice(&app, "ivy").await;
+    let proxies = app.proxies.as_ref().expect("proxied");
+    proxies.stripe.set(integration_tests::proxy::Mode::Refuse);
+    let failed = app.deliver_event("invoice.paid", &invoice).await;
+    proxies.stripe.set(integration_tests::proxy::Mode::Pass);
+    assert_eq!(failed.status, 502, "{}", failed.body);
+    assert_eq!(app.balance("ivy").await, 0.0);
+    // Stripe gave up on the event: the scheduled job applies it, once.
+    for _ in 0..2 {
+        coffer::calls::as_function(
+            "reconcile",
+            coffer::reconcile::reconcile(&app.app.app, 3600),
+        )
+        .await
+        .expect("reconcile");
+        assert_eq!(app.balance("ivy").await, 5.0, "the included credits, once");
+    }
+    app.assert_invariants().await;
+}

@@ -546,6 +546,7 @@ impl Store {
         let now_secs = now_ms() / 1000;
         let marked = items
             .iter()
+            .filter(|item| get_s(item, "sk").is_some_and(|sk| sk.starts_with("SUB#")))
             .filter(|item| matches!(item.get("pending"), Some(AttributeValue::Bool(true))))
             .filter_map(|item| {
                 let f = Fields::of(item);
@@ -568,17 +569,74 @@ impl Store {
         Ok((marked, missing))
     }
 
+    /// Marks an invoice whose event could not be applied: the scheduled job applies it again
+    /// (its status, included credits and the refunds kept for it), as the webhook would.
+    pub async fn mark_invoice_for_reread(
+        &self,
+        invoice_id: &str,
+        subscription_id: &str,
+        payment_failed: bool,
+    ) -> Result<(), StoreError> {
+        let mut item = self.keys.invoice_reread_mark(invoice_id);
+        let now = now_ms();
+        item.insert("invoiceId".into(), s(invoice_id));
+        item.insert("subscriptionId".into(), s(subscription_id));
+        item.insert("paymentFailed".into(), AttributeValue::Bool(payment_failed));
+        item.insert("markedAt".into(), n(now));
+        item.insert("pending".into(), AttributeValue::Bool(true));
+        item.insert("expiresAt".into(), n(now / 1000 + REREAD_MARK_TTL_SECS));
+        self.put_raw(item).await
+    }
+
+    /// The invoices marked to be applied again: invoice, subscription, whether the event was a
+    /// failed payment, and when it was marked.
+    pub async fn invoice_reread_marks(
+        &self,
+    ) -> Result<Vec<(String, String, bool, i64)>, StoreError> {
+        Ok(self
+            .partition(&self.keys.reread_marks_pk())
+            .await?
+            .iter()
+            .filter(|item| get_s(item, "sk").is_some_and(|sk| sk.starts_with("INV#")))
+            .filter(|item| matches!(item.get("pending"), Some(AttributeValue::Bool(true))))
+            .filter_map(|item| {
+                let f = Fields::of(item);
+                Some((
+                    f.text("invoiceId").ok()?.to_owned(),
+                    f.text("subscriptionId").ok()?.to_owned(),
+                    matches!(item.get("paymentFailed"), Some(AttributeValue::Bool(true))),
+                    f.int("markedAt").ok()?,
+                ))
+            })
+            .collect())
+    }
+
     /// Clears a mark once its subscription was read again, unless it was marked anew since.
     pub async fn clear_reread_mark(
         &self,
         subscription_id: &str,
         marked_at: i64,
     ) -> Result<(), StoreError> {
+        self.clear_mark(self.keys.reread_mark(subscription_id), marked_at)
+            .await
+    }
+
+    /// Clears an invoice's mark once it was applied again, unless it was marked anew since.
+    pub async fn clear_invoice_reread_mark(
+        &self,
+        invoice_id: &str,
+        marked_at: i64,
+    ) -> Result<(), StoreError> {
+        self.clear_mark(self.keys.invoice_reread_mark(invoice_id), marked_at)
+            .await
+    }
+
+    async fn clear_mark(&self, key: Item, marked_at: i64) -> Result<(), StoreError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(self.keys.reread_mark(subscription_id)))
+            .set_key(Some(key))
             .update_expression("REMOVE pending")
             .condition_expression("markedAt = :seen")
             .expression_attribute_values(":seen", n(marked_at))

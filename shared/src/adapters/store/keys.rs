@@ -217,6 +217,11 @@ impl Keys {
         key(self.reread_marks_pk(), format!("SUB#{subscription_id}"))
     }
 
+    /// An invoice whose event failed, for the scheduled job to apply again.
+    pub fn invoice_reread_mark(&self, invoice_id: &str) -> Item {
+        key(self.reread_marks_pk(), format!("INV#{invoice_id}"))
+    }
+
     /// A stored subscription Stripe said it does not have, not read again for a day.
     pub fn missing_mark(&self, subscription_id: &str) -> Item {
         key(self.reread_marks_pk(), format!("MISSING#{subscription_id}"))
