@@ -219,3 +219,17 @@ pub async fn replay_parked(args: &[String]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// `register-projects`: puts in the registry every project saved before the registry existed,
+/// so that the scheduled jobs (reconciliation) reach them. Once after an upgrade; safe to run
+/// again.
+pub async fn register_projects() -> Result<(), String> {
+    let app = app().await?;
+    let registered = app
+        .store
+        .register_unlisted_projects()
+        .await
+        .map_err(|e| format!("registering projects failed: {}", error_chain(&e)))?;
+    println!("{registered} project(s) registered");
+    Ok(())
+}

@@ -134,3 +134,38 @@ async fn a_table_in_the_previous_layout_reads_as_the_default_project_and_keeps_w
     assert_eq!(app.balance("olivia").await, 0.0);
     app.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn projects_saved_before_the_registry_are_registered_once_for_the_scheduled_jobs() {
+    let app = spawn_app().await;
+    let store = &app.app.app.store;
+    let legacy = format!("legacy{}", &app.table.replace('-', "")[..12]);
+    // A project item as the version before the registry wrote it: no gsi2 keys.
+    store
+        .client()
+        .put_item()
+        .table_name(store.table())
+        .item("pk", s(&format!("PROJECT#{legacy}")))
+        .item("sk", s("META"))
+        .item("projectId", s(&legacy))
+        .item("ownerId", s("dev-old"))
+        .item("createdAt", n(1_700_000_000_000))
+        .item("gsi1pk", s("DEV#dev-old#PROJECTS"))
+        .item("gsi1sk", s(&legacy))
+        .send()
+        .await
+        .expect("an old project item");
+    let listed =
+        |ids: Vec<coffer::domain::scope::ProjectId>| ids.iter().any(|id| id.as_str() == legacy);
+    assert!(!listed(store.all_project_ids().await.expect("registry")));
+    assert_eq!(
+        store.register_unlisted_projects().await.expect("register"),
+        1
+    );
+    assert!(listed(store.all_project_ids().await.expect("registry")));
+    assert_eq!(
+        store.register_unlisted_projects().await.expect("again"),
+        0,
+        "once"
+    );
+}

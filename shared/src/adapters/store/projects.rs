@@ -54,6 +54,52 @@ impl Store {
             .collect())
     }
 
+    /// Puts in the registry every project saved before it existed (an upgrade, once; safe to
+    /// run again): one Scan for project items without a registry key, then one update each.
+    /// An operator's command, never a function's. The number registered.
+    pub async fn register_unlisted_projects(&self) -> Result<usize, StoreError> {
+        let unlisted: Vec<Item> = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression(
+                "begins_with(pk, :project) AND sk = :meta AND attribute_not_exists(gsi2pk)",
+            )
+            .expression_attribute_values(":project", s("PROJECT#"))
+            .expression_attribute_values(":meta", s("META"))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let mut registered = 0;
+        for item in &unlisted {
+            let Some(id) = Fields::of(item)
+                .text("projectId")
+                .ok()
+                .and_then(ProjectId::parse)
+            else {
+                continue;
+            };
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(project_pk(&id), "META")))
+                .update_expression("SET gsi2pk = :registry, gsi2sk = :id")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_values(":registry", s(PROJECT_REGISTRY))
+                .expression_attribute_values(":id", s(id.as_str()))
+                .send()
+                .await;
+            if super::written(result)? {
+                registered += 1;
+            }
+        }
+        Ok(registered)
+    }
+
     /// The projects a developer owns, oldest id first.
     pub async fn projects_of(&self, owner: &UserId) -> Result<Vec<Project>, StoreError> {
         let listed = self.index_partition(GSI1, &developer_pk(owner)).await?;
