@@ -365,6 +365,7 @@ impl App {
     /// The scope's Stripe secrets (cached).
     pub async fn secrets_for(&self, scope: &Scope) -> Result<Arc<StripeSecrets>, SecretsError> {
         let id = self.secret_id_for(scope)?;
+        crate::calls::note_secret_use(&self.config, &id);
         self.secrets_cache_for(scope).get(&id).await
     }
 

@@ -26,6 +26,21 @@ pub async fn as_function<F: Future>(function: &'static str, work: F) -> F::Outpu
 #[cfg(feature = "call-log")]
 pub use recorder::Recorder;
 
+/// Records that the running function used the secret `secret_id`, also when it was served from
+/// a cache that another function filled (every function shares one `App` in the tests; deployed,
+/// each reads it itself, with its own policy).
+#[cfg(feature = "call-log")]
+pub fn note_secret_use(config: &crate::config::Config, secret_id: &str) {
+    if let (Some(recorder), Ok(function)) = (Recorder::from_env(config), FUNCTION.try_with(|f| *f))
+    {
+        recorder.note_secret(function, secret_id);
+    }
+}
+
+#[cfg(not(feature = "call-log"))]
+#[inline(always)]
+pub fn note_secret_use(_config: &crate::config::Config, _secret_id: &str) {}
+
 #[cfg(feature = "call-log")]
 mod recorder {
     use std::io::Write;
@@ -167,6 +182,17 @@ mod recorder {
                     format!("unknown:{service}"),
                 )]
             }
+        }
+
+        /// A secret the function used, read now or earlier.
+        pub fn note_secret(&self, function: &str, secret_id: &str) {
+            self.append(
+                function,
+                &[(
+                    "secretsmanager:GetSecretValue".to_owned(),
+                    self.secret(secret_id),
+                )],
+            );
         }
 
         fn append(&self, function: &str, actions: &[(String, String)]) {
