@@ -4,7 +4,7 @@
 //! request to localstripe unchanged. Its objects have the fields Coffer reads, nothing more.
 //!
 //! - `POST /v1/checkout/sessions`, `GET /v1/checkout/sessions/{id}`
-//! - `POST /v1/billing_portal/sessions`
+//! - `POST /v1/billing_portal/sessions`, `POST /v1/billing_portal/configurations`
 //! - `POST /v1/ephemeral_keys` (requires `Stripe-Version`, as Stripe does)
 //! - `POST /_double/checkout/{id}/complete` `card=<number>`: pays the session through
 //!   localstripe as Checkout would (a PaymentIntent, or a subscription for the customer), and
@@ -151,6 +151,7 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
     let ours = behaviour_update
         || path.starts_with("/v1/checkout/sessions")
         || path == "/v1/billing_portal/sessions"
+        || path == "/v1/billing_portal/configurations"
         || path == "/v1/ephemeral_keys"
         || path == "/v1/billing/meter_events";
     if ours {
@@ -186,6 +187,17 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
                     "url": format!("{}/portal/{id}", double.own_url),
                 }),
             )
+        }
+        ("POST", "/v1/billing_portal/configurations") => {
+            let params = form(&body);
+            if !params.keys().any(|k| k.starts_with("features[")) {
+                stripe_error(400, "features is required")
+            } else {
+                reply(
+                    200,
+                    &json!({"id": new_id("bpc_"), "object": "billing_portal.configuration"}),
+                )
+            }
         }
         ("POST", "/v1/ephemeral_keys") => {
             let params = form(&body);

@@ -247,7 +247,20 @@ pub async fn customer_portal(app: &App, req: &Request) -> Result<Response<Body>,
         ));
     };
     let stripe = app.stripe_for(&scope).await?;
-    let session = stripe.create_portal_session(&customer, &return_url).await?;
+    let store = app.store_for(&scope);
+    let configuration = match store.portal_configuration().await? {
+        Some(id) => id,
+        None => {
+            let id = stripe
+                .create_portal_configuration(&format!("coffer-portal-config-v1-{scope}"))
+                .await?;
+            store.put_portal_configuration(&id).await?;
+            id
+        }
+    };
+    let session = stripe
+        .create_portal_session(&customer, &return_url, &configuration)
+        .await?;
     let url = session
         .url
         .ok_or_else(|| ApiError::Stripe("stripe returned a portal session without a url".into()))?;

@@ -1352,6 +1352,46 @@ async fn the_portal_needs_a_customer_and_an_allowed_return_url() {
         .as_str()
         .expect("url")
         .contains("/portal/"));
+    let again = post(
+        &app,
+        "/api/v1/payments/stripe/customer-portal",
+        "dora",
+        json!({"returnUrl": "https://app.example.com/account"}),
+    )
+    .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    // Both sessions use Coffer's portal configuration, made once, in which plans cannot be
+    // switched (a switch there would raise a plan before it is paid).
+    let recorded = reqwest::get(format!("{}/_double/requests", app.double_base))
+        .await
+        .expect("double")
+        .json::<Value>()
+        .await
+        .expect("json");
+    let recorded = recorded.as_array().expect("list");
+    let configurations: Vec<&Value> = recorded
+        .iter()
+        .filter(|r| r["path"] == "/v1/billing_portal/configurations")
+        .collect();
+    assert!(configurations.iter().all(|c| {
+        c["params"]["features[subscription_update][enabled]"] == "false"
+            && c["params"]["features[subscription_cancel][enabled]"] == "false"
+    }));
+    let sessions: Vec<&Value> = recorded
+        .iter()
+        .filter(|r| {
+            r["path"] == "/v1/billing_portal/sessions"
+                && r["params"]["return_url"] == "https://app.example.com/account"
+        })
+        .collect();
+    let used: std::collections::HashSet<&str> = sessions
+        .iter()
+        .filter_map(|r| r["params"]["configuration"].as_str())
+        .collect();
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert_eq!(configurations.len(), 1, "made once: {configurations:?}");
+    assert_eq!(used.len(), 1, "{used:?}");
+    assert!(used.iter().all(|id| id.starts_with("bpc_")), "{used:?}");
 }
 
 #[tokio::test]

@@ -106,6 +106,21 @@ impl Store {
             .transpose()
     }
 
+    /// The customer portal configuration Coffer made for this scope, once made.
+    pub async fn portal_configuration(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get(self.keys.portal_configuration())
+            .await?
+            .and_then(|item| get_s(&item, "configurationId").map(str::to_owned)))
+    }
+
+    pub async fn put_portal_configuration(&self, id: &str) -> Result<(), StoreError> {
+        let mut item = self.keys.portal_configuration();
+        item.insert("configurationId".into(), s(id));
+        item.insert("updatedAt".into(), n(now_ms()));
+        self.put_raw(item).await
+    }
+
     pub async fn put_settings(&self, settings: &ProjectSettings) -> Result<(), StoreError> {
         let mut item = self.keys.settings();
         item.insert("doc".into(), s(to_doc(settings)?));

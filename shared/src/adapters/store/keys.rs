@@ -125,6 +125,11 @@ impl Keys {
         key(format!("{}SETTINGS", self.prefix), "SETTINGS")
     }
 
+    /// The Stripe customer portal configuration Coffer made for the scope.
+    pub fn portal_configuration(&self) -> Item {
+        key(format!("{}SETTINGS", self.prefix), "PORTAL")
+    }
+
     /// An item of the account (a user or an organisation) that holds plans and subscriptions.
     pub fn account(&self, account: &UserId, what: &str) -> Item {
         key(format!("{}ACCT#{}", self.prefix, account.as_str()), what)

@@ -6,6 +6,12 @@
 use std::collections::HashMap;
 
 use stripe_billing::billing_meter_event::CreateBillingMeterEvent;
+use stripe_billing::billing_portal_configuration::{
+    CreateBillingPortalConfiguration, CreateBillingPortalConfigurationFeatures,
+    CreateBillingPortalConfigurationFeaturesSubscriptionCancel,
+    CreateBillingPortalConfigurationFeaturesSubscriptionUpdate, InvoiceListParam,
+    PaymentMethodUpdateParam,
+};
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::invoice::{RetrieveInvoice, VoidInvoiceInvoice};
 use stripe_billing::subscription::{
@@ -638,14 +644,40 @@ impl StripeApi {
     }
 
     /// A customer portal session that returns to `return_url`.
+    /// The customer portal's settings for Coffer's sessions: payment methods and invoices only.
+    /// Plan changes (and cancellations) go through Coffer's own routes, where they are billed
+    /// before they apply; the portal's own switching would raise a plan at once, unpaid.
+    pub async fn create_portal_configuration(
+        &self,
+        idempotency_key: &str,
+    ) -> Result<String, StripeFailure> {
+        let mut features = CreateBillingPortalConfigurationFeatures::new();
+        features.subscription_update =
+            Some(CreateBillingPortalConfigurationFeaturesSubscriptionUpdate::new(false));
+        features.subscription_cancel =
+            Some(CreateBillingPortalConfigurationFeaturesSubscriptionCancel::new(false));
+        features.payment_method_update = Some(PaymentMethodUpdateParam::new(true));
+        features.invoice_history = Some(InvoiceListParam::new(true));
+        CreateBillingPortalConfiguration::new(features)
+            .build()
+            .customize::<IdOnly>()
+            .request_strategy(RequestStrategy::Idempotent(key(idempotency_key)?))
+            .send(&self.client)
+            .await
+            .map(|made| made.id)
+            .map_err(map_error)
+    }
+
     pub async fn create_portal_session(
         &self,
         customer_id: &str,
         return_url: &str,
+        configuration: &str,
     ) -> Result<Session, StripeFailure> {
         CreateBillingPortalSession::new()
             .customer(customer_id)
             .return_url(return_url)
+            .configuration(configuration)
             .build()
             .customize::<Session>()
             .request_strategy(RequestStrategy::Retry(1))
