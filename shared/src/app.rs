@@ -363,6 +363,16 @@ impl App {
     }
 
     /// The scope's Stripe secrets (cached).
+    /// The mark on the Stripe objects this deployment makes for `scope` (`coffer_scope`).
+    pub fn scope_mark(&self, scope: &Scope) -> String {
+        scope.mark(self.config.deployment.as_deref())
+    }
+
+    /// Whether a Stripe object marked `made_in` is this deployment's, in `scope`.
+    pub fn owns(&self, scope: &Scope, made_in: Option<&str>, required: bool) -> bool {
+        scope.owns_in(self.config.deployment.as_deref(), made_in, required)
+    }
+
     pub async fn secrets_for(&self, scope: &Scope) -> Result<Arc<StripeSecrets>, SecretsError> {
         let id = self.secret_id_for(scope)?;
         crate::calls::note_secret_use(&self.config, &id);

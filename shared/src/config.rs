@@ -56,6 +56,10 @@ pub struct Config {
     /// index needs to show it).
     pub usage_lease: Duration,
     pub usage_lease_margin: Duration,
+    /// The deployment's name (`COFFER_DEPLOYMENT`, the stack's name deployed): part of the mark
+    /// on every Stripe object Coffer makes, so that two deployments sharing a Stripe account
+    /// never apply each other's objects. `None`: the mark names the scope only.
+    pub deployment: Option<String>,
 }
 
 pub const DEFAULT_ORGANISATION_CLAIM: &str = "organisations";
@@ -126,6 +130,7 @@ impl Config {
             usage_cache: DEFAULT_USAGE_CACHE,
             usage_lease: DEFAULT_USAGE_LEASE,
             usage_lease_margin: DEFAULT_USAGE_LEASE_MARGIN,
+            deployment: None,
         }
     }
 
@@ -213,6 +218,17 @@ impl Config {
             },
             organisation_claim: non_empty("ORGANISATION_CLAIM")
                 .unwrap_or_else(|| DEFAULT_ORGANISATION_CLAIM.to_owned()),
+            deployment: match non_empty("COFFER_DEPLOYMENT") {
+                None => None,
+                Some(name) => Some(
+                    Some(name.trim().to_owned())
+                        .filter(|n| crate::domain::scope::valid_deployment(n))
+                        .ok_or(ConfigError {
+                            name: "COFFER_DEPLOYMENT",
+                            problem: "must be 1 to 128 letters, digits or dashes",
+                        })?,
+                ),
+            },
             event_bus_name: non_empty("EVENT_BUS_NAME").map(|name| name.trim().to_owned()),
             meter_settle: match non_empty("METER_SETTLE_SECONDS") {
                 None => DEFAULT_METER_SETTLE,

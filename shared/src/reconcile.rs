@@ -123,7 +123,8 @@ async fn reconcile_scope(
             .filter(|i| i.created.unwrap_or(i64::MAX) >= since)
         {
             report.listed += 1;
-            if !scope.owns(
+            if !app.owns(
+                scope,
                 intent
                     .metadata
                     .as_ref()

@@ -159,6 +159,8 @@ pub struct SecretSetup {
     pub events: bool,
     /// Usage leases that end after 300 ms and are settled 500 ms later (to see them settle).
     pub short_usage_leases: bool,
+    /// The deployment's name (`COFFER_DEPLOYMENT`), which marks the Stripe objects it makes.
+    pub deployment: Option<&'static str>,
 }
 
 /// How long a usage block lasts with `short_usage_leases`, and the margin before it is settled:
@@ -262,6 +264,7 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
         Some(stripe_base.clone()),
     );
     config.allowed_callers = vec![BACKEND_ROLE.to_owned()];
+    config.deployment = secret_setup.deployment.map(str::to_owned);
     // Tests write their records before they report them: no settling time is needed.
     config.meter_settle = Duration::ZERO;
     if secret_setup.short_usage_leases {

@@ -155,11 +155,33 @@ impl Scope {
     /// sees every object: an object made for another scope is never applied here. With
     /// `required`, an object without the mark (not made by Coffer) does not belong either.
     pub fn owns(&self, made_in: Option<&str>, required: bool) -> bool {
+        self.owns_in(None, made_in, required)
+    }
+
+    /// The mark Coffer puts on the Stripe objects it makes for this scope in `deployment`:
+    /// `project/mode`, and `@deployment` when the deployment has a name.
+    pub fn mark(&self, deployment: Option<&str>) -> String {
+        match deployment {
+            Some(name) => format!("{self}@{name}"),
+            None => self.to_string(),
+        }
+    }
+
+    /// [`Scope::owns`] for a named deployment: an object marked for another deployment sharing
+    /// the Stripe account is not this one's. A mark without a deployment (made before marks
+    /// named one) is still read as this scope's, so that payments begun before an upgrade are
+    /// credited.
+    pub fn owns_in(&self, deployment: Option<&str>, made_in: Option<&str>, required: bool) -> bool {
         match made_in {
-            Some(text) => text == self.to_string(),
+            Some(text) => text == self.mark(deployment) || text == self.to_string(),
             None => !required,
         }
     }
+}
+
+/// A deployment's name as it may appear in a mark: 1 to 128 letters, digits or dashes.
+pub fn valid_deployment(name: &str) -> bool {
+    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 impl fmt::Display for Scope {
@@ -176,6 +198,18 @@ mod tests {
     fn an_object_belongs_to_the_scope_it_was_made_in_only() {
         let alpha = Scope::new(ProjectId::parse("alpha").unwrap(), Mode::Test);
         assert!(alpha.owns(Some("alpha/test"), true));
+        // Two deployments on one Stripe account: each owns its own marks only.
+        assert_eq!(alpha.mark(Some("stack-a")), "alpha/test@stack-a");
+        assert!(alpha.owns_in(Some("stack-a"), Some("alpha/test@stack-a"), true));
+        assert!(!alpha.owns_in(Some("stack-a"), Some("alpha/test@stack-b"), true));
+        assert!(!alpha.owns(Some("alpha/test@stack-b"), true));
+        assert!(
+            alpha.owns_in(Some("stack-a"), Some("alpha/test"), true),
+            "made before marks named one"
+        );
+        assert!(
+            valid_deployment("coffer-prod-1") && !valid_deployment("a b") && !valid_deployment("")
+        );
         assert!(!alpha.owns(Some("alpha/live"), false));
         assert!(!alpha.owns(Some("beta/test"), false));
         assert!(!alpha.owns(Some("alpha/test "), false));

@@ -155,7 +155,7 @@ async fn setup_intent(app: &App, req: &Request) -> Result<Response<Body>, ApiErr
     let metadata = HashMap::from([
         (META_ACCOUNT.to_owned(), account.as_str().to_owned()),
         (META_USER.to_owned(), account.as_str().to_owned()),
-        (META_SCOPE.to_owned(), scope.to_string()),
+        (META_SCOPE.to_owned(), app.scope_mark(&scope)),
     ]);
     // Each call is a new card form: a fresh key (a retried call makes a second, unused intent).
     let key = format!("coffer-seti-{}", uuid::Uuid::new_v4());
@@ -405,7 +405,7 @@ async fn subscribe(
         (META_ACCOUNT.to_owned(), account.as_str().to_owned()),
         (META_USER.to_owned(), account.as_str().to_owned()),
         (META_PLAN.to_owned(), plan.id.clone()),
-        (META_SCOPE.to_owned(), scope.to_string()),
+        (META_SCOPE.to_owned(), app.scope_mark(&scope)),
     ]);
     // The same create asked again (a client's retry after a timeout) sends the same key, so
     // Stripe answers with the subscription the first attempt made instead of making a second:

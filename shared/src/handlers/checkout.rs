@@ -114,7 +114,7 @@ pub async fn checkout_session(
     let mut metadata = HashMap::from([
         (META_ACCOUNT.to_owned(), account.as_str().to_owned()),
         (META_USER.to_owned(), account.as_str().to_owned()),
-        (META_SCOPE.to_owned(), scope.to_string()),
+        (META_SCOPE.to_owned(), app.scope_mark(&scope)),
     ]);
     let plans;
     let packages;

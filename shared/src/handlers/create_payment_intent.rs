@@ -203,7 +203,7 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
             NewIntent {
                 amount: package.amount,
                 currency: &package.currency,
-                metadata: metadata(&scope, &user, &package),
+                metadata: metadata(&app.scope_mark(&scope), &user, &package),
                 payment_method,
                 customer,
             },
@@ -294,9 +294,9 @@ fn confirm_key(intent_id: &str) -> String {
     format!("coffer-pi-confirm-{intent_id}")
 }
 
-fn metadata(scope: &Scope, user: &UserId, package: &CreditPackage) -> HashMap<String, String> {
+fn metadata(mark: &str, user: &UserId, package: &CreditPackage) -> HashMap<String, String> {
     let mut metadata = HashMap::from([
-        (META_SCOPE.to_string(), scope.to_string()),
+        (META_SCOPE.to_string(), mark.to_owned()),
         (META_USER.to_string(), user.as_str().to_string()),
         (META_PACKAGE.to_string(), package.id.clone()),
         (META_CREDITS.to_string(), package.credits.to_string()),

@@ -179,7 +179,11 @@ async fn credit(app: &App, scope: &Scope, event: &Event) -> Result<(), ApiError>
     let intent = event
         .intent()
         .ok_or_else(|| ApiError::bad_request("The event holds no PaymentIntent."))?;
-    if !scope.owns(intent.metadata.get(META_SCOPE).map(String::as_str), false) {
+    if !app.owns(
+        scope,
+        intent.metadata.get(META_SCOPE).map(String::as_str),
+        false,
+    ) {
         tracing::warn!(intent_id = %intent.id, "payment of another scope; nothing credited here");
         return Ok(());
     }

@@ -304,7 +304,7 @@ pub async fn checkout_completed(app: &App, scope: &Scope, event: &Event) -> Resu
         return Ok(());
     }
     let metadata = session.metadata.clone().unwrap_or_default();
-    if !scope.owns(metadata.get(META_SCOPE).map(String::as_str), true) {
+    if !app.owns(scope, metadata.get(META_SCOPE).map(String::as_str), true) {
         // Another project or mode on the same Stripe account: its own webhook credits it.
         tracing::warn!(
             session_id = id,
@@ -368,7 +368,8 @@ pub async fn checkout_completed(app: &App, scope: &Scope, event: &Event) -> Resu
 /// goes, so that the account can subscribe again at once.
 pub async fn checkout_expired(app: &App, scope: &Scope, event: &Event) -> Result<(), ApiError> {
     let metadata = event.data.object.get("metadata");
-    let made_here = scope.owns(
+    let made_here = app.owns(
+        scope,
         metadata
             .and_then(|m| m.get(META_SCOPE))
             .and_then(Value::as_str),

@@ -214,7 +214,7 @@ pub async fn sync_subscription(
         }
         Err(other) => return Err(other.into()),
     };
-    if !scope.owns(subscription.metadata_value(META_SCOPE), false) {
+    if !app.owns(scope, subscription.metadata_value(META_SCOPE), false) {
         // Made for another project or mode that shares this Stripe account: not this scope's.
         tracing::warn!(
             subscription_id,
@@ -352,7 +352,7 @@ async fn one_live_subscription(
     let duplicate = if keep_other { &incoming } else { &other };
     // Only a subscription Coffer made in this scope is ever canceled (not one made in the
     // Dashboard for the same customer): the two are left as they are, for an operator.
-    if !scope.owns(duplicate.metadata_value(META_SCOPE), true) {
+    if !app.owns(scope, duplicate.metadata_value(META_SCOPE), true) {
         tracing::error!(subscription_id = %duplicate.id, "two live subscriptions, one not made by Coffer in this scope; left for an operator");
         return Ok(Guarded::Store(incoming, fresh_started));
     }
@@ -383,7 +383,7 @@ async fn guard_by_stripe_list(
         .customer_subscriptions(&incoming.customer)
         .await?
         .into_iter()
-        .filter(|s| live(s) && scope.owns(s.metadata_value(META_SCOPE), true))
+        .filter(|s| live(s) && app.owns(scope, s.metadata_value(META_SCOPE), true))
         .collect();
     if !candidates.iter().any(|s| s.id == incoming.id) {
         // Not listed as live (it ended meanwhile, or a Dashboard one): stored as read.

@@ -2156,3 +2156,51 @@ async fn the_scheduled_job_applies_again_an_invoice_whose_event_failed() {
     }
     app.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn a_package_checkout_of_one_deployment_is_never_credited_in_another_on_the_same_stripe() {
+    // Two stacks on one Stripe account (one localstripe), both webhooks registered there.
+    let a = spawn_app_with(SecretSetup {
+        no_webhook: true,
+        deployment: Some("coffer-stack-a"),
+        ..SecretSetup::default()
+    })
+    .await;
+    let b = spawn_app_with(SecretSetup {
+        no_webhook: true,
+        deployment: Some("coffer-stack-b"),
+        ..SecretSetup::default()
+    })
+    .await;
+    let reply = post(
+        &a,
+        "/api/v1/payments/stripe/checkout-session",
+        "noel",
+        json!({"creditPackageId": "starter", "successUrl": "https://app.example.com/ok", "cancelUrl": "https://app.example.com/no"}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let session_id = reply.body["data"]["id"].as_str().expect("id").to_owned();
+    let session = complete_checkout(&a, &session_id).await;
+    assert_eq!(
+        session["metadata"]["coffer_scope"], "default/test@coffer-stack-a",
+        "{session}"
+    );
+    // The other stack gets the same event first, then the stack that made it.
+    let elsewhere = b
+        .deliver_event("checkout.session.completed", &session)
+        .await;
+    assert_eq!(elsewhere.status, 200, "{}", elsewhere.body);
+    assert_eq!(
+        b.balance("noel").await,
+        0.0,
+        "not the other stack's payment"
+    );
+    let here = a
+        .deliver_event("checkout.session.completed", &session)
+        .await;
+    assert_eq!(here.status, 200, "{}", here.body);
+    assert_eq!(a.balance("noel").await, 5.0);
+    a.assert_invariants().await;
+    b.assert_invariants().await;
+}
