@@ -169,3 +169,28 @@ async fn projects_saved_before_the_registry_are_registered_once_for_the_schedule
         "once"
     );
 }
+
+#[tokio::test]
+async fn a_tier_item_of_the_earlier_layout_holds_only_while_its_purchase_is_paid_for() {
+    let app = spawn_app().await;
+    let store = &app.app.app.store;
+    // The earlier layout: the tier and the one purchase it came from, unchecked. That purchase
+    // is not (or no longer) paid for.
+    store
+        .client()
+        .put_item()
+        .table_name(store.table())
+        .item("pk", s("ACCT#lena"))
+        .item("sk", s("TIER"))
+        .item("planId", s("pro"))
+        .item("intentId", s("pi_refunded_long_ago"))
+        .item("updatedAt", n(1_700_000_000_000))
+        .send()
+        .await
+        .expect("an old tier item");
+    let now = app
+        .get("/api/v1/payments/stripe/my-subscription", Some("lena"))
+        .await;
+    assert_eq!(now.status, 200, "{}", now.body);
+    assert_ne!(now.body["data"]["planId"], "pro", "{}", now.body);
+}

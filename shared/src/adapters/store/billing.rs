@@ -305,10 +305,23 @@ impl Store {
     /// The tier (a plan bought once) the account holds.
     pub async fn tier(&self, account: &UserId) -> Result<Option<String>, StoreError> {
         let item = self.get(self.keys.account(account, "TIER")).await?;
-        Ok(match &item {
-            Some(item) => Fields::of(item).opt_text("planId")?.map(str::to_owned),
-            None => None,
-        })
+        let Some(item) = &item else {
+            return Ok(None);
+        };
+        let f = Fields::of(item);
+        let plan = f.opt_text("planId")?.map(str::to_owned);
+        // An item written before tiers kept their purchases names one purchase, unchecked:
+        // its tier holds only while that purchase is still paid for.
+        if !item.contains_key("held") {
+            if let Some(intent) = f.opt_text("intentId")? {
+                let holds = self
+                    .payment(intent)
+                    .await?
+                    .is_some_and(|p| crate::domain::plans::purchase_holds_tier(&p));
+                return Ok(plan.filter(|_| holds));
+            }
+        }
+        Ok(plan)
     }
 
     /// Brings the account's tier up to date with one tier purchase as it stands now: the
@@ -348,6 +361,25 @@ impl Store {
                 None => None,
             };
             let mut held = held_purchases(item.as_ref())?;
+            // A purchase an item of the earlier layout named, unchecked: kept only while it
+            // still holds its tier.
+            let legacy: Vec<String> = held
+                .keys()
+                .filter(|intent| {
+                    **intent != payment.intent_id
+                        && item.as_ref().is_some_and(|i| !i.contains_key("held"))
+                })
+                .cloned()
+                .collect();
+            for intent in legacy {
+                let holds = self
+                    .payment(&intent)
+                    .await?
+                    .is_some_and(|p| purchase_holds_tier(&p));
+                if !holds {
+                    held.remove(&intent);
+                }
+            }
             if purchase_holds_tier(&payment) {
                 held.insert(payment.intent_id.clone(), tier.clone());
             } else {
