@@ -265,23 +265,7 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
 }
 
 async fn upstream_get(double: &Double, path: &str) -> Result<Value, String> {
-    let response = double
-        .http
-        .get(format!("{}{path}", double.upstream))
-        .bearer_auth("sk_test_coffer_double")
-        .send()
-        .await
-        .map_err(|e| format!("localstripe: {e}"))?;
-    let ok = response.status().is_success();
-    let body: Value = response
-        .json()
-        .await
-        .map_err(|e| format!("localstripe: {e}"))?;
-    if ok {
-        Ok(body)
-    } else {
-        Err(format!("localstripe refused {path}: {body}"))
-    }
+    upstream(double.http.get(format!("{}{path}", double.upstream)), path).await
 }
 
 /// A subscription update with proration and payment behaviours, as Stripe makes it.
@@ -408,9 +392,12 @@ async fn change_price(
     Ok(())
 }
 
+/// A form as sent upstream.
+type Form = Vec<(String, String)>;
+
 /// Makes the price changes whose invoice is paid by now (of one subscription, or all).
 async fn settle_pending_updates(double: &Double, subscription: Option<&str>) -> Result<(), String> {
-    let waiting: Vec<(String, String, Vec<(String, String)>)> = double
+    let waiting: Vec<(String, String, Form)> = double
         .state
         .lock()
         .map(|s| {
@@ -553,11 +540,17 @@ async fn upstream_post(
     path: &str,
     pairs: &[(String, String)],
 ) -> Result<Value, String> {
-    let response = double
+    let request = double
         .http
         .post(format!("{}{path}", double.upstream))
+        .form(pairs);
+    upstream(request, path).await
+}
+
+/// Sends a request to localstripe with the double's key; its JSON when it succeeded.
+async fn upstream(request: reqwest::RequestBuilder, path: &str) -> Result<Value, String> {
+    let response = request
         .bearer_auth("sk_test_coffer_double")
-        .form(pairs)
         .send()
         .await
         .map_err(|e| format!("localstripe: {e}"))?;

@@ -405,7 +405,7 @@ async fn subscribe(
         (META_ACCOUNT.to_owned(), account.as_str().to_owned()),
         (META_USER.to_owned(), account.as_str().to_owned()),
         (META_PLAN.to_owned(), plan.id.clone()),
-        (META_SCOPE.to_owned(), app.scope_mark(&scope)),
+        (META_SCOPE.to_owned(), app.scope_mark(scope)),
     ]);
     // The same create asked again (a client's retry after a timeout) sends the same key, so
     // Stripe answers with the subscription the first attempt made instead of making a second:

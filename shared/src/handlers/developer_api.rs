@@ -71,7 +71,7 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         for scope in &scopes {
             lines.extend(subscription_lines(app, scope).await?);
         }
-        lines.sort_by(|a, b| b.observed_at.cmp(&a.observed_at));
+        lines.sort_by_key(|line| std::cmp::Reverse(line.observed_at));
         lines.truncate(SUBSCRIPTIONS_SHOWN);
         return Ok(ok_page(lines, None));
     }

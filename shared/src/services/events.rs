@@ -216,7 +216,7 @@ pub async fn publish_stream_event(app: &App, event: &Value) -> StreamBatch {
     for (index, record) in records.iter().enumerate() {
         match events_of_record(app, record, &mut thresholds).await {
             Ok(made) => {
-                origins.extend(std::iter::repeat(index).take(made.len()));
+                origins.extend(std::iter::repeat_n(index, made.len()));
                 events.extend(made);
             }
             Err(err) => {

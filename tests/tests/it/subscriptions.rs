@@ -983,34 +983,12 @@ async fn an_invoice_grants_the_credits_of_the_plan_it_billed_even_after_an_upgra
         ..SecretSetup::default()
     })
     .await;
-    customer_with_card(&app, "ivan", SUBSCRIPTION_CARD).await;
-    let reply = post(
-        &app,
-        "/api/stripe/create-subscription",
-        "ivan",
-        json!({"planId": "starter"}),
-    )
-    .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    let secret = reply.body["data"]["clientSecret"]
+    let (_, invoice) = paid_starter_invoice(&app, "ivan").await;
+    let subscription = invoice["subscription"]
         .as_str()
-        .expect("secret")
+        .expect("subscription")
         .to_owned();
-    let subscription = reply.body["data"]["subscriptionId"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let intent = secret.split("_secret_").next().expect("intent").to_owned();
-    let auth = app
-        .stripe_post(
-            &format!("/v1/payment_intents/{intent}/_authenticate"),
-            &[("success", "true"), ("client_secret", secret.as_str())],
-        )
-        .await;
-    assert_eq!(auth.status, 200, "{}", auth.body);
     let sub = stripe_get(&app, &format!("/v1/subscriptions/{subscription}")).await;
-    let invoice_id = sub["latest_invoice"].as_str().expect("invoice").to_owned();
-    let invoice = stripe_get(&app, &format!("/v1/invoices/{invoice_id}")).await;
     // The subscription becomes active in Coffer, then moves up to pro-monthly (20.00 included)
     // before the starter invoice's (5.00 included) paid event arrives.
     let updated = app
