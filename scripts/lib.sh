@@ -185,8 +185,10 @@ stop_all() {
 start_servers() {
   local ddb=$1 moto=$2 stripe=$3 jar
   jar="$(dynamodb_jar)"
-  start dynamodb-local "$ddb" java -Djava.library.path="$(dirname "$jar")/DynamoDBLocal_lib" \
-    -jar "$jar" -inMemory -sharedDb -port "$ddb"
+  # Run from the state directory (DynamoDB Local writes its metadata file where it runs), with
+  # its telemetry off.
+  start dynamodb-local "$ddb" env -C "$STATE_DIR" java -Djava.library.path="$(dirname "$jar")/DynamoDBLocal_lib" \
+    -jar "$jar" -inMemory -sharedDb -disableTelemetry -port "$ddb"
   start moto "$moto" "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto"
   if [ -n "$stripe" ]; then
     start localstripe "$stripe" "$VENV/bin/localstripe" --port "$stripe" --from-scratch
