@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark (not part of the tests' pass/fail). Installs what it needs (project-local: Java if
 # missing, the .venv tools including cfn-lint and sam, DynamoDB Local, the Node.js peers' npm
-# packages), builds release binaries for this machine (to run: every function, and the bench with
+# packages), builds release binaries for the local architecture (to run: every function, and the bench with
 # its floor, a bare lambda_http function), runs the deployment checks of scripts/check-deploy.sh
 # (cfn-lint, sam validate --lint, and the arm64 `cargo lambda build` whose bootstraps are what is
 # deployed, for their size), starts DynamoDB Local, moto and localstripe on their own ports, and
@@ -26,7 +26,7 @@ say "npm install (bench/node-peer: stripe, @aws-sdk/client-dynamodb, @aws-sdk/cl
 functions=$(ls functions)
 packages=(-p coffer-bench)
 for name in $functions; do packages+=(-p "$name"); done
-say "cargo build --release (this machine's architecture, to run; fat LTO, opt-level z)"
+say "cargo build --release (the local architecture, to run; fat LTO, opt-level z)"
 cargo build --release --locked "${packages[@]}"
 say "deployment checks: cfn-lint, sam validate --lint, cargo lambda build --release --arm64 (what is deployed, for its size)"
 "$ROOT/scripts/check-deploy.sh" >/dev/null

@@ -24,7 +24,7 @@ if [ -z "${AWS_ENDPOINT_URL_DYNAMODB:-}" ]; then
   ensure_tools "$SCHEMATHESIS"
   start_servers "${TEST_DYNAMODB_PORT:-18000}" "${TEST_MOTO_PORT:-15000}" "${TEST_STRIPE_PORT:-18420}"
   export STRIPE_API_BASE="http://127.0.0.1:${TEST_STRIPE_PORT:-18420}"
-  cargo build -q --locked -p coffer-dev
+  cargo build -q --locked --workspace
 else
   # In scripts/test.sh, which has built the workspace (building coffer-dev alone would resolve
   # other features and build it again).

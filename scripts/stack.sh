@@ -36,7 +36,9 @@ export PROJECT_SECRET_PREFIX="${PROJECT_SECRET_PREFIX:-coffer/local/projects}"
 # Billing events go to this bus in moto; a rule copies them to the queue <bus>-events.
 export EVENT_BUS_NAME="${EVENT_BUS_NAME:-coffer-local-billing}"
 say "building and starting the API (first build takes a few minutes)"
-cargo build -q -p coffer-dev
+# The whole workspace, as scripts/test.sh builds it: one resolution of features, so that neither
+# rebuilds the AWS SDK crates after the other (building coffer-dev alone resolves other features).
+cargo build -q --workspace --locked
 say "DynamoDB Local: $AWS_ENDPOINT_URL_DYNAMODB   Secrets Manager (moto): $AWS_ENDPOINT_URL_SECRETS_MANAGER   Stripe: ${STRIPE_API_BASE:-api.stripe.com}"
 "$ROOT/target/debug/coffer-dev" up &
 PIDS+=($!)

@@ -48,7 +48,7 @@ const ARM64_PRICE_PER_GB_SECOND: f64 = 0.000_013_333_4;
 const PRICE_PER_MILLION_REQUESTS: f64 = 0.20;
 const MEMORY_MB: f64 = 128.0;
 
-// Targets (issue 14).
+// Targets.
 const TARGET_INIT: Duration = Duration::from_millis(6);
 const TARGET_INIT_VS_NODE: f64 = 75.0;
 const TARGET_BINARY: u64 = 6_000_000;
@@ -876,7 +876,7 @@ fn print_floor(rows: &[Row]) {
     let floor_init = percentile(&floor.init, 0.5);
     let floor_cpu = percentile(&floor.cpu, 0.5);
     println!(
-        "\nAbove the floor (what each function's dependencies cost: this machine's build, init p50 and RSS over the bare lambda_http function; ms, MB):\n{:<26} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10}",
+        "\nAbove the floor (what each function's dependencies cost: the local build, init p50 and RSS over the bare lambda_http function; ms, MB):\n{:<26} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10}",
         "function", "bin +MB", "zip +MB", "init +ms", "RSS +MB", "CPU +ms", "init $/M cs"
     );
     for r in rows.iter().filter(|r| r.kind != Some(Kind::Floor)) {
@@ -972,7 +972,7 @@ fn print_throughput(results: &[Throughput], cpu_index: usize) {
             t.failures,
         );
     }
-    println!("(invoc./s: measured through the local Runtime API and DynamoDB Local, which share this machine; kernel: the share of the CPU time spent in the kernel (system time; on loopback much of the TCP stack's work for both ends of each call is charged to the sender); CPU-bound inv/s: 1 s / the warm series' CPU time p50, what one core would do if nothing else waited)");
+    println!("(invoc./s: measured through the local Runtime API and DynamoDB Local, which share the machine; kernel: the share of the CPU time spent in the kernel (system time; on loopback much of the TCP stack's work for both ends of each call is charged to the sender); CPU-bound inv/s: 1 s / the warm series' CPU time p50, what one core would do if nothing else waited)");
 }
 
 fn print_tls(rows: &[(String, TlsRun, TlsRun)], failed_setup: Option<&str>) {
@@ -1073,7 +1073,7 @@ fn print_targets(rows: &[Row]) -> usize {
         // Size targets are for what is deployed: the arm64 bootstrap when built, else this one.
         let (size, zipped, arch) = r
             .arm64
-            .map_or((r.size, r.zipped, "this machine's"), |(s, z)| {
+            .map_or((r.size, r.zipped, "the local build's"), |(s, z)| {
                 (s, z, "arm64")
             });
         check(

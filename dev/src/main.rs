@@ -16,6 +16,7 @@
 //!   stack's failure queue unless a URL (the stack's `…FailuresQueueUrl` output) is given.
 //! - `coffer-dev register-projects`: after upgrading a deployment whose projects were saved
 //!   before the project registry existed, puts them in it (so the scheduled jobs reach them).
+//! - `coffer-dev webhook-events`: the Stripe event types to send to a webhook endpoint.
 //! - `coffer-dev plans link <plan> <price-id> [--project <id>] [--live]`: link a plan to a
 //!   Stripe price; `plans get <plan> …`: show a plan with its price; `plans list …`.
 //!
@@ -44,7 +45,7 @@ pub const DEFAULT_JWT_SECRET: &str = "coffer-local-jwt-secret";
 pub const LOCAL_BACKEND_ROLE: &str = "arn:aws:iam::000000000000:role/app-backend";
 
 const USAGE: &str = "usage: coffer-dev up | token [--service|--developer] <name> [ttl-seconds] | \
-sign <event.json> [secret] | grant <user-id> <amount> <reason> <key> | reconcile [hours] | check | attention | events | replay-parked <stats|billing-events> [queue-url] | register-projects | plans link <plan> <price-id> | plans get <plan> | plans list | openapi";
+sign <event.json> [secret] | grant <user-id> <amount> <reason> <key> | reconcile [hours] | check | attention | events | replay-parked <stats|billing-events> [queue-url] | register-projects | webhook-events | plans link <plan> <price-id> | plans get <plan> | plans list | openapi";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -61,6 +62,10 @@ async fn main() -> ExitCode {
         Some("events") => events().await,
         Some("replay-parked") => ops::replay_parked(&args[1..]).await,
         Some("register-projects") => ops::register_projects().await,
+        Some("webhook-events") => {
+            println!("{}", coffer::webhook::handled_event_types().join("\n"));
+            Ok(())
+        }
         // The OpenAPI document, as committed in openapi.json.
         Some("openapi") => coffer::openapi::document_json().map(|text| print!("{text}")),
         // The routes the local router serves, as [method, path, function] (scripts/check-iam.py

@@ -1,5 +1,5 @@
 //! A small Lambda Runtime API (the `2018-06-01` interface that `bootstrap` binaries poll), so that
-//! the real function binaries can be invoked with sample events on this machine: by the tests
+//! the real function binaries can be invoked with sample events locally: by the tests
 //! (`events/`) and by the benchmark (init time is process start → first `/next`).
 
 use std::collections::HashMap;

@@ -334,3 +334,110 @@ mod tests {
         assert!(Event::parse(b"not json").is_none());
     }
 }
+
+/// What Coffer does with one Stripe event type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inbound {
+    /// `payment_intent.succeeded`: credit the purchase exactly once.
+    PaymentSucceeded,
+    /// A payment failed or was canceled: mark it, never move credits.
+    PaymentFailed,
+    PaymentCanceled,
+    /// `customer.subscription.*`: read the subscription again and store it when newer.
+    SubscriptionChanged,
+    /// An invoice paid, or its payment failed: read it again; included credits once.
+    InvoicePaid,
+    InvoicePaymentFailed,
+    /// A Checkout session completed (paid now or later), or expired.
+    CheckoutCompleted,
+    CheckoutExpired,
+    /// A card saved for later payments.
+    SetupSucceeded,
+    /// Refunds and disputes of a charge: the ledger's refunded and disputed shares.
+    Refunded,
+    RefundUpdated,
+    DisputeCreated,
+    DisputeFundsWithdrawn,
+    DisputeFundsReinstated,
+}
+
+/// The one table of the Stripe events Coffer handles: each type and what it means. The webhook
+/// dispatches on it, and the list of events a developer is told to send to a project's
+/// endpoint is its first column, so the two never differ.
+pub const INBOUND: &[(&str, Inbound)] = &[
+    ("payment_intent.succeeded", Inbound::PaymentSucceeded),
+    ("payment_intent.payment_failed", Inbound::PaymentFailed),
+    ("payment_intent.canceled", Inbound::PaymentCanceled),
+    ("charge.refunded", Inbound::Refunded),
+    ("charge.refund.updated", Inbound::RefundUpdated),
+    ("charge.dispute.created", Inbound::DisputeCreated),
+    (
+        "charge.dispute.funds_withdrawn",
+        Inbound::DisputeFundsWithdrawn,
+    ),
+    (
+        "charge.dispute.funds_reinstated",
+        Inbound::DisputeFundsReinstated,
+    ),
+    ("checkout.session.completed", Inbound::CheckoutCompleted),
+    (
+        "checkout.session.async_payment_succeeded",
+        Inbound::CheckoutCompleted,
+    ),
+    ("checkout.session.expired", Inbound::CheckoutExpired),
+    (
+        "customer.subscription.created",
+        Inbound::SubscriptionChanged,
+    ),
+    (
+        "customer.subscription.updated",
+        Inbound::SubscriptionChanged,
+    ),
+    (
+        "customer.subscription.deleted",
+        Inbound::SubscriptionChanged,
+    ),
+    ("customer.subscription.paused", Inbound::SubscriptionChanged),
+    (
+        "customer.subscription.resumed",
+        Inbound::SubscriptionChanged,
+    ),
+    ("invoice.paid", Inbound::InvoicePaid),
+    ("invoice.payment_succeeded", Inbound::InvoicePaid),
+    ("invoice.payment_failed", Inbound::InvoicePaymentFailed),
+    ("setup_intent.succeeded", Inbound::SetupSucceeded),
+];
+
+/// What an event type means to Coffer; `None`: not handled (acknowledged).
+pub fn inbound(kind: &str) -> Option<Inbound> {
+    INBOUND
+        .iter()
+        .find(|(name, _)| *name == kind)
+        .map(|(_, meaning)| *meaning)
+}
+
+/// The event types a project's webhook endpoint should receive: every one Coffer handles.
+pub fn handled_event_types() -> Vec<&'static str> {
+    INBOUND.iter().map(|(name, _)| *name).collect()
+}
+
+#[cfg(test)]
+mod inbound_tests {
+    use super::*;
+
+    #[test]
+    fn every_handled_type_is_listed_once_and_unknown_ones_are_not_handled() {
+        let types = handled_event_types();
+        let distinct: std::collections::HashSet<_> = types.iter().collect();
+        assert_eq!(distinct.len(), types.len());
+        assert_eq!(
+            inbound("invoice.payment_succeeded"),
+            Some(Inbound::InvoicePaid)
+        );
+        assert_eq!(
+            inbound("checkout.session.expired"),
+            Some(Inbound::CheckoutExpired)
+        );
+        assert_eq!(inbound("customer.created"), None);
+    }
+}

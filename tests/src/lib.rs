@@ -151,7 +151,7 @@ pub struct SecretSetup {
     /// Store an empty webhook secret.
     pub empty_webhook_secret: bool,
     /// Talk to Stripe's real test mode with this `sk_test_` key (the opt-in suite): no
-    /// localstripe, no test double, no webhook registration (Stripe cannot reach this machine;
+    /// localstripe, no test double, no webhook registration (Stripe cannot reach a local machine;
     /// tests deliver events built from Stripe's real objects, signed locally).
     pub real_stripe_key: Option<String>,
     /// Publish billing events to a bus of the test's own in moto, with a rule that fills a

@@ -7,7 +7,7 @@
 //! `HOT_RATE` (events/s offered, default 5000), `HOT_SECONDS` (default 10), `HOT_INFLIGHT`
 //! (concurrent requests, default 64: more only queues in DynamoDB Local and times out),
 //! `HOT_EXACT_LIMIT` (default 2000; 25% more are sent). It first measures DynamoDB Local's own
-//! ceiling (conditional puts of distinct items), which bounds any design on this machine.
+//! ceiling (conditional puts of distinct items), which bounds any design on the machine it runs on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -335,7 +335,7 @@ async fn main() {
     print_kinds(&counts);
     // Measured after the load, with the emulator's JIT warm.
     let ceiling = put_ceiling(&app, 20_000, inflight).await;
-    println!("  DynamoDB Local's own ceiling here: {ceiling:.0} conditional puts/s of distinct items ({inflight} in flight): the bound on this machine for any design that writes a record per event");
+    println!("  DynamoDB Local's own ceiling here: {ceiling:.0} conditional puts/s of distinct items ({inflight} in flight): the bound here for any design that writes a record per event");
 
     // 2. Exactness: a quarter more events than the limit, all at once.
     let limit = i64::try_from(env_num("HOT_EXACT_LIMIT", 2_000)).unwrap_or(2_000);

@@ -24,7 +24,7 @@ pub use create_payment_intent::create_payment_intent;
 pub use credit_packages::credit_packages;
 pub use developer_api::developer_api;
 pub use payment_history::payment_history;
-pub use project_config::{project_config, WEBHOOK_EVENTS};
+pub use project_config::project_config;
 pub use stripe_webhook::stripe_webhook;
 pub use usage::usage;
 

@@ -23,26 +23,6 @@ use crate::domain::scope::{Mode, Scope};
 use crate::http::{body_bytes, json_body, ok, respond, ApiError, MAX_JSON_BODY};
 use crate::{scoping, App};
 
-/// The events a project's webhook endpoint should receive.
-pub const WEBHOOK_EVENTS: &[&str] = &[
-    "payment_intent.succeeded",
-    "payment_intent.payment_failed",
-    "payment_intent.canceled",
-    "charge.refunded",
-    "charge.refund.updated",
-    "charge.dispute.created",
-    "charge.dispute.funds_withdrawn",
-    "charge.dispute.funds_reinstated",
-    "checkout.session.completed",
-    "customer.subscription.created",
-    "customer.subscription.updated",
-    "customer.subscription.deleted",
-    "invoice.paid",
-    "invoice.payment_succeeded",
-    "invoice.payment_failed",
-    "setup_intent.succeeded",
-];
-
 #[derive(Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
@@ -325,7 +305,7 @@ fn webhook_urls(req: &Request, project: &crate::domain::scope::ProjectId) -> Web
     WebhookUrls {
         test: url(Mode::Test),
         live: url(Mode::Live),
-        events: WEBHOOK_EVENTS.to_vec(),
+        events: crate::webhook::handled_event_types(),
     }
 }
 

@@ -18,7 +18,7 @@ use crate::domain::ledger::{DisputeStep, PaidIntent};
 use crate::domain::records::PaymentStatus;
 use crate::domain::scope::Scope;
 use crate::http::{ack, body_bytes, respond, ApiError, MAX_WEBHOOK_BODY};
-use crate::webhook::{self, Event, SignatureError};
+use crate::webhook::{self, Event, Inbound, SignatureError};
 use crate::{scoping, telemetry, App};
 
 #[tracing::instrument(name = "stripe_webhook", skip_all)]
@@ -72,38 +72,31 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
 
 /// Applies one verified event.
 async fn apply(app: &App, scope: &Scope, store: &Store, event: &Event) -> Result<(), ApiError> {
-    match event.kind.as_str() {
-        "payment_intent.succeeded" => credit(app, scope, event).await?,
-        "customer.subscription.created"
-        | "customer.subscription.updated"
-        | "customer.subscription.deleted"
-        | "customer.subscription.paused"
-        | "customer.subscription.resumed" => {
-            billing::subscription_changed(app, scope, event).await?
-        }
-        "invoice.paid" | "invoice.payment_succeeded" => {
-            billing::invoice_event(app, scope, event, false).await?
-        }
-        "invoice.payment_failed" => billing::invoice_event(app, scope, event, true).await?,
-        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
-            billing::checkout_completed(app, scope, event).await?
-        }
-        "checkout.session.expired" => billing::checkout_expired(app, scope, event).await?,
-        "setup_intent.succeeded" => billing::setup_succeeded(app, scope, event).await?,
-        "payment_intent.payment_failed" => mark(store, event, PaymentStatus::Failed).await?,
-        "payment_intent.canceled" => mark(store, event, PaymentStatus::Canceled).await?,
-        "charge.refunded" => lifecycle::refunded(app, scope, event).await?,
-        "charge.refund.updated" => lifecycle::refund_updated(app, scope, event).await?,
-        "charge.dispute.created" => {
+    let Some(meaning) = webhook::inbound(&event.kind) else {
+        tracing::info!(event_type = %event.kind, "event type not handled; acknowledged");
+        return Ok(());
+    };
+    match meaning {
+        Inbound::PaymentSucceeded => credit(app, scope, event).await?,
+        Inbound::SubscriptionChanged => billing::subscription_changed(app, scope, event).await?,
+        Inbound::InvoicePaid => billing::invoice_event(app, scope, event, false).await?,
+        Inbound::InvoicePaymentFailed => billing::invoice_event(app, scope, event, true).await?,
+        Inbound::CheckoutCompleted => billing::checkout_completed(app, scope, event).await?,
+        Inbound::CheckoutExpired => billing::checkout_expired(app, scope, event).await?,
+        Inbound::SetupSucceeded => billing::setup_succeeded(app, scope, event).await?,
+        Inbound::PaymentFailed => mark(store, event, PaymentStatus::Failed).await?,
+        Inbound::PaymentCanceled => mark(store, event, PaymentStatus::Canceled).await?,
+        Inbound::Refunded => lifecycle::refunded(app, scope, event).await?,
+        Inbound::RefundUpdated => lifecycle::refund_updated(app, scope, event).await?,
+        Inbound::DisputeCreated => {
             lifecycle::dispute(app, scope, event, DisputeStep::Created).await?
         }
-        "charge.dispute.funds_withdrawn" => {
+        Inbound::DisputeFundsWithdrawn => {
             lifecycle::dispute(app, scope, event, DisputeStep::FundsWithdrawn).await?
         }
-        "charge.dispute.funds_reinstated" => {
+        Inbound::DisputeFundsReinstated => {
             lifecycle::dispute(app, scope, event, DisputeStep::FundsReinstated).await?
         }
-        _ => tracing::info!(event_type = %event.kind, "event type not handled; acknowledged"),
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The opt-in suite: the same plan and subscription flows against Stripe's real test mode, for
 //! what localstripe and the test double cannot show (Prices, Checkout, the portal, ephemeral
 //! keys, current API versions). Ignored unless asked for: `STRIPE_TEST_SECRET_KEY=sk_test_…
-//! scripts/test-stripe.sh`. Stripe cannot reach this machine, so the tests deliver events built
+//! scripts/test-stripe.sh`. Stripe cannot reach a local machine, so the tests deliver events built
 //! from Stripe's real objects, signed with the local secret, as with localstripe.
 
 use coffer::domain::plans::{apply_plan_update, PlanUpdate};
