@@ -1033,17 +1033,7 @@ async fn the_scheduled_job_reads_again_a_subscription_whose_end_was_missed() {
     })
     .await;
     let subscription = subscribe_active(&app, "ruth", "starter").await;
-    let canceled = app
-        .http
-        .delete(format!(
-            "{}/v1/subscriptions/{subscription}",
-            app.stripe_base
-        ))
-        .bearer_auth(STRIPE_KEY)
-        .send()
-        .await
-        .expect("cancel at localstripe");
-    assert!(canceled.status().is_success());
+    cancel_at_stripe(&app, &subscription).await;
     // The stored period has just ended (its renewal or end was never read).
     let store = app.app.app.store_for(&app.app.app.default_scope());
     let account = coffer::domain::records::UserId::parse("ruth").expect("account");
@@ -1856,17 +1846,7 @@ async fn the_scheduled_job_reads_again_a_subscription_whose_event_failed_and_res
     })
     .await;
     let subscription = subscribe_active(&app, "rita", "starter").await;
-    let canceled = app
-        .http
-        .delete(format!(
-            "{}/v1/subscriptions/{subscription}",
-            app.stripe_base
-        ))
-        .bearer_auth(STRIPE_KEY)
-        .send()
-        .await
-        .expect("cancel at localstripe");
-    assert!(canceled.status().is_success());
+    cancel_at_stripe(&app, &subscription).await;
     let sub = stripe_get(&app, &format!("/v1/subscriptions/{subscription}")).await;
     let proxies = app.proxies.as_ref().expect("proxied");
     proxies.stripe.set(integration_tests::proxy::Mode::Refuse);
@@ -2181,4 +2161,19 @@ async fn a_package_checkout_of_one_deployment_is_never_credited_in_another_on_th
     assert_eq!(a.balance("noel").await, 5.0);
     a.assert_invariants().await;
     b.assert_invariants().await;
+}
+
+/// Cancels a subscription at localstripe directly, as the Dashboard would (no event sent).
+async fn cancel_at_stripe(app: &TestApp, subscription: &str) {
+    let canceled = app
+        .http
+        .delete(format!(
+            "{}/v1/subscriptions/{subscription}",
+            app.stripe_base
+        ))
+        .bearer_auth(STRIPE_KEY)
+        .send()
+        .await
+        .expect("cancel at localstripe");
+    assert!(canceled.status().is_success());
 }
