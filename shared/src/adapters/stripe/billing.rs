@@ -32,7 +32,7 @@ use stripe_core::refund::CreateRefund;
 use stripe_core::setup_intent::RetrieveSetupIntent;
 use stripe_types::Currency as StripeCurrency;
 
-use super::{map_error, StripeApi, StripeFailure};
+use super::{map_error, Call, Resend, StripeApi, StripeFailure};
 use crate::domain::money::Currency;
 
 /// Metadata keys on customers, subscriptions and Checkout sessions.
@@ -329,11 +329,8 @@ impl StripeApi {
         }
         request
             .build()
-            .customize::<Customer>()
-            .request_strategy(RequestStrategy::Idempotent(key(idempotency_key)?))
-            .send(&self.client)
+            .call::<Customer>(self, Resend::Keyed(idempotency_key))
             .await
-            .map_err(map_error)
     }
 
     /// Creates an incomplete subscription to one price for the customer.
@@ -351,21 +348,15 @@ impl StripeApi {
             .items(vec![item])
             .metadata(metadata)
             .build()
-            .customize::<Subscription>()
-            .request_strategy(RequestStrategy::Idempotent(key(idempotency_key)?))
-            .send(&self.client)
+            .call::<Subscription>(self, Resend::Keyed(idempotency_key))
             .await
-            .map_err(map_error)
     }
 
     pub async fn retrieve_subscription(&self, id: &str) -> Result<Subscription, StripeFailure> {
         RetrieveSubscription::new(id)
             .build()
-            .customize::<Subscription>()
-            .request_strategy(RequestStrategy::Retry(2))
-            .send(&self.client)
+            .call::<Subscription>(self, Resend::Retries(2))
             .await
-            .map_err(map_error)
     }
 
     /// The customer's subscriptions that have not ended (Stripe's default list leaves out the
@@ -378,35 +369,26 @@ impl StripeApi {
             .customer(customer)
             .limit(20)
             .build()
-            .customize::<SubscriptionPage>()
-            .request_strategy(RequestStrategy::Retry(2))
-            .send(&self.client)
+            .call::<SubscriptionPage>(self, Resend::Retries(2))
             .await
             .map(|page| page.data)
-            .map_err(map_error)
     }
 
     /// Voids an open invoice, so that it is never collected.
     pub async fn void_invoice(&self, id: &str) -> Result<(), StripeFailure> {
         VoidInvoiceInvoice::new(id)
             .build()
-            .customize::<IdOnly>()
-            .request_strategy(RequestStrategy::Retry(2))
-            .send(&self.client)
+            .call::<IdOnly>(self, Resend::Retries(2))
             .await
             .map(|_| ())
-            .map_err(map_error)
     }
 
     /// Cancels at once (Stripe sends `customer.subscription.deleted`).
     pub async fn cancel_subscription_now(&self, id: &str) -> Result<Subscription, StripeFailure> {
         CancelSubscription::new(id)
             .build()
-            .customize::<Subscription>()
-            .request_strategy(RequestStrategy::Retry(2))
-            .send(&self.client)
+            .call::<Subscription>(self, Resend::Retries(2))
             .await
-            .map_err(map_error)
     }
 
     /// Sets or clears the cancel at the end of the period.
@@ -418,11 +400,8 @@ impl StripeApi {
         UpdateSubscription::new(id)
             .cancel_at_period_end(cancel)
             .build()
-            .customize::<Subscription>()
-            .request_strategy(RequestStrategy::Retry(2))
-            .send(&self.client)
+            .call::<Subscription>(self, Resend::Retries(2))
             .await
-            .map_err(map_error)
     }
 
     /// Moves the subscription's item to another price; Stripe prorates by default.
@@ -451,11 +430,8 @@ impl StripeApi {
         };
         request
             .build()
-            .customize::<Subscription>()
-            .request_strategy(RequestStrategy::Idempotent(key(idempotency_key)?))
-            .send(&self.client)
+            .call::<Subscription>(self, Resend::Keyed(idempotency_key))
             .await
-            .map_err(map_error)
     }
 
     /// The secret the client confirms a new subscription with: the first invoice's
@@ -479,11 +455,8 @@ impl StripeApi {
             if let Some(intent_id) = invoice.payment_intent {
                 let intent = RetrievePaymentIntent::new(intent_id.as_str())
                     .build()
-                    .customize::<ClientSecretOnly>()
-                    .request_strategy(RequestStrategy::Retry(2))
-                    .send(&self.client)
-                    .await
-                    .map_err(map_error)?;
+                    .call::<ClientSecretOnly>(self, Resend::Retries(2))
+                    .await?;
                 if intent.client_secret.is_some() {
                     return Ok(intent.client_secret);
                 }
@@ -492,11 +465,8 @@ impl StripeApi {
         if let Some(setup_id) = &subscription.pending_setup_intent {
             let setup = RetrieveSetupIntent::new(setup_id.as_str())
                 .build()
-                .customize::<ClientSecretOnly>()
-                .request_strategy(RequestStrategy::Retry(2))
-                .send(&self.client)
-                .await
-                .map_err(map_error)?;
+                .call::<ClientSecretOnly>(self, Resend::Retries(2))
+                .await?;
             return Ok(setup.client_secret);
         }
         Ok(None)
@@ -574,11 +544,8 @@ impl StripeApi {
         request
             .line_items(vec![line])
             .build()
-            .customize::<Session>()
-            .request_strategy(RequestStrategy::Idempotent(key(idempotency_key)?))
-            .send(&self.client)
+            .call::<Session>(self, Resend::Keyed(idempotency_key))
             .await
-            .map_err(map_error)
     }
 
     /// Refunds the payment of `payment_intent` in full, once (`idempotency_key`).
@@ -595,11 +562,8 @@ impl StripeApi {
                 reason.to_owned(),
             )]))
             .build()
-            .customize::<IdOnly>()
-            .request_strategy(RequestStrategy::Idempotent(key(idempotency_key)?))
-            .send(&self.client)
-            .await
-            .map_err(map_error)?;
+            .call::<IdOnly>(self, Resend::Keyed(idempotency_key))
+            .await?;
         Ok(())
     }
 
@@ -609,10 +573,8 @@ impl StripeApi {
         let expanded = RetrieveInvoice::new(id)
             .expand(vec!["payments".to_owned()])
             .build()
-            .customize::<Invoice>()
-            .request_strategy(RequestStrategy::Retry(2))
-            .send(&self.client)
-            .await;
+            .call_raw::<Invoice>(self, Resend::Retries(2))
+            .await?;
         match expanded {
             Err(super::CallError::Stripe(_, 400)) => self.retrieve_invoice(id).await,
             other => other.map_err(map_error),
@@ -623,11 +585,8 @@ impl StripeApi {
     pub async fn retrieve_invoice(&self, id: &str) -> Result<Invoice, StripeFailure> {
         RetrieveInvoice::new(id)
             .build()
-            .customize::<Invoice>()
-            .request_strategy(RequestStrategy::Retry(2))
-            .send(&self.client)
+            .call::<Invoice>(self, Resend::Retries(2))
             .await
-            .map_err(map_error)
     }
 
     pub async fn retrieve_checkout_session(
@@ -636,11 +595,8 @@ impl StripeApi {
     ) -> Result<CheckoutSession, StripeFailure> {
         RetrieveCheckoutSession::new(id)
             .build()
-            .customize::<CheckoutSession>()
-            .request_strategy(RequestStrategy::Retry(2))
-            .send(&self.client)
+            .call::<CheckoutSession>(self, Resend::Retries(2))
             .await
-            .map_err(map_error)
     }
 
     /// A customer portal session that returns to `return_url`.
@@ -660,12 +616,9 @@ impl StripeApi {
         features.invoice_history = Some(InvoiceListParam::new(true));
         CreateBillingPortalConfiguration::new(features)
             .build()
-            .customize::<IdOnly>()
-            .request_strategy(RequestStrategy::Idempotent(key(idempotency_key)?))
-            .send(&self.client)
+            .call::<IdOnly>(self, Resend::Keyed(idempotency_key))
             .await
             .map(|made| made.id)
-            .map_err(map_error)
     }
 
     pub async fn create_portal_session(
@@ -679,11 +632,8 @@ impl StripeApi {
             .return_url(return_url)
             .configuration(configuration)
             .build()
-            .customize::<Session>()
-            .request_strategy(RequestStrategy::Retry(1))
-            .send(&self.client)
+            .call::<Session>(self, Resend::Retries(1))
             .await
-            .map_err(map_error)
     }
 
     /// One billing meter event: `value` units of `event_name` for `customer` at `timestamp`.
@@ -703,10 +653,8 @@ impl StripeApi {
             .identifier(event.identifier)
             .timestamp(event.timestamp)
             .build()
-            .customize::<MeterEventAck>()
-            .request_strategy(RequestStrategy::Idempotent(key(&idempotency)?))
-            .send(&self.client)
-            .await;
+            .call_raw::<MeterEventAck>(self, Resend::Keyed(&idempotency))
+            .await?;
         match sent {
             Ok(ack)
                 if ack

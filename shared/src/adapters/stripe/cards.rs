@@ -3,13 +3,12 @@
 
 use std::collections::HashMap;
 
-use stripe_client_core::{RequestStrategy, StripeRequest};
+use stripe_client_core::StripeRequest;
 use stripe_core::customer::{UpdateCustomer, UpdateCustomerInvoiceSettings};
 use stripe_core::payment_intent::ConfirmPaymentIntent;
 use stripe_core::setup_intent::{CreateSetupIntent, RetrieveSetupIntent};
 
-use super::billing::key;
-use super::{map_error, Intent, StripeApi, StripeFailure};
+use super::{Call, Intent, Resend, StripeApi, StripeFailure};
 
 /// The fields of a SetupIntent that Coffer reads.
 #[derive(Debug, miniserde::Deserialize)]
@@ -40,21 +39,15 @@ impl StripeApi {
             .customer(customer_id)
             .metadata(metadata)
             .build()
-            .customize::<SetupIntent>()
-            .request_strategy(RequestStrategy::Idempotent(key(idempotency_key)?))
-            .send(&self.client)
+            .call::<SetupIntent>(self, Resend::Keyed(idempotency_key))
             .await
-            .map_err(map_error)
     }
 
     pub async fn retrieve_setup_intent(&self, id: &str) -> Result<SetupIntent, StripeFailure> {
         RetrieveSetupIntent::new(id)
             .build()
-            .customize::<SetupIntent>()
-            .request_strategy(RequestStrategy::Retry(2))
-            .send(&self.client)
+            .call::<SetupIntent>(self, Resend::Retries(2))
             .await
-            .map_err(map_error)
     }
 
     /// Confirms a PaymentIntent that already carries its card. A declined card is
@@ -66,11 +59,8 @@ impl StripeApi {
     ) -> Result<Intent, StripeFailure> {
         ConfirmPaymentIntent::new(id)
             .build()
-            .customize::<Intent>()
-            .request_strategy(RequestStrategy::Idempotent(key(idempotency_key)?))
-            .send(&self.client)
+            .call::<Intent>(self, Resend::Keyed(idempotency_key))
             .await
-            .map_err(map_error)
     }
 
     /// Makes the card the customer's default for subscriptions and invoices.
@@ -84,11 +74,8 @@ impl StripeApi {
         UpdateCustomer::new(customer_id)
             .invoice_settings(settings)
             .build()
-            .customize::<IdOnly>()
-            .request_strategy(RequestStrategy::Retry(2))
-            .send(&self.client)
+            .call::<IdOnly>(self, Resend::Retries(2))
             .await
             .map(|_| ())
-            .map_err(map_error)
     }
 }

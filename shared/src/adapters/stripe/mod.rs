@@ -128,11 +128,8 @@ impl StripeApi {
     pub async fn retrieve_intent(&self, id: &str) -> Result<Intent, StripeFailure> {
         RetrievePaymentIntent::new(id)
             .build()
-            .customize::<Intent>()
-            .request_strategy(RequestStrategy::Retry(2))
-            .send(&self.client)
+            .call::<Intent>(self, Resend::Retries(2))
             .await
-            .map_err(map_error)
     }
 }
 
@@ -166,11 +163,61 @@ impl StripeApi {
         }
         request
             .build()
-            .customize::<IntentPage>()
-            .request_strategy(RequestStrategy::Retry(2))
-            .send(&self.client)
+            .call::<IntentPage>(self, Resend::Retries(2))
             .await
-            .map_err(map_error)
+    }
+}
+
+/// How a Stripe request may be sent again.
+#[derive(Clone, Copy)]
+pub(super) enum Resend<'a> {
+    /// A read, or a write that changes nothing if made twice: up to this many retries.
+    Retries(u32),
+    /// A write that must happen once: retried with this idempotency key, which Stripe answers
+    /// with the first result.
+    Keyed(&'a str),
+}
+
+/// The one way a request built with async-stripe's builders is sent: over Coffer's client, with
+/// its resend rule, its answer read into Coffer's own tolerant type, its failure mapped.
+pub(super) trait Call {
+    async fn call<T: miniserde::Deserialize>(
+        self,
+        api: &StripeApi,
+        resend: Resend<'_>,
+    ) -> Result<T, StripeFailure>;
+
+    /// The same, with the failure as the client saw it (for a caller that reads its status).
+    async fn call_raw<T: miniserde::Deserialize>(
+        self,
+        api: &StripeApi,
+        resend: Resend<'_>,
+    ) -> Result<Result<T, CallError>, StripeFailure>;
+}
+
+impl Call for stripe_client_core::RequestBuilder {
+    async fn call<T: miniserde::Deserialize>(
+        self,
+        api: &StripeApi,
+        resend: Resend<'_>,
+    ) -> Result<T, StripeFailure> {
+        self.call_raw(api, resend).await?.map_err(map_error)
+    }
+
+    async fn call_raw<T: miniserde::Deserialize>(
+        self,
+        api: &StripeApi,
+        resend: Resend<'_>,
+    ) -> Result<Result<T, CallError>, StripeFailure> {
+        let strategy = match resend {
+            Resend::Retries(n) => RequestStrategy::Retry(n),
+            Resend::Keyed(text) => RequestStrategy::Idempotent(billing::key(text)?),
+        };
+        Ok(self
+            .customize::<T>()
+            .request_strategy(strategy)
+            .send(&api.client)
+            .await)
     }
 }
 
