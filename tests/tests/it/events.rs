@@ -12,7 +12,9 @@ use coffer_dev::token::issue_service;
 use integration_tests::{settle, spawn_app_with, SecretSetup, TestApp, JWT_SECRET};
 use serde_json::{json, Value};
 
-use crate::subscriptions::{my_subscription, post, stripe_get, subscribe_active};
+use crate::subscriptions::{
+    made_past_the_doors, my_subscription, post, stripe_get, subscribe_active,
+};
 
 async fn app_with_events() -> TestApp {
     let app = spawn_app_with(SecretSetup {
@@ -222,24 +224,11 @@ async fn a_second_live_subscription_is_canceled_refunded_and_said_once() {
         .to_owned();
     app.default_card(&customer, "4242424242424242").await;
     // A second subscription made past Coffer's doors, as a second completed Checkout would be.
-    let scope = app.app.app.default_scope().to_string();
-    let made = app
-        .stripe_post(
-            "/v1/subscriptions",
-            &[
-                ("customer", customer.as_str()),
-                ("items[0][plan]", "price_starter"),
-                ("metadata[coffer_account]", "hana"),
-                ("metadata[coffer_scope]", scope.as_str()),
-            ],
-        )
-        .await;
-    assert_eq!(made.status, 200, "{}", made.body);
-    assert_eq!(made.body["status"], "active", "{}", made.body);
-    let second = made.body["id"].as_str().expect("id").to_owned();
+    let made = made_past_the_doors(&app, &customer, "hana", "active").await;
+    let second = made["id"].as_str().expect("id").to_owned();
     for _ in 0..2 {
         let reply = app
-            .deliver_event("customer.subscription.created", &made.body)
+            .deliver_event("customer.subscription.created", &made)
             .await;
         assert_eq!(reply.status, 200, "{}", reply.body);
     }

@@ -1910,24 +1910,10 @@ async fn two_first_events_of_two_live_subscriptions_at_once_keep_one_and_cancel_
     })
     .await;
     let customer = customer_with_card(&app, "ola", "4242424242424242").await;
-    let scope = app.app.app.default_scope().to_string();
     let mut made = Vec::new();
     // Two subscriptions made past Coffer's doors, as two completed Checkout sessions would be.
     for _ in 0..2 {
-        let reply = app
-            .stripe_post(
-                "/v1/subscriptions",
-                &[
-                    ("customer", customer.as_str()),
-                    ("items[0][plan]", "price_starter"),
-                    ("metadata[coffer_account]", "ola"),
-                    ("metadata[coffer_scope]", scope.as_str()),
-                ],
-            )
-            .await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        assert_eq!(reply.body["status"], "active", "{}", reply.body);
-        made.push(reply.body);
+        made.push(made_past_the_doors(&app, &customer, "ola", "active").await);
     }
     // Nothing is stored for the account yet, and both first events are handled at once.
     let replies = join_all(
@@ -1989,26 +1975,13 @@ async fn an_unpaid_second_subscription_is_canceled_and_its_open_invoice_voided()
         .as_str()
         .expect("customer")
         .to_owned();
-    let scope = app.app.app.default_scope().to_string();
     // Made past Coffer's doors, its first payment waiting for authentication.
-    let made = app
-        .stripe_post(
-            "/v1/subscriptions",
-            &[
-                ("customer", customer.as_str()),
-                ("items[0][plan]", "price_starter"),
-                ("metadata[coffer_account]", "una"),
-                ("metadata[coffer_scope]", scope.as_str()),
-            ],
-        )
-        .await;
-    assert_eq!(made.status, 200, "{}", made.body);
-    assert_eq!(made.body["status"], "incomplete", "{}", made.body);
+    let made = made_past_the_doors(&app, &customer, "una", "incomplete").await;
     let reply = app
-        .deliver_event("customer.subscription.created", &made.body)
+        .deliver_event("customer.subscription.created", &made)
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let second = made.body["id"].as_str().expect("id");
+    let second = made["id"].as_str().expect("id");
     let at_stripe = stripe_get(&app, &format!("/v1/subscriptions/{second}")).await;
     assert_eq!(at_stripe["status"], "canceled", "{at_stripe}");
     let invoice_id = at_stripe["latest_invoice"].as_str().expect("invoice");
@@ -2176,4 +2149,30 @@ async fn cancel_at_stripe(app: &TestApp, subscription: &str) {
         .await
         .expect("cancel at localstripe");
     assert!(canceled.status().is_success());
+}
+
+/// A starter subscription made at localstripe for `account`'s customer, past Coffer's doors (as
+/// a second completed Checkout would make it), marked for the default scope; it must have
+/// `status`. Stripe's subscription object.
+pub(crate) async fn made_past_the_doors(
+    app: &TestApp,
+    customer: &str,
+    account: &str,
+    status: &str,
+) -> Value {
+    let scope = app.app.app.default_scope().to_string();
+    let reply = app
+        .stripe_post(
+            "/v1/subscriptions",
+            &[
+                ("customer", customer),
+                ("items[0][plan]", "price_starter"),
+                ("metadata[coffer_account]", account),
+                ("metadata[coffer_scope]", scope.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["status"], status, "{}", reply.body);
+    reply.body
 }
