@@ -63,7 +63,10 @@ async fn main() -> ExitCode {
         Some("replay-parked") => ops::replay_parked(&args[1..]).await,
         Some("register-projects") => ops::register_projects().await,
         Some("webhook-events") => {
-            println!("{}", coffer::webhook::handled_event_types().join("\n"));
+            println!(
+                "{}",
+                coffer::services::inbound::handled_event_types().join("\n")
+            );
             Ok(())
         }
         // The OpenAPI document, as committed in openapi.json.

@@ -6,8 +6,9 @@ use coffer::adapters::store::{idempotency_hash, MoveOutcome};
 use coffer::auth::UserId;
 use coffer::domain::invariants;
 use coffer::domain::ledger::CreditMove;
-use coffer::http::error_chain;
-use coffer::{reconcile as reconciliation, App};
+use coffer::services::reconcile as reconciliation;
+use coffer::telemetry::error_chain;
+use coffer::App;
 
 async fn app() -> Result<App, String> {
     coffer::telemetry::init();

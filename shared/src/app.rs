@@ -16,13 +16,21 @@ use crate::adapters::events::EventBus;
 use crate::adapters::net;
 use crate::adapters::secrets::{SecretsCache, SecretsError, StripeSecrets};
 use crate::adapters::store::{Allowance, Keys, Store, StoreError};
-use crate::adapters::stripe::StripeApi;
+use crate::adapters::stripe::{StripeApi, StripeFailure};
 use crate::config::{Config, ConfigError};
 use crate::domain::packages::CreditPackage;
 use crate::domain::projects::Project;
 use crate::domain::scope::{ProjectId, Scope};
 use crate::domain::usage::{HeldLease, UsageTerms};
-use crate::http::ApiError;
+
+/// Why a scope's Stripe client could not be had: its secret, or the client built from it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error(transparent)]
+    Stripe(#[from] StripeFailure),
+}
 
 /// How long the package list and a project's registry entry are served from memory.
 const CACHE_TTL: Duration = Duration::from_secs(60);
@@ -408,7 +416,7 @@ impl App {
     }
 
     /// The scope's Stripe client, built from its secret key, again when the key changes.
-    pub async fn stripe_for(&self, scope: &Scope) -> Result<StripeApi, ApiError> {
+    pub async fn stripe_for(&self, scope: &Scope) -> Result<StripeApi, ClientError> {
         let secrets = self.secrets_for(scope).await?;
         if let Ok(clients) = self.stripe.lock() {
             if let Some((built_from, client)) = clients.get(scope) {

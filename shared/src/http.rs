@@ -10,6 +10,8 @@ use serde_json::{json, Value};
 use crate::adapters::secrets::SecretsError;
 use crate::adapters::store::StoreError;
 use crate::adapters::stripe::StripeFailure;
+use crate::app::ClientError;
+use crate::services::Failure;
 
 /// Largest JSON body accepted on the API routes.
 pub const MAX_JSON_BODY: usize = 16 * 1024;
@@ -157,50 +159,51 @@ impl ApiError {
     }
 }
 
-/// Storage failures: unreachable or throttled → 503 (the caller retries), a cursor Coffer did
-/// not issue → 400, anything else → 500. The cause chain goes to the log only.
+/// A use case's reason, with its status and code. The 5xx reasons keep their cause for the log.
+impl From<Failure> for ApiError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Invalid(message) => Self::BadRequest(message),
+            Failure::Unsigned => Self::BadSignature,
+            Failure::Forbidden => Self::Forbidden,
+            Failure::NotFound(message) => Self::NotFound(message),
+            Failure::Conflict(message) => Self::Conflict(message),
+            Failure::InsufficientCredits => Self::InsufficientCredits,
+            Failure::LimitReached(message) => Self::LimitReached(message),
+            Failure::CardDeclined(message) => Self::CardDeclined(message),
+            Failure::InvalidCredentials(message) => Self::InvalidCredentials(message),
+            Failure::Stripe(cause) => Self::Stripe(cause),
+            Failure::Unavailable(cause) => Self::Unavailable(cause),
+            Failure::RetryLater(message) => Self::RetryLater(message),
+            Failure::Internal(cause) => Self::Internal(cause),
+        }
+    }
+}
+
+/// Adapter errors reach a status through the use case's reason for them (`Failure`), so each
+/// has one meaning wherever it is met.
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        match &err {
-            StoreError::InvalidCursor => Self::bad_request("cursor is not valid."),
-            StoreError::Unavailable(_) | StoreError::Contention(_) => {
-                Self::Unavailable(error_chain(&err))
-            }
-            StoreError::Refused(_) | StoreError::Malformed(_) => Self::Internal(error_chain(&err)),
-        }
+        Failure::from(err).into()
     }
 }
 
-/// Card declines → 402 with Stripe's sentence; Stripe's own failures → 502.
 impl From<StripeFailure> for ApiError {
     fn from(err: StripeFailure) -> Self {
-        match err {
-            StripeFailure::CardDeclined(message) => Self::CardDeclined(message),
-            StripeFailure::Upstream(_) | StripeFailure::Missing(_) => {
-                Self::Stripe(error_chain(&err))
-            }
-            StripeFailure::Config(_) => Self::Internal(error_chain(&err)),
-        }
+        Failure::from(err).into()
     }
 }
 
-/// A secret that cannot be read or is incomplete is a configuration or dependency problem: 503.
 impl From<SecretsError> for ApiError {
     fn from(err: SecretsError) -> Self {
-        Self::Unavailable(error_chain(&err))
+        Failure::from(err).into()
     }
 }
 
-/// An error and every cause under it, as one line for the log.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+impl From<ClientError> for ApiError {
+    fn from(err: ClientError) -> Self {
+        Failure::from(err).into()
     }
-    text
 }
 
 /// `{"success": true, "data": …}` with status 200.

@@ -1,7 +1,7 @@
 //! Coffer's shared library: every function's handler, and the domain, adapters and HTTP pieces
 //! they are built from. Function crates only wire a handler to the Lambda runtime.
 //!
-//! Dependencies point one way: `handlers`/`jobs` → `app` → `adapters` → `domain`.
+//! Dependencies point one way: `handlers`/`jobs` → `services` → `app` → `adapters` → `domain` (see `docs/architecture.md`).
 
 pub mod adapters;
 pub mod api;
@@ -15,11 +15,10 @@ pub mod http;
 pub mod jobs;
 #[cfg(feature = "openapi")]
 pub mod openapi;
-pub mod reconcile;
 pub mod runtime;
 pub mod scoping;
 pub mod services;
 pub mod telemetry;
-pub mod webhook;
 
+pub use adapters::stripe::webhook;
 pub use app::App;

@@ -61,6 +61,18 @@ fn attention_metric_line(now_ms: i64) -> String {
     .to_string()
 }
 
+/// An error and every cause under it, as one line for the log.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use coffer::domain::plans::{apply_plan_update, PlanUpdate};
 use coffer::domain::records::UserId;
-use coffer::http::ApiError;
 use coffer::services::usage::{record_usage, usage_key_hash, UsageRequest};
+use coffer::services::Failure;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -187,7 +187,7 @@ async fn drive(
             };
             match record_usage(&app, &scope, &request).await {
                 Ok(_) => counts.allowed.fetch_add(1, Ordering::Relaxed),
-                Err(ApiError::LimitReached(_)) => counts.refused.fetch_add(1, Ordering::Relaxed),
+                Err(Failure::LimitReached(_)) => counts.refused.fetch_add(1, Ordering::Relaxed),
                 Err(err) => {
                     if let Ok(mut kinds) = counts.kinds.lock() {
                         let cause = err.cause();

@@ -13,8 +13,6 @@ pub(crate) mod payment_history;
 pub(crate) mod project_config;
 pub(crate) mod project_plans;
 pub(crate) mod stripe_webhook;
-pub(crate) mod stripe_webhook_billing;
-pub(crate) mod stripe_webhook_lifecycle;
 pub(crate) mod usage;
 
 pub use balance::balance;

@@ -305,7 +305,7 @@ fn webhook_urls(req: &Request, project: &crate::domain::scope::ProjectId) -> Web
     WebhookUrls {
         test: url(Mode::Test),
         live: url(Mode::Live),
-        events: crate::webhook::handled_event_types(),
+        events: crate::services::inbound::handled_event_types(),
     }
 }
 

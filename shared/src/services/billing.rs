@@ -16,7 +16,7 @@ use crate::domain::scope::Scope;
 use crate::domain::subscriptions::{
     is_newer, state_from_read, StripeRead, SubscriptionState, SubscriptionStatus,
 };
-use crate::http::ApiError;
+use crate::services::Failure;
 use crate::App;
 
 /// How long a request may hold the right to create an account's customer.
@@ -28,7 +28,7 @@ const CUSTOMER_WAIT: Duration = Duration::from_secs(6);
 /// Brings the account's tier up to date with a tier purchase as the store has it now (paid,
 /// refunded in full, disputed): the account has the highest tier it still holds a paid
 /// purchase for. Anything that is not a tier purchase is left alone.
-pub async fn sync_tier(app: &App, scope: &Scope, intent_id: &str) -> Result<(), ApiError> {
+pub async fn sync_tier(app: &App, scope: &Scope, intent_id: &str) -> Result<(), Failure> {
     let store = app.store_for(scope);
     let Some(payment) = store.payment(intent_id).await? else {
         return Ok(());
@@ -44,12 +44,12 @@ pub async fn sync_tier(app: &App, scope: &Scope, intent_id: &str) -> Result<(), 
     Ok(())
 }
 
-pub async fn plans(app: &App, scope: &Scope) -> Result<Vec<Plan>, ApiError> {
+pub async fn plans(app: &App, scope: &Scope) -> Result<Vec<Plan>, Failure> {
     Ok(app.store_for(scope).list_plans().await?)
 }
 
 /// The scope's settings, or the defaults (no redirect origin; three days of grace).
-pub async fn settings(app: &App, scope: &Scope) -> Result<ProjectSettings, ApiError> {
+pub async fn settings(app: &App, scope: &Scope) -> Result<ProjectSettings, Failure> {
     Ok(app.store_for(scope).settings().await?.unwrap_or_default())
 }
 
@@ -63,7 +63,7 @@ pub async fn entitlement(
     app: &App,
     scope: &Scope,
     account: &UserId,
-) -> Result<Entitlement, ApiError> {
+) -> Result<Entitlement, Failure> {
     entitlement_among(app, scope, account, &plans(app, scope).await?).await
 }
 
@@ -73,7 +73,7 @@ pub async fn entitlement_among(
     scope: &Scope,
     account: &UserId,
     plans: &[Plan],
-) -> Result<Entitlement, ApiError> {
+) -> Result<Entitlement, Failure> {
     let store = app.store_for(scope);
     let settings = settings(app, scope).await?;
     let record = store.subscription_record(account).await?;
@@ -102,7 +102,7 @@ pub async fn ensure_customer(
     account: &UserId,
     email: Option<&str>,
     name: Option<&str>,
-) -> Result<String, ApiError> {
+) -> Result<String, Failure> {
     let store = app.store_for(scope);
     let started = std::time::Instant::now();
     loop {
@@ -110,7 +110,7 @@ pub async fn ensure_customer(
             CustomerLink::Ready(id) => return Ok(id),
             CustomerLink::Claimed { until_ms } if until_ms >= now_ms() => {
                 if started.elapsed() > CUSTOMER_WAIT {
-                    return Err(ApiError::Conflict(
+                    return Err(Failure::Conflict(
                         "The customer is being created by another request; try again.".into(),
                     ));
                 }
@@ -161,9 +161,9 @@ pub async fn sheet_fields(
     scope: &Scope,
     account: &UserId,
     stripe_version: &str,
-) -> Result<SheetFields, ApiError> {
+) -> Result<SheetFields, Failure> {
     if !crate::adapters::stripe::valid_api_version(stripe_version) {
-        return Err(ApiError::bad_request(
+        return Err(Failure::invalid(
             "stripeVersion must be a Stripe API version such as 2024-06-20.",
         ));
     }
@@ -182,7 +182,7 @@ pub async fn sheet_fields(
 pub async fn subscription_account(
     store: &Store,
     subscription: &Subscription,
-) -> Result<Option<UserId>, ApiError> {
+) -> Result<Option<UserId>, Failure> {
     if let Some(account) = subscription
         .metadata_value(META_ACCOUNT)
         .and_then(UserId::parse)
@@ -199,7 +199,7 @@ pub async fn sync_subscription(
     app: &App,
     scope: &Scope,
     subscription_id: &str,
-) -> Result<Option<(UserId, SubscriptionState)>, ApiError> {
+) -> Result<Option<(UserId, SubscriptionState)>, Failure> {
     let stripe = app.stripe_for(scope).await?;
     let read_started = now_ms();
     let subscription = match stripe.retrieve_subscription(subscription_id).await {
@@ -251,7 +251,7 @@ pub async fn end_missing_subscription(
     scope: &Scope,
     account: &UserId,
     subscription_id: &str,
-) -> Result<bool, ApiError> {
+) -> Result<bool, Failure> {
     let stripe = app.stripe_for(scope).await?;
     match stripe.retrieve_subscription(subscription_id).await {
         Err(StripeFailure::Missing(_)) => {}
@@ -281,7 +281,7 @@ pub async fn end_missing_subscription(
             return Ok(true);
         }
     }
-    Err(ApiError::Unavailable(
+    Err(Failure::Unavailable(
         "the subscription record kept changing".into(),
     ))
 }
@@ -309,7 +309,7 @@ async fn one_live_subscription(
     account: &UserId,
     incoming: Subscription,
     read_started: i64,
-) -> Result<Guarded, ApiError> {
+) -> Result<Guarded, Failure> {
     let live = |status: &str| SubscriptionStatus::parse(status).is_some_and(|s| s.is_live());
     if !live(&incoming.status) {
         return Ok(Guarded::Store(incoming, read_started));
@@ -376,7 +376,7 @@ async fn guard_by_stripe_list(
     stripe: &StripeApi,
     account: &UserId,
     incoming: Subscription,
-) -> Result<Guarded, ApiError> {
+) -> Result<Guarded, Failure> {
     let listed_started = now_ms();
     let live = |s: &Subscription| SubscriptionStatus::parse(&s.status).is_some_and(|s| s.is_live());
     let mut candidates: Vec<Subscription> = stripe
@@ -421,7 +421,7 @@ async fn guard_by_stripe_list(
             )
             .await?
     {
-        return Err(ApiError::RetryLater(
+        return Err(Failure::RetryLater(
             "Another delivery is deciding which subscription stays; retry later.".into(),
         ));
     }
@@ -440,7 +440,7 @@ async fn guard_by_stripe_list(
         for duplicate in candidates {
             cancel_duplicate(app, scope, stripe, account, &duplicate, &kept.id).await?;
         }
-        Ok::<Guarded, ApiError>(Guarded::Store(kept, kept_started))
+        Ok::<Guarded, Failure>(Guarded::Store(kept, kept_started))
     }
     .await;
     // The hold goes (a failure leaves it to expire).
@@ -464,7 +464,7 @@ async fn cancel_duplicate(
     account: &UserId,
     duplicate: &Subscription,
     kept_id: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     tracing::warn!(subscription_id = %duplicate.id, kept = kept_id, "second live subscription of an account; canceling it");
     // The refund first (one idempotency key): a failure after it leaves the subscription live,
     // so the event's retry finds it again and finishes; the cancellation last.
@@ -478,7 +478,7 @@ async fn cancel_duplicate(
             let intents = invoice.paid_intents();
             if intents.is_empty() {
                 // Not canceled unrefunded: the event fails and comes again; the error alarms.
-                return Err(ApiError::Internal(format!(
+                return Err(Failure::Internal(format!(
                     "the duplicate subscription {}'s paid invoice names no PaymentIntent to refund",
                     duplicate.id
                 )));
@@ -515,9 +515,9 @@ pub async fn store_read(
     plans: &[Plan],
     release_lock: Option<i64>,
     read_started_ms: i64,
-) -> Result<SubscriptionState, ApiError> {
+) -> Result<SubscriptionState, Failure> {
     let status = SubscriptionStatus::parse(&subscription.status).ok_or_else(|| {
-        ApiError::Stripe(format!(
+        Failure::Stripe(format!(
             "subscription {} has an unknown status",
             subscription.id
         ))
@@ -563,7 +563,7 @@ pub async fn store_read(
             return Ok(state);
         }
     }
-    Err(ApiError::Unavailable(
+    Err(Failure::Unavailable(
         "the subscription record kept changing".into(),
     ))
 }
@@ -578,8 +578,8 @@ pub async fn saved_card(
     stripe: &StripeApi,
     account: &UserId,
     setup_intent_id: &str,
-) -> Result<(String, String), ApiError> {
-    let not_saved = || ApiError::NotFound("No card saved with this setupIntentId.".into());
+) -> Result<(String, String), Failure> {
+    let not_saved = || Failure::NotFound("No card saved with this setupIntentId.".into());
     let CustomerLink::Ready(customer) = app.store_for(scope).customer_link(account).await? else {
         return Err(not_saved());
     };
@@ -592,7 +592,7 @@ pub async fn saved_card(
     }
     match (setup.status.as_deref(), setup.payment_method) {
         (Some("succeeded"), Some(card)) => Ok((customer, card)),
-        _ => Err(ApiError::Conflict(
+        _ => Err(Failure::Conflict(
             "The card is not saved yet: confirm the SetupIntent first.".into(),
         )),
     }

@@ -22,8 +22,8 @@ use crate::domain::events::{
 use crate::domain::records::{now_ms, rfc3339};
 use crate::domain::scope::Scope;
 use crate::domain::subscriptions::SubscriptionState;
-use crate::http::ApiError;
-use crate::jobs::{FailedRecord, StreamBatch};
+use crate::services::streams::{FailedRecord, StreamBatch};
+use crate::services::Failure;
 use crate::App;
 
 /// What one stream record means, before thresholds: the events, or a balance change that
@@ -161,7 +161,7 @@ async fn events_of_record(
     app: &App,
     record: &StreamRecord,
     thresholds: &mut HashMap<String, Option<i64>>,
-) -> Result<Vec<OutgoingEvent>, ApiError> {
+) -> Result<Vec<OutgoingEvent>, Failure> {
     let Some((prefix, meaning)) = meaning(record) else {
         return Ok(Vec::new());
     };

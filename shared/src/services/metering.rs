@@ -16,7 +16,7 @@ use crate::adapters::stripe::{MeterEventOut, MeterSent};
 use crate::domain::metering::{batch_of, PendingBatch, METER_SHARDS};
 use crate::domain::records::now_ms;
 use crate::domain::scope::Scope;
-use crate::http::ApiError;
+use crate::services::Failure;
 use crate::App;
 
 /// Records read per batch.
@@ -49,7 +49,7 @@ pub enum StopAt {
 
 /// Reports every settled metered record to Stripe. Each shard goes on when another fails; the
 /// run fails at the end if any did (so that the function's error metric alarms).
-pub async fn report_usage(app: &App, stop: StopAt) -> Result<MeterReport, ApiError> {
+pub async fn report_usage(app: &App, stop: StopAt) -> Result<MeterReport, Failure> {
     let mut report = MeterReport::default();
     let mut failed = None;
     for shard in 0..METER_SHARDS {
@@ -72,7 +72,7 @@ async fn report_shard(
     shard: usize,
     stop: StopAt,
     report: &mut MeterReport,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     let store = &app.store;
     for _ in 0..MAX_BATCHES_PER_SHARD {
         let watermark = store.meter_watermark(shard).await?;
@@ -108,7 +108,7 @@ async fn report_shard(
             return Err(err);
         }
         if stop == StopAt::AfterFirstSend {
-            return Err(ApiError::Unavailable(
+            return Err(Failure::Unavailable(
                 "stopped after sending, before the watermark moved".into(),
             ));
         }
@@ -129,7 +129,7 @@ async fn send(
     app: &App,
     batch: &mut PendingBatch,
     report: &mut MeterReport,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     let attempt = batch.attempts;
     for event in batch
         .events
@@ -137,7 +137,7 @@ async fn send(
         .filter(|e| !e.acknowledged && e.parked.is_none())
     {
         let scope = Scope::from_key_prefix(&event.scope_prefix, app.config.default_mode)
-            .ok_or_else(|| ApiError::Internal("a metered record has an unknown scope".into()))?;
+            .ok_or_else(|| Failure::Internal("a metered record has an unknown scope".into()))?;
         let stripe = app.stripe_for(&scope).await?;
         let sent = stripe
             .send_meter_event(&MeterEventOut {

@@ -21,8 +21,8 @@ use crate::domain::usage::{
     lease_shard, period_for, take_from_shards, HeldLease, Period, UsageDecision, UsageTerms,
     LEASE_BLOCK, LEASE_MAX_QUANTITY,
 };
-use crate::http::ApiError;
 use crate::services::billing::{self, entitlement_among};
+use crate::services::Failure;
 use crate::App;
 
 /// Rounds of read-decide-write before a busy allowance answers 503.
@@ -44,7 +44,7 @@ async fn plan_and_period(
     scope: &Scope,
     account: &UserId,
     plans: &[Plan],
-) -> Result<(Plan, Period, Option<String>), ApiError> {
+) -> Result<(Plan, Period, Option<String>), Failure> {
     let now = entitlement_among(app, scope, account, plans).await?;
     // The subscription gives the period when the plan comes from it: its own plan, or the
     // higher plan a downgrade holds to the end of the paid period.
@@ -72,7 +72,7 @@ async fn usage_terms(
     store: &Store,
     account: &UserId,
     fresh: bool,
-) -> Result<UsageTerms, ApiError> {
+) -> Result<UsageTerms, Failure> {
     let key = format!("{}|{}", store.keys().prefix(), account.as_str());
     if !fresh {
         if let Some(terms) = app.usage_terms.get(&key) {
@@ -112,7 +112,7 @@ async fn current_allowance(
     store: &Store,
     at: &AllowanceKey<'_>,
     limit: i64,
-) -> Result<Allowance, ApiError> {
+) -> Result<Allowance, Failure> {
     for _ in 0..USAGE_ATTEMPTS {
         match store.allowance(at).await? {
             None => {
@@ -124,7 +124,7 @@ async fn current_allowance(
             Some(allowance) => return Ok(allowance),
         }
     }
-    Err(ApiError::Unavailable("the allowance kept changing".into()))
+    Err(Failure::Unavailable("the allowance kept changing".into()))
 }
 
 /// The answer to a usage, kept as JSON: a replay answers the stored first answer.
@@ -151,7 +151,7 @@ pub async fn record_usage(
     app: &App,
     scope: &Scope,
     request: &UsageRequest<'_>,
-) -> Result<Value, ApiError> {
+) -> Result<Value, Failure> {
     let store = app.store_for(scope);
     let currency = &app.config.default_currency;
     let quantity = request.quantity;
@@ -167,7 +167,7 @@ pub async fn record_usage(
                 fresh = true;
                 continue;
             }
-            return Err(ApiError::bad_request(format!(
+            return Err(Failure::invalid(format!(
                 "{} is not a metric of this project's plans.",
                 request.metric
             )));
@@ -343,7 +343,7 @@ pub async fn record_usage(
                 return Err(refused());
             }
             Some(MoveOutcome::CurrencyMismatch) => {
-                return Err(ApiError::Conflict(
+                return Err(Failure::Conflict(
                     "The account's credits are in another currency.".into(),
                 ))
             }
@@ -354,17 +354,17 @@ pub async fn record_usage(
             }
         }
     }
-    Err(ApiError::Unavailable("the allowance kept changing".into()))
+    Err(Failure::Unavailable("the allowance kept changing".into()))
 }
 
-fn held_for_now() -> ApiError {
-    ApiError::RetryLater(
+fn held_for_now() -> Failure {
+    Failure::RetryLater(
         "Part of this allowance is held by other instances for a few seconds; try again.".into(),
     )
 }
 
-fn limit_reached(metric: &str, limit: i64) -> ApiError {
-    ApiError::LimitReached(format!(
+fn limit_reached(metric: &str, limit: i64) -> Failure {
+    Failure::LimitReached(format!(
         "The plan's {metric} allowance for this period ({limit}) is used up."
     ))
 }
@@ -389,7 +389,7 @@ async fn from_lease(
     allowance: &Allowance,
     request: &UsageRequest<'_>,
     terms: &UsageTerms,
-) -> Result<Leased, ApiError> {
+) -> Result<Leased, Failure> {
     let quantity = request.quantity;
     let mut held = take_held(app, store, at, cache_key, quantity).await;
     // Only one request of this instance leases a block; the others wait and take from it.
@@ -530,7 +530,7 @@ async fn reclaim_leases(
     store: &Store,
     at: &AllowanceKey<'_>,
     cache_key: &str,
-) -> Result<usize, ApiError> {
+) -> Result<usize, Failure> {
     let mut reclaimed = 0;
     let own = app
         .leases
@@ -567,7 +567,7 @@ async fn settle_one(
     store: &Store,
     at: &AllowanceKey<'_>,
     lease: &LeaseItem,
-) -> Result<bool, ApiError> {
+) -> Result<bool, Failure> {
     let records_kept_until = lease
         .until_ms
         .saturating_add((USAGE_RECORD_TTL_SECS - 24 * 3600).saturating_mul(1000));
@@ -594,7 +594,7 @@ async fn settle_one(
 /// The scheduled settle (with the meter reporter): every lease of every scope that ended more
 /// than the margin ago goes back to its shard, so blocks never wait for a refusal and never
 /// outlive their records. Returns how many were settled.
-pub async fn settle_ended_leases(app: &App) -> Result<usize, ApiError> {
+pub async fn settle_ended_leases(app: &App) -> Result<usize, Failure> {
     let margin = i64::try_from(app.config.usage_lease_margin.as_millis()).unwrap_or(i64::MAX);
     let before = now_ms().saturating_sub(margin);
     let mut settled = 0;
@@ -624,7 +624,7 @@ pub async fn settle_ended_leases(app: &App) -> Result<usize, ApiError> {
 
 /// Units of the allowance other instances may still hold: what live (or just ended) leases
 /// granted beyond their records.
-async fn held_elsewhere(app: &App, store: &Store, at: &AllowanceKey<'_>) -> Result<i64, ApiError> {
+async fn held_elsewhere(app: &App, store: &Store, at: &AllowanceKey<'_>) -> Result<i64, Failure> {
     let margin = i64::try_from(app.config.usage_lease_margin.as_millis()).unwrap_or(i64::MAX);
     let mut held: i64 = 0;
     for lease in store
@@ -695,7 +695,7 @@ async fn note_limit_reached(store: &Store, at: &AllowanceKey<'_>, limit: i64) {
 
 /// The first answer to this key, if it was recorded; 409 when the key was used for another
 /// metric or quantity.
-async fn replayed(store: &Store, request: &UsageRequest<'_>) -> Result<Option<Value>, ApiError> {
+async fn replayed(store: &Store, request: &UsageRequest<'_>) -> Result<Option<Value>, Failure> {
     if request.dry_run {
         return Ok(None);
     }
@@ -703,13 +703,13 @@ async fn replayed(store: &Store, request: &UsageRequest<'_>) -> Result<Option<Va
         return Ok(None);
     };
     if record.metric != request.metric || record.quantity != request.quantity {
-        return Err(ApiError::Conflict(
+        return Err(Failure::Conflict(
             "This idempotencyKey was already used for another usage.".into(),
         ));
     }
     serde_json::from_str(&record.answer)
         .map(Some)
-        .map_err(|_| ApiError::Internal("a usage record's answer is not JSON".into()))
+        .map_err(|_| Failure::Internal("a usage record's answer is not JSON".into()))
 }
 
 /// The hash that names a usage key: the caller, the account and the key.
@@ -722,7 +722,7 @@ pub async fn usage_overview(
     app: &App,
     scope: &Scope,
     account: &UserId,
-) -> Result<UsageOverview, ApiError> {
+) -> Result<UsageOverview, Failure> {
     let store = app.store_for(scope);
     let plans = billing::plans(app, scope).await?;
     let (plan, period, _) = plan_and_period(app, scope, account, &plans).await?;

@@ -15,7 +15,7 @@ use stripe_client_core::{
 };
 
 use crate::adapters::net;
-use crate::http::error_chain;
+use crate::telemetry::error_chain;
 
 /// The fields of Stripe's error object that Coffer reads. (Not `stripe_shared::Error`: that one
 /// carries the whole PaymentIntent, SetupIntent, PaymentMethod and source models, whose

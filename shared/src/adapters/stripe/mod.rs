@@ -6,6 +6,7 @@ mod billing;
 mod cards;
 mod client;
 mod raw;
+pub mod webhook;
 
 pub use billing::{
     CheckoutItem, CheckoutSession, Customer, Invoice, MeterEventOut, MeterSent, PriceChange,

@@ -3,16 +3,16 @@
 //! marks, withdraws (the disputed share) and reinstates. The rules are in `domain::ledger`.
 
 use crate::adapters::store::LifecycleOutcome;
+use crate::adapters::stripe::webhook::{intent_id, Event};
 use crate::domain::ledger::{ChargeEvent, DisputeStep};
 use crate::domain::scope::Scope;
-use crate::http::ApiError;
-use crate::webhook::{intent_id, Event};
+use crate::services::Failure;
 use crate::App;
 
-pub(super) async fn refunded(app: &App, scope: &Scope, event: &Event) -> Result<(), ApiError> {
+pub(super) async fn refunded(app: &App, scope: &Scope, event: &Event) -> Result<(), Failure> {
     let charge = event
         .charge()
-        .ok_or_else(|| ApiError::bad_request("The event holds no charge."))?;
+        .ok_or_else(|| Failure::invalid("The event holds no charge."))?;
     let Some(intent) = intent_id(charge.payment_intent.as_ref()) else {
         tracing::warn!(charge_id = %charge.id, "refunded charge names no PaymentIntent; ignored");
         return Ok(());
@@ -26,14 +26,10 @@ pub(super) async fn refunded(app: &App, scope: &Scope, event: &Event) -> Result<
     apply(app, scope, &intent, &change).await
 }
 
-pub(super) async fn refund_updated(
-    app: &App,
-    scope: &Scope,
-    event: &Event,
-) -> Result<(), ApiError> {
+pub(super) async fn refund_updated(app: &App, scope: &Scope, event: &Event) -> Result<(), Failure> {
     let refund = event
         .refund()
-        .ok_or_else(|| ApiError::bad_request("The event holds no refund."))?;
+        .ok_or_else(|| Failure::invalid("The event holds no refund."))?;
     if refund.status.as_deref() != Some("failed") {
         tracing::info!(refund_id = %refund.id, "refund update is not a failure; acknowledged");
         return Ok(());
@@ -55,10 +51,10 @@ pub(super) async fn dispute(
     scope: &Scope,
     event: &Event,
     step: DisputeStep,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     let dispute = event
         .dispute()
-        .ok_or_else(|| ApiError::bad_request("The event holds no dispute."))?;
+        .ok_or_else(|| Failure::invalid("The event holds no dispute."))?;
     let Some(intent) = intent_id(dispute.payment_intent.as_ref()) else {
         tracing::warn!(dispute_id = %dispute.id, "dispute names no PaymentIntent; ignored");
         return Ok(());
@@ -79,7 +75,7 @@ async fn apply(
     scope: &Scope,
     intent: &str,
     change: &ChargeEvent,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     let store = app.store_for(scope);
     let what = change.entry_kind();
     match store.apply_charge_event(intent, change).await? {
@@ -102,7 +98,7 @@ async fn apply(
                     return Ok(());
                 }
                 LifecycleOutcome::NotReady => {
-                    return Err(ApiError::RetryLater(
+                    return Err(Failure::RetryLater(
                         "This event depends on one not applied yet; retry later.".into(),
                     ))
                 }
@@ -115,7 +111,7 @@ async fn apply(
             tracing::warn!(intent_id = %intent, what, why, "event ignored")
         }
         LifecycleOutcome::NotReady => {
-            return Err(ApiError::RetryLater(
+            return Err(Failure::RetryLater(
                 "This event depends on one not applied yet; retry later.".into(),
             ))
         }

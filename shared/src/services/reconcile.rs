@@ -17,7 +17,7 @@ use crate::adapters::stripe::{
 use crate::domain::ledger::PaidIntent;
 use crate::domain::records::{now_ms, UserId};
 use crate::domain::scope::Scope;
-use crate::http::ApiError;
+use crate::services::Failure;
 use crate::App;
 
 /// A bound on one run (10 million intents), so that a run always ends.
@@ -51,11 +51,11 @@ pub struct ReconcileReport {
 /// deployment's own, and each mode of each project (an inactive mode too: its webhook still
 /// credits). One scope that fails (its key revoked, Stripe down for it) does not stop the
 /// others; the run then fails at its end (each failed scope is logged), so that it alarms.
-pub async fn reconcile(app: &App, window_secs: i64) -> Result<ReconcileReport, ApiError> {
+pub async fn reconcile(app: &App, window_secs: i64) -> Result<ReconcileReport, Failure> {
     let mut scopes = vec![app.default_scope()];
     // The first failure is the run's; each is logged as it happens, and none keeps the other
     // scopes (the deployment's own first) from running.
-    let mut first_failure: Option<ApiError> = None;
+    let mut first_failure: Option<Failure> = None;
     let ids = match app.store.all_project_ids().await {
         Ok(ids) => ids,
         Err(err) => {
@@ -106,7 +106,7 @@ async fn reconcile_scope(
     scope: &Scope,
     window_secs: i64,
     total: &mut ReconcileReport,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     let stripe = app.stripe_for(scope).await?;
     let store = app.store_for(scope);
     let since = (now_ms() / 1000).saturating_sub(window_secs);
@@ -185,7 +185,7 @@ const REREAD_AHEAD_SECS: i64 = 3600;
 /// live state whose subscription Stripe says it does not have is left as it is (the stale rule
 /// bounds it), logged as an error and not read again for a day. The number read; one that fails does not stop the others, the first failure is
 /// returned after them.
-async fn reread_subscriptions(app: &App, scope: &Scope) -> Result<usize, ApiError> {
+async fn reread_subscriptions(app: &App, scope: &Scope) -> Result<usize, Failure> {
     let now_secs = now_ms() / 1000;
     let store = app.store_for(scope);
     // Each subscription once: its account when stored, and when it was marked.
@@ -220,7 +220,7 @@ async fn reread_subscriptions(app: &App, scope: &Scope) -> Result<usize, ApiErro
             if let Some(marked_at) = marked_at {
                 store.clear_reread_mark(&subscription_id, marked_at).await?;
             }
-            Ok::<(), ApiError>(())
+            Ok::<(), Failure>(())
         }
         .await;
         match result {
@@ -235,7 +235,7 @@ async fn reread_subscriptions(app: &App, scope: &Scope) -> Result<usize, ApiErro
         store.invoice_reread_marks().await?
     {
         let result = async {
-            crate::handlers::stripe_webhook_billing::apply_invoice_again(
+            crate::services::inbound::billing::apply_invoice_again(
                 app,
                 scope,
                 &invoice_id,
@@ -246,7 +246,7 @@ async fn reread_subscriptions(app: &App, scope: &Scope) -> Result<usize, ApiErro
             store
                 .clear_invoice_reread_mark(&invoice_id, marked_at)
                 .await?;
-            Ok::<(), ApiError>(())
+            Ok::<(), Failure>(())
         }
         .await;
         match result {
@@ -277,7 +277,7 @@ async fn reconcile_intent(
     intent: &Intent,
     source: &str,
     report: &mut ReconcileReport,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     let Some(metadata) = &intent.metadata else {
         return Ok(());
     };

@@ -7,28 +7,27 @@
 use serde_json::Value;
 
 use crate::adapters::store::{CreditOutcome, IncludedOutcome, InvoiceRecord, MoveOutcome};
+use crate::adapters::stripe::webhook::Event;
 use crate::adapters::stripe::{META_ACCOUNT, META_CREDITS, META_PACKAGE, META_SCOPE, META_USER};
 use crate::domain::ledger::{CreditMove, IncludedGrant, PaidIntent, PaymentRecord};
 use crate::domain::money::Currency;
 use crate::domain::plans::billed_plan;
 use crate::domain::records::{now_ms, UserId};
 use crate::domain::scope::Scope;
-use crate::http::ApiError;
 use crate::services::billing::{self, sync_subscription};
-use crate::webhook::Event;
+use crate::services::Failure;
 use crate::App;
 
 fn text<'a>(object: &'a Value, pointer: &str) -> Option<&'a str> {
     object.pointer(pointer).and_then(Value::as_str)
 }
 
-fn object_id(event: &Event) -> Result<&str, ApiError> {
-    text(&event.data.object, "/id")
-        .ok_or_else(|| ApiError::bad_request("The event's object has no id."))
+fn object_id(event: &Event) -> Result<&str, Failure> {
+    text(&event.data.object, "/id").ok_or_else(|| Failure::invalid("The event's object has no id."))
 }
 
 /// `customer.subscription.*`: re-read and store when newer.
-pub async fn subscription_changed(app: &App, scope: &Scope, event: &Event) -> Result<(), ApiError> {
+pub async fn subscription_changed(app: &App, scope: &Scope, event: &Event) -> Result<(), Failure> {
     let id = object_id(event)?;
     sync_subscription(app, scope, id).await?;
     Ok(())
@@ -42,7 +41,7 @@ pub(crate) async fn apply_invoice_again(
     invoice_id: &str,
     subscription_id: &str,
     payment_failed: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     let kind = if payment_failed {
         "invoice.payment_failed"
     } else {
@@ -54,13 +53,13 @@ pub(crate) async fn apply_invoice_again(
         "data": {"object": {"id": invoice_id, "object": "invoice", "subscription": subscription_id}},
     });
     let event = Event::parse(body.to_string().as_bytes())
-        .ok_or_else(|| ApiError::Internal("an invoice event could not be built".into()))?;
+        .ok_or_else(|| Failure::Internal("an invoice event could not be built".into()))?;
     invoice_event(app, scope, &event, payment_failed).await
 }
 
 /// The subscription an event is about: the subscription itself, an invoice's or a Checkout
 /// session's.
-pub(super) fn subscription_of(event: &Event) -> Option<&str> {
+pub(crate) fn subscription_of(event: &Event) -> Option<&str> {
     let object = &event.data.object;
     let kind = event.kind.as_str();
     if kind.starts_with("customer.subscription.") {
@@ -92,7 +91,7 @@ pub async fn invoice_event(
     scope: &Scope,
     event: &Event,
     payment_failed: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     let invoice_id = object_id(event)?;
     let Some(subscription_id) = invoice_subscription(&event.data.object) else {
         tracing::info!(invoice_id, "invoice of no subscription; acknowledged");
@@ -245,7 +244,7 @@ async fn grant_included_untracked(
     invoice_id: &str,
     plan_id: &str,
     credits: i64,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     let request = CreditMove {
         delta: credits,
         reason: format!("Included credits of {plan_id} ({invoice_id})"),
@@ -273,7 +272,7 @@ async fn grant_included_untracked(
 /// `checkout.session.completed`: re-reads the session. A subscription session stores the
 /// subscription; a paid package session records the payment (if the create route never saw
 /// it) and credits it exactly once, like a PaymentIntent purchase.
-pub async fn checkout_completed(app: &App, scope: &Scope, event: &Event) -> Result<(), ApiError> {
+pub async fn checkout_completed(app: &App, scope: &Scope, event: &Event) -> Result<(), Failure> {
     let id = object_id(event)?;
     let stripe = app.stripe_for(scope).await?;
     let session = match stripe.retrieve_checkout_session(id).await {
@@ -366,7 +365,7 @@ pub async fn checkout_completed(app: &App, scope: &Scope, event: &Event) -> Resu
 
 /// `checkout.session.expired`: a plan's Checkout that was never paid; its hold on the account
 /// goes, so that the account can subscribe again at once.
-pub async fn checkout_expired(app: &App, scope: &Scope, event: &Event) -> Result<(), ApiError> {
+pub async fn checkout_expired(app: &App, scope: &Scope, event: &Event) -> Result<(), Failure> {
     let metadata = event.data.object.get("metadata");
     let made_here = app.owns(
         scope,
@@ -390,7 +389,7 @@ pub async fn checkout_expired(app: &App, scope: &Scope, event: &Event) -> Result
 
 /// `setup_intent.succeeded`: a subscription with nothing due now was confirmed; re-read the
 /// customer's stored subscription.
-pub async fn setup_succeeded(app: &App, scope: &Scope, event: &Event) -> Result<(), ApiError> {
+pub async fn setup_succeeded(app: &App, scope: &Scope, event: &Event) -> Result<(), Failure> {
     let Some(customer) = text(&event.data.object, "/customer") else {
         return Ok(());
     };
