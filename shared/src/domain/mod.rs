@@ -2,6 +2,7 @@
 //! records users see, credit packages, projects and their scopes, and the ledger's invariants.
 
 pub mod events;
+pub mod idempotency;
 pub mod invariants;
 pub mod ledger;
 pub mod metering;

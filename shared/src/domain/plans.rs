@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::money::Currency;
+use super::packages::CreditPackage;
 use super::subscriptions::{entitled_plan_id, SubscriptionState};
 
 /// A plan of a project in one mode: the free plan everyone has, a tier bought once (`amount`),
@@ -160,11 +162,7 @@ pub fn entitled_plan(
         let held = subscription
             .held_plan_id
             .as_deref()
-            .filter(|_| {
-                subscription
-                    .held_until
-                    .is_some_and(|until| now_secs < until)
-            })
+            .filter(|_| subscription.holds_plan_at(now_secs))
             .filter(|_| subscribed != free.id);
         if let Some(plan) = held.and_then(find) {
             candidates.push(plan);
@@ -326,6 +324,31 @@ pub fn apply_plan_update(
         ));
     }
     Ok(plan)
+}
+
+/// The purchase id of a tier (`tier:<plan>`), as its package and payment name it.
+pub fn tier_purchase_id(plan_id: &str) -> String {
+    format!("tier:{plan_id}")
+}
+
+/// A tier sold as a one-off package: its price (in the deployment's currency) and its included
+/// credits, as the plan stores them.
+pub fn tier_package(plan: &Plan, currency: &Currency) -> CreditPackage {
+    CreditPackage {
+        id: tier_purchase_id(&plan.id),
+        name: plan.name.clone(),
+        description: plan.description.clone(),
+        amount: plan.amount.unwrap_or(0),
+        currency: currency.clone(),
+        credits: plan.included_credits,
+        active: plan.active,
+    }
+}
+
+/// Whether an account on `current` may buy the tier `tier`: only an active tier, and only one
+/// ranked above what it has (a tier is never bought twice nor bought below a plan it holds).
+pub fn tier_purchase_allowed(current: &Plan, tier: &Plan) -> bool {
+    tier.active && tier.kind() == PlanKind::Tier && current.rank < tier.rank
 }
 
 /// The tier a tier purchase (`tier:<plan>`) is for.
@@ -510,6 +533,36 @@ mod tests {
             change_billing(&basic, &max, Some(&pro)),
             ChangeBilling::InvoiceDifference
         );
+    }
+
+    #[test]
+    fn a_tier_package_is_the_plan_as_stored() {
+        let tier = sample_plan("pro", 20, None, Some(1500));
+        let package = tier_package(&tier, &Currency::parse("usd").expect("usd"));
+        assert_eq!(tier_of_purchase(&package.id), Some("pro"));
+        assert_eq!(
+            (package.amount, package.credits),
+            (1500, tier.included_credits)
+        );
+    }
+
+    proptest::proptest! {
+        /// A tier is sold only when active and ranked above the plan the account has: never
+        /// twice, never below, whatever the ranks.
+        #[test]
+        fn a_tier_is_sold_only_above_what_the_account_has(
+            current in 0i32..100, wanted in 0i32..100, active: bool,
+        ) {
+            let have = sample_plan("have", current, None, None);
+            let mut tier = sample_plan("tier", wanted, None, Some(100));
+            tier.active = active;
+            proptest::prop_assert_eq!(
+                tier_purchase_allowed(&have, &tier),
+                active && current < wanted
+            );
+            let recurring = sample_plan("sub", wanted, Some("price_1"), None);
+            proptest::prop_assert!(!tier_purchase_allowed(&have, &recurring));
+        }
     }
 
     #[test]

@@ -95,6 +95,13 @@ pub struct SubscriptionState {
     pub held_until: Option<i64>,
 }
 
+impl SubscriptionState {
+    /// A plan held after a downgrade still gives its limits at `now_secs` (Unix seconds).
+    pub fn holds_plan_at(&self, now_secs: i64) -> bool {
+        self.held_plan_id.is_some() && self.held_until.is_some_and(|until| now_secs < until)
+    }
+}
+
 /// Whether `incoming` may replace `stored`: only a later read of the same subscription, or any
 /// read of another subscription that is live while the stored one is not.
 pub fn is_newer(stored: &SubscriptionState, incoming: &SubscriptionState) -> bool {

@@ -6,31 +6,17 @@
 //!   API-gateway frontend's names)
 //! - `POST /api/v1/payments/stripe/customer-portal` `{returnUrl}` → `{url}`
 //!
-//! Redirect URLs must belong to the project's allowed origins. A paid package session is
-//! credited once, from `checkout.session.completed`, through the same rules as a PaymentIntent.
-
-use std::collections::HashMap;
+//! The use cases are `services::checkout`.
 
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::billing::{active_scope, opt_text, recurring_plan};
-use crate::adapters::store::CustomerLink;
-use crate::adapters::stripe::{
-    CheckoutItem, META_ACCOUNT, META_CREDITS, META_PACKAGE, META_PLAN, META_SCOPE, META_USER,
-};
+use super::billing::{active_scope, opt_text};
 use crate::api::{CheckoutCreated, GatewayCheckoutCreated, PortalCreated};
-use crate::domain::packages::valid_package_id;
-use crate::domain::projects::redirect_allowed;
-use crate::domain::records::now_ms;
 use crate::http::{json_body, ok, ApiError};
-use crate::services::billing::{self, ensure_customer};
+use crate::services::checkout::{self, Redirect, Sale};
 use crate::{scoping, App};
-
-/// How long a plan's Checkout session stays payable, and holds the account: 31 minutes (Stripe
-/// takes 30 minutes at least).
-const CHECKOUT_HOLD_SECS: i64 = 31 * 60;
 
 #[derive(Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -62,15 +48,9 @@ pub(crate) struct GatewayBody {
     identifier: Option<Value>,
 }
 
-fn required_url(value: &Option<Value>, name: &str, origins: &[String]) -> Result<String, ApiError> {
-    let url = opt_text(value, name, 2048)?
-        .ok_or_else(|| ApiError::bad_request(format!("{name} is required.")))?;
-    if !redirect_allowed(&url, origins) {
-        return Err(ApiError::bad_request(format!(
-            "{name} must be an http(s) URL on one of the project's allowed origins."
-        )));
-    }
-    Ok(url)
+fn required_url(value: &Option<Value>, name: &str) -> Result<String, ApiError> {
+    opt_text(value, name, 2048)?
+        .ok_or_else(|| ApiError::bad_request(format!("{name} is required.")))
 }
 
 pub async fn checkout_session(
@@ -107,119 +87,41 @@ pub async fn checkout_session(
         ("successUrl", "cancelUrl")
     };
     let scope = active_scope(app, req).await?;
-    let settings = billing::settings(app, &scope).await?;
-    let success_url = required_url(&success, success_name, &settings.allowed_origins)?;
-    let cancel_url = required_url(&cancel, cancel_name, &settings.allowed_origins)?;
-
-    let mut metadata = HashMap::from([
-        (META_ACCOUNT.to_owned(), account.as_str().to_owned()),
-        (META_USER.to_owned(), account.as_str().to_owned()),
-        (META_SCOPE.to_owned(), app.scope_mark(&scope)),
-    ]);
-    let plans;
-    let packages;
-    // The account's hold taken for a plan's Checkout (the record's version), released if the
-    // session cannot be made.
-    let mut held: Option<i64> = None;
-    let item = match (plan_id.as_deref(), package_id.as_deref()) {
-        (Some(plan_id), None) => {
-            plans = billing::plans(app, &scope).await?;
-            let plan = recurring_plan(&plans, Some(plan_id), None)?;
-            // The same hold as create-subscription: while a Checkout for a plan is open, no
-            // second one and no create; it ends with the session (or at once, on failure).
-            let store = app.store_for(&scope);
-            let record = store.subscription_record(&account).await?;
-            if record.state.as_ref().is_some_and(|s| s.status.is_live()) {
-                return Err(ApiError::Conflict(
-                    "This account already has a live subscription.".into(),
-                ));
-            }
-            let now = now_ms();
-            let expires_at = now / 1000 + CHECKOUT_HOLD_SECS;
-            if record.lock_until_ms.is_some_and(|until| until >= now)
-                || !store
-                    .write_subscription(&account, record.version, None, Some(expires_at * 1000))
-                    .await?
-            {
-                return Err(ApiError::Conflict(
-                    "A subscription is already being created or checked out for this account; finish or wait for that one.".into(),
-                ));
-            }
-            held = Some(record.version + 1);
-            metadata.insert(META_PLAN.to_owned(), plan.id.clone());
-            CheckoutItem::Subscription {
-                price_id: plan.price_id.as_deref().unwrap_or_default(),
-                expires_at,
-            }
-        }
-        (None, Some(package_id)) => {
-            if !valid_package_id(package_id) {
-                return Err(ApiError::bad_request("creditPackageId is malformed."));
-            }
-            packages = app.packages_for(&scope).await?;
-            let package = packages
-                .iter()
-                .find(|p| p.id == package_id && p.active)
-                .filter(|p| p.currency == app.config.default_currency)
-                .ok_or_else(|| ApiError::NotFound("Unknown or inactive credit package.".into()))?;
-            metadata.insert(META_PACKAGE.to_owned(), package.id.clone());
-            metadata.insert(META_CREDITS.to_owned(), package.credits.to_string());
-            CheckoutItem::Payment {
-                name: &package.name,
-                amount: package.amount,
-                currency: &package.currency,
-            }
-        }
+    let success_url = required_url(&success, success_name)?;
+    let cancel_url = required_url(&cancel, cancel_name)?;
+    let sale = match (plan_id.as_deref(), package_id.as_deref()) {
+        (Some(plan), None) => Sale::Plan(plan),
+        (None, Some(package)) => Sale::Package(package),
         _ => {
             return Err(ApiError::bad_request(
                 "Give either planId or creditPackageId.",
             ))
         }
     };
-    let made = async {
-        let stripe = app.stripe_for(&scope).await?;
-        let customer = ensure_customer(app, &scope, &stripe, &account, None, None).await?;
-        let key = format!("coffer-cs-{}", uuid::Uuid::new_v4());
-        Ok::<_, ApiError>(
-            stripe
-                .create_checkout_session(
-                    item,
-                    &customer,
-                    account.as_str(),
-                    metadata,
-                    &success_url,
-                    &cancel_url,
-                    &key,
-                )
-                .await?,
-        )
-    }
-    .await;
-    let session = match made {
-        Ok(session) => session,
-        Err(err) => {
-            if let Some(version) = held {
-                let _ = app
-                    .store_for(&scope)
-                    .write_subscription(&account, version, None, None)
-                    .await;
-            }
-            return Err(err);
-        }
-    };
-    let url = session
-        .url
-        .ok_or_else(|| ApiError::Stripe("stripe returned a session without a url".into()))?;
-    tracing::info!(session_id = %session.id, "checkout session created");
+    let opened = checkout::open_checkout(
+        app,
+        &scope,
+        &account,
+        sale,
+        Redirect {
+            field: success_name,
+            url: &success_url,
+        },
+        Redirect {
+            field: cancel_name,
+            url: &cancel_url,
+        },
+    )
+    .await?;
     if gateway {
         Ok(ok(GatewayCheckoutCreated {
-            checkout_url: url,
-            id: session.id,
+            checkout_url: opened.url,
+            id: opened.id,
         }))
     } else {
         Ok(ok(CheckoutCreated {
-            id: session.id,
-            url,
+            id: opened.id,
+            url: opened.url,
         }))
     }
 }
@@ -239,30 +141,16 @@ pub async fn customer_portal(app: &App, req: &Request) -> Result<Response<Body>,
     let identifier = opt_text(&body.identifier, "identifier", 255)?;
     let account = scoping::account(app, req, identifier.as_deref())?;
     let scope = scoping::end_user_scope(app, req).await?;
-    let settings = billing::settings(app, &scope).await?;
-    let return_url = required_url(&body.return_url, "returnUrl", &settings.allowed_origins)?;
-    let CustomerLink::Ready(customer) = app.store_for(&scope).customer_link(&account).await? else {
-        return Err(ApiError::NotFound(
-            "This account has no Stripe customer yet.".into(),
-        ));
-    };
-    let stripe = app.stripe_for(&scope).await?;
-    let store = app.store_for(&scope);
-    let configuration = match store.portal_configuration().await? {
-        Some(id) => id,
-        None => {
-            let id = stripe
-                .create_portal_configuration(&format!("coffer-portal-config-v1-{scope}"))
-                .await?;
-            store.put_portal_configuration(&id).await?;
-            id
-        }
-    };
-    let session = stripe
-        .create_portal_session(&customer, &return_url, &configuration)
-        .await?;
-    let url = session
-        .url
-        .ok_or_else(|| ApiError::Stripe("stripe returned a portal session without a url".into()))?;
+    let return_url = required_url(&body.return_url, "returnUrl")?;
+    let url = checkout::open_portal(
+        app,
+        &scope,
+        &account,
+        Redirect {
+            field: "returnUrl",
+            url: &return_url,
+        },
+    )
+    .await?;
     Ok(ok(PortalCreated { url }))
 }

@@ -7,12 +7,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::adapters::store::{hash_parts, MoveOutcome};
 use crate::auth::UserId;
-use crate::domain::ledger::CreditMove;
+use crate::domain::idempotency::Spender;
 use crate::domain::money::AmountError;
 use crate::domain::scope::Scope;
 use crate::http::{json_body, ok, respond, ApiError};
+use crate::services::credits;
 use crate::{auth, scoping, App};
 
 /// The largest single spend accepted, in minor units (10 million in major units).
@@ -82,7 +82,6 @@ async fn spend(
     caller: &Caller,
     body: &ConsumeBody,
 ) -> Result<Response<Body>, ApiError> {
-    let store = app.store_for(scope);
     let currency = &app.config.default_currency;
     let amount = match &body.amount {
         None => return Err(ApiError::bad_request("amount is required.")),
@@ -119,74 +118,13 @@ async fn spend(
         }
         None => return Err(ApiError::bad_request("idempotencyKey is required.")),
     };
-    let request = CreditMove {
-        delta: -amount,
-        reason: reason.clone(),
+    let spender = match caller {
+        Caller::User => Spender::User,
+        Caller::Service(principal) => Spender::Service(principal),
     };
-    let entry_id = spend_entry_id(user, caller, key);
-    let outcome = store
-        .move_credits(user, &entry_id, "spend", &request, currency)
-        .await?;
-    let (entry_id, balance) = match outcome {
-        MoveOutcome::Done {
-            entry_id,
-            balance_after,
-        } => {
-            tracing::info!(entry_id = %entry_id, amount, "credits spent");
-            (entry_id, balance_after)
-        }
-        MoveOutcome::Replayed {
-            entry_id,
-            balance_after,
-        } => {
-            tracing::info!(entry_id = %entry_id, "spend replayed; nothing more taken");
-            let balance = match balance_after {
-                Some(balance) => balance,
-                // Written by an earlier version, which did not record it.
-                None => store.balance(user).await?.map_or(0, |b| b.balance),
-            };
-            (entry_id, balance)
-        }
-        MoveOutcome::KeyConflict => {
-            return Err(ApiError::Conflict(
-                "This idempotencyKey was already used with another amount or reason.".into(),
-            ))
-        }
-        MoveOutcome::Insufficient => return Err(ApiError::InsufficientCredits),
-        MoveOutcome::CurrencyMismatch => {
-            return Err(ApiError::Internal(format!(
-                "the balance of this user is not in {currency}"
-            )))
-        }
-    };
+    let spent = credits::spend(app, scope, user, &spender, amount, reason, key).await?;
     Ok(ok(crate::api::SpendResult {
-        balance: crate::api::Major::of(currency, balance),
-        entry_id,
+        balance: crate::api::Major::of(currency, spent.balance),
+        entry_id: spent.entry_id,
     }))
-}
-
-/// The entry id of a spend: a hash of the user, the caller and the key. The user's own keys
-/// hash as they always have (user, key), so spends made before callers were told apart replay.
-fn spend_entry_id(user: &UserId, caller: &Caller, key: &str) -> String {
-    let hash = match caller {
-        Caller::User => hash_parts(&[user.as_str(), key]),
-        Caller::Service(principal) => hash_parts(&[user.as_str(), "iam", principal, key]),
-    };
-    format!("spend:{}", &hash[..32])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_same_key_from_the_user_and_from_a_service_are_different_spends() {
-        let user = UserId::parse("u").unwrap();
-        let own = spend_entry_id(&user, &Caller::User, "k");
-        let backend = spend_entry_id(&user, &Caller::Service("arn:x".into()), "k");
-        let other_backend = spend_entry_id(&user, &Caller::Service("arn:y".into()), "k");
-        assert_ne!(own, backend);
-        assert_ne!(backend, other_backend);
-        assert_eq!(own, spend_entry_id(&user, &Caller::User, "k"));
-    }
 }

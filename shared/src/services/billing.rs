@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::adapters::store::{hash_parts, CustomerLink, Store};
+use crate::adapters::store::{CustomerLink, Store};
 use crate::adapters::stripe::{
     StripeApi, StripeFailure, Subscription, META_ACCOUNT, META_SCOPE, META_USER,
 };
+use crate::domain::idempotency;
 use crate::domain::plans::{entitled_plan, Plan};
 use crate::domain::projects::ProjectSettings;
 use crate::domain::records::{now_ms, UserId};
@@ -126,10 +127,7 @@ pub async fn ensure_customer(
         {
             continue;
         }
-        let key = format!(
-            "coffer-cus-{}",
-            hash_parts(&[&scope.to_string(), account.as_str()])
-        );
+        let key = idempotency::customer(scope, account);
         let metadata = HashMap::from([
             (META_USER.to_owned(), account.as_str().to_owned()),
             (META_ACCOUNT.to_owned(), account.as_str().to_owned()),
@@ -484,7 +482,7 @@ async fn cancel_duplicate(
                 )));
             }
             for (n, intent) in intents.iter().enumerate() {
-                let key = format!("coffer-dupsub-refund-{}-{n}", duplicate.id);
+                let key = idempotency::duplicate_refund(&duplicate.id, n);
                 stripe
                     .refund_payment(intent, "duplicate_subscription", &key)
                     .await?;

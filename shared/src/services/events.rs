@@ -12,9 +12,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use crate::adapters::events::{OutgoingEvent, ENTRIES_PER_CALL};
-use crate::adapters::store::{
-    get_s, hash_parts, payment_from_item, split_scope, Fields, Item, StreamRecord,
-};
+use crate::adapters::store::{get_s, payment_from_item, split_scope, Fields, Item, StreamRecord};
 use crate::domain::events::{
     balance_events, duplicate_subscription_events, invoice_events, limit_events, payment_events,
     subscription_events, tier_events, DomainEvent,
@@ -135,10 +133,7 @@ fn outgoing(
     event: DomainEvent,
 ) -> OutgoingEvent {
     let name = event.kind.name();
-    let id = format!(
-        "evt_{}",
-        &hash_parts(&[&record.event_id, name, &index.to_string()])[..32]
-    );
+    let id = crate::domain::idempotency::billing_event(&record.event_id, name, index);
     let time_secs = record.created_at_secs.unwrap_or_else(|| now_ms() / 1000);
     OutgoingEvent {
         detail_type: name.to_owned(),

@@ -1,12 +1,16 @@
 //! Use cases: load the records, ask the rules, persist the decision.
 
 pub mod billing;
+pub mod checkout;
+pub mod credits;
 pub mod events;
 pub mod failure;
 pub mod inbound;
 pub mod metering;
+pub mod purchases;
 pub mod reconcile;
 pub mod streams;
+pub mod subscriptions;
 pub mod usage;
 
 pub use failure::Failure;

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use crate::api::{Major, MetricUsage, UsageAnswer, UsageOverview};
 
 use crate::adapters::store::{
-    hash_parts, Allowance, AllowanceKey, LeaseItem, MeterTag, MoveOutcome, NewUsage, Store,
-    LEASE_INDEX_SHARDS, USAGE_RECORD_TTL_SECS,
+    Allowance, AllowanceKey, LeaseItem, MeterTag, MoveOutcome, NewUsage, Store, LEASE_INDEX_SHARDS,
+    USAGE_RECORD_TTL_SECS,
 };
 use crate::domain::ledger::CreditMove;
 use crate::domain::plans::Plan;
@@ -323,7 +323,7 @@ pub async fn record_usage(
             delta: -cost,
             reason: format!("{} {} beyond the plan", short, request.metric),
         };
-        let entry_id = format!("usage:{}", &request.key_hash[..32]);
+        let entry_id = crate::domain::idempotency::overage_entry(request.key_hash);
         let text = result.to_string();
         app.allowances.remove(&cache_key);
         match store
@@ -714,7 +714,7 @@ async fn replayed(store: &Store, request: &UsageRequest<'_>) -> Result<Option<Va
 
 /// The hash that names a usage key: the caller, the account and the key.
 pub fn usage_key_hash(caller: &str, account: &UserId, key: &str) -> String {
-    hash_parts(&["usage", caller, account.as_str(), key])
+    crate::domain::idempotency::usage_key(caller, account, key)
 }
 
 /// The account's metrics on its plan now: used, limit and reset time of each.

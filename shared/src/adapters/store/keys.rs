@@ -21,12 +21,12 @@
 //! | usage lease       | `LEASE#<acct>#<metric>#<period>` | `<lease id>` | a block of an allowance held by one instance |
 //! | limit reached     | `LIMIT#<acct>#<metric>#<period>` | `LIMIT` | first refusal in the period (an event) |
 
+pub use crate::domain::idempotency::hash_parts;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use sha2::{Digest, Sha256};
 
 use super::codec::{s, Item};
 use super::StoreError;
@@ -261,24 +261,6 @@ pub fn split_scope(pk: &str) -> (&str, &str) {
     ("", pk)
 }
 
-/// A hash of the parts, separated so that `("a", "bc")` and `("ab", "c")` differ: any text
-/// becomes a safe key.
-pub fn hash_parts(parts: &[&str]) -> String {
-    let mut hasher = Sha256::new();
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            hasher.update([0u8]);
-        }
-        hasher.update(part.as_bytes());
-    }
-    hex::encode(hasher.finalize())
-}
-
-/// The stored key for a client's `Idempotency-Key` of a user.
-pub fn idempotency_hash(user: &UserId, client_key: &str) -> String {
-    hash_parts(&[user.as_str(), client_key])
-}
-
 /// Which item a history cursor points after.
 #[derive(Debug, PartialEq, Eq)]
 enum CursorKind {
@@ -426,9 +408,5 @@ mod tests {
     #[test]
     fn hashes_separate_their_parts() {
         assert_ne!(hash_parts(&["a", "bc"]), hash_parts(&["ab", "c"]));
-        assert_eq!(
-            idempotency_hash(&user("a"), "k"),
-            idempotency_hash(&user("a"), "k")
-        );
     }
 }

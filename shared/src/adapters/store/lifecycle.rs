@@ -76,7 +76,8 @@ impl Store {
             let mut items = vec![TransactWriteItem::builder().update(update).build()];
             if delta != 0 {
                 let kind = event.entry_kind();
-                let entry_id = format!("{kind}:{intent_id}:r{}", payment.rev + 1);
+                let entry_id =
+                    crate::domain::idempotency::charge_entry(kind, intent_id, payment.rev + 1);
                 items.push(self.entry_put(&payment, kind, delta, &entry_id, now)?);
                 items.push(self.balance_add(&payment, delta, now, false)?);
             }

@@ -31,7 +31,7 @@ pub use billing::{
 };
 pub use codec::{get_s, payment_from_item, DecodeError, Fields, Item};
 pub use credits::MoveOutcome;
-pub use keys::{hash_parts, idempotency_hash, split_scope, Keys, GSI1, GSI2};
+pub use keys::{hash_parts, split_scope, Keys, GSI1, GSI2};
 pub use lifecycle::LifecycleOutcome;
 pub use metering::MeterWatermark;
 pub use packages::IdempotencyRecord;

@@ -328,11 +328,14 @@ impl Store {
                 &payment,
                 "purchase",
                 credits,
-                &format!("purchase:{}", payment.intent_id),
+                &crate::domain::idempotency::purchase_entry(&payment.intent_id),
                 now,
             )?);
             if adjustment != 0 {
-                let id = format!("adjust:{}:r{}", payment.intent_id, payment.rev + 1);
+                let id = crate::domain::idempotency::adjustment_entry(
+                    &payment.intent_id,
+                    payment.rev + 1,
+                );
                 items.push(self.entry_put(&payment, "adjustment", adjustment, &id, now)?);
             }
             let balance_index = items.len();

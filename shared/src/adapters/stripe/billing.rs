@@ -648,7 +648,7 @@ impl StripeApi {
             ("stripe_customer_id".to_owned(), event.customer.to_owned()),
             ("value".to_owned(), event.value.to_string()),
         ]);
-        let idempotency = format!("{}-{}", event.identifier, event.attempt);
+        let idempotency = crate::domain::idempotency::meter_event(event.identifier, event.attempt);
         let sent = CreateBillingMeterEvent::new(event.event_name, payload)
             .identifier(event.identifier)
             .timestamp(event.timestamp)

@@ -188,7 +188,7 @@ pub async fn invoice_event(
                 credits: plan.included_credits,
                 now_ms: now_ms(),
             });
-            let entry_id = format!("included:{invoice_id}");
+            let entry_id = crate::domain::idempotency::included_entry(invoice_id);
             match store.grant_included(&grant, &entry_id).await? {
                 IncludedOutcome::Granted => tracing::info!(
                     invoice_id,
@@ -249,7 +249,7 @@ async fn grant_included_untracked(
         delta: credits,
         reason: format!("Included credits of {plan_id} ({invoice_id})"),
     };
-    let entry_id = format!("included:{invoice_id}");
+    let entry_id = crate::domain::idempotency::included_entry(invoice_id);
     let currency: &Currency = &app.config.default_currency;
     match store
         .move_credits(account, &entry_id, "grant", &request, currency)
