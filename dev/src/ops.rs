@@ -2,10 +2,8 @@
 //! attention, run with the caller's AWS credentials against `TABLE_NAME` (the local stack's or a
 //! deployed one). Failures print their whole cause chain.
 
-use coffer::adapters::store::{idempotency_hash, MoveOutcome};
 use coffer::auth::UserId;
 use coffer::domain::invariants;
-use coffer::domain::ledger::CreditMove;
 use coffer::services::reconcile as reconciliation;
 use coffer::telemetry::error_chain;
 use coffer::App;
@@ -30,35 +28,22 @@ pub async fn grant(args: &[String]) -> Result<(), String> {
     let minor = currency
         .parse_major(amount, 1_000_000_000)
         .map_err(|e| e.to_string())?;
-    if minor <= 0 || reason.trim().is_empty() || key.is_empty() {
-        return Err("amount must be > 0, reason and key non-empty".into());
-    }
-    let entry_id = format!("grant:{}", &idempotency_hash(&user, key)[..32]);
-    let request = CreditMove {
-        delta: minor,
-        reason: reason.clone(),
-    };
-    let outcome = app
-        .store
-        .move_credits(&user, &entry_id, "grant", &request, currency)
+    let scope = app.default_scope();
+    let granted = coffer::services::credits::grant(&app, &scope, &user, minor, reason, key)
         .await
-        .map_err(|e| format!("grant failed: {}", error_chain(&e)))?;
-    match outcome {
-        MoveOutcome::Done { entry_id, .. } => println!(
-            "granted {} {currency} to {} ({entry_id})",
+        .map_err(|e| format!("grant failed: {}", e.cause()))?;
+    if granted.replayed {
+        println!(
+            "already granted with this key ({}); nothing changed",
+            granted.entry_id
+        );
+    } else {
+        println!(
+            "granted {} {currency} to {} ({})",
             currency.to_major(minor),
-            user.as_str()
-        ),
-        MoveOutcome::Replayed { entry_id, .. } => {
-            println!("already granted with this key ({entry_id}); nothing changed")
-        }
-        MoveOutcome::KeyConflict => {
-            return Err("this key was used for another amount or reason".into())
-        }
-        MoveOutcome::Insufficient => return Err("the balance would overflow".into()),
-        MoveOutcome::CurrencyMismatch => {
-            return Err(format!("this user's balance is not in {currency}"))
-        }
+            user.as_str(),
+            granted.entry_id
+        );
     }
     Ok(())
 }

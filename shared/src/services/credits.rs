@@ -1,4 +1,4 @@
-//! Spending credits: one conditional transaction that never takes a balance below zero, and
+//! Spending and granting credits. A spend is one conditional transaction that never takes a balance below zero, and
 //! never spends the same key twice (the same key with another amount or reason is refused).
 
 use crate::adapters::store::MoveOutcome;
@@ -68,6 +68,55 @@ pub async fn spend(
         MoveOutcome::Insufficient => Err(Failure::InsufficientCredits),
         MoveOutcome::CurrencyMismatch => Err(Failure::Internal(format!(
             "the balance of this user is not in {currency}"
+        ))),
+    }
+}
+
+/// A grant done now, or found done by an earlier request with the same key.
+pub struct Granted {
+    pub entry_id: String,
+    pub replayed: bool,
+}
+
+/// An operator's grant of `amount` (minor units, > 0) for `reason`, once per key.
+pub async fn grant(
+    app: &App,
+    scope: &Scope,
+    user: &UserId,
+    amount: i64,
+    reason: &str,
+    key: &str,
+) -> Result<Granted, Failure> {
+    if amount <= 0 || reason.trim().is_empty() || key.is_empty() {
+        return Err(Failure::invalid(
+            "amount must be > 0, reason and key non-empty",
+        ));
+    }
+    let currency = &app.config.default_currency;
+    let request = CreditMove {
+        delta: amount,
+        reason: reason.to_owned(),
+    };
+    let entry_id = idempotency::grant_entry(user, key);
+    match app
+        .store_for(scope)
+        .move_credits(user, &entry_id, "grant", &request, currency)
+        .await?
+    {
+        MoveOutcome::Done { entry_id, .. } => Ok(Granted {
+            entry_id,
+            replayed: false,
+        }),
+        MoveOutcome::Replayed { entry_id, .. } => Ok(Granted {
+            entry_id,
+            replayed: true,
+        }),
+        MoveOutcome::KeyConflict => Err(Failure::Conflict(
+            "this key was used for another amount or reason".into(),
+        )),
+        MoveOutcome::Insufficient => Err(Failure::invalid("the balance would overflow")),
+        MoveOutcome::CurrencyMismatch => Err(Failure::Conflict(format!(
+            "this user's balance is not in {currency}"
         ))),
     }
 }

@@ -379,7 +379,7 @@ async fn reconciliation_credits_a_payment_the_webhook_missed_exactly_once() {
 
     let first = coffer::calls::as_function(
         "reconcile",
-        coffer::reconcile::reconcile(&app.app.app, 3600),
+        coffer::services::reconcile::reconcile(&app.app.app, 3600),
     )
     .await
     .expect("reconcile");
@@ -387,7 +387,7 @@ async fn reconciliation_credits_a_payment_the_webhook_missed_exactly_once() {
     assert_eq!(app.balance("walt").await, 60.0);
     let second = coffer::calls::as_function(
         "reconcile",
-        coffer::reconcile::reconcile(&app.app.app, 3600),
+        coffer::services::reconcile::reconcile(&app.app.app, 3600),
     )
     .await
     .expect("reconcile");
@@ -422,7 +422,7 @@ async fn reconciliation_reads_every_page_of_the_window() {
 
     let report = coffer::calls::as_function(
         "reconcile",
-        coffer::reconcile::reconcile(&app.app.app, 3600),
+        coffer::services::reconcile::reconcile(&app.app.app, 3600),
     )
     .await
     .expect("reconcile");

@@ -282,7 +282,7 @@ async fn reconciliation_credits_a_projects_payment_its_webhook_missed() {
 
     let report = coffer::calls::as_function(
         "reconcile",
-        coffer::reconcile::reconcile(&app.app.app, 3600),
+        coffer::services::reconcile::reconcile(&app.app.app, 3600),
     )
     .await
     .expect("reconcile");
@@ -296,7 +296,7 @@ async fn reconciliation_credits_a_projects_payment_its_webhook_missed() {
     assert_eq!(app.balance("rita").await, 0.0);
     let again = coffer::calls::as_function(
         "reconcile",
-        coffer::reconcile::reconcile(&app.app.app, 3600),
+        coffer::services::reconcile::reconcile(&app.app.app, 3600),
     )
     .await
     .expect("reconcile");
