@@ -7,10 +7,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::adapters::secrets::SecretsError;
-use crate::adapters::store::StoreError;
-use crate::adapters::stripe::StripeFailure;
-use crate::app::ClientError;
 use crate::services::Failure;
 
 /// Largest JSON body accepted on the API routes.
@@ -177,32 +173,6 @@ impl From<Failure> for ApiError {
             Failure::RetryLater(message) => Self::RetryLater(message),
             Failure::Internal(cause) => Self::Internal(cause),
         }
-    }
-}
-
-/// Adapter errors reach a status through the use case's reason for them (`Failure`), so each
-/// has one meaning wherever it is met.
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        Failure::from(err).into()
-    }
-}
-
-impl From<StripeFailure> for ApiError {
-    fn from(err: StripeFailure) -> Self {
-        Failure::from(err).into()
-    }
-}
-
-impl From<SecretsError> for ApiError {
-    fn from(err: SecretsError) -> Self {
-        Failure::from(err).into()
-    }
-}
-
-impl From<ClientError> for ApiError {
-    fn from(err: ClientError) -> Self {
-        Failure::from(err).into()
     }
 }
 

@@ -11,9 +11,9 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 
 use crate::auth::{self, UserId};
-use crate::domain::projects::Project;
 use crate::domain::scope::{Mode, ProjectId, Scope};
 use crate::http::ApiError;
+use crate::services::projects;
 use crate::App;
 
 /// One query parameter, refusing it given twice.
@@ -65,7 +65,7 @@ pub async fn end_user_scope(app: &App, req: &Request) -> Result<Scope, ApiError>
     if app.is_deployment_scope(&scope) {
         return Ok(scope);
     }
-    match app.project(&scope.project).await? {
+    match projects::registered(app, &scope.project).await? {
         Some(project) if project.modes.contains_key(&scope.mode) => Ok(scope),
         Some(_) => Err(ApiError::NotFound(
             "This project is not configured for this mode.".into(),
@@ -83,7 +83,7 @@ pub async fn internal_scope(app: &App, req: &Request) -> Result<(Scope, String),
     let allowed = if app.is_deployment_scope(&scope) {
         app.config.allowed_callers.clone()
     } else {
-        app.project(&scope.project)
+        projects::registered(app, &scope.project)
             .await?
             .and_then(|p| {
                 p.modes
@@ -101,7 +101,7 @@ pub async fn require_active(app: &App, scope: &Scope) -> Result<(), ApiError> {
     if app.is_deployment_scope(scope) {
         return Ok(());
     }
-    match app.project(&scope.project).await? {
+    match projects::registered(app, &scope.project).await? {
         Some(project) if project.active_in(scope.mode) => Ok(()),
         _ => Err(ApiError::NotFound(
             "This project does not take payments in this mode.".into(),
@@ -225,18 +225,6 @@ pub fn path_project(req: &Request) -> Result<ProjectId, ApiError> {
 /// The mode of a developer route: `test_mode`, defaulting to test for safety.
 pub fn developer_mode(req: &Request) -> Result<Mode, ApiError> {
     requested_mode(req, Mode::Test)
-}
-
-/// The caller's own project, read fresh; another's (or none) is 404, as if it did not exist.
-pub async fn owned_project(
-    app: &App,
-    developer: &UserId,
-    id: &ProjectId,
-) -> Result<Project, ApiError> {
-    match app.store.project(id).await? {
-        Some(project) if project.is_owned_by(developer) => Ok(project),
-        _ => Err(ApiError::NotFound("Unknown project.".into())),
-    }
 }
 
 /// The scope of the project webhook, from its path: `/webhooks/{project_id}/{mode}`.

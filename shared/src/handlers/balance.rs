@@ -3,8 +3,8 @@
 use lambda_http::{Body, Request, Response};
 
 use crate::api::BalanceView;
-use crate::domain::records::Balance;
 use crate::http::{ok, respond, ApiError};
+use crate::services::accounts;
 use crate::{auth, scoping, App};
 
 #[tracing::instrument(name = "balance", skip_all)]
@@ -15,13 +15,6 @@ pub async fn balance(app: &App, req: Request) -> Response<Body> {
 async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let user = auth::user_id(req)?;
     let scope = scoping::end_user_scope(app, req).await?;
-    let balance = app
-        .store_for(&scope)
-        .balance(&user)
-        .await?
-        .unwrap_or(Balance {
-            balance: 0,
-            currency: app.config.default_currency.clone(),
-        });
+    let balance = accounts::balance(app, &scope, &user).await?;
     Ok(ok(BalanceView::of(&balance)))
 }

@@ -3,8 +3,8 @@
 use lambda_http::{Body, Request, Response};
 
 use crate::api::CreditPackageView;
-use crate::domain::packages::active_cheapest_first;
 use crate::http::{ok, respond, ApiError};
+use crate::services::accounts;
 use crate::{auth, scoping, App};
 
 #[tracing::instrument(name = "credit_packages", skip_all)]
@@ -15,7 +15,7 @@ pub async fn credit_packages(app: &App, req: Request) -> Response<Body> {
 async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     auth::user_id(req)?;
     let scope = scoping::end_user_scope(app, req).await?;
-    let packages = active_cheapest_first(app.packages_for(&scope).await?);
+    let packages = accounts::packages_on_sale(app, &scope).await?;
     Ok(ok(packages
         .iter()
         .map(CreditPackageView::of)

@@ -23,21 +23,16 @@ use crate::domain::money::{AmountError, Currency};
 use crate::domain::packages::{valid_package_id, CreditPackage};
 use crate::domain::scope::Scope;
 use crate::http::{json_body, ok, ok_page, respond, ApiError};
+use crate::services::{developers, projects};
 use crate::{scoping, App};
 
 /// The largest price or credit amount of a package, in minor units.
 const MAX_PACKAGE_MINOR: i64 = 100_000_000_000;
 
-/// The most subscriptions a listing shows (most recently changed first).
-const SUBSCRIPTIONS_SHOWN: usize = 100;
-
 /// The scope's subscriptions as a developer sees them.
 async fn subscription_lines(app: &App, scope: &Scope) -> Result<Vec<SubscriptionLine>, ApiError> {
-    let subscriptions = app
-        .store_for(scope)
-        .list_subscriptions(SUBSCRIPTIONS_SHOWN as i32)
-        .await?;
-    Ok(subscriptions
+    Ok(developers::subscriptions(app, scope)
+        .await?
         .iter()
         .map(|(account, state)| SubscriptionLine::of(scope, account.as_str(), state))
         .collect())
@@ -52,7 +47,7 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let developer = scoping::developer(app, req)?;
     let path = req.uri().path().to_owned();
     if path == "/api/v1/payments/projects" {
-        let projects = app.store.projects_of(&developer).await?;
+        let projects = projects::of_developer(app, &developer).await?;
         let data: Vec<_> = projects.iter().map(ProjectSummary::of).collect();
         return Ok(ok(data));
     }
@@ -72,11 +67,11 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
             lines.extend(subscription_lines(app, scope).await?);
         }
         lines.sort_by_key(|line| std::cmp::Reverse(line.observed_at));
-        lines.truncate(SUBSCRIPTIONS_SHOWN);
+        lines.truncate(developers::SUBSCRIPTIONS_SHOWN);
         return Ok(ok_page(lines, None));
     }
     let id = scoping::path_project(req)?;
-    let project = scoping::owned_project(app, &developer, &id).await?;
+    let project = projects::owned(app, &developer, &id).await?;
     let scope = Scope::new(project.id, scoping::developer_mode(req)?);
     if path.ends_with("/subscriptions") {
         return Ok(ok_page(subscription_lines(app, &scope).await?, None));
@@ -91,28 +86,18 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         .and_then(|p| p.first("package_id"))
         .map(str::to_owned);
     match (req.method().as_str(), package_id) {
-        ("GET", None) => {
-            let mut packages = app.store_for(&scope).list_packages().await?;
-            packages.sort_by(|a, b| a.amount.cmp(&b.amount).then_with(|| a.id.cmp(&b.id)));
-            Ok(ok(packages
-                .iter()
-                .map(CreditPackageView::of)
-                .collect::<Vec<_>>()))
-        }
+        ("GET", None) => Ok(ok(developers::packages(app, &scope)
+            .await?
+            .iter()
+            .map(CreditPackageView::of)
+            .collect::<Vec<_>>())),
         ("GET", Some(package_id)) => {
-            let package = app
-                .store_for(&scope)
-                .list_packages()
-                .await?
-                .into_iter()
-                .find(|p| p.id == package_id)
-                .ok_or_else(|| ApiError::NotFound("Unknown credit package.".into()))?;
+            let package = developers::package(app, &scope, &package_id).await?;
             Ok(ok(CreditPackageView::of(&package)))
         }
         ("PUT", Some(package_id)) => {
             let package = package_from_body(app, req, &package_id)?;
-            app.store_for(&scope).put_package(&package).await?;
-            tracing::info!(scope = %scope, package_id = %package.id, "credit package saved");
+            let package = developers::save_package(app, &scope, package).await?;
             Ok(ok(CreditPackageView::of(&package)))
         }
         _ => Err(ApiError::NotFound("No such route.".into())),
@@ -129,7 +114,7 @@ async fn stats(
 ) -> Result<Response<Body>, ApiError> {
     let mut data = Vec::new();
     for scope in developer_scopes(app, req, developer).await? {
-        let counters = app.store_for(&scope).stats().await?;
+        let counters = developers::stats(app, &scope).await?;
         data.push(ScopeStats::of(
             &scope,
             &counters,

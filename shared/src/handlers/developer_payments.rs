@@ -5,27 +5,18 @@
 //! opaque `cursor`. Across projects, each scope's newest lines are merged by time; the cursor is
 //! the time and id of the last line shown, which every scope's listing goes on from.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use lambda_http::{Request, RequestExt};
 
-use crate::adapters::store::{hash_parts, valid_boundary};
 use crate::api::DeveloperPayment;
 use crate::auth::UserId;
 use crate::domain::records::PaymentStatus;
 use crate::domain::scope::{Mode, ProjectId, Scope};
 use crate::http::ApiError;
+use crate::services::developers::{self, PaymentQuery};
 use crate::App;
 
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 100;
-
-/// What the listing is asked for.
-pub struct PaymentQuery {
-    pub limit: usize,
-    pub before: Option<String>,
-    pub status: Option<PaymentStatus>,
-}
 
 fn query_value<'a>(req: &'a Request, name: &str) -> Result<Option<&'a str>, ApiError> {
     let Some(query) = req.query_string_parameters_ref() else {
@@ -51,7 +42,7 @@ pub fn payment_query(req: &Request, developer: &UserId) -> Result<PaymentQuery, 
             .ok_or_else(|| ApiError::bad_request("limit must be a whole number from 1 to 100."))?,
     };
     let before = query_value(req, "cursor")?
-        .map(|cursor| decode_cursor(developer, cursor))
+        .map(|cursor| developers::decode_cursor(developer, cursor))
         .transpose()?;
     let status = query_value(req, "status")?
         .map(|text| {
@@ -70,62 +61,21 @@ pub fn payment_query(req: &Request, developer: &UserId) -> Result<PaymentQuery, 
     })
 }
 
-fn developer_tag(developer: &UserId) -> String {
-    hash_parts(&["payments-cursor", developer.as_str()])[..16].to_owned()
-}
-
-pub fn encode_cursor(developer: &UserId, boundary: &str) -> String {
-    let fields = [developer_tag(developer), boundary.to_owned()];
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&fields).unwrap_or_default())
-}
-
-fn decode_cursor(developer: &UserId, cursor: &str) -> Result<String, ApiError> {
-    let invalid = || ApiError::bad_request("cursor is not valid.");
-    if cursor.len() > 512 {
-        return Err(invalid());
-    }
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
-    let [tag, boundary]: [String; 2] = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
-    if tag != developer_tag(developer) || !valid_boundary(&boundary) {
-        return Err(invalid());
-    }
-    Ok(boundary)
-}
-
-/// The developer's view of a payment.
-/// One page over several scopes, merged newest first; the lines and the next cursor.
+/// One page over several scopes, as the developer sees it, and the next cursor.
 pub async fn merged_page(
     app: &App,
     developer: &UserId,
     scopes: &[Scope],
     query: &PaymentQuery,
 ) -> Result<(Vec<DeveloperPayment>, Option<String>), ApiError> {
-    let mut lines: Vec<(String, DeveloperPayment)> = Vec::new();
-    let mut more = false;
-    for scope in scopes {
-        let (found, scope_more) = app
-            .store_for(scope)
-            .payments_page(query.limit, query.before.as_deref(), query.status)
-            .await?;
-        more |= scope_more;
-        lines.extend(
-            found
-                .into_iter()
-                .map(|(boundary, payment)| (boundary, DeveloperPayment::of(scope, &payment))),
-        );
-    }
-    // Newest first across scopes: boundaries sort by time, then id.
-    lines.sort_by(|a, b| b.0.cmp(&a.0));
-    more |= lines.len() > query.limit;
-    lines.truncate(query.limit);
-    let next = if more {
+    let (lines, next) = developers::payments(app, developer, scopes, query).await?;
+    Ok((
         lines
-            .last()
-            .map(|(boundary, _)| encode_cursor(developer, boundary))
-    } else {
-        None
-    };
-    Ok((lines.into_iter().map(|(_, line)| line).collect(), next))
+            .iter()
+            .map(|(scope, payment)| DeveloperPayment::of(scope, payment))
+            .collect(),
+        next,
+    ))
 }
 
 /// The scopes the cross-project listing covers: the caller's projects, each mode it was
@@ -146,35 +96,5 @@ pub async fn developer_scopes(
                 .ok_or_else(|| ApiError::bad_request("test_mode must be true or false."))
         })
         .transpose()?;
-    let mut scopes = Vec::new();
-    for project in app.store.projects_of(developer).await? {
-        if only_project.as_ref().is_some_and(|id| id != &project.id) {
-            continue;
-        }
-        for mode in Mode::both() {
-            if only_mode.is_none_or(|m| m == mode) && project.modes.contains_key(&mode) {
-                scopes.push(Scope::new(project.id.clone(), mode));
-            }
-        }
-    }
-    Ok(scopes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_are_bound_to_their_developer_and_hold_a_valid_boundary() {
-        let ann = UserId::parse("ann").unwrap();
-        let cursor = encode_cursor(&ann, "001790000000000#pi_abc");
-        assert_eq!(
-            decode_cursor(&ann, &cursor).unwrap(),
-            "001790000000000#pi_abc"
-        );
-        assert!(decode_cursor(&UserId::parse("bob").unwrap(), &cursor).is_err());
-        let forged = encode_cursor(&ann, "#");
-        assert!(decode_cursor(&ann, &forged).is_err());
-        assert!(decode_cursor(&ann, "!!").is_err());
-    }
+    Ok(developers::scopes(app, developer, only_project.as_ref(), only_mode).await?)
 }

@@ -5,6 +5,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 
 use crate::api::HistoryLine;
 use crate::http::{ok_page, respond, ApiError};
+use crate::services::accounts;
 use crate::{auth, scoping, App};
 
 const DEFAULT_LIMIT: i32 = 20;
@@ -38,10 +39,7 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         .and_then(|q| q.first("cursor"))
         .filter(|c| !c.is_empty());
     let scope = scoping::end_user_scope(app, req).await?;
-    let (payments, next) = app
-        .store_for(&scope)
-        .payment_history(&user, limit, cursor)
-        .await?;
+    let (payments, next) = accounts::history(app, &scope, &user, limit, cursor).await?;
     let data: Vec<_> = payments.iter().map(HistoryLine::of).collect();
     Ok(ok_page(data, next))
 }

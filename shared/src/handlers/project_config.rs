@@ -13,14 +13,11 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::adapters::secrets::{SecretsError, StripeSecrets};
-use crate::adapters::store::SaveOutcome;
-use crate::adapters::stripe::{KeyCheck, StripeApi};
 use crate::api::{KeyValidation, ModeView, WebhookUrls};
-use crate::domain::projects::{is_principal_arn, mask_key, ModeConfig, MAX_ALLOWED_PRINCIPALS};
-use crate::domain::records::now_ms;
+use crate::domain::projects::{is_principal_arn, MAX_ALLOWED_PRINCIPALS};
 use crate::domain::scope::{Mode, Scope};
 use crate::http::{body_bytes, json_body, ok, respond, ApiError, MAX_JSON_BODY};
+use crate::services::projects::{self, ModeInput};
 use crate::{scoping, App};
 
 #[derive(Deserialize)]
@@ -51,40 +48,29 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path();
     let method = req.method().as_str();
     if path.ends_with("/webhook-urls") {
-        let project = scoping::owned_project(app, &developer, &id).await?;
+        let project = projects::owned(app, &developer, &id).await?;
         return Ok(ok(webhook_urls(req, &project.id)));
     }
     let plan_route = req
         .path_parameters_ref()
         .is_some_and(|p| p.first("plan_id").is_some());
     if plan_route || path.ends_with("/plans") || path.ends_with("/settings") {
-        let project = scoping::owned_project(app, &developer, &id).await?;
+        let project = projects::owned(app, &developer, &id).await?;
         return super::project_plans::plans_or_settings(app, req, &Scope::new(project.id, mode))
             .await;
     }
     if path.ends_with("/validate-credentials") {
-        scoping::owned_project(app, &developer, &id).await?;
+        projects::owned(app, &developer, &id).await?;
         return validate_credentials(app, req, &Scope::new(id, mode)).await;
     }
     match method {
         "GET" => {
-            let project = scoping::owned_project(app, &developer, &id).await?;
+            let project = projects::owned(app, &developer, &id).await?;
             Ok(ok(ModeView::of(&project, mode)))
         }
         "PUT" => save_config(app, req, &developer, Scope::new(id, mode)).await,
         "DELETE" => {
-            let deactivated = app
-                .store
-                .set_mode_active(&id, &developer, mode, false)
-                .await?;
-            app.forget_project(&id);
-            if !deactivated {
-                return Err(ApiError::NotFound(
-                    "Unknown project, or not configured for this mode.".into(),
-                ));
-            }
-            tracing::info!(project = %id, mode = %mode, "project deactivated");
-            let project = scoping::owned_project(app, &developer, &id).await?;
+            let project = projects::deactivate(app, &developer, &Scope::new(id, mode)).await?;
             Ok(ok(ModeView::of(&project, mode)))
         }
         _ => Err(ApiError::NotFound("No such route.".into())),
@@ -119,10 +105,6 @@ async fn save_config(
     developer: &crate::auth::UserId,
     scope: Scope,
 ) -> Result<Response<Body>, ApiError> {
-    if scope.project.is_default() {
-        // The deployment's own project is configured by its secret, not by a developer.
-        return Err(ApiError::NotFound("Unknown project.".into()));
-    }
     let body: ConfigBody = json_body(req)?;
     let secret_key = text_field(body.secret_key.as_ref(), "secretKey", true)?.unwrap_or_default();
     let publishable_key =
@@ -173,74 +155,19 @@ async fn save_config(
             ))
         }
     };
-    // The key's prefix says its mode (Stripe mints keys per mode); Stripe says whether it works.
-    match check_key(app, &scope, &secret_key).await? {
-        KeyCheck::Valid => {}
-        KeyCheck::Invalid => {
-            return Err(ApiError::InvalidCredentials(
-                "Stripe refused this secret key.".into(),
-            ))
-        }
-    }
-    // Claim the project before its secret is written, so nobody writes another's secret.
-    if !app.store.claim_project(&scope.project, developer).await? {
-        return Err(ApiError::NotFound("Unknown project.".into()));
-    }
-    let secret_id = app.secret_id_for(&scope)?;
-    let kept_webhook_secret = match webhook_secret {
-        Some(secret) => Some(secret),
-        None => match app.project_secrets.get(&secret_id).await {
-            Ok(existing) => existing.webhook_secret().ok().map(str::to_owned),
-            Err(SecretsError::NotConfigured) => None,
-            Err(err) => return Err(err.into()),
+    let project = projects::configure(
+        app,
+        developer,
+        &scope,
+        ModeInput {
+            secret_key,
+            publishable_key,
+            webhook_secret,
+            allowed_principals: principals,
         },
-    };
-    let allowed_principals = match principals {
-        Some(list) => list,
-        None => app
-            .store
-            .project(&scope.project)
-            .await?
-            .and_then(|p| {
-                p.modes
-                    .get(&scope.mode)
-                    .map(|m| m.allowed_principals.clone())
-            })
-            .unwrap_or_default(),
-    };
-    let config = ModeConfig {
-        masked_key: mask_key(&secret_key),
-        publishable_key: publishable_key.clone(),
-        webhook_secret_set: kept_webhook_secret.is_some(),
-        active: true,
-        updated_at_ms: now_ms(),
-        allowed_principals,
-    };
-    let secrets = StripeSecrets::new(Some(secret_key), kept_webhook_secret)
-        .with_publishable_key(Some(publishable_key));
-    app.project_secrets.write(&secret_id, secrets).await?;
-    match app
-        .store
-        .save_mode_config(&scope.project, developer, scope.mode, &config)
-        .await?
-    {
-        SaveOutcome::Saved => {}
-        SaveOutcome::NotOwner => return Err(ApiError::NotFound("Unknown project.".into())),
-    }
-    app.forget_project(&scope.project);
-    tracing::info!(project = %scope.project, mode = %scope.mode, "project configured");
-    let project = scoping::owned_project(app, developer, &scope.project).await?;
+    )
+    .await?;
     Ok(ok(ModeView::of(&project, scope.mode)))
-}
-
-/// Asks Stripe (the project's Stripe: its own base URL on a local stack) about a key.
-async fn check_key(app: &App, scope: &Scope, key: &str) -> Result<KeyCheck, ApiError> {
-    let client = StripeApi::new(
-        &app.http,
-        key,
-        app.config.stripe_api_base_for(&scope.project),
-    )?;
-    Ok(client.check_key().await?)
 }
 
 #[derive(Deserialize)]
@@ -264,36 +191,14 @@ async fn validate_credentials(
         let body: ValidateBody = json_body(req)?;
         text_field(body.secret_key.as_ref(), "secretKey", false)?
     };
-    let key = match given {
-        Some(key) => key,
-        None => match app.secrets_for(scope).await {
-            Ok(secrets) => secrets.stripe_secret_key()?.to_owned(),
-            Err(SecretsError::NotConfigured) => {
-                return Err(ApiError::NotFound(
-                    "No key is stored for this mode; give one as secretKey.".into(),
-                ))
-            }
-            Err(err) => return Err(err.into()),
-        },
-    };
-    let Some(key_mode) = Mode::of_secret_key(&key) else {
-        return Ok(ok(KeyValidation {
-            valid: false,
-            livemode: None,
-            reason: Some("This is not a Stripe secret or restricted key."),
-        }));
-    };
-    let livemode = key_mode == Mode::Live;
-    Ok(ok(match check_key(app, scope, &key).await? {
-        KeyCheck::Valid => KeyValidation {
-            valid: true,
-            livemode: Some(livemode),
-            reason: None,
-        },
-        KeyCheck::Invalid => KeyValidation {
-            valid: false,
-            livemode: Some(livemode),
-            reason: Some("Stripe refused this key: it is wrong, revoked or expired."),
+    let verdict = projects::check_credentials(app, scope, given).await?;
+    Ok(ok(KeyValidation {
+        valid: verdict.valid,
+        livemode: verdict.livemode,
+        reason: match (verdict.valid, verdict.livemode) {
+            (true, _) => None,
+            (false, None) => Some("This is not a Stripe secret or restricted key."),
+            (false, Some(_)) => Some("Stripe refused this key: it is wrong, revoked or expired."),
         },
     }))
 }

@@ -16,10 +16,11 @@ use serde_json::value::RawValue;
 
 use crate::api::{PlanView, SettingsView};
 use crate::domain::money::{AmountError, Currency};
-use crate::domain::plans::{apply_plan_update, PlanUpdate};
+use crate::domain::plans::PlanUpdate;
 use crate::domain::projects::origin_of;
 use crate::domain::scope::Scope;
 use crate::http::{json_body, ok, ApiError};
+use crate::services::projects::{self, SettingsChange};
 use crate::App;
 
 pub async fn plans_or_settings(
@@ -27,7 +28,6 @@ pub async fn plans_or_settings(
     req: &Request,
     scope: &Scope,
 ) -> Result<Response<Body>, ApiError> {
-    let store = app.store_for(scope);
     let currency = &app.config.default_currency;
     let path = req.uri().path().trim_end_matches('/');
     let plan_id = req
@@ -36,8 +36,7 @@ pub async fn plans_or_settings(
         .map(str::to_owned);
     match (req.method().as_str(), plan_id) {
         ("GET", None) if path.ends_with("/plans") => {
-            let mut plans = store.list_plans().await?;
-            plans.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
+            let plans = projects::plans(app, scope).await?;
             Ok(ok(plans
                 .iter()
                 .map(|p| PlanView::of(p, currency).with_active(p.active))
@@ -45,38 +44,29 @@ pub async fn plans_or_settings(
         }
         ("PUT", Some(plan_id)) => {
             let update = plan_update(json_body(req)?, currency)?;
-            let existing = store.plan(&plan_id).await?;
-            let plan =
-                apply_plan_update(&plan_id, existing, update).map_err(ApiError::BadRequest)?;
-            store.put_plan(&plan).await?;
-            tracing::info!(plan_id = %plan.id, "plan saved");
+            let plan = projects::save_plan(app, scope, &plan_id, update).await?;
             Ok(ok(PlanView::of(&plan, currency).with_active(plan.active)))
         }
         ("GET", None) => Ok(ok(SettingsView::of(
-            &store.settings().await?.unwrap_or_default(),
+            &projects::settings(app, scope).await?,
             currency,
         ))),
         ("PUT", None) => {
             let body: SettingsBody = json_body(req)?;
-            let mut settings = store.settings().await?.unwrap_or_default();
-            if let Some(origins) = body.allowed_origins {
-                settings.allowed_origins = valid_origins(origins)?;
-            }
-            if let Some(grace) = body.past_due_grace_seconds {
-                if !(0..=90 * 24 * 3600).contains(&grace) {
-                    return Err(ApiError::bad_request(
-                        "pastDueGraceSeconds must be from 0 to 90 days.",
-                    ));
-                }
-                settings.past_due_grace_seconds = grace;
-            }
-            if let Some(threshold) = body.credits_low_threshold {
-                settings.credits_low_threshold = threshold
-                    .as_deref()
-                    .map(|raw| minor(raw, "creditsLowThreshold", currency))
-                    .transpose()?;
-            }
-            store.put_settings(&settings).await?;
+            let change = SettingsChange {
+                allowed_origins: body.allowed_origins.map(valid_origins).transpose()?,
+                past_due_grace_seconds: body.past_due_grace_seconds,
+                credits_low_threshold: body
+                    .credits_low_threshold
+                    .map(|threshold| {
+                        threshold
+                            .as_deref()
+                            .map(|raw| minor(raw, "creditsLowThreshold", currency))
+                            .transpose()
+                    })
+                    .transpose()?,
+            };
+            let settings = projects::save_settings(app, scope, change).await?;
             Ok(ok(SettingsView::of(&settings, currency)))
         }
         _ => Err(ApiError::NotFound("No such route.".into())),

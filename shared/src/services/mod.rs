@@ -1,12 +1,15 @@
 //! Use cases: load the records, ask the rules, persist the decision.
 
+pub mod accounts;
 pub mod billing;
 pub mod checkout;
 pub mod credits;
+pub mod developers;
 pub mod events;
 pub mod failure;
 pub mod inbound;
 pub mod metering;
+pub mod projects;
 pub mod purchases;
 pub mod reconcile;
 pub mod streams;

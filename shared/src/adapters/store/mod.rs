@@ -36,7 +36,7 @@ pub use lifecycle::LifecycleOutcome;
 pub use metering::MeterWatermark;
 pub use packages::IdempotencyRecord;
 pub use payments::{valid_boundary, AttentionItem, CreditOutcome, IncludedOutcome};
-pub use projects::SaveOutcome;
+pub use projects::{ProjectClaim, SaveOutcome};
 pub use stats::{
     item_from_stream_json, records_from_event, StatsOutcome, StreamRecord, STATS_SHARDS,
 };

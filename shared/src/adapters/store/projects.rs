@@ -28,6 +28,17 @@ fn developer_pk(owner: &UserId) -> String {
     format!("DEV#{}#PROJECTS", owner.as_str())
 }
 
+/// What claiming a project found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProjectClaim {
+    /// It did not exist: it is the owner's now, made by this claim.
+    Created,
+    /// It was already the owner's.
+    Owned,
+    /// It belongs to someone else.
+    Taken,
+}
+
 /// What saving a mode's configuration did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SaveOutcome {
@@ -116,9 +127,13 @@ impl Store {
         Ok(projects)
     }
 
-    /// Creates the project for `owner` if it does not exist. `false`: it belongs to someone else.
+    /// Creates the project for `owner` if it does not exist, and says whether it did.
     /// Called before a project's secret is written, so that nobody writes another's secret.
-    pub async fn claim_project(&self, id: &ProjectId, owner: &UserId) -> Result<bool, StoreError> {
+    pub async fn claim_project(
+        &self,
+        id: &ProjectId,
+        owner: &UserId,
+    ) -> Result<ProjectClaim, StoreError> {
         let claim = self.claim_update(id, owner)?;
         let result = self
             .client
@@ -128,9 +143,58 @@ impl Store {
             .set_update_expression(Some(claim.update_expression))
             .set_condition_expression(claim.condition_expression)
             .set_expression_attribute_values(claim.expression_attribute_values)
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld)
             .send()
             .await;
-        super::written(result)
+        match result {
+            // Nothing was there before (no old `ownerId`): this claim made the project.
+            Ok(output) => Ok(
+                match output
+                    .attributes
+                    .is_some_and(|old| old.contains_key("ownerId"))
+                {
+                    true => ProjectClaim::Owned,
+                    false => ProjectClaim::Created,
+                },
+            ),
+            Err(err) => match super::written::<(), _, _>(Err(err))? {
+                false => Ok(ProjectClaim::Taken),
+                true => Ok(ProjectClaim::Owned),
+            },
+        }
+    }
+
+    /// Undoes a claim that made a project when nothing was configured after it: the project
+    /// goes, in one transaction that checks it is still the owner's and has no mode. `false`:
+    /// something was configured meanwhile, and the project stays.
+    pub async fn release_project(
+        &self,
+        id: &ProjectId,
+        owner: &UserId,
+    ) -> Result<bool, StoreError> {
+        let pk = project_pk(id);
+        let delete = aws_sdk_dynamodb::types::Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(&pk, "META")))
+            .condition_expression("ownerId = :owner")
+            .expression_attribute_values(":owner", s(owner.as_str()))
+            .build()
+            .map_err(StoreError::build)?;
+        let mut items = vec![TransactWriteItem::builder().delete(delete).build()];
+        for mode in Mode::both() {
+            let unconfigured = ConditionCheck::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(&pk, format!("MODE#{mode}"))))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(StoreError::build)?;
+            items.push(
+                TransactWriteItem::builder()
+                    .condition_check(unconfigured)
+                    .build(),
+            );
+        }
+        Ok(self.transact(items).await?.is_ok())
     }
 
     /// The update that creates a project for `owner`, or only checks that it is the owner's.
