@@ -326,6 +326,16 @@ pub fn apply_plan_update(
     Ok(plan)
 }
 
+/// The price in credits (minor units) of one unit of `metric` beyond the plan's allowance.
+/// A metric a Stripe meter bills is never also paid in credits (a plan stored with both, from
+/// before such plans were refused, bills the meter only).
+pub fn overage_price(plan: &Plan, metric: &str) -> Option<i64> {
+    plan.overage_prices
+        .get(metric)
+        .copied()
+        .filter(|_| !plan.meter_events.contains_key(metric))
+}
+
 /// The purchase id of a tier (`tier:<plan>`), as its package and payment name it.
 pub fn tier_purchase_id(plan_id: &str) -> String {
     format!("tier:{plan_id}")
@@ -547,6 +557,18 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Overage is priced per unit for a metric with a price, never for one a meter bills.
+        #[test]
+        fn overage_is_priced_only_where_no_meter_bills_it(price in 0i64..1_000_000, metered: bool) {
+            let mut plan = sample_plan("p", 10, None, None);
+            plan.overage_prices.insert("calls".into(), price);
+            if metered {
+                plan.meter_events.insert("calls".into(), "api_calls".into());
+            }
+            proptest::prop_assert_eq!(overage_price(&plan, "calls"), (!metered).then_some(price));
+            proptest::prop_assert_eq!(overage_price(&plan, "other"), None);
+        }
+
         /// A tier is sold only when active and ranked above the plan the account has: never
         /// twice, never below, whatever the ranks.
         #[test]

@@ -138,6 +138,82 @@ pub fn take_from_shards(remaining: &[i64], quantity: i64, seed: usize) -> UsageD
     UsageDecision::Spread(takes)
 }
 
+/// What `units` beyond the allowance cost at `price` credits each (minor units); `None` when it
+/// does not fit (refused, never wrapped).
+pub fn overage_cost(units: i64, price: i64) -> Option<i64> {
+    units.checked_mul(price).filter(|cost| *cost >= 0)
+}
+
+/// The answer to one usage, recorded with it: a replay of its key answers it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageOutcome {
+    pub allowed: bool,
+    pub used: i64,
+    pub limit: i64,
+    /// When the period's allowance resets (RFC 3339).
+    pub resets_at: String,
+    /// Credits taken for units beyond the allowance (overage), in minor units.
+    pub paid_with_credits: Option<i64>,
+}
+
+/// How an outcome is kept in its usage record: the JSON the first request answered.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordedOutcome {
+    allowed: bool,
+    used: i64,
+    limit: i64,
+    remaining: i64,
+    resets_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    paid_with_credits: Option<serde_json::Value>,
+}
+
+impl UsageOutcome {
+    pub fn allowed(used: i64, limit: i64, period: &Period, paid_with_credits: Option<i64>) -> Self {
+        Self {
+            allowed: true,
+            used,
+            limit,
+            resets_at: super::records::rfc3339(period.resets_at.saturating_mul(1000)),
+            paid_with_credits,
+        }
+    }
+
+    pub fn remaining(&self) -> i64 {
+        (self.limit - self.used).max(0)
+    }
+
+    /// The text kept in the usage record (credits in major units of `currency`).
+    pub fn to_record(&self, currency: &super::money::Currency) -> String {
+        serde_json::to_string(&RecordedOutcome {
+            allowed: self.allowed,
+            used: self.used,
+            limit: self.limit,
+            remaining: self.remaining(),
+            resets_at: self.resets_at.clone(),
+            paid_with_credits: self.paid_with_credits.map(|minor| currency.to_major(minor)),
+        })
+        .unwrap_or_default()
+    }
+
+    /// The outcome a usage record keeps; `None` when the text is not one.
+    pub fn from_record(text: &str, currency: &super::money::Currency) -> Option<Self> {
+        let recorded: RecordedOutcome = serde_json::from_str(text).ok()?;
+        let paid_with_credits = match recorded.paid_with_credits {
+            None => None,
+            Some(major) => Some(currency.parse_major(&major.to_string(), i64::MAX).ok()?),
+        };
+        Some(Self {
+            allowed: recorded.allowed,
+            used: recorded.used,
+            limit: recorded.limit,
+            resets_at: recorded.resets_at,
+            paid_with_credits,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +286,37 @@ mod tests {
             take_from_shards(&[], 1, 0),
             UsageDecision::Short { short: 1 }
         );
+    }
+
+    #[test]
+    fn an_outcome_reads_back_from_its_record_as_it_was_answered() {
+        let usd = crate::domain::money::Currency::parse("usd").expect("usd");
+        let period = calendar_month(1_767_225_600);
+        for paid in [None, Some(0), Some(250), Some(1500), Some(7)] {
+            let outcome = UsageOutcome::allowed(120, 100, &period, paid);
+            let text = outcome.to_record(&usd);
+            assert_eq!(
+                UsageOutcome::from_record(&text, &usd),
+                Some(outcome.clone())
+            );
+            let json: serde_json::Value = serde_json::from_str(&text).expect("json");
+            assert_eq!(json["remaining"], 0);
+            assert_eq!(json.get("paidWithCredits").is_some(), paid.is_some());
+        }
+        // A record written by an earlier version (the same JSON) reads the same.
+        let earlier = r#"{"allowed":true,"used":3,"limit":10,"remaining":7,"resetsAt":"2027-01-01T00:00:00Z","paidWithCredits":2.5}"#;
+        let read = UsageOutcome::from_record(earlier, &usd).expect("earlier record");
+        assert_eq!((read.used, read.paid_with_credits), (3, Some(250)));
+        assert!(UsageOutcome::from_record("not json", &usd).is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn overage_costs_exactly_units_times_price_or_nothing(units in 0i64..i64::MAX, price in 0i64..i64::MAX) {
+            match overage_cost(units, price) {
+                Some(cost) => proptest::prop_assert_eq!(i128::from(cost), i128::from(units) * i128::from(price)),
+                None => proptest::prop_assert!(i128::from(units) * i128::from(price) > i128::from(i64::MAX)),
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::billing::opt_text;
+use crate::api::{Major, MetricUsage, UsageAnswer, UsageOverview};
 use crate::domain::plans::valid_plan_id;
 use crate::domain::records::UserId;
 use crate::http::{json_body, ok, respond, ApiError};
@@ -30,7 +31,21 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     } else {
         let account = scoping::account(app, req, scoping::identifier_param(req)?)?;
         let scope = scoping::end_user_scope(app, req).await?;
-        Ok(ok(usage_overview(app, &scope, &account).await?))
+        let standing = usage_overview(app, &scope, &account).await?;
+        Ok(ok(UsageOverview {
+            plan_id: standing.plan_id,
+            metrics: standing
+                .metrics
+                .into_iter()
+                .map(|m| MetricUsage {
+                    remaining: (m.limit - m.used).max(0),
+                    metric: m.metric,
+                    used: m.used,
+                    limit: m.limit,
+                    resets_at: m.resets_at,
+                })
+                .collect(),
+        }))
     }
 }
 
@@ -99,5 +114,15 @@ async fn record(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         },
     )
     .await?;
-    Ok(ok(answer))
+    let currency = &app.config.default_currency;
+    Ok(ok(UsageAnswer {
+        allowed: answer.allowed,
+        used: answer.used,
+        limit: answer.limit,
+        remaining: answer.remaining(),
+        resets_at: answer.resets_at,
+        paid_with_credits: answer
+            .paid_with_credits
+            .map(|minor| Major::of(currency, minor)),
+    }))
 }

@@ -4,7 +4,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod cache;
+pub use cache::{Exhausted, HeldTake, ShortCache, UsageCache};
 
 use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::retry::RetryConfig;
@@ -15,13 +18,12 @@ use aws_sdk_dynamodb::config::SharedCredentialsProvider;
 use crate::adapters::events::EventBus;
 use crate::adapters::net;
 use crate::adapters::secrets::{SecretsCache, SecretsError, StripeSecrets};
-use crate::adapters::store::{Allowance, Keys, Store, StoreError};
+use crate::adapters::store::{Keys, Store, StoreError};
 use crate::adapters::stripe::{StripeApi, StripeFailure};
 use crate::config::{Config, ConfigError};
 use crate::domain::packages::CreditPackage;
 use crate::domain::projects::Project;
 use crate::domain::scope::{ProjectId, Scope};
-use crate::domain::usage::{HeldLease, UsageTerms};
 
 /// Why a scope's Stripe client could not be had: its secret, or the client built from it.
 #[derive(Debug, thiserror::Error)]
@@ -34,77 +36,6 @@ pub enum ClientError {
 
 /// How long the package list and a project's registry entry are served from memory.
 const CACHE_TTL: Duration = Duration::from_secs(60);
-
-/// A value kept in memory for a while, by key.
-/// A small per-instance cache with its own time to live: packages and projects (a minute), the
-/// usage path's terms and allowance snapshots (`USAGE_CACHE_MS`). A zero time to live caches
-/// nothing.
-pub struct ShortCache<V, K = String> {
-    ttl: Duration,
-    entries: Mutex<HashMap<K, (Instant, V)>>,
-}
-
-/// Entries a short cache holds before it starts over (one busy instance serves few accounts).
-const SHORT_CACHE_ENTRIES: usize = 10_000;
-
-impl<V: Clone, K: std::hash::Hash + Eq> ShortCache<V, K> {
-    pub fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn get<Q>(&self, key: &Q) -> Option<V>
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: std::hash::Hash + Eq + ?Sized,
-    {
-        if self.ttl.is_zero() {
-            return None;
-        }
-        let entries = self.entries.lock().ok()?;
-        entries
-            .get(key)
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, value)| value.clone())
-    }
-
-    pub fn put(&self, key: K, value: V) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= SHORT_CACHE_ENTRIES {
-                entries.clear();
-            }
-            entries.insert(key, (Instant::now(), value));
-        }
-    }
-
-    /// Changes a fresh entry in place (keeping its age).
-    pub fn update<Q>(&self, key: &Q, change: impl FnOnce(&mut V))
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: std::hash::Hash + Eq + ?Sized,
-    {
-        if let Ok(mut entries) = self.entries.lock() {
-            if let Some((_, value)) = entries.get_mut(key) {
-                change(value);
-            }
-        }
-    }
-
-    pub fn remove<Q>(&self, key: &Q)
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: std::hash::Hash + Eq + ?Sized,
-    {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(key);
-        }
-    }
-}
 
 pub struct App {
     /// The one HTTP client every SDK client and Stripe client sends over (its connections live
@@ -123,19 +54,8 @@ pub struct App {
     projects: ShortCache<Project, ProjectId>,
     /// Where billing events go (only the functions that publish them have a bus configured).
     pub events: Option<EventBus>,
-    /// The usage path's per-instance caches (`USAGE_CACHE_MS`): an account's plan and period,
-    /// and an allowance's shards as last read or written here.
-    pub usage_terms: ShortCache<UsageTerms>,
-    pub allowances: ShortCache<Allowance>,
-    /// Allowances found used up (with no overage) by a fresh read here: for a quarter of
-    /// `USAGE_CACHE_MS` (250 ms), their refusals need no read but the key's record.
-    /// The value is (limit, units left then, whether other instances held some of it).
-    pub exhausted: ShortCache<(i64, i64, bool)>,
-    /// The blocks of allowances this instance leased, by allowance.
-    pub leases: Mutex<HashMap<String, HeldLease>>,
-    /// One lease taken at a time here: concurrent requests wait for it instead of each
-    /// leasing a block.
-    pub lease_gate: tokio::sync::Mutex<()>,
+    /// What the usage path keeps in memory here (`USAGE_CACHE_MS`).
+    pub usage: UsageCache,
 }
 
 /// SDK settings chosen for Lambda's budget: fail a dead dependency within a few seconds (the
@@ -321,11 +241,7 @@ impl App {
             packages: ShortCache::new(CACHE_TTL),
             projects: ShortCache::new(CACHE_TTL),
             events: None,
-            usage_terms: ShortCache::new(usage_cache),
-            allowances: ShortCache::new(usage_cache),
-            exhausted: ShortCache::new(usage_cache / 4),
-            leases: Mutex::new(HashMap::new()),
-            lease_gate: tokio::sync::Mutex::new(()),
+            usage: UsageCache::new(usage_cache),
         }
     }
 
