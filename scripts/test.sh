@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests; integration tests over the wire against DynamoDB Local, moto and
+# Runs every test: the library's layers as its code imports them (scripts/check-layers.py); unit
+# tests; integration tests over the wire against DynamoDB Local, moto and
 # localstripe, which it installs (project-local) and starts on their own ports, then stops; the
 # storefront in headless Chromium (Debian's chromium and chromium-driver, installed with apt); the
 # real function binaries fed every events/ file through a local Lambda Runtime API; the API
@@ -43,6 +44,8 @@ rm -f "$COFFER_TEST_LOG" "$COFFER_REPORT_FILE" "$COFFER_AWS_CALL_LOG"
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
+say "layers: every import between the library's layers is allowed, no circle, no handler calls an adapter"
+python3 "$ROOT/scripts/check-layers.py"
 say "cargo build (the function binaries that tests/tests/it/binaries.rs runs)"
 cargo build --workspace --locked
 say "cargo test"
