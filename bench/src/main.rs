@@ -93,7 +93,7 @@ async fn main() {
         .move_credits(
             &user,
             "grant:coffer-bench",
-            "grant",
+            coffer::domain::ledger::EntryKind::Grant,
             &coffer::domain::ledger::CreditMove {
                 delta: 100_000_000,
                 reason: "benchmark".into(),

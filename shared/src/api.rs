@@ -542,7 +542,7 @@ impl HistoryLine {
                 status: crate::domain::records::PaymentStatus::Succeeded.as_str(),
                 created_at: rfc3339(grant.created_at_ms),
                 description: format!("Grant: {}", grant.reason),
-                kind: Some("grant"),
+                kind: Some(crate::domain::ledger::EntryKind::Grant.as_str()),
             },
         }
     }

@@ -135,7 +135,7 @@ pub fn adjustment_entry(intent_id: &str, next_rev: i64) -> String {
 }
 
 /// A refund's or dispute's movement of a payment, at the payment's next revision.
-pub fn charge_entry(kind: &str, intent_id: &str, next_rev: i64) -> String {
+pub fn charge_entry(kind: super::ledger::EntryKind, intent_id: &str, next_rev: i64) -> String {
     format!("{kind}:{intent_id}:r{next_rev}")
 }
 

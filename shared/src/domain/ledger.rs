@@ -309,17 +309,79 @@ pub enum DisputeStep {
 }
 
 impl ChargeEvent {
-    /// The kind written on the entry this event causes.
-    pub fn entry_kind(&self) -> &'static str {
+    /// The kind of the entry this event causes.
+    pub fn entry_kind(&self) -> EntryKind {
         match self {
-            Self::Refunded { .. } => "refund",
-            Self::RefundFailed { .. } => "refund_failed",
+            Self::Refunded { .. } => EntryKind::Refund,
+            Self::RefundFailed { .. } => EntryKind::RefundFailed,
             Self::Dispute {
                 step: DisputeStep::FundsReinstated,
                 ..
-            } => "dispute_reinstated",
-            Self::Dispute { .. } => "dispute_withdrawn",
+            } => EntryKind::DisputeReinstated,
+            Self::Dispute { .. } => EntryKind::DisputeWithdrawn,
         }
+    }
+}
+
+/// Why a ledger entry moved credits. Every entry has one; the stored name never changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// A paid purchase's credits.
+    Purchase,
+    /// A correction of a purchase's credits (what was paid differs from what was recorded).
+    Adjustment,
+    /// Credits spent (a spend, or usage beyond the allowance paid with credits).
+    Spend,
+    /// Credits given: an operator's grant, or the included credits of a paid invoice.
+    Grant,
+    /// The refunded share of a purchase taken back.
+    Refund,
+    /// A refund that failed: its share given back.
+    RefundFailed,
+    /// The disputed share taken back while the dispute holds the funds.
+    DisputeWithdrawn,
+    /// A dispute won: its share given back.
+    DisputeReinstated,
+}
+
+impl EntryKind {
+    pub const ALL: [Self; 8] = [
+        Self::Purchase,
+        Self::Adjustment,
+        Self::Spend,
+        Self::Grant,
+        Self::Refund,
+        Self::RefundFailed,
+        Self::DisputeWithdrawn,
+        Self::DisputeReinstated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Purchase => "purchase",
+            Self::Adjustment => "adjustment",
+            Self::Spend => "spend",
+            Self::Grant => "grant",
+            Self::Refund => "refund",
+            Self::RefundFailed => "refund_failed",
+            Self::DisputeWithdrawn => "dispute_withdrawn",
+            Self::DisputeReinstated => "dispute_reinstated",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+
+    /// Credits sold (a purchase and its corrections).
+    pub fn is_sale(self) -> bool {
+        matches!(self, Self::Purchase | Self::Adjustment)
+    }
+}
+
+impl std::fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -372,3 +372,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn entry_kinds_keep_their_stored_names() {
+    let names: Vec<&str> = EntryKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "purchase",
+            "adjustment",
+            "spend",
+            "grant",
+            "refund",
+            "refund_failed",
+            "dispute_withdrawn",
+            "dispute_reinstated"
+        ]
+    );
+    for kind in EntryKind::ALL {
+        assert_eq!(EntryKind::parse(kind.as_str()), Some(kind));
+    }
+    assert_eq!(EntryKind::parse("included"), None);
+    assert!(EntryKind::Adjustment.is_sale() && !EntryKind::Grant.is_sale());
+}

@@ -56,9 +56,11 @@ pub fn payment_change(old: Option<&PaymentRecord>, new: Option<&PaymentRecord>) 
 pub fn entry_added(kind: &str, amount: i64) -> StatsDelta {
     let mut delta = StatsDelta::default();
     delta.add("credits_outstanding".into(), amount);
-    match kind {
-        "purchase" | "adjustment" => delta.add("credits_sold".into(), amount),
-        "spend" => delta.add("credits_spent".into(), amount.saturating_neg()),
+    match super::ledger::EntryKind::parse(kind) {
+        Some(kind) if kind.is_sale() => delta.add("credits_sold".into(), amount),
+        Some(super::ledger::EntryKind::Spend) => {
+            delta.add("credits_spent".into(), amount.saturating_neg())
+        }
         _ => {}
     }
     delta

@@ -3,7 +3,7 @@
 
 use crate::adapters::store::MoveOutcome;
 use crate::domain::idempotency::{self, Spender};
-use crate::domain::ledger::CreditMove;
+use crate::domain::ledger::{CreditMove, EntryKind};
 use crate::domain::records::UserId;
 use crate::domain::scope::Scope;
 use crate::services::Failure;
@@ -37,7 +37,7 @@ pub async fn spend(
     };
     let entry_id = idempotency::spend_entry(user, spender, key);
     let outcome = store
-        .move_credits(user, &entry_id, "spend", &request, currency)
+        .move_credits(user, &entry_id, EntryKind::Spend, &request, currency)
         .await?;
     match outcome {
         MoveOutcome::Done {
@@ -100,7 +100,7 @@ pub async fn grant(
     let entry_id = idempotency::grant_entry(user, key);
     match app
         .store_for(scope)
-        .move_credits(user, &entry_id, "grant", &request, currency)
+        .move_credits(user, &entry_id, EntryKind::Grant, &request, currency)
         .await?
     {
         MoveOutcome::Done { entry_id, .. } => Ok(Granted {

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::keys::Keys;
+use crate::domain::ledger::EntryKind;
 use crate::domain::ledger::{ChargeFacts, DisputeFacts, FailedRefund, PaymentRecord};
 use crate::domain::money::Currency;
 use crate::domain::packages::CreditPackage;
@@ -291,7 +292,7 @@ pub fn facts_to_attributes(facts: &ChargeFacts) -> Vec<(&'static str, AttributeV
 pub struct NewEntry<'a> {
     pub user: &'a UserId,
     pub entry_id: &'a str,
-    pub kind: &'a str,
+    pub kind: EntryKind,
     /// Signed credits, minor units.
     pub amount: i64,
     pub currency: &'a Currency,
@@ -301,7 +302,7 @@ pub struct NewEntry<'a> {
 /// The attributes every entry has; callers add the ones of their kind.
 pub fn entry_to_item(keys: &Keys, entry: &NewEntry<'_>) -> Item {
     let mut item = keys.entry(entry.user, entry.entry_id);
-    item.insert("kind".into(), s(entry.kind));
+    item.insert("kind".into(), s(entry.kind.as_str()));
     item.insert("entryId".into(), s(entry.entry_id));
     item.insert("amount".into(), n(entry.amount));
     item.insert("currency".into(), s(entry.currency.as_str()));
@@ -320,7 +321,7 @@ pub fn balance_from_item(item: &Item) -> Result<Balance, DecodeError> {
 /// A history line: a payment, or a grant entry.
 pub fn history_from_item(item: &Item) -> Result<HistoryItem, DecodeError> {
     let f = Fields::of(item);
-    if f.opt_text("kind")? == Some("grant") {
+    if f.opt_text("kind")?.and_then(EntryKind::parse) == Some(EntryKind::Grant) {
         return Ok(HistoryItem::Grant(Grant {
             entry_id: f.text("entryId")?.to_owned(),
             credits: f.int("amount")?,

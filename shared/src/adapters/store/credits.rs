@@ -7,6 +7,7 @@ use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 
 use super::codec::{balance_from_item, entry_to_item, get_s, n, s, Fields, Item, NewEntry};
 use super::{backoff, keys, Store, StoreError};
+use crate::domain::ledger::EntryKind;
 use crate::domain::ledger::{decide_move, CreditMove, MoveDecision, RecordedMove};
 use crate::domain::money::Currency;
 use crate::domain::records::{now_ms, Balance, UserId};
@@ -49,7 +50,7 @@ impl Store {
         &self,
         user: &UserId,
         entry_id: &str,
-        kind: &str,
+        kind: EntryKind,
         request: &CreditMove,
         currency: &Currency,
     ) -> Result<MoveOutcome, StoreError> {
@@ -68,7 +69,7 @@ impl Store {
         &self,
         user: &UserId,
         entry_id: &str,
-        kind: &str,
+        kind: EntryKind,
         request: &CreditMove,
         currency: &Currency,
         extra: &[TransactWriteItem],

@@ -11,6 +11,7 @@ use super::codec::{
     Item, NewEntry,
 };
 use super::{keys, IdempotencyRecord, Store, StoreError, CONFLICT_ATTEMPTS};
+use crate::domain::ledger::EntryKind;
 use crate::domain::ledger::{
     decide_credit, status_of, ChargeEvent, CreditDecision, DisputeStep, PaidIntent, PaymentRecord,
 };
@@ -237,7 +238,7 @@ impl Store {
         item.insert("invoiceEntry".into(), s(entry_id));
         let items = vec![
             self.put_new(item)?,
-            self.entry_put(grant, "grant", grant.credits, entry_id, now)?,
+            self.entry_put(grant, EntryKind::Grant, grant.credits, entry_id, now)?,
             self.balance_add(grant, grant.credits, now, true)?,
         ];
         Ok(match self.transact(items).await? {
@@ -326,7 +327,7 @@ impl Store {
             let mut items = vec![TransactWriteItem::builder().update(update_payment).build()];
             items.push(self.entry_put(
                 &payment,
-                "purchase",
+                EntryKind::Purchase,
                 credits,
                 &crate::domain::idempotency::purchase_entry(&payment.intent_id),
                 now,
@@ -336,7 +337,13 @@ impl Store {
                     &payment.intent_id,
                     payment.rev + 1,
                 );
-                items.push(self.entry_put(&payment, "adjustment", adjustment, &id, now)?);
+                items.push(self.entry_put(
+                    &payment,
+                    EntryKind::Adjustment,
+                    adjustment,
+                    &id,
+                    now,
+                )?);
             }
             let balance_index = items.len();
             items.push(self.balance_add(&payment, applied, now, true)?);
@@ -378,7 +385,7 @@ impl Store {
     pub(super) fn entry_put(
         &self,
         payment: &PaymentRecord,
-        kind: &str,
+        kind: EntryKind,
         amount: i64,
         entry_id: &str,
         now: i64,

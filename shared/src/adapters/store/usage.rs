@@ -11,6 +11,7 @@ use super::codec::{get_s, n, s, Fields, Item};
 use super::keys::history_sk;
 use super::{MoveOutcome, Store, StoreError};
 use crate::domain::ledger::CreditMove;
+use crate::domain::ledger::EntryKind;
 use crate::domain::metering::METER_SHARDS;
 use crate::domain::money::Currency;
 use crate::domain::records::{now_ms, UserId};
@@ -548,7 +549,15 @@ impl Store {
             extra.push(self.take_item(at, *shard, *read, Some(*read))?);
         }
         extra.push(self.record_item(record, at.metric)?);
-        self.move_credits_with(at.account, entry_id, "spend", overage, currency, &extra, 3)
-            .await
+        self.move_credits_with(
+            at.account,
+            entry_id,
+            EntryKind::Spend,
+            overage,
+            currency,
+            &extra,
+            3,
+        )
+        .await
     }
 }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::adapters::store::{CreditOutcome, IncludedOutcome, InvoiceRecord, MoveOutcome};
 use crate::adapters::stripe::webhook::Event;
 use crate::adapters::stripe::{META_ACCOUNT, META_CREDITS, META_PACKAGE, META_SCOPE, META_USER};
+use crate::domain::ledger::EntryKind;
 use crate::domain::ledger::{CreditMove, IncludedGrant, PaidIntent, PaymentRecord};
 use crate::domain::money::Currency;
 use crate::domain::plans::billed_plan;
@@ -213,7 +214,7 @@ pub async fn invoice_event(
             // one at most once, whatever the number of deliveries).
             for change in store.orphan_charge_events(&intent).await? {
                 let outcome = store.apply_charge_event(&intent, &change).await?;
-                tracing::info!(invoice_id, what = change.entry_kind(), outcome = ?outcome, "earlier charge event applied to the included credits");
+                tracing::info!(invoice_id, what = change.entry_kind().as_str(), outcome = ?outcome, "earlier charge event applied to the included credits");
             }
             Ok(())
         }
@@ -252,7 +253,7 @@ async fn grant_included_untracked(
     let entry_id = crate::domain::idempotency::included_entry(invoice_id);
     let currency: &Currency = &app.config.default_currency;
     match store
-        .move_credits(account, &entry_id, "grant", &request, currency)
+        .move_credits(account, &entry_id, EntryKind::Grant, &request, currency)
         .await?
     {
         MoveOutcome::Done { .. } => {

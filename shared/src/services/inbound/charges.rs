@@ -77,7 +77,7 @@ async fn apply(
     change: &ChargeEvent,
 ) -> Result<(), Failure> {
     let store = app.store_for(scope);
-    let what = change.entry_kind();
+    let what = change.entry_kind().as_str();
     match store.apply_charge_event(intent, change).await? {
         LifecycleOutcome::Applied(delta) => {
             tracing::info!(intent_id = %intent, what, credits = delta, "applied")
