@@ -61,7 +61,7 @@ async fn grant(app: &TestApp, user: &str, minor: i64) {
         .move_credits(
             &user,
             &format!("grant:{}", uuid::Uuid::new_v4().simple()),
-            "grant",
+            coffer::domain::ledger::EntryKind::Grant,
             &CreditMove {
                 delta: minor,
                 reason: "test credits".into(),
