@@ -12,14 +12,13 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use crate::adapters::events::{OutgoingEvent, ENTRIES_PER_CALL};
-use crate::adapters::store::{get_s, payment_from_item, split_scope, Fields, Item, StreamRecord};
+use crate::adapters::store::{Change, StreamRecord};
 use crate::domain::events::{
     balance_events, duplicate_subscription_events, invoice_events, limit_events, payment_events,
     subscription_events, tier_events, DomainEvent,
 };
 use crate::domain::records::{now_ms, rfc3339};
 use crate::domain::scope::Scope;
-use crate::domain::subscriptions::SubscriptionState;
 use crate::services::streams::{FailedRecord, StreamBatch};
 use crate::services::Failure;
 use crate::App;
@@ -36,93 +35,72 @@ enum Meaning {
     },
 }
 
-fn subscription_doc(item: Option<&Item>) -> Option<SubscriptionState> {
-    let doc = get_s(item?, "doc")?;
-    serde_json::from_str(doc).ok()
-}
-
-/// The events one change means, by the kind of item it changed.
-fn meaning(record: &StreamRecord) -> Option<(String, Meaning)> {
-    let image = record.new.as_ref().or(record.old.as_ref())?;
-    let (pk, sk) = (get_s(image, "pk")?, get_s(image, "sk")?);
-    let (prefix, rest) = split_scope(pk);
-    let new = record.new.as_ref()?;
-    let old = record.old.as_ref();
-    let events = match (sk, rest) {
-        ("SUB", rest) if rest.starts_with("ACCT#") => {
-            let account = rest.strip_prefix("ACCT#")?;
-            let state = subscription_doc(Some(new))?;
-            subscription_events(account, subscription_doc(old).as_ref(), &state)
+/// The events a change means.
+fn meaning(change: Change) -> Meaning {
+    Meaning::Events(match change {
+        Change::Subscription { account, old, new } => {
+            subscription_events(&account, old.as_ref(), &new)
         }
-        ("TIER", rest) if rest.starts_with("ACCT#") => {
-            let account = rest.strip_prefix("ACCT#")?;
-            tier_events(
+        Change::Tier {
+            account,
+            old_plan,
+            new_plan,
+        } => tier_events(&account, old_plan.as_deref(), new_plan.as_deref()),
+        Change::Payment { before, payment } => payment_events(before, &payment),
+        Change::Invoice {
+            account,
+            invoice_id,
+            subscription_id,
+            plan_id,
+            amount,
+            currency,
+            old_status,
+            status,
+        } => invoice_events(
+            &account,
+            old_status.as_deref(),
+            &status,
+            json!({
+                "invoiceId": invoice_id,
+                "subscriptionId": subscription_id,
+                "planId": plan_id,
+                "amount": amount,
+                "currency": currency,
+            }),
+        ),
+        Change::Balance {
+            account,
+            old,
+            new,
+            currency,
+        } => {
+            return Meaning::Balance {
                 account,
-                old.and_then(|o| get_s(o, "planId")),
-                get_s(new, "planId"),
-            )
+                old,
+                new,
+                currency,
+            }
         }
-        ("PAY", rest) if rest.starts_with("PAY#") => {
-            let payment = payment_from_item(new).ok()?;
-            let before = old
-                .and_then(|o| payment_from_item(o).ok())
-                .map(|p| p.status);
-            payment_events(before, &payment)
-        }
-        ("INV", rest) if rest.starts_with("INV#") => {
-            let f = Fields::of(new);
-            let account = f.text("account").ok()?;
-            let data = json!({
-                "invoiceId": rest.strip_prefix("INV#"),
-                "subscriptionId": f.opt_text("subscriptionId").ok().flatten(),
-                "planId": f.opt_text("planId").ok().flatten(),
-                "amount": f.opt_int("amount").ok().flatten(),
-                "currency": f.opt_text("currency").ok().flatten(),
-            });
-            invoice_events(
-                account,
-                old.and_then(|o| get_s(o, "status")),
-                f.text("status").ok()?,
-                data,
-            )
-        }
-        ("BALANCE", rest) if rest.starts_with("USER#") => {
-            let balance = |item: Option<&Item>| {
-                item.and_then(|i| Fields::of(i).int("balance").ok())
-                    .unwrap_or(0)
-            };
-            return Some((
-                prefix.to_owned(),
-                Meaning::Balance {
-                    account: rest.strip_prefix("USER#")?.to_owned(),
-                    old: balance(old),
-                    new: balance(Some(new)),
-                    currency: get_s(new, "currency").unwrap_or_default().to_owned(),
-                },
-            ));
-        }
-        ("DUPSUB", rest) if rest.starts_with("DUP#") && old.is_none() => {
-            let f = Fields::of(new);
-            duplicate_subscription_events(
-                f.text("account").ok()?,
-                f.text("subscriptionId").ok()?,
-                f.text("keptSubscriptionId").ok()?,
-                f.int("refunded").ok()?,
-                f.text("currency").ok()?,
-            )
-        }
-        ("LIMIT", rest) if rest.starts_with("LIMIT#") && old.is_none() => {
-            let f = Fields::of(new);
-            limit_events(
-                f.text("account").ok()?,
-                f.text("metric").ok()?,
-                f.text("period").ok()?,
-                f.int("limit").ok()?,
-            )
-        }
-        _ => return None,
-    };
-    Some((prefix.to_owned(), Meaning::Events(events)))
+        Change::DuplicateSubscription {
+            account,
+            subscription_id,
+            kept_subscription_id,
+            refunded,
+            currency,
+        } => duplicate_subscription_events(
+            &account,
+            &subscription_id,
+            &kept_subscription_id,
+            refunded,
+            &currency,
+        ),
+        Change::LimitReached {
+            account,
+            metric,
+            period,
+            limit,
+        } => limit_events(&account, &metric, &period, limit),
+    })
 }
 
 /// The event as subscribers read it, with an id that is the same whenever this record is read.
@@ -155,15 +133,12 @@ fn outgoing(
 async fn events_of_record(
     app: &App,
     record: &StreamRecord,
-    thresholds: &mut HashMap<String, Option<i64>>,
+    thresholds: &mut HashMap<Scope, Option<i64>>,
 ) -> Result<Vec<OutgoingEvent>, Failure> {
-    let Some((prefix, meaning)) = meaning(record) else {
+    let Some((scope, change)) = record.change(app.config.default_mode) else {
         return Ok(Vec::new());
     };
-    let Some(scope) = Scope::from_key_prefix(&prefix, app.config.default_mode) else {
-        return Ok(Vec::new());
-    };
-    let events = match meaning {
+    let events = match meaning(change) {
         Meaning::Events(events) => events,
         Meaning::Balance {
             account,
@@ -171,12 +146,12 @@ async fn events_of_record(
             new,
             currency,
         } => {
-            let threshold = match thresholds.get(&prefix) {
+            let threshold = match thresholds.get(&scope) {
                 Some(known) => *known,
                 None => {
                     let settings = app.store_for(&scope).settings().await?;
                     let threshold = settings.and_then(|s| s.credits_low_threshold);
-                    thresholds.insert(prefix.clone(), threshold);
+                    thresholds.insert(scope.clone(), threshold);
                     threshold
                 }
             };

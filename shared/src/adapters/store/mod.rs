@@ -7,6 +7,7 @@
 
 mod admin;
 mod billing;
+mod changes;
 pub mod codec;
 mod credits;
 pub mod keys;
@@ -29,6 +30,7 @@ pub use admin::LedgerScan;
 pub use billing::{
     valid_account_boundary, AccountPayment, CustomerLink, InvoiceRecord, SubscriptionRecord,
 };
+pub use changes::Change;
 pub use codec::{get_s, payment_from_item, DecodeError, Fields, Item};
 pub use credits::MoveOutcome;
 pub use keys::{hash_parts, split_scope, Keys, GSI1, GSI2};
