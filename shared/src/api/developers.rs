@@ -1,0 +1,248 @@
+//! What developers read on the wire: projects and their modes, credentials, settings, payments,
+//! subscriptions and counters.
+
+use serde::Serialize;
+
+use super::*;
+
+/// A payment as its developer sees it: the history line and where it belongs.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct DeveloperPayment {
+    #[serde(flatten)]
+    pub line: HistoryLine,
+    pub project_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Mode))]
+    pub mode: &'static str,
+    pub user_id: String,
+    /// Whether its credits were added.
+    pub credited: bool,
+}
+
+/// A project's configuration in one mode, keys masked.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ModeView {
+    pub project_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Mode))]
+    pub mode: &'static str,
+    pub test_mode: bool,
+    pub configured: bool,
+    pub is_active: bool,
+    /// The secret key masked: prefix and last four characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(example = "sk_test_…wxyz"))]
+    pub secret_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publishable_key: Option<String>,
+    pub webhook_secret_set: bool,
+    /// The IAM principals allowed on `/internal/*` in this mode.
+    pub allowed_principals: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// A project and its status per mode.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectSummary {
+    pub project_id: String,
+    pub created_at: String,
+    pub test: ModeView,
+    pub live: ModeView,
+}
+
+/// What Stripe said of a key. A refused key is `valid: false` with the reason in words.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KeyValidation {
+    pub valid: bool,
+    /// `null` when the text is not a Stripe key at all.
+    pub livemode: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+/// The webhook URLs to paste into the Stripe Dashboard, and the events to select.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhookUrls {
+    pub test: String,
+    pub live: String,
+    pub events: Vec<&'static str>,
+}
+
+/// A project's settings in one mode.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsView {
+    pub allowed_origins: Vec<String>,
+    pub past_due_grace_seconds: i64,
+    /// Below this balance `credits.low` is published; `null`: never.
+    pub credits_low_threshold: Option<Major>,
+}
+
+/// Credits sold, spent and outstanding.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreditTotals {
+    pub sold: Major,
+    pub spent: Major,
+    pub outstanding: Major,
+    pub currency: String,
+}
+
+/// A project's counters in one mode.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeStats {
+    pub project_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Mode))]
+    pub mode: &'static str,
+    /// By currency code.
+    pub revenue: BTreeMap<String, Major>,
+    /// By currency code.
+    pub refunds: BTreeMap<String, Major>,
+    /// Count by payment status.
+    pub payments: BTreeMap<String, i64>,
+    pub credits: CreditTotals,
+    pub active_subscriptions: i64,
+}
+
+/// A subscription as its developer sees it.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionLine {
+    pub project_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Mode))]
+    pub mode: &'static str,
+    pub subscription_id: String,
+    pub account: String,
+    pub plan_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = SubscriptionStatus))]
+    pub status: &'static str,
+    pub current_period_end: Option<String>,
+    pub cancel_at_period_end: bool,
+    /// When Coffer last read it from Stripe (Unix milliseconds).
+    pub observed_at: i64,
+}
+
+impl DeveloperPayment {
+    pub fn of(scope: &Scope, payment: &Payment) -> Self {
+        Self {
+            line: HistoryLine::of_payment(payment),
+            project_id: scope.project.as_str().to_owned(),
+            mode: scope.mode.as_str(),
+            user_id: payment.user_id.as_str().to_owned(),
+            credited: payment.credited,
+        }
+    }
+}
+
+impl ModeView {
+    pub fn of(project: &Project, mode: crate::domain::scope::Mode) -> Self {
+        let config = project.modes.get(&mode);
+        Self {
+            project_id: project.id.as_str().to_owned(),
+            mode: mode.as_str(),
+            test_mode: mode == crate::domain::scope::Mode::Test,
+            configured: config.is_some(),
+            is_active: config.is_some_and(|c| c.active),
+            secret_key: config.map(|c| c.masked_key.clone()),
+            publishable_key: config.map(|c| c.publishable_key.clone()),
+            webhook_secret_set: config.is_some_and(|c| c.webhook_secret_set),
+            allowed_principals: config
+                .map(|c| c.allowed_principals.clone())
+                .unwrap_or_default(),
+            updated_at: config.map(|c| rfc3339(c.updated_at_ms)),
+        }
+    }
+}
+
+impl ProjectSummary {
+    pub fn of(project: &Project) -> Self {
+        Self {
+            project_id: project.id.as_str().to_owned(),
+            created_at: rfc3339(project.created_at_ms),
+            test: ModeView::of(project, crate::domain::scope::Mode::Test),
+            live: ModeView::of(project, crate::domain::scope::Mode::Live),
+        }
+    }
+}
+
+impl SettingsView {
+    pub fn of(settings: &ProjectSettings, currency: &Currency) -> Self {
+        Self {
+            allowed_origins: settings.allowed_origins.clone(),
+            past_due_grace_seconds: settings.past_due_grace_seconds,
+            credits_low_threshold: settings
+                .credits_low_threshold
+                .map(|t| Major::of(currency, t)),
+        }
+    }
+}
+
+impl ScopeStats {
+    /// A scope's counters; `currency` shows the credits.
+    pub fn of(scope: &Scope, counters: &StatsDelta, currency: &Currency) -> Self {
+        let count = |name: &str| counters.0.get(name).copied().unwrap_or(0);
+        let payments = crate::domain::records::PaymentStatus::ALL
+            .iter()
+            .map(|s| {
+                (
+                    s.as_str().to_owned(),
+                    count(&format!("payments_{}", s.as_str())),
+                )
+            })
+            .collect();
+        let by_currency = |prefix: &str| {
+            counters
+                .0
+                .iter()
+                .filter_map(|(name, value)| {
+                    let code = name.strip_prefix(prefix)?;
+                    let currency = Currency::parse(code)?;
+                    Some((code.to_owned(), Major::of(&currency, *value)))
+                })
+                .collect()
+        };
+        Self {
+            project_id: scope.project.as_str().to_owned(),
+            mode: scope.mode.as_str(),
+            revenue: by_currency("revenue_"),
+            refunds: by_currency("refunds_"),
+            payments,
+            credits: CreditTotals {
+                sold: Major::of(currency, count("credits_sold")),
+                spent: Major::of(currency, count("credits_spent")),
+                outstanding: Major::of(currency, count("credits_outstanding")),
+                currency: currency.as_str().to_owned(),
+            },
+            // Not counted per scope yet: the subscriptions listing shows them.
+            active_subscriptions: 0,
+        }
+    }
+}
+
+impl SubscriptionLine {
+    pub fn of(scope: &Scope, account: &str, state: &SubscriptionState) -> Self {
+        Self {
+            project_id: scope.project.as_str().to_owned(),
+            mode: scope.mode.as_str(),
+            subscription_id: state.subscription_id.clone(),
+            account: account.to_owned(),
+            plan_id: state.plan_id.clone(),
+            status: state.status.as_str(),
+            current_period_end: (state.current_period_end > 0)
+                .then(|| rfc3339(state.current_period_end * 1000)),
+            cancel_at_period_end: state.cancel_at_period_end,
+            observed_at: state.observed_at_ms,
+        }
+    }
+}
