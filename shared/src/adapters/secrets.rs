@@ -196,32 +196,6 @@ impl SecretsCache {
         Ok(())
     }
 
-    /// Deletes the secret `id` at once (no recovery window): used only to undo a secret this
-    /// function created a moment ago. A secret that is already gone is no failure.
-    pub async fn delete(&self, id: &str) -> Result<(), SecretsError> {
-        let deleted = self
-            .client
-            .delete_secret()
-            .secret_id(id)
-            .force_delete_without_recovery(true)
-            .send()
-            .await;
-        match deleted {
-            Ok(_) => {}
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception()) => {}
-            Err(err) => {
-                return Err(SecretsError::Unwritable(
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(&err).to_string(),
-                ))
-            }
-        }
-        self.cached.lock().await.remove(id);
-        Ok(())
-    }
-
     async fn read(&self, id: &str) -> Result<Arc<StripeSecrets>, SecretsError> {
         let output = match self.client.get_secret_value().secret_id(id).send().await {
             Ok(output) => output,

@@ -48,11 +48,6 @@ pub(crate) struct GatewayBody {
     identifier: Option<Value>,
 }
 
-fn required_url(value: &Option<Value>, name: &str) -> Result<String, ApiError> {
-    opt_text(value, name, 2048)?
-        .ok_or_else(|| ApiError::bad_request(format!("{name} is required.")))
-}
-
 pub async fn checkout_session(
     app: &App,
     req: &Request,
@@ -87,16 +82,12 @@ pub async fn checkout_session(
         ("successUrl", "cancelUrl")
     };
     let scope = active_scope(app, req).await?;
-    let success_url = required_url(&success, success_name)?;
-    let cancel_url = required_url(&cancel, cancel_name)?;
+    let success_url = opt_text(&success, success_name, 2048)?;
+    let cancel_url = opt_text(&cancel, cancel_name, 2048)?;
     let sale = match (plan_id.as_deref(), package_id.as_deref()) {
-        (Some(plan), None) => Sale::Plan(plan),
-        (None, Some(package)) => Sale::Package(package),
-        _ => {
-            return Err(ApiError::bad_request(
-                "Give either planId or creditPackageId.",
-            ))
-        }
+        (Some(plan), None) => Some(Sale::Plan(plan)),
+        (None, Some(package)) => Some(Sale::Package(package)),
+        _ => None,
     };
     let opened = checkout::open_checkout(
         app,
@@ -105,11 +96,11 @@ pub async fn checkout_session(
         sale,
         Redirect {
             field: success_name,
-            url: &success_url,
+            url: success_url.as_deref(),
         },
         Redirect {
             field: cancel_name,
-            url: &cancel_url,
+            url: cancel_url.as_deref(),
         },
     )
     .await?;
@@ -141,14 +132,14 @@ pub async fn customer_portal(app: &App, req: &Request) -> Result<Response<Body>,
     let identifier = opt_text(&body.identifier, "identifier", 255)?;
     let account = scoping::account(app, req, identifier.as_deref())?;
     let scope = scoping::end_user_scope(app, req).await?;
-    let return_url = required_url(&body.return_url, "returnUrl")?;
+    let return_url = opt_text(&body.return_url, "returnUrl", 2048)?;
     let url = checkout::open_portal(
         app,
         &scope,
         &account,
         Redirect {
             field: "returnUrl",
-            url: &return_url,
+            url: return_url.as_deref(),
         },
     )
     .await?;

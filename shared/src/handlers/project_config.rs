@@ -105,6 +105,10 @@ async fn save_config(
     developer: &crate::auth::UserId,
     scope: Scope,
 ) -> Result<Response<Body>, ApiError> {
+    if scope.project.is_default() {
+        // The deployment's own project is configured by its secret, not by a developer.
+        return Err(ApiError::NotFound("Unknown project.".into()));
+    }
     let body: ConfigBody = json_body(req)?;
     let secret_key = text_field(body.secret_key.as_ref(), "secretKey", true)?.unwrap_or_default();
     let publishable_key =

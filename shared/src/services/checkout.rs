@@ -27,12 +27,16 @@ const CHECKOUT_HOLD_SECS: i64 = 31 * 60;
 /// A redirect URL as the request named it (its field name is in the refusal).
 pub struct Redirect<'a> {
     pub field: &'a str,
-    pub url: &'a str,
+    pub url: Option<&'a str>,
 }
 
-fn allowed(redirect: &Redirect<'_>, origins: &[String]) -> Result<(), Failure> {
-    if redirect_allowed(redirect.url, origins) {
-        Ok(())
+/// The URL, when given and on one of the allowed origins.
+fn allowed<'a>(redirect: &Redirect<'a>, origins: &[String]) -> Result<&'a str, Failure> {
+    let url = redirect
+        .url
+        .ok_or_else(|| Failure::invalid(format!("{} is required.", redirect.field)))?;
+    if redirect_allowed(url, origins) {
+        Ok(url)
     } else {
         Err(Failure::invalid(format!(
             "{} must be an http(s) URL on one of the project's allowed origins.",
@@ -57,13 +61,14 @@ pub async fn open_checkout(
     app: &App,
     scope: &Scope,
     account: &UserId,
-    sale: Sale<'_>,
+    sale: Option<Sale<'_>>,
     success: Redirect<'_>,
     cancel: Redirect<'_>,
 ) -> Result<CheckoutOpened, Failure> {
     let settings = billing::settings(app, scope).await?;
-    allowed(&success, &settings.allowed_origins)?;
-    allowed(&cancel, &settings.allowed_origins)?;
+    let success_url = allowed(&success, &settings.allowed_origins)?;
+    let cancel_url = allowed(&cancel, &settings.allowed_origins)?;
+    let sale = sale.ok_or_else(|| Failure::invalid("Give either planId or creditPackageId."))?;
     let mut metadata = HashMap::from([
         (META_ACCOUNT.to_owned(), account.as_str().to_owned()),
         (META_USER.to_owned(), account.as_str().to_owned()),
@@ -135,8 +140,8 @@ pub async fn open_checkout(
                     &customer,
                     account.as_str(),
                     metadata,
-                    success.url,
-                    cancel.url,
+                    success_url,
+                    cancel_url,
                     &key,
                 )
                 .await?,
@@ -174,7 +179,7 @@ pub async fn open_portal(
     return_to: Redirect<'_>,
 ) -> Result<String, Failure> {
     let settings = billing::settings(app, scope).await?;
-    allowed(&return_to, &settings.allowed_origins)?;
+    let return_url = allowed(&return_to, &settings.allowed_origins)?;
     let store = app.store_for(scope);
     let CustomerLink::Ready(customer) = store.customer_link(account).await? else {
         return Err(Failure::NotFound(
@@ -193,7 +198,7 @@ pub async fn open_portal(
         }
     };
     let session = stripe
-        .create_portal_session(&customer, return_to.url, &configuration)
+        .create_portal_session(&customer, return_url, &configuration)
         .await?;
     session
         .url

@@ -1,8 +1,13 @@
 //! A developer's projects: configuring a mode's Stripe keys (checked against Stripe, stored only
 //! in Secrets Manager, shown masked), turning a mode off, checking credentials, and a mode's
-//! plans and settings. Configuring is three writes (claim the project, write its secret, save
-//! the mode); when a later one fails, the earlier ones are undone, so a failed request leaves
-//! neither a claimed project nobody configured nor a secret the saved mode does not describe.
+//! plans and settings. Configuring is three writes: claim the project, write its secret, save
+//! the mode. When a later one fails, a claim that made the project is undone (in one
+//! transaction that checks no mode was saved meanwhile), so a failed first configuration never
+//! holds a project name. A secret written by a failed attempt is not put back: a failure of the
+//! save may hide a save that landed (a timeout), and Secrets Manager has no conditional write
+//! to undo it safely against a concurrent request. It is harmless instead: a claim that makes a
+//! project never takes anything from a secret already stored under its name, and the next
+//! configuration overwrites it whole.
 
 use crate::adapters::secrets::{SecretsError, StripeSecrets};
 use crate::adapters::store::{ProjectClaim, SaveOutcome};
@@ -65,7 +70,7 @@ pub async fn configure(
     if claim == ProjectClaim::Taken {
         return Err(Failure::NotFound("Unknown project.".into()));
     }
-    let written = write_mode(app, developer, scope, input).await;
+    let written = write_mode(app, developer, scope, input, claim).await;
     if written.is_err() && claim == ProjectClaim::Created {
         // This request made the project: nobody else may be left unable to claim it.
         match app.store.release_project(&scope.project, developer).await {
@@ -81,24 +86,27 @@ pub async fn configure(
     owned(app, developer, &scope.project).await
 }
 
-/// Writes the mode's secret, then saves the mode; a failed save puts the secret back as it was.
+/// Writes the mode's secret, then saves the mode.
 async fn write_mode(
     app: &App,
     developer: &UserId,
     scope: &Scope,
     input: ModeInput,
+    claim: ProjectClaim,
 ) -> Result<(), Failure> {
     let secret_id = app.secret_id_for(scope)?;
-    let before = match app.project_secrets.get(&secret_id).await {
-        Ok(existing) => Some(existing),
-        Err(SecretsError::NotConfigured) => None,
-        Err(err) => return Err(err.into()),
+    // The stored webhook secret is kept when none is given, but only for a project that was
+    // already the developer's: a secret left under a new project's name by a failed attempt
+    // of someone else belongs to nobody.
+    let webhook_secret = match (input.webhook_secret, claim) {
+        (Some(secret), _) => Some(secret),
+        (None, ProjectClaim::Created) => None,
+        (None, _) => match app.project_secrets.get(&secret_id).await {
+            Ok(existing) => existing.webhook_secret().ok().map(str::to_owned),
+            Err(SecretsError::NotConfigured) => None,
+            Err(err) => return Err(err.into()),
+        },
     };
-    let webhook_secret = input.webhook_secret.or_else(|| {
-        before
-            .as_ref()
-            .and_then(|b| b.webhook_secret().ok().map(str::to_owned))
-    });
     let allowed_principals = match input.allowed_principals {
         Some(list) => list,
         None => app
@@ -123,27 +131,14 @@ async fn write_mode(
     let secrets = StripeSecrets::new(Some(input.secret_key), webhook_secret)
         .with_publishable_key(Some(input.publishable_key));
     app.project_secrets.write(&secret_id, secrets).await?;
-    let saved = app
+    match app
         .store
         .save_mode_config(&scope.project, developer, scope.mode, &config)
-        .await;
-    let failure = match saved {
-        Ok(SaveOutcome::Saved) => return Ok(()),
-        Ok(SaveOutcome::NotOwner) => Failure::NotFound("Unknown project.".into()),
-        Err(err) => err.into(),
-    };
-    // The saved mode still describes the secret as it was: put that back.
-    let restored = match &before {
-        Some(previous) => {
-            let copy = StripeSecrets::from_json(&previous.to_json())?;
-            app.project_secrets.write(&secret_id, copy).await
-        }
-        None => app.project_secrets.delete(&secret_id).await,
-    };
-    if let Err(err) = restored {
-        tracing::warn!(cause = %crate::telemetry::error_chain(&err), "a project's secret could not be put back");
+        .await?
+    {
+        SaveOutcome::Saved => Ok(()),
+        SaveOutcome::NotOwner => Err(Failure::NotFound("Unknown project.".into())),
     }
-    Err(failure)
 }
 
 /// Turns a configured mode off (its events still arrive, so that no money is lost).

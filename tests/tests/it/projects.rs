@@ -863,30 +863,19 @@ async fn a_developer_lists_payments_per_project_and_across_projects_newest_first
 
 #[tokio::test]
 async fn a_configuration_that_fails_half_way_leaves_no_claimed_project_behind() {
-    use coffer::domain::scope::{Mode, ProjectId, Scope};
-    let app = spawn_app().await;
-    // The project's secret exists but is scheduled for deletion: Secrets Manager refuses to
-    // read or write it, so a configuration fails after the project was claimed.
-    let scope = Scope::new(ProjectId::parse("halfway").unwrap(), Mode::Test);
-    let secret_id = app.app.app.secret_id_for(&scope).unwrap();
-    let sdk = coffer::app::load_sdk_config().await;
-    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
-    secrets
-        .create_secret()
-        .name(&secret_id)
-        .secret_string("{}")
-        .send()
-        .await
-        .expect("create the secret");
-    secrets
-        .delete_secret()
-        .secret_id(&secret_id)
-        .recovery_window_in_days(7)
-        .send()
-        .await
-        .expect("schedule its deletion");
-
+    use integration_tests::proxy::Mode;
+    use integration_tests::{spawn_app_with, SecretSetup};
+    let app = spawn_app_with(SecretSetup {
+        proxied: true,
+        ..Default::default()
+    })
+    .await;
+    let proxies = app.proxies.as_ref().unwrap();
+    // Secrets Manager refuses while Ann configures a new project: the key checks out and the
+    // project is claimed, then the secret cannot be written.
+    proxies.secrets.set(Mode::Refuse);
     let (status, body) = configure(&app, "dev-ann", "halfway", "test").await;
+    proxies.secrets.set(Mode::Pass);
     assert_eq!(status, 503, "{body}");
     // The claim was undone: Ann has no such project, and nobody holds its name.
     let ann = app.developer_token("dev-ann");
@@ -898,14 +887,7 @@ async fn a_configuration_that_fails_half_way_leaves_no_claimed_project_behind() 
         .call("GET", "/api/v1/payments/projects", Some(&ann), None)
         .await;
     assert_eq!(projects.body["data"], json!([]));
-
-    // Once the secret can be written again, another developer can take the name.
-    secrets
-        .restore_secret()
-        .secret_id(&secret_id)
-        .send()
-        .await
-        .expect("restore the secret");
+    // Another developer can take the name, and then it is theirs.
     let (status, body) = configure(&app, "dev-bob", "halfway", "test").await;
     assert_eq!(status, 200, "{body}");
     let (status, _) = configure(&app, "dev-ann", "halfway", "test").await;

@@ -143,11 +143,11 @@ impl Store {
             .set_update_expression(Some(claim.update_expression))
             .set_condition_expression(claim.condition_expression)
             .set_expression_attribute_values(claim.expression_attribute_values)
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld)
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await;
         match result {
-            // Nothing was there before (no old `ownerId`): this claim made the project.
+            // Nothing was there before (no old item with an owner): this claim made it.
             Ok(output) => Ok(
                 match output
                     .attributes
