@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::domain::money::Currency;
+use crate::domain::money::{Credits, Currency, Money};
 use crate::domain::packages::CreditPackage;
 use crate::domain::records::{PaymentStatus, UserId};
 
@@ -152,20 +152,23 @@ pub struct IncludedGrant<'a> {
     pub now_ms: i64,
 }
 
-/// The refunded share of `credits` for `refunded` of `amount`, rounded down, never more than
-/// `credits` and never negative.
-pub fn refund_share(credits: i64, amount: i64, refunded: i64) -> i64 {
+/// The share of `credits` that `refunded` of the `charged` money bought, rounded down, never
+/// more than `credits` and never negative. The one rule that turns money into credits after a
+/// purchase: its types keep the two apart.
+pub fn refund_share(credits: Credits, charged: Money, refunded: Money) -> Credits {
+    let (Credits(credits), Money(amount), Money(refunded)) = (credits, charged, refunded);
     if amount <= 0 || refunded <= 0 || credits <= 0 {
-        return 0;
+        return Credits(0);
     }
     let refunded = i128::from(refunded.min(amount));
     let share = i128::from(credits) * refunded / i128::from(amount);
-    i64::try_from(share).unwrap_or(credits).clamp(0, credits)
+    Credits(i64::try_from(share).unwrap_or(credits).clamp(0, credits))
 }
 
 /// The refunded amount that still stands: the newest cumulative refund, less the refunds that
 /// failed after that figure was reported (a failure Stripe reported before it is already in it).
-pub fn effective_refunded(facts: &ChargeFacts, amount: i64) -> i64 {
+pub fn effective_refunded(facts: &ChargeFacts, charged: Money) -> Money {
+    let Money(amount) = charged;
     let failed_since: i64 = facts
         .failed_refunds
         .values()
@@ -173,10 +176,12 @@ pub fn effective_refunded(facts: &ChargeFacts, amount: i64) -> i64 {
         .fold(0_i64, |sum, failed| {
             sum.saturating_add(failed.amount.max(0))
         });
-    facts
-        .refunded
-        .saturating_sub(failed_since)
-        .clamp(0, amount.max(0))
+    Money(
+        facts
+            .refunded
+            .saturating_sub(failed_since)
+            .clamp(0, amount.max(0)),
+    )
 }
 
 /// The credits a payment should have moved given its facts: its credits once credited, less
@@ -185,13 +190,14 @@ pub fn net_credits(payment: &PaymentRecord) -> i64 {
     if !payment.credited {
         return 0;
     }
-    let refunded = effective_refunded(&payment.facts, payment.amount);
-    let refund_take = refund_share(payment.credits, payment.amount, refunded);
-    let dispute_take = match &payment.facts.dispute {
+    let (credits, charged) = (Credits(payment.credits), Money(payment.amount));
+    let refunded = effective_refunded(&payment.facts, charged);
+    let Credits(refund_take) = refund_share(credits, charged, refunded);
+    let Credits(dispute_take) = match &payment.facts.dispute {
         Some(dispute) if dispute.holds_funds() => {
-            refund_share(payment.credits, payment.amount, dispute.amount)
+            refund_share(credits, charged, Money(dispute.amount))
         }
-        _ => 0,
+        _ => Credits(0),
     };
     payment
         .credits
@@ -205,7 +211,7 @@ pub fn status_of(payment: &PaymentRecord) -> PaymentStatus {
     if !payment.credited {
         return payment.status;
     }
-    let refunded = effective_refunded(&payment.facts, payment.amount);
+    let Money(refunded) = effective_refunded(&payment.facts, Money(payment.amount));
     if payment
         .facts
         .dispute

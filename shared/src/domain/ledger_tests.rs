@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::domain::money::{Credits, Money};
 
 fn payment(credits: i64, amount: i64) -> PaymentRecord {
     PaymentRecord {
@@ -60,12 +61,30 @@ fn dispute(step: DisputeStep, amount: i64) -> ChargeEvent {
 
 #[test]
 fn refunds_claw_back_their_share_rounded_down() {
-    assert_eq!(refund_share(1650, 1500, 1500), 1650);
-    assert_eq!(refund_share(1650, 1500, 500), 550);
-    assert_eq!(refund_share(1000, 3, 1), 333);
-    assert_eq!(refund_share(1000, 1500, 9999), 1000);
-    assert_eq!(refund_share(1000, 1500, 0), 0);
-    assert_eq!(refund_share(i64::MAX, i64::MAX, i64::MAX - 1), i64::MAX - 1);
+    assert_eq!(
+        refund_share(Credits(1650), Money(1500), Money(1500)),
+        Credits(1650)
+    );
+    assert_eq!(
+        refund_share(Credits(1650), Money(1500), Money(500)),
+        Credits(550)
+    );
+    assert_eq!(
+        refund_share(Credits(1000), Money(3), Money(1)),
+        Credits(333)
+    );
+    assert_eq!(
+        refund_share(Credits(1000), Money(1500), Money(9999)),
+        Credits(1000)
+    );
+    assert_eq!(
+        refund_share(Credits(1000), Money(1500), Money(0)),
+        Credits(0)
+    );
+    assert_eq!(
+        refund_share(Credits(i64::MAX), Money(i64::MAX), Money(i64::MAX - 1)),
+        Credits(i64::MAX - 1)
+    );
 }
 
 #[test]
@@ -346,9 +365,16 @@ proptest! {
         }
         let hold = line
             .dispute_hold
-            .map_or(0, |disputed| refund_share(line.credits, line.amount, disputed));
+            .map_or(0, |disputed| {
+                refund_share(Credits(line.credits), Money(line.amount), Money(disputed)).0
+            });
         let expected = (line.credits
-            - refund_share(line.credits, line.amount, line.final_refunded)
+            - refund_share(
+                Credits(line.credits),
+                Money(line.amount),
+                Money(line.final_refunded),
+            )
+            .0
             - hold)
             .max(0);
         prop_assert_eq!(balance, expected);

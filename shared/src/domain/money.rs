@@ -4,6 +4,15 @@
 use std::fmt;
 
 /// A lowercase ISO 4217 code such as `usd`.
+/// Credits, in minor units of the credit currency: what a balance holds, a purchase grants
+/// and a spend takes. Never added to or compared with `Money` (the types refuse it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Credits(pub i64);
+
+/// Money, in minor units of a currency: what a payment charged or a refund gave back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Money(pub i64);
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Currency(String);
 

@@ -372,7 +372,10 @@ pub fn tier_of_purchase(package_id: &str) -> Option<&str> {
 /// was not refunded in full, and no dispute holds its funds. A partial refund keeps the tier; a
 /// dispute whose funds were reinstated gives it back.
 pub fn purchase_holds_tier(payment: &crate::domain::ledger::PaymentRecord) -> bool {
-    let refunded = crate::domain::ledger::effective_refunded(&payment.facts, payment.amount);
+    let crate::domain::money::Money(refunded) = crate::domain::ledger::effective_refunded(
+        &payment.facts,
+        crate::domain::money::Money(payment.amount),
+    );
     payment.credited
         && tier_of_purchase(&payment.package_id).is_some()
         && (payment.amount <= 0 || refunded < payment.amount)

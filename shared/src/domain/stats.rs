@@ -44,7 +44,8 @@ pub fn payment_change(old: Option<&PaymentRecord>, new: Option<&PaymentRecord>) 
         if payment.credited {
             let currency = payment.currency.as_str();
             delta.add(format!("revenue_{currency}"), sign * payment.amount);
-            let refunded = effective_refunded(&payment.facts, payment.amount);
+            let crate::domain::money::Money(refunded) =
+                effective_refunded(&payment.facts, crate::domain::money::Money(payment.amount));
             delta.add(format!("refunds_{currency}"), sign * refunded);
         }
     }
