@@ -252,6 +252,37 @@ pub enum CreditDecision {
     Mismatch(&'static str),
 }
 
+/// One ledger entry a decision writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEntryPlan {
+    pub kind: EntryKind,
+    pub entry_id: String,
+    /// Signed credits, minor units.
+    pub amount: i64,
+}
+
+/// The entries crediting a payment writes (the purchase, and an adjustment when facts arrived
+/// first) and what they add to the balance together.
+pub fn crediting_entries(
+    payment: &PaymentRecord,
+    credits: i64,
+    adjustment: i64,
+) -> (Vec<NewEntryPlan>, i64) {
+    let mut entries = vec![NewEntryPlan {
+        kind: EntryKind::Purchase,
+        entry_id: super::idempotency::purchase_entry(&payment.intent_id),
+        amount: credits,
+    }];
+    if adjustment != 0 {
+        entries.push(NewEntryPlan {
+            kind: EntryKind::Adjustment,
+            entry_id: super::idempotency::adjustment_entry(&payment.intent_id, payment.rev + 1),
+            amount: adjustment,
+        });
+    }
+    (entries, credits.saturating_add(adjustment))
+}
+
 /// Decides whether a succeeded intent credits its recorded payment.
 pub fn decide_credit(payment: &PaymentRecord, paid: &PaidIntent) -> CreditDecision {
     if payment.credited {

@@ -421,3 +421,26 @@ fn entry_kinds_keep_their_stored_names() {
     assert_eq!(EntryKind::parse("included"), None);
     assert!(EntryKind::Adjustment.is_sale() && !EntryKind::Grant.is_sale());
 }
+
+#[test]
+fn crediting_writes_the_purchase_and_an_adjustment_only_when_facts_came_first() {
+    let p = payment(1650, 1500);
+    let (entries, applied) = crediting_entries(&p, 1650, 0);
+    assert_eq!(applied, 1650);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].kind, EntryKind::Purchase);
+    assert_eq!(entries[0].entry_id, format!("purchase:{}", p.intent_id));
+    let (entries, applied) = crediting_entries(&p, 1650, -550);
+    assert_eq!(applied, 1100);
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| (e.kind, e.amount))
+            .collect::<Vec<_>>(),
+        [(EntryKind::Purchase, 1650), (EntryKind::Adjustment, -550)]
+    );
+    assert_eq!(
+        entries[1].entry_id,
+        format!("adjust:{}:r{}", p.intent_id, p.rev + 1)
+    );
+}

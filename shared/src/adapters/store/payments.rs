@@ -13,7 +13,8 @@ use super::codec::{
 use super::{keys, IdempotencyRecord, Store, StoreError, CONFLICT_ATTEMPTS};
 use crate::domain::ledger::EntryKind;
 use crate::domain::ledger::{
-    decide_credit, status_of, ChargeEvent, CreditDecision, DisputeStep, PaidIntent, PaymentRecord,
+    crediting_entries, decide_credit, status_of, ChargeEvent, CreditDecision, DisputeStep,
+    PaidIntent, PaymentRecord,
 };
 use crate::domain::records::{now_ms, HistoryItem, PaymentStatus, UserId};
 
@@ -306,7 +307,7 @@ impl Store {
             };
             let mut credited = payment.clone();
             credited.credited = true;
-            let applied = credits.saturating_add(adjustment);
+            let (entries, applied) = crediting_entries(&payment, credits, adjustment);
             let now = now_ms();
             let update_payment = self
                 .revision_update(&payment)
@@ -325,23 +326,12 @@ impl Store {
                 .build()
                 .map_err(StoreError::build)?;
             let mut items = vec![TransactWriteItem::builder().update(update_payment).build()];
-            items.push(self.entry_put(
-                &payment,
-                EntryKind::Purchase,
-                credits,
-                &crate::domain::idempotency::purchase_entry(&payment.intent_id),
-                now,
-            )?);
-            if adjustment != 0 {
-                let id = crate::domain::idempotency::adjustment_entry(
-                    &payment.intent_id,
-                    payment.rev + 1,
-                );
+            for entry in &entries {
                 items.push(self.entry_put(
                     &payment,
-                    EntryKind::Adjustment,
-                    adjustment,
-                    &id,
+                    entry.kind,
+                    entry.amount,
+                    &entry.entry_id,
                     now,
                 )?);
             }
