@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Deployment checks (part of scripts/test.sh): the SAM template lints and validates, every
+# Deployment checks (part of scripts/test.sh): the SAM template lints and validates, a first
+# deploy in a new account needs nothing it may not have (scripts/check-deploy-settings.py), every
 # function in it is a crate of this workspace (and every function crate is in it), and
 # `cargo lambda build --release --arm64` produces an arm64 `bootstrap` for each.
 set -euo pipefail
@@ -12,6 +13,8 @@ say "cfn-lint template.yaml"
 cfn-lint template.yaml
 say "sam validate --lint"
 sam validate --lint >/dev/null
+say "a first deploy: no reservation needed, no named resource left by a rollback, nothing asked"
+"$VENV/bin/python" "$ROOT/scripts/check-deploy-settings.py"
 
 in_template=$(sed -n 's/^ *Binary: *\([A-Za-z0-9_-]*\) *$/\1/p' template.yaml | sort)
 crates=$(ls functions | sort)
