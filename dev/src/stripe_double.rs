@@ -23,6 +23,9 @@
 //!     the subscription is read or the invoice is paid through it.
 //!   - `proration_behavior=none`: the price changes, and no proration item is left behind;
 //!     `create_prorations` (Stripe's default) keeps localstripe's credit for the unused time.
+//! - Any request whose secret key contains `_rolled_` is refused with 401 `api_key_expired`, as
+//!   Stripe refuses a key that was rolled (localstripe accepts every key): a test gives a
+//!   deployment such a key to show that a refused key is read again once rotated
 //! - `GET /_double/requests`: what was asked of the double so far
 //! - `GET /_double/meter_events`: the meter events it accepted, each once
 
@@ -135,6 +138,17 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let headers = req.headers().clone();
+    let rolled = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("_rolled_"));
+    if rolled {
+        return Ok(reply(
+            401,
+            &json!({"error": {"type": "invalid_request_error", "code": "api_key_expired",
+                              "message": "Expired API Key provided."}}),
+        ));
+    }
     let body = match req.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return Ok(stripe_error(400, "unreadable body")),

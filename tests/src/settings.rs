@@ -29,6 +29,10 @@ pub struct SecretSetup {
     pub proxied: bool,
     /// Store an empty webhook secret.
     pub empty_webhook_secret: bool,
+    /// Store the placeholder a deploy creates: no Stripe key and no webhook secret.
+    pub placeholder: bool,
+    /// Store a Stripe key that Stripe (the test double) refuses as rolled.
+    pub rolled_stripe_key: bool,
     /// Talk to Stripe's real test mode with this `sk_test_` key (the opt-in suite): no
     /// localstripe, no test double, no webhook registration (Stripe cannot reach a local machine;
     /// tests deliver events built from Stripe's real objects, signed locally).

@@ -181,13 +181,18 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
 
     let sdk = app::load_sdk_config().await;
     if !secret_setup.missing {
-        let webhook = if secret_setup.empty_webhook_secret {
+        let webhook = if secret_setup.empty_webhook_secret || secret_setup.placeholder {
             ""
         } else {
             &webhook_secret
         };
+        let stored_key = match (secret_setup.placeholder, secret_setup.rolled_stripe_key) {
+            (true, _) => String::new(),
+            (false, true) => format!("sk_test_rolled_{}", &id[..12]),
+            (false, false) => stripe_key.clone(),
+        };
         let client = aws_sdk_secretsmanager::Client::new(&sdk);
-        setup::store_secret(&client, &secret_id, &stripe_key, webhook)
+        setup::store_secret(&client, &secret_id, &stored_key, webhook)
             .await
             .expect("store the test secret in moto");
     }

@@ -331,14 +331,32 @@ impl App {
         self.projects.remove(id);
     }
 
-    /// The scope's Stripe client, built from its secret key, again when the key changes.
+    /// The scope's Stripe client, built from its secret key, again when the key changes. A
+    /// copy of the secret with no key yet (the placeholder a deploy creates), or whose key
+    /// Stripe refused (rolled), is read again first, at most once per `secret_refresh_interval`:
+    /// filling or rotating the secret needs no restart.
     pub async fn stripe_for(&self, scope: &Scope) -> Result<StripeApi, ClientError> {
-        let secrets = self.secrets_for(scope).await?;
-        if let Ok(clients) = self.stripe.lock() {
-            if let Some((built_from, client)) = clients.get(scope) {
-                if Arc::ptr_eq(built_from, &secrets) {
-                    return Ok(client.clone());
-                }
+        let mut secrets = self.secrets_for(scope).await?;
+        let built = self
+            .stripe
+            .lock()
+            .ok()
+            .and_then(|clients| clients.get(scope).cloned());
+        let refused = built
+            .as_ref()
+            .is_some_and(|(from, client)| Arc::ptr_eq(from, &secrets) && client.key_refused());
+        if refused || secrets.stripe_secret_key().is_err() {
+            if let Some(fresh) = self
+                .refresh_secrets(scope, self.config.secret_refresh_interval)
+                .await?
+            {
+                tracing::info!(refused, "the Stripe key was read again");
+                secrets = fresh;
+            }
+        }
+        if let Some((from, client)) = built {
+            if Arc::ptr_eq(&from, &secrets) && !client.key_refused() {
+                return Ok(client);
             }
         }
         let client = StripeApi::new(

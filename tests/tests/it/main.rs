@@ -14,6 +14,7 @@ mod metering;
 mod money_defects;
 mod projects;
 mod purchase;
+mod secrets;
 mod storefront;
 mod stripe_test_mode;
 mod subscriptions;

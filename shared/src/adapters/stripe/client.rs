@@ -3,6 +3,8 @@
 //! keep their connections alive between calls and invocations.
 
 use std::fmt::Display;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_smithy_types::body::SdkBody;
@@ -61,6 +63,9 @@ pub struct Client {
     /// `Bearer <key>`, built once and marked sensitive so that no debug output shows it.
     authorization: HeaderValue,
     timeout: Duration,
+    /// Stripe answered 401 to this key (rolled or revoked): whoever holds the client reads the
+    /// key again before using it more.
+    refused: Arc<AtomicBool>,
 }
 
 impl Client {
@@ -80,7 +85,13 @@ impl Client {
             base: base.trim_end_matches('/').to_owned(),
             authorization,
             timeout,
+            refused: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Whether Stripe refused this client's key (401) on any call.
+    pub fn key_refused(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
     }
 
     pub fn base(&self) -> &str {
@@ -101,10 +112,14 @@ impl Client {
         timeout: Duration,
         resendable: bool,
     ) -> Result<(u16, Option<bool>, Bytes), CallError> {
-        match self.send_once(make()?, timeout).await {
+        let sent = match self.send_once(make()?, timeout).await {
             Err(CallError::Unreachable(_)) if resendable => self.send_once(make()?, timeout).await,
             other => other,
+        };
+        if matches!(sent, Ok((401, _, _))) {
+            self.refused.store(true, Ordering::Relaxed);
         }
+        sent
     }
 
     /// One request, its answer read whole: (status, `Stripe-Should-Retry`, body).

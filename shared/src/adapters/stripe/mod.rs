@@ -92,6 +92,11 @@ impl StripeApi {
         Ok(Self { client })
     }
 
+    /// Whether Stripe refused this client's key (401): a rolled or revoked key.
+    pub fn key_refused(&self) -> bool {
+        self.client.key_refused()
+    }
+
     /// The base URL calls go to (`https://api.stripe.com` unless configured).
     pub fn base(&self) -> &str {
         self.client.base()

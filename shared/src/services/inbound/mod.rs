@@ -78,7 +78,17 @@ async fn verify_signature(
     payload: &[u8],
 ) -> Result<(), Failure> {
     let now = OffsetDateTime::now_utc().unix_timestamp();
-    let secrets = app.secrets_for(scope).await?;
+    let mut secrets = app.secrets_for(scope).await?;
+    // A copy with no webhook secret yet (the placeholder a deploy creates, filled since): read
+    // again before refusing, at most once per `secret_refresh_interval`.
+    if secrets.webhook_secret().is_err() {
+        if let Some(fresh) = app
+            .refresh_secrets(scope, app.config.secret_refresh_interval)
+            .await?
+        {
+            secrets = fresh;
+        }
+    }
     // An empty or missing secret is a configuration error, never "accept everything".
     let secret = match secrets.webhook_secret() {
         Ok(secret) => secret,
