@@ -4,6 +4,7 @@
 //! requests into API Gateway v2 events for the very handlers the Lambda functions run.
 
 pub mod contract;
+pub mod filters;
 pub mod ops;
 pub mod router;
 pub mod runtime_api;

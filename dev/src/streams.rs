@@ -20,6 +20,7 @@ use aws_sdk_dynamodb::types::{StreamSpecification, StreamViewType};
 use aws_sdk_dynamodbstreams::types::{AttributeValue, ShardIteratorType};
 use serde_json::{json, Map, Value};
 
+use crate::filters::Filters;
 use crate::router::LocalApi;
 use coffer::jobs::StreamBatch;
 use coffer::App;
@@ -131,6 +132,7 @@ pub async fn start_with(
         queues,
         table,
         delivery,
+        filters: Filters::of_template()?,
     };
     tokio::spawn(follower.follow());
     Ok(())
@@ -196,6 +198,8 @@ struct Follower {
     queues: HashMap<&'static str, String>,
     table: String,
     delivery: Delivery,
+    /// The template's event filters: what each function's mapping lets through.
+    filters: Filters,
 }
 
 fn describe<E: std::error::Error + 'static, R: std::fmt::Debug>(
@@ -287,8 +291,18 @@ impl Follower {
             };
             if let Some(last) = page.records.last() {
                 for consumer in Consumer::ALL {
+                    // Only what the function's event filter lets through, as Lambda hands it.
+                    let records: Vec<Value> = page
+                        .records
+                        .iter()
+                        .filter(|record| self.filters.passes(consumer.name(), record))
+                        .cloned()
+                        .collect();
+                    if records.is_empty() {
+                        continue;
+                    }
                     // Parking failed (the queue could not be written): the page is read again.
-                    if let Err(err) = self.deliver(consumer, arn, &id, &page.records).await {
+                    if let Err(err) = self.deliver(consumer, arn, &id, &records).await {
                         tracing::warn!(function = consumer.name(), error = %err, "a stream record could not be parked; the batch will be read again");
                         iterators.remove(&id);
                         return Ok(false);
@@ -506,6 +520,7 @@ pub async fn replay_parked(
             "EVENT_BUS_NAME is not set: billing events cannot be replayed without their bus".into(),
         );
     }
+    let filters = Filters::of_template()?;
     let sqs = crate::setup::sqs_client(sdk);
     let streams = local_client(sdk);
     let mut replayed = Replayed::default();
@@ -551,6 +566,11 @@ pub async fn replay_parked(
                     continue;
                 }
             };
+            // What the function's event filter lets through, as its mapping handed it.
+            let records: Vec<Value> = records
+                .into_iter()
+                .filter(|record| filters.passes(consumer.name(), record))
+                .collect();
             let batch = consumer.run(app, &json!({ "Records": records })).await;
             if let Some(failed) = batch.failed {
                 tracing::warn!(function = consumer.name(), shard, start, cause = %failed.cause, "a parked record failed again; it stays parked");
