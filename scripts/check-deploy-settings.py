@@ -6,6 +6,9 @@ samconfig.toml, checked (part of scripts/check-deploy.sh):
   reservation, and the deploy would roll back);
 - a resource with a fixed name is deleted when the stack's first creation rolls back
   (`RetainExceptOnCreate`), so the next deploy does not fail on "already exists";
+- every way a job, a stream or a queue can fail reaches a person: each alarm notifies the
+  alarm topic; each queue (failure destinations, dead letters) has an alarm; each scheduled or
+  stream-fed function has an errors alarm, and each stream-fed one an iterator-age alarm;
 - samconfig.toml asks nothing (SAM's beta feature for Rust builds opted into, no changeset
   prompt), and its placeholder issuer is refused by the template's pattern, with a message.
 """
@@ -44,6 +47,7 @@ def problems(template, samconfig):
         ) == "AWS::SecretsManager::Secret"
         if fixed_name and resource.get("DeletionPolicy") != "RetainExceptOnCreate":
             found.append(f"{name} has a fixed name but is kept when its creation rolls back")
+    found += alarm_problems(resources)
     issuer = template["Parameters"]["JwtIssuer"]
     pattern = issuer.get("AllowedPattern")
     if not pattern or not issuer.get("ConstraintDescription"):
@@ -68,6 +72,50 @@ def problems(template, samconfig):
     return found
 
 
+def refs(value):
+    """Every logical id a `!Ref`/`!GetAtt` inside `value` names."""
+    if isinstance(value, dict):
+        out = set()
+        for key, inner in value.items():
+            if key == "Ref" and isinstance(inner, str):
+                out.add(inner)
+            elif key == "GetAtt":
+                out.add((inner.split(".")[0] if isinstance(inner, str) else inner[0]))
+            else:
+                out |= refs(inner)
+        return out
+    if isinstance(value, list):
+        return set().union(*(refs(v) for v in value)) if value else set()
+    return set()
+
+
+def alarm_problems(resources):
+    found = []
+    alarms = {n: r for n, r in resources.items() if r.get("Type") == "AWS::CloudWatch::Alarm"}
+    watched = {}  # (metric, resource) -> alarm names
+    for name, alarm in alarms.items():
+        props = alarm.get("Properties", {})
+        if "AlarmTopic" not in refs(props.get("AlarmActions", [])):
+            found.append(f"{name} notifies nobody (no AlarmTopic in AlarmActions)")
+        metric = props.get("MetricName")
+        for dim in props.get("Dimensions", []):
+            for target in refs(dim.get("Value")):
+                watched.setdefault((metric, target), []).append(name)
+    for name, resource in resources.items():
+        kind = resource.get("Type")
+        if kind == "AWS::SQS::Queue" and ("ApproximateNumberOfMessagesVisible", name) not in watched:
+            found.append(f"the queue {name} has no alarm")
+        if kind != "AWS::Serverless::Function":
+            continue
+        events = (resource.get("Properties") or {}).get("Events") or {}
+        kinds = {e.get("Type") for e in events.values()}
+        if kinds & {"ScheduleV2", "Schedule", "DynamoDB"} and ("Errors", name) not in watched:
+            found.append(f"{name} runs with no caller to see its failures, and has no errors alarm")
+        if "DynamoDB" in kinds and ("IteratorAge", name) not in watched:
+            found.append(f"{name} reads the stream and has no iterator-age alarm")
+    return found
+
+
 def self_test(template, samconfig):
     bad = yaml.load(yaml.dump(template), Loader=yaml.SafeLoader)
     bad["Resources"]["MeterUsageFunction"]["Properties"]["ReservedConcurrentExecutions"] = 1
@@ -75,8 +123,11 @@ def self_test(template, samconfig):
     sam = {"default": {"deploy": {"parameters": {"confirm_changeset": True,
            "parameter_overrides": 'JwtIssuer="https://issuer.example.com/"'}},
            "build": {"parameters": {}}}}
+    del bad["Resources"]["StatsIteratorAgeAlarm"]
+    del bad["Resources"]["ReconcileErrorsAlarm"]
+    bad["Resources"]["StatsFailuresAlarm"]["Properties"]["AlarmActions"] = []
     found = problems(bad, sam)
-    assert len(found) == 5, found
+    assert len(found) == 8, found
 
 
 def main():
@@ -88,7 +139,7 @@ def main():
         print("deploy settings:", p)
     if found:
         return 1
-    print("deploy settings: a first deploy needs no reservation, leaves no named resource behind, asks nothing")
+    print("deploy settings: a first deploy needs no reservation, leaves no named resource behind, asks nothing; every failure path alarms")
     return 0
 
 

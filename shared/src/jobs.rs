@@ -136,6 +136,7 @@ pub async fn meter_usage_job(
         tracing::error!(code = err.code(), cause = %err.cause(), "settling usage leases failed");
         Error::from("settling usage leases failed")
     })?;
+    crate::telemetry::meter_events_parked(report.parked);
     tracing::info!(
         batches = report.batches,
         events_sent = report.events_sent,

@@ -47,16 +47,38 @@ pub fn payment_needs_attention(intent_id: &str, reason: &str, newly_flagged: boo
 }
 
 fn attention_metric_line(now_ms: i64) -> String {
+    metric_line("PaymentsNeedingAttention", 1, now_ms)
+}
+
+/// Meter events Stripe refused for good in a run (parked, never billed until an operator
+/// looks): an error log line and a `MeterEventsParked` metric, which alarms.
+pub fn meter_events_parked(count: usize) {
+    if count == 0 {
+        return;
+    }
+    tracing::error!(
+        parked = count,
+        "meter events were parked: Stripe refused them and they are not billed"
+    );
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    println!(
+        "{}",
+        metric_line("MeterEventsParked", count, crate::domain::records::now_ms())
+    );
+}
+
+/// One CloudWatch embedded-metric line of the `Coffer` namespace (no dimensions).
+fn metric_line(name: &str, value: i64, now_ms: i64) -> String {
     serde_json::json!({
         "_aws": {
             "Timestamp": now_ms,
             "CloudWatchMetrics": [{
                 "Namespace": "Coffer",
                 "Dimensions": [[]],
-                "Metrics": [{"Name": "PaymentsNeedingAttention", "Unit": "Count"}],
+                "Metrics": [{"Name": name, "Unit": "Count"}],
             }],
         },
-        "PaymentsNeedingAttention": 1,
+        name: value,
     })
     .to_string()
 }
