@@ -79,6 +79,32 @@ function freshKey() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+// One idempotency key per attempt of one thing (a purchase of a package, a spend of an amount
+// for a reason), kept for this tab until the server gives a definite answer. A retry after a
+// timeout, a lost connection or a 5xx (the first request may have gone through: the card may
+// be charged) sends the same key, so the server answers with what the first one did instead
+// of doing it twice. A definite answer (2xx or 4xx) ends the attempt: the next click is new.
+function attemptKey(what) {
+  const name = `coffer.attempt.${what}`;
+  let key = sessionStorage.getItem(name);
+  if (!key) {
+    key = freshKey();
+    sessionStorage.setItem(name, key);
+  }
+  return key;
+}
+
+async function withAttempt(what, call) {
+  try {
+    const answer = await call(attemptKey(what));
+    sessionStorage.removeItem(`coffer.attempt.${what}`);
+    return answer;
+  } catch (error) {
+    if (!error.uncertain) sessionStorage.removeItem(`coffer.attempt.${what}`);
+    throw error;
+  }
+}
+
 // ---- the API ------------------------------------------------------------------------------
 
 // Calls the API; an error answer becomes an Error carrying the API's own sentence.
@@ -90,7 +116,9 @@ async function api(path, options = {}) {
   try {
     response = await fetch(`${state.config.apiBase}${path}`, Object.assign({}, options, { headers }));
   } catch (_) {
-    throw new Error('The server could not be reached. Check your connection and try again.');
+    const lost = new Error('The server could not be reached. Check your connection and try again.');
+    lost.uncertain = true;
+    throw lost;
   }
   const body = await response.json().catch(() => ({}));
   if (!response.ok || body.success === false) {
@@ -100,7 +128,10 @@ async function api(path, options = {}) {
     }
     const fallback = STATUS_WORDS[response.status]
       || (response.status >= 500 ? 'Something went wrong on our side. Try again shortly.' : 'The request failed.');
-    throw new Error(CODE_WORDS[body.code] || (typeof body.error === 'string' && body.error ? body.error : fallback));
+    const failed = new Error(CODE_WORDS[body.code] || (typeof body.error === 'string' && body.error ? body.error : fallback));
+    // A 5xx (or a gateway's timeout) may come after the work was done.
+    failed.uncertain = response.status >= 500;
+    throw failed;
   }
   return body.data === undefined ? body : body.data;
 }
@@ -441,8 +472,8 @@ async function buy(pkg) {
     const saved = await saveCard();
     say(`Paying ${money(pkg.amount, pkg.currency)}…`);
     // Coffer charges the saved card and confirms the PaymentIntent itself.
-    const intent = await post('/api/stripe/create-payment-intent',
-      { creditPackageId: pkg.id, setupIntentId: saved.setupIntentId }, { 'Idempotency-Key': freshKey() });
+    const intent = await withAttempt(`buy.${pkg.id}`, (key) => post('/api/stripe/create-payment-intent',
+      { creditPackageId: pkg.id, setupIntentId: saved.setupIntentId }, { 'Idempotency-Key': key }));
     if (intent.status === 'requires_action') {
       const result = await state.stripe.confirmCardPayment(intent.clientSecret);
       if (!result || result.error) throw new Error(stripeWords(result && result.error));
@@ -519,7 +550,8 @@ async function cancelOrResume(resume) {
 
 async function spend(amount, reason) {
   await act(`Spending ${money(amount)}…`, async () => {
-    const answer = await post('/api/credits/consume', { amount, reason, idempotencyKey: freshKey() });
+    const answer = await withAttempt(`spend.${amount}.${reason}`,
+      (key) => post('/api/credits/consume', { amount, reason, idempotencyKey: key }));
     showBalance({ balance: answer.balance, currency: state.currency });
     say(`Spent ${money(amount)} on “${reason}”. Your balance is ${money(answer.balance)}.`);
     $('spend-form').reset();

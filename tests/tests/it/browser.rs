@@ -319,6 +319,66 @@ async fn buying_a_package_in_the_browser_shows_the_balance_going_up_once() {
 }
 
 #[tokio::test]
+async fn a_purchase_whose_answer_was_lost_is_retried_with_its_key_and_charged_once() {
+    let app = spawn_app().await;
+    let page = Browser::open(&app, "buy-retry").await;
+    page.sign_in("cleo").await;
+    page.fill_card(GOOD_CARD).await;
+    // The first answer of create-payment-intent is lost on its way back: the request reached
+    // Coffer (the card is charged), the page only sees the connection fail.
+    page.client
+        .execute(
+            "const real = window.fetch; let dropped = false;
+             window.fetch = async (url, options) => {
+               const answer = await real(url, options);
+               if (!dropped && String(url).includes('create-payment-intent')) {
+                 dropped = true;
+                 throw new TypeError('connection lost');
+               }
+               return answer;
+             };",
+            vec![],
+        )
+        .await
+        .expect("lose one answer");
+    page.button("Buy Starter")
+        .await
+        .click()
+        .await
+        .expect("buy");
+    page.wait_text("#message", UI_SECS, |t| t.contains("could not be reached"))
+        .await;
+    // The user tries again: the same attempt, the same key, so Coffer answers with the intent
+    // the first request made instead of charging again.
+    page.button("Buy Starter")
+        .await
+        .click()
+        .await
+        .expect("buy again");
+    let page = &page;
+    let received = settle(
+        move || async move {
+            let message = page.text("#message").await;
+            message.starts_with("Payment received").then_some(message)
+        },
+        redeliver_latest_payment(&app, "cleo"),
+    )
+    .await;
+    if received.is_none() {
+        page.fail("the payment never reached the balance").await
+    }
+    assert_eq!(app.balance("cleo").await, 5.0, "charged and credited once");
+    let history = app.get("/api/stripe/payment-history", Some("cleo")).await;
+    assert_eq!(
+        history.body["data"].as_array().map(Vec::len),
+        Some(1),
+        "one payment: {}",
+        history.body
+    );
+    app.assert_invariants().await;
+}
+
+#[tokio::test]
 async fn a_declined_card_shows_its_message_and_the_balance_is_unchanged() {
     let app = spawn_app().await;
     let page = Browser::open(&app, "declined-card").await;
