@@ -341,11 +341,7 @@ async fn a_purchase_whose_answer_was_lost_is_retried_with_its_key_and_charged_on
         )
         .await
         .expect("lose one answer");
-    page.button("Buy Starter")
-        .await
-        .click()
-        .await
-        .expect("buy");
+    page.button("Buy Starter").await.click().await.expect("buy");
     page.wait_text("#message", UI_SECS, |t| t.contains("could not be reached"))
         .await;
     // The user tries again: the same attempt, the same key, so Coffer answers with the intent
