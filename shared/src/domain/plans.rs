@@ -326,6 +326,11 @@ pub fn apply_plan_update(
     Ok(plan)
 }
 
+/// Plans in the order they are shown: by rank, then id.
+pub fn sort_by_rank(plans: &mut [Plan]) {
+    plans.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
+}
+
 /// The price in credits (minor units) of one unit of `metric` beyond the plan's allowance.
 /// A metric a Stripe meter bills is never also paid in credits (a plan stored with both, from
 /// before such plans were refused, bills the meter only).

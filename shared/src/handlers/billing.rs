@@ -240,7 +240,7 @@ async fn my_payments(app: &App, req: &Request) -> Result<Response<Body>, ApiErro
 fn payment_line(line: &AccountPayment) -> AccountPaymentLine {
     match line {
         AccountPayment::Purchase(p) => {
-            let tier = p.package_id.strip_prefix("tier:");
+            let tier = crate::domain::plans::tier_of_purchase(&p.package_id);
             AccountPaymentLine {
                 id: p.intent_id.clone(),
                 kind: if tier.is_some() {

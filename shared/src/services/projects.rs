@@ -207,8 +207,8 @@ async fn check_key(app: &App, scope: &Scope, key: &str) -> Result<KeyCheck, Fail
 
 /// A mode's plans, as stored (active or not), by rank.
 pub async fn plans(app: &App, scope: &Scope) -> Result<Vec<Plan>, Failure> {
-    let mut plans = app.store_for(scope).list_plans().await?;
-    plans.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
+    let mut plans = super::billing::plans(app, scope).await?;
+    crate::domain::plans::sort_by_rank(&mut plans);
     Ok(plans)
 }
 
@@ -229,7 +229,7 @@ pub async fn save_plan(
 
 /// A mode's settings, or the defaults.
 pub async fn settings(app: &App, scope: &Scope) -> Result<ProjectSettings, Failure> {
-    Ok(app.store_for(scope).settings().await?.unwrap_or_default())
+    super::billing::settings(app, scope).await
 }
 
 /// A change of a mode's settings; what is `None` stays as it is.

@@ -36,7 +36,7 @@ pub async fn active_plans(app: &App, scope: &Scope) -> Result<Vec<Plan>, Failure
         .into_iter()
         .filter(|p| p.active)
         .collect();
-    plans.sort_by(|a, b| a.rank.cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
+    crate::domain::plans::sort_by_rank(&mut plans);
     Ok(plans)
 }
 

@@ -120,14 +120,7 @@ async fn an_upgrade_applies_once_its_difference_is_paid_a_downgrade_at_period_en
     );
 
     // Paid (the user authenticates): the price changes at Stripe, and Coffer follows it.
-    let intent = secret.split("_secret_").next().expect("intent").to_owned();
-    let auth = app
-        .stripe_post(
-            &format!("/v1/payment_intents/{intent}/_authenticate"),
-            &[("success", "true"), ("client_secret", secret.as_str())],
-        )
-        .await;
-    assert_eq!(auth.status, 200, "{}", auth.body);
+    super::authenticate(&app, &secret).await;
     let upgraded = settle(
         || async {
             let now = my_subscription(&app, "vera").await;

@@ -111,14 +111,7 @@ async fn a_second_create_while_one_is_live_or_being_made_makes_no_second_subscri
         .as_str()
         .expect("secret")
         .to_owned();
-    let intent = secret.split("_secret_").next().expect("intent").to_owned();
-    let auth = app
-        .stripe_post(
-            &format!("/v1/payment_intents/{intent}/_authenticate"),
-            &[("success", "true"), ("client_secret", secret.as_str())],
-        )
-        .await;
-    assert_eq!(auth.status, 200, "{}", auth.body);
+    super::authenticate(&app, &secret).await;
     let active = settle(
         || async {
             let now = my_subscription(&app, "saul").await;

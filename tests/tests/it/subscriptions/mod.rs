@@ -70,19 +70,8 @@ pub(crate) async fn subscribe_active(app: &TestApp, user: &str, plan: &str) -> S
     let data = &reply.body["data"];
     assert_eq!(data["status"], "incomplete", "{data}");
     let secret = data["clientSecret"].as_str().expect("clientSecret");
-    let intent = secret
-        .split("_secret_")
-        .next()
-        .expect("intent id")
-        .to_owned();
     let subscription = data["subscriptionId"].as_str().expect("id").to_owned();
-    let auth = app
-        .stripe_post(
-            &format!("/v1/payment_intents/{intent}/_authenticate"),
-            &[("success", "true"), ("client_secret", secret)],
-        )
-        .await;
-    assert_eq!(auth.status, 200, "authenticate: {}", auth.body);
+    authenticate(app, secret).await;
     let sub = subscription.clone();
     let active = settle(
         || async {
@@ -144,14 +133,7 @@ async fn paid_starter_invoice(app: &TestApp, user: &str) -> (String, Value) {
         .as_str()
         .expect("id")
         .to_owned();
-    let intent = secret.split("_secret_").next().expect("intent").to_owned();
-    let auth = app
-        .stripe_post(
-            &format!("/v1/payment_intents/{intent}/_authenticate"),
-            &[("success", "true"), ("client_secret", secret.as_str())],
-        )
-        .await;
-    assert_eq!(auth.status, 200, "{}", auth.body);
+    let intent = authenticate(app, &secret).await;
     let sub = stripe_get(app, &format!("/v1/subscriptions/{subscription}")).await;
     let invoice_id = sub["latest_invoice"].as_str().expect("invoice");
     let invoice = stripe_get(app, &format!("/v1/invoices/{invoice_id}")).await;
@@ -182,4 +164,23 @@ pub(crate) async fn made_past_the_doors(
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body["status"], status, "{}", reply.body);
     reply.body
+}
+
+/// What the user does in Stripe.js when their card asks for authentication: approves the
+/// PaymentIntent a client secret belongs to (localstripe's 3-D Secure stand-in). Returns the
+/// intent's id.
+pub(crate) async fn authenticate(app: &TestApp, secret: &str) -> String {
+    let intent = secret
+        .split("_secret_")
+        .next()
+        .expect("intent id")
+        .to_owned();
+    let auth = app
+        .stripe_post(
+            &format!("/v1/payment_intents/{intent}/_authenticate"),
+            &[("success", "true"), ("client_secret", secret)],
+        )
+        .await;
+    assert_eq!(auth.status, 200, "authenticate: {}", auth.body);
+    intent
 }
