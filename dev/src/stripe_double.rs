@@ -48,8 +48,10 @@ struct State {
     /// Price changes waiting for their invoice to be paid: invoice id → (subscription, form).
     pending_updates: HashMap<String, (String, Vec<(String, String)>)>,
     recorded: Vec<Value>,
-    /// Accepted meter events by identifier, in the order they came.
+    /// Accepted meter events, in the order they came.
     meter_events: Vec<Value>,
+    /// Their identifiers (a resent identifier is found at once, however many there are).
+    meter_identifiers: std::collections::HashSet<String>,
 }
 
 struct Double {
@@ -464,11 +466,7 @@ fn meter_event(double: &Double, params: &HashMap<String, String>) -> Reply {
     let Ok(mut state) = double.state.lock() else {
         return stripe_error(500, "double state poisoned");
     };
-    if state
-        .meter_events
-        .iter()
-        .any(|e| e["identifier"] == identifier.as_str())
-    {
+    if !state.meter_identifiers.insert(identifier.clone()) {
         // As Stripe answers an identifier it has already recorded: refused, with its code.
         return reply(
             400,

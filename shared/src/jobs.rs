@@ -2,10 +2,13 @@
 //! schedules; a run that finds a broken invariant fails, so that the error metric alarms), the
 //! stats counters and the billing events (both from the table's change stream).
 
+use std::time::Duration;
+
 use lambda_http::{Error, LambdaEvent};
 use serde_json::{json, Value};
 
 use crate::domain::invariants;
+use crate::services::metering::{Budget, StopAt};
 use crate::services::reconcile;
 pub use crate::services::streams::{count_stream_event, FailedRecord, StreamBatch};
 use crate::telemetry::error_chain;
@@ -117,17 +120,17 @@ pub async fn billing_events_job(
         .answer("billing-events")
 }
 
-/// The meter reporter (an EventBridge schedule): metered usage to Stripe's billing meters, then
-/// every usage lease that ended goes back to its shard. A failed run leaves its batch pending;
-/// the next run sends what Stripe does not have yet with the same identifiers.
-pub async fn meter_usage_job(
-    app: &'static App,
-    _event: LambdaEvent<Value>,
-) -> Result<Value, Error> {
-    let reported =
-        crate::services::metering::report_usage(app, crate::services::metering::StopAt::Never)
-            .await;
+/// Time the meter reporter keeps back from its deadline: a chunk of sends in flight (each
+/// send bounded by the Stripe client's timeouts) and the saves after it.
+const METER_RESERVE: Duration = Duration::from_secs(30);
+
+/// The meter reporter (an EventBridge schedule): every usage lease that ended goes back to its
+/// shard, then metered usage goes to Stripe's billing meters until the deadline less a reserve.
+/// A run cut short saves its progress; the next run goes on from it.
+pub async fn meter_usage_job(app: &'static App, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let settled = crate::services::usage::settle_ended_leases(app).await;
+    let budget = Budget::before_deadline_ms(event.context.deadline, METER_RESERVE);
+    let reported = crate::services::metering::report_usage(app, budget, StopAt::Never).await;
     let report = reported.map_err(|err| {
         tracing::error!(code = err.code(), cause = %err.cause(), "reporting metered usage failed");
         Error::from("reporting metered usage failed")
@@ -136,13 +139,17 @@ pub async fn meter_usage_job(
         tracing::error!(code = err.code(), cause = %err.cause(), "settling usage leases failed");
         Error::from("settling usage leases failed")
     })?;
-    crate::telemetry::meter_events_parked(report.parked);
+    crate::telemetry::meter_events_held(report.holds_left);
     tracing::info!(
         batches = report.batches,
         events_sent = report.events_sent,
         resent = report.resent,
-        parked = report.parked,
+        held = report.held,
+        holds_released = report.holds_released,
+        holds_left = report.holds_left,
         units = report.units,
+        records_stamped = report.records_stamped,
+        complete = report.complete,
         leases_settled = settled,
         "metered usage reported"
     );

@@ -50,20 +50,14 @@ fn attention_metric_line(now_ms: i64) -> String {
     metric_line("PaymentsNeedingAttention", 1, now_ms)
 }
 
-/// Meter events Stripe refused for good in a run (parked, never billed until an operator
-/// looks): an error log line and a `MeterEventsParked` metric, which alarms.
-pub fn meter_events_parked(count: usize) {
-    if count == 0 {
-        return;
-    }
-    tracing::error!(
-        parked = count,
-        "meter events were parked: Stripe refused them and they are not billed"
-    );
+/// Meter events held after a run (their projects' keys refused, not configured, or the events
+/// refused): a `MeterEventsHeld` metric on every run, so that its alarm also clears, and an
+/// error log line when any are held.
+pub fn meter_events_held(count: usize) {
     let count = i64::try_from(count).unwrap_or(i64::MAX);
     println!(
         "{}",
-        metric_line("MeterEventsParked", count, crate::domain::records::now_ms())
+        metric_line("MeterEventsHeld", count, crate::domain::records::now_ms())
     );
 }
 

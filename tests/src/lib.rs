@@ -5,6 +5,7 @@
 
 mod http;
 pub mod proxy;
+pub mod seed;
 mod settings;
 mod store;
 mod stripe;
@@ -15,8 +16,8 @@ mod webhooks;
 pub use http::Reply;
 pub use settings::{
     project_stripe_base, project_stripe_bases, SecretSetup, BACKEND_ROLE, JWT_SECRET,
-    SECRET_REFRESH_SECS, SHORT_USAGE_LEASE_MARGIN_MS, SHORT_USAGE_LEASE_MS, STRIPE_KEY,
-    TEST_PAGE_ORIGIN,
+    METERED_PROJECT, SECRET_REFRESH_SECS, SHORT_USAGE_LEASE_MARGIN_MS, SHORT_USAGE_LEASE_MS,
+    STRIPE_KEY, TEST_PAGE_ORIGIN,
 };
 pub use test_app::{contract, fresh_router, spawn_app, spawn_app_with, Proxies, TestApp};
 pub use wait::{eventually, join_all, now, settle, RETRY_AFTER_SECS, WEBHOOK_WAIT_SECS};

@@ -12,6 +12,10 @@ pub const TEST_PAGE_ORIGIN: &str = "https://shop.example.test";
 /// Test apps re-read a rotated webhook secret at most this often.
 pub const SECRET_REFRESH_SECS: u64 = 2;
 
+/// A test project whose Stripe is the test double (billing meters), with no localstripe of its
+/// own: a test gives it a secret when it needs one.
+pub const METERED_PROJECT: &str = "metered";
+
 pub(crate) fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the integration tests through scripts/test.sh")

@@ -12,8 +12,9 @@ use serde_json::{json, Value};
 
 use crate::proxy::{self, FaultProxy};
 use crate::settings::{
-    project_stripe_bases, required_env, SecretSetup, BACKEND_ROLE, JWT_SECRET, SECRET_REFRESH_SECS,
-    SHORT_USAGE_LEASE_MARGIN_MS, SHORT_USAGE_LEASE_MS, STRIPE_KEY, TEST_PAGE_ORIGIN,
+    project_stripe_bases, required_env, SecretSetup, BACKEND_ROLE, JWT_SECRET, METERED_PROJECT,
+    SECRET_REFRESH_SECS, SHORT_USAGE_LEASE_MARGIN_MS, SHORT_USAGE_LEASE_MS, STRIPE_KEY,
+    TEST_PAGE_ORIGIN,
 };
 
 pub struct TestApp {
@@ -242,6 +243,12 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
             .await
             .expect("start the Stripe test double");
         config.stripe_api_base = Some(double_base.clone());
+        // The `metered` project talks to the double too (its billing meters).
+        if let Some(metered) = coffer::domain::scope::ProjectId::parse(METERED_PROJECT) {
+            config
+                .stripe_api_base_per_project
+                .push((metered, double_base.clone()));
+        }
         double_base
     };
     let proxies = if secret_setup.proxied {

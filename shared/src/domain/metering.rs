@@ -37,9 +37,13 @@ pub struct PendingEvent {
     /// Stripe has it (accepted, or its identifier was counted before): not sent again.
     #[serde(default)]
     pub acknowledged: bool,
-    /// Stripe refused it for good (the reason): set aside, logged, not sent again.
-    #[serde(default)]
-    pub parked: Option<String>,
+    /// Stripe certainly did not take it (the reason: a key refused, the project's Stripe not
+    /// configured, the event refused): moved to its project's holds, where it waits, alarmed,
+    /// and is sent again with the same identifier once the project is fixed. Never set for a
+    /// failure whose outcome is unknown (a timeout): that one stays in the batch and is resent
+    /// within minutes, inside the window in which Stripe recognises its identifier.
+    #[serde(default, alias = "parked")]
+    pub held: Option<String>,
 }
 
 /// A batch decided and saved before it is sent: resent as it is after a crash, so its
@@ -56,12 +60,33 @@ pub struct PendingBatch {
 }
 
 impl PendingBatch {
-    /// Whether every event is acknowledged or set aside.
+    /// Whether every event is acknowledged or held.
     pub fn done(&self) -> bool {
         self.events
             .iter()
-            .all(|e| e.acknowledged || e.parked.is_some())
+            .all(|e| e.acknowledged || e.held.is_some())
     }
+}
+
+/// The order a run visits the meter shards in: from `start` (where the last run stopped)
+/// round the ring, so that a run cut short by its deadline does not always serve the same
+/// shards first.
+pub fn rotation(start: usize, shards: usize) -> Vec<usize> {
+    if shards == 0 {
+        return Vec::new();
+    }
+    (0..shards).map(|i| (start % shards + i) % shards).collect()
+}
+
+/// Seconds a usage record is kept once billed (it answers a replay of its idempotency key).
+pub const BILLED_RECORD_KEEP_SECS: i64 = 7 * 24 * 3600;
+
+/// When a metered record may be removed (Unix seconds), stamped once it is billed: a week
+/// after it was made, and never sooner than a day after it was billed.
+pub fn billed_record_expiry(created_at_ms: i64, billed_at_ms: i64) -> i64 {
+    (created_at_ms / 1000)
+        .saturating_add(BILLED_RECORD_KEEP_SECS)
+        .max((billed_at_ms / 1000).saturating_add(24 * 3600))
 }
 
 /// The batch that reports `records` (read after the watermark `after`, in sort-key order):
@@ -92,7 +117,7 @@ pub fn batch_of(shard: usize, after: &str, records: &[MeteredRecord]) -> Option<
                 value,
                 timestamp,
                 acknowledged: false,
-                parked: None,
+                held: None,
             },
         )
         .collect();
@@ -152,5 +177,38 @@ mod tests {
         assert_ne!(other_shard.events[0].identifier, batch.events[0].identifier);
         assert!(batch.events.iter().all(|e| e.identifier.len() <= 100));
         assert_eq!(batch_of(0, "", &[]), None);
+    }
+
+    #[test]
+    fn a_run_starts_where_the_last_one_stopped_and_visits_every_shard_once() {
+        assert_eq!(rotation(0, 4), [0, 1, 2, 3]);
+        assert_eq!(rotation(6, 4), [2, 3, 0, 1]);
+        assert!(rotation(3, 0).is_empty());
+        for start in 0..20 {
+            let mut order = rotation(start, METER_SHARDS);
+            assert_eq!(order[0], start % METER_SHARDS);
+            order.sort_unstable();
+            assert_eq!(order, (0..METER_SHARDS).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_billed_record_stays_a_week_from_its_making_and_at_least_a_day_after_billing() {
+        let made = 1_800_000_000_000;
+        assert_eq!(
+            billed_record_expiry(made, made),
+            made / 1000 + BILLED_RECORD_KEEP_SECS
+        );
+        // Billed after three weeks (a project fixed late): kept one more day.
+        let late = made + 21 * 24 * 3600 * 1000;
+        assert_eq!(billed_record_expiry(made, late), late / 1000 + 24 * 3600);
+    }
+
+    #[test]
+    fn a_batch_saved_before_holds_existed_reads_its_parked_events_as_held() {
+        let saved = r#"{"to":"1#a","events":[{"scopePrefix":"","eventName":"m","customer":"c","value":1,"timestamp":1,"identifier":"i","acknowledged":false,"parked":"400: no meter"}]}"#;
+        let batch: PendingBatch = serde_json::from_str(saved).expect("readable");
+        assert_eq!(batch.events[0].held.as_deref(), Some("400: no meter"));
+        assert!(batch.done());
     }
 }

@@ -1,19 +1,34 @@
 //! Reporting metered usage to Stripe (the scheduled meter reporter). Per meter shard:
 //!
 //! 1. read the watermark; a batch left pending by an earlier run is sent again as it was saved
-//!    (same identifiers, same values: Stripe counts it once);
+//!    (same identifiers, same values: Stripe counts it once; what Stripe already acknowledged is
+//!    not sent again);
 //! 2. otherwise read the records after the watermark that are old enough to be settled, decide
 //!    the batch (`domain::metering::batch_of`) and save it as pending before sending anything;
-//! 3. send its meter events, then move the watermark to its end and drop it.
+//! 3. send its meter events, a bounded number at once, saving what Stripe acknowledged after
+//!    every chunk; events Stripe certainly did not take (a refused key, a project with no key,
+//!    an event refused) go to their project's holds;
+//! 4. move the watermark to the batch's end and drop it; stamp the billed records' expiry.
 //!
-//! A crash or a failed send between 2 and 3 leaves the batch pending, so nothing is skipped and
+//! A crash or a failed send between 2 and 4 leaves the batch pending, so nothing is skipped and
 //! nothing is counted twice. Two runs at once cannot both save a batch: each write is
 //! conditioned on the watermark's version.
+//!
+//! A run watches its deadline: it starts no chunk it cannot finish, saves its progress and
+//! ends; the next run goes on from there. It visits the shards round the ring, one batch each
+//! per round, starting where the last run stopped, so no shard waits behind another. Held
+//! events are tried again first on every run: one project's broken key or configuration holds
+//! only that project's events (alarmed through the `MeterEventsHeld` metric), and they are
+//! billed, once, on the first run after it is fixed.
 
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{stream, StreamExt};
 use serde::Serialize;
 
-use crate::adapters::stripe::{MeterEventOut, MeterSent};
-use crate::domain::metering::{batch_of, PendingBatch, METER_SHARDS};
+use crate::adapters::stripe::{MeterEventOut, MeterSent, StripeApi, StripeFailure};
+use crate::domain::metering::{batch_of, rotation, PendingBatch, PendingEvent, METER_SHARDS};
 use crate::domain::records::now_ms;
 use crate::domain::scope::Scope;
 use crate::services::Failure;
@@ -21,8 +36,66 @@ use crate::App;
 
 /// Records read per batch.
 const BATCH_RECORDS: i32 = 500;
-/// Batches per shard in one run, so that a run always ends.
-const MAX_BATCHES_PER_SHARD: usize = 200;
+/// Meter events in flight at once (Stripe's live-mode limit is documented per account; see
+/// docs/operations.md, Capacity).
+pub const SEND_CONCURRENCY: usize = 16;
+/// Events sent between two saves of a batch's progress.
+const CHUNK: usize = 4 * SEND_CONCURRENCY;
+/// Held events tried again per run.
+const HOLDS_PER_RUN: usize = 5_000;
+/// Billed records stamped with their expiry per step of a shard.
+const STAMP_RECORDS: i32 = 1_000;
+
+/// When a run must stop starting work.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    deadline: Instant,
+    max_sends: Option<usize>,
+}
+
+impl Budget {
+    /// Until `deadline`.
+    pub fn until(deadline: Instant) -> Self {
+        Self {
+            deadline,
+            max_sends: None,
+        }
+    }
+
+    /// For `span` from now.
+    pub fn lasting(span: Duration) -> Self {
+        Self::until(Instant::now() + span)
+    }
+
+    /// Until Lambda's deadline (Unix milliseconds) less `reserve`: the time a chunk in flight
+    /// and the save after it may still take.
+    pub fn before_deadline_ms(deadline_ms: u64, reserve: Duration) -> Self {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+        Self::lasting(left.saturating_sub(reserve))
+    }
+
+    /// As if the time ran out once `sends` meter events were sent (to stop a run at an exact
+    /// point in a test).
+    pub fn with_max_sends(self, sends: usize) -> Self {
+        Self {
+            max_sends: Some(sends),
+            ..self
+        }
+    }
+
+    fn out(&self, sent: usize) -> bool {
+        Instant::now() >= self.deadline || self.max_sends.is_some_and(|max| sent >= max)
+    }
+
+    fn sends_left(&self, sent: usize) -> usize {
+        self.max_sends
+            .map_or(usize::MAX, |max| max.saturating_sub(sent))
+    }
+}
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -33,62 +106,310 @@ pub struct MeterReport {
     pub events_sent: usize,
     /// Batches found pending from an earlier run and resent.
     pub resent: usize,
-    /// Units reported in the batches this run confirmed.
+    /// Units Stripe took in the batches this run confirmed (held events not counted).
     pub units: i64,
-    /// Events Stripe refused for good (logged with their identifiers).
-    pub parked: usize,
+    /// Events of this run's batches moved to their project's holds.
+    pub held: usize,
+    /// Held events Stripe took this run (each once: they leave the holds).
+    pub holds_released: usize,
+    /// Events still held after the run (the `MeterEventsHeld` metric).
+    pub holds_left: usize,
+    /// Billed records given their expiry.
+    pub records_stamped: usize,
+    /// Every shard was caught up and every held event tried (false: the deadline came first,
+    /// or a shard failed; the next run goes on).
+    pub complete: bool,
 }
 
 /// Where a run stops on purpose (tests of a crash between sending and saving).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopAt {
     Never,
-    /// After the first batch is sent, before the watermark moves: as if the process died.
+    /// After the first chunk is sent, before anything is saved: as if the process died.
     AfterFirstSend,
 }
 
-/// Reports every settled metered record to Stripe. Each shard goes on when another fails; the
-/// run fails at the end if any did (so that the function's error metric alarms).
-pub async fn report_usage(app: &App, stop: StopAt) -> Result<MeterReport, Failure> {
-    let mut report = MeterReport::default();
-    let mut failed = None;
-    for shard in 0..METER_SHARDS {
-        if let Err(err) = report_shard(app, shard, stop, &mut report).await {
-            if stop == StopAt::AfterFirstSend {
-                return Err(err);
-            }
-            tracing::error!(shard, code = err.code(), cause = %err.cause(), "a meter shard could not be reported");
+/// What one step of a shard came to.
+enum Step {
+    /// The shard may have more: visit it again next round.
+    More,
+    /// Caught up.
+    Done,
+    /// The deadline came: progress saved.
+    OutOfTime,
+}
+
+/// How sending a batch's events ended.
+enum Sent {
+    /// Every event acknowledged or held.
+    Finished,
+    OutOfTime,
+    /// A send whose outcome is unknown (a timeout, a 5xx): the batch stays pending.
+    Unknown(Failure),
+    /// `StopAt::AfterFirstSend`.
+    Crashed,
+    /// Another run took the shard over (its version moved): this run leaves it.
+    Lost,
+}
+
+/// A project's Stripe client for this run, or why its events cannot go.
+type Client = Result<StripeApi, String>;
+
+/// What sending one event came to: Stripe's answer, or why it was not sent.
+type Answer = Result<Result<MeterSent, StripeFailure>, String>;
+
+type BoxedSend<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (usize, Answer)> + Send + 'a>>;
+
+struct Run<'a> {
+    app: &'a App,
+    budget: Budget,
+    stop: StopAt,
+    report: MeterReport,
+    /// Per scope key prefix: its client, or the reason it is broken this run (its first
+    /// refused key or missing configuration: its other events are held without being sent).
+    clients: HashMap<String, Client>,
+}
+
+/// Reports every settled metered record to Stripe, within `budget`. Each shard goes on when
+/// another fails; the run fails at the end if any did (so that the function's error metric
+/// alarms).
+pub async fn report_usage(app: &App, budget: Budget, stop: StopAt) -> Result<MeterReport, Failure> {
+    let mut run = Run {
+        app,
+        budget,
+        stop,
+        report: MeterReport::default(),
+        clients: HashMap::new(),
+    };
+    let mut failed: Option<Failure> = None;
+    let holds_done = match run.retry_holds().await {
+        Ok(done) => done,
+        Err(err) => {
+            tracing::error!(code = err.code(), cause = %err.cause(), "held meter events could not be tried again");
             failed = Some(err);
+            false
         }
+    };
+    let start = app.store.meter_cursor().await?;
+    let mut active = rotation(start, METER_SHARDS);
+    let mut resume_at = None;
+    'rounds: while !active.is_empty() {
+        let mut again = Vec::new();
+        for shard in active {
+            if resume_at.is_some() {
+                break 'rounds;
+            }
+            if run.budget.out(run.report.events_sent) {
+                resume_at = Some(shard);
+                break 'rounds;
+            }
+            match run.step(shard).await {
+                Ok(Step::More) => again.push(shard),
+                Ok(Step::Done) => {}
+                Ok(Step::OutOfTime) => resume_at = Some(shard),
+                Err(err) => {
+                    if stop == StopAt::AfterFirstSend {
+                        return Err(err);
+                    }
+                    tracing::error!(shard, code = err.code(), cause = %err.cause(), "a meter shard could not be reported");
+                    failed.get_or_insert(err);
+                }
+            }
+        }
+        active = again;
+    }
+    // The next run starts at the shard this one could not finish, or one further round.
+    let next = resume_at.unwrap_or(start.wrapping_add(1)) % METER_SHARDS;
+    app.store.save_meter_cursor(next).await?;
+    run.report.complete = resume_at.is_none() && holds_done && failed.is_none();
+    run.report.holds_left = app.store.count_meter_holds().await?;
+    if run.report.holds_left > 0 {
+        let broken: BTreeMap<&str, &str> = run
+            .clients
+            .iter()
+            .filter_map(|(scope, c)| c.as_ref().err().map(|r| (scope.as_str(), r.as_str())))
+            .collect();
+        tracing::error!(
+            held = run.report.holds_left,
+            broken_scopes = ?broken,
+            "meter events are held: their projects' usage is not billed until they are fixed"
+        );
     }
     match failed {
         Some(err) => Err(err),
-        None => Ok(report),
+        None => Ok(run.report),
     }
 }
 
-async fn report_shard(
-    app: &App,
-    shard: usize,
-    stop: StopAt,
-    report: &mut MeterReport,
-) -> Result<(), Failure> {
-    let store = &app.store;
-    for _ in 0..MAX_BATCHES_PER_SHARD {
+impl Run<'_> {
+    /// The client of a scope for this run, read once (a broken scope stays broken this run).
+    async fn client(&mut self, scope_prefix: &str) -> Client {
+        if let Some(client) = self.clients.get(scope_prefix) {
+            return client.clone();
+        }
+        let client = match Scope::from_key_prefix(scope_prefix, self.app.config.default_mode) {
+            None => Err("a metered record names an unknown scope".to_owned()),
+            Some(scope) => self
+                .app
+                .stripe_for(&scope)
+                .await
+                .map_err(|err| format!("no Stripe client: {err}")),
+        };
+        self.clients.insert(scope_prefix.to_owned(), client.clone());
+        client
+    }
+
+    /// Marks a scope broken for the rest of the run.
+    fn broken(&mut self, scope_prefix: &str, reason: &str) {
+        self.clients
+            .insert(scope_prefix.to_owned(), Err(reason.to_owned()));
+    }
+
+    /// Sends each event with its scope's client, `SEND_CONCURRENCY` at once: per event, what
+    /// Stripe answered, or `None` when it was not sent (its scope is broken: the reason).
+    async fn send_all(&mut self, events: &[&PendingEvent], attempt: u32) -> Vec<Answer> {
+        let mut clients = Vec::with_capacity(events.len());
+        for event in events {
+            clients.push(self.client(&event.scope_prefix).await);
+        }
+        // Boxed: a stream of borrowing futures is otherwise not `Send` for every lifetime.
+        let sends: Vec<BoxedSend<'_>> = events
+            .iter()
+            .zip(clients)
+            .enumerate()
+            .map(|(i, (event, client))| -> BoxedSend<'_> {
+                Box::pin(async move {
+                    let answer = match client {
+                        Err(reason) => Err(reason),
+                        Ok(client) => Ok(client
+                            .send_meter_event(&MeterEventOut {
+                                event_name: &event.event_name,
+                                customer: &event.customer,
+                                value: event.value,
+                                identifier: &event.identifier,
+                                timestamp: event.timestamp,
+                                attempt,
+                            })
+                            .await),
+                    };
+                    (i, answer)
+                })
+            })
+            .collect();
+        let answers = stream::iter(sends)
+            .buffer_unordered(SEND_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut ordered: Vec<_> = answers.into_iter().collect();
+        ordered.sort_by_key(|(i, _)| *i);
+        let answers: Vec<_> = ordered.into_iter().map(|(_, a)| a).collect();
+        self.report.events_sent += answers.iter().filter(|a| a.is_ok()).count();
+        for (event, answer) in events.iter().zip(&answers) {
+            if let Ok(Ok(MeterSent::KeyRefused(reason))) = answer {
+                self.broken(
+                    &event.scope_prefix,
+                    &format!("Stripe refused the key: {reason}"),
+                );
+            }
+        }
+        answers
+    }
+
+    /// Tries the held events again, each scope's first one alone, then the rest of the scopes
+    /// that it did not show broken. `false` when the deadline came first.
+    async fn retry_holds(&mut self) -> Result<bool, Failure> {
+        let store = &self.app.store;
+        let holds = store.meter_holds(HOLDS_PER_RUN).await?;
+        if holds.is_empty() {
+            return Ok(true);
+        }
+        let mut by_scope: BTreeMap<String, Vec<PendingEvent>> = BTreeMap::new();
+        for hold in holds {
+            by_scope
+                .entry(hold.event.scope_prefix.clone())
+                .or_default()
+                .push(hold.event);
+        }
+        // The first of each scope, then the others, in chunks.
+        let mut queue: Vec<PendingEvent> = Vec::new();
+        let mut rest: Vec<PendingEvent> = Vec::new();
+        for (_, mut events) in by_scope {
+            let first = events.remove(0);
+            queue.push(first);
+            rest.extend(events);
+        }
+        let probes = queue.len();
+        queue.extend(rest);
+        let mut position = 0;
+        while position < queue.len() {
+            if self.budget.out(self.report.events_sent) {
+                return Ok(false);
+            }
+            let size = if position == 0 { probes } else { CHUNK };
+            let end = queue.len().min(
+                position
+                    + size
+                        .min(self.budget.sends_left(self.report.events_sent))
+                        .max(1),
+            );
+            let chunk: Vec<&PendingEvent> = queue[position..end].iter().collect();
+            let answers = self.send_all(&chunk, 1).await;
+            for (event, answer) in chunk.iter().zip(answers) {
+                match answer {
+                    Ok(Ok(MeterSent::Accepted | MeterSent::AlreadyRecorded)) => {
+                        store.release_meter_hold(&event.identifier).await?;
+                        self.report.holds_released += 1;
+                    }
+                    Ok(Ok(MeterSent::Refused(reason) | MeterSent::KeyRefused(reason))) => {
+                        store
+                            .note_meter_hold_refused(&event.identifier, &reason)
+                            .await?;
+                    }
+                    // Not sent: its scope is broken this run.
+                    Err(_) => {}
+                    Ok(Err(err)) => {
+                        tracing::warn!(identifier = %event.identifier, error = %err, "a held meter event could not be sent; tried again next run");
+                    }
+                }
+            }
+            position = end;
+        }
+        Ok(true)
+    }
+
+    /// One batch of a shard (or, when it has none, stamping its billed records).
+    async fn step(&mut self, shard: usize) -> Result<Step, Failure> {
+        let store = &self.app.store;
         let watermark = store.meter_watermark(shard).await?;
-        let (mut batch, version) = match watermark.pending {
+        let (mut batch, mut version) = match watermark.pending {
             Some(pending) => {
-                report.resent += 1;
+                self.report.resent += 1;
                 (pending, watermark.version)
             }
             None => {
-                let settle_ms = i64::try_from(app.config.meter_settle.as_millis()).unwrap_or(0);
+                let settle_ms =
+                    i64::try_from(self.app.config.meter_settle.as_millis()).unwrap_or(0);
                 let before = format!("{:015}", now_ms().saturating_sub(settle_ms));
                 let records = store
                     .metered_records(shard, &watermark.after, &before, BATCH_RECORDS)
                     .await?;
                 let Some(batch) = batch_of(shard, &watermark.after, &records) else {
-                    return Ok(());
+                    // Caught up: what was billed before and not yet stamped is stamped now.
+                    let stamped = store
+                        .stamp_billed_records(
+                            shard,
+                            &watermark.stamped,
+                            &watermark.after,
+                            STAMP_RECORDS,
+                        )
+                        .await?;
+                    self.report.records_stamped += stamped;
+                    return Ok(if stamped == usize::try_from(STAMP_RECORDS).unwrap_or(0) {
+                        Step::More
+                    } else {
+                        Step::Done
+                    });
                 };
                 (batch, watermark.version)
             }
@@ -97,74 +418,121 @@ async fn report_shard(
         // resends this very batch.
         batch.attempts = batch.attempts.saturating_add(1);
         if !store.save_meter_batch(shard, version, &batch).await? {
-            // Another run moved first: read again.
-            continue;
+            // Another run moved first: read again next round.
+            return Ok(Step::More);
         }
-        let version = version + 1;
-        let sent = send(app, &mut batch, report).await;
-        if let Err(err) = sent {
-            // What Stripe has is remembered, so that only the rest is sent again.
-            store.save_meter_batch(shard, version, &batch).await.ok();
-            return Err(err);
+        version += 1;
+        match self.send_batch(&mut batch, shard, &mut version).await? {
+            Sent::Finished => {}
+            Sent::OutOfTime => return Ok(Step::OutOfTime),
+            Sent::Crashed => {
+                return Err(Failure::Unavailable(
+                    "stopped after sending, before the watermark moved".into(),
+                ))
+            }
+            Sent::Unknown(err) => return Err(err),
+            Sent::Lost => return Ok(Step::Done),
         }
-        if stop == StopAt::AfterFirstSend {
-            return Err(Failure::Unavailable(
-                "stopped after sending, before the watermark moved".into(),
-            ));
-        }
+        // Held events are kept before the watermark moves past their records.
+        let held: Vec<&PendingEvent> = batch.events.iter().filter(|e| e.held.is_some()).collect();
+        store.hold_meter_events(&held).await?;
         if store.confirm_meter_batch(shard, version, &batch.to).await? {
-            report.batches += 1;
-            report.units += batch
+            self.report.batches += 1;
+            self.report.held += held.len();
+            self.report.units += batch
                 .events
                 .iter()
-                .filter(|e| e.parked.is_none())
+                .filter(|e| e.acknowledged)
                 .map(|e| e.value)
                 .sum::<i64>();
+            self.report.records_stamped += store
+                .stamp_billed_records(shard, &watermark.stamped, &batch.to, STAMP_RECORDS)
+                .await?;
         }
+        Ok(Step::More)
     }
-    Ok(())
-}
 
-async fn send(
-    app: &App,
-    batch: &mut PendingBatch,
-    report: &mut MeterReport,
-) -> Result<(), Failure> {
-    let attempt = batch.attempts;
-    for event in batch
-        .events
-        .iter_mut()
-        .filter(|e| !e.acknowledged && e.parked.is_none())
-    {
-        let scope = Scope::from_key_prefix(&event.scope_prefix, app.config.default_mode)
-            .ok_or_else(|| Failure::Internal("a metered record has an unknown scope".into()))?;
-        let stripe = app.stripe_for(&scope).await?;
-        let sent = stripe
-            .send_meter_event(&MeterEventOut {
-                event_name: &event.event_name,
-                customer: &event.customer,
-                value: event.value,
-                identifier: &event.identifier,
-                timestamp: event.timestamp,
-                attempt,
-            })
-            .await?;
-        report.events_sent += 1;
-        match sent {
-            MeterSent::Accepted | MeterSent::AlreadyRecorded => event.acknowledged = true,
-            MeterSent::Refused(reason) => {
-                tracing::error!(
-                    identifier = %event.identifier,
-                    event_name = %event.event_name,
-                    customer = %event.customer,
-                    value = event.value,
-                    reason = %reason,
-                    "Stripe refused a meter event; it is set aside"
-                );
-                report.parked += 1;
-                event.parked = Some(reason);
+    /// Sends the batch's events not yet acknowledged or held, chunk by chunk, saving its
+    /// progress after each chunk.
+    async fn send_batch(
+        &mut self,
+        batch: &mut PendingBatch,
+        shard: usize,
+        version: &mut i64,
+    ) -> Result<Sent, Failure> {
+        let attempt = batch.attempts;
+        loop {
+            let todo: Vec<usize> = (0..batch.events.len())
+                .filter(|&i| !batch.events[i].acknowledged && batch.events[i].held.is_none())
+                .collect();
+            if todo.is_empty() {
+                return Ok(Sent::Finished);
+            }
+            if self.budget.out(self.report.events_sent) {
+                return Ok(if self.save_progress(batch, shard, version).await? {
+                    Sent::OutOfTime
+                } else {
+                    Sent::Lost
+                });
+            }
+            let size = CHUNK.min(self.budget.sends_left(self.report.events_sent));
+            let chunk = &todo[..size.min(todo.len())];
+            let events: Vec<PendingEvent> =
+                chunk.iter().map(|&i| batch.events[i].clone()).collect();
+            let refs: Vec<&PendingEvent> = events.iter().collect();
+            let answers = self.send_all(&refs, attempt).await;
+            if self.stop == StopAt::AfterFirstSend {
+                return Ok(Sent::Crashed);
+            }
+            let mut unknown = None;
+            for (&i, answer) in chunk.iter().zip(answers) {
+                let event = &mut batch.events[i];
+                match answer {
+                    Ok(Ok(MeterSent::Accepted | MeterSent::AlreadyRecorded)) => {
+                        event.acknowledged = true;
+                    }
+                    Ok(Ok(MeterSent::Refused(reason) | MeterSent::KeyRefused(reason))) => {
+                        tracing::error!(
+                            identifier = %event.identifier,
+                            event_name = %event.event_name,
+                            customer = %event.customer,
+                            value = event.value,
+                            reason = %reason,
+                            "Stripe refused a meter event; it is held for its project"
+                        );
+                        event.held = Some(reason);
+                    }
+                    Err(reason) => event.held = Some(format!("not sent: {reason}")),
+                    Ok(Err(err)) => {
+                        unknown.get_or_insert(Failure::from(err));
+                    }
+                }
+            }
+            if !self.save_progress(batch, shard, version).await? {
+                return Ok(Sent::Lost);
+            }
+            if let Some(err) = unknown {
+                return Ok(Sent::Unknown(err));
             }
         }
     }
-    Ok(())
+
+    /// Saves what Stripe acknowledged so far (the batch stays pending). `false`: another run
+    /// took the shard over.
+    async fn save_progress(
+        &self,
+        batch: &PendingBatch,
+        shard: usize,
+        version: &mut i64,
+    ) -> Result<bool, Failure> {
+        let saved = self
+            .app
+            .store
+            .save_meter_batch(shard, *version, batch)
+            .await?;
+        if saved {
+            *version += 1;
+        }
+        Ok(saved)
+    }
 }

@@ -189,7 +189,7 @@ async fn stripe_test_mode_checkout_portal_and_payment_sheet() {
 #[tokio::test]
 #[ignore = "needs a Stripe test-mode key: scripts/test-stripe.sh"]
 async fn stripe_test_mode_metered_usage_is_counted_once_by_a_real_meter() {
-    use coffer::services::metering::{report_usage, StopAt};
+    use coffer::services::metering::{report_usage, Budget, StopAt};
     let app = real_app().await;
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let event_name = format!("coffer_suite_{}", &suffix[..12]);
@@ -275,14 +275,24 @@ async fn stripe_test_mode_metered_usage_is_counted_once_by_a_real_meter() {
     // A crash after the first send, then the run that resends it: Stripe counts it once.
     assert!(coffer::calls::as_function(
         "meter-usage",
-        report_usage(&app.app.app, StopAt::AfterFirstSend)
+        report_usage(
+            &app.app.app,
+            Budget::lasting(std::time::Duration::from_secs(120)),
+            StopAt::AfterFirstSend
+        )
     )
     .await
     .is_err());
-    let report =
-        coffer::calls::as_function("meter-usage", report_usage(&app.app.app, StopAt::Never))
-            .await
-            .expect("the run");
+    let report = coffer::calls::as_function(
+        "meter-usage",
+        report_usage(
+            &app.app.app,
+            Budget::lasting(std::time::Duration::from_secs(120)),
+            StopAt::Never,
+        ),
+    )
+    .await
+    .expect("the run");
     assert_eq!(report.resent, 1, "{report:?}");
 
     // Stripe aggregates meter events asynchronously: wait for the summary.

@@ -1,16 +1,38 @@
 //! The meter reporter's data: the metered usage records of one meter shard in time order
 //! (gsi2), and the shard's watermark with the batch decided but not yet confirmed sent.
 //!
-//! | item            | pk              | sk          | notes                                       |
-//! |-----------------|-----------------|-------------|---------------------------------------------|
-//! | meter watermark | `METER#<shard>` | `WATERMARK` | `after` (last reported sort key), `pending` |
+//! | item            | pk              | sk             | notes                                     |
+//! |-----------------|-----------------|----------------|-------------------------------------------|
+//! | meter watermark | `METER#<shard>` | `WATERMARK`    | `after` (last reported sort key), `pending`, `stamped` (records up to it carry their expiry) |
+//! | run cursor      | `METER#RUN`     | `CURSOR`       | `next`: the shard the next run starts at  |
+//! | held event      | `METERHOLD`     | `<identifier>` | an event Stripe did not take, its project's reason, tries |
+
+use futures_util::{stream, StreamExt, TryStreamExt};
 
 use super::codec::{get_s, n, s, Fields, Item};
 use super::keys::{key, split_scope, GSI2};
 use super::usage::meter_pk;
 use super::{written, Store, StoreError};
-use crate::domain::metering::{MeteredRecord, PendingBatch};
+use crate::domain::metering::{billed_record_expiry, MeteredRecord, PendingBatch, PendingEvent};
 use crate::domain::records::now_ms;
+
+/// The partition of held meter events (few: a project's events wait there while it is broken).
+const HOLDS_PK: &str = "METERHOLD";
+/// Records stamped with their expiry at once.
+const STAMP_CONCURRENCY: usize = 16;
+
+type BoxedStamp<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>>;
+
+/// A meter event waiting for its project to be fixed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeterHold {
+    pub event: PendingEvent,
+    /// Why it waits (the last refusal).
+    pub reason: String,
+    pub held_at_ms: i64,
+    pub tries: i64,
+}
 
 /// Where a meter shard's reporting stands.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -20,6 +42,12 @@ pub struct MeterWatermark {
     /// A batch saved before sending and not yet confirmed.
     pub pending: Option<PendingBatch>,
     pub version: i64,
+    /// The records up to this sort key were billed and carry their expiry ("" before any).
+    pub stamped: String,
+}
+
+fn meter_pk_run() -> &'static str {
+    "METER#RUN"
 }
 
 fn watermark_key(shard: usize) -> Item {
@@ -42,7 +70,227 @@ impl Store {
             after: f.opt_text("after")?.unwrap_or_default().to_owned(),
             pending,
             version: f.opt_int("ver")?.unwrap_or(0),
+            stamped: f.opt_text("stamped")?.unwrap_or_default().to_owned(),
         })
+    }
+
+    /// The shard the next run starts at (0 before the first run).
+    pub async fn meter_cursor(&self) -> Result<usize, StoreError> {
+        let Some(item) = self.get(key(meter_pk_run(), "CURSOR")).await? else {
+            return Ok(0);
+        };
+        let next = Fields::of(&item).opt_int("next")?.unwrap_or(0);
+        Ok(usize::try_from(next).unwrap_or(0))
+    }
+
+    /// Where the next run starts (last writer wins: two runs at once only share the start).
+    pub async fn save_meter_cursor(&self, next: usize) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(meter_pk_run(), "CURSOR")))
+            .update_expression("SET #next = :next, updatedAt = :now")
+            .expression_attribute_names("#next", "next")
+            .expression_attribute_values(":next", n(i64::try_from(next).unwrap_or(0)))
+            .expression_attribute_values(":now", n(now_ms()))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    /// Keeps events Stripe did not take until their project is fixed (an event already held
+    /// keeps its first time).
+    pub async fn hold_meter_events(&self, events: &[&PendingEvent]) -> Result<(), StoreError> {
+        for event in events {
+            let text = serde_json::to_string(event)
+                .map_err(|e| StoreError::Refused(format!("event could not be written: {e}")))?;
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(HOLDS_PK, &event.identifier)))
+                .update_expression(
+                    "SET event = :event, reason = :reason, heldAt = if_not_exists(heldAt, :now), \
+                     tries = if_not_exists(tries, :zero)",
+                )
+                .expression_attribute_values(":event", s(text))
+                .expression_attribute_values(":reason", s(event.held.clone().unwrap_or_default()))
+                .expression_attribute_values(":now", n(now_ms()))
+                .expression_attribute_values(":zero", n(0))
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` held events, by identifier.
+    pub async fn meter_holds(&self, limit: usize) -> Result<Vec<MeterHold>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(HOLDS_PK))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let mut items: Vec<Item> = Vec::new();
+        while items.len() < limit {
+            match pages.next().await {
+                Some(item) => items.push(item.map_err(StoreError::from_sdk)?),
+                None => break,
+            }
+        }
+        items
+            .iter()
+            .map(|item| {
+                let f = Fields::of(item);
+                let event = serde_json::from_str(f.text("event")?).map_err(|_| {
+                    StoreError::Refused("a held meter event is not readable".into())
+                })?;
+                Ok(MeterHold {
+                    event,
+                    reason: f.opt_text("reason")?.unwrap_or_default().to_owned(),
+                    held_at_ms: f.opt_int("heldAt")?.unwrap_or(0),
+                    tries: f.opt_int("tries")?.unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    /// How many events are held.
+    pub async fn count_meter_holds(&self) -> Result<usize, StoreError> {
+        let mut count = 0usize;
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(HOLDS_PK))
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(StoreError::from_sdk)?;
+            count = count.saturating_add(usize::try_from(page.count()).unwrap_or(0));
+        }
+        Ok(count)
+    }
+
+    /// Stripe has the held event now: it is no longer held.
+    pub async fn release_meter_hold(&self, identifier: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(HOLDS_PK, identifier)))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    /// A held event was refused again: the reason and the count of tries.
+    pub async fn note_meter_hold_refused(
+        &self,
+        identifier: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(HOLDS_PK, identifier)))
+            .update_expression("SET reason = :reason, triedAt = :now ADD tries :one")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        written(result).map(|_| ())
+    }
+
+    /// Stamps the expiry on the billed records of a shard after `from` up to `to` (sort keys),
+    /// at most `limit` of them, and moves the shard's `stamped` mark to the last one. The
+    /// number stamped; fewer than `limit` means the shard is caught up to `to`.
+    pub async fn stamp_billed_records(
+        &self,
+        shard: usize,
+        from: &str,
+        to: &str,
+        limit: i32,
+    ) -> Result<usize, StoreError> {
+        let start = format!("{from}\u{1}");
+        if start.as_str() > to {
+            return Ok(0);
+        }
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI2)
+            .key_condition_expression("gsi2pk = :pk AND gsi2sk BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(meter_pk(shard)))
+            .expression_attribute_values(":from", s(start))
+            .expression_attribute_values(":to", s(to))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let items = output.items();
+        let Some(last) = items.last().and_then(|i| get_s(i, "gsi2sk")) else {
+            return Ok(0);
+        };
+        let billed_at = now_ms();
+        // Boxed: a stream of borrowing futures is otherwise not `Send` for every lifetime.
+        let stamps: Vec<BoxedStamp<'_>> = items
+            .iter()
+            .map(|item| -> BoxedStamp<'_> {
+                Box::pin(async move {
+                    let (Some(pk), Some(sk)) = (get_s(item, "pk"), get_s(item, "sk")) else {
+                        return Ok::<(), StoreError>(());
+                    };
+                    let created = Fields::of(item)
+                        .opt_int("createdAt")
+                        .ok()
+                        .flatten()
+                        .unwrap_or(billed_at);
+                    let result = self
+                        .client
+                        .update_item()
+                        .table_name(&self.table)
+                        .set_key(Some(key(pk, sk)))
+                        .update_expression("SET expiresAt = :at")
+                        .condition_expression("attribute_exists(pk)")
+                        .expression_attribute_values(
+                            ":at",
+                            n(billed_record_expiry(created, billed_at)),
+                        )
+                        .send()
+                        .await;
+                    written(result).map(|_| ())
+                })
+            })
+            .collect();
+        stream::iter(stamps)
+            .buffer_unordered(STAMP_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        // Only forward: a slower run that stamped less never moves it back.
+        let moved = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(watermark_key(shard)))
+            .update_expression("SET stamped = :last")
+            .condition_expression("attribute_not_exists(stamped) OR stamped < :last")
+            .expression_attribute_values(":last", s(last))
+            .send()
+            .await;
+        written(moved)?;
+        Ok(items.len())
     }
 
     /// Saves the batch to send (only if the watermark is still at `version`).

@@ -35,7 +35,7 @@ pub use codec::{get_s, payment_from_item, DecodeError, Fields, Item};
 pub use credits::MoveOutcome;
 pub use keys::{hash_parts, split_scope, Keys, GSI1, GSI2};
 pub use lifecycle::LifecycleOutcome;
-pub use metering::MeterWatermark;
+pub use metering::{MeterHold, MeterWatermark};
 pub use packages::IdempotencyRecord;
 pub use payments::{valid_boundary, AttentionItem, CreditOutcome, IncludedOutcome};
 pub use projects::{ProjectClaim, SaveOutcome};

@@ -17,7 +17,7 @@ use crate::domain::money::Currency;
 use crate::domain::records::{now_ms, UserId};
 use crate::domain::usage::{split_allowance, USAGE_SHARDS};
 
-/// Days a usage record is kept for replays.
+/// Seconds a usage record that no meter bills is kept for replays.
 pub const USAGE_RECORD_TTL_SECS: i64 = 7 * 24 * 3600;
 
 /// What an allowance holds now.
@@ -234,7 +234,11 @@ impl Store {
         item.insert("answer".into(), s(record.answer));
         let now = now_ms();
         item.insert("createdAt".into(), n(now));
-        item.insert("expiresAt".into(), n(now / 1000 + USAGE_RECORD_TTL_SECS));
+        // A metered record has no expiry until it is billed: the meter reporter stamps it then
+        // (`stamp_billed_records`), so that no record leaves before Stripe has it.
+        if record.meter.is_none() {
+            item.insert("expiresAt".into(), n(now / 1000 + USAGE_RECORD_TTL_SECS));
+        }
         if let Some(meter) = &record.meter {
             // Listed for the reporter, in time order, in one of the meter partitions.
             let shard = usize::from_str_radix(&record.hash[..4.min(record.hash.len())], 16)

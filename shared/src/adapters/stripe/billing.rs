@@ -667,6 +667,14 @@ impl StripeApi {
                 ))
             }
             Ok(_) => Ok(MeterSent::Accepted),
+            // The key was refused: nothing of this project's goes through until it is
+            // rotated (the next client reads the secret again).
+            Err(super::CallError::Stripe(details, status @ (401 | 403))) => {
+                Ok(MeterSent::KeyRefused(format!(
+                    "{status}: {}",
+                    details.message.clone().unwrap_or_default()
+                )))
+            }
             // A client error other than rate limiting will not go away by sending again.
             Err(super::CallError::Stripe(details, status))
                 if (400..500).contains(&status) && status != 429 =>
@@ -690,8 +698,11 @@ pub enum MeterSent {
     Accepted,
     /// Its identifier was counted before (a resend).
     AlreadyRecorded,
-    /// Refused for good (an unknown meter or customer, a timestamp too old): the message.
+    /// Refused (an unknown meter or customer, a timestamp too old): the message. Stripe did
+    /// not count it; it is sent again once the project is fixed.
     Refused(String),
+    /// The key was refused (rolled or revoked): Stripe did not count it.
+    KeyRefused(String),
 }
 
 /// A billing meter event to send.
