@@ -57,7 +57,9 @@ pub async fn reconcile(args: &[String]) -> Result<(), String> {
         None => 72,
     };
     let app = app().await?;
-    let report = reconciliation::reconcile(&app, hours * 3600)
+    // An operator's run goes on until the window is covered (up to an hour).
+    let budget = coffer::services::budget::Budget::lasting(std::time::Duration::from_secs(3600));
+    let report = reconciliation::reconcile(&app, hours * 3600, budget)
         .await
         .map_err(|e| format!("reconciliation failed ({}): {}", e.code(), e.cause()))?;
     println!(

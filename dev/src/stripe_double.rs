@@ -26,6 +26,11 @@
 //! - Any request whose secret key contains `_rolled_` is refused with 401 `api_key_expired`, as
 //!   Stripe refuses a key that was rolled (localstripe accepts every key): a test gives a
 //!   deployment such a key to show that a refused key is read again once rotated
+//! - `GET /v1/payment_intents` with `created[gte]`/`created[lt]` (localstripe refuses a
+//!   `created` filter on PaymentIntents, and lists oldest first): the intents localstripe holds,
+//!   filtered by creation time and listed newest first as Stripe lists them, `limit` a page after
+//!   `starting_after`. The later pages of a listing come from the list read for its first page
+//!   (a minute at most), so paging through thousands of intents stays linear
 //! - `GET /_double/requests`: what was asked of the double so far
 //! - `GET /_double/meter_events`: the meter events it accepted, each once
 
@@ -52,6 +57,8 @@ struct State {
     meter_events: Vec<Value>,
     /// Their identifiers (a resent identifier is found at once, however many there are).
     meter_identifiers: std::collections::HashSet<String>,
+    /// PaymentIntent listings by their `created` bounds: when read, and the intents newest first.
+    intent_lists: HashMap<(i64, i64), (std::time::Instant, Vec<Value>)>,
 }
 
 struct Double {
@@ -232,6 +239,15 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
             }
         }
         ("POST", "/v1/billing/meter_events") => meter_event(&double, &form(&body)),
+        ("GET", "/v1/payment_intents")
+            if query.as_deref().is_some_and(|q| q.contains("created")) =>
+        {
+            let params = form(query.as_deref().unwrap_or_default().as_bytes());
+            match list_intents(&double, &params).await {
+                Ok(page) => reply(200, &page),
+                Err((status, message)) => stripe_error(status, &message),
+            }
+        }
         ("GET", "/_double/meter_events") => {
             let accepted = double
                 .state
@@ -278,6 +294,78 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
         _ => forward(&double, &method, &path, query.as_deref(), &headers, body).await,
     };
     Ok(answer)
+}
+
+/// A page of the intents created in `[created[gte], created[lt])`, newest first.
+async fn list_intents(
+    double: &Double,
+    params: &HashMap<String, String>,
+) -> Result<Value, (u16, String)> {
+    let known = ["created[gte]", "created[lt]", "limit", "starting_after"];
+    if let Some(unknown) = params.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err((400, format!("Received unknown parameter: {unknown}")));
+    }
+    let bound = |name: &str, default: i64| -> Result<i64, (u16, String)> {
+        params.get(name).map_or(Ok(default), |v| {
+            v.parse()
+                .map_err(|_| (400, format!("Invalid integer: {name}")))
+        })
+    };
+    let (from, to) = (bound("created[gte]", 0)?, bound("created[lt]", i64::MAX)?);
+    let limit = usize::try_from(bound("limit", 10)?.clamp(1, 100)).unwrap_or(10);
+    let after = params.get("starting_after");
+    let cached = after.and_then(|_| {
+        let state = double.state.lock().ok()?;
+        let (read, list) = state.intent_lists.get(&(from, to))?;
+        (read.elapsed() < std::time::Duration::from_secs(60)).then(|| list.clone())
+    });
+    let list = match cached {
+        Some(list) => list,
+        None => {
+            let mut all = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let path = match &cursor {
+                    Some(c) => format!("/v1/payment_intents?limit=100&starting_after={c}"),
+                    None => "/v1/payment_intents?limit=100".to_owned(),
+                };
+                let page = upstream_get(double, &path).await.map_err(|e| (502, e))?;
+                let data = page["data"].as_array().cloned().unwrap_or_default();
+                cursor = data
+                    .last()
+                    .and_then(|i| i["id"].as_str())
+                    .map(str::to_owned);
+                all.extend(data);
+                if page["has_more"] != true || cursor.is_none() {
+                    break;
+                }
+            }
+            // localstripe lists oldest first: newest first, as Stripe does.
+            all.reverse();
+            all.retain(|i| i["created"].as_i64().is_some_and(|c| c >= from && c < to));
+            all.sort_by_key(|i| std::cmp::Reverse(i["created"].as_i64().unwrap_or(0)));
+            if let Ok(mut state) = double.state.lock() {
+                state
+                    .intent_lists
+                    .insert((from, to), (std::time::Instant::now(), all.clone()));
+            }
+            all
+        }
+    };
+    let start = match after {
+        None => 0,
+        Some(id) => match list.iter().position(|i| i["id"] == id.as_str()) {
+            Some(at) => at + 1,
+            None => return Err((400, format!("No such payment_intent: '{id}'"))),
+        },
+    };
+    let page: Vec<Value> = list.iter().skip(start).take(limit).cloned().collect();
+    Ok(json!({
+        "object": "list",
+        "url": "/v1/payment_intents",
+        "has_more": start + page.len() < list.len(),
+        "data": page,
+    }))
 }
 
 async fn upstream_get(double: &Double, path: &str) -> Result<Value, String> {

@@ -17,6 +17,10 @@ use crate::App;
 /// How far back reconciliation looks when the event does not say (`{"windowHours": n}`).
 const DEFAULT_WINDOW_HOURS: i64 = 72;
 
+/// Time reconciliation keeps back from its deadline: a page in flight (each Stripe request
+/// bounded by the client's timeouts), the credits of its intents and the cursor's save.
+const RECONCILE_RESERVE: Duration = Duration::from_secs(20);
+
 pub async fn reconcile_job(app: &'static App, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let hours = event
         .payload
@@ -24,8 +28,9 @@ pub async fn reconcile_job(app: &'static App, event: LambdaEvent<Value>) -> Resu
         .and_then(Value::as_i64)
         .filter(|h| (1..=24 * 30).contains(h))
         .unwrap_or(DEFAULT_WINDOW_HOURS);
+    let budget = Budget::before_deadline_ms(event.context.deadline, RECONCILE_RESERVE);
     // Boxed: the future is deep enough to overflow the type layout limit of the binary crate.
-    let report = Box::pin(reconcile::reconcile(app, hours * 3600))
+    let report = Box::pin(reconcile::reconcile(app, hours * 3600, budget))
         .await
         .map_err(|err| {
             tracing::error!(code = err.code(), cause = %err.cause(), "reconciliation failed");

@@ -212,11 +212,22 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
     }
     config.secret_refresh_interval = Duration::from_secs(SECRET_REFRESH_SECS);
     config.project_secret_prefix = Some(format!("coffer-test-{id}/projects"));
-    // Each test project has its own localstripe (started by scripts/test.sh); `down` has none.
-    config.stripe_api_base_per_project = project_stripe_bases()
-        .into_iter()
-        .filter_map(|(id, url)| Some((coffer::domain::scope::ProjectId::parse(id)?, url)))
-        .collect();
+    // Each test project has its own localstripe (started by scripts/test.sh), behind a test
+    // double of its own for what localstripe lacks; `down` has none.
+    config.stripe_api_base_per_project = Vec::new();
+    for (id, url) in project_stripe_bases() {
+        let Some(project) = coffer::domain::scope::ProjectId::parse(id) else {
+            continue;
+        };
+        let base = if id == "down" {
+            url
+        } else {
+            coffer_dev::stripe_double::start(&url)
+                .await
+                .expect("start a project's Stripe test double")
+        };
+        config.stripe_api_base_per_project.push((project, base));
+    }
     let events_queue = if secret_setup.events {
         let bus = format!("coffer-test-{id}");
         let queue = setup::event_bus_and_queue(&sdk, &bus, &format!("coffer-test-{id}-events"))

@@ -10,6 +10,7 @@ pub mod money;
 pub mod packages;
 pub mod plans;
 pub mod projects;
+pub mod reconcile;
 pub mod records;
 pub mod scope;
 pub mod stats;

@@ -22,7 +22,6 @@
 //! billed, once, on the first run after it is fixed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{stream, StreamExt};
 use serde::Serialize;
@@ -31,6 +30,7 @@ use crate::adapters::stripe::{MeterEventOut, MeterSent, StripeApi, StripeFailure
 use crate::domain::metering::{batch_of, rotation, PendingBatch, PendingEvent, METER_SHARDS};
 use crate::domain::records::now_ms;
 use crate::domain::scope::Scope;
+pub use crate::services::budget::Budget;
 use crate::services::Failure;
 use crate::App;
 
@@ -45,57 +45,6 @@ const CHUNK: usize = 4 * SEND_CONCURRENCY;
 const HOLDS_PER_RUN: usize = 5_000;
 /// Billed records stamped with their expiry per step of a shard.
 const STAMP_RECORDS: i32 = 1_000;
-
-/// When a run must stop starting work.
-#[derive(Clone, Copy, Debug)]
-pub struct Budget {
-    deadline: Instant,
-    max_sends: Option<usize>,
-}
-
-impl Budget {
-    /// Until `deadline`.
-    pub fn until(deadline: Instant) -> Self {
-        Self {
-            deadline,
-            max_sends: None,
-        }
-    }
-
-    /// For `span` from now.
-    pub fn lasting(span: Duration) -> Self {
-        Self::until(Instant::now() + span)
-    }
-
-    /// Until Lambda's deadline (Unix milliseconds) less `reserve`: the time a chunk in flight
-    /// and the save after it may still take.
-    pub fn before_deadline_ms(deadline_ms: u64, reserve: Duration) -> Self {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
-        Self::lasting(left.saturating_sub(reserve))
-    }
-
-    /// As if the time ran out once `sends` meter events were sent (to stop a run at an exact
-    /// point in a test).
-    pub fn with_max_sends(self, sends: usize) -> Self {
-        Self {
-            max_sends: Some(sends),
-            ..self
-        }
-    }
-
-    fn out(&self, sent: usize) -> bool {
-        Instant::now() >= self.deadline || self.max_sends.is_some_and(|max| sent >= max)
-    }
-
-    fn sends_left(&self, sent: usize) -> usize {
-        self.max_sends
-            .map_or(usize::MAX, |max| max.saturating_sub(sent))
-    }
-}
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod billing;
+pub mod budget;
 pub mod checkout;
 pub mod credits;
 pub mod developers;

@@ -2,9 +2,12 @@
 //! that the webhook missed, through the very same exactly-once path the webhook uses. Running it
 //! again changes nothing.
 //!
-//! It pages through the whole window. Stripe lists newest first, so paging stops at the first
-//! page that ends before the window; a list in another order (localstripe lists oldest first) is
-//! read to its end. Only `limit` and `starting_after` are sent, which both accept.
+//! Each scope is covered by passes (`domain::reconcile`): a pass lists the intents created in a
+//! fixed window with Stripe's `created` filter, newest first, 100 a page, and saves its cursor
+//! after every page. A run stops starting pages when its budget is out, and the next run goes on
+//! from the cursor; the scopes least recently covered go first. A new pass reaches back to
+//! where the last one ended, so a slow pass leaves no gap. A scope whose pass began more than a
+//! window ago is reported, and the run fails (so that its error alarm fires).
 
 use std::collections::BTreeMap;
 
@@ -15,20 +18,19 @@ use crate::adapters::stripe::{
     Intent, META_CREDITS, META_PACKAGE, META_SCOPE, META_TIER, META_USER,
 };
 use crate::domain::ledger::PaidIntent;
+use crate::domain::reconcile::Coverage;
 use crate::domain::records::{now_ms, UserId};
 use crate::domain::scope::Scope;
+use crate::services::budget::Budget;
 use crate::services::Failure;
 use crate::App;
-
-/// A bound on one run (10 million intents), so that a run always ends.
-const MAX_PAGES: usize = 100_000;
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ReconcileReport {
     /// Pages read from Stripe.
     pub pages: usize,
-    /// Intents read from Stripe inside the window.
+    /// Intents read from Stripe inside the passes' windows.
     pub listed: usize,
     /// Succeeded intents that carry Coffer's metadata.
     pub succeeded: usize,
@@ -38,20 +40,30 @@ pub struct ReconcileReport {
     pub unknown: usize,
     /// Succeeded intents that do not match their payment (flagged for an operator).
     pub mismatched: usize,
-    /// False only when the page bound was reached before the window's end (in any scope).
+    /// Every scope's pass finished in this run (false: the budget ran out first; the next run
+    /// goes on from the saved cursors).
     pub complete: bool,
-    /// Scopes reconciled (the deployment's own and each project's modes).
+    /// Scopes whose pass finished in this run.
     pub scopes: usize,
+    /// Scopes whose pass goes on in the next run.
+    pub scopes_left: usize,
+    /// Scopes with an intent unchecked for longer than the window (the run fails).
+    pub behind: Vec<String>,
     /// Live subscriptions read again from Stripe because their period ends within the hour or
     /// has ended (a missed renewal or cancellation is caught here).
     pub subscriptions_reread: usize,
 }
 
-/// Reconciles the intents created in the last `window_secs` seconds in every scope: the
-/// deployment's own, and each mode of each project (an inactive mode too: its webhook still
-/// credits). One scope that fails (its key revoked, Stripe down for it) does not stop the
-/// others; the run then fails at its end (each failed scope is logged), so that it alarms.
-pub async fn reconcile(app: &App, window_secs: i64) -> Result<ReconcileReport, Failure> {
+/// Reconciles the intents created in the last `window_secs` seconds in every scope (and back to
+/// where each scope's last pass ended): the deployment's own, and each mode of each project (an
+/// inactive mode too: its webhook still credits), until `budget` is out. One scope that fails
+/// (its key revoked, Stripe down for it) does not stop the others; the run then fails at its
+/// end (each failed scope is logged), so that it alarms. It fails too when a scope is behind.
+pub async fn reconcile(
+    app: &App,
+    window_secs: i64,
+    budget: Budget,
+) -> Result<ReconcileReport, Failure> {
     let mut scopes = vec![app.default_scope()];
     // The first failure is the run's; each is logged as it happens, and none keeps the other
     // scopes (the deployment's own first) from running.
@@ -81,46 +93,93 @@ pub async fn reconcile(app: &App, window_secs: i64) -> Result<ReconcileReport, F
             }
         }
     }
+    // The scopes least recently covered first (a pass under way, then the oldest coverage).
+    let mut queue = Vec::with_capacity(scopes.len());
+    for scope in scopes {
+        match app.store_for(&scope).reconcile_coverage().await {
+            Ok(coverage) => queue.push((scope, coverage)),
+            Err(err) => {
+                tracing::error!(scope = %scope, error = %err, "a scope's coverage could not be read; not reconciled");
+                first_failure.get_or_insert(err.into());
+            }
+        }
+    }
+    queue.sort_by_key(|(_, c)| (c.pass.is_none(), c.covered_to.unwrap_or(i64::MIN)));
     let mut report = ReconcileReport {
         complete: true,
         ..ReconcileReport::default()
     };
-    for scope in &scopes {
-        match reconcile_scope(app, scope, window_secs, &mut report).await {
-            Ok(()) => report.scopes += 1,
+    let now = now_ms() / 1000;
+    for (scope, mut coverage) in queue {
+        match reconcile_scope(
+            app,
+            &scope,
+            window_secs,
+            &budget,
+            &mut coverage,
+            &mut report,
+        )
+        .await
+        {
+            Ok(true) => report.scopes += 1,
+            Ok(false) => {
+                report.scopes_left += 1;
+                report.complete = false;
+            }
             Err(err) => {
                 tracing::error!(scope = %scope, code = err.code(), "reconciliation of a scope failed");
+                report.complete = false;
                 first_failure.get_or_insert(err);
             }
         }
+        if coverage.behind(now, window_secs) {
+            tracing::error!(scope = %scope, coverage = ?coverage, "reconciliation is behind: a pass began more than a window ago");
+            report.behind.push(scope.to_string());
+        }
     }
-    match first_failure {
-        Some(err) => Err(err),
-        None => Ok(report),
+    if let Some(err) = first_failure {
+        return Err(err);
     }
+    if !report.behind.is_empty() {
+        return Err(Failure::Unavailable(format!(
+            "reconciliation is behind in {} scope(s)",
+            report.behind.len()
+        )));
+    }
+    Ok(report)
 }
 
-/// Reconciles one scope's intents into `report`.
+/// Goes on with one scope's pass, page by page, saving its cursor after each page. `true` when
+/// the pass finished (and the scope's subscriptions were read again), `false` when the budget
+/// ran out first.
 async fn reconcile_scope(
     app: &App,
     scope: &Scope,
     window_secs: i64,
+    budget: &Budget,
+    coverage: &mut Coverage,
     total: &mut ReconcileReport,
-) -> Result<(), Failure> {
+) -> Result<bool, Failure> {
+    if budget.out(total.pages) {
+        return Ok(false);
+    }
     let stripe = app.stripe_for(scope).await?;
     let store = app.store_for(scope);
-    let since = (now_ms() / 1000).saturating_sub(window_secs);
+    let mut pass = coverage.pass_at(now_ms() / 1000, window_secs);
     let source = format!("reconcile:{}", now_ms());
     let mut report = ReconcileReport::default();
-    let mut after: Option<String> = None;
-    while report.pages < MAX_PAGES {
-        let page = stripe.list_intents(after.as_deref()).await?;
+    let finished = loop {
+        if budget.out(total.pages + report.pages) {
+            break false;
+        }
+        let page = stripe
+            .list_intents(pass.from, pass.to, pass.after.as_deref())
+            .await?;
         report.pages += 1;
-        after = page.data.last().map(|i| i.id.clone());
         for intent in page
             .data
             .iter()
-            .filter(|i| i.created.unwrap_or(i64::MAX) >= since)
+            .filter(|i| i.created.is_some_and(|c| c >= pass.from && c < pass.to))
         {
             report.listed += 1;
             if !app.owns(
@@ -136,33 +195,40 @@ async fn reconcile_scope(
             }
             reconcile_intent(app, scope, &store, intent, &source, &mut report).await?;
         }
-        if !page.has_more || after.is_none() || ends_before(&page.data, since) {
-            report.complete = true;
-            break;
+        match page.data.last() {
+            Some(last) if page.has_more => {
+                pass.after = Some(last.id.clone());
+                coverage.pass = Some(pass.clone());
+                store.save_reconcile_coverage(coverage).await?;
+            }
+            _ => break true,
         }
+    };
+    if finished {
+        coverage.finish(&pass);
+        report.subscriptions_reread = reread_subscriptions(app, scope).await?;
+    } else {
+        coverage.pass = Some(pass.clone());
     }
-    if !report.complete {
-        tracing::error!(
-            pages = report.pages,
-            "reconciliation stopped at its page bound"
-        );
-    }
-    report.subscriptions_reread = reread_subscriptions(app, scope).await?;
+    store.save_reconcile_coverage(coverage).await?;
     tracing::info!(
         scope = %scope,
+        finished,
+        from = pass.from,
+        to = pass.to,
         reread = report.subscriptions_reread,
         pages = report.pages,
         listed = report.listed,
         succeeded = report.succeeded,
         credited = report.credited.len(),
-        "reconciliation of a scope finished"
+        "reconciliation of a scope went on"
     );
     total.add(report);
-    Ok(())
+    Ok(finished)
 }
 
 impl ReconcileReport {
-    /// Adds one scope's figures; the whole run is complete when every scope was.
+    /// Adds one scope's figures.
     fn add(&mut self, scope: ReconcileReport) {
         self.pages += scope.pages;
         self.listed += scope.listed;
@@ -172,7 +238,6 @@ impl ReconcileReport {
         self.unknown += scope.unknown;
         self.mismatched += scope.mismatched;
         self.subscriptions_reread += scope.subscriptions_reread;
-        self.complete &= scope.complete;
     }
 }
 
@@ -263,13 +328,6 @@ async fn reread_subscriptions(app: &App, scope: &Scope) -> Result<usize, Failure
     }
 }
 
-/// A newest-first page whose last intent is older than the window: every later page is too.
-fn ends_before(page: &[Intent], since: i64) -> bool {
-    let times: Vec<i64> = page.iter().filter_map(|i| i.created).collect();
-    let newest_first = times.windows(2).all(|pair| pair[0] >= pair[1]);
-    newest_first && times.len() >= 2 && times.last().is_some_and(|last| *last < since)
-}
-
 async fn reconcile_intent(
     app: &App,
     scope: &Scope,
@@ -318,30 +376,4 @@ async fn reconcile_intent(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn intent(created: i64) -> Intent {
-        Intent {
-            id: format!("pi_{created}"),
-            amount: 1,
-            currency: "usd".into(),
-            status: None,
-            client_secret: None,
-            metadata: None,
-            created: Some(created),
-        }
-    }
-
-    #[test]
-    fn only_a_newest_first_page_that_ends_before_the_window_stops_paging() {
-        let newest_first = [intent(30), intent(20), intent(5)];
-        assert!(ends_before(&newest_first, 10));
-        assert!(!ends_before(&newest_first, 5));
-        let oldest_first = [intent(5), intent(20), intent(30)];
-        assert!(!ends_before(&oldest_first, 100));
-    }
 }

@@ -90,7 +90,7 @@ async fn spend_amounts_and_fields_are_validated() {
 #[tokio::test]
 async fn fifty_concurrent_spends_of_one_against_twenty_succeed_exactly_twenty_times() {
     let app = spawn_app().await;
-    grant(&app, "quinn", "20", "k-quinn");
+    grant(&app, "quinn", "20", "k-quinn").await;
     assert_eq!(app.balance("quinn").await, 20.0);
 
     let token = app.token("quinn");
@@ -156,27 +156,32 @@ async fn the_internal_route_spends_for_a_named_user_only_with_iam() {
 }
 
 /// `coffer-dev grant`, the operator command, against this test's table.
-fn grant(app: &TestApp, user: &str, amount: &str, key: &str) {
-    let status = coffer_dev_command(app, &["grant", user, amount, "welcome bonus", key]);
+async fn grant(app: &TestApp, user: &str, amount: &str, key: &str) {
+    let status = coffer_dev_command(app, &["grant", user, amount, "welcome bonus", key]).await;
     assert!(status.success(), "grant failed");
 }
 
-pub(crate) fn coffer_dev_command(app: &TestApp, args: &[&str]) -> std::process::ExitStatus {
+pub(crate) async fn coffer_dev_command(app: &TestApp, args: &[&str]) -> std::process::ExitStatus {
     let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/coffer-dev");
-    Command::new(bin)
+    let mut command = Command::new(bin);
+    command
         .args(args)
         .env("TABLE_NAME", &app.table)
         .env("STRIPE_SECRET_ID", &app.secret_id)
-        .env("STRIPE_API_BASE", &app.stripe_base)
-        .status()
+        // The double answers what localstripe lacks (a `created` filter on PaymentIntents).
+        .env("STRIPE_API_BASE", &app.double_base);
+    // Waited for off the test's thread: the double is served by this very runtime.
+    tokio::task::spawn_blocking(move || command.status())
+        .await
+        .expect("the command's thread")
         .expect("run coffer-dev (scripts/test.sh builds it)")
 }
 
 #[tokio::test]
 async fn grants_are_their_own_entries_shown_in_history_and_granted_once() {
     let app = spawn_app().await;
-    grant(&app, "sam", "7.5", "promo-2026");
-    grant(&app, "sam", "7.5", "promo-2026");
+    grant(&app, "sam", "7.5", "promo-2026").await;
+    grant(&app, "sam", "7.5", "promo-2026").await;
     assert_eq!(app.balance("sam").await, 7.5);
     let history = app.get("/api/stripe/payment-history", Some("sam")).await;
     let items = history.body["data"].as_array().unwrap();
@@ -379,7 +384,11 @@ async fn reconciliation_credits_a_payment_the_webhook_missed_exactly_once() {
 
     let first = coffer::calls::as_function(
         "reconcile",
-        coffer::services::reconcile::reconcile(&app.app.app, 3600),
+        coffer::services::reconcile::reconcile(
+            &app.app.app,
+            3600,
+            coffer::services::budget::Budget::lasting(std::time::Duration::from_secs(120)),
+        ),
     )
     .await
     .expect("reconcile");
@@ -387,7 +396,11 @@ async fn reconciliation_credits_a_payment_the_webhook_missed_exactly_once() {
     assert_eq!(app.balance("walt").await, 60.0);
     let second = coffer::calls::as_function(
         "reconcile",
-        coffer::services::reconcile::reconcile(&app.app.app, 3600),
+        coffer::services::reconcile::reconcile(
+            &app.app.app,
+            3600,
+            coffer::services::budget::Budget::lasting(std::time::Duration::from_secs(120)),
+        ),
     )
     .await
     .expect("reconcile");
@@ -395,7 +408,9 @@ async fn reconciliation_credits_a_payment_the_webhook_missed_exactly_once() {
     assert!(second.already_credited >= 1);
     assert_eq!(app.balance("walt").await, 60.0);
     // The command an operator runs does the same, and changes nothing now.
-    assert!(coffer_dev_command(&app, &["reconcile", "1"]).success());
+    assert!(coffer_dev_command(&app, &["reconcile", "1"])
+        .await
+        .success());
     assert_eq!(app.balance("walt").await, 60.0);
     app.assert_invariants().await;
 }
@@ -422,7 +437,11 @@ async fn reconciliation_reads_every_page_of_the_window() {
 
     let report = coffer::calls::as_function(
         "reconcile",
-        coffer::services::reconcile::reconcile(&app.app.app, 3600),
+        coffer::services::reconcile::reconcile(
+            &app.app.app,
+            3600,
+            coffer::services::budget::Budget::lasting(std::time::Duration::from_secs(120)),
+        ),
     )
     .await
     .expect("reconcile");
@@ -437,7 +456,7 @@ async fn reconciliation_reads_every_page_of_the_window() {
 async fn the_invariant_checker_fails_on_a_deliberately_corrupted_table() {
     let app = spawn_app().await;
     app.bought("xena", "starter").await;
-    assert!(coffer_dev_command(&app, &["check"]).success());
+    assert!(coffer_dev_command(&app, &["check"]).await.success());
 
     // Credits that appear without an entry.
     use aws_sdk_dynamodb::types::AttributeValue;
@@ -456,7 +475,99 @@ async fn the_invariant_checker_fails_on_a_deliberately_corrupted_table() {
     assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
     assert!(report.violations[0].contains("USER#xena"));
     assert!(
-        !coffer_dev_command(&app, &["check"]).success(),
+        !coffer_dev_command(&app, &["check"]).await.success(),
         "check must exit non-zero"
     );
+}
+
+fn budget() -> coffer::services::budget::Budget {
+    coffer::services::budget::Budget::lasting(std::time::Duration::from_secs(120))
+}
+
+#[tokio::test]
+async fn reconciliation_cut_short_goes_on_from_its_cursor_and_credits_each_missed_payment_once() {
+    let app = spawn_app_with(SecretSetup {
+        no_webhook: true,
+        ..Default::default()
+    })
+    .await;
+    // Three payments the webhook missed, with pages of other intents between them.
+    let mut missed = Vec::new();
+    for (i, user) in ["xena", "yuri", "zack"].iter().enumerate() {
+        let pi = app.create_intent(user, "starter").await;
+        assert_eq!(app.pay_with_card(&pi, "4242424242424242").await.status, 200);
+        missed.push(pi);
+        if i < 2 {
+            for _ in 0..120 {
+                let made = app
+                    .stripe_post(
+                        "/v1/payment_intents",
+                        &[("amount", "700"), ("currency", "usd")],
+                    )
+                    .await;
+                assert_eq!(made.status, 200, "{}", made.body);
+            }
+        }
+        // Intents of one second are listed in no set order: the next one a second later.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+
+    // Each run's budget is out after one page: the pass goes on run after run.
+    let mut credited = Vec::new();
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        assert!(runs < 60, "the runs make progress");
+        let report = coffer::calls::as_function(
+            "reconcile",
+            coffer::services::reconcile::reconcile(&app.app.app, 3600, budget().with_max_sends(1)),
+        )
+        .await
+        .expect("reconcile");
+        assert!(report.pages <= 1, "{report:?}");
+        credited.extend(report.credited.clone());
+        if report.complete {
+            break;
+        }
+        assert_eq!(report.scopes_left, 1, "{report:?}");
+    }
+    assert!(runs >= 3, "the pass took several runs: {runs}");
+    credited.sort();
+    missed.sort();
+    assert_eq!(credited, missed, "each missed payment credited once");
+    for user in ["xena", "yuri", "zack"] {
+        assert_eq!(app.balance(user).await, 5.0, "{user}");
+    }
+
+    // A pass that began more than a window ago and cannot go on: the run fails, so it alarms.
+    let store = app.app.app.store_for(&app.app.app.default_scope());
+    let now = coffer::domain::records::now_ms() / 1000;
+    let stuck = coffer::domain::reconcile::Coverage {
+        pass: Some(coffer::domain::reconcile::Pass {
+            from: now - 7200,
+            to: now - 3600,
+            after: None,
+            started: now - 3600,
+        }),
+        covered_to: None,
+    };
+    store.save_reconcile_coverage(&stuck).await.expect("save");
+    let behind = coffer::calls::as_function(
+        "reconcile",
+        coffer::services::reconcile::reconcile(&app.app.app, 1800, budget().with_max_sends(0)),
+    )
+    .await;
+    assert!(behind.is_err(), "a scope behind its window fails the run");
+    // Given the time, the pass finishes and the scope is covered again.
+    let caught_up = coffer::calls::as_function(
+        "reconcile",
+        coffer::services::reconcile::reconcile(&app.app.app, 1800, budget()),
+    )
+    .await
+    .expect("reconcile");
+    assert!(
+        caught_up.complete && caught_up.behind.is_empty(),
+        "{caught_up:?}"
+    );
+    app.assert_invariants().await;
 }

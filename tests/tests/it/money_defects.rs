@@ -242,7 +242,7 @@ async fn a_payment_that_cannot_be_credited_is_flagged_and_its_later_events_are_n
     assert_eq!(flagged.len(), 1, "{flagged:?}");
     assert_eq!(flagged[0].intent_id, pi);
     assert_eq!(flagged[0].reason, "currency_mismatch");
-    assert!(coffer_dev_command(&app, &["attention"]).success());
+    assert!(coffer_dev_command(&app, &["attention"]).await.success());
 
     // Its refund and dispute events are acknowledged (200), not answered 503 for days.
     let mut refunded = app.stripe_intent(&pi).await;

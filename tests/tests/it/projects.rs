@@ -282,7 +282,11 @@ async fn reconciliation_credits_a_projects_payment_its_webhook_missed() {
 
     let report = coffer::calls::as_function(
         "reconcile",
-        coffer::services::reconcile::reconcile(&app.app.app, 3600),
+        coffer::services::reconcile::reconcile(
+            &app.app.app,
+            3600,
+            coffer::services::budget::Budget::lasting(std::time::Duration::from_secs(120)),
+        ),
     )
     .await
     .expect("reconcile");
@@ -296,7 +300,11 @@ async fn reconciliation_credits_a_projects_payment_its_webhook_missed() {
     assert_eq!(app.balance("rita").await, 0.0);
     let again = coffer::calls::as_function(
         "reconcile",
-        coffer::services::reconcile::reconcile(&app.app.app, 3600),
+        coffer::services::reconcile::reconcile(
+            &app.app.app,
+            3600,
+            coffer::services::budget::Budget::lasting(std::time::Duration::from_secs(120)),
+        ),
     )
     .await
     .expect("reconcile");

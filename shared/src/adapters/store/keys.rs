@@ -125,6 +125,11 @@ impl Keys {
         key(format!("{}SETTINGS", self.prefix), "SETTINGS")
     }
 
+    /// Where the scope's reconciliation stands (`domain::reconcile::Coverage`).
+    pub fn reconcile_coverage(&self) -> Item {
+        key(format!("{}RECONCILE", self.prefix), "COVERAGE")
+    }
+
     /// The Stripe customer portal configuration Coffer made for the scope.
     pub fn portal_configuration(&self) -> Item {
         key(format!("{}SETTINGS", self.prefix), "PORTAL")

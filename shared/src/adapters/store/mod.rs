@@ -9,6 +9,7 @@ mod admin;
 mod billing;
 mod changes;
 pub mod codec;
+mod coverage;
 mod credits;
 pub mod keys;
 mod lifecycle;

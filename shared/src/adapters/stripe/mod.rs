@@ -157,13 +157,22 @@ impl StripeApi {
         }
     }
 
-    /// One page of PaymentIntents (newest first at Stripe), after `starting_after` if given.
-    /// Only `limit` and `starting_after` are sent: both Stripe and localstripe accept them.
+    /// One page of the PaymentIntents created in `[from, to)` (Unix seconds), newest first,
+    /// after `starting_after` if given.
     pub async fn list_intents(
         &self,
+        from: i64,
+        to: i64,
         starting_after: Option<&str>,
     ) -> Result<IntentPage, StripeFailure> {
-        let mut request = ListPaymentIntent::new().limit(100);
+        let created = stripe_types::RangeBoundsTs {
+            gte: Some(from),
+            lt: Some(to),
+            ..Default::default()
+        };
+        let mut request = ListPaymentIntent::new()
+            .created(stripe_types::RangeQueryTs::Bounds(created))
+            .limit(100);
         if let Some(after) = starting_after {
             request = request.starting_after(after);
         }

@@ -33,7 +33,11 @@ async fn the_scheduled_job_reads_again_a_subscription_whose_end_was_missed() {
 
     let report = coffer::calls::as_function(
         "reconcile",
-        coffer::services::reconcile::reconcile(&app.app.app, 3600),
+        coffer::services::reconcile::reconcile(
+            &app.app.app,
+            3600,
+            coffer::services::budget::Budget::lasting(std::time::Duration::from_secs(120)),
+        ),
     )
     .await
     .expect("reconcile");
@@ -44,7 +48,11 @@ async fn the_scheduled_job_reads_again_a_subscription_whose_end_was_missed() {
     // Nothing live is left to read again.
     let again = coffer::calls::as_function(
         "reconcile",
-        coffer::services::reconcile::reconcile(&app.app.app, 3600),
+        coffer::services::reconcile::reconcile(
+            &app.app.app,
+            3600,
+            coffer::services::budget::Budget::lasting(std::time::Duration::from_secs(120)),
+        ),
     )
     .await
     .expect("reconcile");
@@ -77,7 +85,11 @@ async fn the_scheduled_job_reads_again_a_subscription_whose_event_failed_and_res
     let reconcile = || async {
         coffer::calls::as_function(
             "reconcile",
-            coffer::services::reconcile::reconcile(&app.app.app, 3600),
+            coffer::services::reconcile::reconcile(
+                &app.app.app,
+                3600,
+                coffer::services::budget::Budget::lasting(std::time::Duration::from_secs(120)),
+            ),
         )
         .await
         .expect("reconcile")
@@ -136,7 +148,11 @@ async fn the_scheduled_job_applies_again_an_invoice_whose_event_failed() {
     for _ in 0..2 {
         coffer::calls::as_function(
             "reconcile",
-            coffer::services::reconcile::reconcile(&app.app.app, 3600),
+            coffer::services::reconcile::reconcile(
+                &app.app.app,
+                3600,
+                coffer::services::budget::Budget::lasting(std::time::Duration::from_secs(120)),
+            ),
         )
         .await
         .expect("reconcile");
