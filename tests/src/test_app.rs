@@ -266,7 +266,13 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
         Some(Proxies {
             dynamodb: FaultProxy::start(&proxy::authority(&dynamodb_url)).await,
             secrets: FaultProxy::start(&proxy::authority(&secrets_url)).await,
-            stripe: FaultProxy::start(&proxy::authority(&stripe_base)).await,
+            // In front of the double (which passes on to localstripe what it does not answer).
+            stripe: FaultProxy::start(&proxy::authority(if double_base.is_empty() {
+                &stripe_base
+            } else {
+                &double_base
+            }))
+            .await,
         })
     } else {
         None
