@@ -3,7 +3,6 @@
 //! deployed one). Failures print their whole cause chain.
 
 use coffer::auth::UserId;
-use coffer::domain::invariants;
 use coffer::services::reconcile as reconciliation;
 use coffer::telemetry::error_chain;
 use coffer::App;
@@ -69,15 +68,21 @@ pub async fn reconcile(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// `check`: exit status 1 when any balance or payment does not add up.
+/// `check`: a whole pass of the ledger check, from the table's start (the scheduled pass's
+/// cursor is left alone); exit status 1 when any balance or payment does not add up.
 pub async fn check() -> Result<(), String> {
+    use coffer::services::ledger_check::{check_ledger, Pass};
     let app = app().await?;
-    let snapshot = app
-        .store
-        .scan_ledger()
-        .await
-        .map_err(|e| format!("reading the ledger failed: {}", error_chain(&e)))?;
-    let report = invariants::check(&snapshot);
+    let budget =
+        coffer::services::budget::Budget::lasting(std::time::Duration::from_secs(24 * 3600));
+    let report = check_ledger(
+        &app,
+        Pass::Whole,
+        budget,
+        std::time::Duration::from_millis(500),
+    )
+    .await
+    .map_err(|e| format!("reading the ledger failed ({}): {}", e.code(), e.cause()))?;
     println!(
         "{}",
         serde_json::to_string_pretty(&report).unwrap_or_default()
@@ -85,10 +90,7 @@ pub async fn check() -> Result<(), String> {
     if report.is_clean() {
         Ok(())
     } else {
-        Err(format!(
-            "{} invariant violation(s)",
-            report.violations.len()
-        ))
+        Err(format!("{} invariant violation(s)", report.broken))
     }
 }
 

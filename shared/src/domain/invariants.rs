@@ -50,6 +50,94 @@ impl InvariantReport {
     }
 }
 
+/// Where a ledger check in segments stands: the pass under way (its segment and the key its
+/// last page ended at), and the accounts that were changing too fast to judge, checked again
+/// first by the next run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckCursor {
+    /// When the pass began (Unix milliseconds).
+    pub started_ms: i64,
+    pub segment: u32,
+    /// The key (pk, sk) the segment's last page ended at; `None` at the segment's start.
+    #[serde(default)]
+    pub after: Option<(String, String)>,
+    /// Accounts judged in this pass so far.
+    #[serde(default)]
+    pub accounts: u64,
+    /// Accounts found broken in this pass so far.
+    #[serde(default)]
+    pub violations: u64,
+    /// Accounts (scope prefix, account id) left to judge again: they moved between reads.
+    #[serde(default)]
+    pub busy: Vec<(String, String)>,
+}
+
+/// What one account's reads came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Holds,
+    /// The same items read twice, and they do not add up: the differences.
+    Broken(Vec<String>),
+    /// The items changed between every pair of reads: judged again later.
+    Busy,
+}
+
+/// Judges an account from its successive reads (each a snapshot of its balance, entries and
+/// payments): it holds as soon as one read adds up; it is broken only when two reads in a row
+/// found the very same items and they do not add up (a write in flight between a balance and
+/// its entry, which a non-transactional read can see half of, never is).
+pub fn judge(reads: &[LedgerSnapshot]) -> Verdict {
+    let mut last: Option<(String, Vec<String>)> = None;
+    for read in reads {
+        let report = check(read);
+        if report.is_clean() {
+            return Verdict::Holds;
+        }
+        let print = fingerprint(read);
+        if let Some((previous, _)) = &last {
+            if *previous == print {
+                return Verdict::Broken(report.violations);
+            }
+        }
+        last = Some((print, report.violations));
+    }
+    Verdict::Busy
+}
+
+/// What a read saw, in a stable order: equal for two reads of the same items.
+fn fingerprint(read: &LedgerSnapshot) -> String {
+    let mut balances: Vec<String> = read
+        .balances
+        .iter()
+        .map(|(s, u, b)| format!("{s}|{}|{b}", u.as_str()))
+        .collect();
+    balances.sort();
+    let mut entries: Vec<String> = read
+        .entries
+        .iter()
+        .map(|e| {
+            format!(
+                "{}|{}|{}|{}",
+                e.scope,
+                e.user.as_str(),
+                e.entry_id,
+                e.amount
+            )
+        })
+        .collect();
+    entries.sort();
+    let mut payments: Vec<String> = read
+        .payments
+        .iter()
+        .map(|(s, p)| format!("{s}|{}|{}|{}", p.intent_id, p.applied, p.rev))
+        .collect();
+    payments.sort();
+    let mut unreadable = read.unreadable.clone();
+    unreadable.sort();
+    format!("{balances:?}{entries:?}{payments:?}{unreadable:?}")
+}
+
 pub fn check(snapshot: &LedgerSnapshot) -> InvariantReport {
     let mut report = InvariantReport {
         entries: snapshot.entries.len(),
@@ -243,5 +331,27 @@ mod tests {
             .unreadable
             .push("item PAY#pi_9/PAY: attribute `amount` is missing".into());
         assert_eq!(check(&snapshot).violations.len(), 1);
+    }
+
+    #[test]
+    fn an_account_is_broken_only_when_the_same_items_twice_do_not_add_up() {
+        let good = healthy();
+        let mut torn = healthy();
+        // A write seen half: the entry, not yet the balance.
+        torn.balances[0].2 = 400;
+        let mut moved_on = healthy();
+        moved_on.balances[0].2 = 340;
+        moved_on.entries.push(entry("spend:y", -10, None));
+        assert_eq!(judge(&[torn.clone(), good.clone()]), Verdict::Holds);
+        assert_eq!(judge(&[good]), Verdict::Holds);
+        assert!(matches!(judge(&[torn.clone(), torn.clone()]), Verdict::Broken(v) if v.len() == 1));
+        let mut torn_again = moved_on.clone();
+        torn_again.balances[0].2 = 999;
+        assert_eq!(judge(&[torn.clone(), torn_again.clone()]), Verdict::Busy);
+        assert_eq!(judge(&[]), Verdict::Busy);
+        assert!(matches!(
+            judge(&[torn, torn_again.clone(), torn_again]),
+            Verdict::Broken(_)
+        ));
     }
 }

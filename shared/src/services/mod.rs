@@ -9,6 +9,7 @@ pub mod developers;
 pub mod events;
 pub mod failure;
 pub mod inbound;
+pub mod ledger_check;
 pub mod metering;
 pub mod projects;
 pub mod purchases;

@@ -7,11 +7,27 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType,
 };
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::codec::{get_s, payment_from_item, Fields, Item};
-use super::keys::{split_scope, GSI1, GSI2};
+use super::keys::{key, split_scope, GSI1, GSI2};
 use super::{Store, StoreError};
-use crate::domain::invariants::{LedgerEntry, LedgerSnapshot};
+use crate::domain::invariants::{CheckCursor, LedgerEntry, LedgerSnapshot};
 use crate::domain::records::UserId;
+
+/// What one page of a scan holds of the ledger.
+#[derive(Debug, Default)]
+pub struct ScanPage {
+    /// Items read.
+    pub items: usize,
+    /// The accounts (scope prefix, account) whose balance, entries or payments it holds, each
+    /// with the payments seen.
+    pub accounts: BTreeMap<(String, UserId), BTreeSet<String>>,
+    /// Ledger items that could not be read, each with the attribute at fault.
+    pub unreadable: Vec<String>,
+    /// The key the page ended at (`None`: the segment is done).
+    pub next: Option<(String, String)>,
+}
 
 /// The decoded ledger, as the invariant checker reads it.
 pub type LedgerScan = LedgerSnapshot;
@@ -29,6 +45,118 @@ impl Store {
             .collect::<Result<_, _>>()
             .await
             .map_err(StoreError::from_sdk)
+    }
+
+    /// One page of one segment of a scan of the whole table (strongly consistent), after
+    /// `start` (the key the last page ended at): the accounts its ledger items belong to.
+    pub async fn scan_segment_page(
+        &self,
+        segment: u32,
+        total: u32,
+        start: Option<(String, String)>,
+        limit: i32,
+    ) -> Result<ScanPage, StoreError> {
+        let to_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+        let mut request = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .segment(to_i32(segment))
+            .total_segments(to_i32(total))
+            .limit(limit);
+        if let Some((pk, sk)) = start {
+            request = request.set_exclusive_start_key(Some(key(pk, sk)));
+        }
+        let output = request.send().await.map_err(StoreError::from_sdk)?;
+        let next = output
+            .last_evaluated_key()
+            .and_then(|k| Some((get_s(k, "pk")?.to_owned(), get_s(k, "sk")?.to_owned())));
+        let items = output.items();
+        let mut page = ScanPage {
+            items: items.len(),
+            next,
+            ..ScanPage::default()
+        };
+        for item in items {
+            let (Some(pk), Some(sk)) = (get_s(item, "pk"), get_s(item, "sk")) else {
+                page.unreadable.push("an item without pk/sk".into());
+                continue;
+            };
+            let (scope, rest) = split_scope(pk);
+            let user = rest
+                .strip_prefix("USER#")
+                .filter(|id| !id.ends_with("#PAY"))
+                .and_then(UserId::parse);
+            match (user, sk) {
+                (Some(user), sk) if sk == "BALANCE" || sk.starts_with("ENTRY#") => {
+                    page.accounts.entry((scope.to_owned(), user)).or_default();
+                }
+                (None, "PAY" | "INCLUDED") if rest.starts_with("PAY#") => {
+                    match payment_from_item(item) {
+                        Ok(payment) => {
+                            page.accounts
+                                .entry((scope.to_owned(), payment.user_id))
+                                .or_default()
+                                .insert(payment.intent_id);
+                        }
+                        Err(err) => page.unreadable.push(format!("{pk}/{sk}: {err}")),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(page)
+    }
+
+    /// One account's balance and entries, and every payment they name or `intents` adds, read
+    /// strongly consistent (the scope is this store's).
+    pub async fn account_snapshot(
+        &self,
+        user: &UserId,
+        intents: &BTreeSet<String>,
+    ) -> Result<LedgerSnapshot, StoreError> {
+        let mut snapshot = ledger_snapshot(&self.partition(&self.keys.user_pk(user)).await?);
+        let mut named: BTreeSet<String> = snapshot
+            .entries
+            .iter()
+            .filter_map(|e| e.intent_id.clone())
+            .collect();
+        named.extend(intents.iter().cloned());
+        for intent in named {
+            let payments = ledger_snapshot(&self.partition(&self.keys.payment_pk(&intent)).await?);
+            snapshot.payments.extend(payments.payments);
+            snapshot.unreadable.extend(payments.unreadable);
+        }
+        Ok(snapshot)
+    }
+
+    /// Where the ledger check stands (`None` before the first run).
+    pub async fn ledger_check_cursor(&self) -> Result<Option<CheckCursor>, StoreError> {
+        let Some(item) = self.get(key("CHECK#RUN", "CURSOR")).await? else {
+            return Ok(None);
+        };
+        let text = Fields::of(&item).text("cursor")?;
+        serde_json::from_str(text)
+            .map(Some)
+            .map_err(|_| StoreError::Refused("the ledger check's cursor is not readable".into()))
+    }
+
+    pub async fn save_ledger_check_cursor(&self, cursor: &CheckCursor) -> Result<(), StoreError> {
+        let text = serde_json::to_string(cursor)
+            .map_err(|e| StoreError::Refused(format!("cursor could not be written: {e}")))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some({
+                let mut item = key("CHECK#RUN", "CURSOR");
+                item.insert("cursor".into(), super::codec::s(text));
+                item
+            }))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
     }
 
     /// Every balance, entry and payment, decoded; an item that does not decode is listed with

@@ -27,7 +27,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{KeysAndAttributes, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 
-pub use admin::LedgerScan;
+pub use admin::{LedgerScan, ScanPage};
 pub use billing::{
     valid_account_boundary, AccountPayment, CustomerLink, InvoiceRecord, SubscriptionRecord,
 };
