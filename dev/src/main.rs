@@ -8,6 +8,8 @@
 //! - `coffer-dev grant <user-id> <amount> <reason> <key>`: promotional credits (operator).
 //! - `coffer-dev reconcile [hours]`: credit succeeded intents the webhook missed.
 //! - `coffer-dev check`: recompute every balance and payment; exit 1 on any difference.
+//! - `coffer-dev backfill-stats [lead-seconds]`: count into the stats what the change stream
+//!   never brought (data older than it), once; see docs/operations.md.
 //! - `coffer-dev attention`: list succeeded payments that could not be credited.
 //! - `coffer-dev events`: print (and take) the billing events waiting in the local stack's
 //!   queue, which a rule on its event bus fills.
@@ -45,7 +47,7 @@ pub const DEFAULT_JWT_SECRET: &str = "coffer-local-jwt-secret";
 pub const LOCAL_BACKEND_ROLE: &str = "arn:aws:iam::000000000000:role/app-backend";
 
 const USAGE: &str = "usage: coffer-dev up | token [--service|--developer] <name> [ttl-seconds] | \
-sign <event.json> [secret] | grant <user-id> <amount> <reason> <key> | reconcile [hours] | check | attention | events | replay-parked <stats|billing-events> [queue-url] | register-projects | webhook-events | plans link <plan> <price-id> | plans get <plan> | plans list | openapi";
+sign <event.json> [secret] | grant <user-id> <amount> <reason> <key> | reconcile [hours] | check | backfill-stats [lead-seconds] | attention | events | replay-parked <stats|billing-events> [queue-url] | register-projects | webhook-events | plans link <plan> <price-id> | plans get <plan> | plans list | openapi";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -57,6 +59,7 @@ async fn main() -> ExitCode {
         Some("grant") => ops::grant(&args[1..]).await,
         Some("reconcile") => ops::reconcile(&args[1..]).await,
         Some("check") => ops::check().await,
+        Some("backfill-stats") => ops::backfill_stats(&args[1..]).await,
         Some("attention") => ops::attention().await,
         Some("plans") => ops::plans(&args[1..]).await,
         Some("events") => events().await,

@@ -94,6 +94,31 @@ pub async fn check() -> Result<(), String> {
     }
 }
 
+/// `backfill-stats [lead-seconds]`: counts what the stream never brought into the stats, once.
+/// The new counters take over `lead-seconds` (300 by default) from now; the command waits for
+/// that and a minute more, then reads the table once.
+pub async fn backfill_stats(args: &[String]) -> Result<(), String> {
+    let lead = match args.first() {
+        Some(s) => s
+            .parse::<u64>()
+            .map_err(|_| "lead-seconds must be a whole number")?,
+        None => 300,
+    };
+    let app = app().await?;
+    let report = coffer::services::stats_backfill::backfill_stats(
+        &app,
+        std::time::Duration::from_secs(lead),
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .map_err(|e| format!("the backfill failed ({}): {}", e.code(), e.cause()))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    Ok(())
+}
+
 /// `attention`: the succeeded payments that could not be credited (amount, currency or metadata
 /// did not match what was recorded), as JSON; an operator refunds or credits them by hand.
 pub async fn attention() -> Result<(), String> {

@@ -34,6 +34,62 @@ impl StatsDelta {
     }
 }
 
+impl StatsDelta {
+    /// `self` less `other`, counter by counter.
+    pub fn minus(&self, other: &StatsDelta) -> StatsDelta {
+        let mut delta = self.clone();
+        for (name, by) in &other.0 {
+            delta.add(name.clone(), by.saturating_neg());
+        }
+        delta
+    }
+}
+
+/// What one payment, as it stands, counts for: its status, and its revenue and refunds once
+/// credited. Never negative.
+pub fn contribution(payment: &PaymentRecord) -> StatsDelta {
+    payment_change(None, Some(payment))
+}
+
+/// A payment as the counters last counted it: what it counted for, and the stream position of
+/// the change that was counted (`None`: counted by a backfill, from the table).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counted {
+    pub counts: StatsDelta,
+    pub position: Option<String>,
+}
+
+/// Whether a stream position comes after another (positions are decimal sequence numbers,
+/// increasing along the stream; a longer one is a later one).
+pub fn later(position: &str, than: &str) -> bool {
+    (position.len(), position) > (than.len(), than)
+}
+
+/// What counting a payment's change adds: the payment now counts for `now` instead of what it
+/// was last counted for. `None` when the change is not newer than the one counted (a resent or
+/// replayed record): nothing changes. Whatever the duplicates, the order or the replays, the
+/// counters then hold each payment's contribution once, never less than zero.
+pub fn recount(
+    counted: Option<&Counted>,
+    now: &StatsDelta,
+    position: Option<&str>,
+) -> Option<StatsDelta> {
+    if let (
+        Some(Counted {
+            position: Some(seen),
+            ..
+        }),
+        Some(position),
+    ) = (counted, position)
+    {
+        if !later(position, seen) {
+            return None;
+        }
+    }
+    let before = counted.map(|c| c.counts.clone()).unwrap_or_default();
+    Some(now.minus(&before))
+}
+
 /// What a payment's change adds to its scope's counters: its status moves from one count to
 /// another; money received counts as revenue once credited; refunds count what still stands.
 pub fn payment_change(old: Option<&PaymentRecord>, new: Option<&PaymentRecord>) -> StatsDelta {
@@ -129,5 +185,73 @@ mod tests {
         assert_eq!(total.0["credits_sold"], 1200);
         assert_eq!(total.0["credits_spent"], 200);
         assert_eq!(total.0["credits_outstanding"], 900);
+    }
+
+    mod recounting {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn counts(status: u8, credited: bool, refunded: i64) -> StatsDelta {
+            let status = match status % 3 {
+                0 => PaymentStatus::Pending,
+                1 => PaymentStatus::Succeeded,
+                _ => PaymentStatus::Failed,
+            };
+            contribution(&payment(status, credited, refunded))
+        }
+
+        proptest! {
+            /// Changes of one payment delivered with duplicates, in any order, some replayed
+            /// late: the counters end at the last change's contribution, and no counter is ever
+            /// below zero on the way.
+            #[test]
+            fn a_payment_counts_once_as_it_last_stands_whatever_the_delivery(
+                changes in proptest::collection::vec((0u8..3, any::<bool>(), 0i64..500), 1..6),
+                order in proptest::collection::vec(0usize..100, 1..20),
+            ) {
+                let images: Vec<StatsDelta> = changes
+                    .iter()
+                    .map(|(s, c, r)| counts(*s, *c, (*r).min(500)))
+                    .collect();
+                // Stream order first (every change once, in order), then deliveries again.
+                let mut deliveries: Vec<usize> = (0..images.len()).collect();
+                deliveries.extend(order.iter().map(|i| i % images.len()));
+                let mut total = StatsDelta::default();
+                let mut counted: Option<Counted> = None;
+                for at in deliveries {
+                    let position = format!("{}", 1000 + at);
+                    if let Some(delta) = recount(counted.as_ref(), &images[at], Some(&position)) {
+                        total.merge(&delta);
+                        counted = Some(Counted { counts: images[at].clone(), position: Some(position) });
+                    }
+                    prop_assert!(total.0.values().all(|v| *v >= 0), "{total:?}");
+                }
+                let last = images.last().cloned().unwrap_or_default();
+                prop_assert_eq!(total, last);
+            }
+        }
+
+        #[test]
+        fn a_backfill_and_the_stream_count_a_payment_once_in_either_order() {
+            let pending = counts(0, false, 0);
+            let paid = counts(1, true, 0);
+            // Backfill reads it paid; the stream then brings the pending and the paid changes.
+            let mut total = recount(None, &paid, None).expect("counted");
+            let mut counted = Counted {
+                counts: paid.clone(),
+                position: None,
+            };
+            for (image, position) in [(&pending, "10"), (&paid, "11")] {
+                if let Some(delta) = recount(Some(&counted), image, Some(position)) {
+                    total.merge(&delta);
+                    counted = Counted {
+                        counts: image.clone(),
+                        position: Some(position.into()),
+                    };
+                }
+            }
+            assert_eq!(total, paid);
+            assert!(later("100", "99") && !later("99", "100") && !later("7", "7"));
+        }
     }
 }

@@ -14,6 +14,7 @@ pub mod metering;
 pub mod projects;
 pub mod purchases;
 pub mod reconcile;
+pub mod stats_backfill;
 pub mod streams;
 pub mod subscriptions;
 pub mod usage;

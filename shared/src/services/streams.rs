@@ -31,8 +31,9 @@ pub async fn count_stream_event(app: &App, event: &Value) -> StreamBatch {
     let records = records_from_event(event);
     let (mut counted, mut repeated) = (0, 0);
     let mut failed = None;
+    let mut epochs = std::collections::HashMap::new();
     for (index, record) in records.iter().enumerate() {
-        match app.store.count_stream_record(record).await {
+        match app.store.count_stream_record(record, &mut epochs).await {
             Ok(StatsOutcome::Counted) => counted += 1,
             Ok(StatsOutcome::AlreadyCounted) => repeated += 1,
             Ok(StatsOutcome::Nothing) => {}

@@ -901,3 +901,104 @@ async fn a_configuration_that_fails_half_way_leaves_no_claimed_project_behind() 
     let (status, _) = configure(&app, "dev-ann", "halfway", "test").await;
     assert_eq!(status, 404, "the project is Bob's now");
 }
+
+#[tokio::test]
+async fn a_backfill_counts_what_the_stream_never_brought_once_and_no_counter_goes_negative() {
+    let app = spawn_app().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+    // Before the stream is followed (as data written before the stream existed): yan buys, and
+    // zoe's payment is created, still pending.
+    let yans = buy(&app, "yan", "alpha", "test").await;
+    assert!(settled(&app, "yan", "alpha", "test", &[yans], json!(12.5)).await);
+    let token = app.token("zoe");
+    let created = app
+        .call(
+            "POST",
+            "/api/stripe/create-payment-intent?project_id=alpha&test_mode=true",
+            Some(&token),
+            Some(&json!({"creditPackageId": "ten"})),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let zoes = created.body["data"]["paymentIntentId"]
+        .as_str()
+        .expect("an intent")
+        .to_owned();
+
+    app.follow_stream().await;
+    // zoe pays now: the stream brings her payment's change from pending, never counted.
+    let key = keys("alpha", "test")["secretKey"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    let paid = app
+        .pay_with_card_at(
+            &project_stripe_base("alpha"),
+            &key,
+            &zoes,
+            "4242424242424242",
+        )
+        .await;
+    assert_eq!(paid.status, 200, "{}", paid.body);
+    assert!(settled(&app, "zoe", "alpha", "test", &[zoes], json!(12.5)).await);
+    let spend = json!({"amount": 2.5, "reason": "job", "idempotencyKey": "s-1"});
+    let spent = app
+        .call(
+            "POST",
+            "/api/credits/consume?project_id=alpha&test_mode=true",
+            Some(&app.token("yan")),
+            Some(&spend),
+        )
+        .await;
+    assert_eq!(spent.status, 200, "{}", spent.body);
+    let partial = eventually(WEBHOOK_WAIT_SECS, || async {
+        let stats = stats_of(&app, "dev-ann", "alpha").await;
+        (stats["credits"]["spent"] == json!(2.5) && stats["payments"]["succeeded"] == json!(1))
+            .then_some(stats)
+    })
+    .await
+    .expect("the stream counts what it brought");
+    // Only what the stream brought, and never below zero: zoe's payment left `pending`
+    // without ever having been counted there.
+    assert_eq!(partial["payments"]["pending"], json!(0), "{partial}");
+    assert_eq!(partial["credits"]["sold"], json!(12.5), "{partial}");
+
+    let whole = json!({
+        "succeeded": 2, "sold": 25.0, "spent": 2.5, "outstanding": 22.5, "revenue": 20.0,
+    });
+    let figures = |stats: &Value| {
+        json!({
+            "succeeded": stats["payments"]["succeeded"], "sold": stats["credits"]["sold"],
+            "spent": stats["credits"]["spent"], "outstanding": stats["credits"]["outstanding"],
+            "revenue": stats["revenue"]["usd"],
+        })
+    };
+    let backfill = || async {
+        coffer::services::stats_backfill::backfill_stats(
+            &app.app.app,
+            std::time::Duration::from_millis(500),
+            std::time::Duration::from_millis(500),
+        )
+        .await
+        .expect("the backfill")
+    };
+    let report = backfill().await;
+    assert!(report.payments >= 2 && report.entries >= 1, "{report:?}");
+    let stats = stats_of(&app, "dev-ann", "alpha").await;
+    assert_eq!(figures(&stats), whole, "{stats}");
+    assert_eq!(stats["payments"]["pending"], json!(0), "{stats}");
+
+    // Run again: the same figures. And the stream goes on counting on top of them, once.
+    backfill().await;
+    assert_eq!(figures(&stats_of(&app, "dev-ann", "alpha").await), whole);
+    let amys = buy(&app, "amy", "alpha", "test").await;
+    assert!(settled(&app, "amy", "alpha", "test", &[amys], json!(12.5)).await);
+    let after = eventually(WEBHOOK_WAIT_SECS, || async {
+        let stats = stats_of(&app, "dev-ann", "alpha").await;
+        (stats["payments"]["succeeded"] == json!(3)).then_some(stats)
+    })
+    .await
+    .expect("the stream counts the new payment");
+    assert_eq!(after["credits"]["sold"], json!(37.5), "{after}");
+    assert_eq!(after["revenue"]["usd"], json!(30.0), "{after}");
+}

@@ -41,7 +41,8 @@ pub use packages::IdempotencyRecord;
 pub use payments::{valid_boundary, AttentionItem, CreditOutcome, IncludedOutcome};
 pub use projects::{ProjectClaim, SaveOutcome};
 pub use stats::{
-    item_from_stream_json, records_from_event, StatsOutcome, StreamRecord, STATS_SHARDS,
+    item_from_stream_json, records_from_event, BackfillPage, StatsEpoch, StatsOutcome,
+    StreamRecord, STATS_SHARDS,
 };
 pub use usage::{
     leases_pk, meter_pk, Allowance, AllowanceKey, EndedLease, LeaseItem, MeterTag, NewUsage,

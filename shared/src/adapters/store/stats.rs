@@ -2,9 +2,18 @@
 //! source mapping deployed; a local poller on DynamoDB Local's stream locally), never on the
 //! payment write path.
 //!
-//! - Each stream record is applied at most once: one transaction writes a marker named after the
+//! - A new entry is counted at most once: one transaction writes a marker named after the
 //!   record's event id (kept two days, longer than the stream keeps records) and adds the
-//!   record's changes to the counters. A retried batch finds the markers and adds nothing.
+//!   entry's counts. A retried batch finds the markers and adds nothing.
+//! - A payment counts once, as it stands: a record per payment (`STATSPAY#<intent>`) says what
+//!   it was last counted for and at which stream position; a change adds the difference, in
+//!   one transaction with that record. A resent or replayed older change adds nothing, and a
+//!   change whose earlier ones were never streamed (data older than the stream) never makes a
+//!   counter negative.
+//! - A backfill (`coffer-dev backfill-stats`) starts a new epoch with a cutoff a few minutes
+//!   ahead: the stream counts the entries made from the cutoff on into the epoch's shards; once
+//!   the cutoff has passed, the backfill counts the entries made before it into the epoch's
+//!   baseline and recounts every payment as it stands.
 //! - The counters of a scope are spread over a few shard items, chosen by the record, so that no
 //!   single item takes every write; reading them is one BatchGetItem of those items, whatever
 //!   the number of payments.
@@ -13,11 +22,11 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
-use super::codec::{get_s, n, payment_from_item, Fields, Item};
+use super::codec::{get_s, n, payment_from_item, s, Fields, Item};
 use super::keys::{hash_parts, key, split_scope};
 use super::{Store, StoreError};
 use crate::domain::records::now_ms;
-use crate::domain::stats::{entry_added, payment_change, StatsDelta};
+use crate::domain::stats::{contribution, entry_added, recount, Counted, StatsDelta};
 
 /// How many items a scope's counters are spread over.
 pub const STATS_SHARDS: u32 = 4;
@@ -49,50 +58,245 @@ pub enum StatsOutcome {
     Nothing,
 }
 
-/// The scope prefix and the counters' change of one record; `None` when it counts for nothing.
-pub fn record_delta(record: &StreamRecord) -> Option<(String, StatsDelta)> {
+/// What a record counts for: a payment as it now stands (`None` image: removed), or a new
+/// entry's change. `None` when it counts for nothing.
+enum Counts {
+    Payment {
+        prefix: String,
+        intent: String,
+        now: StatsDelta,
+    },
+    Entry {
+        prefix: String,
+        created_at_ms: i64,
+        delta: StatsDelta,
+    },
+}
+
+fn record_counts(record: &StreamRecord) -> Option<Counts> {
     let image = record.new.as_ref().or(record.old.as_ref())?;
     let (pk, sk) = (get_s(image, "pk")?, get_s(image, "sk")?);
     let (prefix, rest) = split_scope(pk);
-    let delta = if sk == "PAY" && rest.starts_with("PAY#") {
-        let decode = |item: &Option<Item>| match item {
-            None => Ok(None),
-            Some(item) => payment_from_item(item).map(Some),
+    if sk == "PAY" && rest.starts_with("PAY#") {
+        let now = match &record.new {
+            None => StatsDelta::default(),
+            Some(item) => match payment_from_item(item) {
+                Ok(payment) => contribution(&payment),
+                Err(err) => {
+                    tracing::error!(error = %err, "a payment in the stream does not decode; not counted");
+                    return None;
+                }
+            },
         };
-        match (decode(&record.old), decode(&record.new)) {
-            (Ok(old), Ok(new)) => payment_change(old.as_ref(), new.as_ref()),
-            (Err(err), _) | (_, Err(err)) => {
-                tracing::error!(error = %err, "a payment in the stream does not decode; not counted");
-                return None;
-            }
-        }
-    } else if sk.starts_with("ENTRY#") && rest.starts_with("USER#") && record.event_name == "INSERT"
-    {
+        return Some(Counts::Payment {
+            prefix: prefix.to_owned(),
+            intent: rest.trim_start_matches("PAY#").to_owned(),
+            now,
+        });
+    }
+    if sk.starts_with("ENTRY#") && rest.starts_with("USER#") && record.event_name == "INSERT" {
         let f = Fields::of(image);
         let (Ok(Some(kind)), Ok(amount)) = (f.opt_text("kind"), f.int("amount")) else {
             tracing::error!("an entry in the stream does not decode; not counted");
             return None;
         };
-        entry_added(kind, amount)
-    } else {
-        return None;
-    };
-    (!delta.is_empty()).then(|| (prefix.to_owned(), delta))
+        let delta = entry_added(kind, amount);
+        return (!delta.is_empty()).then(|| Counts::Entry {
+            prefix: prefix.to_owned(),
+            created_at_ms: f.opt_int("createdAt").ok().flatten().unwrap_or(i64::MAX),
+            delta,
+        });
+    }
+    None
 }
 
-fn shard_key(prefix: &str, shard: u32) -> Item {
-    key(format!("{prefix}STATS"), format!("SHARD#{shard}"))
+/// The scope prefix and the counters' change of one record, as a first count of it would make
+/// it (a payment from nothing to what it is now); `None` when it counts for nothing.
+#[cfg(test)]
+pub fn record_delta(record: &StreamRecord) -> Option<(String, StatsDelta)> {
+    let (prefix, delta) = match record_counts(record)? {
+        Counts::Payment { prefix, now, .. } => (prefix, now),
+        Counts::Entry { prefix, delta, .. } => (prefix, delta),
+    };
+    (!delta.is_empty()).then_some((prefix, delta))
 }
+
+/// Which counters a scope's records go to. A backfill starts a new epoch: the entries made
+/// from `cutoff_ms` on are counted from the stream into the epoch's shards, the ones before
+/// into its `baseline` (from the table), and each payment counts once, as it stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatsEpoch {
+    pub epoch: i64,
+    pub cutoff_ms: i64,
+    /// The counts of the entries made before the cutoff; `None` until the backfill wrote it.
+    pub baseline: Option<StatsDelta>,
+}
+
+fn epoch_key(prefix: &str) -> Item {
+    key(format!("{prefix}STATS"), "EPOCH")
+}
+
+fn shard_key(prefix: &str, epoch: i64, shard: u32) -> Item {
+    if epoch == 0 {
+        key(format!("{prefix}STATS"), format!("SHARD#{shard}"))
+    } else {
+        key(format!("{prefix}STATS"), format!("SHARD#{epoch}#{shard}"))
+    }
+}
+
+fn counted_key(prefix: &str, intent: &str, epoch: i64) -> Item {
+    key(format!("{prefix}STATSPAY#{intent}"), format!("E#{epoch}"))
+}
+
+fn delta_to_text(delta: &StatsDelta) -> String {
+    serde_json::to_string(&delta.0).unwrap_or_else(|_| "{}".into())
+}
+
+fn delta_from_text(text: &str) -> Result<StatsDelta, StoreError> {
+    serde_json::from_str(text)
+        .map(StatsDelta)
+        .map_err(|_| StoreError::Refused("stats counts are not readable".into()))
+}
+
+/// Attempts of a payment's recount that lost a race with another one.
+const RECOUNT_ATTEMPTS: u32 = 8;
 
 impl Store {
-    /// Adds one stream record's changes to its scope's counters, at most once.
+    /// The scope's stats epoch (epoch 0, no cutoff, before any backfill).
+    pub async fn stats_epoch(&self, prefix: &str) -> Result<StatsEpoch, StoreError> {
+        let Some(item) = self.get(epoch_key(prefix)).await? else {
+            return Ok(StatsEpoch::default());
+        };
+        let f = Fields::of(&item);
+        Ok(StatsEpoch {
+            epoch: f.opt_int("epoch")?.unwrap_or(0),
+            cutoff_ms: f.opt_int("cutoffMs")?.unwrap_or(0),
+            baseline: f.opt_text("baseline")?.map(delta_from_text).transpose()?,
+        })
+    }
+
+    /// Starts a backfill: a new epoch whose cutoff is `lead_ms` from now (the stream counts the
+    /// entries made from then on into it). An epoch whose baseline is not written yet is taken
+    /// up again instead, so a backfill that stopped is resumed, not restarted.
+    pub async fn begin_stats_epoch(
+        &self,
+        prefix: &str,
+        lead_ms: i64,
+    ) -> Result<StatsEpoch, StoreError> {
+        let current = self.stats_epoch(prefix).await?;
+        if current.epoch > 0 && current.baseline.is_none() {
+            return Ok(current);
+        }
+        let next = StatsEpoch {
+            epoch: current.epoch + 1,
+            cutoff_ms: now_ms().saturating_add(lead_ms),
+            baseline: None,
+        };
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some({
+                let mut item = epoch_key(prefix);
+                item.insert("epoch".into(), n(next.epoch));
+                item.insert("cutoffMs".into(), n(next.cutoff_ms));
+                item
+            }))
+            .condition_expression("attribute_not_exists(pk) OR epoch = :current")
+            .expression_attribute_values(":current", n(current.epoch))
+            .send()
+            .await;
+        if super::written(result)? {
+            Ok(next)
+        } else {
+            Err(StoreError::Contention(
+                "another backfill began an epoch".into(),
+            ))
+        }
+    }
+
+    /// Writes the epoch's baseline (the entries made before its cutoff): from now on its
+    /// counters are whole.
+    pub async fn save_stats_baseline(
+        &self,
+        prefix: &str,
+        epoch: i64,
+        baseline: &StatsDelta,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(epoch_key(prefix)))
+            .update_expression("SET baseline = :baseline")
+            .condition_expression("epoch = :epoch")
+            .expression_attribute_values(":baseline", s(delta_to_text(baseline)))
+            .expression_attribute_values(":epoch", n(epoch))
+            .send()
+            .await;
+        if super::written(result)? {
+            Ok(())
+        } else {
+            Err(StoreError::Contention(
+                "a later backfill began meanwhile".into(),
+            ))
+        }
+    }
+
+    /// Adds one stream record's changes to its scope's counters, at most once. `epochs` holds
+    /// the scopes' epochs read in this batch.
     pub async fn count_stream_record(
         &self,
         record: &StreamRecord,
+        epochs: &mut HashMap<String, StatsEpoch>,
     ) -> Result<StatsOutcome, StoreError> {
-        let Some((prefix, delta)) = record_delta(record) else {
+        let Some(counts) = record_counts(record) else {
             return Ok(StatsOutcome::Nothing);
         };
+        let prefix = match &counts {
+            Counts::Payment { prefix, .. } | Counts::Entry { prefix, .. } => prefix.clone(),
+        };
+        let epoch = match epochs.get(&prefix) {
+            Some(epoch) => epoch.clone(),
+            None => {
+                let epoch = self.stats_epoch(&prefix).await?;
+                epochs.insert(prefix.clone(), epoch.clone());
+                epoch
+            }
+        };
+        match counts {
+            Counts::Payment { intent, now, .. } => {
+                self.recount_payment(
+                    &prefix,
+                    &intent,
+                    epoch.epoch,
+                    &now,
+                    record.sequence.as_deref(),
+                )
+                .await
+            }
+            Counts::Entry {
+                created_at_ms,
+                delta,
+                ..
+            } => {
+                if created_at_ms < epoch.cutoff_ms {
+                    // Made before the cutoff: the epoch's baseline counts it.
+                    return Ok(StatsOutcome::Nothing);
+                }
+                self.count_entry(record, &prefix, epoch.epoch, &delta).await
+            }
+        }
+    }
+
+    /// A new entry, once per stream record (its marker).
+    async fn count_entry(
+        &self,
+        record: &StreamRecord,
+        prefix: &str,
+        epoch: i64,
+        delta: &StatsDelta,
+    ) -> Result<StatsOutcome, StoreError> {
         let mut marker = key(format!("STATSREC#{}", record.event_id), "STATSREC");
         marker.insert("expiresAt".into(), n(now_ms() / 1000 + MARKER_TTL_SECS));
         let put = Put::builder()
@@ -103,23 +307,9 @@ impl Store {
             .map_err(StoreError::build)?;
         let shard = u32::from_str_radix(&hash_parts(&[&record.event_id])[..4], 16).unwrap_or(0)
             % STATS_SHARDS;
-        let mut update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(shard_key(&prefix, shard)));
-        let mut adds = Vec::new();
-        for (i, (name, by)) in delta.0.iter().enumerate() {
-            adds.push(format!("#c{i} :c{i}"));
-            update = update
-                .expression_attribute_names(format!("#c{i}"), format!("c_{name}"))
-                .expression_attribute_values(format!(":c{i}"), n(*by));
-        }
-        let update = update
-            .update_expression(format!("ADD {}", adds.join(", ")))
-            .build()
-            .map_err(StoreError::build)?;
         let items = vec![
             TransactWriteItem::builder().put(put).build(),
-            TransactWriteItem::builder().update(update).build(),
+            self.add_counts(prefix, epoch, shard, delta)?,
         ];
         Ok(match self.transact(items).await? {
             Ok(()) => StatsOutcome::Counted,
@@ -127,11 +317,110 @@ impl Store {
         })
     }
 
-    /// A scope's counters: the sum of its shards (one BatchGetItem).
+    fn add_counts(
+        &self,
+        prefix: &str,
+        epoch: i64,
+        shard: u32,
+        delta: &StatsDelta,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(shard_key(prefix, epoch, shard)));
+        let mut adds = Vec::new();
+        for (i, (name, by)) in delta.0.iter().enumerate() {
+            adds.push(format!("#c{i} :c{i}"));
+            update = update
+                .expression_attribute_names(format!("#c{i}"), format!("c_{name}"))
+                .expression_attribute_values(format!(":c{i}"), n(*by));
+        }
+        let update = if adds.is_empty() {
+            update
+                .update_expression("SET touchedAt = :now")
+                .expression_attribute_values(":now", n(now_ms()))
+        } else {
+            update.update_expression(format!("ADD {}", adds.join(", ")))
+        };
+        Ok(TransactWriteItem::builder()
+            .update(update.build().map_err(StoreError::build)?)
+            .build())
+    }
+
+    /// Counts a payment as it now stands (`now`), in place of what it was last counted for, in
+    /// one transaction with the record of what it counts for. `position`: the stream record's
+    /// (a change not newer than the one counted changes nothing); `None` from a backfill.
+    pub async fn recount_payment(
+        &self,
+        prefix: &str,
+        intent: &str,
+        epoch: i64,
+        now: &StatsDelta,
+        position: Option<&str>,
+    ) -> Result<StatsOutcome, StoreError> {
+        let counted_at = counted_key(prefix, intent, epoch);
+        for _ in 0..RECOUNT_ATTEMPTS {
+            let stored = self.get(counted_at.clone()).await?;
+            let (version, counted) = match &stored {
+                None => (0, None),
+                Some(item) => {
+                    let f = Fields::of(item);
+                    (
+                        f.opt_int("v")?.unwrap_or(0),
+                        Some(Counted {
+                            counts: delta_from_text(f.opt_text("counts")?.unwrap_or("{}"))?,
+                            position: f.opt_text("position")?.map(str::to_owned),
+                        }),
+                    )
+                }
+            };
+            let Some(delta) = recount(counted.as_ref(), now, position) else {
+                return Ok(StatsOutcome::AlreadyCounted);
+            };
+            let mut item = counted_at.clone();
+            item.insert("v".into(), n(version + 1));
+            item.insert("counts".into(), s(delta_to_text(now)));
+            let kept = position
+                .map(str::to_owned)
+                .or_else(|| counted.as_ref().and_then(|c| c.position.clone()));
+            if let Some(position) = kept {
+                item.insert("position".into(), s(position));
+            }
+            let put = Put::builder().table_name(&self.table).set_item(Some(item));
+            let put = if version == 0 {
+                put.condition_expression("attribute_not_exists(pk)")
+            } else {
+                put.condition_expression("v = :v")
+                    .expression_attribute_values(":v", n(version))
+            };
+            let shard =
+                u32::from_str_radix(&hash_parts(&[intent])[..4], 16).unwrap_or(0) % STATS_SHARDS;
+            let items = vec![
+                TransactWriteItem::builder()
+                    .put(put.build().map_err(StoreError::build)?)
+                    .build(),
+                self.add_counts(prefix, epoch, shard, &delta)?,
+            ];
+            if self.transact(items).await?.is_ok() {
+                return Ok(if delta.is_empty() {
+                    StatsOutcome::AlreadyCounted
+                } else {
+                    StatsOutcome::Counted
+                });
+            }
+        }
+        Err(StoreError::Contention(
+            "a payment's count kept changing".into(),
+        ))
+    }
+
+    /// A scope's counters: its epoch's baseline and the sum of the epoch's shards.
     pub async fn stats(&self) -> Result<StatsDelta, StoreError> {
         let prefix = self.keys.prefix().to_owned();
-        let keys = (0..STATS_SHARDS).map(|i| shard_key(&prefix, i)).collect();
-        let mut total = StatsDelta::default();
+        let epoch = self.stats_epoch(&prefix).await?;
+        let keys = (0..STATS_SHARDS)
+            .map(|i| shard_key(&prefix, epoch.epoch, i))
+            .collect();
+        let mut total = epoch.baseline.unwrap_or_default();
         for item in self.get_many(keys).await? {
             let mut shard = StatsDelta::default();
             for (name, value) in &item {
@@ -147,6 +436,61 @@ impl Store {
         }
         Ok(total)
     }
+
+    /// One page of the whole table for a stats backfill (after `start`): the payments, and the
+    /// entries with their scope, time and counts.
+    pub async fn stats_backfill_page(
+        &self,
+        start: Option<(String, String)>,
+    ) -> Result<BackfillPage, StoreError> {
+        let mut request = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .limit(1000);
+        if let Some((pk, sk)) = start {
+            request = request.set_exclusive_start_key(Some(key(pk, sk)));
+        }
+        let output = request.send().await.map_err(StoreError::from_sdk)?;
+        let mut page = BackfillPage {
+            next: output
+                .last_evaluated_key()
+                .and_then(|k| Some((get_s(k, "pk")?.to_owned(), get_s(k, "sk")?.to_owned()))),
+            ..BackfillPage::default()
+        };
+        for item in output.items() {
+            let record = StreamRecord {
+                event_name: "INSERT".into(),
+                new: Some(item.clone()),
+                ..StreamRecord::default()
+            };
+            match record_counts(&record) {
+                Some(Counts::Payment {
+                    prefix,
+                    intent,
+                    now,
+                }) => page.payments.push((prefix, intent, now)),
+                Some(Counts::Entry {
+                    prefix,
+                    created_at_ms,
+                    delta,
+                }) => page.entries.push((prefix, created_at_ms, delta)),
+                None => {}
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// What a backfill reads from one page of the table.
+#[derive(Debug, Default)]
+pub struct BackfillPage {
+    /// Scope prefix, intent, what the payment counts for.
+    pub payments: Vec<(String, String, StatsDelta)>,
+    /// Scope prefix, when the entry was made, what it counts for.
+    pub entries: Vec<(String, i64, StatsDelta)>,
+    pub next: Option<(String, String)>,
 }
 
 /// A DynamoDB-JSON image (`{"pk": {"S": "…"}, "amount": {"N": "5"}}`), as stream events carry
