@@ -9,6 +9,10 @@ samconfig.toml, checked (part of scripts/check-deploy.sh):
 - every way a job, a stream or a queue can fail reaches a person: each alarm notifies the
   alarm topic; each queue (failure destinations, dead letters) has an alarm; each scheduled or
   stream-fed function has an errors alarm, and each stream-fed one an iterator-age alarm;
+- the timeouts fit: every function behind the HTTP API answers within API Gateway's 30 s, and
+  one that calls Stripe (it reads a Stripe secret) has time for a whole Stripe call (its
+  retries included, `STRIPE_CALL_BUDGET`) plus a DynamoDB operation (the SDK's operation
+  timeout), read from the Rust source;
 - samconfig.toml asks nothing (SAM's beta feature for Rust builds opted into, no changeset
   prompt), and its placeholder issuer is refused by the template's pattern, with a message.
 """
@@ -48,6 +52,7 @@ def problems(template, samconfig):
         if fixed_name and resource.get("DeletionPolicy") != "RetainExceptOnCreate":
             found.append(f"{name} has a fixed name but is kept when its creation rolls back")
     found += alarm_problems(resources)
+    found += timeout_problems(template, budgets())
     issuer = template["Parameters"]["JwtIssuer"]
     pattern = issuer.get("AllowedPattern")
     if not pattern or not issuer.get("ConstraintDescription"):
@@ -70,6 +75,51 @@ def problems(template, samconfig):
     if build.get("beta_features") is not True:
         found.append("samconfig does not opt into SAM's beta feature for Rust builds")
     return found
+
+
+# API Gateway's HTTP API integration timeout: 30 s, and it cannot be raised.
+API_GATEWAY_LIMIT = 30
+
+
+def budgets():
+    """The Stripe call budget and the SDK operation timeout, in seconds, as the code sets them."""
+    stripe = open("shared/src/adapters/stripe/mod.rs", encoding="utf-8").read()
+    app = open("shared/src/app/mod.rs", encoding="utf-8").read()
+    call = re.search(r"STRIPE_CALL_BUDGET: Duration = Duration::from_secs\((\d+)\)", stripe)
+    operation = re.search(r"\.operation_timeout\(Duration::from_millis\(([\d_]+)\)\)", app)
+    if not call or not operation:
+        raise SystemExit("deploy settings: the Stripe budget or the SDK timeout was not found in the source")
+    return int(call.group(1)), int(operation.group(1).replace("_", "")) / 1000
+
+
+def timeout_problems(template, budget):
+    stripe_call, sdk_operation = budget
+    found = []
+    default = template.get("Globals", {}).get("Function", {}).get("Timeout", 3)
+    for name, resource in template.get("Resources", {}).items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        props = resource.get("Properties") or {}
+        events = (props.get("Events") or {}).values()
+        if not any(e.get("Type") == "HttpApi" for e in events):
+            continue
+        timeout = props.get("Timeout", default)
+        calls_stripe = "secretsmanager:GetSecretValue" in json_text(props.get("Policies"))
+        if timeout >= API_GATEWAY_LIMIT:
+            found.append(f"{name} runs up to {timeout} s, past API Gateway's {API_GATEWAY_LIMIT} s")
+        if calls_stripe and timeout < stripe_call + sdk_operation:
+            found.append(
+                f"{name} calls Stripe but its {timeout} s do not fit a Stripe call "
+                f"({stripe_call} s) and a DynamoDB operation ({sdk_operation} s)"
+            )
+        if timeout < sdk_operation:
+            found.append(f"{name}'s {timeout} s do not fit one DynamoDB operation")
+    return found
+
+
+def json_text(value):
+    import json
+    return json.dumps(value, default=str)
 
 
 def refs(value):
@@ -126,8 +176,10 @@ def self_test(template, samconfig):
     del bad["Resources"]["StatsIteratorAgeAlarm"]
     del bad["Resources"]["ReconcileErrorsAlarm"]
     bad["Resources"]["StatsFailuresAlarm"]["Properties"]["AlarmActions"] = []
+    bad["Resources"]["BillingFunction"]["Properties"]["Timeout"] = 10
+    bad["Resources"]["BalanceFunction"]["Properties"]["Timeout"] = 40
     found = problems(bad, sam)
-    assert len(found) == 8, found
+    assert len(found) == 10, found
 
 
 def main():
@@ -139,7 +191,7 @@ def main():
         print("deploy settings:", p)
     if found:
         return 1
-    print("deploy settings: a first deploy needs no reservation, leaves no named resource behind, asks nothing; every failure path alarms")
+    print("deploy settings: a first deploy needs no reservation, leaves no named resource behind, asks nothing; every failure path alarms; the timeouts fit")
     return 0
 
 

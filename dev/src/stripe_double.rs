@@ -31,6 +31,10 @@
 //!   filtered by creation time and listed newest first as Stripe lists them, `limit` a page after
 //!   `starting_after`. The later pages of a listing come from the list read for its first page
 //!   (a minute at most), so paging through thousands of intents stays linear
+//! - Any other `POST` with an `Idempotency-Key` (localstripe ignores the header): the first
+//!   answer is kept and a repeat with the same key and body gets it again, as Stripe does; the
+//!   same key with another body is a 400 `idempotency_error`, and while the first is in flight a
+//!   409. So a create retried after its answer was lost makes one object
 //! - `GET /_double/requests`: what was asked of the double so far
 //! - `GET /_double/meter_events`: the meter events it accepted, each once
 
@@ -57,6 +61,9 @@ struct State {
     meter_events: Vec<Value>,
     /// Their identifiers (a resent identifier is found at once, however many there are).
     meter_identifiers: std::collections::HashSet<String>,
+    /// Answers kept by idempotency key: the request (path and body) and, once answered, the
+    /// status and body (`None` while in flight).
+    idempotent: HashMap<String, (String, Bytes, Option<(u16, Bytes)>)>,
     /// PaymentIntent listings by their `created` bounds: when read, and the intents newest first.
     intent_lists: HashMap<(i64, i64), (std::time::Instant, Vec<Value>)>,
 }
@@ -770,6 +777,79 @@ async fn forward(
     headers: &hyper::HeaderMap,
     body: Bytes,
 ) -> Reply {
+    let key = (method == "POST")
+        .then(|| headers.get("idempotency-key").and_then(|v| v.to_str().ok()))
+        .flatten()
+        .map(str::to_owned);
+    if let Some(key) = &key {
+        let seen = double
+            .state
+            .lock()
+            .ok()
+            .map(|mut state| match state.idempotent.get(key) {
+                // The same parameters, in whatever order they were encoded.
+                Some((first_path, first_body, answer)) => Some((
+                    first_path == path && form(first_body) == form(&body),
+                    answer.clone(),
+                )),
+                None => {
+                    state
+                        .idempotent
+                        .insert(key.clone(), (path.to_owned(), body.clone(), None));
+                    None
+                }
+            });
+        match seen.flatten() {
+            None => {}
+            Some((false, _)) => {
+                return stripe_error(
+                    400,
+                    "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+                )
+            }
+            Some((true, None)) => {
+                return stripe_error(409, "There is currently another in-progress request using this Idempotency Key.")
+            }
+            Some((true, Some((status, bytes)))) => return json_reply(status, bytes),
+        }
+    }
+    let answer = forward_upstream(double, method, path, query, headers, body).await;
+    if let (Some(key), Ok(mut state)) = (&key, double.state.lock()) {
+        match &answer {
+            // Stripe keeps the answer of a request it began to execute, not a failure of its own.
+            Ok((status, bytes)) if *status < 500 => {
+                if let Some(slot) = state.idempotent.get_mut(key) {
+                    slot.2 = Some((*status, bytes.clone()));
+                }
+            }
+            _ => {
+                state.idempotent.remove(key);
+            }
+        }
+    }
+    match answer {
+        Ok((status, bytes)) => json_reply(status, bytes),
+        Err(()) => stripe_error(502, "the test double could not reach localstripe"),
+    }
+}
+
+fn json_reply(status: u16, bytes: Bytes) -> Reply {
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(bytes))
+        .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
+}
+
+/// Sends the request to localstripe; its status and body.
+async fn forward_upstream(
+    double: &Double,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    headers: &hyper::HeaderMap,
+    body: Bytes,
+) -> Result<(u16, Bytes), ()> {
     let url = match query {
         Some(q) => format!("{}{path}?{q}", double.upstream),
         None => format!("{}{path}", double.upstream),
@@ -789,13 +869,8 @@ async fn forward(
     match request.send().await {
         Ok(response) => {
             let status = response.status().as_u16();
-            let bytes = response.bytes().await.unwrap_or_default();
-            hyper::Response::builder()
-                .status(status)
-                .header("content-type", "application/json")
-                .body(Full::new(bytes))
-                .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
+            Ok((status, response.bytes().await.unwrap_or_default()))
         }
-        Err(_) => stripe_error(502, "the test double could not reach localstripe"),
+        Err(_) => Err(()),
     }
 }

@@ -17,6 +17,9 @@ pub enum Mode {
     Refuse = 1,
     /// Accept and never answer (like a black-holed network).
     Stall = 2,
+    /// Pass the request on, and lose the answer on its way back (a timeout after the server
+    /// did the work).
+    LoseAnswers = 3,
 }
 
 pub struct FaultProxy {
@@ -51,6 +54,18 @@ impl FaultProxy {
                     if mode == Mode::Stall as u8 {
                         // Hold the connection open, answer nothing.
                         tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+                        return;
+                    }
+                    if mode == Mode::LoseAnswers as u8 {
+                        if let Ok(server) = TcpStream::connect(&upstream).await {
+                            let (mut client_in, _client_out) = client.into_split();
+                            let (mut server_in, mut server_out) = server.into_split();
+                            let mut lost = tokio::io::sink();
+                            let _ = tokio::join!(
+                                tokio::io::copy(&mut client_in, &mut server_out),
+                                tokio::io::copy(&mut server_in, &mut lost),
+                            );
+                        }
                         return;
                     }
                     if let Ok(mut server) = TcpStream::connect(&upstream).await {

@@ -133,3 +133,79 @@ async fn secrets_manager_down_at_cold_start_is_503_and_the_next_request_recovers
     assert_eq!(reply.status, 200, "{}", reply.body);
     app.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn a_purchase_whose_stripe_answer_was_lost_is_retried_with_its_key_and_makes_one_intent() {
+    // Unique: localstripe keeps the intents of earlier runs.
+    let user = format!("lou-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let user = user.as_str();
+    let app = proxied().await;
+    let proxies = app.proxies.as_ref().expect("proxied");
+    let body = json!({"creditPackageId": "starter"}).to_string();
+    let key = [("Idempotency-Key", "lost-answer-1")];
+    // Stripe makes the intent; its answer never comes back. The function gives up within its
+    // Stripe budget (every retry carries the same idempotency key) and says so.
+    proxies.stripe.set(Mode::LoseAnswers);
+    let started = std::time::Instant::now();
+    let lost = app
+        .post("/api/stripe/create-payment-intent", Some(user), &body, &key)
+        .await;
+    let took = started.elapsed();
+    assert_opaque_5xx(&lost, 502);
+    assert!(
+        took < coffer::adapters::stripe::STRIPE_CALL_BUDGET + std::time::Duration::from_secs(3),
+        "the call stopped within its budget: {took:?}"
+    );
+
+    // The client tries again with the same key: Stripe answers with the intent it made.
+    proxies.stripe.set(Mode::Pass);
+    let retried = app
+        .post("/api/stripe/create-payment-intent", Some(user), &body, &key)
+        .await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    let intent = retried.body["data"]["paymentIntentId"]
+        .as_str()
+        .expect("an intent")
+        .to_owned();
+    let again = app
+        .post("/api/stripe/create-payment-intent", Some(user), &body, &key)
+        .await;
+    assert_eq!(again.body["data"]["paymentIntentId"], intent.as_str());
+    // Stripe was asked to create it several times, all with one key: one intent exists.
+    let mut made_for_lou = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/payment_intents?limit=100", app.stripe_base);
+        if let Some(id) = &after {
+            url.push_str(&format!("&starting_after={id}"));
+        }
+        let page: serde_json::Value = app
+            .http
+            .get(url)
+            .bearer_auth(&app.stripe_key)
+            .send()
+            .await
+            .expect("localstripe")
+            .json()
+            .await
+            .expect("json");
+        let data = page["data"].as_array().cloned().unwrap_or_default();
+        made_for_lou += data
+            .iter()
+            .filter(|i| i["metadata"][coffer::adapters::stripe::META_USER] == user)
+            .count();
+        after = data
+            .last()
+            .and_then(|i| i["id"].as_str())
+            .map(str::to_owned);
+        if page["has_more"] != true || after.is_none() {
+            break;
+        }
+    }
+    assert_eq!(made_for_lou, 1, "one intent for the purchase");
+    assert_eq!(
+        app.pay_with_card(&intent, "4242424242424242").await.status,
+        200
+    );
+    app.assert_invariants().await;
+}

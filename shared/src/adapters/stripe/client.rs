@@ -68,6 +68,9 @@ pub struct Client {
     refused: Arc<AtomicBool>,
 }
 
+/// The least time an attempt is given; a retry that would get less is not started.
+const MIN_ATTEMPT: Duration = Duration::from_millis(500);
+
 impl Client {
     /// `base` without a trailing slash, e.g. `https://api.stripe.com`. A key that cannot be
     /// sent as a header is refused here, not on the first call.
@@ -200,14 +203,23 @@ impl StripeClient for Client {
         };
         let (mut tries, mut status, mut should_retry) = (0u32, None, None);
         let mut last = CallError::Request("no attempt was allowed".into());
+        let started = std::time::Instant::now();
         loop {
             match strategy.test(status, should_retry, tries) {
                 Outcome::Stop => return Err(last),
                 Outcome::Continue(Some(delay)) => tokio::time::sleep(delay).await,
                 Outcome::Continue(None) => {}
             }
+            // No attempt starts once the call's budget is spent; the last one gets what is left.
+            let left = super::STRIPE_CALL_BUDGET.saturating_sub(started.elapsed());
+            if tries > 0 && left < MIN_ATTEMPT {
+                return Err(last);
+            }
             tries += 1;
-            match self.send(&make, timeout, resendable).await {
+            match self
+                .send(&make, timeout.min(left.max(MIN_ATTEMPT)), resendable)
+                .await
+            {
                 Ok((code, _, bytes)) if (200..300).contains(&code) => return Ok(bytes),
                 Ok((code, retry, bytes)) => {
                     status = Some(code);
