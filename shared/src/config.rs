@@ -16,6 +16,11 @@ pub struct Config {
     pub secret_id: Option<String>,
     /// Base URL of the Stripe API; `None` means Stripe itself.
     pub stripe_api_base: Option<String>,
+    /// The API's public URL (`PUBLIC_BASE_URL`), with the path of a custom domain's API mapping
+    /// (`https://api.example.com/billing`); the URLs Coffer hands out (webhook URLs) start with
+    /// it, and a request path that still carries the mapping's path is served without it.
+    /// `None`: the request's own host, no path.
+    pub public_base_url: Option<String>,
     /// Currency shown for a user who has no balance yet.
     pub default_currency: Currency,
     /// IAM principals allowed on the internal routes: role ARNs
@@ -116,6 +121,7 @@ impl Config {
             table_name,
             secret_id,
             stripe_api_base,
+            public_base_url: None,
             default_currency: Currency::usd(),
             allowed_callers: Vec::new(),
             secret_refresh_interval: DEFAULT_SECRET_REFRESH,
@@ -132,6 +138,15 @@ impl Config {
             usage_lease_margin: DEFAULT_USAGE_LEASE_MARGIN,
             deployment: None,
         }
+    }
+
+    /// The path of the API mapping the API is served under (`/billing`), or "".
+    pub fn base_path(&self) -> &str {
+        self.public_base_url
+            .as_deref()
+            .and_then(|url| url.split_once("://"))
+            .and_then(|(_, rest)| rest.find('/').map(|at| &rest[at..]))
+            .unwrap_or("")
     }
 
     /// The Stripe base URL for a project: its own when the local stack gives one, else the
@@ -166,6 +181,13 @@ impl Config {
             table_name,
             secret_id: non_empty("STRIPE_SECRET_ID"),
             stripe_api_base: non_empty("STRIPE_API_BASE"),
+            public_base_url: match non_empty("PUBLIC_BASE_URL") {
+                None => None,
+                Some(url) => Some(valid_public_base(&url).ok_or(ConfigError {
+                    name: "PUBLIC_BASE_URL",
+                    problem: "must be an https URL (http only for localhost), with no query",
+                })?),
+            },
             default_currency,
             allowed_callers: non_empty("ALLOWED_CALLER_ARNS")
                 .map(|list| {
@@ -258,6 +280,21 @@ impl Config {
             usage_lease_margin: millis("USAGE_LEASE_MARGIN_MS", DEFAULT_USAGE_LEASE_MARGIN)?,
         })
     }
+}
+
+/// A public base URL without its trailing slash, if it is one.
+fn valid_public_base(url: &str) -> Option<String> {
+    let url = url.trim().trim_end_matches('/');
+    let rest = url.strip_prefix("https://").or_else(|| {
+        url.strip_prefix("http://")
+            .filter(|r| r.starts_with("localhost") || r.starts_with("127.0.0.1"))
+    })?;
+    let host = rest.split('/').next().unwrap_or("");
+    let fine = !host.is_empty()
+        && !rest.contains(['?', '#', ' '])
+        && !rest.contains("//")
+        && rest.is_ascii();
+    fine.then(|| url.to_owned())
 }
 
 fn non_empty(name: &str) -> Option<String> {

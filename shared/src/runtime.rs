@@ -24,6 +24,7 @@ where
 {
     let app = boot().await?;
     lambda_http::run(service_fn(move |req: Request| {
+        let req = crate::http::strip_base_path(req, app.config.base_path());
         let response = handler(app, req);
         async move { Ok::<_, Error>(response.await) }
     }))

@@ -48,6 +48,9 @@ pub struct SecretSetup {
     pub short_usage_leases: bool,
     /// The deployment's name (`COFFER_DEPLOYMENT`), which marks the Stripe objects it makes.
     pub deployment: Option<&'static str>,
+    /// Serve the API under this path of its URL (a custom domain's API mapping, `/billing`):
+    /// `PUBLIC_BASE_URL` is the router's URL with it.
+    pub base_path: Option<&'static str>,
 }
 
 /// How long a usage block lasts with `short_usage_leases`, and the margin before it is settled:

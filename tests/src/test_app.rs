@@ -197,12 +197,20 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
             .await
             .expect("store the test secret in moto");
     }
+    // Bound first: the public base URL names its port.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
     let mut config = Config::new(
         table.clone(),
         Some(secret_id.clone()),
         Some(stripe_base.clone()),
     );
     config.allowed_callers = vec![BACKEND_ROLE.to_owned()];
+    config.public_base_url = secret_setup
+        .base_path
+        .map(|path| format!("http://127.0.0.1:{port}{path}"));
     config.deployment = secret_setup.deployment.map(str::to_owned);
     // Tests write their records before they report them: no settling time is needed.
     config.meter_settle = Duration::ZERO;
@@ -295,10 +303,6 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
         }
     };
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
     let mut api = router::LocalApi::new(app, JWT_SECRET);
     if real.is_none() {
         api.page = router::PageConfig::localstripe(&stripe_base);

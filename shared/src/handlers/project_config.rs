@@ -49,7 +49,7 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let method = req.method().as_str();
     if path.ends_with("/webhook-urls") {
         let project = projects::owned(app, &developer, &id).await?;
-        return Ok(ok(webhook_urls(req, &project.id)));
+        return Ok(ok(webhook_urls(app, req, &project.id)));
     }
     let plan_route = req
         .path_parameters_ref()
@@ -208,8 +208,12 @@ async fn validate_credentials(
 }
 
 /// The URLs to paste into the Stripe Dashboard, per mode, and the events to select.
-fn webhook_urls(req: &Request, project: &crate::domain::scope::ProjectId) -> WebhookUrls {
-    let base = public_base_url(req);
+fn webhook_urls(
+    app: &App,
+    req: &Request,
+    project: &crate::domain::scope::ProjectId,
+) -> WebhookUrls {
+    let base = public_base_url(app, req);
     let url = |mode: Mode| format!("{base}/api/v1/payments/stripe/webhooks/{project}/{mode}");
     WebhookUrls {
         test: url(Mode::Test),
@@ -218,8 +222,12 @@ fn webhook_urls(req: &Request, project: &crate::domain::scope::ProjectId) -> Web
     }
 }
 
-/// The API's own origin, as API Gateway saw it: https on its domain (http for a local stack).
-fn public_base_url(req: &Request) -> String {
+/// The API's public URL: the configured one (a custom domain with its mapping's path), else
+/// the origin API Gateway saw: https on its domain (http for a local stack).
+fn public_base_url(app: &App, req: &Request) -> String {
+    if let Some(url) = &app.config.public_base_url {
+        return url.clone();
+    }
     let domain = match req.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(context)) => context.domain_name.clone(),
         _ => None,

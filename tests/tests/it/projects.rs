@@ -1002,3 +1002,79 @@ async fn a_backfill_counts_what_the_stream_never_brought_once_and_no_counter_goe
     assert_eq!(after["credits"]["sold"], json!(37.5), "{after}");
     assert_eq!(after["revenue"]["usd"], json!(30.0), "{after}");
 }
+
+#[tokio::test]
+async fn under_a_custom_domains_base_path_every_route_answers_and_webhook_urls_carry_it() {
+    let app = integration_tests::spawn_app_with(integration_tests::SecretSetup {
+        base_path: Some("/billing"),
+        ..Default::default()
+    })
+    .await;
+    let dev = app.developer_token("dev-cy");
+    let configured = app
+        .call(
+            "PUT",
+            &format!("/billing{API}/alpha/config?test_mode=true"),
+            Some(&dev),
+            Some(&keys("alpha", "test")),
+        )
+        .await;
+    assert_eq!(configured.status, 200, "{}", configured.body);
+    let urls = app
+        .call(
+            "GET",
+            &format!("/billing{API}/alpha/webhook-urls"),
+            Some(&dev),
+            None,
+        )
+        .await;
+    assert_eq!(urls.status, 200, "{}", urls.body);
+    let test_url = urls.body["data"]["test"]
+        .as_str()
+        .expect("a URL")
+        .to_owned();
+    assert_eq!(
+        test_url,
+        format!(
+            "{}/billing/api/v1/payments/stripe/webhooks/alpha/test",
+            app.base_url
+        )
+    );
+
+    // Stripe delivers to the URL as pasted: it is the project's webhook.
+    let event = r#"{"id":"evt_base_path","type":"ping","data":{"object":{}}}"#;
+    let secret = keys("alpha", "test")["webhookSecret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let signature = coffer::webhook::sign(event.as_bytes(), &secret, integration_tests::now());
+    let delivered = app
+        .http
+        .post(&test_url)
+        .header("content-type", "application/json")
+        .header("stripe-signature", signature)
+        .body(event)
+        .send()
+        .await
+        .expect("delivered");
+    assert_eq!(delivered.status(), 200);
+
+    // Every route answers under the base path, and still without it (the API's own endpoint).
+    for path in [
+        "/billing/api/stripe/balance?project_id=alpha&test_mode=true",
+        "/api/stripe/balance?project_id=alpha&test_mode=true",
+        "/billing/api/stripe/credit-packages",
+    ] {
+        let reply = app.call("GET", path, Some(&app.token("cy")), None).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+    }
+    let elsewhere = app
+        .call(
+            "GET",
+            "/billingx/api/stripe/balance",
+            Some(&app.token("cy")),
+            None,
+        )
+        .await;
+    assert_eq!(elsewhere.status, 404);
+}
