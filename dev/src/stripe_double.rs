@@ -245,7 +245,23 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
                 (_, None) => stripe_error(400, "customer is required"),
             }
         }
-        ("POST", "/v1/billing/meter_events") => meter_event(&double, &form(&body)),
+        ("POST", "/v1/billing/meter_events") => {
+            match idempotency_begin(&double, &method, &path, &headers, &body) {
+                Err(reply) => reply,
+                Ok(key) => {
+                    let answer = meter_event(&double, &form(&body));
+                    let status = answer.status().as_u16();
+                    let bytes = answer
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|c| c.to_bytes())
+                        .unwrap_or_default();
+                    idempotency_end(&double, key.as_deref(), Some((status, bytes.clone())));
+                    json_reply(status, bytes)
+                }
+            }
+        }
         ("GET", "/v1/payment_intents")
             if query.as_deref().is_some_and(|q| q.contains("created")) =>
         {
@@ -777,59 +793,80 @@ async fn forward(
     headers: &hyper::HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let key = (method == "POST")
-        .then(|| headers.get("idempotency-key").and_then(|v| v.to_str().ok()))
-        .flatten()
-        .map(str::to_owned);
-    if let Some(key) = &key {
-        let seen = double
-            .state
-            .lock()
-            .ok()
-            .map(|mut state| match state.idempotent.get(key) {
-                // The same parameters, in whatever order they were encoded.
-                Some((first_path, first_body, answer)) => Some((
-                    first_path == path && form(first_body) == form(&body),
-                    answer.clone(),
-                )),
-                None => {
-                    state
-                        .idempotent
-                        .insert(key.clone(), (path.to_owned(), body.clone(), None));
-                    None
-                }
-            });
-        match seen.flatten() {
-            None => {}
-            Some((false, _)) => {
-                return stripe_error(
-                    400,
-                    "Keys for idempotent requests can only be used with the same parameters they were first used with.",
-                )
-            }
-            Some((true, None)) => {
-                return stripe_error(409, "There is currently another in-progress request using this Idempotency Key.")
-            }
-            Some((true, Some((status, bytes)))) => return json_reply(status, bytes),
-        }
-    }
+    let key = match idempotency_begin(double, method, path, headers, &body) {
+        Ok(key) => key,
+        Err(reply) => return reply,
+    };
     let answer = forward_upstream(double, method, path, query, headers, body).await;
-    if let (Some(key), Ok(mut state)) = (&key, double.state.lock()) {
-        match &answer {
-            // Stripe keeps the answer of a request it began to execute, not a failure of its own.
-            Ok((status, bytes)) if *status < 500 => {
-                if let Some(slot) = state.idempotent.get_mut(key) {
-                    slot.2 = Some((*status, bytes.clone()));
-                }
-            }
-            _ => {
-                state.idempotent.remove(key);
-            }
-        }
-    }
+    idempotency_end(double, key.as_deref(), answer.as_ref().ok().cloned());
     match answer {
         Ok((status, bytes)) => json_reply(status, bytes),
         Err(()) => stripe_error(502, "the test double could not reach localstripe"),
+    }
+}
+
+/// Begins a request that may carry an `Idempotency-Key`: `Err` is the answer already (the first
+/// answer again, another body with the key, the first still in flight), `Ok` the key to finish.
+fn idempotency_begin(
+    double: &Double,
+    method: &str,
+    path: &str,
+    headers: &hyper::HeaderMap,
+    body: &Bytes,
+) -> Result<Option<String>, Reply> {
+    let Some(key) = (method == "POST")
+        .then(|| headers.get("idempotency-key").and_then(|v| v.to_str().ok()))
+        .flatten()
+        .map(str::to_owned)
+    else {
+        return Ok(None);
+    };
+    let seen = double
+        .state
+        .lock()
+        .ok()
+        .map(|mut state| match state.idempotent.get(&key) {
+            // The same parameters, in whatever order they were encoded.
+            Some((first_path, first_body, answer)) => Some((
+                first_path == path && form(first_body) == form(body),
+                answer.clone(),
+            )),
+            None => {
+                state
+                    .idempotent
+                    .insert(key.clone(), (path.to_owned(), body.clone(), None));
+                None
+            }
+        });
+    match seen.flatten() {
+        None => Ok(Some(key)),
+        Some((false, _)) => Err(stripe_error(
+            400,
+            "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+        )),
+        Some((true, None)) => Err(stripe_error(
+            409,
+            "There is currently another in-progress request using this Idempotency Key.",
+        )),
+        Some((true, Some((status, bytes)))) => Err(json_reply(status, bytes)),
+    }
+}
+
+/// Keeps the answer of a key's first request (Stripe keeps what it began to execute, not a
+/// failure of its own: a 5xx or no answer frees the key).
+fn idempotency_end(double: &Double, key: Option<&str>, answer: Option<(u16, Bytes)>) {
+    let (Some(key), Ok(mut state)) = (key, double.state.lock()) else {
+        return;
+    };
+    match answer {
+        Some((status, bytes)) if status < 500 => {
+            if let Some(slot) = state.idempotent.get_mut(key) {
+                slot.2 = Some((status, bytes));
+            }
+        }
+        _ => {
+            state.idempotent.remove(key);
+        }
     }
 }
 

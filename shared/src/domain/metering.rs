@@ -44,6 +44,12 @@ pub struct PendingEvent {
     /// within minutes, inside the window in which Stripe recognises its identifier.
     #[serde(default, alias = "parked")]
     pub held: Option<String>,
+    /// A send of it had an unknown outcome (a timeout, a 5xx, another request with its key in
+    /// flight): Stripe may have it. Such an event is never held: it stays in its batch and is
+    /// resent with its identifier within minutes, inside the window in which Stripe recognises
+    /// it, however Stripe answers meanwhile.
+    #[serde(default)]
+    pub uncertain: bool,
 }
 
 /// A batch decided and saved before it is sent: resent as it is after a crash, so its
@@ -118,6 +124,7 @@ pub fn batch_of(shard: usize, after: &str, records: &[MeteredRecord]) -> Option<
                 timestamp,
                 acknowledged: false,
                 held: None,
+                uncertain: false,
             },
         )
         .collect();

@@ -41,8 +41,16 @@ const BATCH_RECORDS: i32 = 500;
 pub const SEND_CONCURRENCY: usize = 16;
 /// Events sent between two saves of a batch's progress.
 const CHUNK: usize = 4 * SEND_CONCURRENCY;
-/// Held events tried again per run.
-const HOLDS_PER_RUN: usize = 5_000;
+/// Held events of one scope read per run.
+const HOLDS_PER_SCOPE: usize = 5_000;
+/// Refusals in a row after which a scope's held events wait for the next run.
+const PROBE_REFUSALS: usize = 3;
+
+/// The attempt a held event is sent with: a new one each time it is tried again, so that its
+/// idempotency key is new (Stripe certainly did not take it) while its identifier stays.
+fn hold_attempt(tries: i64) -> u32 {
+    u32::try_from(tries.saturating_add(1_000)).unwrap_or(u32::MAX)
+}
 /// Billed records stamped with their expiry per step of a shard.
 const STAMP_RECORDS: i32 = 1_000;
 
@@ -172,7 +180,17 @@ pub async fn report_usage(app: &App, budget: Budget, stop: StopAt) -> Result<Met
     let next = resume_at.unwrap_or(start.wrapping_add(1)) % METER_SHARDS;
     app.store.save_meter_cursor(next).await?;
     run.report.complete = resume_at.is_none() && holds_done && failed.is_none();
-    run.report.holds_left = app.store.count_meter_holds().await?;
+    // Counted and published on every run, a failed one too, so that the alarm sees them.
+    match app.store.count_meter_holds().await {
+        Ok(count) => {
+            run.report.holds_left = count;
+            crate::telemetry::meter_events_held(count);
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "held meter events could not be counted");
+            failed.get_or_insert(err.into());
+        }
+    }
     if run.report.holds_left > 0 {
         let broken: BTreeMap<&str, &str> = run
             .clients
@@ -215,11 +233,12 @@ impl Run<'_> {
             .insert(scope_prefix.to_owned(), Err(reason.to_owned()));
     }
 
-    /// Sends each event with its scope's client, `SEND_CONCURRENCY` at once: per event, what
-    /// Stripe answered, or `None` when it was not sent (its scope is broken: the reason).
-    async fn send_all(&mut self, events: &[&PendingEvent], attempt: u32) -> Vec<Answer> {
+    /// Sends each event (with the attempt its idempotency key names) with its scope's client,
+    /// `SEND_CONCURRENCY` at once: per event, what Stripe answered, or why it was not sent (its
+    /// scope is broken this run).
+    async fn send_all(&mut self, events: &[(&PendingEvent, u32)]) -> Vec<Answer> {
         let mut clients = Vec::with_capacity(events.len());
-        for event in events {
+        for (event, _) in events {
             clients.push(self.client(&event.scope_prefix).await);
         }
         // Boxed: a stream of borrowing futures is otherwise not `Send` for every lifetime.
@@ -227,7 +246,8 @@ impl Run<'_> {
             .iter()
             .zip(clients)
             .enumerate()
-            .map(|(i, (event, client))| -> BoxedSend<'_> {
+            .map(|(i, ((event, attempt), client))| -> BoxedSend<'_> {
+                let attempt = *attempt;
                 Box::pin(async move {
                     let answer = match client {
                         Err(reason) => Err(reason),
@@ -246,15 +266,14 @@ impl Run<'_> {
                 })
             })
             .collect();
-        let answers = stream::iter(sends)
+        let mut answers = stream::iter(sends)
             .buffer_unordered(SEND_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
-        let mut ordered: Vec<_> = answers.into_iter().collect();
-        ordered.sort_by_key(|(i, _)| *i);
-        let answers: Vec<_> = ordered.into_iter().map(|(_, a)| a).collect();
+        answers.sort_by_key(|(i, _)| *i);
+        let answers: Vec<Answer> = answers.into_iter().map(|(_, a)| a).collect();
         self.report.events_sent += answers.iter().filter(|a| a.is_ok()).count();
-        for (event, answer) in events.iter().zip(&answers) {
+        for ((event, _), answer) in events.iter().zip(&answers) {
             if let Ok(Ok(MeterSent::KeyRefused(reason))) = answer {
                 self.broken(
                     &event.scope_prefix,
@@ -265,64 +284,72 @@ impl Run<'_> {
         answers
     }
 
-    /// Tries the held events again, each scope's first one alone, then the rest of the scopes
-    /// that it did not show broken. `false` when the deadline came first.
+    /// Tries the held events again, scope by scope: the first held event of a scope alone, and
+    /// when Stripe takes it, the scope's others (each with a fresh idempotency key: Stripe
+    /// keeps a key's first answer, and Stripe certainly did not take a held event). A scope
+    /// still broken costs one call a run. `false` when the deadline came first.
     async fn retry_holds(&mut self) -> Result<bool, Failure> {
         let store = &self.app.store;
-        let holds = store.meter_holds(HOLDS_PER_RUN).await?;
-        if holds.is_empty() {
-            return Ok(true);
-        }
-        let mut by_scope: BTreeMap<String, Vec<PendingEvent>> = BTreeMap::new();
-        for hold in holds {
-            by_scope
-                .entry(hold.event.scope_prefix.clone())
-                .or_default()
-                .push(hold.event);
-        }
-        // The first of each scope, then the others, in chunks.
-        let mut queue: Vec<PendingEvent> = Vec::new();
-        let mut rest: Vec<PendingEvent> = Vec::new();
-        for (_, mut events) in by_scope {
-            let first = events.remove(0);
-            queue.push(first);
-            rest.extend(events);
-        }
-        let probes = queue.len();
-        queue.extend(rest);
-        let mut position = 0;
-        while position < queue.len() {
+        for (scope_prefix, seen) in store.meter_hold_scopes().await? {
             if self.budget.out(self.report.events_sent) {
                 return Ok(false);
             }
-            let size = if position == 0 { probes } else { CHUNK };
-            let end = queue.len().min(
-                position
-                    + size
-                        .min(self.budget.sends_left(self.report.events_sent))
-                        .max(1),
-            );
-            let chunk: Vec<&PendingEvent> = queue[position..end].iter().collect();
-            let answers = self.send_all(&chunk, 1).await;
-            for (event, answer) in chunk.iter().zip(answers) {
-                match answer {
-                    Ok(Ok(MeterSent::Accepted | MeterSent::AlreadyRecorded)) => {
-                        store.release_meter_hold(&event.identifier).await?;
-                        self.report.holds_released += 1;
-                    }
-                    Ok(Ok(MeterSent::Refused(reason) | MeterSent::KeyRefused(reason))) => {
-                        store
-                            .note_meter_hold_refused(&event.identifier, &reason)
-                            .await?;
-                    }
-                    // Not sent: its scope is broken this run.
-                    Err(_) => {}
-                    Ok(Err(err)) => {
-                        tracing::warn!(identifier = %event.identifier, error = %err, "a held meter event could not be sent; tried again next run");
+            let holds = store.meter_holds(&scope_prefix, HOLDS_PER_SCOPE).await?;
+            if holds.is_empty() {
+                store.forget_hold_scope(&scope_prefix, seen).await?;
+                continue;
+            }
+            let mut position = 0;
+            let mut refused_in_a_row = 0;
+            while position < holds.len() {
+                if self.budget.out(self.report.events_sent) {
+                    return Ok(false);
+                }
+                if self.clients.get(&scope_prefix).is_some_and(Result::is_err) {
+                    break;
+                }
+                // The first alone (a probe), then chunks.
+                let size = if position == 0 { 1 } else { CHUNK };
+                let room = size
+                    .min(self.budget.sends_left(self.report.events_sent))
+                    .max(1);
+                let end = holds.len().min(position + room);
+                let chunk: Vec<(&PendingEvent, u32)> = holds[position..end]
+                    .iter()
+                    .map(|h| (&h.event, hold_attempt(h.tries)))
+                    .collect();
+                let answers = self.send_all(&chunk).await;
+                let mut unknown = false;
+                for ((event, _), answer) in chunk.iter().zip(answers) {
+                    match answer {
+                        Ok(Ok(MeterSent::Accepted | MeterSent::AlreadyRecorded)) => {
+                            store
+                                .release_meter_hold(&scope_prefix, &event.identifier)
+                                .await?;
+                            self.report.holds_released += 1;
+                            refused_in_a_row = 0;
+                        }
+                        Ok(Ok(MeterSent::Refused(reason) | MeterSent::KeyRefused(reason))) => {
+                            store
+                                .note_meter_hold_refused(&scope_prefix, &event.identifier, &reason)
+                                .await?;
+                            refused_in_a_row += 1;
+                        }
+                        // Not sent: its scope is broken this run.
+                        Err(_) => {}
+                        Ok(Err(err)) => {
+                            tracing::warn!(identifier = %event.identifier, error = %err, "a held meter event could not be sent; tried again next run");
+                            unknown = true;
+                        }
                     }
                 }
+                // A scope whose events Stripe keeps refusing (an unknown meter), or did not
+                // answer, waits for the next run.
+                if unknown || refused_in_a_row >= PROBE_REFUSALS {
+                    break;
+                }
+                position = end;
             }
-            position = end;
         }
         Ok(true)
     }
@@ -428,8 +455,8 @@ impl Run<'_> {
             let chunk = &todo[..size.min(todo.len())];
             let events: Vec<PendingEvent> =
                 chunk.iter().map(|&i| batch.events[i].clone()).collect();
-            let refs: Vec<&PendingEvent> = events.iter().collect();
-            let answers = self.send_all(&refs, attempt).await;
+            let refs: Vec<(&PendingEvent, u32)> = events.iter().map(|e| (e, attempt)).collect();
+            let answers = self.send_all(&refs).await;
             if self.stop == StopAt::AfterFirstSend {
                 return Ok(Sent::Crashed);
             }
@@ -440,7 +467,9 @@ impl Run<'_> {
                     Ok(Ok(MeterSent::Accepted | MeterSent::AlreadyRecorded)) => {
                         event.acknowledged = true;
                     }
-                    Ok(Ok(MeterSent::Refused(reason) | MeterSent::KeyRefused(reason))) => {
+                    Ok(Ok(MeterSent::Refused(reason) | MeterSent::KeyRefused(reason)))
+                        if !event.uncertain =>
+                    {
                         tracing::error!(
                             identifier = %event.identifier,
                             event_name = %event.event_name,
@@ -451,8 +480,19 @@ impl Run<'_> {
                         );
                         event.held = Some(reason);
                     }
-                    Err(reason) => event.held = Some(format!("not sent: {reason}")),
+                    Err(reason) if !event.uncertain => {
+                        event.held = Some(format!("not sent: {reason}"));
+                    }
+                    // Stripe may have it from an earlier send: it stays in the batch, resent
+                    // with its identifier by the next run.
+                    Ok(Ok(MeterSent::Refused(reason) | MeterSent::KeyRefused(reason)))
+                    | Err(reason) => {
+                        unknown.get_or_insert(Failure::Stripe(format!(
+                            "a meter event whose earlier send had no answer was not taken now: {reason}"
+                        )));
+                    }
                     Ok(Err(err)) => {
+                        event.uncertain = true;
                         unknown.get_or_insert(Failure::from(err));
                     }
                 }

@@ -380,12 +380,18 @@ async fn one_projects_refused_key_or_missing_configuration_holds_only_its_usage_
         .app
         .app
         .store
-        .meter_holds(100)
+        .meter_holds(&unconfigured.key_prefix(Mode::Test), 100)
         .await
         .expect("holds")
-        .iter()
-        .inspect(|h| assert!(h.event.scope_prefix.contains("nokeys"), "{h:?}"))
-        .count();
+        .len();
+    let metered_left = app
+        .app
+        .app
+        .store
+        .meter_holds(&metered.key_prefix(Mode::Test), 100)
+        .await
+        .expect("holds");
+    assert!(metered_left.is_empty(), "{metered_left:?}");
     assert_eq!(fixed.holds_left, held);
     assert!(held > 0);
 }

@@ -5,7 +5,8 @@
 //! |-----------------|-----------------|----------------|-------------------------------------------|
 //! | meter watermark | `METER#<shard>` | `WATERMARK`    | `after` (last reported sort key), `pending`, `stamped` (records up to it carry their expiry) |
 //! | run cursor      | `METER#RUN`     | `CURSOR`       | `next`: the shard the next run starts at  |
-//! | held event      | `METERHOLD`     | `<identifier>` | an event Stripe did not take, its project's reason, tries |
+//! | held event      | `METERHOLD#<scope>` | `<identifier>` | an event Stripe did not take, its project's reason, tries; `released` once Stripe has it |
+//! | scopes with holds | `METERHOLD`   | `S#<scope>`    | `v`: holds made (a scope leaves the list only if none was made meanwhile) |
 
 use futures_util::{stream, StreamExt, TryStreamExt};
 
@@ -16,8 +17,19 @@ use super::{written, Store, StoreError};
 use crate::domain::metering::{billed_record_expiry, MeteredRecord, PendingBatch, PendingEvent};
 use crate::domain::records::now_ms;
 
-/// The partition of held meter events (few: a project's events wait there while it is broken).
+/// The list of scopes with held meter events (`S#<scope prefix>`, each with its count of holds
+/// made); a scope's held events are in a partition of their own (`holds_pk`).
 const HOLDS_PK: &str = "METERHOLD";
+/// How long a released hold is kept (longer than any batch stays pending).
+const RELEASED_KEEP_SECS: i64 = 7 * 24 * 3600;
+
+fn holds_pk(scope_prefix: &str) -> String {
+    format!("METERHOLD#{scope_prefix}")
+}
+
+fn scope_sk(scope_prefix: &str) -> String {
+    format!("S#{scope_prefix}")
+}
 /// Records stamped with their expiry at once.
 const STAMP_CONCURRENCY: usize = 16;
 
@@ -99,39 +111,63 @@ impl Store {
         Ok(())
     }
 
-    /// Keeps events Stripe did not take until their project is fixed (an event already held
-    /// keeps its first time).
+    /// Keeps events Stripe did not take until their project is fixed. An event held before, or
+    /// released since (Stripe has it), is left as it is: a batch resent after a crash never
+    /// brings back a hold that was already billed.
     pub async fn hold_meter_events(&self, events: &[&PendingEvent]) -> Result<(), StoreError> {
         for event in events {
             let text = serde_json::to_string(event)
                 .map_err(|e| StoreError::Refused(format!("event could not be written: {e}")))?;
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(key(HOLDS_PK, &event.identifier)))
-                .update_expression(
-                    "SET event = :event, reason = :reason, heldAt = if_not_exists(heldAt, :now), \
-                     tries = if_not_exists(tries, :zero)",
-                )
-                .expression_attribute_values(":event", s(text))
-                .expression_attribute_values(":reason", s(event.held.clone().unwrap_or_default()))
-                .expression_attribute_values(":now", n(now_ms()))
-                .expression_attribute_values(":zero", n(0))
-                .send()
-                .await
-                .map_err(StoreError::from_sdk)?;
+            let mut item = key(holds_pk(&event.scope_prefix), &event.identifier);
+            item.insert("event".into(), s(text));
+            item.insert("reason".into(), s(event.held.clone().unwrap_or_default()));
+            item.insert("heldAt".into(), n(now_ms()));
+            item.insert("tries".into(), n(0));
+            if self.put_if_absent(item).await? {
+                // The scope is listed among those with holds (its count of holds made).
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(HOLDS_PK, scope_sk(&event.scope_prefix))))
+                    .update_expression("ADD v :one SET scopePrefix = :scope")
+                    .expression_attribute_values(":one", n(1))
+                    .expression_attribute_values(":scope", s(event.scope_prefix.clone()))
+                    .send()
+                    .await
+                    .map_err(StoreError::from_sdk)?;
+            }
         }
         Ok(())
     }
 
-    /// Up to `limit` held events, by identifier.
-    pub async fn meter_holds(&self, limit: usize) -> Result<Vec<MeterHold>, StoreError> {
+    /// The scopes with held events: each scope's key prefix and its count of holds made.
+    pub async fn meter_hold_scopes(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.partition(HOLDS_PK)
+            .await?
+            .iter()
+            .map(|item| {
+                let f = Fields::of(item);
+                Ok((
+                    f.opt_text("scopePrefix")?.unwrap_or_default().to_owned(),
+                    f.opt_int("v")?.unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
+    /// Up to `limit` events held for a scope (not released), by identifier.
+    pub async fn meter_holds(
+        &self,
+        scope_prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<MeterHold>, StoreError> {
         let mut pages = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(HOLDS_PK))
+            .filter_expression("attribute_not_exists(released)")
+            .expression_attribute_values(":pk", s(holds_pk(scope_prefix)))
             .consistent_read(true)
             .into_paginator()
             .items()
@@ -160,31 +196,58 @@ impl Store {
             .collect()
     }
 
-    /// How many events are held.
+    /// A scope with no held event left leaves the list, unless an event was held meanwhile
+    /// (its count moved from `seen`).
+    pub async fn forget_hold_scope(&self, scope_prefix: &str, seen: i64) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(HOLDS_PK, scope_sk(scope_prefix))))
+            .condition_expression("v = :seen")
+            .expression_attribute_values(":seen", n(seen))
+            .send()
+            .await;
+        written(result).map(|_| ())
+    }
+
+    /// How many events are held, in every scope.
     pub async fn count_meter_holds(&self) -> Result<usize, StoreError> {
         let mut count = 0usize;
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(HOLDS_PK))
-            .select(aws_sdk_dynamodb::types::Select::Count)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(StoreError::from_sdk)?;
-            count = count.saturating_add(usize::try_from(page.count()).unwrap_or(0));
+        for (scope, _) in self.meter_hold_scopes().await? {
+            let mut pages = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .filter_expression("attribute_not_exists(released)")
+                .expression_attribute_values(":pk", s(holds_pk(&scope)))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(StoreError::from_sdk)?;
+                count = count.saturating_add(usize::try_from(page.count()).unwrap_or(0));
+            }
         }
         Ok(count)
     }
 
-    /// Stripe has the held event now: it is no longer held.
-    pub async fn release_meter_hold(&self, identifier: &str) -> Result<(), StoreError> {
+    /// Stripe has the held event now: it is released (kept a week as released, so that a
+    /// batch resent after a crash does not hold it again).
+    pub async fn release_meter_hold(
+        &self,
+        scope_prefix: &str,
+        identifier: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
         self.client
-            .delete_item()
+            .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(HOLDS_PK, identifier)))
+            .set_key(Some(key(holds_pk(scope_prefix), identifier)))
+            .update_expression("SET released = :now, expiresAt = :expires")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":expires", n(now / 1000 + RELEASED_KEEP_SECS))
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
@@ -194,6 +257,7 @@ impl Store {
     /// A held event was refused again: the reason and the count of tries.
     pub async fn note_meter_hold_refused(
         &self,
+        scope_prefix: &str,
         identifier: &str,
         reason: &str,
     ) -> Result<(), StoreError> {
@@ -201,7 +265,7 @@ impl Store {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(HOLDS_PK, identifier)))
+            .set_key(Some(key(holds_pk(scope_prefix), identifier)))
             .update_expression("SET reason = :reason, triedAt = :now ADD tries :one")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":reason", s(reason))

@@ -675,9 +675,10 @@ impl StripeApi {
                     details.message.clone().unwrap_or_default()
                 )))
             }
-            // A client error other than rate limiting will not go away by sending again.
+            // A client error other than rate limiting, or another request with the same key in
+            // flight (409: its outcome is unknown), will not go away by sending again.
             Err(super::CallError::Stripe(details, status))
-                if (400..500).contains(&status) && status != 429 =>
+                if (400..500).contains(&status) && status != 429 && status != 409 =>
             {
                 let message = details.message.clone().unwrap_or_default();
                 // Stripe's code says it holds this identifier already; its words are not read.
