@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::adapters::store::StatsEpoch;
+use crate::adapters::store::{Recount, StatsEpoch};
 use crate::domain::records::now_ms;
 use crate::domain::scope::Scope;
 use crate::domain::stats::StatsDelta;
@@ -84,7 +84,7 @@ pub async fn backfill_stats(
                 continue;
             };
             app.store
-                .recount_payment(prefix, intent, epoch.epoch, counts, None)
+                .recount_payment(prefix, intent, epoch.epoch, counts, Recount::Backfill)
                 .await?;
             report.payments += 1;
         }

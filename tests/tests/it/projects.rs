@@ -902,31 +902,24 @@ async fn a_configuration_that_fails_half_way_leaves_no_claimed_project_behind() 
     assert_eq!(status, 404, "the project is Bob's now");
 }
 
-#[tokio::test]
-async fn a_backfill_counts_what_the_stream_never_brought_once_and_no_counter_goes_negative() {
-    let app = spawn_app().await;
-    open_project(&app, "dev-ann", "alpha", "test").await;
-    // Before the stream is followed (as data written before the stream existed): yan buys, and
-    // zoe's payment is created, still pending.
-    let yans = buy(&app, "yan", "alpha", "test").await;
-    assert!(settled(&app, "yan", "alpha", "test", &[yans], json!(12.5)).await);
-    let token = app.token("zoe");
+/// A payment of `user` created (pending) through the API, not paid.
+async fn pending_payment(app: &TestApp, user: &str) -> String {
     let created = app
         .call(
             "POST",
             "/api/stripe/create-payment-intent?project_id=alpha&test_mode=true",
-            Some(&token),
+            Some(&app.token(user)),
             Some(&json!({"creditPackageId": "ten"})),
         )
         .await;
     assert_eq!(created.status, 200, "{}", created.body);
-    let zoes = created.body["data"]["paymentIntentId"]
+    created.body["data"]["paymentIntentId"]
         .as_str()
         .expect("an intent")
-        .to_owned();
+        .to_owned()
+}
 
-    app.follow_stream().await;
-    // zoe pays now: the stream brings her payment's change from pending, never counted.
+async fn pay(app: &TestApp, user: &str, intent: &str) {
     let key = keys("alpha", "test")["secretKey"]
         .as_str()
         .expect("key")
@@ -935,12 +928,38 @@ async fn a_backfill_counts_what_the_stream_never_brought_once_and_no_counter_goe
         .pay_with_card_at(
             &project_stripe_base("alpha"),
             &key,
-            &zoes,
+            intent,
             "4242424242424242",
         )
         .await;
     assert_eq!(paid.status, 200, "{}", paid.body);
-    assert!(settled(&app, "zoe", "alpha", "test", &[zoes], json!(12.5)).await);
+    assert!(
+        settled(
+            app,
+            user,
+            "alpha",
+            "test",
+            &[intent.to_owned()],
+            json!(12.5)
+        )
+        .await
+    );
+}
+
+#[tokio::test]
+async fn a_backfill_counts_what_the_stream_never_brought_once_and_no_counter_goes_negative() {
+    let app = spawn_app().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+    // Before the stream is followed (as data written before the stream existed): yan buys, and
+    // the payments of zoe and pat are created, still pending.
+    let yans = buy(&app, "yan", "alpha", "test").await;
+    assert!(settled(&app, "yan", "alpha", "test", &[yans], json!(12.5)).await);
+    let zoes = pending_payment(&app, "zoe").await;
+    let pats = pending_payment(&app, "pat").await;
+
+    app.follow_stream().await;
+    // zoe pays now, and yan spends: the stream brings those.
+    pay(&app, "zoe", &zoes).await;
     let spend = json!({"amount": 2.5, "reason": "job", "idempotencyKey": "s-1"});
     let spent = app
         .call(
@@ -951,28 +970,25 @@ async fn a_backfill_counts_what_the_stream_never_brought_once_and_no_counter_goe
         )
         .await;
     assert_eq!(spent.status, 200, "{}", spent.body);
-    let partial = eventually(WEBHOOK_WAIT_SECS, || async {
+    eventually(WEBHOOK_WAIT_SECS, || async {
         let stats = stats_of(&app, "dev-ann", "alpha").await;
         (stats["credits"]["spent"] == json!(2.5) && stats["payments"]["succeeded"] == json!(1))
             .then_some(stats)
     })
     .await
     .expect("the stream counts what it brought");
-    // Only what the stream brought, and never below zero: zoe's payment left `pending`
-    // without ever having been counted there.
-    assert_eq!(partial["payments"]["pending"], json!(0), "{partial}");
-    assert_eq!(partial["credits"]["sold"], json!(12.5), "{partial}");
 
-    let whole = json!({
-        "succeeded": 2, "sold": 25.0, "spent": 2.5, "outstanding": 22.5, "revenue": 20.0,
-    });
     let figures = |stats: &Value| {
         json!({
-            "succeeded": stats["payments"]["succeeded"], "sold": stats["credits"]["sold"],
-            "spent": stats["credits"]["spent"], "outstanding": stats["credits"]["outstanding"],
-            "revenue": stats["revenue"]["usd"],
+            "succeeded": stats["payments"]["succeeded"], "pending": stats["payments"]["pending"],
+            "sold": stats["credits"]["sold"], "spent": stats["credits"]["spent"],
+            "outstanding": stats["credits"]["outstanding"], "revenue": stats["revenue"]["usd"],
         })
     };
+    let whole = json!({
+        "succeeded": 2, "pending": 1, "sold": 25.0, "spent": 2.5, "outstanding": 22.5,
+        "revenue": 20.0,
+    });
     let backfill = || async {
         coffer::services::stats_backfill::backfill_stats(
             &app.app.app,
@@ -983,24 +999,30 @@ async fn a_backfill_counts_what_the_stream_never_brought_once_and_no_counter_goe
         .expect("the backfill")
     };
     let report = backfill().await;
-    assert!(report.payments >= 2 && report.entries >= 1, "{report:?}");
-    let stats = stats_of(&app, "dev-ann", "alpha").await;
-    assert_eq!(figures(&stats), whole, "{stats}");
-    assert_eq!(stats["payments"]["pending"], json!(0), "{stats}");
-
-    // Run again: the same figures. And the stream goes on counting on top of them, once.
+    assert!(report.payments >= 3 && report.entries >= 1, "{report:?}");
+    assert_eq!(figures(&stats_of(&app, "dev-ann", "alpha").await), whole);
+    // Run again: the same figures.
     backfill().await;
     assert_eq!(figures(&stats_of(&app, "dev-ann", "alpha").await), whole);
+
+    // pat pays now: a payment the stream never saw made leaves `pending` without taking it
+    // below zero, and the stream goes on counting on top of the backfill, once.
+    pay(&app, "pat", &pats).await;
     let amys = buy(&app, "amy", "alpha", "test").await;
     assert!(settled(&app, "amy", "alpha", "test", &[amys], json!(12.5)).await);
     let after = eventually(WEBHOOK_WAIT_SECS, || async {
         let stats = stats_of(&app, "dev-ann", "alpha").await;
-        (stats["payments"]["succeeded"] == json!(3)).then_some(stats)
+        (stats["payments"]["succeeded"] == json!(4)).then_some(stats)
     })
     .await
-    .expect("the stream counts the new payment");
-    assert_eq!(after["credits"]["sold"], json!(37.5), "{after}");
-    assert_eq!(after["revenue"]["usd"], json!(30.0), "{after}");
+    .expect("the stream counts the new payments");
+    assert_eq!(
+        figures(&after),
+        json!({
+            "succeeded": 4, "pending": 0, "sold": 50.0, "spent": 2.5, "outstanding": 47.5,
+            "revenue": 40.0,
+        })
+    );
 }
 
 #[tokio::test]

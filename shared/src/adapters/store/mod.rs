@@ -41,7 +41,7 @@ pub use packages::IdempotencyRecord;
 pub use payments::{valid_boundary, AttentionItem, CreditOutcome, IncludedOutcome};
 pub use projects::{ProjectClaim, SaveOutcome};
 pub use stats::{
-    item_from_stream_json, records_from_event, BackfillPage, StatsEpoch, StatsOutcome,
+    item_from_stream_json, records_from_event, BackfillPage, Recount, StatsEpoch, StatsOutcome,
     StreamRecord, STATS_SHARDS,
 };
 pub use usage::{

@@ -65,6 +65,8 @@ enum Counts {
         prefix: String,
         intent: String,
         now: StatsDelta,
+        /// What the record's old image counts for (`None`: no old image).
+        before: Option<StatsDelta>,
     },
     Entry {
         prefix: String,
@@ -88,10 +90,16 @@ fn record_counts(record: &StreamRecord) -> Option<Counts> {
                 }
             },
         };
+        let before = record
+            .old
+            .as_ref()
+            .and_then(|item| payment_from_item(item).ok())
+            .map(|payment| contribution(&payment));
         return Some(Counts::Payment {
             prefix: prefix.to_owned(),
             intent: rest.trim_start_matches("PAY#").to_owned(),
             now,
+            before,
         });
     }
     if sk.starts_with("ENTRY#") && rest.starts_with("USER#") && record.event_name == "INSERT" {
@@ -156,6 +164,18 @@ fn delta_from_text(text: &str) -> Result<StatsDelta, StoreError> {
     serde_json::from_str(text)
         .map(StatsDelta)
         .map_err(|_| StoreError::Refused("stats counts are not readable".into()))
+}
+
+/// Where a payment's recount comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Recount<'a> {
+    /// A stream record: its position, and in epoch 0 what its old image counts for.
+    Stream {
+        position: Option<&'a str>,
+        legacy: Option<&'a StatsDelta>,
+    },
+    /// A backfill's read of the table.
+    Backfill,
 }
 
 /// Attempts of a payment's recount that lost a race with another one.
@@ -265,13 +285,25 @@ impl Store {
             }
         };
         match counts {
-            Counts::Payment { intent, now, .. } => {
+            Counts::Payment {
+                intent,
+                now,
+                before,
+                ..
+            } => {
+                // Epoch 0 (no backfill yet): the counters already hold what the stream brought
+                // before payments were recounted, so a payment with no count of its own yet is
+                // taken as counted for its old image, as the stream counted it then.
+                let legacy = (epoch.epoch == 0).then_some(before).flatten();
                 self.recount_payment(
                     &prefix,
                     &intent,
                     epoch.epoch,
                     &now,
-                    record.sequence.as_deref(),
+                    Recount::Stream {
+                        position: record.sequence.as_deref(),
+                        legacy: legacy.as_ref(),
+                    },
                 )
                 .await
             }
@@ -347,15 +379,16 @@ impl Store {
     }
 
     /// Counts a payment as it now stands (`now`), in place of what it was last counted for, in
-    /// one transaction with the record of what it counts for. `position`: the stream record's
-    /// (a change not newer than the one counted changes nothing); `None` from a backfill.
+    /// one transaction with the record of what it counts for. From the stream, a change not
+    /// newer than the one counted changes nothing; from a backfill, a payment the stream has
+    /// counted in this epoch already is left to it (the stream's count is the newer).
     pub async fn recount_payment(
         &self,
         prefix: &str,
         intent: &str,
         epoch: i64,
         now: &StatsDelta,
-        position: Option<&str>,
+        how: Recount<'_>,
     ) -> Result<StatsOutcome, StoreError> {
         let counted_at = counted_key(prefix, intent, epoch);
         for _ in 0..RECOUNT_ATTEMPTS {
@@ -373,7 +406,27 @@ impl Store {
                     )
                 }
             };
-            let Some(delta) = recount(counted.as_ref(), now, position) else {
+            let position = match how {
+                Recount::Stream { position, .. } => position,
+                Recount::Backfill => None,
+            };
+            if matches!(how, Recount::Backfill) && counted.is_some() {
+                return Ok(StatsOutcome::AlreadyCounted);
+            }
+            let legacy = match (&counted, how) {
+                (
+                    None,
+                    Recount::Stream {
+                        legacy: Some(before),
+                        ..
+                    },
+                ) => Some(Counted {
+                    counts: before.clone(),
+                    position: None,
+                }),
+                _ => None,
+            };
+            let Some(delta) = recount(counted.as_ref().or(legacy.as_ref()), now, position) else {
                 return Ok(StatsOutcome::AlreadyCounted);
             };
             let mut item = counted_at.clone();
@@ -470,6 +523,7 @@ impl Store {
                     prefix,
                     intent,
                     now,
+                    ..
                 }) => page.payments.push((prefix, intent, now)),
                 Some(Counts::Entry {
                     prefix,
