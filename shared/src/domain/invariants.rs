@@ -71,6 +71,9 @@ pub struct CheckCursor {
     /// Accounts (scope prefix, account id) left to judge again: they moved between reads.
     #[serde(default)]
     pub busy: Vec<(String, String)>,
+    /// The last account judged (an account whose items span pages is judged once).
+    #[serde(default)]
+    pub last_judged: Option<(String, String)>,
 }
 
 /// What one account's reads came to.
@@ -87,8 +90,12 @@ pub enum Verdict {
 /// payments): it holds as soon as one read adds up; it is broken only when two reads in a row
 /// found the very same items and they do not add up (a write in flight between a balance and
 /// its entry, which a non-transactional read can see half of, never is).
+///
+/// An account that keeps moving is broken too when `STEADY_READS` reads in a row, each of other
+/// items, are off by the very same amounts: a write in flight shows its own amount, once.
 pub fn judge(reads: &[LedgerSnapshot]) -> Verdict {
     let mut last: Option<(String, Vec<String>)> = None;
+    let mut offs: Vec<BTreeMap<String, i128>> = Vec::new();
     for read in reads {
         let report = check(read);
         if report.is_clean() {
@@ -100,9 +107,58 @@ pub fn judge(reads: &[LedgerSnapshot]) -> Verdict {
                 return Verdict::Broken(report.violations);
             }
         }
+        offs.push(discrepancies(read));
+        let steady = offs.len() >= STEADY_READS
+            && offs[offs.len() - STEADY_READS..]
+                .windows(2)
+                .all(|pair| pair[0] == pair[1]);
+        if steady {
+            return Verdict::Broken(report.violations);
+        }
         last = Some((print, report.violations));
     }
     Verdict::Busy
+}
+
+/// Reads in a row off by the same amounts that make a moving account broken.
+pub const STEADY_READS: usize = 3;
+
+/// By how much each balance and payment of a read is off (only the ones that are).
+fn discrepancies(read: &LedgerSnapshot) -> BTreeMap<String, i128> {
+    let mut sums: BTreeMap<(&str, &str), i128> = BTreeMap::new();
+    let mut moved: BTreeMap<(&str, &str), i128> = BTreeMap::new();
+    for entry in &read.entries {
+        *sums.entry((&entry.scope, entry.user.as_str())).or_default() += i128::from(entry.amount);
+        if let Some(intent) = &entry.intent_id {
+            *moved.entry((&entry.scope, intent)).or_default() += i128::from(entry.amount);
+        }
+    }
+    let mut off = BTreeMap::new();
+    for (scope, user, balance) in &read.balances {
+        let sum = sums
+            .get(&(scope.as_str(), user.as_str()))
+            .copied()
+            .unwrap_or(0);
+        if i128::from(*balance) != sum {
+            off.insert(
+                format!("balance {scope}{}", user.as_str()),
+                i128::from(*balance) - sum,
+            );
+        }
+    }
+    for (scope, payment) in &read.payments {
+        let by_entries = moved
+            .get(&(scope.as_str(), payment.intent_id.as_str()))
+            .copied()
+            .unwrap_or(0);
+        if by_entries != i128::from(payment.applied) {
+            off.insert(
+                format!("payment {scope}{}", payment.intent_id),
+                by_entries - i128::from(payment.applied),
+            );
+        }
+    }
+    off
 }
 
 /// What a read saw, in a stable order: equal for two reads of the same items.
@@ -351,6 +407,23 @@ mod tests {
         assert_eq!(judge(&[]), Verdict::Busy);
         assert!(matches!(
             judge(&[torn, torn_again.clone(), torn_again]),
+            Verdict::Broken(_)
+        ));
+        // A corrupted account that keeps moving: other items each read, always 7 too many.
+        let moving_and_off = |spent: i64| {
+            let mut read = healthy();
+            read.entries
+                .push(entry(&format!("spend:{spent}"), -spent, None));
+            read.balances[0].2 = 350 - spent + 7;
+            read
+        };
+        assert_eq!(
+            judge(&[moving_and_off(1), moving_and_off(2)]),
+            Verdict::Busy,
+            "two reads are not enough"
+        );
+        assert!(matches!(
+            judge(&[moving_and_off(1), moving_and_off(2), moving_and_off(3)]),
             Verdict::Broken(_)
         ));
     }

@@ -49,6 +49,11 @@ impl Budget {
         Instant::now() >= self.deadline || self.max_sends.is_some_and(|max| sent >= max)
     }
 
+    /// Whether the deadline has passed (whatever the test bound on calls).
+    pub fn past_deadline(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
     /// How many more sends the bound allows (unbounded outside tests).
     pub fn sends_left(&self, sent: usize) -> usize {
         self.max_sends

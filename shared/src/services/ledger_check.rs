@@ -87,10 +87,15 @@ pub async fn check_ledger(
         }
     };
     let mut report = CheckReport::default();
-    for (prefix, account) in std::mem::take(&mut cursor.busy) {
+    let busy = std::mem::take(&mut cursor.busy);
+    for (prefix, account) in busy {
         let Some(user) = UserId::parse(&account) else {
             continue;
         };
+        if budget.out(report.pages) {
+            cursor.busy.push((prefix, account));
+            continue;
+        }
         judge_account(
             app,
             &prefix,
@@ -102,7 +107,7 @@ pub async fn check_ledger(
         )
         .await?;
     }
-    while !budget.out(report.pages) {
+    'pages: while !budget.out(report.pages) {
         let page = app
             .store
             .scan_segment_page(cursor.segment, SEGMENTS, cursor.after.clone(), PAGE_ITEMS)
@@ -113,7 +118,17 @@ pub async fn check_ledger(
             tracing::error!(violation = %sentence, "ledger invariant broken");
             broken(&mut report, &mut cursor, vec![sentence]);
         }
+        let mut judged = cursor.last_judged.clone();
         for ((prefix, user), intents) in page.accounts {
+            let this = (prefix.clone(), user.as_str().to_owned());
+            // Its items began on the last page: judged there already.
+            if judged.as_ref() == Some(&this) && intents.is_empty() {
+                continue;
+            }
+            if budget.past_deadline() {
+                // The page is read again by the next run (its accounts judged again: harmless).
+                break 'pages;
+            }
             judge_account(
                 app,
                 &prefix,
@@ -124,7 +139,9 @@ pub async fn check_ledger(
                 &mut report,
             )
             .await?;
+            judged = Some(this);
         }
+        cursor.last_judged = judged;
         match page.next {
             Some(key) => cursor.after = Some(key),
             None => {

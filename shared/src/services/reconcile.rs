@@ -149,8 +149,9 @@ pub async fn reconcile(
     Ok(report)
 }
 
-/// Goes on with one scope's pass, page by page, saving its cursor after each page. `true` when
-/// the pass finished (and the scope's subscriptions were read again), `false` when the budget
+/// Goes on with one scope's pass, page by page, saving its cursor after each page, then reads
+/// again the scope's subscriptions that are due (when the budget allows; a failure there is the
+/// run's, after the coverage is saved). `true` when the pass finished, `false` when the budget
 /// ran out first.
 async fn reconcile_scope(
     app: &App,
@@ -206,24 +207,32 @@ async fn reconcile_scope(
     };
     if finished {
         coverage.finish(&pass);
-        report.subscriptions_reread = reread_subscriptions(app, scope).await?;
     } else {
         coverage.pass = Some(pass.clone());
     }
+    // Saved first: a subscription that keeps failing to be read never holds the pass back.
     store.save_reconcile_coverage(coverage).await?;
+    let reread = if budget.out(total.pages + report.pages) {
+        Ok(0)
+    } else {
+        reread_subscriptions(app, scope).await
+    };
     tracing::info!(
         scope = %scope,
         finished,
         from = pass.from,
         to = pass.to,
-        reread = report.subscriptions_reread,
         pages = report.pages,
         listed = report.listed,
         succeeded = report.succeeded,
         credited = report.credited.len(),
         "reconciliation of a scope went on"
     );
+    let reread = reread.map(|count| {
+        total.subscriptions_reread += count;
+    });
     total.add(report);
+    reread?;
     Ok(finished)
 }
 
