@@ -185,7 +185,7 @@ impl Config {
                 None => None,
                 Some(url) => Some(valid_public_base(&url).ok_or(ConfigError {
                     name: "PUBLIC_BASE_URL",
-                    problem: "must be an https URL (http only for localhost), with no query",
+                    problem: "must be an https URL (http only for localhost), with no query, whose path does not begin with api or internal",
                 })?),
             },
             default_currency,
@@ -282,6 +282,9 @@ impl Config {
     }
 }
 
+/// The first segments of the API's routes: no base path may begin with one.
+const ROUTE_ROOTS: [&str; 2] = ["api", "internal"];
+
 /// A public base URL without its trailing slash, if it is one.
 fn valid_public_base(url: &str) -> Option<String> {
     let url = url.trim().trim_end_matches('/');
@@ -290,7 +293,10 @@ fn valid_public_base(url: &str) -> Option<String> {
             .filter(|r| r.starts_with("localhost") || r.starts_with("127.0.0.1"))
     })?;
     let host = rest.split('/').next().unwrap_or("");
+    // A base path that begins like a route would make that route's paths ambiguous.
+    let first = rest.split('/').nth(1).unwrap_or("");
     let fine = !host.is_empty()
+        && !ROUTE_ROOTS.contains(&first)
         && !rest.contains(['?', '#', ' '])
         && !rest.contains("//")
         && rest.is_ascii();
@@ -299,4 +305,35 @@ fn valid_public_base(url: &str) -> Option<String> {
 
 fn non_empty(name: &str) -> Option<String> {
     env::var(name).ok().filter(|value| !value.trim().is_empty())
+}
+
+#[cfg(test)]
+mod public_base_tests {
+    use super::*;
+
+    #[test]
+    fn a_public_base_url_is_https_with_a_path_that_no_route_begins_with() {
+        assert_eq!(
+            valid_public_base("https://api.example.com/billing/").as_deref(),
+            Some("https://api.example.com/billing")
+        );
+        assert!(valid_public_base("https://api.example.com").is_some());
+        assert!(valid_public_base("http://localhost:3000/b").is_some());
+        for bad in [
+            "http://api.example.com/billing",
+            "https://api.example.com/api",
+            "https://api.example.com/internal/x",
+            "https://api.example.com/b?x=1",
+            "https:///billing",
+            "https://a.example.com//billing",
+            "ftp://a.example.com",
+        ] {
+            assert!(valid_public_base(bad).is_none(), "{bad}");
+        }
+        let mut config = Config::new("t".into(), None, None);
+        config.public_base_url = Some("https://api.example.com/v1/billing".into());
+        assert_eq!(config.base_path(), "/v1/billing");
+        config.public_base_url = Some("https://api.example.com".into());
+        assert_eq!(config.base_path(), "");
+    }
 }
