@@ -232,7 +232,7 @@ async fn local_token(api: &LocalApi, body: Incoming) -> Reply {
 async fn route(api: Arc<LocalApi>, req: hyper::Request<Incoming>, request_id: String) -> Reply {
     // Under a custom domain's API mapping (`PUBLIC_BASE_URL` with a path), API Gateway removes
     // the mapping's path before it routes: so does the local router.
-    let req = coffer::http::strip_base_path(req, api.app.config.base_path());
+    let req = coffer::runtime::strip_base_path(req, api.app.config.base_path());
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     if method == "GET" {

@@ -51,6 +51,10 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+/// A request made with an idempotency key: its path, its body, and once answered, the answer's
+/// status and body.
+type KeptRequest = (String, Bytes, Option<(u16, Bytes)>);
+
 #[derive(Default)]
 struct State {
     sessions: HashMap<String, Value>,
@@ -63,7 +67,7 @@ struct State {
     meter_identifiers: std::collections::HashSet<String>,
     /// Answers kept by idempotency key: the request (path and body) and, once answered, the
     /// status and body (`None` while in flight).
-    idempotent: HashMap<String, (String, Bytes, Option<(u16, Bytes)>)>,
+    idempotent: HashMap<String, KeptRequest>,
     /// PaymentIntent listings by their `created` bounds: when read, and the intents newest first.
     intent_lists: HashMap<(i64, i64), (std::time::Instant, Vec<Value>)>,
 }
@@ -247,7 +251,7 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
         }
         ("POST", "/v1/billing/meter_events") => {
             match idempotency_begin(&double, &method, &path, &headers, &body) {
-                Err(reply) => reply,
+                Err(reply) => *reply,
                 Ok(key) => {
                     let answer = meter_event(&double, &form(&body));
                     let status = answer.status().as_u16();
@@ -795,7 +799,7 @@ async fn forward(
 ) -> Reply {
     let key = match idempotency_begin(double, method, path, headers, &body) {
         Ok(key) => key,
-        Err(reply) => return reply,
+        Err(reply) => return *reply,
     };
     let answer = forward_upstream(double, method, path, query, headers, body).await;
     idempotency_end(double, key.as_deref(), answer.as_ref().ok().cloned());
@@ -813,7 +817,7 @@ fn idempotency_begin(
     path: &str,
     headers: &hyper::HeaderMap,
     body: &Bytes,
-) -> Result<Option<String>, Reply> {
+) -> Result<Option<String>, Box<Reply>> {
     let Some(key) = (method == "POST")
         .then(|| headers.get("idempotency-key").and_then(|v| v.to_str().ok()))
         .flatten()
@@ -840,15 +844,15 @@ fn idempotency_begin(
         });
     match seen.flatten() {
         None => Ok(Some(key)),
-        Some((false, _)) => Err(stripe_error(
+        Some((false, _)) => Err(Box::new(stripe_error(
             400,
             "Keys for idempotent requests can only be used with the same parameters they were first used with.",
-        )),
-        Some((true, None)) => Err(stripe_error(
+        ))),
+        Some((true, None)) => Err(Box::new(stripe_error(
             409,
             "There is currently another in-progress request using this Idempotency Key.",
-        )),
-        Some((true, Some((status, bytes)))) => Err(json_reply(status, bytes)),
+        ))),
+        Some((true, Some((status, bytes)))) => Err(Box::new(json_reply(status, bytes))),
     }
 }
 

@@ -79,15 +79,10 @@ impl Store {
             ..ScanPage::default()
         };
         for item in items {
-            let (Some(pk), Some(sk)) = (get_s(item, "pk"), get_s(item, "sk")) else {
+            let Some((scope, rest, user, sk)) = ledger_place(item) else {
                 page.unreadable.push("an item without pk/sk".into());
                 continue;
             };
-            let (scope, rest) = split_scope(pk);
-            let user = rest
-                .strip_prefix("USER#")
-                .filter(|id| !id.ends_with("#PAY"))
-                .and_then(UserId::parse);
             match (user, sk) {
                 (Some(user), sk) if sk == "BALANCE" || sk.starts_with("ENTRY#") => {
                     page.accounts.entry((scope.to_owned(), user)).or_default();
@@ -100,7 +95,7 @@ impl Store {
                                 .or_default()
                                 .insert(payment.intent_id);
                         }
-                        Err(err) => page.unreadable.push(format!("{pk}/{sk}: {err}")),
+                        Err(err) => page.unreadable.push(format!("{scope}{rest}/{sk}: {err}")),
                     }
                 }
                 _ => {}
@@ -294,19 +289,26 @@ fn index(name: &str, hash: &str, range: &str) -> Result<GlobalSecondaryIndex, St
         .map_err(StoreError::build)
 }
 
+/// Where a ledger item lives: its scope's key prefix, the rest of its partition key, its
+/// account (an item of a `USER#` partition) and its sort key. `None`: no pk or sk.
+fn ledger_place(item: &Item) -> Option<(&str, &str, Option<UserId>, &str)> {
+    let (pk, sk) = (get_s(item, "pk")?, get_s(item, "sk")?);
+    let (scope, rest) = split_scope(pk);
+    let user = rest
+        .strip_prefix("USER#")
+        .filter(|id| !id.ends_with("#PAY"))
+        .and_then(UserId::parse);
+    Some((scope, rest, user, sk))
+}
+
 /// Sorts the table's items into the checker's snapshot, every scope apart.
 pub fn ledger_snapshot(items: &[Item]) -> LedgerSnapshot {
     let mut snapshot = LedgerSnapshot::default();
     for item in items {
-        let (Some(pk), Some(sk)) = (get_s(item, "pk"), get_s(item, "sk")) else {
+        let Some((scope, rest, user, sk)) = ledger_place(item) else {
             snapshot.unreadable.push("an item without pk/sk".into());
             continue;
         };
-        let (scope, rest) = split_scope(pk);
-        let user = rest
-            .strip_prefix("USER#")
-            .filter(|id| !id.ends_with("#PAY"))
-            .and_then(UserId::parse);
         let f = Fields::of(item);
         let scope = scope.to_owned();
         let decoded = match (user, sk) {

@@ -140,6 +140,19 @@ impl Store {
         Ok(())
     }
 
+    /// A query of the events held (not released) for a scope.
+    fn held_in(
+        &self,
+        scope_prefix: &str,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .filter_expression("attribute_not_exists(released)")
+            .expression_attribute_values(":pk", s(holds_pk(scope_prefix)))
+    }
+
     /// The scopes with held events: each scope's key prefix and its count of holds made.
     pub async fn meter_hold_scopes(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.partition(HOLDS_PK)
@@ -162,12 +175,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<MeterHold>, StoreError> {
         let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .filter_expression("attribute_not_exists(released)")
-            .expression_attribute_values(":pk", s(holds_pk(scope_prefix)))
+            .held_in(scope_prefix)
             .consistent_read(true)
             .into_paginator()
             .items()
@@ -216,12 +224,7 @@ impl Store {
         let mut count = 0usize;
         for (scope, _) in self.meter_hold_scopes().await? {
             let mut pages = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .filter_expression("attribute_not_exists(released)")
-                .expression_attribute_values(":pk", s(holds_pk(&scope)))
+                .held_in(&scope)
                 .select(aws_sdk_dynamodb::types::Select::Count)
                 .into_paginator()
                 .send();
@@ -286,24 +289,7 @@ impl Store {
         to: &str,
         limit: i32,
     ) -> Result<usize, StoreError> {
-        let start = format!("{from}\u{1}");
-        if start.as_str() > to {
-            return Ok(0);
-        }
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(GSI2)
-            .key_condition_expression("gsi2pk = :pk AND gsi2sk BETWEEN :from AND :to")
-            .expression_attribute_values(":pk", s(meter_pk(shard)))
-            .expression_attribute_values(":from", s(start))
-            .expression_attribute_values(":to", s(to))
-            .limit(limit)
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        let items = output.items();
+        let items = self.meter_range(shard, from, to, limit).await?;
         let Some(last) = items.last().and_then(|i| get_s(i, "gsi2sk")) else {
             return Ok(0);
         };
@@ -414,18 +400,18 @@ impl Store {
         written(request.send().await)
     }
 
-    /// Up to `limit` metered records of a shard after `after` and before `before` (sort keys),
-    /// oldest first.
-    pub async fn metered_records(
+    /// Up to `limit` items of a meter shard's index partition after `after` up to `to` (sort
+    /// keys), oldest first; none when `after` is past `to` (a clock step, a longer settle time).
+    async fn meter_range(
         &self,
         shard: usize,
         after: &str,
-        before: &str,
+        to: &str,
         limit: i32,
-    ) -> Result<Vec<MeteredRecord>, StoreError> {
+    ) -> Result<Vec<Item>, StoreError> {
+        // The sort keys are `<15-digit ms>#<hash>`: `after` + a byte is the first key past it.
         let from = format!("{after}\u{1}");
-        if from.as_str() > before {
-            // The watermark is past the settled time (a clock step, a longer settle time).
+        if from.as_str() > to {
             return Ok(Vec::new());
         }
         let output = self
@@ -435,15 +421,26 @@ impl Store {
             .index_name(GSI2)
             .key_condition_expression("gsi2pk = :pk AND gsi2sk BETWEEN :from AND :to")
             .expression_attribute_values(":pk", s(meter_pk(shard)))
-            // The sort keys are `<15-digit ms>#<hash>`: `after` + a byte is the first key past it.
             .expression_attribute_values(":from", s(from))
-            .expression_attribute_values(":to", s(before))
+            .expression_attribute_values(":to", s(to))
             .limit(limit)
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
-        output
-            .items()
+        Ok(output.items.unwrap_or_default())
+    }
+
+    /// Up to `limit` metered records of a shard after `after` and before `before` (sort keys),
+    /// oldest first.
+    pub async fn metered_records(
+        &self,
+        shard: usize,
+        after: &str,
+        before: &str,
+        limit: i32,
+    ) -> Result<Vec<MeteredRecord>, StoreError> {
+        self.meter_range(shard, after, before, limit)
+            .await?
             .iter()
             .map(|item| {
                 let f = Fields::of(item);
