@@ -252,7 +252,7 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
         ("POST", "/v1/billing/meter_events") => {
             match idempotency_begin(&double, &method, &path, &headers, &body) {
                 Err(reply) => *reply,
-                Ok(key) => {
+                Ok(hold) => {
                     let answer = meter_event(&double, &form(&body));
                     let status = answer.status().as_u16();
                     let bytes = answer
@@ -261,7 +261,7 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
                         .await
                         .map(|c| c.to_bytes())
                         .unwrap_or_default();
-                    idempotency_end(&double, key.as_deref(), Some((status, bytes.clone())));
+                    hold.finish(Some((status, bytes.clone())));
                     json_reply(status, bytes)
                 }
             }
@@ -797,12 +797,12 @@ async fn forward(
     headers: &hyper::HeaderMap,
     body: Bytes,
 ) -> Reply {
-    let key = match idempotency_begin(double, method, path, headers, &body) {
-        Ok(key) => key,
+    let hold = match idempotency_begin(double, method, path, headers, &body) {
+        Ok(hold) => hold,
         Err(reply) => return *reply,
     };
     let answer = forward_upstream(double, method, path, query, headers, body).await;
-    idempotency_end(double, key.as_deref(), answer.as_ref().ok().cloned());
+    hold.finish(answer.as_ref().ok().cloned());
     match answer {
         Ok((status, bytes)) => json_reply(status, bytes),
         Err(()) => stripe_error(502, "the test double could not reach localstripe"),
@@ -810,20 +810,27 @@ async fn forward(
 }
 
 /// Begins a request that may carry an `Idempotency-Key`: `Err` is the answer already (the first
-/// answer again, another body with the key, the first still in flight), `Ok` the key to finish.
-fn idempotency_begin(
-    double: &Double,
+/// answer again, another body with the key, the first still in flight), `Ok` the request's hold
+/// on its key, to finish with its answer. A request that never finishes (its connection
+/// dropped, a panic) frees its key when the hold is dropped.
+fn idempotency_begin<'a>(
+    double: &'a Double,
     method: &str,
     path: &str,
     headers: &hyper::HeaderMap,
     body: &Bytes,
-) -> Result<Option<String>, Box<Reply>> {
+) -> Result<KeyHold<'a>, Box<Reply>> {
+    let hold = |key| KeyHold {
+        double,
+        key,
+        finished: false,
+    };
     let Some(key) = (method == "POST")
         .then(|| headers.get("idempotency-key").and_then(|v| v.to_str().ok()))
         .flatten()
         .map(str::to_owned)
     else {
-        return Ok(None);
+        return Ok(hold(None));
     };
     let seen = double
         .state
@@ -843,7 +850,7 @@ fn idempotency_begin(
             }
         });
     match seen.flatten() {
-        None => Ok(Some(key)),
+        None => Ok(hold(Some(key))),
         Some((false, _)) => Err(Box::new(stripe_error(
             400,
             "Keys for idempotent requests can only be used with the same parameters they were first used with.",
@@ -856,19 +863,41 @@ fn idempotency_begin(
     }
 }
 
-/// Keeps the answer of a key's first request (Stripe keeps what it began to execute, not a
-/// failure of its own: a 5xx or no answer frees the key).
-fn idempotency_end(double: &Double, key: Option<&str>, answer: Option<(u16, Bytes)>) {
-    let (Some(key), Ok(mut state)) = (key, double.state.lock()) else {
-        return;
-    };
-    match answer {
-        Some((status, bytes)) if status < 500 => {
-            if let Some(slot) = state.idempotent.get_mut(key) {
-                slot.2 = Some((status, bytes));
+/// A request's hold on its idempotency key.
+struct KeyHold<'a> {
+    double: &'a Double,
+    key: Option<String>,
+    finished: bool,
+}
+
+impl KeyHold<'_> {
+    /// Keeps the answer for the key, whatever its status, as Stripe does ("Subsequent requests
+    /// with the same key return the same result, including 500 errors"); no answer at all
+    /// (localstripe unreachable) frees the key.
+    fn finish(mut self, answer: Option<(u16, Bytes)>) {
+        self.finished = true;
+        let (Some(key), Ok(mut state)) = (self.key.as_deref(), self.double.state.lock()) else {
+            return;
+        };
+        match answer {
+            Some(answer) => {
+                if let Some(slot) = state.idempotent.get_mut(key) {
+                    slot.2 = Some(answer);
+                }
+            }
+            None => {
+                state.idempotent.remove(key);
             }
         }
-        _ => {
+    }
+}
+
+impl Drop for KeyHold<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if let (Some(key), Ok(mut state)) = (self.key.as_deref(), self.double.state.lock()) {
             state.idempotent.remove(key);
         }
     }

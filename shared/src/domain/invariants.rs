@@ -32,6 +32,9 @@ pub struct LedgerSnapshot {
     pub payments: Vec<(String, PaymentRecord)>,
     /// Items that could not be decoded, each with the attribute at fault.
     pub unreadable: Vec<String>,
+    /// The balance changed while the read was made (read again after its entries): a write
+    /// landed meanwhile, so the read may hold half of it.
+    pub moving: bool,
 }
 
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
@@ -107,7 +110,12 @@ pub fn judge(reads: &[LedgerSnapshot]) -> Verdict {
                 return Verdict::Broken(report.violations);
             }
         }
-        offs.push(discrepancies(read));
+        // Only reads during which the balance stood still count towards a steady difference.
+        if read.moving {
+            offs.clear();
+        } else {
+            offs.push(discrepancies(read));
+        }
         let steady = offs.len() >= STEADY_READS
             && offs[offs.len() - STEADY_READS..]
                 .windows(2)
@@ -315,6 +323,7 @@ mod tests {
                 (String::new(), payment("pi_2", 900, false, 0)),
             ],
             unreadable: Vec::new(),
+            moving: false,
         }
     }
 
@@ -426,5 +435,12 @@ mod tests {
             judge(&[moving_and_off(1), moving_and_off(2), moving_and_off(3)]),
             Verdict::Broken(_)
         ));
+        // The same, but a write landed during the middle read: not steady.
+        let mut caught_moving = moving_and_off(2);
+        caught_moving.moving = true;
+        assert_eq!(
+            judge(&[moving_and_off(1), caught_moving, moving_and_off(3)]),
+            Verdict::Busy
+        );
     }
 }

@@ -118,11 +118,11 @@ pub async fn check_ledger(
             tracing::error!(violation = %sentence, "ledger invariant broken");
             broken(&mut report, &mut cursor, vec![sentence]);
         }
-        let mut judged = cursor.last_judged.clone();
+        let previous = cursor.last_judged.clone();
         for ((prefix, user), intents) in page.accounts {
             let this = (prefix.clone(), user.as_str().to_owned());
             // Its items began on the last page: judged there already.
-            if judged.as_ref() == Some(&this) && intents.is_empty() {
+            if previous.as_ref() == Some(&this) && intents.is_empty() {
                 continue;
             }
             if budget.past_deadline() {
@@ -139,9 +139,11 @@ pub async fn check_ledger(
                 &mut report,
             )
             .await?;
-            judged = Some(this);
         }
-        cursor.last_judged = judged;
+        // The account whose items may go on in the next page.
+        cursor.last_judged = page
+            .last_account
+            .map(|(prefix, user)| (prefix, user.as_str().to_owned()));
         match page.next {
             Some(key) => cursor.after = Some(key),
             None => {

@@ -43,6 +43,9 @@ pub const SEND_CONCURRENCY: usize = 16;
 const CHUNK: usize = 4 * SEND_CONCURRENCY;
 /// Held events of one scope read per run.
 const HOLDS_PER_SCOPE: usize = 5_000;
+/// Attempts of a batch after which an event whose earlier send had no answer, refused now, is
+/// held rather than keeping the batch pending.
+const UNCERTAIN_ATTEMPTS: u32 = 3;
 /// Refusals in a row after which a scope's held events wait for the next run.
 const PROBE_REFUSALS: usize = 3;
 
@@ -294,7 +297,9 @@ impl Run<'_> {
             if self.budget.out(self.report.events_sent) {
                 return Ok(false);
             }
-            let holds = store.meter_holds(&scope_prefix, HOLDS_PER_SCOPE).await?;
+            let mut holds = store.meter_holds(&scope_prefix, HOLDS_PER_SCOPE).await?;
+            // The least recently tried first: a few that Stripe keeps refusing go to the back.
+            holds.sort_by_key(|h| (h.tried_at_ms, h.held_at_ms));
             if holds.is_empty() {
                 store.forget_hold_scope(&scope_prefix, seen).await?;
                 continue;
@@ -308,8 +313,12 @@ impl Run<'_> {
                 if self.clients.get(&scope_prefix).is_some_and(Result::is_err) {
                     break;
                 }
-                // The first alone (a probe), then chunks.
-                let size = if position == 0 { 1 } else { CHUNK };
+                // The first alone (a probe), then chunks; after a refusal, one by one.
+                let size = if position == 0 || refused_in_a_row > 0 {
+                    1
+                } else {
+                    CHUNK
+                };
                 let room = size
                     .min(self.budget.sends_left(self.report.events_sent))
                     .max(1);
@@ -339,6 +348,14 @@ impl Run<'_> {
                         Err(_) => {}
                         Ok(Err(err)) => {
                             tracing::warn!(identifier = %event.identifier, error = %err, "a held meter event could not be sent; tried again next run");
+                            // A new key next time: Stripe may keep even a failure for a key.
+                            store
+                                .note_meter_hold_refused(
+                                    &scope_prefix,
+                                    &event.identifier,
+                                    &format!("no answer: {err}"),
+                                )
+                                .await?;
                             unknown = true;
                         }
                     }
@@ -482,6 +499,22 @@ impl Run<'_> {
                     }
                     Err(reason) if !event.uncertain => {
                         event.held = Some(format!("not sent: {reason}"));
+                    }
+                    // Stripe may have it from an earlier send. Past a few attempts it is held
+                    // (its identifier kept, so that Stripe, if it has it, says so), lest one
+                    // project's broken key hold the whole shard back.
+                    Ok(Ok(MeterSent::Refused(reason) | MeterSent::KeyRefused(reason)))
+                    | Err(reason)
+                        if attempt >= UNCERTAIN_ATTEMPTS =>
+                    {
+                        tracing::error!(
+                            identifier = %event.identifier,
+                            reason = %reason,
+                            "a meter event Stripe may have from an earlier send is held for its project"
+                        );
+                        event.held = Some(format!(
+                            "{reason} (an earlier send had no answer: Stripe may have it)"
+                        ));
                     }
                     // Stripe may have it from an earlier send: it stays in the batch, resent
                     // with its identifier by the next run.

@@ -27,6 +27,9 @@ pub struct ScanPage {
     pub unreadable: Vec<String>,
     /// The key the page ended at (`None`: the segment is done).
     pub next: Option<(String, String)>,
+    /// The account of the page's last item, when it is a balance or an entry: its items may go
+    /// on in the next page.
+    pub last_account: Option<(String, UserId)>,
 }
 
 /// The decoded ledger, as the invariant checker reads it.
@@ -83,8 +86,10 @@ impl Store {
                 page.unreadable.push("an item without pk/sk".into());
                 continue;
             };
+            page.last_account = None;
             match (user, sk) {
                 (Some(user), sk) if sk == "BALANCE" || sk.starts_with("ENTRY#") => {
+                    page.last_account = Some((scope.to_owned(), user.clone()));
                     page.accounts.entry((scope.to_owned(), user)).or_default();
                 }
                 (None, "PAY" | "INCLUDED") if rest.starts_with("PAY#") => {
@@ -112,6 +117,13 @@ impl Store {
         intents: &BTreeSet<String>,
     ) -> Result<LedgerSnapshot, StoreError> {
         let mut snapshot = ledger_snapshot(&self.partition(&self.keys.user_pk(user)).await?);
+        // The balance read again after its entries: a change means a write landed meanwhile.
+        let balance_now = self
+            .get(self.keys.balance(user))
+            .await?
+            .and_then(|item| Fields::of(&item).int("balance").ok());
+        let balance_read = snapshot.balances.first().map(|(_, _, b)| *b);
+        snapshot.moving = balance_now != balance_read;
         let mut named: BTreeSet<String> = snapshot
             .entries
             .iter()

@@ -44,6 +44,8 @@ pub struct MeterHold {
     pub reason: String,
     pub held_at_ms: i64,
     pub tries: i64,
+    /// When it was last tried again (0: never).
+    pub tried_at_ms: i64,
 }
 
 /// Where a meter shard's reporting stands.
@@ -123,8 +125,11 @@ impl Store {
             item.insert("reason".into(), s(event.held.clone().unwrap_or_default()));
             item.insert("heldAt".into(), n(now_ms()));
             item.insert("tries".into(), n(0));
-            if self.put_if_absent(item).await? {
-                // The scope is listed among those with holds (its count of holds made).
+            self.put_if_absent(item).await?;
+            // The scope is listed among those with holds (its count of holds made), after the
+            // hold and whether or not the hold was new: a run that stopped between the two
+            // lists it when the batch is resent. A listing with nothing held is dropped later.
+            {
                 self.client
                     .update_item()
                     .table_name(&self.table)
@@ -199,6 +204,7 @@ impl Store {
                     reason: f.opt_text("reason")?.unwrap_or_default().to_owned(),
                     held_at_ms: f.opt_int("heldAt")?.unwrap_or(0),
                     tries: f.opt_int("tries")?.unwrap_or(0),
+                    tried_at_ms: f.opt_int("triedAt")?.unwrap_or(0),
                 })
             })
             .collect()
@@ -257,7 +263,8 @@ impl Store {
         Ok(())
     }
 
-    /// A held event was refused again: the reason and the count of tries.
+    /// A held event was tried again and not taken (refused, or no answer): the reason and the
+    /// count of tries (the next try uses a new idempotency key).
     pub async fn note_meter_hold_refused(
         &self,
         scope_prefix: &str,
