@@ -1,6 +1,7 @@
 //! Pure types and rules, free of AWS, Stripe and HTTP types: money, the ledger's rules, the
 //! records users see, credit packages, projects and their scopes, and the ledger's invariants.
 
+pub mod buckets;
 pub mod events;
 pub mod idempotency;
 pub mod invariants;
