@@ -12,13 +12,9 @@ ensure_tools
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 STATE_DIR="$ROOT/.stack/bench-scale"
-start_servers "${SCALE_DYNAMODB_PORT:-38200}" "${SCALE_MOTO_PORT:-35200}" "${SCALE_STRIPE_PORT:-38420}"
-export STRIPE_API_BASE="http://127.0.0.1:${SCALE_STRIPE_PORT:-38420}"
-# The harness's own project localstripes are not used, but the test harness names them.
-start localstripe-alpha "${SCALE_STRIPE_ALPHA_PORT:-38421}" "$VENV/bin/localstripe" --port "${SCALE_STRIPE_ALPHA_PORT:-38421}" --from-scratch
-start localstripe-beta "${SCALE_STRIPE_BETA_PORT:-38422}" "$VENV/bin/localstripe" --port "${SCALE_STRIPE_BETA_PORT:-38422}" --from-scratch
-export TEST_STRIPE_ALPHA_BASE="http://127.0.0.1:${SCALE_STRIPE_ALPHA_PORT:-38421}"
-export TEST_STRIPE_BETA_BASE="http://127.0.0.1:${SCALE_STRIPE_BETA_PORT:-38422}"
+# The test harness names the project localstripes too (the scale jobs do not use them).
+start_test_servers "${SCALE_DYNAMODB_PORT:-38200}" "${SCALE_MOTO_PORT:-35200}" "${SCALE_STRIPE_PORT:-38420}" \
+  "${SCALE_STRIPE_ALPHA_PORT:-38421}" "${SCALE_STRIPE_BETA_PORT:-38422}"
 say "scale harness (debug build, one job at a time)"
 cargo test --locked -p integration-tests --test scale -- --ignored --nocapture --test-threads=1 2>&1 \
   | tee "$STATE_DIR/scale.log" | grep -E '^(SCALE|test )' || true

@@ -196,6 +196,18 @@ start_servers() {
   local_aws_env "$ddb" "$moto"
 }
 
+# The servers the integration tests talk to, on the given ports: DynamoDB Local, moto and
+# localstripe (start_servers), and a localstripe of its own for each test project (alpha and
+# beta), each URL exported as the tests read it.
+start_test_servers() { # <dynamodb> <moto> <stripe> <stripe-alpha> <stripe-beta>
+  start_servers "$1" "$2" "$3"
+  export STRIPE_API_BASE="http://127.0.0.1:$3"
+  start localstripe-alpha "$4" "$VENV/bin/localstripe" --port "$4" --from-scratch
+  start localstripe-beta "$5" "$VENV/bin/localstripe" --port "$5" --from-scratch
+  export TEST_STRIPE_ALPHA_BASE="http://127.0.0.1:$4"
+  export TEST_STRIPE_BETA_BASE="http://127.0.0.1:$5"
+}
+
 # local_aws_env DDB_PORT MOTO_PORT: the AWS SDK's endpoints and credentials for the emulators.
 local_aws_env() {
   export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$1"

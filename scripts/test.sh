@@ -20,13 +20,9 @@ trap 'exit 130' INT TERM
 
 # Ports of their own, so that tests can run beside a running local stack.
 STATE_DIR="$ROOT/.stack/test"
-start_servers "${TEST_DYNAMODB_PORT:-18000}" "${TEST_MOTO_PORT:-15000}" "${TEST_STRIPE_PORT:-18420}"
-export STRIPE_API_BASE="http://127.0.0.1:${TEST_STRIPE_PORT:-18420}"
 # Two projects, each with a localstripe of its own (tests/tests/it/projects.rs).
-start localstripe-alpha "${TEST_STRIPE_ALPHA_PORT:-18421}" "$VENV/bin/localstripe" --port "${TEST_STRIPE_ALPHA_PORT:-18421}" --from-scratch
-start localstripe-beta "${TEST_STRIPE_BETA_PORT:-18422}" "$VENV/bin/localstripe" --port "${TEST_STRIPE_BETA_PORT:-18422}" --from-scratch
-export TEST_STRIPE_ALPHA_BASE="http://127.0.0.1:${TEST_STRIPE_ALPHA_PORT:-18421}"
-export TEST_STRIPE_BETA_BASE="http://127.0.0.1:${TEST_STRIPE_BETA_PORT:-18422}"
+start_test_servers "${TEST_DYNAMODB_PORT:-18000}" "${TEST_MOTO_PORT:-15000}" "${TEST_STRIPE_PORT:-18420}" \
+  "${TEST_STRIPE_ALPHA_PORT:-18421}" "${TEST_STRIPE_BETA_PORT:-18422}"
 
 # Headless Chromium for the storefront's browser tests (tests/tests/it/browser.rs), over
 # chromedriver on a port of its own.

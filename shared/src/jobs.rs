@@ -7,10 +7,21 @@ use std::time::Duration;
 use lambda_http::{Error, LambdaEvent};
 use serde_json::{json, Value};
 
-use crate::services::metering::{Budget, StopAt};
+use crate::services::budget::Budget;
+use crate::services::metering::StopAt;
 pub use crate::services::streams::{count_stream_event, FailedRecord, StreamBatch};
+use crate::services::Failure;
 use crate::services::{ledger_check, reconcile};
 use crate::App;
+
+/// A scheduled job's failure: logged with its code and cause, and the run's error (so that the
+/// function's error metric alarms), in words without the cause.
+fn failed(what: &'static str) -> impl FnOnce(Failure) -> Error {
+    move |err| {
+        tracing::error!(code = err.code(), cause = %err.cause(), "{what}");
+        Error::from(format!("{what}: {}", err.code()))
+    }
+}
 
 /// How far back reconciliation looks when the event does not say (`{"windowHours": n}`).
 const DEFAULT_WINDOW_HOURS: i64 = 72;
@@ -30,10 +41,7 @@ pub async fn reconcile_job(app: &'static App, event: LambdaEvent<Value>) -> Resu
     // Boxed: the future is deep enough to overflow the type layout limit of the binary crate.
     let report = Box::pin(reconcile::reconcile(app, hours * 3600, budget))
         .await
-        .map_err(|err| {
-            tracing::error!(code = err.code(), cause = %err.cause(), "reconciliation failed");
-            Error::from(format!("reconciliation failed: {}", err.code()))
-        })?;
+        .map_err(failed("reconciliation failed"))?;
     Ok(json!(report))
 }
 
@@ -53,10 +61,7 @@ pub async fn invariants_job(app: &'static App, event: LambdaEvent<Value>) -> Res
         Duration::from_secs(1),
     )
     .await
-    .map_err(|err| {
-        tracing::error!(code = err.code(), cause = %err.cause(), "reading the ledger failed");
-        Error::from("reading the ledger failed")
-    })?;
+    .map_err(failed("reading the ledger failed"))?;
     tracing::info!(
         pages = report.pages,
         accounts = report.accounts,
@@ -147,14 +152,8 @@ pub async fn meter_usage_job(app: &'static App, event: LambdaEvent<Value>) -> Re
     let settled = crate::services::usage::settle_ended_leases(app).await;
     let budget = Budget::before_deadline_ms(event.context.deadline, METER_RESERVE);
     let reported = crate::services::metering::report_usage(app, budget, StopAt::Never).await;
-    let report = reported.map_err(|err| {
-        tracing::error!(code = err.code(), cause = %err.cause(), "reporting metered usage failed");
-        Error::from("reporting metered usage failed")
-    })?;
-    let settled = settled.map_err(|err| {
-        tracing::error!(code = err.code(), cause = %err.cause(), "settling usage leases failed");
-        Error::from("settling usage leases failed")
-    })?;
+    let report = reported.map_err(failed("reporting metered usage failed"))?;
+    let settled = settled.map_err(failed("settling usage leases failed"))?;
     tracing::info!(
         batches = report.batches,
         events_sent = report.events_sent,

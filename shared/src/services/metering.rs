@@ -30,7 +30,7 @@ use crate::adapters::stripe::{MeterEventOut, MeterSent, StripeApi, StripeFailure
 use crate::domain::metering::{batch_of, rotation, PendingBatch, PendingEvent, METER_SHARDS};
 use crate::domain::records::now_ms;
 use crate::domain::scope::Scope;
-pub use crate::services::budget::Budget;
+use crate::services::budget::Budget;
 use crate::services::Failure;
 use crate::App;
 

@@ -415,15 +415,9 @@ async fn reconciliation_credits_a_payment_the_webhook_missed_exactly_once() {
     app.assert_invariants().await;
 }
 
-#[tokio::test]
-async fn reconciliation_reads_every_page_of_the_window() {
-    let app = spawn_app_with(SecretSetup {
-        no_webhook: true,
-        ..Default::default()
-    })
-    .await;
-    // More than a page (100) of other intents, made before this one.
-    for _ in 0..101 {
+/// `count` intents at Stripe that are none of Coffer's.
+async fn other_intents(app: &TestApp, count: usize) {
+    for _ in 0..count {
         let made = app
             .stripe_post(
                 "/v1/payment_intents",
@@ -432,6 +426,17 @@ async fn reconciliation_reads_every_page_of_the_window() {
             .await;
         assert_eq!(made.status, 200, "{}", made.body);
     }
+}
+
+#[tokio::test]
+async fn reconciliation_reads_every_page_of_the_window() {
+    let app = spawn_app_with(SecretSetup {
+        no_webhook: true,
+        ..Default::default()
+    })
+    .await;
+    // More than a page (100) of other intents, made before this one.
+    other_intents(&app, 101).await;
     let pi = app.create_intent("wade", "starter").await;
     assert_eq!(app.pay_with_card(&pi, "4242424242424242").await.status, 200);
 
@@ -452,16 +457,11 @@ async fn reconciliation_reads_every_page_of_the_window() {
     app.assert_invariants().await;
 }
 
-#[tokio::test]
-async fn the_invariant_checker_fails_on_a_deliberately_corrupted_table() {
-    let app = spawn_app().await;
-    app.bought("xena", "starter").await;
-    assert!(coffer_dev_command(&app, &["check"]).await.success());
-
-    // Credits that appear without an entry.
+/// Credits that appear without an entry: the user's balance overwritten in the raw table.
+async fn corrupt_balance(app: &TestApp, user: &str) {
     use aws_sdk_dynamodb::types::AttributeValue;
     let item = [
-        ("pk", AttributeValue::S("USER#xena".into())),
+        ("pk", AttributeValue::S(format!("USER#{user}"))),
         ("sk", AttributeValue::S("BALANCE".into())),
         ("balance", AttributeValue::N("100500".into())),
         ("currency", AttributeValue::S("usd".into())),
@@ -469,7 +469,16 @@ async fn the_invariant_checker_fails_on_a_deliberately_corrupted_table() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    app.app.app.store.put_raw(item).await.unwrap();
+    app.app.app.store.put_raw(item).await.expect("corrupt");
+}
+
+#[tokio::test]
+async fn the_invariant_checker_fails_on_a_deliberately_corrupted_table() {
+    let app = spawn_app().await;
+    app.bought("xena", "starter").await;
+    assert!(coffer_dev_command(&app, &["check"]).await.success());
+
+    corrupt_balance(&app, "xena").await;
 
     let report = coffer::domain::invariants::check(&app.app.app.store.scan_ledger().await.unwrap());
     assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
@@ -498,15 +507,7 @@ async fn reconciliation_cut_short_goes_on_from_its_cursor_and_credits_each_misse
         assert_eq!(app.pay_with_card(&pi, "4242424242424242").await.status, 200);
         missed.push(pi);
         if i < 2 {
-            for _ in 0..120 {
-                let made = app
-                    .stripe_post(
-                        "/v1/payment_intents",
-                        &[("amount", "700"), ("currency", "usd")],
-                    )
-                    .await;
-                assert_eq!(made.status, 200, "{}", made.body);
-            }
+            other_intents(&app, 120).await;
         }
         // Intents of one second are listed in no set order: the next one a second later.
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
@@ -639,18 +640,8 @@ async fn the_ledger_check_goes_on_in_segments_is_not_fooled_by_live_writes_and_f
     assert!(last.pass_accounts >= 40, "{last:?}");
     assert_eq!(last.pass_violations, 0);
 
-    // Credits that appear without an entry: the next pass finds them, and the run fails.
-    use aws_sdk_dynamodb::types::AttributeValue;
-    let item = [
-        ("pk", AttributeValue::S("USER#acct07".into())),
-        ("sk", AttributeValue::S("BALANCE".into())),
-        ("balance", AttributeValue::N("100500".into())),
-        ("currency", AttributeValue::S("usd".into())),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    app.app.app.store.put_raw(item).await.expect("corrupt");
+    // The next pass finds the corruption, and the run fails.
+    corrupt_balance(&app, "acct07").await;
     let mut found = Vec::new();
     loop {
         let report = check_run(&app, 3).await;

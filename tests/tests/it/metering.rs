@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use coffer::domain::scope::{Mode, ProjectId, Scope};
-use coffer::services::metering::{report_usage, Budget, MeterReport, StopAt};
+use coffer::services::budget::Budget;
+use coffer::services::metering::{report_usage, MeterReport, StopAt};
 use coffer_dev::token::issue_service;
 use integration_tests::seed::Metered;
 use integration_tests::{

@@ -189,7 +189,8 @@ async fn stripe_test_mode_checkout_portal_and_payment_sheet() {
 #[tokio::test]
 #[ignore = "needs a Stripe test-mode key: scripts/test-stripe.sh"]
 async fn stripe_test_mode_metered_usage_is_counted_once_by_a_real_meter() {
-    use coffer::services::metering::{report_usage, Budget, StopAt};
+    use coffer::services::budget::Budget;
+    use coffer::services::metering::{report_usage, StopAt};
     let app = real_app().await;
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let event_name = format!("coffer_suite_{}", &suffix[..12]);

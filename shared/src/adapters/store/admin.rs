@@ -50,6 +50,37 @@ impl Store {
             .map_err(StoreError::from_sdk)
     }
 
+    /// One page of a scan of the whole table (strongly consistent; of one segment when given as
+    /// (segment, total)), after `start` (the key the last page ended at): its items and the key
+    /// it ended at (`None`: done).
+    pub(super) async fn scan_page(
+        &self,
+        segment: Option<(u32, u32)>,
+        start: Option<(String, String)>,
+        limit: i32,
+    ) -> Result<(Vec<Item>, Option<(String, String)>), StoreError> {
+        let to_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+        let mut request = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .limit(limit);
+        if let Some((segment, total)) = segment {
+            request = request
+                .segment(to_i32(segment))
+                .total_segments(to_i32(total));
+        }
+        if let Some((pk, sk)) = start {
+            request = request.set_exclusive_start_key(Some(key(pk, sk)));
+        }
+        let output = request.send().await.map_err(StoreError::from_sdk)?;
+        let next = output
+            .last_evaluated_key()
+            .and_then(|k| Some((get_s(k, "pk")?.to_owned(), get_s(k, "sk")?.to_owned())));
+        Ok((output.items.unwrap_or_default(), next))
+    }
+
     /// One page of one segment of a scan of the whole table (strongly consistent), after
     /// `start` (the key the last page ended at): the accounts its ledger items belong to.
     pub async fn scan_segment_page(
@@ -59,23 +90,8 @@ impl Store {
         start: Option<(String, String)>,
         limit: i32,
     ) -> Result<ScanPage, StoreError> {
-        let to_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
-        let mut request = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .consistent_read(true)
-            .segment(to_i32(segment))
-            .total_segments(to_i32(total))
-            .limit(limit);
-        if let Some((pk, sk)) = start {
-            request = request.set_exclusive_start_key(Some(key(pk, sk)));
-        }
-        let output = request.send().await.map_err(StoreError::from_sdk)?;
-        let next = output
-            .last_evaluated_key()
-            .and_then(|k| Some((get_s(k, "pk")?.to_owned(), get_s(k, "sk")?.to_owned())));
-        let items = output.items();
+        let (items, next) = self.scan_page(Some((segment, total)), start, limit).await?;
+        let items = &items;
         let mut page = ScanPage {
             items: items.len(),
             next,

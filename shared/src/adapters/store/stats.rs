@@ -496,26 +496,15 @@ impl Store {
         &self,
         start: Option<(String, String)>,
     ) -> Result<BackfillPage, StoreError> {
-        let mut request = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .consistent_read(true)
-            .limit(1000);
-        if let Some((pk, sk)) = start {
-            request = request.set_exclusive_start_key(Some(key(pk, sk)));
-        }
-        let output = request.send().await.map_err(StoreError::from_sdk)?;
+        let (items, next) = self.scan_page(None, start, 1000).await?;
         let mut page = BackfillPage {
-            next: output
-                .last_evaluated_key()
-                .and_then(|k| Some((get_s(k, "pk")?.to_owned(), get_s(k, "sk")?.to_owned()))),
+            next,
             ..BackfillPage::default()
         };
-        for item in output.items() {
+        for item in items {
             let record = StreamRecord {
                 event_name: "INSERT".into(),
-                new: Some(item.clone()),
+                new: Some(item),
                 ..StreamRecord::default()
             };
             match record_counts(&record) {
