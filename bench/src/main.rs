@@ -99,6 +99,7 @@ async fn main() {
                 reason: "benchmark".into(),
             },
             &app.config.default_currency,
+            None,
         )
         .await
         .expect("grant");

@@ -125,6 +125,19 @@ fn doc(method: &str, path: &str) -> Option<Doc> {
         ("PUT", "/api/v1/payments/stripe/projects/{project_id}/plans/{plan_id}") => d("Create or change a plan (money in major units)", "Projects", Developer, MODE, Some(schema_ref::<handlers::project_plans::PlanBody>()), One(schema_ref::<PlanView>()), &[], false),
         ("POST", "/internal/usage") => d("Record (or with dryRun check) a usage against the plan's allowance", "Internal", Iam, SCOPE, Some(schema_ref::<handlers::usage::UsageBody>()), One(schema_ref::<UsageAnswer>()), &[402, 409, 429], false),
         ("GET", "/api/usage") => d("The account's usage per metric this period", "Plans", User, SCOPE_ID, None, One(schema_ref::<UsageOverview>()), &[], false),
+        ("POST", "/api/credits/reservations") => d("Reserve the caller's credits for work whose cost is known afterwards (exactly once per idempotencyKey)", "Credits", User, SCOPE, Some(schema_ref::<handlers::grants::ReserveBody>()), One(schema_ref::<ReservationView>()), &[402, 409], false),
+        ("POST", "/api/credits/reservations/{reservation_id}/capture") => d("Capture a reservation with the final amount (the rest goes back)", "Credits", User, SCOPE, Some(schema_ref::<handlers::grants::CaptureBody>()), One(schema_ref::<ReservationView>()), &[404, 409], false),
+        ("POST", "/api/credits/reservations/{reservation_id}/release") => d("Release a reservation whole", "Credits", User, SCOPE, None, One(schema_ref::<ReservationView>()), &[404, 409], false),
+        ("POST", "/internal/credits/reservations") => d("Reserve a user's credits from the app's backend", "Internal", Iam, SCOPE, Some(schema_ref::<handlers::grants::ReserveBody>()), One(schema_ref::<ReservationView>()), &[402, 409], false),
+        ("POST", "/internal/credits/reservations/{reservation_id}/capture") => d("Capture a reservation the backend made", "Internal", Iam, SCOPE, Some(schema_ref::<handlers::grants::CaptureBody>()), One(schema_ref::<ReservationView>()), &[404, 409], false),
+        ("POST", "/internal/credits/reservations/{reservation_id}/release") => d("Release a reservation the backend made", "Internal", Iam, SCOPE, Some(schema_ref::<handlers::grants::CaptureBody>()), One(schema_ref::<ReservationView>()), &[404, 409], false),
+        ("POST", "/internal/credits/grants") => d("Grant a user promotional credits from the app's backend", "Internal", Iam, SCOPE, Some(schema_ref::<handlers::grants::GrantBody>()), One(schema_ref::<GrantView>()), &[409], false),
+        ("POST", "/internal/credits/grants/{grant_id}/adjust") => d("Adjust a grant (never taking back what was spent)", "Internal", Iam, SCOPE, Some(schema_ref::<handlers::grants::GrantChangeBody>()), One(schema_ref::<GrantView>()), &[404, 409], false),
+        ("POST", "/internal/credits/grants/{grant_id}/void") => d("Void what is left of a grant", "Internal", Iam, SCOPE, Some(schema_ref::<handlers::grants::GrantChangeBody>()), One(schema_ref::<GrantView>()), &[404, 409], false),
+        ("GET", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/balance") => d("An account's balance with its buckets", "Developer accounts", Developer, MODE, None, One(schema_ref::<BalanceView>()), &[], false),
+        ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants") => d("Grant an account promotional credits (exactly once per idempotencyKey)", "Developer accounts", Developer, MODE, Some(schema_ref::<handlers::grants::GrantBody>()), One(schema_ref::<GrantView>()), &[409], false),
+        ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants/{grant_id}/adjust") => d("Adjust a grant (never taking back what was spent)", "Developer accounts", Developer, MODE, Some(schema_ref::<handlers::grants::GrantChangeBody>()), One(schema_ref::<GrantView>()), &[404, 409], false),
+        ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants/{grant_id}/void") => d("Void what is left of a grant", "Developer accounts", Developer, MODE, Some(schema_ref::<handlers::grants::GrantChangeBody>()), One(schema_ref::<GrantView>()), &[404, 409], false),
         _ => return None,
     })
 }
@@ -141,6 +154,9 @@ fn schemas() -> Vec<(String, RefOr<Schema>)> {
     roots!(
         CreditPackageView,
         BalanceView,
+        BucketView,
+        GrantView,
+        ReservationView,
         HistoryLine,
         DeveloperPayment,
         SpendResult,
@@ -168,6 +184,10 @@ fn schemas() -> Vec<(String, RefOr<Schema>)> {
         crate::adapters::stripe::webhook::Event,
         handlers::create_payment_intent::CreateIntentBody,
         handlers::consume_credits::ConsumeBody,
+        handlers::grants::GrantBody,
+        handlers::grants::GrantChangeBody,
+        handlers::grants::ReserveBody,
+        handlers::grants::CaptureBody,
         handlers::project_config::ConfigBody,
         handlers::project_config::ValidateBody,
         handlers::developer_api::PackageBody,
@@ -517,6 +537,10 @@ pub fn try_document() -> Result<OpenApi, String> {
         (
             "Developer reports",
             "Payments, subscriptions and counters across a developer's projects.",
+        ),
+        (
+            "Developer accounts",
+            "An account of a developer's project: its balance and buckets, and grants of promotional credits.",
         ),
     ]
     .into_iter()

@@ -25,10 +25,36 @@ pub struct CreditPackageView {
 /// A balance: credits in major units of the currency.
 #[derive(Clone, Debug, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
 pub struct BalanceView {
+    /// What can be spent now: live credits less any debt, held credits not counted.
     pub balance: Major,
     #[cfg_attr(feature = "openapi", schema(example = "usd"))]
     pub currency: String,
+    /// The live buckets, in the order a spend takes them.
+    pub buckets: Vec<BucketView>,
+    /// When the soonest live bucket expires (RFC 3339, UTC); absent when none does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(example = "2026-12-31T00:00:00Z"))]
+    pub next_expiry: Option<String>,
+    /// Credits set aside by open reservations.
+    pub held: Major,
+}
+
+/// Credits of one origin, as a user sees them.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct BucketView {
+    pub amount: Major,
+    /// `paid` (bought) or `promotional` (given).
+    #[cfg_attr(feature = "openapi", schema(example = "promotional"))]
+    pub kind: &'static str,
+    /// RFC 3339, UTC; absent when it never expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Higher is spent first.
+    pub priority: i32,
 }
 
 /// One line of a user's history: a payment, or a grant (`kind: grant`).
@@ -50,6 +76,53 @@ pub struct HistoryLine {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "grant"))]
     pub kind: Option<&'static str>,
+}
+
+/// A grant of promotional credits, and what is left of it.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct GrantView {
+    /// The grant's id: adjust or void it with this.
+    #[cfg_attr(feature = "openapi", schema(example = "grant:5f1c0e2a9b7d4c3e8a6f1b2c3d4e5f60"))]
+    pub grant_id: String,
+    /// The ledger entry this answer is about (the grant's, an adjustment's or the voiding's).
+    pub entry_id: String,
+    /// What the grant gave first.
+    pub amount: Major,
+    /// What is left of it now (0 once spent, expired or voided).
+    pub remaining: Major,
+    #[cfg_attr(feature = "openapi", schema(example = "promotional"))]
+    pub kind: &'static str,
+    pub priority: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    pub reason: String,
+    /// The account's balance after it.
+    pub balance: Major,
+    pub currency: String,
+}
+
+/// A reservation: credits set aside for work whose cost is known afterwards.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationView {
+    #[cfg_attr(feature = "openapi", schema(example = "h_5f1c0e2a9b7d4c3e8a6f1b2c3d4e5f60"))]
+    pub reservation_id: String,
+    /// What was held.
+    pub amount: Major,
+    /// What the capture spent (the rest went back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub captured: Option<Major>,
+    /// `held`, `captured`, `released` or `expired`.
+    #[cfg_attr(feature = "openapi", schema(example = "held"))]
+    pub status: &'static str,
+    /// When it returns by itself unless captured or released (RFC 3339, UTC).
+    pub expires_at: String,
+    /// The account's balance after this step.
+    pub balance: Major,
+    pub currency: String,
 }
 
 /// What a spend leaves.
@@ -102,9 +175,27 @@ impl CreditPackageView {
 
 impl BalanceView {
     pub fn of(balance: &Balance) -> Self {
+        let currency = &balance.currency;
         Self {
-            balance: Major::of(&balance.currency, balance.balance),
-            currency: balance.currency.as_str().to_owned(),
+            balance: Major::of(currency, balance.balance),
+            currency: currency.as_str().to_owned(),
+            buckets: balance
+                .buckets
+                .iter()
+                .map(|b| BucketView {
+                    amount: Major::of(currency, b.left),
+                    kind: match b.kind {
+                        BucketKind::Paid => "paid",
+                        BucketKind::Promotional => "promotional",
+                    },
+                    expires_at: b.expires_at.map(|at| rfc3339(at.saturating_mul(1000))),
+                    priority: b.priority,
+                })
+                .collect(),
+            next_expiry: balance
+                .next_expiry
+                .map(|at| rfc3339(at.saturating_mul(1000))),
+            held: Major::of(currency, balance.held),
         }
     }
 }

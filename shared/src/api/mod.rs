@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::domain::buckets::BucketKind;
 use crate::domain::money::Currency;
 #[cfg(feature = "openapi")]
 use crate::domain::{

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::ledger::EntryKind;
+
 /// Paid credits were bought; promotional ones were given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -46,13 +48,10 @@ impl Bucket {
         self.expires_at.is_none_or(|at| now < at)
     }
 
-    /// Whether a new grant of these terms joins this bucket rather than making one (the bound
-    /// on the buckets an account has: grants of one kind, priority and expiry share a bucket).
-    pub fn merges_with(&self, kind: BucketKind, priority: i32, expires_at: Option<i64>) -> bool {
-        self.kind == kind
-            && self.priority == priority
-            && self.expires_at == expires_at
-            && kind == BucketKind::Promotional
+    /// Whether credits of these terms may join this bucket when the account is at its bound
+    /// ([`MAX_BUCKETS`]): the same kind, priority and expiry.
+    pub fn same_terms(&self, kind: BucketKind, priority: i32, expires_at: Option<i64>) -> bool {
+        self.kind == kind && self.priority == priority && self.expires_at == expires_at
     }
 }
 
@@ -156,7 +155,30 @@ pub enum Refusal {
     MoreThanHeld,
     /// An id already in use (a hold, or a bucket of another kind).
     Taken,
+    /// The account has [`MAX_BUCKETS`] buckets and none of these terms.
+    TooManyBuckets,
+    /// The account has [`MAX_HOLDS`] open holds.
+    TooManyHolds,
+    /// Less is left of the bucket than would be taken (what was spent is never taken back).
+    NotEnoughLeft {
+        left: i64,
+    },
 }
+
+/// What a credit did: what paid the debt, and what went to which bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credited {
+    pub to_debt: i64,
+    pub bucket: String,
+    pub left: i64,
+}
+
+/// The buckets an account keeps at most (its wallet lives in one item of at most 400 KB; a
+/// bucket takes about 120 bytes). Past it, credits join a bucket of the same terms.
+pub const MAX_BUCKETS: usize = 1000;
+
+/// The open holds an account may have at once.
+pub const MAX_HOLDS: usize = 100;
 
 /// What a move took from or gave to each bucket (negative: taken), for the ledger entries.
 pub type Moves = Vec<(String, i64)>;
@@ -181,30 +203,49 @@ impl Wallet {
             .sum()
     }
 
-    /// Credits come in: the debt is paid first, the rest makes a bucket (or joins one of the
-    /// same promotional terms). What the debt took, and what the bucket got.
-    pub fn credit(&mut self, new: Bucket) -> Result<(i64, i64), Refusal> {
+    /// Credits come in: the debt is paid first, the rest goes to the bucket of their origin (made
+    /// now, or the same id's again). An account at [`MAX_BUCKETS`] puts new credits in a bucket
+    /// of the same terms; promotional credits of new terms are then refused, paid credits never.
+    pub fn credit(&mut self, new: Bucket) -> Result<Credited, Refusal> {
         if new.left <= 0 {
             return Err(Refusal::NotPositive);
         }
         let to_debt = new.left.min(self.debt);
-        self.debt -= to_debt;
         let left = new.left - to_debt;
-        if let Some(same) = self.buckets.iter_mut().find(|b| b.id == new.id) {
-            if same.kind != new.kind {
+        let target = if let Some(same) = self.buckets.iter().position(|b| b.id == new.id) {
+            if self.buckets[same].kind != new.kind {
                 return Err(Refusal::Taken);
             }
-            same.left += left;
-        } else if let Some(joined) = self
-            .buckets
-            .iter_mut()
-            .find(|b| b.merges_with(new.kind, new.priority, new.expires_at))
-        {
-            joined.left += left;
+            Some(same)
+        } else if self.buckets.len() >= MAX_BUCKETS {
+            let joined = self
+                .buckets
+                .iter()
+                .position(|b| b.same_terms(new.kind, new.priority, new.expires_at));
+            if joined.is_none() && new.kind == BucketKind::Promotional {
+                return Err(Refusal::TooManyBuckets);
+            }
+            joined
         } else {
-            self.buckets.push(Bucket { left, ..new });
-        }
-        Ok((to_debt, left))
+            None
+        };
+        self.debt -= to_debt;
+        let bucket = match target {
+            Some(i) => {
+                self.buckets[i].left += left;
+                self.buckets[i].id.clone()
+            }
+            None => {
+                let id = new.id.clone();
+                self.buckets.push(Bucket { left, ..new });
+                id
+            }
+        };
+        Ok(Credited {
+            to_debt,
+            bucket,
+            left,
+        })
     }
 
     /// The takes that make `amount` from the live buckets in `order` (the whole amount or
@@ -262,6 +303,9 @@ impl Wallet {
     ) -> Result<Moves, Refusal> {
         if self.holds.contains_key(id) {
             return Err(Refusal::Taken);
+        }
+        if self.holds.len() >= MAX_HOLDS {
+            return Err(Refusal::TooManyHolds);
         }
         let takes = self.plan_take(amount, now, order)?;
         self.apply(&takes);
@@ -390,6 +434,274 @@ impl Wallet {
     }
 }
 
+/// One ledger entry a wallet change writes: its amount is what the buckets gained (negative:
+/// lost) less what the debt grew, so the balance item and the entries always agree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub entry_id: String,
+    pub kind: EntryKind,
+    /// Signed credits the balance moved by.
+    pub amount: i64,
+    /// Per bucket, what it gained or lost.
+    pub moves: Moves,
+    /// What the debt grew by (negative: paid).
+    pub debt: i64,
+    /// The hold this entry made, captured, released or ended.
+    pub hold: Option<String>,
+    /// For a capture: what was spent of the hold.
+    pub captured: Option<i64>,
+}
+
+impl Step {
+    fn new(entry_id: String, kind: EntryKind, moves: Moves, debt: i64) -> Self {
+        let amount = moves.iter().map(|(_, n)| n).sum::<i64>() - debt;
+        Self {
+            entry_id,
+            kind,
+            amount,
+            moves,
+            debt,
+            hold: None,
+            captured: None,
+        }
+    }
+}
+
+impl Wallet {
+    /// The wallet of an account stored before buckets existed: its balance as one paid bucket
+    /// that never expires (or as debt, if negative).
+    pub fn from_stored_balance(balance: i64, created_at: i64) -> Self {
+        let mut wallet = Self::default();
+        if balance > 0 {
+            wallet.buckets.push(Bucket {
+                id: LEGACY_BUCKET.to_owned(),
+                kind: BucketKind::Paid,
+                priority: 0,
+                expires_at: None,
+                created_at,
+                left: balance,
+            });
+        } else {
+            wallet.debt = -balance;
+        }
+        wallet
+    }
+
+    /// What the entries add up to: every bucket (live or not) less the debt; held credits left
+    /// the balance through their hold's entry.
+    pub fn total(&self) -> i64 {
+        self.buckets.iter().map(|b| b.left).sum::<i64>() - self.debt
+    }
+
+    /// What the holds set aside.
+    pub fn held(&self) -> i64 {
+        self.holds.values().map(Hold::amount).sum()
+    }
+
+    /// Brings the wallet to `now`: every hold whose time is over goes back (a `release` entry
+    /// each), then every expired bucket gives up what is left (an `expire` entry each).
+    /// `version` is the wallet's version, which makes each expiry's entry id unique (a bucket may
+    /// get credits back from a hold after it expired, and expire them later).
+    pub fn settle(&mut self, now: i64, version: i64, limit: usize) -> Vec<Step> {
+        let mut steps = Vec::new();
+        for id in self.ended_holds(now).into_iter().take(limit) {
+            if let Ok(back) = self.release(&id) {
+                let mut step = Step::new(format!("release:{id}"), EntryKind::Release, back, 0);
+                step.hold = Some(id);
+                steps.push(step);
+            }
+        }
+        let mut expired = 0;
+        for bucket in self.buckets.iter_mut() {
+            if expired == limit {
+                break;
+            }
+            if bucket.live_at(now) || bucket.left <= 0 {
+                continue;
+            }
+            let gone = std::mem::take(&mut bucket.left);
+            expired += 1;
+            steps.push(Step::new(
+                format!("expire:{}:{version}", bucket.id),
+                EntryKind::Expire,
+                vec![(bucket.id.clone(), -gone)],
+                0,
+            ));
+        }
+        steps
+    }
+
+    /// Whether [`Wallet::settle`] has anything to do at `now`.
+    pub fn needs_settling(&self, now: i64) -> bool {
+        !self.ended_holds(now).is_empty()
+            || self.buckets.iter().any(|b| !b.live_at(now) && b.left > 0)
+    }
+
+    /// Forgets the empty buckets no hold refers to (their entries keep their story).
+    pub fn prune(&mut self) {
+        let held: std::collections::BTreeSet<&str> = self
+            .holds
+            .values()
+            .flat_map(|h| h.takes.iter().map(|(b, _)| b.as_str()))
+            .collect();
+        let keep: Vec<bool> = self
+            .buckets
+            .iter()
+            .map(|b| b.left > 0 || held.contains(b.id.as_str()))
+            .collect();
+        let mut flags = keep.into_iter();
+        self.buckets.retain(|_| flags.next().unwrap_or(true));
+    }
+
+    /// Credits in, as one entry.
+    pub fn credit_step(
+        &mut self,
+        entry_id: &str,
+        kind: EntryKind,
+        new: Bucket,
+    ) -> Result<Step, Refusal> {
+        let credited = self.credit(new)?;
+        let moves = if credited.left > 0 {
+            vec![(credited.bucket, credited.left)]
+        } else {
+            Vec::new()
+        };
+        Ok(Step::new(entry_id.to_owned(), kind, moves, -credited.to_debt))
+    }
+
+    /// A refund or dispute of `bucket`'s purchase takes `amount` back, as one entry.
+    pub fn claw_back_step(
+        &mut self,
+        entry_id: &str,
+        kind: EntryKind,
+        bucket: &str,
+        amount: i64,
+        now: i64,
+        order: &SpendOrder,
+    ) -> Result<Step, Refusal> {
+        let (takes, debt) = self.claw_back(bucket, amount, now, order)?;
+        Ok(Step::new(entry_id.to_owned(), kind, takes, debt))
+    }
+
+    /// A spend, as one entry (refused whole when short).
+    pub fn spend_step(
+        &mut self,
+        entry_id: &str,
+        amount: i64,
+        now: i64,
+        order: &SpendOrder,
+    ) -> Result<Step, Refusal> {
+        let takes = self.spend(amount, now, order)?;
+        Ok(Step::new(entry_id.to_owned(), EntryKind::Spend, takes, 0))
+    }
+
+    /// A hold, as one entry: its credits leave the balance until captured or given back.
+    pub fn hold_step(
+        &mut self,
+        id: &str,
+        amount: i64,
+        now: i64,
+        until: i64,
+        order: &SpendOrder,
+    ) -> Result<Step, Refusal> {
+        let takes = self.hold(id, amount, now, until, order)?;
+        let mut step = Step::new(format!("hold:{id}"), EntryKind::Hold, takes, 0);
+        step.hold = Some(id.to_owned());
+        Ok(step)
+    }
+
+    /// A capture, as one entry: what was not spent comes back to its buckets.
+    pub fn capture_step(&mut self, id: &str, amount: i64, now: i64) -> Result<Step, Refusal> {
+        let (spent, back) = self.capture(id, amount, now)?;
+        let mut step = Step::new(format!("capture:{id}"), EntryKind::Capture, back, 0);
+        step.hold = Some(id.to_owned());
+        step.captured = Some(-spent.iter().map(|(_, n)| n).sum::<i64>());
+        Ok(step)
+    }
+
+    /// A release, as one entry: the hold comes back whole.
+    pub fn release_step(&mut self, id: &str) -> Result<Step, Refusal> {
+        let back = self.release(id)?;
+        let mut step = Step::new(format!("release:{id}"), EntryKind::Release, back, 0);
+        step.hold = Some(id.to_owned());
+        Ok(step)
+    }
+
+    /// Takes `amount` (or, with `None`, all that is left) out of one bucket: a grant adjusted
+    /// down, or voided. Never more than is left: what was spent stays spent.
+    pub fn take_from_step(
+        &mut self,
+        entry_id: &str,
+        kind: EntryKind,
+        bucket: &str,
+        amount: Option<i64>,
+    ) -> Result<Step, Refusal> {
+        let found = self
+            .buckets
+            .iter_mut()
+            .find(|b| b.id == bucket)
+            .ok_or(Refusal::NotEnoughLeft { left: 0 })?;
+        let take = amount.unwrap_or(found.left);
+        if take < 0 || take > found.left {
+            return Err(Refusal::NotEnoughLeft { left: found.left });
+        }
+        found.left -= take;
+        let moves = if take > 0 {
+            vec![(bucket.to_owned(), -take)]
+        } else {
+            Vec::new()
+        };
+        Ok(Step::new(entry_id.to_owned(), kind, moves, 0))
+    }
+
+    /// The bucket of this id, if the wallet has it.
+    pub fn bucket(&self, id: &str) -> Option<&Bucket> {
+        self.buckets.iter().find(|b| b.id == id)
+    }
+}
+
+/// The terms of the bucket new credits make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Terms {
+    pub kind: BucketKind,
+    pub priority: i32,
+    pub expires_at: Option<i64>,
+}
+
+impl Terms {
+    /// Bought credits: paid, priority 0, never expiring.
+    pub fn paid() -> Self {
+        Self {
+            kind: BucketKind::Paid,
+            priority: 0,
+            expires_at: None,
+        }
+    }
+
+    /// Given credits that never expire.
+    pub fn promotional() -> Self {
+        Self {
+            kind: BucketKind::Promotional,
+            priority: 0,
+            expires_at: None,
+        }
+    }
+
+    pub fn bucket(&self, id: &str, created_at: i64, left: i64) -> Bucket {
+        Bucket {
+            id: id.to_owned(),
+            kind: self.kind,
+            priority: self.priority,
+            expires_at: self.expires_at,
+            created_at,
+            left,
+        }
+    }
+}
+
+/// The bucket an account's balance from before buckets became.
+pub const LEGACY_BUCKET: &str = "balance";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,7 +781,9 @@ mod tests {
         assert_eq!(wallet.balance(1), -30);
         // New credits pay the debt first.
         assert_eq!(
-            wallet.credit(bucket("grant:h", BucketKind::Promotional, 0, None, 40)),
+            wallet
+                .credit(bucket("grant:h", BucketKind::Promotional, 0, None, 40))
+                .map(|c| (c.to_debt, c.left)),
             Ok((30, 10))
         );
         assert_eq!(wallet.balance(1), 10);
@@ -504,9 +818,9 @@ mod tests {
     }
 
     #[test]
-    fn grants_of_the_same_terms_share_a_bucket() {
+    fn an_account_at_its_bound_puts_credits_of_the_same_terms_together() {
         let mut wallet = Wallet::default();
-        for i in 0..1000 {
+        for i in 0..MAX_BUCKETS + 500 {
             wallet
                 .credit(bucket(
                     &format!("grant:{i}"),
@@ -517,8 +831,18 @@ mod tests {
                 ))
                 .expect("in");
         }
-        assert_eq!(wallet.buckets.len(), 1);
-        assert_eq!(wallet.buckets[0].left, 1000);
+        assert_eq!(wallet.buckets.len(), MAX_BUCKETS);
+        assert_eq!(wallet.total(), (MAX_BUCKETS + 500) as i64);
+        assert_eq!(
+            wallet.credit(bucket("grant:new", BucketKind::Promotional, 2, Some(99), 1)),
+            Err(Refusal::TooManyBuckets),
+            "new promotional terms are refused at the bound"
+        );
+        let paid = wallet
+            .credit(bucket("purchase:pi", BucketKind::Paid, 0, None, 5))
+            .expect("paid credits are never refused");
+        assert_eq!(paid.bucket, "purchase:pi");
+        assert_eq!(wallet.buckets.len(), MAX_BUCKETS + 1);
     }
 
     /// One step of an account's life.

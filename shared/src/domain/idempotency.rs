@@ -164,6 +164,35 @@ pub fn grant_entry(user: &UserId, key: &str) -> String {
     format!("grant:{}", head(&client_key(user, key), 32))
 }
 
+/// A grant through the API, by a developer or an allowlisted backend (`by`), for a key.
+pub fn api_grant_entry(user: &UserId, by: &str, key: &str) -> String {
+    format!(
+        "grant:{}",
+        head(&hash_parts(&[user.as_str(), "grant", by, key]), 32)
+    )
+}
+
+/// An adjustment of a grant, for a key.
+pub fn grant_adjust_entry(user: &UserId, by: &str, key: &str) -> String {
+    format!(
+        "adjust:{}",
+        head(&hash_parts(&[user.as_str(), "adjust", by, key]), 32)
+    )
+}
+
+/// The voiding of a grant: once per grant.
+pub fn grant_void_entry(grant_id: &str) -> String {
+    format!("void:{grant_id}")
+}
+
+/// A reservation's id, for its caller and key.
+pub fn hold_id(user: &UserId, by: &str, key: &str) -> String {
+    format!(
+        "h_{}",
+        head(&hash_parts(&[user.as_str(), "hold", by, key]), 32)
+    )
+}
+
 /// A usage record's key: the caller, the account and the client's key.
 pub fn usage_key(caller: &str, account: &UserId, key: &str) -> String {
     hash_parts(&["usage", caller, account.as_str(), key])

@@ -379,10 +379,22 @@ pub enum EntryKind {
     DisputeWithdrawn,
     /// A dispute won: its share given back.
     DisputeReinstated,
+    /// What was left of an expired bucket, gone.
+    Expire,
+    /// Credits set aside by a reservation.
+    Hold,
+    /// A reservation captured: what was not spent given back.
+    Capture,
+    /// A reservation released, or its time over: all given back.
+    Release,
+    /// A grant's credits adjusted (either way).
+    GrantAdjusted,
+    /// What was left of a grant, taken back.
+    GrantVoided,
 }
 
 impl EntryKind {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 14] = [
         Self::Purchase,
         Self::Adjustment,
         Self::Spend,
@@ -391,6 +403,12 @@ impl EntryKind {
         Self::RefundFailed,
         Self::DisputeWithdrawn,
         Self::DisputeReinstated,
+        Self::Expire,
+        Self::Hold,
+        Self::Capture,
+        Self::Release,
+        Self::GrantAdjusted,
+        Self::GrantVoided,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -403,6 +421,12 @@ impl EntryKind {
             Self::RefundFailed => "refund_failed",
             Self::DisputeWithdrawn => "dispute_withdrawn",
             Self::DisputeReinstated => "dispute_reinstated",
+            Self::Expire => "expire",
+            Self::Hold => "hold",
+            Self::Capture => "capture",
+            Self::Release => "release",
+            Self::GrantAdjusted => "grant_adjusted",
+            Self::GrantVoided => "grant_voided",
         }
     }
 

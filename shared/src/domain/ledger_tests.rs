@@ -412,7 +412,13 @@ fn entry_kinds_keep_their_stored_names() {
             "refund",
             "refund_failed",
             "dispute_withdrawn",
-            "dispute_reinstated"
+            "dispute_reinstated",
+            "expire",
+            "hold",
+            "capture",
+            "release",
+            "grant_adjusted",
+            "grant_voided"
         ]
     );
     for kind in EntryKind::ALL {

@@ -120,8 +120,28 @@ impl HistoryItem {
 /// A user's balance in minor units.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Balance {
+    /// What can be spent now: the live buckets less any debt (held credits not counted).
     pub balance: i64,
     pub currency: Currency,
+    /// The live buckets, in the order a spend takes them.
+    pub buckets: Vec<crate::domain::buckets::Bucket>,
+    /// The soonest expiry of a live bucket (Unix seconds).
+    pub next_expiry: Option<i64>,
+    /// Credits set aside by open reservations.
+    pub held: i64,
+}
+
+impl Balance {
+    /// An account with nothing yet.
+    pub fn empty(currency: Currency) -> Self {
+        Self {
+            balance: 0,
+            currency,
+            buckets: Vec::new(),
+            next_expiry: None,
+            held: 0,
+        }
+    }
 }
 
 /// Milliseconds since the epoch, now.

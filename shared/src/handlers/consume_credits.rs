@@ -11,6 +11,7 @@ use crate::auth::UserId;
 use crate::domain::idempotency::Spender;
 use crate::domain::money::AmountError;
 use crate::domain::scope::Scope;
+use crate::handlers::grants;
 use crate::http::{json_body, ok, respond, ApiError};
 use crate::services::credits;
 use crate::{auth, scoping, App};
@@ -56,6 +57,18 @@ pub async fn internal_consume_credits(app: &App, req: Request) -> Response<Body>
 
 async fn consume_for_jwt_user(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let user = auth::user_id(req)?;
+    if req.uri().path().contains("/reservations") {
+        let scope = scoping::end_user_scope(app, req).await?;
+        // A `userId` in the body is not identity here: it is ignored.
+        return grants::reservation_route(app, req, async |_| {
+            Ok(grants::Actor {
+                scope,
+                account: user,
+                by: "user".into(),
+            })
+        })
+        .await;
+    }
     // A `userId` in the body is not identity here: it is ignored.
     let body: ConsumeBody = json_body(req)?;
     let scope = scoping::end_user_scope(app, req).await?;
@@ -64,6 +77,21 @@ async fn consume_for_jwt_user(app: &App, req: &Request) -> Result<Response<Body>
 
 async fn consume_for_named_user(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let (scope, principal) = scoping::internal_scope(app, req).await?;
+    let path = req.uri().path();
+    if path.contains("/reservations") || path.contains("/grants") {
+        let actor = async |user: Option<&Value>| {
+            Ok(grants::Actor {
+                scope,
+                account: grants::named_user(user)?,
+                by: format!("iam:{principal}"),
+            })
+        };
+        return if path.contains("/reservations") {
+            grants::reservation_route(app, req, actor).await
+        } else {
+            grants::grant_route(app, req, actor).await
+        };
+    }
     let body: ConsumeBody = json_body(req)?;
     let user = match &body.user_id {
         Some(Value::String(id)) => {

@@ -76,6 +76,9 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     if path.ends_with("/subscriptions") {
         return Ok(ok_page(subscription_lines(app, &scope).await?, None));
     }
+    if path.contains("/accounts/") {
+        return account_route(app, req, &developer, scope).await;
+    }
     if path.ends_with("/payments") {
         let query = payment_query(req, &developer)?;
         let (lines, next) = merged_page(app, &developer, &[scope], &query).await?;
@@ -102,6 +105,33 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         }
         _ => Err(ApiError::NotFound("No such route.".into())),
     }
+}
+
+/// An account of the developer's project in a mode: its balance with its buckets, and grants.
+async fn account_route(
+    app: &App,
+    req: &Request,
+    developer: &crate::auth::UserId,
+    scope: Scope,
+) -> Result<Response<Body>, ApiError> {
+    let account = req
+        .path_parameters_ref()
+        .and_then(|p| p.first("account_id"))
+        .and_then(crate::auth::UserId::parse)
+        .ok_or_else(|| ApiError::bad_request("account_id is malformed."))?;
+    if req.method().as_str() == "GET" && req.uri().path().ends_with("/balance") {
+        let balance = crate::services::accounts::balance(app, &scope, &account).await?;
+        return Ok(ok(crate::api::BalanceView::of(&balance)));
+    }
+    let by = format!("developer:{}", developer.as_str());
+    super::grants::grant_route(app, req, async |_| {
+        Ok(super::grants::Actor {
+            scope,
+            account,
+            by,
+        })
+    })
+    .await
 }
 
 /// Per project and mode of the caller (`project_id` and `test_mode` narrow it): revenue and

@@ -9,6 +9,7 @@ pub(crate) mod create_payment_intent;
 pub(crate) mod credit_packages;
 pub(crate) mod developer_api;
 pub(crate) mod developer_payments;
+pub(crate) mod grants;
 pub(crate) mod payment_history;
 pub(crate) mod project_config;
 pub(crate) mod project_plans;
@@ -153,6 +154,19 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "project-config",
     ),
     ("POST", "/internal/usage", "usage"),
+    ("POST", "/api/credits/reservations", "consume-credits"),
+    ("POST", "/api/credits/reservations/{reservation_id}/capture", "consume-credits"),
+    ("POST", "/api/credits/reservations/{reservation_id}/release", "consume-credits"),
+    ("POST", "/internal/credits/reservations", "internal-consume-credits"),
+    ("POST", "/internal/credits/reservations/{reservation_id}/capture", "internal-consume-credits"),
+    ("POST", "/internal/credits/reservations/{reservation_id}/release", "internal-consume-credits"),
+    ("POST", "/internal/credits/grants", "internal-consume-credits"),
+    ("POST", "/internal/credits/grants/{grant_id}/adjust", "internal-consume-credits"),
+    ("POST", "/internal/credits/grants/{grant_id}/void", "internal-consume-credits"),
+    ("GET", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/balance", "developer-api"),
+    ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants", "developer-api"),
+    ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants/{grant_id}/adjust", "developer-api"),
+    ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants/{grant_id}/void", "developer-api"),
     ("GET", "/api/usage", "usage"),
 ];
 

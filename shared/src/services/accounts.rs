@@ -13,10 +13,7 @@ pub async fn balance(app: &App, scope: &Scope, user: &UserId) -> Result<Balance,
         .store_for(scope)
         .balance(user)
         .await?
-        .unwrap_or(Balance {
-            balance: 0,
-            currency: app.config.default_currency.clone(),
-        }))
+        .unwrap_or_else(|| Balance::empty(app.config.default_currency.clone())))
 }
 
 /// A page of the account's payments and grants, newest first, and the cursor of the next one

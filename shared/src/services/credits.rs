@@ -37,7 +37,7 @@ pub async fn spend(
     };
     let entry_id = idempotency::spend_entry(user, spender, key);
     let outcome = store
-        .move_credits(user, &entry_id, EntryKind::Spend, &request, currency)
+        .move_credits(user, &entry_id, EntryKind::Spend, &request, currency, None)
         .await?;
     match outcome {
         MoveOutcome::Done {
@@ -69,6 +69,9 @@ pub async fn spend(
         MoveOutcome::CurrencyMismatch => Err(Failure::Internal(format!(
             "the balance of this user is not in {currency}"
         ))),
+        MoveOutcome::TooManyBuckets => Err(Failure::Internal(
+            "a spend was refused as a credit".into(),
+        )),
     }
 }
 
@@ -100,7 +103,7 @@ pub async fn grant(
     let entry_id = idempotency::grant_entry(user, key);
     match app
         .store_for(scope)
-        .move_credits(user, &entry_id, EntryKind::Grant, &request, currency)
+        .move_credits(user, &entry_id, EntryKind::Grant, &request, currency, None)
         .await?
     {
         MoveOutcome::Done { entry_id, .. } => Ok(Granted {
@@ -118,5 +121,8 @@ pub async fn grant(
         MoveOutcome::CurrencyMismatch => Err(Failure::Conflict(format!(
             "this user's balance is not in {currency}"
         ))),
+        MoveOutcome::TooManyBuckets => Err(Failure::Conflict(
+            "this account holds as many credit buckets as it may; grant with the terms of an existing one".into(),
+        )),
     }
 }

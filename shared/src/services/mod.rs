@@ -8,6 +8,7 @@ pub mod credits;
 pub mod developers;
 pub mod events;
 pub mod failure;
+pub mod grants;
 pub mod inbound;
 pub mod ledger_check;
 pub mod metering;

@@ -280,7 +280,7 @@ async fn a_refund_after_spending_leaves_a_visible_negative_balance() {
     let balance = app.get("/api/stripe/balance", Some("uma")).await;
     assert_eq!(
         balance.body["data"],
-        json!({"balance": -4.0, "currency": "usd"})
+        json!({"balance": -4.0, "currency": "usd", "held": 0.0, "buckets": []})
     );
     // Spending is refused while negative.
     assert_eq!(app.spend("uma", json!(0.01), "u-2").await.status, 402);

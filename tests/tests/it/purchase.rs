@@ -75,7 +75,8 @@ async fn full_purchase_credits_the_package_once_and_shows_in_history() {
     let balance = app.get("/api/stripe/balance", Some("alice")).await;
     assert_eq!(
         balance.body["data"],
-        json!({"balance": 16.5, "currency": "usd"})
+        json!({"balance": 16.5, "currency": "usd", "held": 0.0,
+               "buckets": [{"amount": 16.5, "kind": "paid", "priority": 0}]})
     );
     app.assert_invariants().await;
 }

@@ -67,6 +67,7 @@ async fn grant(app: &TestApp, user: &str, minor: i64) {
                 reason: "test credits".into(),
             },
             &coffer::domain::money::Currency::usd(),
+            None,
         )
         .await
         .expect("grant");

@@ -12,7 +12,7 @@ use crate::domain::ledger::EntryKind;
 use crate::domain::ledger::{ChargeFacts, DisputeFacts, FailedRefund, PaymentRecord};
 use crate::domain::money::Currency;
 use crate::domain::packages::CreditPackage;
-use crate::domain::records::{Balance, Grant, HistoryItem, PaymentStatus, UserId};
+use crate::domain::records::{Grant, HistoryItem, PaymentStatus, UserId};
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -308,14 +308,6 @@ pub fn entry_to_item(keys: &Keys, entry: &NewEntry<'_>) -> Item {
     item.insert("currency".into(), s(entry.currency.as_str()));
     item.insert("createdAt".into(), n(entry.created_at_ms));
     item
-}
-
-pub fn balance_from_item(item: &Item) -> Result<Balance, DecodeError> {
-    let f = Fields::of(item);
-    Ok(Balance {
-        balance: f.int("balance")?,
-        currency: f.currency("currency")?,
-    })
 }
 
 /// A history line: a payment, or a grant entry.

@@ -3,12 +3,14 @@
 //! the new balance in one transaction conditioned on the balance it read: the answer it gives,
 //! and gives again for the same key, is exactly what was written.
 
-use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::TransactWriteItem;
 
-use super::codec::{balance_from_item, entry_to_item, get_s, n, s, Fields, Item, NewEntry};
+use super::codec::{get_s, n, s, Fields, Item};
+use super::wallet::{wallet_from_item, SETTLE_INLINE};
 use super::{backoff, keys, Store, StoreError};
+use crate::domain::buckets::{Refusal, Step, Terms};
 use crate::domain::ledger::EntryKind;
-use crate::domain::ledger::{decide_move, CreditMove, MoveDecision, RecordedMove};
+use crate::domain::ledger::{CreditMove, RecordedMove};
 use crate::domain::money::Currency;
 use crate::domain::records::{now_ms, Balance, UserId};
 
@@ -36,16 +38,37 @@ pub enum MoveOutcome {
     Insufficient,
     /// The user's balance is held in another currency.
     CurrencyMismatch,
+    /// The account has as many buckets as it may, none of these terms.
+    TooManyBuckets,
 }
 
 impl Store {
-    /// The user's balance (one consistent GetItem); `None` when nothing was ever credited.
+    /// The user's balance now (one consistent GetItem); `None` when nothing was ever credited.
+    /// It is computed at the time of reading: an expired bucket never counts and an ended hold
+    /// is back, whether or not the scheduled job has written them yet.
     pub async fn balance(&self, user: &UserId) -> Result<Option<Balance>, StoreError> {
-        let item = self.get(self.keys.balance(user)).await?;
-        Ok(item.as_ref().map(balance_from_item).transpose()?)
+        let read = self.wallet(user).await?;
+        let Some(currency) = read.currency.clone() else {
+            return Ok(None);
+        };
+        let now = now_ms() / 1000;
+        let mut wallet = read.wallet;
+        for hold in wallet.ended_holds(now) {
+            let _ = wallet.release(&hold);
+        }
+        let (live, next_expiry) = wallet.live_buckets(now);
+        Ok(Some(Balance {
+            balance: wallet.balance(now),
+            currency,
+            buckets: live.into_iter().cloned().collect(),
+            next_expiry,
+            held: wallet.held(),
+        }))
     }
 
-    /// Moves credits for `user` as the entry `entry_id` of `kind`, exactly once per entry id.
+    /// Moves credits for `user` as the entry `entry_id` of `kind`, exactly once per entry id: a
+    /// negative move is a spend from the live buckets in the spend order, a positive one a
+    /// bucket of `terms` (promotional, never expiring, when `None`).
     pub async fn move_credits(
         &self,
         user: &UserId,
@@ -53,12 +76,22 @@ impl Store {
         kind: EntryKind,
         request: &CreditMove,
         currency: &Currency,
+        terms: Option<&Terms>,
     ) -> Result<MoveOutcome, StoreError> {
-        self.move_credits_with(user, entry_id, kind, request, currency, &[], MOVE_ATTEMPTS)
-            .await?
-            .ok_or_else(|| {
-                StoreError::Contention(format!("the balance of {} kept changing", user.as_str()))
-            })
+        self.move_credits_with(
+            user,
+            entry_id,
+            kind,
+            request,
+            currency,
+            terms,
+            &[],
+            MOVE_ATTEMPTS,
+        )
+        .await?
+        .ok_or_else(|| {
+            StoreError::Contention(format!("the balance of {} kept changing", user.as_str()))
+        })
     }
 
     /// The same, with `extra` items written in the same transaction (their conditions included).
@@ -72,6 +105,7 @@ impl Store {
         kind: EntryKind,
         request: &CreditMove,
         currency: &Currency,
+        terms: Option<&Terms>,
         extra: &[TransactWriteItem],
         attempts: u32,
     ) -> Result<Option<MoveOutcome>, StoreError> {
@@ -86,35 +120,66 @@ impl Store {
                 .find(|i| get_s(i, "sk") != Some("BALANCE"))
                 .map(recorded_move)
                 .transpose()?;
-            let balance = balance_item.map(balance_from_item).transpose()?;
-            if balance.as_ref().is_some_and(|b| &b.currency != currency) && earlier.is_none() {
+            let read = wallet_from_item(balance_item)?;
+            if let Some(first) = earlier {
+                return Ok(Some(
+                    if first.delta == request.delta && first.reason == request.reason {
+                        MoveOutcome::Replayed {
+                            entry_id: first.entry_id,
+                            balance_after: first.balance_after,
+                        }
+                    } else {
+                        MoveOutcome::KeyConflict
+                    },
+                ));
+            }
+            if read.currency.as_ref().is_some_and(|c| c != currency) {
                 return Ok(Some(MoveOutcome::CurrencyMismatch));
             }
-            let before = balance.as_ref().map_or(0, |b| b.balance);
-            let balance_after = match decide_move(earlier.as_ref(), before, request) {
-                MoveDecision::Replay(first) => {
-                    return Ok(Some(MoveOutcome::Replayed {
-                        entry_id: first.entry_id,
-                        balance_after: first.balance_after,
-                    }))
-                }
-                MoveDecision::KeyConflict => return Ok(Some(MoveOutcome::KeyConflict)),
-                MoveDecision::Insufficient => return Ok(Some(MoveOutcome::Insufficient)),
-                MoveDecision::Write { balance_after } => balance_after,
-            };
             let now = now_ms();
-            let entry = NewEntry {
-                user,
-                entry_id,
-                kind,
-                amount: request.delta,
-                currency,
-                created_at_ms: now,
+            let now_s = now / 1000;
+            let mut wallet = read.wallet.clone();
+            let mut steps = wallet.settle(now_s, read.next_version(), SETTLE_INLINE);
+            let step = if request.delta < 0 {
+                let amount = request.delta.checked_neg().ok_or(StoreError::Refused(
+                    "a move of an impossible amount".into(),
+                ))?;
+                wallet.spend_step(entry_id, amount, now_s, &self.spend_order)
+            } else {
+                let terms = terms.cloned().unwrap_or_else(Terms::promotional);
+                wallet.credit_step(entry_id, kind, terms.bucket(entry_id, now_s, request.delta))
             };
-            let mut items = vec![
-                self.move_entry(&entry, &request.reason, balance_after)?,
-                self.balance_set(user, balance.as_ref(), balance_after, currency, now)?,
-            ];
+            let mut step = match step {
+                Ok(step) => step,
+                Err(Refusal::Short { .. }) => return Ok(Some(MoveOutcome::Insufficient)),
+                Err(Refusal::TooManyBuckets) => return Ok(Some(MoveOutcome::TooManyBuckets)),
+                Err(other) => {
+                    return Err(StoreError::Refused(format!("a credit move: {other:?}")))
+                }
+            };
+            step.kind = kind;
+            let balance_after = wallet.balance(now_s);
+            steps.push(step);
+            let reason = request.reason.clone();
+            let history_pk = self.keys.history_pk(user);
+            let own = entry_id.to_owned();
+            let annotate = move |step: &Step, item: &mut Item| {
+                if step.entry_id != own {
+                    return;
+                }
+                item.insert("reason".into(), s(&reason));
+                item.insert("balanceAfter".into(), n(balance_after));
+                if step.amount > 0 {
+                    // Grants show in history beside payments.
+                    item.insert("gsi1pk".into(), s(&history_pk));
+                    item.insert(
+                        "gsi1sk".into(),
+                        s(keys::history_sk(now, &step.entry_id)),
+                    );
+                }
+            };
+            let mut items =
+                self.wallet_items(user, &read, &mut wallet, &steps, currency, now, &annotate)?;
             items.extend(extra.iter().cloned());
             match self.transact(items).await? {
                 Ok(()) => {
@@ -128,54 +193,6 @@ impl Store {
             }
         }
         Ok(None)
-    }
-
-    /// The entry of a keyed movement, with the balance it leaves.
-    fn move_entry(
-        &self,
-        entry: &NewEntry<'_>,
-        reason: &str,
-        balance_after: i64,
-    ) -> Result<TransactWriteItem, StoreError> {
-        let mut item = entry_to_item(&self.keys, entry);
-        item.insert("reason".into(), s(reason));
-        item.insert("balanceAfter".into(), n(balance_after));
-        if entry.amount > 0 {
-            // Grants show in history beside payments.
-            item.insert("gsi1pk".into(), s(self.keys.history_pk(entry.user)));
-            item.insert(
-                "gsi1sk".into(),
-                s(keys::history_sk(entry.created_at_ms, entry.entry_id)),
-            );
-        }
-        self.put_new(item)
-    }
-
-    /// Sets the balance to `after`, only if it still is what was read.
-    fn balance_set(
-        &self,
-        user: &UserId,
-        read: Option<&Balance>,
-        after: i64,
-        currency: &Currency,
-        now: i64,
-    ) -> Result<TransactWriteItem, StoreError> {
-        let update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(self.keys.balance(user)))
-            .update_expression("SET balance = :after, currency = :currency, updatedAt = :now")
-            .expression_attribute_values(":after", n(after))
-            .expression_attribute_values(":currency", s(currency.as_str()))
-            .expression_attribute_values(":now", n(now));
-        let update = match read {
-            Some(balance) => update
-                .condition_expression("balance = :before AND currency = :currency")
-                .expression_attribute_values(":before", n(balance.balance)),
-            None => update.condition_expression("attribute_not_exists(pk)"),
-        };
-        Ok(TransactWriteItem::builder()
-            .update(update.build().map_err(StoreError::build)?)
-            .build())
     }
 }
 

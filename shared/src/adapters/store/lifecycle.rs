@@ -6,6 +6,7 @@ use aws_sdk_dynamodb::types::TransactWriteItem;
 
 use super::codec::{facts_to_attributes, n, s};
 use super::{backoff, Store, StoreError, CONFLICT_ATTEMPTS};
+use crate::domain::buckets::Terms;
 use crate::domain::ledger::{decide_lifecycle, ChargeEvent, LifecycleDecision};
 use crate::domain::records::now_ms;
 
@@ -78,8 +79,13 @@ impl Store {
                 let kind = event.entry_kind();
                 let entry_id =
                     crate::domain::idempotency::charge_entry(kind, intent_id, payment.rev + 1);
-                items.push(self.entry_put(&payment, kind, delta, &entry_id, now)?);
-                items.push(self.balance_add(&payment, delta, now, false)?);
+                let entries = [(kind, entry_id, delta)];
+                // Given back to the payment's bucket, taken back from it first.
+                let moves = self
+                    .payment_wallet_items(&payment, &entries, &Terms::paid(), false, now)
+                    .await?
+                    .ok_or_else(|| StoreError::Refused("a payment's balance".into()))?;
+                items.extend(moves);
             }
             match self.transact(items).await? {
                 Ok(()) => return Ok(LifecycleOutcome::Applied(delta)),

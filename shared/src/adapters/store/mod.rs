@@ -11,6 +11,7 @@ mod changes;
 pub mod codec;
 mod coverage;
 mod credits;
+mod grants;
 pub mod keys;
 mod lifecycle;
 mod metering;
@@ -19,6 +20,7 @@ mod payments;
 mod projects;
 mod stats;
 mod usage;
+mod wallet;
 
 use std::time::Duration;
 
@@ -27,6 +29,8 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{KeysAndAttributes, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 
+use crate::domain::buckets::SpendOrder;
+
 pub use admin::{LedgerScan, ScanPage};
 pub use billing::{
     valid_account_boundary, AccountPayment, CustomerLink, InvoiceRecord, SubscriptionRecord,
@@ -34,6 +38,7 @@ pub use billing::{
 pub use changes::Change;
 pub use codec::{get_s, payment_from_item, DecodeError, Fields, Item};
 pub use credits::MoveOutcome;
+pub use grants::{GrantOutcome, GrantRequest, GrantState, HoldOutcome, HoldState, HoldStatus};
 pub use keys::{hash_parts, split_scope, Keys, GSI1, GSI2};
 pub use lifecycle::LifecycleOutcome;
 pub use metering::{MeterHold, MeterWatermark};
@@ -44,6 +49,7 @@ pub use stats::{
     item_from_stream_json, records_from_event, BackfillPage, Recount, StatsEpoch, StatsOutcome,
     StreamRecord, STATS_SHARDS,
 };
+pub use wallet::{BucketMove, WalletRead};
 pub use usage::{
     leases_pk, meter_pk, Allowance, AllowanceKey, EndedLease, LeaseItem, MeterTag, NewUsage,
     UsageRecord, LEASE_INDEX_SHARDS, USAGE_RECORD_TTL_SECS,
@@ -116,6 +122,8 @@ pub struct Store {
     client: Client,
     table: String,
     keys: Keys,
+    /// The order spends take from buckets in (the project's, or the default).
+    spend_order: SpendOrder,
 }
 
 impl Store {
@@ -126,7 +134,14 @@ impl Store {
             client,
             table: table.into(),
             keys: Keys::default(),
+            spend_order: SpendOrder::default(),
         }
+    }
+
+    /// The same store, spending in `order`.
+    pub fn with_spend_order(mut self, order: SpendOrder) -> Self {
+        self.spend_order = order;
+        self
     }
 
     /// The same table through another scope's keys.
@@ -135,6 +150,7 @@ impl Store {
             client: self.client.clone(),
             table: self.table.clone(),
             keys,
+            spend_order: SpendOrder::default(),
         }
     }
 

@@ -7,16 +7,26 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::codec::{
-    entry_to_item, get_s, history_from_item, n, payment_from_item, payment_to_item, s, Fields,
-    Item, NewEntry,
+    get_s, history_from_item, n, payment_from_item, payment_to_item, s, Fields, Item,
 };
-use super::{keys, IdempotencyRecord, Store, StoreError, CONFLICT_ATTEMPTS};
+use super::wallet::SETTLE_INLINE;
+use super::{backoff, keys, IdempotencyRecord, Store, StoreError, CONFLICT_ATTEMPTS};
+use crate::domain::buckets::{Step, Terms};
 use crate::domain::ledger::EntryKind;
 use crate::domain::ledger::{
     crediting_entries, decide_credit, status_of, ChargeEvent, CreditDecision, DisputeStep,
     PaidIntent, PaymentRecord,
 };
 use crate::domain::records::{now_ms, HistoryItem, PaymentStatus, UserId};
+
+/// The bucket a payment's credits go to: its purchase's, or its invoice's included credits.
+pub fn payment_bucket(payment: &PaymentRecord) -> String {
+    if payment.is_included_grant() {
+        format!("included:{}", payment.intent_id)
+    } else {
+        format!("purchase:{}", payment.intent_id)
+    }
+}
 
 /// How long an `Idempotency-Key` is remembered (Stripe keeps its own for 24 h too).
 const IDEMPOTENCY_TTL_SECS: i64 = 24 * 60 * 60;
@@ -228,30 +238,93 @@ impl Store {
         &self,
         grant: &PaymentRecord,
         entry_id: &str,
+        terms: &Terms,
     ) -> Result<IncludedOutcome, StoreError> {
-        let now = now_ms();
-        let mut item = payment_to_item(&self.keys, grant);
-        item.extend(self.keys.included_grant(&grant.intent_id));
-        for listed in ["gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"] {
-            item.remove(listed);
-        }
-        item.insert("creditedAt".into(), n(now));
-        item.insert("invoiceEntry".into(), s(entry_id));
-        let items = vec![
-            self.put_new(item)?,
-            self.entry_put(grant, EntryKind::Grant, grant.credits, entry_id, now)?,
-            self.balance_add(grant, grant.credits, now, true)?,
-        ];
-        Ok(match self.transact(items).await? {
-            Ok(()) => IncludedOutcome::Granted,
-            // The record or the entry exists: granted before (this record, or an entry of the
-            // invoice written before included credits had records).
-            Err(reasons) if reasons.iter().take(2).any(|r| r.condition_failed()) => {
-                IncludedOutcome::AlreadyGranted
+        for attempt in 1..=CONFLICT_ATTEMPTS {
+            let now = now_ms();
+            let mut item = payment_to_item(&self.keys, grant);
+            item.extend(self.keys.included_grant(&grant.intent_id));
+            for listed in ["gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"] {
+                item.remove(listed);
             }
-            // Only the balance refused: it holds another currency.
-            Err(_) => IncludedOutcome::CurrencyMismatch,
-        })
+            item.insert("creditedAt".into(), n(now));
+            item.insert("invoiceEntry".into(), s(entry_id));
+            let entries = [(EntryKind::Grant, entry_id.to_owned(), grant.credits)];
+            let Some(mut items) = self
+                .payment_wallet_items(grant, &entries, terms, true, now)
+                .await?
+            else {
+                return Ok(IncludedOutcome::CurrencyMismatch);
+            };
+            items.insert(0, self.put_new(item)?);
+            match self.transact(items).await? {
+                Ok(()) => return Ok(IncludedOutcome::Granted),
+                // The record or the entry exists: granted before (this record, or an entry of
+                // the invoice written before included credits had records).
+                Err(reasons) if reasons.iter().take(2).any(|r| r.condition_failed()) => {
+                    return Ok(IncludedOutcome::AlreadyGranted)
+                }
+                // Only the balance changed meanwhile: read it again.
+                Err(_) => backoff(attempt).await,
+            }
+        }
+        Err(StoreError::Contention(format!(
+            "the balance of {} kept changing",
+            grant.user_id.as_str()
+        )))
+    }
+
+    /// The writes that move a payment's entries through its account's wallet: credits go to
+    /// the payment's own bucket (of `terms`), what is taken back comes from it first. `None`:
+    /// `claim_currency` is set and the account's balance is in another currency.
+    pub(super) async fn payment_wallet_items(
+        &self,
+        payment: &PaymentRecord,
+        entries: &[(EntryKind, String, i64)],
+        terms: &Terms,
+        claim_currency: bool,
+        now: i64,
+    ) -> Result<Option<Vec<TransactWriteItem>>, StoreError> {
+        let read = self.wallet(&payment.user_id).await?;
+        let currency = match &read.currency {
+            Some(held) if held != &payment.currency && claim_currency => return Ok(None),
+            Some(held) => held.clone(),
+            None => payment.currency.clone(),
+        };
+        let now_s = now / 1000;
+        let bucket = payment_bucket(payment);
+        let mut wallet = read.wallet.clone();
+        let mut steps = wallet.settle(now_s, read.next_version(), SETTLE_INLINE);
+        for (kind, entry_id, amount) in entries {
+            let step = if *amount >= 0 {
+                if *amount == 0 {
+                    continue;
+                }
+                wallet.credit_step(entry_id, *kind, terms.bucket(&bucket, now_s, *amount))
+            } else {
+                let amount = amount.checked_neg().unwrap_or(i64::MAX);
+                wallet.claw_back_step(entry_id, *kind, &bucket, amount, now_s, &self.spend_order)
+            };
+            steps.push(step.map_err(|why| {
+                StoreError::Refused(format!("a payment's credits could not move: {why:?}"))
+            })?);
+        }
+        let intent = payment.intent_id.clone();
+        let own: Vec<String> = entries.iter().map(|(_, id, _)| id.clone()).collect();
+        let annotate = move |step: &Step, item: &mut Item| {
+            if own.contains(&step.entry_id) {
+                item.insert("intentId".into(), s(&intent));
+            }
+        };
+        Ok(Some(self.wallet_items(
+            &payment.user_id,
+            &read,
+            &mut wallet,
+            &steps,
+            &currency,
+            now,
+            &annotate,
+        )?))
     }
 
     /// Keeps a refund or dispute event of an intent with no payment (yet), once per event.
@@ -290,7 +363,7 @@ impl Store {
         paid: &PaidIntent,
         source: &str,
     ) -> Result<CreditOutcome, StoreError> {
-        for _ in 0..CONFLICT_ATTEMPTS {
+        for attempt in 1..=CONFLICT_ATTEMPTS {
             let Some(payment) = self.payment(&paid.intent_id).await? else {
                 return Ok(CreditOutcome::UnknownPayment);
             };
@@ -325,32 +398,25 @@ impl Store {
                 .expression_attribute_values(":applied", n(applied))
                 .build()
                 .map_err(StoreError::build)?;
+            let planned: Vec<(EntryKind, String, i64)> = entries
+                .iter()
+                .map(|e| (e.kind, e.entry_id.clone(), e.amount))
+                .collect();
+            let Some(moves) = self
+                .payment_wallet_items(&payment, &planned, &Terms::paid(), true, now)
+                .await?
+            else {
+                match self.flag(&payment, "balance_currency_mismatch").await? {
+                    Some(outcome) => return Ok(outcome),
+                    None => continue,
+                }
+            };
             let mut items = vec![TransactWriteItem::builder().update(update_payment).build()];
-            for entry in &entries {
-                items.push(self.entry_put(
-                    &payment,
-                    entry.kind,
-                    entry.amount,
-                    &entry.entry_id,
-                    now,
-                )?);
-            }
-            let balance_index = items.len();
-            items.push(self.balance_add(&payment, applied, now, true)?);
+            items.extend(moves);
             match self.transact(items).await? {
                 Ok(()) => return Ok(CreditOutcome::Credited),
-                Err(reasons) => {
-                    let balance_refused = reasons
-                        .get(balance_index)
-                        .is_some_and(super::Cancelled::condition_failed);
-                    if balance_refused {
-                        match self.flag(&payment, "balance_currency_mismatch").await? {
-                            Some(outcome) => return Ok(outcome),
-                            None => continue,
-                        }
-                    }
-                    // The payment changed first: read it again and decide again.
-                }
+                // The payment or the balance changed first: read them again and decide again.
+                Err(_) => backoff(attempt).await,
             }
         }
         Err(StoreError::Contention(format!(
@@ -369,58 +435,6 @@ impl Store {
             .set_key(Some(self.payment_key(payment)))
             .expression_attribute_values(":rev", n(payment.rev))
             .expression_attribute_values(":next", n(payment.rev + 1))
-    }
-
-    /// The Put of an immutable entry of a payment, at most once per entry id.
-    pub(super) fn entry_put(
-        &self,
-        payment: &PaymentRecord,
-        kind: EntryKind,
-        amount: i64,
-        entry_id: &str,
-        now: i64,
-    ) -> Result<TransactWriteItem, StoreError> {
-        let mut entry = entry_to_item(
-            &self.keys,
-            &NewEntry {
-                user: &payment.user_id,
-                entry_id,
-                kind,
-                amount,
-                currency: &payment.currency,
-                created_at_ms: now,
-            },
-        );
-        entry.insert("intentId".into(), s(&payment.intent_id));
-        self.put_new(entry)
-    }
-
-    /// Adds `delta` to the payment's user's balance. With `claim_currency` the balance takes the
-    /// payment's currency if it has none and refuses another one; without it there is no floor,
-    /// so credits already spent leave the balance negative, visibly.
-    pub(super) fn balance_add(
-        &self,
-        payment: &PaymentRecord,
-        delta: i64,
-        now: i64,
-        claim_currency: bool,
-    ) -> Result<TransactWriteItem, StoreError> {
-        let update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(self.keys.balance(&payment.user_id)))
-            .expression_attribute_values(":delta", n(delta))
-            .expression_attribute_values(":now", n(now));
-        let update = if claim_currency {
-            update
-                .update_expression("ADD balance :delta SET currency = :currency, updatedAt = :now")
-                .condition_expression("attribute_not_exists(currency) OR currency = :currency")
-                .expression_attribute_values(":currency", s(payment.currency.as_str()))
-        } else {
-            update.update_expression("ADD balance :delta SET updatedAt = :now")
-        };
-        Ok(TransactWriteItem::builder()
-            .update(update.build().map_err(StoreError::build)?)
-            .build())
     }
 
     /// Marks a succeeded payment that could not be credited, once, with a marker item that

@@ -559,6 +559,7 @@ impl Store {
             EntryKind::Spend,
             overage,
             currency,
+            None,
             &extra,
             3,
         )

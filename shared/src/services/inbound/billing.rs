@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::adapters::store::{CreditOutcome, IncludedOutcome, InvoiceRecord, MoveOutcome};
 use crate::adapters::stripe::webhook::Event;
 use crate::adapters::stripe::{META_ACCOUNT, META_CREDITS, META_PACKAGE, META_SCOPE, META_USER};
+use crate::domain::buckets::Terms;
 use crate::domain::ledger::EntryKind;
 use crate::domain::ledger::{CreditMove, IncludedGrant, PaidIntent, PaymentRecord};
 use crate::domain::money::Currency;
@@ -190,7 +191,10 @@ pub async fn invoice_event(
                 now_ms: now_ms(),
             });
             let entry_id = crate::domain::idempotency::included_entry(invoice_id);
-            match store.grant_included(&grant, &entry_id).await? {
+            match store
+                .grant_included(&grant, &entry_id, &Terms::paid())
+                .await?
+            {
                 IncludedOutcome::Granted => tracing::info!(
                     invoice_id,
                     credits = plan.included_credits,
@@ -253,7 +257,14 @@ async fn grant_included_untracked(
     let entry_id = crate::domain::idempotency::included_entry(invoice_id);
     let currency: &Currency = &app.config.default_currency;
     match store
-        .move_credits(account, &entry_id, EntryKind::Grant, &request, currency)
+        .move_credits(
+            account,
+            &entry_id,
+            EntryKind::Grant,
+            &request,
+            currency,
+            Some(&Terms::paid()),
+        )
         .await?
     {
         MoveOutcome::Done { .. } => {

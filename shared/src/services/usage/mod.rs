@@ -295,7 +295,10 @@ async fn pay_overage(
         Some(MoveOutcome::Done { .. }) => (Paid::Done, Some(result)),
         Some(MoveOutcome::Insufficient) => (Paid::Insufficient, None),
         Some(MoveOutcome::CurrencyMismatch) => (Paid::OtherCurrency, None),
-        Some(MoveOutcome::Replayed { .. }) | Some(MoveOutcome::KeyConflict) | None => {
+        Some(MoveOutcome::Replayed { .. })
+        | Some(MoveOutcome::KeyConflict)
+        | Some(MoveOutcome::TooManyBuckets)
+        | None => {
             (Paid::Retry, None)
         }
     })

@@ -1,0 +1,314 @@
+//! An account's wallet: its buckets, debt and holds, kept in its balance item beside the
+//! `balance` the entries add up to, with a version. Every change reads the item, asks the bucket
+//! rules, and writes the item on the version it read together with one entry per step, in one
+//! transaction. An item written before buckets existed has a balance and no wallet: it reads as
+//! one paid bucket (or debt), and its next write stores the wallet.
+
+use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+use serde::{Deserialize, Serialize};
+
+use super::codec::{entry_to_item, n, s, Fields, Item, NewEntry};
+use super::{Store, StoreError};
+use crate::domain::buckets::{Step, Wallet};
+use crate::domain::money::Currency;
+use crate::domain::records::UserId;
+
+/// Expiries and ended holds settled inside another change's transaction, at most (the rest
+/// is settled by the next change or the scheduled job; reads never count them either way).
+pub(super) const SETTLE_INLINE: usize = 20;
+
+/// An account's balance item as read.
+#[derive(Clone, Debug)]
+pub struct WalletRead {
+    pub wallet: Wallet,
+    /// The wallet's version; `None` for an item with no wallet yet (or no item).
+    pub version: Option<i64>,
+    /// The `balance` the item had (what its entries add up to); `None`: no item.
+    pub stored: Option<i64>,
+    pub currency: Option<Currency>,
+}
+
+impl WalletRead {
+    /// The version the next write stores.
+    pub fn next_version(&self) -> i64 {
+        self.version.unwrap_or(0) + 1
+    }
+}
+
+/// How an entry records the buckets it moved: bucket id, what it gained or lost, and the
+/// bucket's expiry (so the checker can tell a spend after an expiry from its entries alone).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketMove {
+    pub b: String,
+    pub d: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<i64>,
+}
+
+pub fn wallet_from_item(item: Option<&Item>) -> Result<WalletRead, StoreError> {
+    let Some(item) = item else {
+        return Ok(WalletRead {
+            wallet: Wallet::default(),
+            version: None,
+            stored: None,
+            currency: None,
+        });
+    };
+    let f = Fields::of(item);
+    let stored = f.int("balance")?;
+    let currency = match f.opt_text("currency")? {
+        Some(_) => Some(f.currency("currency")?),
+        None => None,
+    };
+    let (wallet, version) = match f.opt_text("wallet")? {
+        Some(text) => {
+            let wallet: Wallet = serde_json::from_str(text).map_err(|_| {
+                StoreError::Malformed(super::codec::DecodeError {
+                    key: "balance".into(),
+                    attribute: "wallet",
+                    problem: "not a wallet",
+                })
+            })?;
+            (wallet, Some(f.int("wver")?))
+        }
+        None => {
+            let created = f.opt_int("updatedAt")?.unwrap_or(0) / 1000;
+            (Wallet::from_stored_balance(stored, created), None)
+        }
+    };
+    Ok(WalletRead {
+        wallet,
+        version,
+        stored: Some(stored),
+        currency,
+    })
+}
+
+impl Store {
+    /// The account's wallet (one consistent read).
+    pub async fn wallet(&self, user: &UserId) -> Result<WalletRead, StoreError> {
+        let item = self.get(self.keys.balance(user)).await?;
+        wallet_from_item(item.as_ref())
+    }
+
+    /// The writes of a wallet change: one entry per step (with `annotate`'s attributes), then
+    /// the balance item on the version that was read. The wallet is pruned here, after the
+    /// entries took the expiries of the buckets they moved.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn wallet_items(
+        &self,
+        user: &UserId,
+        read: &WalletRead,
+        wallet: &mut Wallet,
+        steps: &[Step],
+        currency: &Currency,
+        now_ms: i64,
+        annotate: &dyn Fn(&Step, &mut Item),
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let mut items = Vec::with_capacity(steps.len() + 1);
+        for step in steps {
+            let mut item = entry_to_item(
+                &self.keys,
+                &NewEntry {
+                    user,
+                    entry_id: &step.entry_id,
+                    kind: step.kind,
+                    amount: step.amount,
+                    currency,
+                    created_at_ms: now_ms,
+                },
+            );
+            let moves: Vec<BucketMove> = step
+                .moves
+                .iter()
+                .map(|(b, d)| BucketMove {
+                    b: b.clone(),
+                    d: *d,
+                    x: wallet.bucket(b).and_then(|bucket| bucket.expires_at),
+                })
+                .collect();
+            let moves = serde_json::to_string(&moves)
+                .map_err(|e| StoreError::Refused(format!("bucket moves: {e}")))?;
+            item.insert("buckets".into(), s(moves));
+            if step.debt != 0 {
+                item.insert("debt".into(), n(step.debt));
+            }
+            if let Some(hold) = &step.hold {
+                item.insert("hold".into(), s(hold));
+            }
+            if let Some(captured) = step.captured {
+                item.insert("captured".into(), n(captured));
+            }
+            annotate(step, &mut item);
+            items.push(self.put_new(item)?);
+        }
+        wallet.prune();
+        items.push(self.wallet_put(user, read, wallet, currency, now_ms)?);
+        Ok(items)
+    }
+
+    /// Writes the wallet (and the balance its entries add up to), only on the version read.
+    fn wallet_put(
+        &self,
+        user: &UserId,
+        read: &WalletRead,
+        wallet: &Wallet,
+        currency: &Currency,
+        now_ms: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let text = serde_json::to_string(wallet)
+            .map_err(|e| StoreError::Refused(format!("wallet: {e}")))?;
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(self.keys.balance(user)))
+            .update_expression(
+                "SET balance = :total, currency = :currency, updatedAt = :now, \
+                 wallet = :wallet, wver = :next",
+            )
+            .expression_attribute_values(":total", n(wallet.total()))
+            .expression_attribute_values(":currency", s(currency.as_str()))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":wallet", s(text))
+            .expression_attribute_values(":next", n(read.next_version()));
+        let update = match (read.version, read.stored) {
+            (Some(version), _) => update
+                .condition_expression("wver = :version")
+                .expression_attribute_values(":version", n(version)),
+            (None, Some(stored)) => update
+                .condition_expression("attribute_not_exists(wver) AND balance = :before")
+                .expression_attribute_values(":before", n(stored)),
+            (None, None) => update.condition_expression("attribute_not_exists(pk)"),
+        };
+        Ok(TransactWriteItem::builder()
+            .update(update.build().map_err(StoreError::build)?)
+            .build())
+    }
+}
+
+/// What a wallet change decided, given the account's wallet (settled to now) and the entries
+/// it asked for.
+pub(super) enum WalletDecision<T> {
+    /// Nothing to write: this answer.
+    Answer(T),
+    /// Write these steps after the settling ones; `attributes` go on the entry `main`.
+    Write {
+        steps: Vec<Step>,
+        main: String,
+        attributes: Vec<(String, aws_sdk_dynamodb::types::AttributeValue)>,
+        answer: T,
+    },
+}
+
+/// What a wallet change sees besides the wallet.
+pub(super) struct WalletSeen<'a> {
+    pub now_s: i64,
+    pub now_ms: i64,
+    /// The entries asked for that exist, by entry id.
+    pub entries: &'a std::collections::HashMap<String, Item>,
+    /// The account's balance is in this currency, or has none yet.
+    pub same_currency: bool,
+}
+
+/// Attempts of a wallet change that lost its race.
+const WALLET_ATTEMPTS: u32 = 40;
+
+impl Store {
+    /// Reads the wallet and the entries `probe` names, settles what is due (within the
+    /// transaction's bound), asks `decide`, and writes its steps with the wallet on the
+    /// version read, in one transaction; a lost race reads again.
+    pub(super) async fn change_wallet<T>(
+        &self,
+        user: &UserId,
+        currency: &Currency,
+        probe: &[String],
+        mut decide: impl FnMut(&mut Wallet, &WalletSeen<'_>) -> Result<WalletDecision<T>, StoreError>,
+    ) -> Result<T, StoreError> {
+        for attempt in 1..=WALLET_ATTEMPTS {
+            let mut keys = vec![self.keys.balance(user)];
+            keys.extend(probe.iter().map(|id| self.keys.entry(user, id)));
+            let found = self.get_many(keys).await?;
+            let balance_item = found
+                .iter()
+                .find(|i| super::codec::get_s(i, "sk") == Some("BALANCE"));
+            let entries: std::collections::HashMap<String, Item> = found
+                .iter()
+                .filter_map(|i| {
+                    super::codec::get_s(i, "entryId").map(|id| (id.to_owned(), i.clone()))
+                })
+                .collect();
+            let read = wallet_from_item(balance_item)?;
+            let now_ms = crate::domain::records::now_ms();
+            let now_s = now_ms / 1000;
+            let mut wallet = read.wallet.clone();
+            let mut steps = wallet.settle(now_s, read.next_version(), SETTLE_INLINE);
+            let seen = WalletSeen {
+                now_s,
+                now_ms,
+                entries: &entries,
+                same_currency: read.currency.as_ref().is_none_or(|c| c == currency),
+            };
+            let (more, main, attributes, answer) = match decide(&mut wallet, &seen)? {
+                WalletDecision::Answer(answer) => return Ok(answer),
+                WalletDecision::Write {
+                    steps,
+                    main,
+                    attributes,
+                    answer,
+                } => (steps, main, attributes, answer),
+            };
+            steps.extend(more);
+            let annotate = move |step: &Step, item: &mut Item| {
+                if step.entry_id == main {
+                    item.extend(attributes.iter().cloned());
+                }
+            };
+            let items =
+                self.wallet_items(user, &read, &mut wallet, &steps, currency, now_ms, &annotate)?;
+            match self.transact(items).await? {
+                Ok(()) => return Ok(answer),
+                Err(_) => super::backoff(attempt).await,
+            }
+        }
+        Err(StoreError::Contention(format!(
+            "the balance of {} kept changing",
+            user.as_str()
+        )))
+    }
+
+    /// Settles an account: every ended hold back and every expired bucket out, in as many
+    /// transactions as it takes. The number of entries written.
+    pub async fn settle_wallet(&self, user: &UserId) -> Result<usize, StoreError> {
+        let mut written = 0;
+        let mut lost = 0;
+        loop {
+            let read = self.wallet(user).await?;
+            let Some(currency) = read.currency.clone() else {
+                return Ok(written);
+            };
+            let now_ms = crate::domain::records::now_ms();
+            let mut wallet = read.wallet.clone();
+            let steps = wallet.settle(now_ms / 1000, read.next_version(), SETTLE_BATCH);
+            if steps.is_empty() {
+                return Ok(written);
+            }
+            let items =
+                self.wallet_items(user, &read, &mut wallet, &steps, &currency, now_ms, &|_, _| {})?;
+            if self.transact(items).await?.is_ok() {
+                written += steps.len();
+            } else {
+                lost += 1;
+                if lost >= WALLET_ATTEMPTS {
+                    return Err(StoreError::Contention(format!(
+                        "the balance of {} kept changing",
+                        user.as_str()
+                    )));
+                }
+                super::backoff(lost).await;
+            }
+        }
+    }
+}
+
+/// Expiries and ended holds settled per transaction by the scheduled job (each writes an
+/// entry; a transaction takes at most 100 items).
+const SETTLE_BATCH: usize = 45;
