@@ -145,15 +145,29 @@ pub async fn billing_events_job(
 /// 16 at once, each bounded by the Stripe call budget of 12 s: 48 s at worst) and the saves.
 const METER_RESERVE: Duration = Duration::from_secs(60);
 
+/// The share of a meter-usage run the settling of credits may take.
+const EXPIRY_SHARE: Duration = Duration::from_secs(60);
+
 /// The meter reporter (an EventBridge schedule): every usage lease that ended goes back to its
 /// shard, then metered usage goes to Stripe's billing meters until the deadline less a reserve.
 /// A run cut short saves its progress; the next run goes on from it.
 pub async fn meter_usage_job(app: &'static App, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let settled = crate::services::usage::settle_ended_leases(app).await;
+    // Credits first, within a bounded share of the run: ended holds back, expired buckets out,
+    // buckets about to expire warned of.
+    let credits = crate::services::expiry::settle_due(app, &Budget::lasting(EXPIRY_SHARE)).await;
     let budget = Budget::before_deadline_ms(event.context.deadline, METER_RESERVE);
     let reported = crate::services::metering::report_usage(app, budget, StopAt::Never).await;
     let report = reported.map_err(failed("reporting metered usage failed"))?;
     let settled = settled.map_err(failed("settling usage leases failed"))?;
+    let credits = credits.map_err(failed("settling credits failed"))?;
+    tracing::info!(
+        accounts = credits.settled,
+        entries = credits.entries,
+        warned = credits.warned,
+        cut_short = credits.cut_short,
+        "credits settled"
+    );
     tracing::info!(
         batches = report.batches,
         events_sent = report.events_sent,
@@ -170,6 +184,7 @@ pub async fn meter_usage_job(app: &'static App, event: LambdaEvent<Value>) -> Re
     let mut answer = json!(report);
     if let Some(map) = answer.as_object_mut() {
         map.insert("leasesSettled".into(), json!(settled));
+        map.insert("credits".into(), json!(credits));
     }
     Ok(answer)
 }

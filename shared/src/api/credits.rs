@@ -84,7 +84,10 @@ pub struct HistoryLine {
 #[serde(rename_all = "camelCase")]
 pub struct GrantView {
     /// The grant's id: adjust or void it with this.
-    #[cfg_attr(feature = "openapi", schema(example = "grant:5f1c0e2a9b7d4c3e8a6f1b2c3d4e5f60"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "grant:5f1c0e2a9b7d4c3e8a6f1b2c3d4e5f60")
+    )]
     pub grant_id: String,
     /// The ledger entry this answer is about (the grant's, an adjustment's or the voiding's).
     pub entry_id: String,
@@ -108,7 +111,10 @@ pub struct GrantView {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ReservationView {
-    #[cfg_attr(feature = "openapi", schema(example = "h_5f1c0e2a9b7d4c3e8a6f1b2c3d4e5f60"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "h_5f1c0e2a9b7d4c3e8a6f1b2c3d4e5f60")
+    )]
     pub reservation_id: String,
     /// What was held.
     pub amount: Major,

@@ -566,7 +566,12 @@ impl Wallet {
         } else {
             Vec::new()
         };
-        Ok(Step::new(entry_id.to_owned(), kind, moves, -credited.to_debt))
+        Ok(Step::new(
+            entry_id.to_owned(),
+            kind,
+            moves,
+            -credited.to_debt,
+        ))
     }
 
     /// A refund or dispute of `bucket`'s purchase takes `amount` back, as one entry.

@@ -24,10 +24,12 @@ pub enum EventKind {
     CreditsDepleted,
     LimitReached,
     SubscriptionDuplicateCanceled,
+    CreditsExpiring,
+    CreditsExpired,
 }
 
 impl EventKind {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 11] = [
         Self::PlanChanged,
         Self::SubscriptionPastDue,
         Self::SubscriptionCanceled,
@@ -37,6 +39,8 @@ impl EventKind {
         Self::CreditsDepleted,
         Self::LimitReached,
         Self::SubscriptionDuplicateCanceled,
+        Self::CreditsExpiring,
+        Self::CreditsExpired,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +54,8 @@ impl EventKind {
             Self::CreditsDepleted => "credits.depleted",
             Self::LimitReached => "limit.reached",
             Self::SubscriptionDuplicateCanceled => "subscription.duplicate_canceled",
+            Self::CreditsExpiring => "credits.expiring",
+            Self::CreditsExpired => "credits.expired",
         }
     }
 }
@@ -255,6 +261,31 @@ pub fn limit_events(account: &str, metric: &str, period: &str, limit: i64) -> Ve
         account,
         json!({ "metric": metric, "period": period, "limit": limit }),
     )]
+}
+
+/// A bucket about to expire (`expiring`, told once, `amount` what was left then), or gone
+/// (`expired`, `amount` what left through its entry). `expires_at` in Unix seconds.
+pub fn expiry_events(
+    account: &str,
+    expired: bool,
+    bucket: &str,
+    amount: i64,
+    expires_at: Option<i64>,
+    currency: &str,
+) -> Vec<DomainEvent> {
+    if amount <= 0 {
+        return Vec::new();
+    }
+    let kind = if expired {
+        EventKind::CreditsExpired
+    } else {
+        EventKind::CreditsExpiring
+    };
+    let mut data = json!({ "bucket": bucket, "amount": amount, "currency": currency });
+    if let Some(at) = expires_at {
+        data["expiresAt"] = json!(super::records::rfc3339(at.saturating_mul(1000)));
+    }
+    vec![event(kind, account, data)]
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::domain::buckets::{Wallet, LEGACY_BUCKET};
 use crate::domain::ledger::{net_credits, PaymentRecord};
 use crate::domain::records::UserId;
 
@@ -20,6 +21,32 @@ pub struct LedgerEntry {
     pub amount: i64,
     /// The payment it belongs to, for purchases, refunds and disputes.
     pub intent_id: Option<String>,
+    /// Its kind's stored name.
+    pub kind: String,
+    /// When it was written (milliseconds).
+    pub created_at_ms: i64,
+    /// The buckets it moved (id, gained or lost, the bucket's expiry); `None` for an entry
+    /// written before buckets existed.
+    pub moves: Option<Vec<(String, i64, Option<i64>)>>,
+    /// What it added to the account's debt (negative: paid).
+    pub debt: i64,
+}
+
+impl LedgerEntry {
+    /// An entry of the scope, account, id and amount, with nothing else known.
+    pub fn plain(scope: &str, user: UserId, entry_id: &str, amount: i64) -> Self {
+        Self {
+            scope: scope.to_owned(),
+            user,
+            entry_id: entry_id.to_owned(),
+            amount,
+            intent_id: None,
+            kind: String::new(),
+            created_at_ms: 0,
+            moves: None,
+            debt: 0,
+        }
+    }
 }
 
 /// Everything the checker looks at, decoded.
@@ -30,6 +57,8 @@ pub struct LedgerSnapshot {
     pub entries: Vec<LedgerEntry>,
     /// Scope prefix, payment.
     pub payments: Vec<(String, PaymentRecord)>,
+    /// Scope prefix, user, the wallet its balance item holds (accounts written since buckets).
+    pub wallets: Vec<(String, UserId, Wallet)>,
     /// Items that could not be decoded, each with the attribute at fault.
     pub unreadable: Vec<String>,
     /// The balance changed while the read was made (read again after its entries): a write
@@ -154,6 +183,7 @@ fn discrepancies(read: &LedgerSnapshot) -> BTreeMap<String, i128> {
             );
         }
     }
+    off.extend(bucket_discrepancies(read));
     for (scope, payment) in &read.payments {
         let by_entries = moved
             .get(&(scope.as_str(), payment.intent_id.as_str()))
@@ -163,6 +193,84 @@ fn discrepancies(read: &LedgerSnapshot) -> BTreeMap<String, i128> {
             off.insert(
                 format!("payment {scope}{}", payment.intent_id),
                 by_entries - i128::from(payment.applied),
+            );
+        }
+    }
+    off
+}
+
+/// Where each account's buckets disagree with its entries, by how much: the balance against its
+/// buckets less debt, each bucket (and the debt) against the moves its entries recorded, each
+/// entry's amount against its own moves, and any spend or hold that took from a bucket at or
+/// after its expiry (off by what it took).
+pub fn bucket_discrepancies(read: &LedgerSnapshot) -> BTreeMap<String, i128> {
+    let mut off = BTreeMap::new();
+    let stored: BTreeMap<(&str, &str), i64> = read
+        .balances
+        .iter()
+        .map(|(s, u, b)| ((s.as_str(), u.as_str()), *b))
+        .collect();
+    for (scope, user, wallet) in &read.wallets {
+        let account = format!("{scope}USER#{}", user.as_str());
+        let mut buckets: BTreeMap<&str, i128> = BTreeMap::new();
+        let mut debt: i128 = 0;
+        let mut legacy: i128 = 0;
+        for entry in read
+            .entries
+            .iter()
+            .filter(|e| e.scope == *scope && e.user == *user)
+        {
+            let Some(moves) = &entry.moves else {
+                legacy += i128::from(entry.amount);
+                continue;
+            };
+            let moved: i128 = moves.iter().map(|(_, d, _)| i128::from(*d)).sum();
+            if moved - i128::from(entry.debt) != i128::from(entry.amount) {
+                off.insert(
+                    format!("entry {account}/{} against its moves", entry.entry_id),
+                    i128::from(entry.amount) - moved + i128::from(entry.debt),
+                );
+            }
+            debt += i128::from(entry.debt);
+            let takes = matches!(entry.kind.as_str(), "spend" | "hold");
+            for (bucket, d, expires) in moves {
+                *buckets.entry(bucket.as_str()).or_default() += i128::from(*d);
+                if takes && *d < 0 && expires.is_some_and(|at| entry.created_at_ms / 1000 >= at) {
+                    off.insert(
+                        format!(
+                            "entry {account}/{} took from {bucket} after it expired",
+                            entry.entry_id
+                        ),
+                        i128::from(*d),
+                    );
+                }
+            }
+        }
+        if legacy >= 0 {
+            *buckets.entry(LEGACY_BUCKET).or_default() += legacy;
+        } else {
+            debt -= legacy;
+        }
+        for bucket in &wallet.buckets {
+            buckets.entry(bucket.id.as_str()).or_default();
+        }
+        for (id, by_entries) in buckets {
+            let left = wallet.bucket(id).map_or(0, |b| i128::from(b.left));
+            if left != by_entries {
+                off.insert(format!("bucket {id} of {account}"), left - by_entries);
+            }
+        }
+        if i128::from(wallet.debt) != debt {
+            off.insert(format!("debt of {account}"), i128::from(wallet.debt) - debt);
+        }
+        let balance = stored
+            .get(&(scope.as_str(), user.as_str()))
+            .copied()
+            .unwrap_or(0);
+        if wallet.total() != balance {
+            off.insert(
+                format!("balance of {account} against its buckets"),
+                i128::from(balance) - i128::from(wallet.total()),
             );
         }
     }
@@ -197,9 +305,15 @@ fn fingerprint(read: &LedgerSnapshot) -> String {
         .map(|(s, p)| format!("{s}|{}|{}|{}", p.intent_id, p.applied, p.rev))
         .collect();
     payments.sort();
+    let mut wallets: Vec<String> = read
+        .wallets
+        .iter()
+        .map(|(s, u, w)| format!("{s}|{}|{w:?}", u.as_str()))
+        .collect();
+    wallets.sort();
     let mut unreadable = read.unreadable.clone();
     unreadable.sort();
-    format!("{balances:?}{entries:?}{payments:?}{unreadable:?}")
+    format!("{balances:?}{entries:?}{payments:?}{wallets:?}{unreadable:?}")
 }
 
 pub fn check(snapshot: &LedgerSnapshot) -> InvariantReport {
@@ -237,6 +351,9 @@ pub fn check(snapshot: &LedgerSnapshot) -> InvariantReport {
                 account.1.as_str()
             ));
         }
+    }
+    for (what, by) in bucket_discrepancies(snapshot) {
+        report.violations.push(format!("{what}: off by {by}"));
     }
     let mut known = BTreeSet::new();
     for (scope, payment) in &snapshot.payments {
@@ -302,11 +419,8 @@ mod tests {
 
     fn entry(id: &str, amount: i64, intent: Option<&str>) -> LedgerEntry {
         LedgerEntry {
-            scope: String::new(),
-            user: user(),
-            entry_id: id.into(),
-            amount,
             intent_id: intent.map(str::to_owned),
+            ..LedgerEntry::plain("", user(), id, amount)
         }
     }
 

@@ -125,11 +125,7 @@ async fn account_route(
     }
     let by = format!("developer:{}", developer.as_str());
     super::grants::grant_route(app, req, async |_| {
-        Ok(super::grants::Actor {
-            scope,
-            account,
-            by,
-        })
+        Ok(super::grants::Actor { scope, account, by })
     })
     .await
 }

@@ -263,7 +263,11 @@ fn reservation_view(currency: &Currency, state: &HoldState) -> ReservationView {
 
 /// The grant routes: `…/grants`, `…/grants/{grant_id}/adjust`, `…/grants/{grant_id}/void`.
 /// `actor` sees the parsed body's `userId` (for `/internal/…`).
-pub(crate) async fn grant_route<F>(app: &App, req: &Request, actor: F) -> Result<Response<Body>, ApiError>
+pub(crate) async fn grant_route<F>(
+    app: &App,
+    req: &Request,
+    actor: F,
+) -> Result<Response<Body>, ApiError>
 where
     F: AsyncFnOnce(Option<&Value>) -> Result<Actor, ApiError>,
 {
@@ -276,8 +280,13 @@ where
         let reason = reason(body.reason.as_ref())?;
         let key = key(body.idempotency_key.as_ref())?;
         let expires_at = expiry(body.expires_at.as_ref())?;
-        let priority = integer(body.priority.as_ref(), "priority", -MAX_PRIORITY, MAX_PRIORITY)?
-            .unwrap_or(0) as i32;
+        let priority = integer(
+            body.priority.as_ref(),
+            "priority",
+            -MAX_PRIORITY,
+            MAX_PRIORITY,
+        )?
+        .unwrap_or(0) as i32;
         let request = GrantRequest {
             amount,
             reason: &reason,
@@ -307,7 +316,15 @@ where
         )
         .await?
     } else if path.ends_with("/void") {
-        grants::void(app, &actor.scope, &actor.account, &grant_id, &actor.by, &reason).await?
+        grants::void(
+            app,
+            &actor.scope,
+            &actor.account,
+            &grant_id,
+            &actor.by,
+            &reason,
+        )
+        .await?
     } else {
         return Err(ApiError::NotFound("No such route.".into()));
     };
@@ -333,9 +350,16 @@ where
         let ttl = integer(body.ttl_seconds.as_ref(), "ttlSeconds", 1, MAX_TTL_SECS)?
             .unwrap_or(DEFAULT_TTL_SECS);
         let key = key(body.idempotency_key.as_ref())?;
-        let state =
-            grants::reserve(app, &actor.scope, &actor.account, &actor.by, &key, amount, ttl)
-                .await?;
+        let state = grants::reserve(
+            app,
+            &actor.scope,
+            &actor.account,
+            &actor.by,
+            &key,
+            amount,
+            ttl,
+        )
+        .await?;
         return Ok(ok(reservation_view(&currency, &state)));
     }
     let hold_id = path_param(req, "reservation_id")?;

@@ -69,9 +69,9 @@ pub async fn spend(
         MoveOutcome::CurrencyMismatch => Err(Failure::Internal(format!(
             "the balance of this user is not in {currency}"
         ))),
-        MoveOutcome::TooManyBuckets => Err(Failure::Internal(
-            "a spend was refused as a credit".into(),
-        )),
+        MoveOutcome::TooManyBuckets => {
+            Err(Failure::Internal("a spend was refused as a credit".into()))
+        }
     }
 }
 

@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use crate::adapters::events::{OutgoingEvent, ENTRIES_PER_CALL};
 use crate::adapters::store::{Change, StreamRecord};
 use crate::domain::events::{
-    balance_events, duplicate_subscription_events, invoice_events, limit_events, payment_events,
-    subscription_events, tier_events, DomainEvent,
+    balance_events, duplicate_subscription_events, expiry_events, invoice_events, limit_events,
+    payment_events, subscription_events, tier_events, DomainEvent,
 };
 use crate::domain::records::{now_ms, rfc3339};
 use crate::domain::scope::Scope;
@@ -100,6 +100,20 @@ fn meaning(change: Change) -> Meaning {
             period,
             limit,
         } => limit_events(&account, &metric, &period, limit),
+        Change::CreditsExpiring {
+            account,
+            bucket,
+            left,
+            expires_at,
+            currency,
+        } => expiry_events(&account, false, &bucket, left, Some(expires_at), &currency),
+        Change::CreditsExpired {
+            account,
+            bucket,
+            amount,
+            expires_at,
+            currency,
+        } => expiry_events(&account, true, &bucket, amount, expires_at, &currency),
     })
 }
 

@@ -7,6 +7,7 @@ pub mod checkout;
 pub mod credits;
 pub mod developers;
 pub mod events;
+pub mod expiry;
 pub mod failure;
 pub mod grants;
 pub mod inbound;

@@ -340,16 +340,47 @@ pub fn ledger_snapshot(items: &[Item]) -> LedgerSnapshot {
         let f = Fields::of(item);
         let scope = scope.to_owned();
         let decoded = match (user, sk) {
-            (Some(user), "BALANCE") => f
-                .int("balance")
-                .map(|b| snapshot.balances.push((scope, user, b))),
+            (Some(user), "BALANCE") => f.int("balance").and_then(|b| {
+                if item.contains_key("wallet") {
+                    match super::wallet::wallet_from_item(Some(item)) {
+                        Ok(read) => {
+                            snapshot
+                                .wallets
+                                .push((scope.clone(), user.clone(), read.wallet))
+                        }
+                        Err(err) => snapshot
+                            .unreadable
+                            .push(format!("{scope}USER#{}: {err}", user.as_str())),
+                    }
+                }
+                snapshot.balances.push((scope, user, b));
+                Ok(())
+            }),
             (Some(user), sk) if sk.starts_with("ENTRY#") => f.int("amount").and_then(|amount| {
+                let moves = match get_s(item, "buckets") {
+                    None => None,
+                    Some(text) => Some(
+                        serde_json::from_str::<Vec<super::wallet::BucketMove>>(text)
+                            .map_err(|_| super::codec::DecodeError {
+                                key: format!("{scope}USER#{}/{sk}", user.as_str()),
+                                attribute: "buckets",
+                                problem: "not a list of bucket moves",
+                            })?
+                            .into_iter()
+                            .map(|m| (m.b, m.d, m.x))
+                            .collect(),
+                    ),
+                };
                 snapshot.entries.push(LedgerEntry {
                     scope,
                     user,
                     entry_id: sk.trim_start_matches("ENTRY#").to_owned(),
                     amount,
                     intent_id: f.opt_text("intentId")?.map(str::to_owned),
+                    kind: f.opt_text("kind")?.unwrap_or_default().to_owned(),
+                    created_at_ms: f.opt_int("createdAt")?.unwrap_or(0),
+                    moves,
+                    debt: f.opt_int("debt")?.unwrap_or(0),
                 });
                 Ok(())
             }),

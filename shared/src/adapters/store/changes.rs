@@ -57,6 +57,22 @@ pub enum Change {
         refunded: i64,
         currency: String,
     },
+    /// A bucket's expiry was warned of (once), with what was left of it.
+    CreditsExpiring {
+        account: String,
+        bucket: String,
+        left: i64,
+        expires_at: i64,
+        currency: String,
+    },
+    /// An expired bucket's remainder left through its entry.
+    CreditsExpired {
+        account: String,
+        bucket: String,
+        amount: i64,
+        expires_at: Option<i64>,
+        currency: String,
+    },
     /// An allowance was first found used up in its period.
     LimitReached {
         account: String,
@@ -134,6 +150,40 @@ impl StreamRecord {
                     subscription_id: f.text("subscriptionId").ok()?.to_owned(),
                     kept_subscription_id: f.text("keptSubscriptionId").ok()?.to_owned(),
                     refunded: f.int("refunded").ok()?,
+                    currency: f.text("currency").ok()?.to_owned(),
+                }
+            }
+            (sk, rest)
+                if sk.starts_with("DUE#B#")
+                    && rest.starts_with("USER#")
+                    && old.is_none_or(|o| !o.contains_key("warnedAt"))
+                    && new.contains_key("warnedAt") =>
+            {
+                let f = Fields::of(new);
+                Change::CreditsExpiring {
+                    account: rest.strip_prefix("USER#")?.to_owned(),
+                    bucket: f.text("dueRef").ok()?.to_owned(),
+                    left: f.int("warnedLeft").ok()?,
+                    expires_at: f.int("dueAt").ok()?,
+                    currency: f.text("currency").ok()?.to_owned(),
+                }
+            }
+            (sk, rest)
+                if sk.starts_with("ENTRY#")
+                    && rest.starts_with("USER#")
+                    && old.is_none()
+                    && get_s(new, "kind") == Some("expire") =>
+            {
+                let f = Fields::of(new);
+                let moved: Vec<super::BucketMove> = get_s(new, "buckets")
+                    .and_then(|t| serde_json::from_str(t).ok())
+                    .unwrap_or_default();
+                let first = moved.into_iter().next()?;
+                Change::CreditsExpired {
+                    account: rest.strip_prefix("USER#")?.to_owned(),
+                    bucket: first.b,
+                    amount: f.int("amount").ok()?.saturating_neg(),
+                    expires_at: first.x,
                     currency: f.text("currency").ok()?.to_owned(),
                 }
             }

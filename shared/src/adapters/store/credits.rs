@@ -141,9 +141,10 @@ impl Store {
             let mut wallet = read.wallet.clone();
             let mut steps = wallet.settle(now_s, read.next_version(), SETTLE_INLINE);
             let step = if request.delta < 0 {
-                let amount = request.delta.checked_neg().ok_or(StoreError::Refused(
-                    "a move of an impossible amount".into(),
-                ))?;
+                let amount = request
+                    .delta
+                    .checked_neg()
+                    .ok_or(StoreError::Refused("a move of an impossible amount".into()))?;
                 wallet.spend_step(entry_id, amount, now_s, &self.spend_order)
             } else {
                 let terms = terms.cloned().unwrap_or_else(Terms::promotional);
@@ -153,9 +154,7 @@ impl Store {
                 Ok(step) => step,
                 Err(Refusal::Short { .. }) => return Ok(Some(MoveOutcome::Insufficient)),
                 Err(Refusal::TooManyBuckets) => return Ok(Some(MoveOutcome::TooManyBuckets)),
-                Err(other) => {
-                    return Err(StoreError::Refused(format!("a credit move: {other:?}")))
-                }
+                Err(other) => return Err(StoreError::Refused(format!("a credit move: {other:?}"))),
             };
             step.kind = kind;
             let balance_after = wallet.balance(now_s);
@@ -172,10 +171,7 @@ impl Store {
                 if step.amount > 0 {
                     // Grants show in history beside payments.
                     item.insert("gsi1pk".into(), s(&history_pk));
-                    item.insert(
-                        "gsi1sk".into(),
-                        s(keys::history_sk(now, &step.entry_id)),
-                    );
+                    item.insert("gsi1sk".into(), s(keys::history_sk(now, &step.entry_id)));
                 }
             };
             let mut items =

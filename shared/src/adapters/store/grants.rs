@@ -61,7 +61,9 @@ pub enum GrantOutcome {
     /// The grant has expired: it cannot be adjusted.
     Expired,
     /// Less is left of the grant than would be taken back.
-    NotEnoughLeft { left: i64 },
+    NotEnoughLeft {
+        left: i64,
+    },
     TooManyBuckets,
     CurrencyMismatch,
 }
@@ -108,12 +110,16 @@ pub enum HoldOutcome {
     /// The key was used with another amount or time, or the hold was captured with another
     /// amount.
     KeyConflict,
-    Short { available: i64 },
+    Short {
+        available: i64,
+    },
     NotFound,
     /// The reservation's time is over (it returned by itself), or it was released.
     Over(HoldStatus),
     /// Captured already (with another amount), or capturing more than was held.
-    MoreThanHeld { held: i64 },
+    MoreThanHeld {
+        held: i64,
+    },
     TooManyHolds,
     CurrencyMismatch,
 }
@@ -233,10 +239,7 @@ impl Store {
                 int_attr("leftAfter", state.left),
                 int_attr("balanceAfter", state.balance),
                 text_attr("gsi1pk", &self.keys.history_pk(user)),
-                text_attr(
-                    "gsi1sk",
-                    &super::keys::history_sk(seen.now_ms, grant_id),
-                ),
+                text_attr("gsi1sk", &super::keys::history_sk(seen.now_ms, grant_id)),
             ];
             if let Some(at) = request.expires_at {
                 attributes.push(int_attr("grantExpiresAt", at));
@@ -264,7 +267,10 @@ impl Store {
         by: &str,
         currency: &Currency,
     ) -> Result<GrantOutcome, StoreError> {
-        let fingerprint = format!("{}|{reason}", delta.map_or("void".into(), |d| d.to_string()));
+        let fingerprint = format!(
+            "{}|{reason}",
+            delta.map_or("void".into(), |d| d.to_string())
+        );
         let probe = [grant_id.to_owned(), entry_id.to_owned()];
         self.change_wallet(user, currency, &probe, |wallet, seen| {
             let Some(grant) = seen
@@ -278,8 +284,7 @@ impl Store {
             if let Some(earlier) = seen.entries.get(entry_id) {
                 return Ok(WalletDecision::Answer(
                     // A voiding is the same request whatever its reason.
-                    if delta.is_none() || get_s(earlier, "request") == Some(fingerprint.as_str())
-                    {
+                    if delta.is_none() || get_s(earlier, "request") == Some(fingerprint.as_str()) {
                         GrantOutcome::Done(GrantState {
                             entry_id: entry_id.to_owned(),
                             left: Fields::of(earlier).opt_int("leftAfter")?.unwrap_or(0),
@@ -335,12 +340,7 @@ impl Store {
                         })
                     } else {
                         let left = left_in(wallet, &bucket, seen.now_s);
-                        wallet.take_from_step(
-                            entry_id,
-                            EntryKind::GrantVoided,
-                            &bucket,
-                            Some(left),
-                        )
+                        wallet.take_from_step(entry_id, EntryKind::GrantVoided, &bucket, Some(left))
                     }
                 }
             };
@@ -422,9 +422,7 @@ impl Store {
                 Err(Refusal::TooManyHolds) => {
                     return Ok(WalletDecision::Answer(HoldOutcome::TooManyHolds))
                 }
-                Err(Refusal::Taken) => {
-                    return Ok(WalletDecision::Answer(HoldOutcome::KeyConflict))
-                }
+                Err(Refusal::Taken) => return Ok(WalletDecision::Answer(HoldOutcome::KeyConflict)),
                 Err(other) => return Err(refused(other)),
             };
             let state = HoldState {
@@ -492,18 +490,20 @@ impl Store {
             if let Some(done) = seen.entries.get(&capture_entry) {
                 let d = Fields::of(done);
                 let captured = d.opt_int("captured")?;
-                return Ok(WalletDecision::Answer(if capture.is_some() && captured == capture {
-                    HoldOutcome::Done(state(
-                        HoldStatus::Captured,
-                        captured,
-                        d.opt_int("balanceAfter")?.unwrap_or(0),
-                        true,
-                    ))
-                } else if capture.is_some() {
-                    HoldOutcome::KeyConflict
-                } else {
-                    HoldOutcome::Over(HoldStatus::Captured)
-                }));
+                return Ok(WalletDecision::Answer(
+                    if capture.is_some() && captured == capture {
+                        HoldOutcome::Done(state(
+                            HoldStatus::Captured,
+                            captured,
+                            d.opt_int("balanceAfter")?.unwrap_or(0),
+                            true,
+                        ))
+                    } else if capture.is_some() {
+                        HoldOutcome::KeyConflict
+                    } else {
+                        HoldOutcome::Over(HoldStatus::Captured)
+                    },
+                ));
             }
             if let Some(done) = seen.entries.get(&release_entry) {
                 let d = Fields::of(done);
@@ -524,13 +524,17 @@ impl Store {
             }
             if !wallet.holds.contains_key(hold_id) {
                 // Settled just now as ended (its release is among this change's steps).
-                return Ok(WalletDecision::Answer(HoldOutcome::Over(HoldStatus::Expired)));
+                return Ok(WalletDecision::Answer(HoldOutcome::Over(
+                    HoldStatus::Expired,
+                )));
             }
             let (step, status) = match capture {
                 Some(take) => match wallet.capture_step(hold_id, take, seen.now_s) {
                     Ok(step) => (step, HoldStatus::Captured),
                     Err(Refusal::HoldEnded) => {
-                        return Ok(WalletDecision::Answer(HoldOutcome::Over(HoldStatus::Expired)))
+                        return Ok(WalletDecision::Answer(HoldOutcome::Over(
+                            HoldStatus::Expired,
+                        )))
                     }
                     Err(Refusal::MoreThanHeld) => {
                         return Ok(WalletDecision::Answer(HoldOutcome::MoreThanHeld {
@@ -545,10 +549,7 @@ impl Store {
                 },
             };
             let balance = wallet.balance(seen.now_s);
-            let mut attributes = vec![
-                text_attr("by", by),
-                int_attr("balanceAfter", balance),
-            ];
+            let mut attributes = vec![text_attr("by", by), int_attr("balanceAfter", balance)];
             if status == HoldStatus::Released {
                 attributes.push(text_attr("reason", "released"));
             }

@@ -104,6 +104,12 @@ impl Keys {
         key(self.user_pk(user), "BALANCE")
     }
 
+    /// What the scheduled job must do for an account at a time: warn of or expire a bucket
+    /// (`B`), or end a hold (`H`).
+    pub fn due(&self, user: &UserId, what: char, id: &str) -> Item {
+        key(self.user_pk(user), format!("DUE#{what}#{id}"))
+    }
+
     pub fn entry(&self, user: &UserId, entry_id: &str) -> Item {
         key(self.user_pk(user), format!("ENTRY#{entry_id}"))
     }

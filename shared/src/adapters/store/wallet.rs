@@ -10,12 +10,24 @@ use serde::{Deserialize, Serialize};
 use super::codec::{entry_to_item, n, s, Fields, Item, NewEntry};
 use super::{Store, StoreError};
 use crate::domain::buckets::{Step, Wallet};
+use crate::domain::ledger::EntryKind;
 use crate::domain::money::Currency;
 use crate::domain::records::UserId;
 
 /// Expiries and ended holds settled inside another change's transaction, at most (the rest
 /// is settled by the next change or the scheduled job; reads never count them either way).
 pub(super) const SETTLE_INLINE: usize = 20;
+
+/// Partitions of gsi2 that list what the scheduled job must do, by time.
+pub const DUE_SHARDS: usize = 4;
+
+/// How long before a bucket expires its account is told (`credits.expiring`).
+pub const WARN_AHEAD_SECS: i64 = 7 * 24 * 3600;
+
+/// The gsi2 sort key of a note due at `at` (Unix seconds): ordered by time.
+pub fn due_sort_key(at: i64, id: &str) -> String {
+    format!("{:012}#{id}", at.max(0))
+}
 
 /// An account's balance item as read.
 #[derive(Clone, Debug)]
@@ -141,9 +153,72 @@ impl Store {
             }
             annotate(step, &mut item);
             items.push(self.put_new(item)?);
+            items.extend(self.due_items(user, step, wallet, currency)?);
         }
         wallet.prune();
         items.push(self.wallet_put(user, read, wallet, currency, now_ms)?);
+        Ok(items)
+    }
+
+    /// The job's notes a step needs: a hold's end, and the expiry (warning first) of a bucket
+    /// that got credits. Upserts: a bucket's note keeps the stage it reached.
+    fn due_items(
+        &self,
+        user: &UserId,
+        step: &Step,
+        wallet: &Wallet,
+        currency: &Currency,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let mut notes = Vec::new();
+        match step.kind {
+            EntryKind::Hold => {
+                if let Some((id, hold)) = step
+                    .hold
+                    .as_ref()
+                    .and_then(|id| wallet.holds.get(id).map(|h| (id, h)))
+                {
+                    notes.push(("H", id.clone(), hold.until, hold.until));
+                }
+            }
+            EntryKind::Release | EntryKind::Capture | EntryKind::Expire => {}
+            _ => {
+                for (bucket, gained) in &step.moves {
+                    if *gained <= 0 {
+                        continue;
+                    }
+                    if let Some(at) = wallet.bucket(bucket).and_then(|b| b.expires_at) {
+                        notes.push(("B", bucket.clone(), at, at.saturating_sub(WARN_AHEAD_SECS)));
+                    }
+                }
+            }
+        }
+        let mut items = Vec::with_capacity(notes.len());
+        for (what, id, at, first) in notes {
+            let shard = super::keys::hash_parts(&[user.as_str(), &id])
+                .bytes()
+                .map(usize::from)
+                .sum::<usize>()
+                % DUE_SHARDS;
+            let what_char = if what == "H" { 'H' } else { 'B' };
+            let update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(self.keys.due(user, what_char, &id)))
+                .update_expression(
+                    "SET dueAccount = :account, dueWhat = :what, dueRef = :ref, dueAt = :at, \
+                     currency = :currency, gsi2pk = :index, \
+                     gsi2sk = if_not_exists(gsi2sk, :first)",
+                )
+                .expression_attribute_values(":account", s(user.as_str()))
+                .expression_attribute_values(":what", s(what))
+                .expression_attribute_values(":ref", s(&id))
+                .expression_attribute_values(":at", n(at))
+                .expression_attribute_values(":currency", s(currency.as_str()))
+                .expression_attribute_values(":index", s(format!("DUE#{shard}")))
+                .expression_attribute_values(":first", s(due_sort_key(first, &id)))
+                .build()
+                .map_err(StoreError::build)?;
+            items.push(TransactWriteItem::builder().update(update).build());
+        }
         Ok(items)
     }
 
@@ -262,8 +337,15 @@ impl Store {
                     item.extend(attributes.iter().cloned());
                 }
             };
-            let items =
-                self.wallet_items(user, &read, &mut wallet, &steps, currency, now_ms, &annotate)?;
+            let items = self.wallet_items(
+                user,
+                &read,
+                &mut wallet,
+                &steps,
+                currency,
+                now_ms,
+                &annotate,
+            )?;
             match self.transact(items).await? {
                 Ok(()) => return Ok(answer),
                 Err(_) => super::backoff(attempt).await,
@@ -291,8 +373,15 @@ impl Store {
             if steps.is_empty() {
                 return Ok(written);
             }
-            let items =
-                self.wallet_items(user, &read, &mut wallet, &steps, &currency, now_ms, &|_, _| {})?;
+            let items = self.wallet_items(
+                user,
+                &read,
+                &mut wallet,
+                &steps,
+                &currency,
+                now_ms,
+                &|_, _| {},
+            )?;
             if self.transact(items).await?.is_ok() {
                 written += steps.len();
             } else {
@@ -312,3 +401,120 @@ impl Store {
 /// Expiries and ended holds settled per transaction by the scheduled job (each writes an
 /// entry; a transaction takes at most 100 items).
 const SETTLE_BATCH: usize = 45;
+
+/// What a note asks of the scheduled job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DueWhat {
+    /// Warn of a bucket's expiry, then expire it.
+    Bucket,
+    /// End a hold.
+    Hold,
+}
+
+/// A note the scheduled job found due.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueNote {
+    pub scope_prefix: String,
+    pub account: UserId,
+    pub what: DueWhat,
+    /// The bucket's or the hold's id.
+    pub id: String,
+    /// When the bucket expires or the hold ends (Unix seconds).
+    pub at: i64,
+    pub warned: bool,
+}
+
+impl Store {
+    /// Up to `limit` notes of one index partition due before `now` (Unix seconds), soonest
+    /// first.
+    pub async fn due_notes(
+        &self,
+        shard: usize,
+        now: i64,
+        limit: i32,
+    ) -> Result<Vec<DueNote>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(super::keys::GSI2)
+            .key_condition_expression("gsi2pk = :pk AND gsi2sk < :before")
+            .expression_attribute_values(":pk", s(format!("DUE#{shard}")))
+            .expression_attribute_values(":before", s(format!("{:012}$", now.max(0))))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        output
+            .items()
+            .iter()
+            .map(|item| {
+                let f = Fields::of(item);
+                let pk = super::codec::get_s(item, "pk").unwrap_or_default();
+                Ok(DueNote {
+                    scope_prefix: super::keys::split_scope(pk).0.to_owned(),
+                    account: f.user("dueAccount")?,
+                    what: if f.text("dueWhat")? == "H" {
+                        DueWhat::Hold
+                    } else {
+                        DueWhat::Bucket
+                    },
+                    id: f.text("dueRef")?.to_owned(),
+                    at: f.int("dueAt")?,
+                    warned: f.opt_int("warnedAt")?.is_some(),
+                })
+            })
+            .collect()
+    }
+
+    fn due_key(&self, note: &DueNote) -> Item {
+        let what = match note.what {
+            DueWhat::Bucket => 'B',
+            DueWhat::Hold => 'H',
+        };
+        self.keys.due(&note.account, what, &note.id)
+    }
+
+    /// Marks a bucket's note warned (with what was left, for the `credits.expiring` event the
+    /// stream makes of it), or with `left: None` passes the warning (nothing left to warn of),
+    /// and moves it to the bucket's expiry. `true`: this call marked it.
+    pub async fn warn_due(&self, note: &DueNote, left: Option<i64>) -> Result<bool, StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.due_key(note)))
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(warnedAt)")
+            .expression_attribute_values(":sk", s(due_sort_key(note.at, &note.id)));
+        let update = match left {
+            Some(left) => update
+                .update_expression("SET gsi2sk = :sk, warnedAt = :now, warnedLeft = :left")
+                .expression_attribute_values(":now", n(crate::domain::records::now_ms()))
+                .expression_attribute_values(":left", n(left)),
+            None => update.update_expression("SET gsi2sk = :sk"),
+        };
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(StoreError::from_sdk(err)),
+        }
+    }
+
+    /// Removes a note once its account was settled past it.
+    pub async fn forget_due(&self, note: &DueNote) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(self.due_key(note)))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+}

@@ -298,9 +298,7 @@ async fn pay_overage(
         Some(MoveOutcome::Replayed { .. })
         | Some(MoveOutcome::KeyConflict)
         | Some(MoveOutcome::TooManyBuckets)
-        | None => {
-            (Paid::Retry, None)
-        }
+        | None => (Paid::Retry, None),
     })
 }
 
