@@ -421,6 +421,22 @@ mod tests {
         );
         assert!(tier_events("u", Some("pro"), Some("pro")).is_empty());
         let names: std::collections::HashSet<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
-        assert_eq!(names.len(), 9);
+        assert_eq!(names.len(), 11);
+    }
+
+    #[test]
+    fn an_expiry_is_told_once_ahead_and_once_when_it_happens_and_never_for_nothing() {
+        let expiring = expiry_events("u", false, "grant:g", 300, Some(86_400), "usd");
+        assert_eq!(kinds(&expiring), [EventKind::CreditsExpiring]);
+        assert_eq!(
+            expiring[0].data,
+            json!({"bucket": "grant:g", "amount": 300, "currency": "usd",
+                   "expiresAt": "1970-01-02T00:00:00Z"})
+        );
+        assert_eq!(
+            kinds(&expiry_events("u", true, "grant:g", 300, None, "usd")),
+            [EventKind::CreditsExpired]
+        );
+        assert!(expiry_events("u", true, "grant:g", 0, None, "usd").is_empty());
     }
 }

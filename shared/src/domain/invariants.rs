@@ -436,9 +436,92 @@ mod tests {
                 (String::new(), payment("pi_1", 500, true, 400)),
                 (String::new(), payment("pi_2", 900, false, 0)),
             ],
+            wallets: Vec::new(),
             unreadable: Vec::new(),
             moving: false,
         }
+    }
+
+    #[test]
+    fn buckets_must_match_their_entries_and_nothing_is_spent_after_its_expiry() {
+        use crate::domain::buckets::{Bucket, BucketKind};
+        let bucket = |id: &str, left, expires_at| Bucket {
+            id: id.into(),
+            kind: BucketKind::Promotional,
+            priority: 0,
+            expires_at,
+            created_at: 0,
+            left,
+        };
+        let moved =
+            |id: &str, amount, kind: &str, at_ms, moves: &[(&str, i64, Option<i64>)]| LedgerEntry {
+                kind: kind.into(),
+                created_at_ms: at_ms,
+                moves: Some(
+                    moves
+                        .iter()
+                        .map(|(b, d, x)| ((*b).to_owned(), *d, *x))
+                        .collect(),
+                ),
+                ..LedgerEntry::plain("", user(), id, amount)
+            };
+        let wallet = Wallet {
+            buckets: vec![
+                bucket("grant:a", 70, Some(100)),
+                bucket("grant:b", 50, None),
+            ],
+            ..Wallet::default()
+        };
+        let snapshot = LedgerSnapshot {
+            balances: vec![(String::new(), user(), 120)],
+            wallets: vec![(String::new(), user(), wallet)],
+            entries: vec![
+                moved(
+                    "grant:a",
+                    100,
+                    "grant",
+                    1_000,
+                    &[("grant:a", 100, Some(100))],
+                ),
+                moved("grant:b", 50, "grant", 1_000, &[("grant:b", 50, None)]),
+                moved(
+                    "spend:1",
+                    -30,
+                    "spend",
+                    50_000,
+                    &[("grant:a", -30, Some(100))],
+                ),
+            ],
+            ..LedgerSnapshot::default()
+        };
+        assert!(
+            check(&snapshot).is_clean(),
+            "{:?}",
+            check(&snapshot).violations
+        );
+        // The same spend made at 100 s: when the bucket had expired.
+        let mut late = snapshot.clone();
+        late.entries[2].created_at_ms = 100_000;
+        assert_eq!(
+            check(&late).violations.len(),
+            1,
+            "{:?}",
+            check(&late).violations
+        );
+        // A bucket holding one more than its entries brought: the bucket and the balance.
+        let mut off = snapshot.clone();
+        off.wallets[0].2.buckets[1].left = 51;
+        assert_eq!(
+            check(&off).violations.len(),
+            2,
+            "{:?}",
+            check(&off).violations
+        );
+        // An entry whose amount is not what its moves say.
+        let mut wrong = snapshot;
+        wrong.entries[1].amount = 49;
+        wrong.balances[0].2 = 119;
+        assert!(!check(&wrong).is_clean());
     }
 
     #[test]

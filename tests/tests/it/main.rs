@@ -3,6 +3,7 @@
 
 mod binaries;
 mod browser;
+mod buckets;
 mod cards;
 mod concurrency;
 mod create_intent;
