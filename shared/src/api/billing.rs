@@ -51,6 +51,10 @@ pub struct PlanView {
     pub price_id: Option<String>,
     /// Stripe meter event names, by metric.
     pub meter_events: BTreeMap<String, String>,
+    /// A period's included credits expire at its end (otherwise they roll over).
+    pub included_credits_expire: bool,
+    /// Rolling over: at most this much of earlier periods' included credits is kept.
+    pub rollover_cap: Option<Major>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
 }
@@ -191,6 +195,8 @@ impl PlanView {
             currency: currency.as_str().to_owned(),
             price_id: plan.price_id.clone(),
             meter_events: plan.meter_events.clone(),
+            included_credits_expire: plan.included_credits_expire,
+            rollover_cap: plan.rollover_cap.map(|cap| Major::of(currency, cap)),
             active: None,
         }
     }

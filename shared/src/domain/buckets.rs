@@ -704,6 +704,47 @@ impl Terms {
     }
 }
 
+/// The bucket of an invoice's included credits: paid, expiring at the end of the period they
+/// pay for when the plan says so (and that end is known), otherwise rolling over.
+pub fn included_terms(expire: bool, period_end: Option<i64>) -> Terms {
+    Terms {
+        expires_at: if expire { period_end } else { None },
+        ..Terms::paid()
+    }
+}
+
+/// The prefix of included credits' buckets.
+pub const INCLUDED_BUCKET_PREFIX: &str = "included:";
+
+impl Wallet {
+    /// Before a new period's included credits come in: what earlier included credits hold
+    /// beyond `cap` expires (the oldest first), as one `expire` entry. `None`: within the cap.
+    pub fn cap_rollover(&mut self, cap: i64, now: i64, entry_id: &str) -> Option<Step> {
+        let mut rolled: Vec<&mut Bucket> = self
+            .buckets
+            .iter_mut()
+            .filter(|b| b.id.starts_with(INCLUDED_BUCKET_PREFIX) && b.live_at(now) && b.left > 0)
+            .collect();
+        let held: i64 = rolled.iter().map(|b| b.left).sum();
+        let mut excess = held.saturating_sub(cap.max(0));
+        if excess <= 0 {
+            return None;
+        }
+        rolled.sort_by_key(|b| (b.created_at, b.id.clone()));
+        let mut moves = Vec::new();
+        for bucket in rolled {
+            if excess == 0 {
+                break;
+            }
+            let take = bucket.left.min(excess);
+            bucket.left -= take;
+            excess -= take;
+            moves.push((bucket.id.clone(), -take));
+        }
+        Some(Step::new(entry_id.to_owned(), EntryKind::Expire, moves, 0))
+    }
+}
+
 /// The bucket an account's balance from before buckets became.
 pub const LEGACY_BUCKET: &str = "balance";
 
@@ -820,6 +861,38 @@ mod tests {
         assert_eq!(wallet.capture("late", 5, 160), Err(Refusal::HoldEnded));
         assert_eq!(wallet.ended_holds(160), vec!["late".to_owned()]);
         assert_eq!(wallet.release("late"), Ok(vec![("b".to_owned(), 10)]));
+    }
+
+    #[test]
+    fn rolled_over_included_credits_beyond_the_cap_expire_oldest_first() {
+        let mut wallet = Wallet::default();
+        for (id, at, left) in [
+            ("included:a", 1, 300),
+            ("included:b", 2, 400),
+            ("grant:g", 0, 50),
+        ] {
+            wallet
+                .credit(Bucket {
+                    created_at: at,
+                    ..bucket(id, BucketKind::Paid, 0, None, left)
+                })
+                .expect("in");
+        }
+        assert_eq!(wallet.cap_rollover(1000, 5, "cap:1"), None);
+        let step = wallet.cap_rollover(250, 5, "cap:2").expect("over the cap");
+        assert_eq!(
+            step.moves,
+            vec![
+                ("included:a".to_owned(), -300),
+                ("included:b".to_owned(), -150)
+            ]
+        );
+        assert_eq!((step.kind, step.amount), (EntryKind::Expire, -450));
+        assert_eq!(
+            wallet.balance(5),
+            300,
+            "250 included kept, the grant untouched"
+        );
     }
 
     #[test]

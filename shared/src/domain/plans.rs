@@ -40,6 +40,13 @@ pub struct Plan {
     /// (the plan's price is metered on that meter).
     #[serde(default)]
     pub meter_events: BTreeMap<String, String>,
+    /// The included credits of a period expire at its end; otherwise they roll over.
+    #[serde(default)]
+    pub included_credits_expire: bool,
+    /// When they roll over: at most this much (minor units) of earlier periods' included credits
+    /// is kept when a new period's come in; the rest expires then. `None`: all of it.
+    #[serde(default)]
+    pub rollover_cap: Option<i64>,
 }
 
 impl Plan {
@@ -128,6 +135,8 @@ pub fn free_plan(plans: &[Plan]) -> Plan {
             amount: None,
             overage_prices: BTreeMap::new(),
             meter_events: BTreeMap::new(),
+            included_credits_expire: false,
+            rollover_cap: None,
         })
 }
 
@@ -194,6 +203,10 @@ pub struct PlanUpdate {
     pub overage_prices: Option<BTreeMap<String, i64>>,
     /// Stripe meter event names, by metric.
     pub meter_events: Option<BTreeMap<String, String>>,
+    pub included_credits_expire: Option<bool>,
+    /// `null` removes the cap.
+    #[serde(default, with = "double_option")]
+    pub rollover_cap: Option<Option<i64>>,
 }
 
 mod double_option {
@@ -235,6 +248,8 @@ pub fn apply_plan_update(
             amount: None,
             overage_prices: BTreeMap::new(),
             meter_events: BTreeMap::new(),
+            included_credits_expire: false,
+            rollover_cap: None,
         },
     };
     if let Some(name) = update.name {
@@ -293,6 +308,15 @@ pub fn apply_plan_update(
             return Err("includedCredits must be a whole number from 0.".into());
         }
         plan.included_credits = credits;
+    }
+    if let Some(expire) = update.included_credits_expire {
+        plan.included_credits_expire = expire;
+    }
+    if let Some(cap) = update.rollover_cap {
+        if cap.is_some_and(|c| !(0..=MAX_PLAN_FIGURE).contains(&c)) {
+            return Err("rolloverCap must be a whole number from 0, or null.".into());
+        }
+        plan.rollover_cap = cap;
     }
     if let Some(free) = update.free {
         plan.free = free;
@@ -503,6 +527,8 @@ pub(crate) fn sample_plan(id: &str, rank: i32, price: Option<&str>, amount: Opti
         amount,
         overage_prices: BTreeMap::new(),
         meter_events: BTreeMap::new(),
+        included_credits_expire: false,
+        rollover_cap: None,
     }
 }
 

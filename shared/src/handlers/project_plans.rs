@@ -99,6 +99,13 @@ pub(crate) struct PlanBody {
     overage_prices: Option<std::collections::BTreeMap<String, Box<RawValue>>>,
     /// Stripe meter event names, by metric (usage reported as billing meter events).
     meter_events: Option<std::collections::BTreeMap<String, String>>,
+    /// The included credits of a period expire at its end (otherwise they roll over).
+    included_credits_expire: Option<bool>,
+    /// Rolling over: at most this many earlier included credits are kept when a new period's
+    /// come in (major units); `null` keeps them all.
+    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
+    rollover_cap: Option<Option<Box<RawValue>>>,
 }
 
 /// A field given (even as `null`) is `Some`.
@@ -160,6 +167,15 @@ fn plan_update(body: PlanBody, currency: &Currency) -> Result<PlanUpdate, ApiErr
             })
             .transpose()?,
         meter_events: body.meter_events,
+        included_credits_expire: body.included_credits_expire,
+        rollover_cap: body
+            .rollover_cap
+            .map(|cap| {
+                cap.as_deref()
+                    .map(|raw| minor(raw, "rolloverCap", currency))
+                    .transpose()
+            })
+            .transpose()?,
     })
 }
 

@@ -505,3 +505,34 @@ async fn bad_grants_and_reservations_are_400_in_words() {
         .await;
     assert_eq!(short.status, 402, "{}", short.body);
 }
+
+#[tokio::test]
+async fn a_new_periods_included_credits_keep_only_the_cap_of_earlier_ones() {
+    use coffer::domain::buckets::Terms;
+    use coffer::domain::ledger::{IncludedGrant, PaymentRecord};
+    let app = spawn_app().await;
+    let store = app.app.app.store_for(&app.app.app.default_scope());
+    let account = coffer::domain::records::UserId::parse("kim").expect("user");
+    let usd = coffer::domain::money::Currency::usd();
+    for (invoice, intent) in [("in_1", "pi_in_1"), ("in_2", "pi_in_2")] {
+        let grant = PaymentRecord::included_grant(&IncludedGrant {
+            invoice_id: invoice,
+            intent_id: intent,
+            account: &account,
+            plan_id: "starter",
+            amount: 2900,
+            currency: &usd,
+            credits: 500,
+            now_ms: coffer::domain::records::now_ms(),
+        });
+        let entry = coffer::domain::idempotency::included_entry(invoice);
+        store
+            .grant_included(&grant, &entry, &Terms::paid(), Some(200))
+            .await
+            .expect("granted");
+    }
+    // The first period's 500: 200 kept, 300 expired when the second's came in.
+    assert_eq!(balance(&app, "kim").await["balance"], json!(7.0));
+    assert_eq!(entries_of(&app, "kim", "expire").await.len(), 1);
+    app.assert_invariants().await;
+}

@@ -239,6 +239,7 @@ impl Store {
         grant: &PaymentRecord,
         entry_id: &str,
         terms: &Terms,
+        rollover_cap: Option<i64>,
     ) -> Result<IncludedOutcome, StoreError> {
         for attempt in 1..=CONFLICT_ATTEMPTS {
             let now = now_ms();
@@ -251,7 +252,7 @@ impl Store {
             item.insert("invoiceEntry".into(), s(entry_id));
             let entries = [(EntryKind::Grant, entry_id.to_owned(), grant.credits)];
             let Some(mut items) = self
-                .payment_wallet_items(grant, &entries, terms, true, now)
+                .payment_wallet_items(grant, &entries, terms, true, now, rollover_cap)
                 .await?
             else {
                 return Ok(IncludedOutcome::CurrencyMismatch);
@@ -284,6 +285,7 @@ impl Store {
         terms: &Terms,
         claim_currency: bool,
         now: i64,
+        rollover_cap: Option<i64>,
     ) -> Result<Option<Vec<TransactWriteItem>>, StoreError> {
         let read = self.wallet(&payment.user_id).await?;
         let currency = match &read.currency {
@@ -295,6 +297,10 @@ impl Store {
         let bucket = payment_bucket(payment);
         let mut wallet = read.wallet.clone();
         let mut steps = wallet.settle(now_s, read.next_version(), SETTLE_INLINE);
+        if let (Some(cap), Some((_, first, _))) = (rollover_cap, entries.first()) {
+            // What earlier periods' included credits hold beyond the cap expires first.
+            steps.extend(wallet.cap_rollover(cap, now_s, &format!("rollover:{first}")));
+        }
         for (kind, entry_id, amount) in entries {
             let step = if *amount >= 0 {
                 if *amount == 0 {
@@ -403,7 +409,7 @@ impl Store {
                 .map(|e| (e.kind, e.entry_id.clone(), e.amount))
                 .collect();
             let Some(moves) = self
-                .payment_wallet_items(&payment, &planned, &Terms::paid(), true, now)
+                .payment_wallet_items(&payment, &planned, &Terms::paid(), true, now, None)
                 .await?
             else {
                 match self.flag(&payment, "balance_currency_mismatch").await? {

@@ -193,11 +193,19 @@ pub struct InvoiceLines {
 #[derive(Debug, miniserde::Deserialize)]
 pub struct InvoiceLine {
     pub amount: Option<i64>,
+    /// The service period the line bills (Unix seconds).
+    pub period: Option<LinePeriod>,
     pub proration: Option<bool>,
     pub price: Option<IdOnly>,
     pub plan: Option<IdOnly>,
     pub pricing: Option<LinePricing>,
     pub parent: Option<LineParent>,
+}
+
+#[derive(Debug, miniserde::Deserialize)]
+pub struct LinePeriod {
+    pub start: Option<i64>,
+    pub end: Option<i64>,
 }
 
 #[derive(Debug, miniserde::Deserialize)]
@@ -221,6 +229,15 @@ pub struct ItemDetails {
 }
 
 impl Invoice {
+    /// The end of the service period its lines bill (the latest; Unix seconds).
+    pub fn period_end(&self) -> Option<i64> {
+        self.lines
+            .iter()
+            .flat_map(|l| l.data.iter())
+            .filter_map(|line| line.period.as_ref()?.end)
+            .max()
+    }
+
     /// The PaymentIntents that paid it: its paid payments' (newer API versions), or its own.
     pub fn paid_intents(&self) -> Vec<String> {
         let listed: Vec<String> = self

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::adapters::store::{CreditOutcome, IncludedOutcome, InvoiceRecord, MoveOutcome};
 use crate::adapters::stripe::webhook::Event;
 use crate::adapters::stripe::{META_ACCOUNT, META_CREDITS, META_PACKAGE, META_SCOPE, META_USER};
-use crate::domain::buckets::Terms;
+use crate::domain::buckets::{included_terms, Terms};
 use crate::domain::ledger::EntryKind;
 use crate::domain::ledger::{CreditMove, IncludedGrant, PaidIntent, PaymentRecord};
 use crate::domain::money::Currency;
@@ -178,6 +178,14 @@ pub async fn invoice_event(
         .unwrap_or("")
         .to_ascii_lowercase();
     let intent = invoice.paid_intents().into_iter().next();
+    let terms = included_terms(plan.included_credits_expire, invoice.period_end());
+    if plan.included_credits_expire && terms.expires_at.is_none() {
+        tracing::warn!(
+            invoice_id,
+            "the invoice names no service period; its included credits roll over"
+        );
+    }
+    let cap = plan.rollover_cap.filter(|_| !plan.included_credits_expire);
     match intent {
         Some(intent) if currency == app.config.default_currency.as_str() => {
             let grant = PaymentRecord::included_grant(&IncludedGrant {
@@ -191,10 +199,7 @@ pub async fn invoice_event(
                 now_ms: now_ms(),
             });
             let entry_id = crate::domain::idempotency::included_entry(invoice_id);
-            match store
-                .grant_included(&grant, &entry_id, &Terms::paid())
-                .await?
-            {
+            match store.grant_included(&grant, &entry_id, &terms, cap).await? {
                 IncludedOutcome::Granted => tracing::info!(
                     invoice_id,
                     credits = plan.included_credits,
@@ -236,6 +241,7 @@ pub async fn invoice_event(
                 invoice_id,
                 &plan.id,
                 plan.included_credits,
+                &terms,
             )
             .await
         }
@@ -249,6 +255,7 @@ async fn grant_included_untracked(
     invoice_id: &str,
     plan_id: &str,
     credits: i64,
+    terms: &Terms,
 ) -> Result<(), Failure> {
     let request = CreditMove {
         delta: credits,
@@ -263,7 +270,7 @@ async fn grant_included_untracked(
             EntryKind::Grant,
             &request,
             currency,
-            Some(&Terms::paid()),
+            Some(terms),
         )
         .await?
     {

@@ -320,3 +320,41 @@ async fn a_refunded_or_disputed_invoice_takes_its_included_credits_back_in_any_o
     assert_eq!(app.balance("lou").await, 5.0);
     app.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn included_credits_of_a_plan_that_says_so_expire_at_the_end_of_the_period_they_pay_for() {
+    let app = spawn_app_with(SecretSetup {
+        no_webhook: true,
+        ..SecretSetup::default()
+    })
+    .await;
+    let store = app.app.app.store_for(&app.app.app.default_scope());
+    let starter = store.plan("starter").await.expect("read").expect("seeded");
+    let update = coffer::domain::plans::PlanUpdate {
+        included_credits_expire: Some(true),
+        ..Default::default()
+    };
+    store
+        .put_plan(
+            &coffer::domain::plans::apply_plan_update("starter", Some(starter), update)
+                .expect("plan"),
+        )
+        .await
+        .expect("save");
+    let (_, invoice) = paid_starter_invoice(&app, "iona").await;
+    let period_end = invoice["lines"]["data"][0]["period"]["end"]
+        .as_i64()
+        .expect("localstripe gives the line's period");
+    let reply = app.deliver_event("invoice.paid", &invoice).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let balance = app.get("/api/stripe/balance", Some("iona")).await.body["data"].clone();
+    assert_eq!(balance["balance"], json!(5.0), "{balance}");
+    assert_eq!(balance["buckets"][0]["kind"], "paid");
+    assert_eq!(
+        balance["buckets"][0]["expiresAt"],
+        json!(coffer::domain::records::rfc3339(period_end * 1000)),
+        "{balance}"
+    );
+    assert_eq!(balance["nextExpiry"], balance["buckets"][0]["expiresAt"]);
+    app.assert_invariants().await;
+}
