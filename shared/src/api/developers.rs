@@ -84,6 +84,8 @@ pub struct SettingsView {
     pub past_due_grace_seconds: i64,
     /// Below this balance `credits.low` is published; `null`: never.
     pub credits_low_threshold: Option<Major>,
+    /// The order spends take from credit buckets in.
+    pub spend_order: Vec<&'static str>,
 }
 
 /// Credits sold, spent and outstanding.
@@ -184,6 +186,7 @@ impl SettingsView {
             credits_low_threshold: settings
                 .credits_low_threshold
                 .map(|t| Major::of(currency, t)),
+            spend_order: settings.spend_order.clone().unwrap_or_default().names(),
         }
     }
 }

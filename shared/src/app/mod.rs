@@ -21,6 +21,7 @@ use crate::adapters::secrets::{SecretsCache, SecretsError, StripeSecrets};
 use crate::adapters::store::{Keys, Store, StoreError};
 use crate::adapters::stripe::{StripeApi, StripeFailure};
 use crate::config::{Config, ConfigError};
+use crate::domain::buckets::SpendOrder;
 use crate::domain::packages::CreditPackage;
 use crate::domain::projects::Project;
 use crate::domain::scope::{ProjectId, Scope};
@@ -51,6 +52,8 @@ pub struct App {
     /// A Stripe client per scope, with the key it was built from.
     stripe: Mutex<HashMap<Scope, (Arc<StripeSecrets>, StripeApi)>>,
     packages: ShortCache<Vec<CreditPackage>, Scope>,
+    /// Each scope's spend order (its settings'), for a minute.
+    spend_orders: ShortCache<SpendOrder, Scope>,
     projects: ShortCache<Project, ProjectId>,
     /// Where billing events go (only the functions that publish them have a bus configured).
     pub events: Option<EventBus>,
@@ -239,6 +242,7 @@ impl App {
             project_secrets: SecretsCache::new(secrets_manager, Some(CACHE_TTL)),
             stripe: Mutex::new(HashMap::new()),
             packages: ShortCache::new(CACHE_TTL),
+            spend_orders: ShortCache::new(CACHE_TTL),
             projects: ShortCache::new(CACHE_TTL),
             events: None,
             usage: UsageCache::new(usage_cache),
@@ -253,6 +257,30 @@ impl App {
     /// Whether the scope is the one the deployment's own secret configures.
     pub fn is_deployment_scope(&self, scope: &Scope) -> bool {
         scope.project.is_default() && scope.mode == self.config.default_mode
+    }
+
+    /// The table through the scope's keys, spending in the scope's order (its settings', kept
+    /// for a minute).
+    pub async fn spending_store(&self, scope: &Scope) -> Result<Store, StoreError> {
+        let order = match self.spend_orders.get(scope) {
+            Some(order) => order,
+            None => {
+                let order = self
+                    .store_for(scope)
+                    .settings()
+                    .await?
+                    .and_then(|s| s.spend_order)
+                    .unwrap_or_default();
+                self.spend_orders.put(scope.clone(), order.clone());
+                order
+            }
+        };
+        Ok(self.store_for(scope).with_spend_order(order))
+    }
+
+    /// Forgets a scope's spend order (its settings changed here).
+    pub fn forget_spend_order(&self, scope: &Scope) {
+        self.spend_orders.remove(scope);
     }
 
     /// The table through the scope's keys.

@@ -89,6 +89,51 @@ impl Default for SpendOrder {
 }
 
 impl SpendOrder {
+    /// A project's order from its names (`priority`, `expiry`, `promotionalFirst`,
+    /// `paidFirst`, `oldest`): each at most once, and not both kinds first.
+    pub fn parse(names: &[String]) -> Result<Self, String> {
+        let mut keys = Vec::new();
+        for name in names {
+            let key = match name.as_str() {
+                "priority" => OrderKey::Priority,
+                "expiry" => OrderKey::Expiry,
+                "promotionalFirst" => OrderKey::PromotionalFirst,
+                "paidFirst" => OrderKey::PaidFirst,
+                "oldest" => OrderKey::Oldest,
+                _ => {
+                    return Err(format!(
+                        "spendOrder may name priority, expiry, promotionalFirst, paidFirst and oldest, not {name:?}."
+                    ))
+                }
+            };
+            if keys.contains(&key) {
+                return Err(format!("spendOrder names {name} twice."));
+            }
+            keys.push(key);
+        }
+        if keys.contains(&OrderKey::PromotionalFirst) && keys.contains(&OrderKey::PaidFirst) {
+            return Err("spendOrder may name promotionalFirst or paidFirst, not both.".into());
+        }
+        if keys.is_empty() {
+            return Err("spendOrder must name at least one criterion.".into());
+        }
+        Ok(Self(keys))
+    }
+
+    /// The names of its criteria, as a project sets them.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0
+            .iter()
+            .map(|key| match key {
+                OrderKey::Priority => "priority",
+                OrderKey::Expiry => "expiry",
+                OrderKey::PromotionalFirst => "promotionalFirst",
+                OrderKey::PaidFirst => "paidFirst",
+                OrderKey::Oldest => "oldest",
+            })
+            .collect()
+    }
+
     fn compare(&self, a: &Bucket, b: &Bucket) -> Ordering {
         for key in &self.0 {
             let by = match key {

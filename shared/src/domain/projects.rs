@@ -106,6 +106,10 @@ pub struct ProjectSettings {
     /// A balance falling below this (minor units) publishes `credits.low`; `None`: never.
     #[serde(default)]
     pub credits_low_threshold: Option<i64>,
+    /// The order spends take from buckets in; `None`: the default (priority, soonest expiry,
+    /// promotional before paid, oldest).
+    #[serde(default)]
+    pub spend_order: Option<crate::domain::buckets::SpendOrder>,
 }
 
 /// The grace when a project set none: three days.
@@ -117,6 +121,7 @@ impl Default for ProjectSettings {
             allowed_origins: Vec::new(),
             past_due_grace_seconds: DEFAULT_PAST_DUE_GRACE_SECONDS,
             credits_low_threshold: None,
+            spend_order: None,
         }
     }
 }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::api::{PlanView, SettingsView};
+use crate::domain::buckets::SpendOrder;
 use crate::domain::money::{AmountError, Currency};
 use crate::domain::plans::PlanUpdate;
 use crate::domain::projects::origin_of;
@@ -63,6 +64,16 @@ pub async fn plans_or_settings(
                             .as_deref()
                             .map(|raw| minor(raw, "creditsLowThreshold", currency))
                             .transpose()
+                    })
+                    .transpose()?,
+                spend_order: body
+                    .spend_order
+                    .map(|order| {
+                        order
+                            .as_deref()
+                            .map(SpendOrder::parse)
+                            .transpose()
+                            .map_err(ApiError::bad_request)
                     })
                     .transpose()?,
             };
@@ -189,6 +200,12 @@ pub(crate) struct SettingsBody {
     #[serde(default, deserialize_with = "present")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
     credits_low_threshold: Option<Option<Box<RawValue>>>,
+    /// The order spends take from credit buckets in, by criterion: `priority` (higher first),
+    /// `expiry` (soonest first), `promotionalFirst` or `paidFirst`, `oldest`. `null`: the
+    /// default, `["priority", "expiry", "promotionalFirst", "oldest"]`.
+    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>, example = json!(["priority", "expiry", "promotionalFirst", "oldest"])))]
+    spend_order: Option<Option<Vec<String>>>,
 }
 
 /// Origins as `scheme://host[:port]`, nothing after; at most 20.

@@ -29,7 +29,7 @@ pub async fn spend(
     if amount <= 0 {
         return Err(Failure::invalid("amount must be greater than zero."));
     }
-    let store = app.store_for(scope);
+    let store = app.spending_store(scope).await?;
     let currency = &app.config.default_currency;
     let request = CreditMove {
         delta: -amount,

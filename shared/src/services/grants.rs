@@ -130,7 +130,8 @@ pub async fn reserve(
     let currency = &app.config.default_currency;
     let hold_id = idempotency::hold_id(user, by, key);
     let outcome = app
-        .store_for(scope)
+        .spending_store(scope)
+        .await?
         .hold_credits(user, &hold_id, amount, ttl_seconds, by, currency)
         .await?;
     hold_answer(outcome, currency)

@@ -240,6 +240,8 @@ pub struct SettingsChange {
     pub past_due_grace_seconds: Option<i64>,
     /// `Some(None)` turns `credits.low` off.
     pub credits_low_threshold: Option<Option<i64>>,
+    /// `Some(None)` goes back to the default order.
+    pub spend_order: Option<Option<crate::domain::buckets::SpendOrder>>,
 }
 
 /// The longest grace a past-due subscription may keep its plan.
@@ -267,6 +269,10 @@ pub async fn save_settings(
     if let Some(threshold) = change.credits_low_threshold {
         settings.credits_low_threshold = threshold;
     }
+    if let Some(order) = change.spend_order {
+        settings.spend_order = order;
+    }
     store.put_settings(&settings).await?;
+    app.forget_spend_order(scope);
     Ok(settings)
 }

@@ -536,3 +536,37 @@ async fn a_new_periods_included_credits_keep_only_the_cap_of_earlier_ones() {
     assert_eq!(entries_of(&app, "kim", "expire").await.len(), 1);
     app.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn a_project_that_spends_paid_credits_first_keeps_its_promotional_ones() {
+    let app = spawn_app().await;
+    let store = app.app.app.store_for(&app.app.app.default_scope());
+    let names = ["paidFirst".to_owned(), "oldest".to_owned()];
+    let settings = coffer::domain::projects::ProjectSettings {
+        spend_order: Some(coffer::domain::buckets::SpendOrder::parse(&names).expect("order")),
+        ..Default::default()
+    };
+    store.put_settings(&settings).await.expect("settings");
+    app.bought("lea", "starter").await;
+    assert_eq!(balance(&app, "lea").await["balance"], json!(5.0));
+    assert_eq!(
+        grant(&app, "lea", json!(3), Some(in_secs(3600)), "promo")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(app.spend("lea", json!(4), "s-1").await.status, 200);
+    let buckets = balance(&app, "lea").await["buckets"].clone();
+    let left = |kind: &str| -> Vec<Value> {
+        buckets
+            .as_array()
+            .expect("buckets")
+            .iter()
+            .filter(|b| b["kind"] == kind)
+            .map(|b| b["amount"].clone())
+            .collect()
+    };
+    assert_eq!(left("paid"), vec![json!(1.0)], "{buckets}");
+    assert_eq!(left("promotional"), vec![json!(3.0)], "{buckets}");
+    app.assert_invariants().await;
+}

@@ -154,6 +154,10 @@ impl Store {
         }
     }
 
+    pub fn spend_order(&self) -> &SpendOrder {
+        &self.spend_order
+    }
+
     pub fn keys(&self) -> &Keys {
         &self.keys
     }

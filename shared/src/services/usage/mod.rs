@@ -72,7 +72,8 @@ pub async fn record_usage(
     scope: &Scope,
     request: &UsageRequest<'_>,
 ) -> Result<UsageOutcome, Failure> {
-    let store = app.store_for(scope);
+    // Overage spends in the project's bucket order.
+    let store = app.spending_store(scope).await?;
     let currency = &app.config.default_currency;
     let quantity = request.quantity;
     let mut machine = UsageLoop::new(request.dry_run, quantity <= LEASE_MAX_QUANTITY);
