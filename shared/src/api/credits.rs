@@ -231,8 +231,8 @@ impl HistoryLine {
                 currency: grant.currency.as_str().to_owned(),
                 status: crate::domain::records::PaymentStatus::Succeeded.as_str(),
                 created_at: rfc3339(grant.created_at_ms),
-                description: format!("Grant: {}", grant.reason),
-                kind: Some(crate::domain::ledger::EntryKind::Grant.as_str()),
+                description: grant.words(|minor| grant.currency.format_major(minor)),
+                kind: Some(grant.kind.as_str()),
             },
         }
     }

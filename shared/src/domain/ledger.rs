@@ -434,6 +434,21 @@ impl EntryKind {
         Self::ALL.into_iter().find(|kind| kind.as_str() == name)
     }
 
+    /// An entry a user's history shows beside payments: grants and their changes, expiries,
+    /// and reservations.
+    pub fn shows_in_history(self) -> bool {
+        matches!(
+            self,
+            Self::Grant
+                | Self::GrantAdjusted
+                | Self::GrantVoided
+                | Self::Expire
+                | Self::Hold
+                | Self::Capture
+                | Self::Release
+        )
+    }
+
     /// Credits sold (a purchase and its corrections).
     pub fn is_sale(self) -> bool {
         matches!(self, Self::Purchase | Self::Adjustment)

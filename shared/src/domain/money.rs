@@ -57,6 +57,18 @@ impl Currency {
     }
 
     /// Minor units shown as a JSON number of major units (`500` USD → `5.0`).
+    /// Minor units as text of major units with all the currency's decimals (`300` → `3.00`).
+    pub fn format_major(&self, minor: i64) -> String {
+        let exponent = self.exponent() as usize;
+        let scale = 10_u64.pow(self.exponent());
+        let sign = if minor < 0 { "-" } else { "" };
+        let abs = minor.unsigned_abs();
+        if exponent == 0 {
+            return format!("{sign}{abs}");
+        }
+        format!("{sign}{}.{:0exponent$}", abs / scale, abs % scale)
+    }
+
     pub fn to_major(&self, minor: i64) -> serde_json::Value {
         let scale = 10_i64.pow(self.exponent());
         if minor % scale == 0 {

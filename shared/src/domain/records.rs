@@ -95,10 +95,44 @@ impl PaymentStatus {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Grant {
     pub entry_id: String,
+    /// A grant, or another entry that shows in history: an adjustment or voiding of a grant,
+    /// an expiry, a reservation held, captured or released.
+    pub kind: crate::domain::ledger::EntryKind,
     pub credits: i64,
     pub currency: Currency,
     pub reason: String,
+    /// For a capture: what it spent.
+    pub captured: Option<i64>,
     pub created_at_ms: i64,
+}
+
+impl Grant {
+    /// What the line says, in words (`credits` shown by `major`).
+    pub fn words(&self, major: impl Fn(i64) -> String) -> String {
+        use crate::domain::ledger::EntryKind;
+        match self.kind {
+            EntryKind::GrantAdjusted => format!("Grant adjusted: {}", self.reason),
+            EntryKind::GrantVoided => format!("Grant voided: {}", self.reason),
+            EntryKind::Expire => format!("{} credits expired", major(-self.credits)),
+            EntryKind::Hold => format!("{} credits reserved", major(-self.credits)),
+            EntryKind::Capture => format!(
+                "Reservation captured: {} credits spent, {} returned",
+                major(self.captured.unwrap_or(0)),
+                major(self.credits)
+            ),
+            EntryKind::Release if self.reason == "released" => {
+                format!(
+                    "Reservation released: {} credits returned",
+                    major(self.credits)
+                )
+            }
+            EntryKind::Release => format!(
+                "Reservation ended unused: {} credits returned",
+                major(self.credits)
+            ),
+            _ => format!("Grant: {}", self.reason),
+        }
+    }
 }
 
 /// One line of a user's history: a payment or a grant.

@@ -116,6 +116,18 @@ async fn a_grant_expires_once_with_the_job_run_twice_at_once_and_is_never_shown_
     assert_eq!(expired[0].1, -200);
     assert_eq!(balance(&app, "eve").await["balance"], json!(5.0));
     app.assert_invariants().await;
+    let history = app
+        .get("/api/stripe/payment-history?limit=100", Some("eve"))
+        .await;
+    assert!(
+        history.body["data"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .any(|l| l["description"] == "2.00 credits expired" && l["kind"] == "expire"),
+        "{}",
+        history.body
+    );
 
     let of = |events: &[Value], kind: &str| -> Vec<Value> {
         events
@@ -296,6 +308,24 @@ async fn a_reservation_is_captured_once_released_once_and_races_its_own_end_with
         409
     );
     app.assert_invariants().await;
+    // The history tells it in words.
+    let history = app
+        .get("/api/stripe/payment-history?limit=100", Some("gus"))
+        .await;
+    let said: Vec<&str> = history.body["data"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter_map(|l| l["description"].as_str())
+        .collect();
+    for words in [
+        "4.00 credits reserved",
+        "Reservation captured: 2.50 credits spent, 1.50 returned",
+        "Reservation released: 1.00 credits returned",
+        "Grant: trial",
+    ] {
+        assert!(said.contains(&words), "{words:?} not in {said:?}");
+    }
 }
 
 #[tokio::test]

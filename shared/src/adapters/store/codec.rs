@@ -313,12 +313,18 @@ pub fn entry_to_item(keys: &Keys, entry: &NewEntry<'_>) -> Item {
 /// A history line: a payment, or a grant entry.
 pub fn history_from_item(item: &Item) -> Result<HistoryItem, DecodeError> {
     let f = Fields::of(item);
-    if f.opt_text("kind")?.and_then(EntryKind::parse) == Some(EntryKind::Grant) {
+    if let Some(kind) = f
+        .opt_text("kind")?
+        .and_then(EntryKind::parse)
+        .filter(|k| k.shows_in_history())
+    {
         return Ok(HistoryItem::Grant(Grant {
             entry_id: f.text("entryId")?.to_owned(),
+            kind,
             credits: f.int("amount")?,
             currency: f.currency("currency")?,
             reason: f.opt_text("reason")?.unwrap_or_default().to_owned(),
+            captured: f.opt_int("captured")?,
             created_at_ms: f.int("createdAt")?,
         }));
     }

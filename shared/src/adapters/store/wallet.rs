@@ -152,6 +152,13 @@ impl Store {
                 item.insert("captured".into(), n(captured));
             }
             annotate(step, &mut item);
+            if step.kind.shows_in_history() && !item.contains_key("gsi1pk") {
+                item.insert("gsi1pk".into(), s(self.keys.history_pk(user)));
+                item.insert(
+                    "gsi1sk".into(),
+                    s(super::keys::history_sk(now_ms, &step.entry_id)),
+                );
+            }
             items.push(self.put_new(item)?);
             items.extend(self.due_items(user, step, wallet, currency)?);
         }
