@@ -327,6 +327,24 @@ function showPlans() {
 function showBalance(balance) {
   state.currency = balance.currency || state.currency;
   $('balance').textContent = money(balance.balance, state.currency);
+  // An answer without buckets (a spend's) leaves the expiry line as it was.
+  if (balance.buckets) {
+    const words = expiryWords(balance);
+    $('expiry').textContent = words;
+    $('expiry').hidden = !words;
+  }
+}
+
+// "3.00 credits expire on 31 Dec": what the soonest-expiring live buckets hold, and when.
+function expiryWords(balance) {
+  if (!balance.nextExpiry) return '';
+  const soon = balance.buckets
+    .filter((b) => b.expiresAt === balance.nextExpiry)
+    .reduce((sum, b) => sum + Number(b.amount), 0);
+  const amount = new Intl.NumberFormat('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 }).format(soon);
+  const on = new Intl.DateTimeFormat('en-GB', { day: 'numeric', month: 'short', timeZone: 'UTC' })
+    .format(new Date(balance.nextExpiry));
+  return `${amount} credits expire on ${on}`;
 }
 
 function planName(id, fallback) {

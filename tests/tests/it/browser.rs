@@ -536,3 +536,42 @@ async fn subscribing_cancelling_and_resuming_in_the_browser() {
     app.assert_invariants().await;
     page.screenshot("subscribe").await;
 }
+
+#[tokio::test]
+async fn the_storefront_says_which_credits_expire_and_when() {
+    let app = spawn_app().await;
+    // Three credits that expire in ten days, and two that never do.
+    let expires = coffer::domain::records::now_ms() / 1000 + 10 * 24 * 3600;
+    let backend =
+        coffer_dev::token::issue_service(integration_tests::JWT_SECRET, "app-backend", 60)
+            .expect("service token");
+    for (key, amount, at) in [("promo", 3, Some(expires)), ("gift", 2, None)] {
+        let mut body =
+            json!({"userId": "ada", "amount": amount, "reason": "welcome", "idempotencyKey": key});
+        if let Some(at) = at {
+            body["expiresAt"] = json!(coffer::domain::records::rfc3339(at * 1000));
+        }
+        let reply = app
+            .call(
+                "POST",
+                "/internal/credits/grants",
+                Some(&backend),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let page = Browser::open(&app, "credits-expire").await;
+    page.sign_in("ada").await;
+    assert_eq!(page.text("#balance").await, usd(5.0));
+    let day = time::OffsetDateTime::from_unix_timestamp(expires).expect("a date");
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][usize::from(u8::from(day.month())) - 1];
+    let said = page.wait_text("#expiry", UI_SECS, |t| !t.is_empty()).await;
+    assert_eq!(
+        said,
+        format!("3.00 credits expire on {} {month}", day.day())
+    );
+    page.screenshot("credits-expire").await;
+}
