@@ -103,6 +103,7 @@ async fn main() {
         )
         .await
         .expect("grant");
+    let (many_buckets, captures) = seed_buckets_and_holds(&app).await;
     let project = coffer::domain::scope::ProjectId::parse(SAMPLE_PROJECT).expect("project id");
     let developer = coffer::auth::UserId::parse(SAMPLE_DEVELOPER).expect("developer id");
     app.store
@@ -166,6 +167,38 @@ async fn main() {
                 target.program.display()
             );
             std::process::exit(2);
+        }
+    }
+    // The spend path with fifty buckets, and a reservation's capture (each a new hold).
+    if only
+        .as_ref()
+        .is_none_or(|only| only.contains("internal-consume-credits"))
+    {
+        let program = bin_dir.join("internal-consume-credits");
+        let (vars, _) = environment.of("internal-consume-credits");
+        for (name, event) in [
+            (
+                "internal-consume-credits (50 buckets)",
+                EventSource::FreshKey(many_buckets),
+            ),
+            (
+                "internal-consume-credits (capture)",
+                EventSource::Pool {
+                    events: captures,
+                    next: std::sync::Mutex::new(0),
+                },
+            ),
+        ] {
+            targets.push(Target {
+                name: name.into(),
+                kind: Kind::Function,
+                package: program.clone(),
+                program: program.clone(),
+                args: Vec::new(),
+                event,
+                vars: vars.clone(),
+                stripe: false,
+            });
         }
     }
     let peer_dir = root().join("bench/node-peer");
@@ -274,4 +307,65 @@ async fn main() {
     print_throughput(&rates, cpu_index);
     print_tls(&tls_rows, tls_setup.as_deref());
     print_targets(&rows);
+}
+
+/// The allowlisted backend of `events/internal-*.json`, as a grant or hold records it.
+const BENCH_BACKEND: &str = "iam:arn:aws:iam::123456789012:role/app-backend";
+
+/// Fifty credit buckets for one account (other expiries and priorities, so none merge), and
+/// holds to capture on three more: the spend event of the first, and one capture event per hold.
+async fn seed_buckets_and_holds(app: &coffer::App) -> (serde_json::Value, Vec<serde_json::Value>) {
+    use coffer::adapters::store::GrantRequest;
+    let usd = app.config.default_currency.clone();
+    let now = coffer::domain::records::now_ms() / 1000;
+    let grant = |amount: i64, at: Option<i64>, priority: i32| GrantRequest {
+        amount,
+        reason: "benchmark",
+        expires_at: at,
+        priority,
+        by: BENCH_BACKEND,
+    };
+    let many = coffer::auth::UserId::parse("bench-buckets").expect("user id");
+    for i in 0..50_i64 {
+        let request = grant(2_000_000, Some(now + 30 * 86_400 + i * 60), (i % 3) as i32);
+        app.store
+            .grant_credits(&many, &format!("grant:bench-{i}"), &request, &usd)
+            .await
+            .expect("grant");
+    }
+    let mut spend = load_event("internal-consume-credits.json");
+    let mut body: serde_json::Value =
+        serde_json::from_str(spend["body"].as_str().unwrap_or("{}")).expect("body JSON");
+    body["userId"] = serde_json::json!("bench-buckets");
+    spend["body"] = serde_json::Value::String(body.to_string());
+
+    let template = load_event("internal-consume-credits.json");
+    let route = "POST /internal/credits/reservations/{reservation_id}/capture";
+    let mut captures = Vec::new();
+    for a in 0..3 {
+        let account = coffer::auth::UserId::parse(&format!("bench-holds-{a}")).expect("user id");
+        app.store
+            .grant_credits(&account, "grant:bench", &grant(1_000_000, None, 0), &usd)
+            .await
+            .expect("grant");
+        for h in 0..90 {
+            let id = format!("h_bench_{a}_{h}");
+            app.store
+                .hold_credits(&account, &id, 100, 86_400, BENCH_BACKEND, &usd)
+                .await
+                .expect("hold");
+            let path = format!("/internal/credits/reservations/{id}/capture");
+            let mut event = template.clone();
+            event["routeKey"] = serde_json::json!(route);
+            event["rawPath"] = serde_json::json!(path);
+            event["requestContext"]["routeKey"] = serde_json::json!(route);
+            event["requestContext"]["http"]["path"] = serde_json::json!(path);
+            event["pathParameters"] = serde_json::json!({ "reservation_id": id });
+            event["body"] = serde_json::Value::String(
+                serde_json::json!({"userId": account.as_str(), "amount": 0.5}).to_string(),
+            );
+            captures.push(event);
+        }
+    }
+    (spend, captures)
 }

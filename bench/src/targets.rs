@@ -35,6 +35,12 @@ pub(crate) enum EventSource {
     /// An event whose JSON body carries `idempotencyKey`: a new key each time, so that every
     /// invocation is a new spend or usage record, not a replay.
     FreshKey(Value),
+    /// Events used once each, in order (a reservation's capture each); past the last, the last
+    /// again (a replay).
+    Pool {
+        events: Vec<Value>,
+        next: Mutex<usize>,
+    },
 }
 
 impl EventSource {
@@ -63,6 +69,12 @@ impl EventSource {
                         Some(event)
                     }
                 }
+            }
+            Self::Pool { events, next } => {
+                let mut next = next.lock().ok()?;
+                let event = events.get(*next).or_else(|| events.last()).cloned();
+                *next += 1;
+                event
             }
             Self::FreshKey(event) => {
                 let mut event = event.clone();
