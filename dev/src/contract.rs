@@ -129,7 +129,7 @@ mod tests {
     fn answers_are_checked_against_their_status_and_schema() {
         let contract = Contract::load().expect("contract");
         let route = "/api/stripe/balance";
-        let good = br#"{"success":true,"data":{"balance":15.0,"currency":"usd"}}"#;
+        let good = br#"{"success":true,"data":{"balance":15.0,"currency":"usd","held":0.0,"buckets":[{"amount":15.0,"kind":"paid","priority":0}]}}"#;
         assert_eq!(contract.check("GET", route, 200, good), Ok(()));
         let error = br#"{"success":false,"error":"authentication required","code":"unauthorized"}"#;
         assert_eq!(contract.check("GET", route, 401, error), Ok(()));

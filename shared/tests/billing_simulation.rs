@@ -77,6 +77,8 @@ fn plan(id: &str, rank: i32, price: Option<&str>, amount: Option<i64>, included:
         amount,
         overage_prices: BTreeMap::new(),
         meter_events: BTreeMap::new(),
+        included_credits_expire: false,
+        rollover_cap: None,
     }
 }
 

@@ -340,7 +340,7 @@ pub fn ledger_snapshot(items: &[Item]) -> LedgerSnapshot {
         let f = Fields::of(item);
         let scope = scope.to_owned();
         let decoded = match (user, sk) {
-            (Some(user), "BALANCE") => f.int("balance").and_then(|b| {
+            (Some(user), "BALANCE") => f.int("balance").map(|b| {
                 if item.contains_key("wallet") {
                     match super::wallet::wallet_from_item(Some(item)) {
                         Ok(read) => {
@@ -354,7 +354,6 @@ pub fn ledger_snapshot(items: &[Item]) -> LedgerSnapshot {
                     }
                 }
                 snapshot.balances.push((scope, user, b));
-                Ok(())
             }),
             (Some(user), sk) if sk.starts_with("ENTRY#") => f.int("amount").and_then(|amount| {
                 let moves = match get_s(item, "buckets") {
