@@ -3,6 +3,7 @@
 
 pub mod buckets;
 pub mod events;
+pub mod grants;
 pub mod idempotency;
 pub mod invariants;
 pub mod ledger;

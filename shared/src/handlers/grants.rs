@@ -12,8 +12,8 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::adapters::store::{GrantRequest, GrantState, HoldState};
 use crate::api::{GrantView, Major, ReservationView};
+use crate::domain::grants::{GrantRequest, GrantState, HoldState};
 use crate::domain::money::{AmountError, Currency};
 use crate::domain::records::{now_ms, UserId};
 use crate::domain::scope::Scope;
