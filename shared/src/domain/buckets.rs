@@ -41,6 +41,14 @@ pub struct Bucket {
     pub created_at: i64,
     /// What is left of it (never below zero).
     pub left: i64,
+    /// What left it by expiring and was not taken back by a refund since (a refund of its
+    /// purchase does not take these again).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub expired: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl Bucket {
@@ -422,6 +430,7 @@ impl Wallet {
             .filter(|b| !b.live_at(now) && b.left > 0)
         {
             gone.push((bucket.id.clone(), -bucket.left));
+            bucket.expired = bucket.expired.saturating_add(bucket.left);
             bucket.left = 0;
         }
         gone
@@ -495,6 +504,8 @@ pub struct Step {
     pub hold: Option<String>,
     /// For a capture: what was spent of the hold.
     pub captured: Option<i64>,
+    /// For a rollover cap: what it took out of reservations (already outside the balance).
+    pub from_holds: i64,
 }
 
 impl Step {
@@ -508,6 +519,7 @@ impl Step {
             debt,
             hold: None,
             captured: None,
+            from_holds: 0,
         }
     }
 }
@@ -525,11 +537,43 @@ impl Wallet {
                 expires_at: None,
                 created_at,
                 left: balance,
+                expired: 0,
             });
         } else {
             wallet.debt = -balance;
         }
         wallet
+    }
+
+    /// A balance item whose `balance` moved without its wallet (a write of the version before
+    /// buckets, still running during an upgrade, adding an entry of its own): the difference
+    /// goes to the `balance` bucket, or out of it and then to debt, as the checker counts
+    /// entries without bucket moves.
+    pub fn fold_outside_change(&mut self, stored: i64, now: i64) -> i64 {
+        let diff = stored.saturating_sub(self.total());
+        if diff > 0 {
+            match self.buckets.iter_mut().find(|b| b.id == LEGACY_BUCKET) {
+                Some(bucket) => bucket.left += diff,
+                None => self.buckets.push(Bucket {
+                    id: LEGACY_BUCKET.to_owned(),
+                    kind: BucketKind::Paid,
+                    priority: 0,
+                    expires_at: None,
+                    created_at: now,
+                    left: diff,
+                    expired: 0,
+                }),
+            }
+        } else if diff < 0 {
+            let mut owed = -diff;
+            if let Some(bucket) = self.buckets.iter_mut().find(|b| b.id == LEGACY_BUCKET) {
+                let take = bucket.left.min(owed);
+                bucket.left -= take;
+                owed -= take;
+            }
+            self.debt += owed;
+        }
+        diff
     }
 
     /// What the entries add up to: every bucket (live or not) less the debt; held credits left
@@ -565,6 +609,7 @@ impl Wallet {
                 continue;
             }
             let gone = std::mem::take(&mut bucket.left);
+            bucket.expired = bucket.expired.saturating_add(gone);
             expired += 1;
             steps.push(Step::new(
                 format!("expire:{}:{version}", bucket.id),
@@ -583,7 +628,9 @@ impl Wallet {
     }
 
     /// Forgets the empty buckets no hold refers to (their entries keep their story).
-    pub fn prune(&mut self) {
+    /// A payment's bucket with an expiry is kept empty until [`PAYMENT_BUCKET_KEPT_SECS`] after
+    /// it, so that a refund or dispute of its payment finds its terms and what expired of it.
+    pub fn prune(&mut self, now: i64) {
         let held: std::collections::BTreeSet<&str> = self
             .holds
             .values()
@@ -592,7 +639,13 @@ impl Wallet {
         let keep: Vec<bool> = self
             .buckets
             .iter()
-            .map(|b| b.left > 0 || held.contains(b.id.as_str()))
+            .map(|b| {
+                b.left > 0
+                    || held.contains(b.id.as_str())
+                    || (is_payment_bucket(&b.id)
+                        && b.expires_at
+                            .is_some_and(|at| now < at.saturating_add(PAYMENT_BUCKET_KEPT_SECS)))
+            })
             .collect();
         let mut flags = keep.into_iter();
         self.buckets.retain(|_| flags.next().unwrap_or(true));
@@ -628,9 +681,37 @@ impl Wallet {
         amount: i64,
         now: i64,
         order: &SpendOrder,
-    ) -> Result<Step, Refusal> {
-        let (takes, debt) = self.claw_back(bucket, amount, now, order)?;
-        Ok(Step::new(entry_id.to_owned(), kind, takes, debt))
+    ) -> Result<Vec<Step>, Refusal> {
+        if amount <= 0 {
+            return Err(Refusal::NotPositive);
+        }
+        // What expired of the payment's bucket is not taken again from the account's other
+        // credits: it comes back (an `expiry_reversed` entry) and this entry takes it first.
+        let mut steps = Vec::new();
+        let mut takes = Vec::new();
+        let mut wanted = amount;
+        if let Some(own) = self.buckets.iter_mut().find(|b| b.id == bucket) {
+            let back = own.expired.min(wanted);
+            if back > 0 {
+                own.expired -= back;
+                steps.push(Step::new(
+                    format!("unexpire:{entry_id}"),
+                    EntryKind::ExpiryReversed,
+                    vec![(bucket.to_owned(), back)],
+                    0,
+                ));
+                takes.push((bucket.to_owned(), -back));
+                wanted -= back;
+            }
+        }
+        let mut debt = 0;
+        if wanted > 0 {
+            let (more, owed) = self.claw_back(bucket, wanted, now, order)?;
+            takes.extend(more);
+            debt = owed;
+        }
+        steps.push(Step::new(entry_id.to_owned(), kind, takes, debt));
+        Ok(steps)
     }
 
     /// A spend, as one entry (refused whole when short).
@@ -716,6 +797,9 @@ pub struct Terms {
     pub kind: BucketKind,
     pub priority: i32,
     pub expires_at: Option<i64>,
+    /// Included credits only: what earlier periods' included credits keep at most when these
+    /// come in (see [`Wallet::cap_rollover`]).
+    pub rollover_cap: Option<i64>,
 }
 
 impl Terms {
@@ -725,6 +809,7 @@ impl Terms {
             kind: BucketKind::Paid,
             priority: 0,
             expires_at: None,
+            rollover_cap: None,
         }
     }
 
@@ -734,6 +819,7 @@ impl Terms {
             kind: BucketKind::Promotional,
             priority: 0,
             expires_at: None,
+            rollover_cap: None,
         }
     }
 
@@ -745,48 +831,108 @@ impl Terms {
             expires_at: self.expires_at,
             created_at,
             left,
+            expired: 0,
         }
     }
 }
 
 /// The bucket of an invoice's included credits: paid, expiring at the end of the period they
-/// pay for when the plan says so (and that end is known), otherwise rolling over.
-pub fn included_terms(expire: bool, period_end: Option<i64>) -> Terms {
+/// pay for when the plan says so (and that end is known; an invoice paid late keeps its credits
+/// a day at least), otherwise rolling over.
+pub fn included_terms(
+    expire: bool,
+    period_end: Option<i64>,
+    rollover_cap: Option<i64>,
+    now: i64,
+) -> Terms {
     Terms {
-        expires_at: if expire { period_end } else { None },
+        expires_at: period_end
+            .filter(|_| expire)
+            .map(|end| end.max(now.saturating_add(LATE_INVOICE_SECS))),
+        rollover_cap: rollover_cap.filter(|_| !expire),
         ..Terms::paid()
     }
 }
 
+/// How long at least the included credits of an invoice paid after its period keep.
+pub const LATE_INVOICE_SECS: i64 = 24 * 3600;
+
 /// The prefix of included credits' buckets.
 pub const INCLUDED_BUCKET_PREFIX: &str = "included:";
 
+/// How long an empty payment bucket with an expiry is kept after it (longer than a card
+/// dispute can come).
+pub const PAYMENT_BUCKET_KEPT_SECS: i64 = 180 * 24 * 3600;
+
+/// A purchase's or an invoice's bucket: a refund or dispute of its payment reaches it.
+pub fn is_payment_bucket(id: &str) -> bool {
+    id.starts_with("purchase:") || id.starts_with(INCLUDED_BUCKET_PREFIX)
+}
+
 impl Wallet {
     /// Before a new period's included credits come in: what earlier included credits hold
-    /// beyond `cap` expires (the oldest first), as one `expire` entry. `None`: within the cap.
+    /// beyond `cap`, counting what reservations hold of them, expires as one `expire` entry:
+    /// the oldest buckets' first, then what reservations hold (which then hold less; it is
+    /// recorded as `from_holds`). `None`: within the cap.
     pub fn cap_rollover(&mut self, cap: i64, now: i64, entry_id: &str) -> Option<Step> {
-        let mut rolled: Vec<&mut Bucket> = self
+        let included = |b: &Bucket| b.id.starts_with(INCLUDED_BUCKET_PREFIX) && b.live_at(now);
+        let rolling: std::collections::BTreeSet<String> = self
             .buckets
-            .iter_mut()
-            .filter(|b| b.id.starts_with(INCLUDED_BUCKET_PREFIX) && b.live_at(now) && b.left > 0)
+            .iter()
+            .filter(|b| included(b))
+            .map(|b| b.id.clone())
             .collect();
-        let held: i64 = rolled.iter().map(|b| b.left).sum();
-        let mut excess = held.saturating_sub(cap.max(0));
+        let left: i64 = self
+            .buckets
+            .iter()
+            .filter(|b| included(b))
+            .map(|b| b.left)
+            .sum();
+        let held: i64 = self
+            .holds
+            .values()
+            .flat_map(|h| h.takes.iter())
+            .filter(|(b, _)| rolling.contains(b))
+            .map(|(_, n)| n)
+            .sum();
+        let mut excess = left.saturating_add(held).saturating_sub(cap.max(0));
         if excess <= 0 {
             return None;
         }
-        rolled.sort_by_key(|b| (b.created_at, b.id.clone()));
+        let mut oldest: Vec<&mut Bucket> = self
+            .buckets
+            .iter_mut()
+            .filter(|b| included(b) && b.left > 0)
+            .collect();
+        oldest.sort_by_key(|b| (b.created_at, b.id.clone()));
         let mut moves = Vec::new();
-        for bucket in rolled {
+        for bucket in oldest {
             if excess == 0 {
                 break;
             }
             let take = bucket.left.min(excess);
             bucket.left -= take;
+            bucket.expired = bucket.expired.saturating_add(take);
             excess -= take;
             moves.push((bucket.id.clone(), -take));
         }
-        Some(Step::new(entry_id.to_owned(), EntryKind::Expire, moves, 0))
+        let mut from_holds = 0;
+        for hold in self.holds.values_mut() {
+            for (bucket, gave) in hold.takes.iter_mut() {
+                if excess == 0 || !rolling.contains(bucket) {
+                    continue;
+                }
+                let take = (*gave).min(excess);
+                *gave -= take;
+                excess -= take;
+                from_holds += take;
+            }
+            hold.takes.retain(|(_, gave)| *gave > 0);
+        }
+        self.holds.retain(|_, hold| !hold.takes.is_empty());
+        let mut step = Step::new(entry_id.to_owned(), EntryKind::Expire, moves, 0);
+        step.from_holds = from_holds;
+        Some(step)
     }
 }
 
@@ -812,6 +958,7 @@ mod tests {
             expires_at,
             created_at: 0,
             left,
+            expired: 0,
         }
     }
 
@@ -941,6 +1088,65 @@ mod tests {
     }
 
     #[test]
+    fn a_balance_moved_by_the_version_before_buckets_is_folded_in() {
+        let mut wallet = Wallet::from_stored_balance(100, 0);
+        assert_eq!(wallet.fold_outside_change(100, 1), 0);
+        // An old purchase added 50; an old spend took 120.
+        assert_eq!(wallet.fold_outside_change(150, 1), 50);
+        assert_eq!(wallet.total(), 150);
+        assert_eq!(wallet.fold_outside_change(30, 1), -120);
+        assert_eq!((wallet.total(), wallet.debt), (30, 0));
+        assert_eq!(wallet.fold_outside_change(-10, 1), -40);
+        assert_eq!((wallet.total(), wallet.debt), (-10, 10));
+    }
+
+    #[test]
+    fn a_refund_after_its_credits_expired_takes_only_what_did_not() {
+        let order = SpendOrder::default();
+        let mut wallet = Wallet::default();
+        wallet
+            .credit(bucket("included:pi", BucketKind::Paid, 0, Some(10), 500))
+            .expect("in");
+        wallet
+            .credit(bucket("purchase:p2", BucketKind::Paid, 0, None, 300))
+            .expect("in");
+        wallet
+            .spend(200, 5, &order)
+            .expect("spent from the included first");
+        let expired = wallet.settle(10, 1, 20);
+        assert_eq!(expired[0].amount, -300);
+        wallet.prune(10);
+        assert!(
+            wallet.bucket("included:pi").is_some(),
+            "kept for its payment"
+        );
+        // The whole invoice refunded: its 300 expired come back to be taken; the 200 spent
+        // come from the balance, as any refund of spent credits.
+        let steps = wallet
+            .claw_back_step(
+                "refund:pi",
+                EntryKind::Refund,
+                "included:pi",
+                500,
+                11,
+                &order,
+            )
+            .expect("clawed");
+        assert_eq!(steps.len(), 2);
+        assert_eq!(
+            (steps[0].kind, steps[0].amount),
+            (EntryKind::ExpiryReversed, 300)
+        );
+        assert_eq!((steps[1].amount, steps[1].debt), (-500, 0));
+        assert_eq!(
+            wallet.total(),
+            100,
+            "not 300 less 500: what expired is not taken twice"
+        );
+        assert_eq!(wallet.bucket("purchase:p2").map(|b| b.left), Some(100));
+    }
+
+    #[test]
     fn an_account_at_its_bound_puts_credits_of_the_same_terms_together() {
         let mut wallet = Wallet::default();
         for i in 0..MAX_BUCKETS + 500 {
@@ -993,6 +1199,8 @@ mod tests {
             amount: i64,
         },
         Tick(i64),
+        /// A new period's included credits cap what earlier ones keep.
+        Cap(i64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1016,6 +1224,7 @@ mod tests {
             Just(Op::Expire),
             (0usize..8, 1i64..300).prop_map(|(which, amount)| Op::Refund { which, amount }),
             (0i64..30).prop_map(Op::Tick),
+            (0i64..400).prop_map(Op::Cap),
         ]
     }
 
@@ -1036,9 +1245,10 @@ mod tests {
             for (n, step) in ops.into_iter().enumerate() {
                 match step {
                     Op::Grant { left, priority, expires_in, promo } => {
-                        let id = format!("in:{n}");
+                        // Every other source is an invoice's included credits.
+                        let id = if n % 2 == 0 { format!("{INCLUDED_BUCKET_PREFIX}{n}") } else { format!("in:{n}") };
                         let kind = if promo { BucketKind::Promotional } else { BucketKind::Paid };
-                        wallet.credit(Bucket { id: id.clone(), kind, priority, expires_at: expires_in.map(|s| now + s), created_at: now, left }).expect("credited");
+                        wallet.credit(Bucket { id: id.clone(), kind, priority, expires_at: expires_in.map(|s| now + s), created_at: now, left, expired: 0 }).expect("credited");
                         entries += left;
                         sources.push(id);
                     }
@@ -1089,12 +1299,28 @@ mod tests {
                     }
                     Op::Refund { which, amount } => {
                         if let Some(id) = sources.get(which % sources.len().max(1)).cloned() {
-                            let (takes, debt) = wallet.claw_back(&id, amount, now, &order).expect("clawed");
-                            prop_assert_eq!(takes.iter().map(|(_, t)| -t).sum::<i64>() + debt, amount);
-                            entries -= amount;
+                            let steps = wallet.claw_back_step("r", EntryKind::Refund, &id, amount, now, &order).expect("clawed");
+                            let last = steps.last().expect("the refund's own entry");
+                            prop_assert_eq!(last.amount, -amount, "the payment's entry moves its whole share");
+                            for step in &steps {
+                                prop_assert_eq!(step.moves.iter().map(|(_, d)| d).sum::<i64>() - step.debt, step.amount);
+                                entries += step.amount;
+                            }
                         }
                     }
-                    Op::Tick(by) => now += by,
+                    Op::Tick(by) => {
+                        now += by;
+                        wallet.prune(now);
+                    }
+                    Op::Cap(cap) => {
+                        if let Some(step) = wallet.cap_rollover(cap, now, "cap") {
+                            // What it took from reservations had left the balance with them.
+                            entries += step.amount - step.from_holds;
+                        }
+                        let kept: i64 = wallet.buckets.iter().filter(|b| b.id.starts_with(INCLUDED_BUCKET_PREFIX) && b.live_at(now)).map(|b| b.left).sum::<i64>()
+                            + wallet.holds.values().flat_map(|h| h.takes.iter()).filter(|(b, _)| wallet.bucket(b).is_some_and(|k| k.id.starts_with(INCLUDED_BUCKET_PREFIX) && k.live_at(now))).map(|(_, n)| n).sum::<i64>();
+                        prop_assert!(kept <= cap, "kept {kept} over the cap {cap}");
+                    }
                 }
                 prop_assert!(wallet.buckets.iter().all(|b| b.left >= 0), "{wallet:?}");
                 prop_assert!(wallet.debt >= 0);

@@ -172,11 +172,15 @@ pub fn api_grant_entry(user: &UserId, by: &str, key: &str) -> String {
     )
 }
 
-/// An adjustment of a grant, for a key.
-pub fn grant_adjust_entry(user: &UserId, by: &str, key: &str) -> String {
+/// An adjustment of a grant, for a key (the same key on another grant is another
+/// adjustment).
+pub fn grant_adjust_entry(user: &UserId, by: &str, grant_id: &str, key: &str) -> String {
     format!(
         "adjust:{}",
-        head(&hash_parts(&[user.as_str(), "adjust", by, key]), 32)
+        head(
+            &hash_parts(&[user.as_str(), "adjust", by, grant_id, key]),
+            32
+        )
     )
 }
 

@@ -452,6 +452,7 @@ mod tests {
             expires_at,
             created_at: 0,
             left,
+            expired: 0,
         };
         let moved =
             |id: &str, amount, kind: &str, at_ms, moves: &[(&str, i64, Option<i64>)]| LedgerEntry {

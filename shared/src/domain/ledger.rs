@@ -391,10 +391,12 @@ pub enum EntryKind {
     GrantAdjusted,
     /// What was left of a grant, taken back.
     GrantVoided,
+    /// What expired of a payment's bucket, back for the refund or dispute that takes it.
+    ExpiryReversed,
 }
 
 impl EntryKind {
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Purchase,
         Self::Adjustment,
         Self::Spend,
@@ -409,6 +411,7 @@ impl EntryKind {
         Self::Release,
         Self::GrantAdjusted,
         Self::GrantVoided,
+        Self::ExpiryReversed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -427,6 +430,7 @@ impl EntryKind {
             Self::Release => "release",
             Self::GrantAdjusted => "grant_adjusted",
             Self::GrantVoided => "grant_voided",
+            Self::ExpiryReversed => "expiry_reversed",
         }
     }
 

@@ -418,7 +418,8 @@ fn entry_kinds_keep_their_stored_names() {
             "capture",
             "release",
             "grant_adjusted",
-            "grant_voided"
+            "grant_voided",
+            "expiry_reversed"
         ]
     );
     for kind in EntryKind::ALL {

@@ -109,15 +109,20 @@ pub fn payment_change(old: Option<&PaymentRecord>, new: Option<&PaymentRecord>) 
 }
 
 /// What a new ledger entry adds: every entry moves the credits outstanding; purchases are
-/// credits sold, spends credits spent.
+/// credits sold, spends (and reservations, net of what they give back) credits spent.
 pub fn entry_added(kind: &str, amount: i64) -> StatsDelta {
     let mut delta = StatsDelta::default();
     delta.add("credits_outstanding".into(), amount);
     match super::ledger::EntryKind::parse(kind) {
         Some(kind) if kind.is_sale() => delta.add("credits_sold".into(), amount),
-        Some(super::ledger::EntryKind::Spend) => {
-            delta.add("credits_spent".into(), amount.saturating_neg())
-        }
+        // A reservation counts as spent when held; what its capture, release or end gives
+        // back is taken off again, so what stays counted is what was captured.
+        Some(
+            super::ledger::EntryKind::Spend
+            | super::ledger::EntryKind::Hold
+            | super::ledger::EntryKind::Capture
+            | super::ledger::EntryKind::Release,
+        ) => delta.add("credits_spent".into(), amount.saturating_neg()),
         _ => {}
     }
     delta

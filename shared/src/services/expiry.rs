@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::adapters::store::{DueWhat, DUE_SHARDS};
+use crate::adapters::store::{DueNote, DueWhat, Store, DUE_SHARDS};
 use crate::domain::records::now_ms;
 use crate::domain::scope::Scope;
 use crate::services::budget::Budget;
@@ -28,6 +28,8 @@ pub struct ExpiryReport {
     pub warned: usize,
     /// The run stopped at its deadline with notes left.
     pub cut_short: bool,
+    /// Notes whose account could not be settled (logged; tried again next run).
+    pub failed: usize,
 }
 
 /// Settles every note due now, shard by shard, until none is left or the budget is out.
@@ -59,29 +61,51 @@ pub async fn settle_due(app: &App, budget: &Budget) -> Result<ExpiryReport, Fail
                 };
                 let store = app.store_for(&scope);
                 let expired = note.at <= now;
-                match note.what {
-                    DueWhat::Bucket if !expired && !note.warned => {
-                        let wallet = store.wallet(&note.account).await?;
-                        let left = wallet
-                            .wallet
-                            .bucket(&note.id)
-                            .filter(|b| b.live_at(now) && b.left > 0)
-                            .map(|b| b.left);
-                        if store.warn_due(&note, left).await? && left.is_some() {
-                            report.warned += 1;
-                        }
-                    }
-                    _ => {
-                        if !expired {
-                            continue;
-                        }
-                        report.entries += store.settle_wallet(&note.account).await?;
-                        report.settled += 1;
-                        store.forget_due(&note).await?;
-                    }
+                // One account's failure is logged and left for the next run; the others go on.
+                let done = settle_note(&store, &note, now, expired, &mut report).await;
+                if let Err(err) = done {
+                    report.failed += 1;
+                    tracing::warn!(
+                        account = note.account.as_str(),
+                        cause = %err,
+                        "a credit note could not be settled; the next run tries again"
+                    );
                 }
             }
         }
     }
+    if report.failed > 0 {
+        tracing::error!(failed = report.failed, "credit notes left unsettled");
+    }
     Ok(report)
+}
+
+/// Warns of a bucket's expiry, or settles the account past a note that is due.
+async fn settle_note(
+    store: &Store,
+    note: &DueNote,
+    now: i64,
+    expired: bool,
+    report: &mut ExpiryReport,
+) -> Result<(), Failure> {
+    match note.what {
+        DueWhat::Bucket if !expired && !note.warned => {
+            let wallet = store.wallet(&note.account).await?;
+            let left = wallet
+                .wallet
+                .bucket(&note.id)
+                .filter(|b| b.live_at(now) && b.left > 0)
+                .map(|b| b.left);
+            if store.warn_due(note, left).await? && left.is_some() {
+                report.warned += 1;
+            }
+        }
+        _ if !expired => {}
+        _ => {
+            report.entries += store.settle_wallet(&note.account).await?;
+            report.settled += 1;
+            store.forget_due(note).await?;
+        }
+    }
+    Ok(())
 }

@@ -65,7 +65,7 @@ pub async fn adjust(
     reason: &str,
 ) -> Result<GrantState, Failure> {
     let currency = &app.config.default_currency;
-    let entry_id = idempotency::grant_adjust_entry(user, by, key);
+    let entry_id = idempotency::grant_adjust_entry(user, by, grant_id, key);
     let outcome = app
         .store_for(scope)
         .change_grant(user, grant_id, &entry_id, Some(delta), reason, by, currency)

@@ -413,13 +413,29 @@ async fn grants_replay_refuse_a_changed_body_and_stay_within_the_developers_proj
     let adjusted = app.call("POST", &adjust, Some(&dev), Some(&up)).await;
     assert_eq!(adjusted.status, 200, "{}", adjusted.body);
     assert_eq!(adjusted.body["data"]["remaining"], json!(3.5));
+    // The same key and body on another grant is that grant's own adjustment, not a replay.
+    let other = json!({"amount": 2, "reason": "second", "idempotencyKey": "w-2"});
+    let second = app.call("POST", &grants, Some(&dev), Some(&other)).await;
+    let second_id = second.body["data"]["grantId"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let adjust_second =
+        format!("{PROJECTS}/alpha/accounts/ivy/grants/{second_id}/adjust?test_mode=true");
+    let again = app
+        .call("POST", &adjust_second, Some(&dev), Some(&up))
+        .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["data"]["grantId"], json!(second_id));
+    assert_eq!(again.body["data"]["remaining"], json!(3.5));
+    assert_eq!(again.body["data"]["balance"], json!(7.0), "{}", again.body);
     let void = format!("{PROJECTS}/alpha/accounts/ivy/grants/{grant_id}/void?test_mode=true");
     let voided = app
         .call("POST", &void, Some(&dev), Some(&json!({"reason": "abuse"})))
         .await;
     assert_eq!(voided.status, 200, "{}", voided.body);
     assert_eq!(voided.body["data"]["remaining"], json!(0.0));
-    assert_eq!(voided.body["data"]["balance"], json!(0.0));
+    assert_eq!(voided.body["data"]["balance"], json!(3.5));
     assert_eq!(
         app.call("POST", &void, Some(&dev), Some(&json!({"reason": "again"})))
             .await
@@ -442,7 +458,7 @@ async fn grants_replay_refuse_a_changed_body_and_stay_within_the_developers_proj
         )
         .await;
     assert_eq!(shown.status, 200, "{}", shown.body);
-    assert_eq!(shown.body["data"]["balance"], json!(0.0));
+    assert_eq!(shown.body["data"]["balance"], json!(3.5));
     app.assert_invariants().await;
 }
 
@@ -544,7 +560,23 @@ async fn a_new_periods_included_credits_keep_only_the_cap_of_earlier_ones() {
     let store = app.app.app.store_for(&app.app.app.default_scope());
     let account = coffer::domain::records::UserId::parse("kim").expect("user");
     let usd = coffer::domain::money::Currency::usd();
+    let capped = Terms {
+        rollover_cap: Some(200),
+        ..Terms::paid()
+    };
     for (invoice, intent) in [("in_1", "pi_in_1"), ("in_2", "pi_in_2")] {
+        if invoice == "in_2" {
+            // Reserving the first period's credits before the second's come in does not keep
+            // them past the cap.
+            let held = store
+                .hold_credits(&account, "h_dodge", 400, 600, "user", &usd)
+                .await
+                .expect("held");
+            assert!(
+                matches!(held, coffer::adapters::store::HoldOutcome::Done(_)),
+                "{held:?}"
+            );
+        }
         let grant = PaymentRecord::included_grant(&IncludedGrant {
             invoice_id: invoice,
             intent_id: intent,
@@ -557,11 +589,26 @@ async fn a_new_periods_included_credits_keep_only_the_cap_of_earlier_ones() {
         });
         let entry = coffer::domain::idempotency::included_entry(invoice);
         store
-            .grant_included(&grant, &entry, &Terms::paid(), Some(200))
+            .grant_included(&grant, &entry, &capped)
             .await
             .expect("granted");
     }
-    // The first period's 500: 200 kept, 300 expired when the second's came in.
+    // The first period's 500: 200 kept (the 100 not held, then 200 of the hold), 300 expired
+    // when the second's came in.
+    let now = balance(&app, "kim").await;
+    assert_eq!(
+        (now["balance"].clone(), now["held"].clone()),
+        (json!(5.0), json!(2.0)),
+        "{now}"
+    );
+    let released = store
+        .settle_hold(&account, "h_dodge", None, "user", &usd)
+        .await
+        .expect("released");
+    assert!(
+        matches!(released, coffer::adapters::store::HoldOutcome::Done(_)),
+        "{released:?}"
+    );
     assert_eq!(balance(&app, "kim").await["balance"], json!(7.0));
     assert_eq!(entries_of(&app, "kim", "expire").await.len(), 1);
     app.assert_invariants().await;

@@ -148,6 +148,10 @@ impl Store {
                 wallet.spend_step(entry_id, amount, now_s, &self.spend_order)
             } else {
                 let terms = terms.cloned().unwrap_or_else(Terms::promotional);
+                if let Some(cap) = terms.rollover_cap {
+                    // Included credits: what earlier periods' hold beyond the cap expires first.
+                    steps.extend(wallet.cap_rollover(cap, now_s, &format!("rollover:{entry_id}")));
+                }
                 wallet.credit_step(entry_id, kind, terms.bucket(entry_id, now_s, request.delta))
             };
             let mut step = match step {

@@ -90,6 +90,7 @@ impl Store {
                 kind: BucketKind::Promotional,
                 priority: request.priority,
                 expires_at: request.expires_at,
+                rollover_cap: None,
             };
             let step = match wallet.credit_step(
                 grant_id,
@@ -156,16 +157,16 @@ impl Store {
         currency: &Currency,
     ) -> Result<GrantOutcome, StoreError> {
         let fingerprint = format!(
-            "{}|{reason}",
+            "{grant_id}|{}|{reason}",
             delta.map_or("void".into(), |d| d.to_string())
         );
         let probe = [grant_id.to_owned(), entry_id.to_owned()];
         self.change_wallet(user, currency, &probe, |wallet, seen| {
-            let Some(grant) = seen
-                .entries
-                .get(grant_id)
-                .filter(|g| get_s(g, "kind") == Some(EntryKind::Grant.as_str()))
-            else {
+            // Only a grant made through the API (an invoice's included credits, an operator's
+            // or a tier's grant are not the developer's to change).
+            let Some(grant) = seen.entries.get(grant_id).filter(|g| {
+                get_s(g, "kind") == Some(EntryKind::Grant.as_str()) && g.contains_key("grantId")
+            }) else {
                 return Ok(WalletDecision::Answer(GrantOutcome::NotFound));
             };
             let first = grant_from(grant, grant_id, false)?;
@@ -186,6 +187,13 @@ impl Store {
                 ));
             }
             let bucket = grant_bucket(grant, grant_id);
+            // A grant that joined a bucket of the same terms (at the account's bound) never
+            // takes back more than it gave.
+            let own_at_most = if bucket == grant_id {
+                i64::MAX
+            } else {
+                first.amount
+            };
             let live = first.expires_at.is_none_or(|at| seen.now_s < at);
             let step = match delta {
                 Some(more) if more > 0 => {
@@ -196,6 +204,7 @@ impl Store {
                         kind: BucketKind::Promotional,
                         priority: first.priority,
                         expires_at: first.expires_at,
+                        rollover_cap: None,
                     };
                     wallet.credit_step(
                         entry_id,
@@ -206,6 +215,11 @@ impl Store {
                 Some(less) => {
                     if !live {
                         return Ok(WalletDecision::Answer(GrantOutcome::Expired));
+                    }
+                    if less.saturating_neg() > own_at_most {
+                        return Ok(WalletDecision::Answer(GrantOutcome::NotEnoughLeft {
+                            left: own_at_most.min(left_in(wallet, &bucket, seen.now_s)),
+                        }));
                     }
                     wallet.take_from_step(
                         entry_id,
@@ -225,9 +239,10 @@ impl Store {
                             debt: 0,
                             hold: None,
                             captured: None,
+                            from_holds: 0,
                         })
                     } else {
-                        let left = left_in(wallet, &bucket, seen.now_s);
+                        let left = left_in(wallet, &bucket, seen.now_s).min(own_at_most);
                         wallet.take_from_step(entry_id, EntryKind::GrantVoided, &bucket, Some(left))
                     }
                 }
@@ -279,7 +294,13 @@ impl Store {
         currency: &Currency,
     ) -> Result<HoldOutcome, StoreError> {
         let entry = format!("hold:{hold_id}");
-        let probe = [entry.clone()];
+        let (captured_entry, released_entry) =
+            (format!("capture:{hold_id}"), format!("release:{hold_id}"));
+        let probe = [
+            entry.clone(),
+            captured_entry.clone(),
+            released_entry.clone(),
+        ];
         let fingerprint = format!("{amount}|{ttl_seconds}");
         self.change_wallet(user, currency, &probe, |wallet, seen| {
             if let Some(first) = seen.entries.get(&entry) {
@@ -287,11 +308,26 @@ impl Store {
                     return Ok(WalletDecision::Answer(HoldOutcome::KeyConflict));
                 }
                 let f = Fields::of(first);
+                // The reservation as it stands now: held, or what became of it.
+                let (status, captured) = if let Some(done) = seen.entries.get(&captured_entry) {
+                    (HoldStatus::Captured, Fields::of(done).opt_int("captured")?)
+                } else if let Some(done) = seen.entries.get(&released_entry) {
+                    let status = if get_s(done, "reason") == Some("released") {
+                        HoldStatus::Released
+                    } else {
+                        HoldStatus::Expired
+                    };
+                    (status, None)
+                } else if wallet.holds.contains_key(hold_id) {
+                    (HoldStatus::Held, None)
+                } else {
+                    (HoldStatus::Expired, None)
+                };
                 return Ok(WalletDecision::Answer(HoldOutcome::Done(HoldState {
                     hold_id: hold_id.to_owned(),
                     amount,
-                    captured: None,
-                    status: HoldStatus::Held,
+                    captured,
+                    status,
                     until: f.int("until")?,
                     balance: f.opt_int("balanceAfter")?.unwrap_or(0),
                     replayed: true,

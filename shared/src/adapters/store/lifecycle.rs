@@ -82,7 +82,7 @@ impl Store {
                 let entries = [(kind, entry_id, delta)];
                 // Given back to the payment's bucket, taken back from it first.
                 let moves = self
-                    .payment_wallet_items(&payment, &entries, &Terms::paid(), false, now, None)
+                    .payment_wallet_items(&payment, &entries, &Terms::paid(), false, now)
                     .await?
                     .ok_or_else(|| StoreError::Refused("a payment's balance".into()))?;
                 items.extend(moves);

@@ -56,7 +56,7 @@ pub use usage::{
 pub use wallet::{BucketMove, DueNote, DueWhat, WalletRead, DUE_SHARDS};
 
 /// Attempts of a transaction that lost a race with another one on the same items.
-const CONFLICT_ATTEMPTS: u32 = 12;
+const CONFLICT_ATTEMPTS: u32 = 40;
 
 /// Why a storage call failed. The HTTP edge turns it into a status; jobs log the whole chain.
 #[derive(Debug, thiserror::Error)]

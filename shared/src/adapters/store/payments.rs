@@ -239,7 +239,6 @@ impl Store {
         grant: &PaymentRecord,
         entry_id: &str,
         terms: &Terms,
-        rollover_cap: Option<i64>,
     ) -> Result<IncludedOutcome, StoreError> {
         for attempt in 1..=CONFLICT_ATTEMPTS {
             let now = now_ms();
@@ -252,20 +251,37 @@ impl Store {
             item.insert("invoiceEntry".into(), s(entry_id));
             let entries = [(EntryKind::Grant, entry_id.to_owned(), grant.credits)];
             let Some(mut items) = self
-                .payment_wallet_items(grant, &entries, terms, true, now, rollover_cap)
+                .payment_wallet_items(grant, &entries, terms, true, now)
                 .await?
             else {
                 return Ok(IncludedOutcome::CurrencyMismatch);
             };
             items.insert(0, self.put_new(item)?);
+            // Where the invoice's own entry is among the writes (settled expiries and ended
+            // holds come before it).
+            let own = items.iter().position(|write| {
+                write
+                    .put()
+                    .and_then(|put| put.item().get("entryId"))
+                    .and_then(|id| id.as_s().ok())
+                    .is_some_and(|id| id == entry_id)
+            });
             match self.transact(items).await? {
                 Ok(()) => return Ok(IncludedOutcome::Granted),
-                // The record or the entry exists: granted before (this record, or an entry of
-                // the invoice written before included credits had records).
-                Err(reasons) if reasons.iter().take(2).any(|r| r.condition_failed()) => {
+                // The record or the invoice's entry exists: granted before (this record, or an
+                // entry of the invoice written before included credits had records).
+                Err(reasons)
+                    if reasons
+                        .first()
+                        .is_some_and(super::Cancelled::condition_failed)
+                        || own
+                            .and_then(|i| reasons.get(i))
+                            .is_some_and(super::Cancelled::condition_failed) =>
+                {
                     return Ok(IncludedOutcome::AlreadyGranted)
                 }
-                // Only the balance changed meanwhile: read it again.
+                // Anything else (the balance, or a settled entry another writer wrote first)
+                // changed meanwhile: read it again.
                 Err(_) => backoff(attempt).await,
             }
         }
@@ -285,7 +301,6 @@ impl Store {
         terms: &Terms,
         claim_currency: bool,
         now: i64,
-        rollover_cap: Option<i64>,
     ) -> Result<Option<Vec<TransactWriteItem>>, StoreError> {
         let read = self.wallet(&payment.user_id).await?;
         let currency = match &read.currency {
@@ -297,21 +312,23 @@ impl Store {
         let bucket = payment_bucket(payment);
         let mut wallet = read.wallet.clone();
         let mut steps = wallet.settle(now_s, read.next_version(), SETTLE_INLINE);
-        if let (Some(cap), Some((_, first, _))) = (rollover_cap, entries.first()) {
+        if let (Some(cap), Some((_, first, _))) = (terms.rollover_cap, entries.first()) {
             // What earlier periods' included credits hold beyond the cap expires first.
             steps.extend(wallet.cap_rollover(cap, now_s, &format!("rollover:{first}")));
         }
         for (kind, entry_id, amount) in entries {
-            let step = if *amount >= 0 {
+            let moved = if *amount >= 0 {
                 if *amount == 0 {
                     continue;
                 }
-                wallet.credit_step(entry_id, *kind, terms.bucket(&bucket, now_s, *amount))
+                wallet
+                    .credit_step(entry_id, *kind, terms.bucket(&bucket, now_s, *amount))
+                    .map(|step| vec![step])
             } else {
                 let amount = amount.checked_neg().unwrap_or(i64::MAX);
                 wallet.claw_back_step(entry_id, *kind, &bucket, amount, now_s, &self.spend_order)
             };
-            steps.push(step.map_err(|why| {
+            steps.extend(moved.map_err(|why| {
                 StoreError::Refused(format!("a payment's credits could not move: {why:?}"))
             })?);
         }
@@ -409,7 +426,7 @@ impl Store {
                 .map(|e| (e.kind, e.entry_id.clone(), e.amount))
                 .collect();
             let Some(moves) = self
-                .payment_wallet_items(&payment, &planned, &Terms::paid(), true, now, None)
+                .payment_wallet_items(&payment, &planned, &Terms::paid(), true, now)
                 .await?
             else {
                 match self.flag(&payment, "balance_currency_mismatch").await? {

@@ -81,6 +81,15 @@ pub fn wallet_from_item(item: Option<&Item>) -> Result<WalletRead, StoreError> {
                     problem: "not a wallet",
                 })
             })?;
+            let mut wallet = wallet;
+            let moved =
+                wallet.fold_outside_change(stored, f.opt_int("updatedAt")?.unwrap_or(0) / 1000);
+            if moved != 0 {
+                tracing::warn!(
+                    moved,
+                    "a balance moved without its wallet (a write of the version before buckets); folded in"
+                );
+            }
             (wallet, Some(f.int("wver")?))
         }
         None => {
@@ -151,6 +160,9 @@ impl Store {
             if let Some(captured) = step.captured {
                 item.insert("captured".into(), n(captured));
             }
+            if step.from_holds > 0 {
+                item.insert("fromHolds".into(), n(step.from_holds));
+            }
             annotate(step, &mut item);
             if step.kind.shows_in_history() && !item.contains_key("gsi1pk") {
                 item.insert("gsi1pk".into(), s(self.keys.history_pk(user)));
@@ -162,7 +174,7 @@ impl Store {
             items.push(self.put_new(item)?);
             items.extend(self.due_items(user, step, wallet, currency)?);
         }
-        wallet.prune();
+        wallet.prune(now_ms / 1000);
         items.push(self.wallet_put(user, read, wallet, currency, now_ms)?);
         Ok(items)
     }

@@ -178,14 +178,18 @@ pub async fn invoice_event(
         .unwrap_or("")
         .to_ascii_lowercase();
     let intent = invoice.paid_intents().into_iter().next();
-    let terms = included_terms(plan.included_credits_expire, invoice.period_end());
+    let terms = included_terms(
+        plan.included_credits_expire,
+        invoice.period_end(),
+        plan.rollover_cap,
+        now_ms() / 1000,
+    );
     if plan.included_credits_expire && terms.expires_at.is_none() {
         tracing::warn!(
             invoice_id,
             "the invoice names no service period; its included credits roll over"
         );
     }
-    let cap = plan.rollover_cap.filter(|_| !plan.included_credits_expire);
     match intent {
         Some(intent) if currency == app.config.default_currency.as_str() => {
             let grant = PaymentRecord::included_grant(&IncludedGrant {
@@ -199,7 +203,7 @@ pub async fn invoice_event(
                 now_ms: now_ms(),
             });
             let entry_id = crate::domain::idempotency::included_entry(invoice_id);
-            match store.grant_included(&grant, &entry_id, &terms, cap).await? {
+            match store.grant_included(&grant, &entry_id, &terms).await? {
                 IncludedOutcome::Granted => tracing::info!(
                     invoice_id,
                     credits = plan.included_credits,
