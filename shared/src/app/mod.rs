@@ -265,12 +265,16 @@ impl App {
         let order = match self.spend_orders.get(scope) {
             Some(order) => order,
             None => {
-                let order = self
-                    .store_for(scope)
-                    .settings()
-                    .await?
-                    .and_then(|s| s.spend_order)
-                    .unwrap_or_default();
+                let order = match self.store_for(scope).settings().await {
+                    Ok(settings) => settings.and_then(|s| s.spend_order).unwrap_or_default(),
+                    // Settings no code can read never stop a spend: the default order, and
+                    // the error in the log for an operator.
+                    Err(StoreError::Malformed(err)) => {
+                        tracing::error!(cause = %err, "the scope's settings cannot be read; spending in the default order");
+                        SpendOrder::default()
+                    }
+                    Err(other) => return Err(other),
+                };
                 self.spend_orders.put(scope.clone(), order.clone());
                 order
             }
