@@ -58,6 +58,10 @@ pub use wallet::{BucketMove, DueNote, DueWhat, WalletRead, DUE_SHARDS};
 /// Attempts of a transaction that lost a race with another one on the same items.
 const CONFLICT_ATTEMPTS: u32 = 40;
 
+/// Attempts of one transaction DynamoDB cancelled for a conflict with another in flight (each
+/// caller's own retries on a failed condition are counted apart).
+const TRANSACT_CONFLICT_ATTEMPTS: u32 = 12;
+
 /// Why a storage call failed. The HTTP edge turns it into a status; jobs log the whole chain.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -292,7 +296,7 @@ impl Store {
             if !conflict {
                 return Err(StoreError::from_sdk(err));
             }
-            if attempt >= CONFLICT_ATTEMPTS {
+            if attempt >= TRANSACT_CONFLICT_ATTEMPTS {
                 return Err(StoreError::Contention(
                     "transaction conflict persisted".into(),
                 ));
@@ -332,6 +336,30 @@ impl Store {
             .send()
             .await;
         written(result)
+    }
+}
+
+impl Store {
+    /// Up to `limit` items of one gsi2 partition whose sort key is below `before`, in order.
+    async fn index_before(
+        &self,
+        partition: String,
+        before: String,
+        limit: i32,
+    ) -> Result<Vec<Item>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(keys::GSI2)
+            .key_condition_expression("gsi2pk = :pk AND gsi2sk < :before")
+            .expression_attribute_values(":pk", codec::s(partition))
+            .expression_attribute_values(":before", codec::s(before))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(output.items().to_vec())
     }
 }
 

@@ -396,38 +396,30 @@ impl Store {
         before_ms: i64,
         limit: i32,
     ) -> Result<Vec<EndedLease>, StoreError> {
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(super::keys::GSI2)
-            .key_condition_expression("gsi2pk = :pk AND gsi2sk < :before")
-            .expression_attribute_values(":pk", s(format!("LEASES#{index_shard}")))
-            .expression_attribute_values(":before", s(format!("{before_ms:015}")))
-            .limit(limit)
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        output
-            .items()
-            .iter()
-            .map(|item| {
-                let f = Fields::of(item);
-                let pk = get_s(item, "pk").unwrap_or_default();
-                Ok(EndedLease {
-                    scope_prefix: super::keys::split_scope(pk).0.to_owned(),
-                    account: f.user("account")?,
-                    metric: f.text("metric")?.to_owned(),
-                    period: f.text("period")?.to_owned(),
-                    lease: LeaseItem {
-                        id: f.text("sk")?.to_owned(),
-                        shard: usize::try_from(f.int("shard")?).unwrap_or(0),
-                        granted: f.int("granted")?,
-                        until_ms: f.int("leaseUntil")?,
-                    },
-                })
+        self.index_before(
+            format!("LEASES#{index_shard}"),
+            format!("{before_ms:015}"),
+            limit,
+        )
+        .await?
+        .iter()
+        .map(|item| {
+            let f = Fields::of(item);
+            let pk = get_s(item, "pk").unwrap_or_default();
+            Ok(EndedLease {
+                scope_prefix: super::keys::split_scope(pk).0.to_owned(),
+                account: f.user("account")?,
+                metric: f.text("metric")?.to_owned(),
+                period: f.text("period")?.to_owned(),
+                lease: LeaseItem {
+                    id: f.text("sk")?.to_owned(),
+                    shard: usize::try_from(f.int("shard")?).unwrap_or(0),
+                    granted: f.int("granted")?,
+                    until_ms: f.int("leaseUntil")?,
+                },
             })
-            .collect()
+        })
+        .collect()
     }
 
     /// The units recorded against a lease (its records, read from gsi1).

@@ -452,38 +452,30 @@ impl Store {
         now: i64,
         limit: i32,
     ) -> Result<Vec<DueNote>, StoreError> {
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(super::keys::GSI2)
-            .key_condition_expression("gsi2pk = :pk AND gsi2sk < :before")
-            .expression_attribute_values(":pk", s(format!("DUE#{shard}")))
-            .expression_attribute_values(":before", s(format!("{:012}$", now.max(0))))
-            .limit(limit)
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        output
-            .items()
-            .iter()
-            .map(|item| {
-                let f = Fields::of(item);
-                let pk = super::codec::get_s(item, "pk").unwrap_or_default();
-                Ok(DueNote {
-                    scope_prefix: super::keys::split_scope(pk).0.to_owned(),
-                    account: f.user("dueAccount")?,
-                    what: if f.text("dueWhat")? == "H" {
-                        DueWhat::Hold
-                    } else {
-                        DueWhat::Bucket
-                    },
-                    id: f.text("dueRef")?.to_owned(),
-                    at: f.int("dueAt")?,
-                    warned: f.opt_int("warnedAt")?.is_some(),
-                })
+        self.index_before(
+            format!("DUE#{shard}"),
+            format!("{:012}$", now.max(0)),
+            limit,
+        )
+        .await?
+        .iter()
+        .map(|item| {
+            let f = Fields::of(item);
+            let pk = super::codec::get_s(item, "pk").unwrap_or_default();
+            Ok(DueNote {
+                scope_prefix: super::keys::split_scope(pk).0.to_owned(),
+                account: f.user("dueAccount")?,
+                what: if f.text("dueWhat")? == "H" {
+                    DueWhat::Hold
+                } else {
+                    DueWhat::Bucket
+                },
+                id: f.text("dueRef")?.to_owned(),
+                at: f.int("dueAt")?,
+                warned: f.opt_int("warnedAt")?.is_some(),
             })
-            .collect()
+        })
+        .collect()
     }
 
     fn due_key(&self, note: &DueNote) -> Item {
@@ -512,17 +504,7 @@ impl Store {
                 .expression_attribute_values(":left", n(left)),
             None => update.update_expression("SET gsi2sk = :sk"),
         };
-        match update.send().await {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(StoreError::from_sdk(err)),
-        }
+        super::written(update.send().await)
     }
 
     /// Removes a note once its account was settled past it.

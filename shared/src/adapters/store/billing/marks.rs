@@ -184,17 +184,8 @@ impl Store {
             .expression_attribute_values(":seen", n(marked_at))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(err) => Err(StoreError::from_sdk(err)),
-        }
+        // Marked again meanwhile: the new mark stays.
+        super::super::written(result).map(|_| ())
     }
 
     /// The scope's subscriptions, most recently read first: up to `limit`, with the account
