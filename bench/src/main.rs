@@ -313,7 +313,8 @@ async fn main() {
 const BENCH_BACKEND: &str = "iam:arn:aws:iam::123456789012:role/app-backend";
 
 /// Fifty credit buckets for one account (other expiries and priorities, so none merge), and
-/// holds to capture on three more: the spend event of the first, and one capture event per hold.
+/// holds to capture on thirty more (eight open holds each, a busy account's): the spend event
+/// of the first, and one capture event per hold.
 async fn seed_buckets_and_holds(app: &coffer::App) -> (serde_json::Value, Vec<serde_json::Value>) {
     use coffer::adapters::store::GrantRequest;
     let usd = app.config.default_currency.clone();
@@ -342,13 +343,13 @@ async fn seed_buckets_and_holds(app: &coffer::App) -> (serde_json::Value, Vec<se
     let template = load_event("internal-consume-credits.json");
     let route = "POST /internal/credits/reservations/{reservation_id}/capture";
     let mut captures = Vec::new();
-    for a in 0..3 {
+    for a in 0..30 {
         let account = coffer::auth::UserId::parse(&format!("bench-holds-{a}")).expect("user id");
         app.store
             .grant_credits(&account, "grant:bench", &grant(1_000_000, None, 0), &usd)
             .await
             .expect("grant");
-        for h in 0..90 {
+        for h in 0..8 {
             let id = format!("h_bench_{a}_{h}");
             app.store
                 .hold_credits(&account, &id, 100, 86_400, BENCH_BACKEND, &usd)

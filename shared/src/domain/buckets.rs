@@ -45,6 +45,17 @@ pub struct Bucket {
     /// purchase does not take these again).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub expired: i64,
+    /// Of what expired, what a refund or dispute took back since: given back (a failed refund,
+    /// a won dispute), it expires again rather than come back to life.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reclaimed: i64,
+    /// What reservations hold of it that a rollover cap expired: it expires when they give it
+    /// back (what they spend of it stays spent).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub doomed: i64,
+    /// Credits of other origins joined it (at the account's bound): no single grant owns it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub merged: bool,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -286,6 +297,9 @@ impl Wallet {
         let bucket = match target {
             Some(i) => {
                 self.buckets[i].left += left;
+                if self.buckets[i].id != new.id {
+                    self.buckets[i].merged = true;
+                }
                 self.buckets[i].id.clone()
             }
             None => {
@@ -504,8 +518,8 @@ pub struct Step {
     pub hold: Option<String>,
     /// For a capture: what was spent of the hold.
     pub captured: Option<i64>,
-    /// For a rollover cap: what it took out of reservations (already outside the balance).
-    pub from_holds: i64,
+    /// For a rollover cap: what reservations hold that will expire when they give it back.
+    pub doomed: i64,
 }
 
 impl Step {
@@ -519,7 +533,7 @@ impl Step {
             debt,
             hold: None,
             captured: None,
-            from_holds: 0,
+            doomed: 0,
         }
     }
 }
@@ -538,6 +552,9 @@ impl Wallet {
                 created_at,
                 left: balance,
                 expired: 0,
+                reclaimed: 0,
+                doomed: 0,
+                merged: false,
             });
         } else {
             wallet.debt = -balance;
@@ -562,6 +579,9 @@ impl Wallet {
                     created_at: now,
                     left: diff,
                     expired: 0,
+                    reclaimed: 0,
+                    doomed: 0,
+                    merged: false,
                 }),
             }
         } else if diff < 0 {
@@ -594,10 +614,8 @@ impl Wallet {
     pub fn settle(&mut self, now: i64, version: i64, limit: usize) -> Vec<Step> {
         let mut steps = Vec::new();
         for id in self.ended_holds(now).into_iter().take(limit) {
-            if let Ok(back) = self.release(&id) {
-                let mut step = Step::new(format!("release:{id}"), EntryKind::Release, back, 0);
-                step.hold = Some(id);
-                steps.push(step);
+            if let Ok(released) = self.release_step(&id) {
+                steps.extend(released);
             }
         }
         let mut expired = 0;
@@ -628,8 +646,9 @@ impl Wallet {
     }
 
     /// Forgets the empty buckets no hold refers to (their entries keep their story).
-    /// A payment's bucket with an expiry is kept empty until [`PAYMENT_BUCKET_KEPT_SECS`] after
-    /// it, so that a refund or dispute of its payment finds its terms and what expired of it.
+    /// A payment's bucket with an expiry, or with credits that expired, is kept empty until
+    /// [`PAYMENT_BUCKET_KEPT_SECS`] after its expiry (or its making), so that a refund or
+    /// dispute of its payment finds its terms and what expired of it.
     pub fn prune(&mut self, now: i64) {
         let held: std::collections::BTreeSet<&str> = self
             .holds
@@ -640,11 +659,14 @@ impl Wallet {
             .buckets
             .iter()
             .map(|b| {
+                let remembers = b.expires_at.is_some() || b.expired > 0 || b.reclaimed > 0;
+                let since = b.expires_at.unwrap_or(0).max(b.created_at);
                 b.left > 0
+                    || b.doomed > 0
                     || held.contains(b.id.as_str())
                     || (is_payment_bucket(&b.id)
-                        && b.expires_at
-                            .is_some_and(|at| now < at.saturating_add(PAYMENT_BUCKET_KEPT_SECS)))
+                        && remembers
+                        && now < since.saturating_add(PAYMENT_BUCKET_KEPT_SECS))
             })
             .collect();
         let mut flags = keep.into_iter();
@@ -694,6 +716,7 @@ impl Wallet {
             let back = own.expired.min(wanted);
             if back > 0 {
                 own.expired -= back;
+                own.reclaimed = own.reclaimed.saturating_add(back);
                 steps.push(Step::new(
                     format!("unexpire:{entry_id}"),
                     EntryKind::ExpiryReversed,
@@ -711,6 +734,60 @@ impl Wallet {
             debt = owed;
         }
         steps.push(Step::new(entry_id.to_owned(), kind, takes, debt));
+        Ok(steps)
+    }
+
+    /// A failed refund or a won dispute gives `amount` back to its payment's bucket: the debt
+    /// first; what the clawback had taken of expired credits expires again (a second entry);
+    /// the rest goes to the bucket while it is live, otherwise to a bucket of its own that does
+    /// not expire (`<bucket>:back`): credits taken from the account's live ones come back live.
+    pub fn give_back_step(
+        &mut self,
+        entry_id: &str,
+        kind: EntryKind,
+        bucket: &str,
+        amount: i64,
+        now: i64,
+    ) -> Result<Vec<Step>, Refusal> {
+        if amount <= 0 {
+            return Err(Refusal::NotPositive);
+        }
+        let Some(own) = self.buckets.iter().position(|b| b.id == bucket) else {
+            let step =
+                self.credit_step(entry_id, kind, Terms::paid().bucket(bucket, now, amount))?;
+            return Ok(vec![step]);
+        };
+        let to_debt = amount.min(self.debt);
+        self.debt -= to_debt;
+        let rest = amount - to_debt;
+        let again = rest.min(self.buckets[own].reclaimed);
+        let live = rest - again;
+        let mut moves = Vec::new();
+        let mut steps = Vec::new();
+        if again > 0 {
+            let own = &mut self.buckets[own];
+            own.reclaimed -= again;
+            own.expired = own.expired.saturating_add(again);
+            // In and out again: the entry gives them back, the next takes them as expired.
+            moves.push((bucket.to_owned(), again));
+            steps.push(Step::new(
+                format!("reexpire:{entry_id}"),
+                EntryKind::Expire,
+                vec![(bucket.to_owned(), -again)],
+                0,
+            ));
+        }
+        if live > 0 {
+            if self.buckets[own].live_at(now) {
+                self.buckets[own].left += live;
+                moves.push((bucket.to_owned(), live));
+            } else {
+                let back = format!("{bucket}:back");
+                let credited = self.credit(Terms::paid().bucket(&back, now, live))?;
+                moves.push((credited.bucket, credited.left));
+            }
+        }
+        steps.insert(0, Step::new(entry_id.to_owned(), kind, moves, -to_debt));
         Ok(steps)
     }
 
@@ -742,20 +819,51 @@ impl Wallet {
     }
 
     /// A capture, as one entry: what was not spent comes back to its buckets.
-    pub fn capture_step(&mut self, id: &str, amount: i64, now: i64) -> Result<Step, Refusal> {
+    /// Then what a rollover cap doomed of the credits given back expires (a second entry).
+    pub fn capture_step(&mut self, id: &str, amount: i64, now: i64) -> Result<Vec<Step>, Refusal> {
         let (spent, back) = self.capture(id, amount, now)?;
+        let doomed = self.expire_doomed(id, &back);
         let mut step = Step::new(format!("capture:{id}"), EntryKind::Capture, back, 0);
         step.hold = Some(id.to_owned());
         step.captured = Some(-spent.iter().map(|(_, n)| n).sum::<i64>());
-        Ok(step)
+        Ok(std::iter::once(step).chain(doomed).collect())
     }
 
-    /// A release, as one entry: the hold comes back whole.
-    pub fn release_step(&mut self, id: &str) -> Result<Step, Refusal> {
+    /// A release, as one entry: the hold comes back whole (then what a rollover cap doomed of
+    /// it expires, a second entry).
+    pub fn release_step(&mut self, id: &str) -> Result<Vec<Step>, Refusal> {
         let back = self.release(id)?;
+        let doomed = self.expire_doomed(id, &back);
         let mut step = Step::new(format!("release:{id}"), EntryKind::Release, back, 0);
         step.hold = Some(id.to_owned());
-        Ok(step)
+        Ok(std::iter::once(step).chain(doomed).collect())
+    }
+
+    /// What a hold gave back (`back`) that a rollover cap doomed expires at once, as one entry.
+    /// A doom no open hold can give back any more is dropped: what was spent stays spent.
+    fn expire_doomed(&mut self, hold: &str, back: &Moves) -> Option<Step> {
+        let mut moves = Vec::new();
+        for (id, given) in back {
+            if let Some(bucket) = self.buckets.iter_mut().find(|b| &b.id == id) {
+                let gone = bucket.doomed.min(*given).min(bucket.left);
+                if gone > 0 {
+                    bucket.doomed -= gone;
+                    bucket.left -= gone;
+                    bucket.expired = bucket.expired.saturating_add(gone);
+                    moves.push((id.clone(), -gone));
+                }
+            }
+        }
+        let held: std::collections::BTreeSet<String> = self
+            .holds
+            .values()
+            .flat_map(|h| h.takes.iter().map(|(b, _)| b.clone()))
+            .collect();
+        for bucket in self.buckets.iter_mut().filter(|b| !held.contains(&b.id)) {
+            bucket.doomed = 0;
+        }
+        (!moves.is_empty())
+            .then(|| Step::new(format!("expire:held:{hold}"), EntryKind::Expire, moves, 0))
     }
 
     /// Takes `amount` (or, with `None`, all that is left) out of one bucket: a grant adjusted
@@ -832,6 +940,9 @@ impl Terms {
             created_at,
             left,
             expired: 0,
+            reclaimed: 0,
+            doomed: 0,
+            merged: false,
         }
     }
 }
@@ -872,8 +983,8 @@ pub fn is_payment_bucket(id: &str) -> bool {
 impl Wallet {
     /// Before a new period's included credits come in: what earlier included credits hold
     /// beyond `cap`, counting what reservations hold of them, expires as one `expire` entry:
-    /// the oldest buckets' first, then what reservations hold (which then hold less; it is
-    /// recorded as `from_holds`). `None`: within the cap.
+    /// the oldest buckets' first; what reservations hold of the rest expires when they give it
+    /// back (recorded as `doomed`). `None`: within the cap.
     pub fn cap_rollover(&mut self, cap: i64, now: i64, entry_id: &str) -> Option<Step> {
         let included = |b: &Bucket| b.id.starts_with(INCLUDED_BUCKET_PREFIX) && b.live_at(now);
         let rolling: std::collections::BTreeSet<String> = self
@@ -916,22 +1027,33 @@ impl Wallet {
             excess -= take;
             moves.push((bucket.id.clone(), -take));
         }
-        let mut from_holds = 0;
-        for hold in self.holds.values_mut() {
-            for (bucket, gave) in hold.takes.iter_mut() {
-                if excess == 0 || !rolling.contains(bucket) {
-                    continue;
-                }
-                let take = (*gave).min(excess);
-                *gave -= take;
-                excess -= take;
-                from_holds += take;
+        // The rest is held: it expires when its reservations give it back.
+        let mut doomed = 0;
+        let mut held_by_bucket: BTreeMap<String, i64> = BTreeMap::new();
+        for (bucket, gave) in self.holds.values().flat_map(|h| h.takes.iter()) {
+            if rolling.contains(bucket) {
+                *held_by_bucket.entry(bucket.clone()).or_default() += gave;
             }
-            hold.takes.retain(|(_, gave)| *gave > 0);
         }
-        self.holds.retain(|_, hold| !hold.takes.is_empty());
+        let mut oldest: Vec<&mut Bucket> = self
+            .buckets
+            .iter_mut()
+            .filter(|b| held_by_bucket.contains_key(&b.id))
+            .collect();
+        oldest.sort_by_key(|b| (b.created_at, b.id.clone()));
+        for bucket in oldest {
+            let room = held_by_bucket
+                .get(&bucket.id)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(bucket.doomed);
+            let doom = room.min(excess).max(0);
+            bucket.doomed += doom;
+            excess -= doom;
+            doomed += doom;
+        }
         let mut step = Step::new(entry_id.to_owned(), EntryKind::Expire, moves, 0);
-        step.from_holds = from_holds;
+        step.doomed = doomed;
         Some(step)
     }
 }
@@ -959,6 +1081,9 @@ mod tests {
             created_at: 0,
             left,
             expired: 0,
+            reclaimed: 0,
+            doomed: 0,
+            merged: false,
         }
     }
 
@@ -1147,6 +1272,64 @@ mod tests {
     }
 
     #[test]
+    fn a_won_dispute_gives_back_live_what_was_live_and_expired_what_had_expired() {
+        let order = SpendOrder::default();
+        // Spent before the expiry: the dispute takes from the purchase; won, it comes back live
+        // though the invoice's bucket has expired.
+        let mut wallet = Wallet::default();
+        wallet
+            .credit(bucket("included:pi", BucketKind::Paid, 0, Some(10), 500))
+            .expect("in");
+        wallet
+            .credit(bucket("purchase:p", BucketKind::Paid, 0, None, 500))
+            .expect("in");
+        wallet.spend(500, 5, &order).expect("the included first");
+        wallet.settle(20, 1, 20);
+        wallet
+            .claw_back_step(
+                "lost",
+                EntryKind::DisputeWithdrawn,
+                "included:pi",
+                500,
+                20,
+                &order,
+            )
+            .expect("withdrawn");
+        assert_eq!(wallet.balance(20), 0);
+        let back = wallet
+            .give_back_step("won", EntryKind::DisputeReinstated, "included:pi", 500, 30)
+            .expect("reinstated");
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].moves, vec![("included:pi:back".to_owned(), 500)]);
+        assert_eq!(wallet.balance(40), 500, "live, and it stays live");
+        assert!(wallet.settle(40, 2, 20).is_empty());
+
+        // Nothing spent, all expired: the dispute takes the expired credits; won, they expire
+        // again.
+        let mut idle = Wallet::default();
+        idle.credit(bucket("included:pi", BucketKind::Paid, 0, Some(10), 500))
+            .expect("in");
+        idle.settle(20, 1, 20);
+        idle.claw_back_step(
+            "lost",
+            EntryKind::DisputeWithdrawn,
+            "included:pi",
+            500,
+            20,
+            &order,
+        )
+        .expect("withdrawn");
+        assert_eq!((idle.balance(20), idle.debt), (0, 0), "nothing taken twice");
+        let back = idle
+            .give_back_step("won", EntryKind::DisputeReinstated, "included:pi", 500, 30)
+            .expect("reinstated");
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].amount + back[1].amount, 0, "in and out again");
+        assert_eq!(idle.balance(40), 0);
+        assert_eq!(idle.total(), 0);
+    }
+
+    #[test]
     fn an_account_at_its_bound_puts_credits_of_the_same_terms_together() {
         let mut wallet = Wallet::default();
         for i in 0..MAX_BUCKETS + 500 {
@@ -1248,7 +1431,7 @@ mod tests {
                         // Every other source is an invoice's included credits.
                         let id = if n % 2 == 0 { format!("{INCLUDED_BUCKET_PREFIX}{n}") } else { format!("in:{n}") };
                         let kind = if promo { BucketKind::Promotional } else { BucketKind::Paid };
-                        wallet.credit(Bucket { id: id.clone(), kind, priority, expires_at: expires_in.map(|s| now + s), created_at: now, left, expired: 0 }).expect("credited");
+                        wallet.credit(Bucket { id: id.clone(), kind, priority, expires_at: expires_in.map(|s| now + s), created_at: now, left, expired: 0, reclaimed: 0, doomed: 0, merged: false }).expect("credited");
                         entries += left;
                         sources.push(id);
                     }
@@ -1278,20 +1461,25 @@ mod tests {
                     }
                     Op::Capture { which, amount } => {
                         if let Some(id) = holds.get(which % holds.len().max(1)).cloned() {
-                            if let Ok((spent, _)) = wallet.capture(&id, amount, now) {
-                                prop_assert_eq!(spent.iter().map(|(_, t)| -t).sum::<i64>(), amount);
+                            if let Ok(steps) = wallet.capture_step(&id, amount, now) {
+                                prop_assert_eq!(steps[0].captured, Some(amount));
                                 entries -= amount;
+                                // What a rollover cap doomed of the rest expires.
+                                entries += steps[1..].iter().map(|s| s.amount).sum::<i64>();
                             }
                         }
                     }
                     Op::Release(which) => {
                         if let Some(id) = holds.get(which % holds.len().max(1)).cloned() {
-                            let _ = wallet.release(&id);
+                            if let Ok(steps) = wallet.release_step(&id) {
+                                entries += steps[1..].iter().map(|s| s.amount).sum::<i64>();
+                            }
                         }
                     }
                     Op::Expire => {
                         for id in wallet.ended_holds(now) {
-                            wallet.release(&id).expect("an ended hold");
+                            let steps = wallet.release_step(&id).expect("an ended hold");
+                            entries += steps[1..].iter().map(|s| s.amount).sum::<i64>();
                         }
                         let gone = wallet.expire(now);
                         entries += gone.iter().map(|(_, t)| t).sum::<i64>();
@@ -1314,10 +1502,9 @@ mod tests {
                     }
                     Op::Cap(cap) => {
                         if let Some(step) = wallet.cap_rollover(cap, now, "cap") {
-                            // What it took from reservations had left the balance with them.
-                            entries += step.amount - step.from_holds;
+                            entries += step.amount;
                         }
-                        let kept: i64 = wallet.buckets.iter().filter(|b| b.id.starts_with(INCLUDED_BUCKET_PREFIX) && b.live_at(now)).map(|b| b.left).sum::<i64>()
+                        let kept: i64 = wallet.buckets.iter().filter(|b| b.id.starts_with(INCLUDED_BUCKET_PREFIX) && b.live_at(now)).map(|b| b.left - b.doomed).sum::<i64>()
                             + wallet.holds.values().flat_map(|h| h.takes.iter()).filter(|(b, _)| wallet.bucket(b).is_some_and(|k| k.id.starts_with(INCLUDED_BUCKET_PREFIX) && k.live_at(now))).map(|(_, n)| n).sum::<i64>();
                         prop_assert!(kept <= cap, "kept {kept} over the cap {cap}");
                     }

@@ -58,6 +58,8 @@ pub enum GrantOutcome {
     },
     TooManyBuckets,
     CurrencyMismatch,
+    /// The grant shares its bucket with other credits (joined at the account's bound).
+    Shared,
 }
 
 /// A reservation's state.

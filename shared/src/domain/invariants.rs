@@ -453,6 +453,9 @@ mod tests {
             created_at: 0,
             left,
             expired: 0,
+            reclaimed: 0,
+            doomed: 0,
+            merged: false,
         };
         let moved =
             |id: &str, amount, kind: &str, at_ms, moves: &[(&str, i64, Option<i64>)]| LedgerEntry {

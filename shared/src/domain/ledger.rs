@@ -450,6 +450,7 @@ impl EntryKind {
                 | Self::Hold
                 | Self::Capture
                 | Self::Release
+                | Self::ExpiryReversed
         )
     }
 

@@ -114,6 +114,10 @@ impl Grant {
             EntryKind::GrantAdjusted => format!("Grant adjusted: {}", self.reason),
             EntryKind::GrantVoided => format!("Grant voided: {}", self.reason),
             EntryKind::Expire => format!("{} credits expired", major(-self.credits)),
+            EntryKind::ExpiryReversed => format!(
+                "{} expired credits counted back for a refund or dispute",
+                major(self.credits)
+            ),
             EntryKind::Hold => format!("{} credits reserved", major(-self.credits)),
             EntryKind::Capture => format!(
                 "Reservation captured: {} credits spent, {} returned",

@@ -36,24 +36,20 @@ pub struct ExpiryReport {
 pub async fn settle_due(app: &App, budget: &Budget) -> Result<ExpiryReport, Failure> {
     let mut report = ExpiryReport::default();
     for shard in 0..DUE_SHARDS {
-        // Each note handled leaves the window (moved to its expiry, or removed), so the same
-        // query finds the next ones; a note that stays (its account busy) is retried next run.
-        let mut seen = std::collections::HashSet::new();
+        // Page by page: a note handled leaves the range or moves past the page; one that
+        // failed stays for the next run, and the pages go on past it.
+        let now = now_ms() / 1000;
+        let mut start = None;
         loop {
             if budget.past_deadline() {
                 report.cut_short = true;
                 return Ok(report);
             }
-            let now = now_ms() / 1000;
-            let notes = app.store.due_notes(shard, now, NOTES_PER_PAGE).await?;
-            let fresh: Vec<_> = notes
-                .into_iter()
-                .filter(|n| seen.insert((n.scope_prefix.clone(), n.account.clone(), n.id.clone())))
-                .collect();
-            if fresh.is_empty() {
-                break;
-            }
-            for note in fresh {
+            let (notes, next) = app
+                .store
+                .due_notes(shard, now, NOTES_PER_PAGE, start)
+                .await?;
+            for note in notes {
                 let Some(scope) =
                     Scope::from_key_prefix(&note.scope_prefix, app.config.default_mode)
                 else {
@@ -62,8 +58,7 @@ pub async fn settle_due(app: &App, budget: &Budget) -> Result<ExpiryReport, Fail
                 let store = app.store_for(&scope);
                 let expired = note.at <= now;
                 // One account's failure is logged and left for the next run; the others go on.
-                let done = settle_note(&store, &note, now, expired, &mut report).await;
-                if let Err(err) = done {
+                if let Err(err) = settle_note(&store, &note, now, expired, &mut report).await {
                     report.failed += 1;
                     tracing::warn!(
                         account = note.account.as_str(),
@@ -71,6 +66,10 @@ pub async fn settle_due(app: &App, budget: &Budget) -> Result<ExpiryReport, Fail
                         "a credit note could not be settled; the next run tries again"
                     );
                 }
+            }
+            match next {
+                Some(key) => start = Some(key),
+                None => break,
             }
         }
     }

@@ -30,6 +30,9 @@ fn grant_answer(outcome: GrantOutcome, currency: &Currency) -> Result<GrantState
         GrantOutcome::CurrencyMismatch => Err(Failure::Conflict(format!(
             "This account's credits are not in {currency}."
         ))),
+        GrantOutcome::Shared => Err(Failure::Conflict(
+            "This grant shares its credits with others (the account holds as many buckets as it may); it cannot be changed alone.".into(),
+        )),
     }
 }
 

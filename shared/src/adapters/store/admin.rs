@@ -342,7 +342,7 @@ pub fn ledger_snapshot(items: &[Item]) -> LedgerSnapshot {
         let decoded = match (user, sk) {
             (Some(user), "BALANCE") => f.int("balance").map(|b| {
                 if item.contains_key("wallet") {
-                    match super::wallet::wallet_from_item(Some(item)) {
+                    match super::wallet::stored_wallet(item) {
                         Ok(read) => {
                             snapshot
                                 .wallets

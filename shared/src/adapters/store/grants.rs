@@ -187,13 +187,11 @@ impl Store {
                 ));
             }
             let bucket = grant_bucket(grant, grant_id);
-            // A grant that joined a bucket of the same terms (at the account's bound) never
-            // takes back more than it gave.
-            let own_at_most = if bucket == grant_id {
-                i64::MAX
-            } else {
-                first.amount
-            };
+            // A grant that shares its bucket with others (joined at the account's bound) cannot
+            // be told apart from them: it is not changed.
+            if bucket != grant_id || wallet.bucket(&bucket).is_some_and(|b| b.merged) {
+                return Ok(WalletDecision::Answer(GrantOutcome::Shared));
+            }
             let live = first.expires_at.is_none_or(|at| seen.now_s < at);
             let step = match delta {
                 Some(more) if more > 0 => {
@@ -216,11 +214,6 @@ impl Store {
                     if !live {
                         return Ok(WalletDecision::Answer(GrantOutcome::Expired));
                     }
-                    if less.saturating_neg() > own_at_most {
-                        return Ok(WalletDecision::Answer(GrantOutcome::NotEnoughLeft {
-                            left: own_at_most.min(left_in(wallet, &bucket, seen.now_s)),
-                        }));
-                    }
                     wallet.take_from_step(
                         entry_id,
                         EntryKind::GrantAdjusted,
@@ -239,10 +232,10 @@ impl Store {
                             debt: 0,
                             hold: None,
                             captured: None,
-                            from_holds: 0,
+                            doomed: 0,
                         })
                     } else {
-                        let left = left_in(wallet, &bucket, seen.now_s).min(own_at_most);
+                        let left = left_in(wallet, &bucket, seen.now_s);
                         wallet.take_from_step(entry_id, EntryKind::GrantVoided, &bucket, Some(left))
                     }
                 }
@@ -477,10 +470,14 @@ impl Store {
             if status == HoldStatus::Released {
                 attributes.push(text_attr("reason", "released"));
             }
+            let (main, captured) = step
+                .first()
+                .map(|s| (s.entry_id.clone(), s.captured))
+                .unwrap_or_default();
             Ok(WalletDecision::Write {
-                main: step.entry_id.clone(),
-                answer: HoldOutcome::Done(state(status, step.captured, balance, false)),
-                steps: vec![step],
+                main,
+                answer: HoldOutcome::Done(state(status, captured, balance, false)),
+                steps: step,
                 attributes,
             })
         })

@@ -340,13 +340,15 @@ impl Store {
 }
 
 impl Store {
-    /// Up to `limit` items of one gsi2 partition whose sort key is below `before`, in order.
+    /// Up to `limit` items of one gsi2 partition whose sort key is below `before`, in order,
+    /// from after `start`; and where the next page starts (`None`: no more).
     async fn index_before(
         &self,
         partition: String,
         before: String,
         limit: i32,
-    ) -> Result<Vec<Item>, StoreError> {
+        start: Option<Item>,
+    ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
         let output = self
             .client
             .query()
@@ -356,10 +358,14 @@ impl Store {
             .expression_attribute_values(":pk", codec::s(partition))
             .expression_attribute_values(":before", codec::s(before))
             .limit(limit)
+            .set_exclusive_start_key(start)
             .send()
             .await
             .map_err(StoreError::from_sdk)?;
-        Ok(output.items().to_vec())
+        Ok((
+            output.items().to_vec(),
+            output.last_evaluated_key().cloned(),
+        ))
     }
 }
 

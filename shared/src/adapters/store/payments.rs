@@ -317,13 +317,18 @@ impl Store {
             steps.extend(wallet.cap_rollover(cap, now_s, &format!("rollover:{first}")));
         }
         for (kind, entry_id, amount) in entries {
+            let gives_back = matches!(kind, EntryKind::RefundFailed | EntryKind::DisputeReinstated);
             let moved = if *amount >= 0 {
                 if *amount == 0 {
                     continue;
                 }
-                wallet
-                    .credit_step(entry_id, *kind, terms.bucket(&bucket, now_s, *amount))
-                    .map(|step| vec![step])
+                if gives_back {
+                    wallet.give_back_step(entry_id, *kind, &bucket, *amount, now_s)
+                } else {
+                    wallet
+                        .credit_step(entry_id, *kind, terms.bucket(&bucket, now_s, *amount))
+                        .map(|step| vec![step])
+                }
             } else {
                 let amount = amount.checked_neg().unwrap_or(i64::MAX);
                 wallet.claw_back_step(entry_id, *kind, &bucket, amount, now_s, &self.spend_order)

@@ -400,8 +400,10 @@ impl Store {
             format!("LEASES#{index_shard}"),
             format!("{before_ms:015}"),
             limit,
+            None,
         )
         .await?
+        .0
         .iter()
         .map(|item| {
             let f = Fields::of(item);

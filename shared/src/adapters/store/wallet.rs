@@ -58,6 +58,16 @@ pub struct BucketMove {
 }
 
 pub fn wallet_from_item(item: Option<&Item>) -> Result<WalletRead, StoreError> {
+    decode_wallet(item, true)
+}
+
+/// The wallet exactly as stored, nothing folded in (for the checker, which must see a balance
+/// that moved without its wallet).
+pub fn stored_wallet(item: &Item) -> Result<WalletRead, StoreError> {
+    decode_wallet(Some(item), false)
+}
+
+fn decode_wallet(item: Option<&Item>, fold: bool) -> Result<WalletRead, StoreError> {
     let Some(item) = item else {
         return Ok(WalletRead {
             wallet: Wallet::default(),
@@ -82,8 +92,11 @@ pub fn wallet_from_item(item: Option<&Item>) -> Result<WalletRead, StoreError> {
                 })
             })?;
             let mut wallet = wallet;
-            let moved =
-                wallet.fold_outside_change(stored, f.opt_int("updatedAt")?.unwrap_or(0) / 1000);
+            let moved = if fold {
+                wallet.fold_outside_change(stored, f.opt_int("updatedAt")?.unwrap_or(0) / 1000)
+            } else {
+                0
+            };
             if moved != 0 {
                 tracing::warn!(
                     moved,
@@ -160,8 +173,8 @@ impl Store {
             if let Some(captured) = step.captured {
                 item.insert("captured".into(), n(captured));
             }
-            if step.from_holds > 0 {
-                item.insert("fromHolds".into(), n(step.from_holds));
+            if step.doomed > 0 {
+                item.insert("doomedInHolds".into(), n(step.doomed));
             }
             annotate(step, &mut item);
             if step.kind.shows_in_history() && !item.contains_key("gsi1pk") {
@@ -265,9 +278,12 @@ impl Store {
             .expression_attribute_values(":wallet", s(text))
             .expression_attribute_values(":next", n(read.next_version()));
         let update = match (read.version, read.stored) {
-            (Some(version), _) => update
-                .condition_expression("wver = :version")
-                .expression_attribute_values(":version", n(version)),
+            // The balance too: a write of the version before buckets (during an upgrade) adds to
+            // it without the version, and must not be overwritten.
+            (Some(version), stored) => update
+                .condition_expression("wver = :version AND balance = :before")
+                .expression_attribute_values(":version", n(version))
+                .expression_attribute_values(":before", n(stored.unwrap_or(0))),
             (None, Some(stored)) => update
                 .condition_expression("attribute_not_exists(wver) AND balance = :before")
                 .expression_attribute_values(":before", n(stored)),
@@ -443,39 +459,53 @@ pub struct DueNote {
     pub warned: bool,
 }
 
+fn due_note(item: &Item) -> Result<DueNote, StoreError> {
+    let f = Fields::of(item);
+    let pk = super::codec::get_s(item, "pk").unwrap_or_default();
+    Ok(DueNote {
+        scope_prefix: super::keys::split_scope(pk).0.to_owned(),
+        account: f.user("dueAccount")?,
+        what: if f.text("dueWhat")? == "H" {
+            DueWhat::Hold
+        } else {
+            DueWhat::Bucket
+        },
+        id: f.text("dueRef")?.to_owned(),
+        at: f.int("dueAt")?,
+        warned: f.opt_int("warnedAt")?.is_some(),
+    })
+}
+
 impl Store {
     /// Up to `limit` notes of one index partition due before `now` (Unix seconds), soonest
-    /// first.
+    /// first, from after `start`; and where the next page starts.
     pub async fn due_notes(
         &self,
         shard: usize,
         now: i64,
         limit: i32,
-    ) -> Result<Vec<DueNote>, StoreError> {
-        self.index_before(
-            format!("DUE#{shard}"),
-            format!("{:012}$", now.max(0)),
-            limit,
-        )
-        .await?
-        .iter()
-        .map(|item| {
-            let f = Fields::of(item);
-            let pk = super::codec::get_s(item, "pk").unwrap_or_default();
-            Ok(DueNote {
-                scope_prefix: super::keys::split_scope(pk).0.to_owned(),
-                account: f.user("dueAccount")?,
-                what: if f.text("dueWhat")? == "H" {
-                    DueWhat::Hold
-                } else {
-                    DueWhat::Bucket
-                },
-                id: f.text("dueRef")?.to_owned(),
-                at: f.int("dueAt")?,
-                warned: f.opt_int("warnedAt")?.is_some(),
+        start: Option<Item>,
+    ) -> Result<(Vec<DueNote>, Option<Item>), StoreError> {
+        let (items, next) = self
+            .index_before(
+                format!("DUE#{shard}"),
+                format!("{:012}$", now.max(0)),
+                limit,
+                start,
+            )
+            .await?;
+        let notes = items
+            .iter()
+            .filter_map(|item| match due_note(item) {
+                Ok(note) => Some(note),
+                Err(err) => {
+                    // One malformed note never stops the others.
+                    tracing::error!(cause = %err, "a credit note cannot be read; skipped");
+                    None
+                }
             })
-        })
-        .collect()
+            .collect();
+        Ok((notes, next))
     }
 
     fn due_key(&self, note: &DueNote) -> Item {
