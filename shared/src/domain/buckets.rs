@@ -18,47 +18,59 @@ use serde::{Deserialize, Serialize};
 use crate::domain::ledger::EntryKind;
 
 /// Paid credits were bought; promotional ones were given.
+/// Stored in a wallet by short names (the wallet is read and written by every spend).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
 pub enum BucketKind {
+    #[serde(rename = "pd")]
     Paid,
+    #[serde(rename = "pr")]
     Promotional,
 }
 
-/// Credits of one origin.
+/// Credits of one origin. Stored by one-letter names: an account's wallet holds up to a
+/// thousand of them, and every spend reads and writes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Bucket {
     /// The entry that brought the credits in (`purchase:<intent>`, `grant:<key>`, …), or for
     /// merged grants, the first of them.
+    #[serde(rename = "i")]
     pub id: String,
+    #[serde(rename = "k")]
     pub kind: BucketKind,
     /// Higher is taken first.
+    #[serde(rename = "p", default, skip_serializing_if = "is_zero32")]
     pub priority: i32,
     /// When it expires (Unix seconds); `None`: never.
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
     /// When it was made (Unix seconds): the oldest goes first among equals.
+    #[serde(rename = "c")]
     pub created_at: i64,
     /// What is left of it (never below zero).
+    #[serde(rename = "l")]
     pub left: i64,
     /// What left it by expiring and was not taken back by a refund since (a refund of its
     /// purchase does not take these again).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(rename = "e", default, skip_serializing_if = "is_zero")]
     pub expired: i64,
     /// Of what expired, what a refund or dispute took back since: given back (a failed refund,
     /// a won dispute), it expires again rather than come back to life.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(rename = "r", default, skip_serializing_if = "is_zero")]
     pub reclaimed: i64,
     /// What reservations hold of it that a rollover cap expired: it expires when they give it
     /// back (what they spend of it stays spent).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(rename = "d", default, skip_serializing_if = "is_zero")]
     pub doomed: i64,
     /// Credits of other origins joined it (at the account's bound): no single grant owns it.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(rename = "m", default, skip_serializing_if = "std::ops::Not::not")]
     pub merged: bool,
 }
 
 fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+fn is_zero32(n: &i32) -> bool {
     *n == 0
 }
 
@@ -176,24 +188,25 @@ fn expiry_rank(bucket: &Bucket) -> i64 {
 
 /// An account's credits: its buckets, its debt, and the holds set aside from them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Wallet {
+    #[serde(rename = "b", default)]
     pub buckets: Vec<Bucket>,
     /// Taken back (a refund or dispute) beyond what the buckets held: paid first by the next
     /// credits that come in.
-    #[serde(default)]
+    #[serde(rename = "o", default, skip_serializing_if = "is_zero")]
     pub debt: i64,
-    #[serde(default)]
+    #[serde(rename = "h", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub holds: BTreeMap<String, Hold>,
 }
 
 /// Credits set aside for work whose cost is known later: what each bucket gave, until when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Hold {
     /// Per bucket id, what it gave.
+    #[serde(rename = "t")]
     pub takes: Vec<(String, i64)>,
     /// When the hold returns by itself (Unix seconds).
+    #[serde(rename = "u")]
     pub until: i64,
 }
 
