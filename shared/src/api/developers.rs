@@ -86,6 +86,21 @@ pub struct SettingsView {
     pub credits_low_threshold: Option<Major>,
     /// The order spends take from credit buckets in.
     pub spend_order: Vec<&'static str>,
+    /// Top-ups of an amount the buyer chooses; `null`: packages and tiers only.
+    pub custom_amounts: Option<CustomAmountsView>,
+}
+
+/// A project's custom-amount rules.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct CustomAmountsView {
+    pub min: Major,
+    pub max: Major,
+    pub currencies: Vec<String>,
+    /// Credits for one major unit of the currency.
+    #[cfg_attr(feature = "openapi", schema(value_type = f64, example = 1.25))]
+    pub credits_per_unit: serde_json::Value,
 }
 
 /// Credits sold, spent and outstanding.
@@ -187,6 +202,15 @@ impl SettingsView {
                 .credits_low_threshold
                 .map(|t| Major::of(currency, t)),
             spend_order: settings.spend_order.clone().unwrap_or_default().names(),
+            custom_amounts: settings
+                .custom_amounts
+                .as_ref()
+                .map(|rules| CustomAmountsView {
+                    min: Major::of(currency, rules.min),
+                    max: Major::of(currency, rules.max),
+                    currencies: rules.currencies.clone(),
+                    credits_per_unit: rate_value(rules.credits_per_unit_e4),
+                }),
         }
     }
 }
@@ -248,4 +272,12 @@ impl SubscriptionLine {
             observed_at: state.observed_at_ms,
         }
     }
+}
+
+/// Ten-thousandths as a JSON number with no float noise (`12_500` → `1.25`).
+fn rate_value(e4: i64) -> serde_json::Value {
+    let text = format!("{}.{:04}", e4 / 10_000, e4 % 10_000);
+    text.parse::<f64>()
+        .map(serde_json::Value::from)
+        .unwrap_or(serde_json::Value::Null)
 }

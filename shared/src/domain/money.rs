@@ -94,48 +94,53 @@ impl Currency {
     /// a float) into minor units. Refuses anything that is not a JSON number, values finer than
     /// the minor unit, and anything beyond `max_minor`.
     pub fn parse_major(&self, literal: &str, max_minor: i64) -> Result<i64, AmountError> {
-        let number = JsonNumber::parse(literal.trim()).ok_or(AmountError::NotANumber)?;
-        if number.digits.bytes().all(|b| b == b'0') {
-            return Ok(0);
-        }
-        // The value is digits × 10^(scale); in minor units, × 10^(scale + exponent).
-        let shift = number
-            .scale
-            .checked_add(i64::from(self.exponent()))
-            .ok_or(AmountError::TooLarge)?;
-        let digits = number.digits.trim_start_matches('0');
-        let magnitude = if shift >= 0 {
-            if shift > 18 || digits.len() as i64 + shift > 18 {
-                return Err(AmountError::TooLarge);
-            }
-            let base: i64 = digits.parse().map_err(|_| AmountError::TooLarge)?;
-            base.checked_mul(10_i64.pow(shift as u32))
-                .ok_or(AmountError::TooLarge)?
-        } else {
-            // Dropping -shift digits must drop only zeros.
-            let drop =
-                usize::try_from(shift.unsigned_abs()).map_err(|_| AmountError::TooPrecise)?;
-            if drop >= digits.len() {
-                return Err(AmountError::TooPrecise);
-            }
-            let (kept, dropped) = digits.split_at(digits.len() - drop);
-            if dropped.bytes().any(|b| b != b'0') {
-                return Err(AmountError::TooPrecise);
-            }
-            if kept.len() > 18 {
-                return Err(AmountError::TooLarge);
-            }
-            kept.parse().map_err(|_| AmountError::TooLarge)?
-        };
-        if magnitude > max_minor {
+        parse_scaled(literal, self.exponent(), max_minor)
+    }
+}
+
+/// Parses the text of a JSON number literal into units of 10^-`exponent` (its own digits, never
+/// through a float): finer than that is refused, and so is anything beyond `max`.
+pub fn parse_scaled(literal: &str, exponent: u32, max_minor: i64) -> Result<i64, AmountError> {
+    let number = JsonNumber::parse(literal.trim()).ok_or(AmountError::NotANumber)?;
+    if number.digits.bytes().all(|b| b == b'0') {
+        return Ok(0);
+    }
+    // The value is digits × 10^(scale); in minor units, × 10^(scale + exponent).
+    let shift = number
+        .scale
+        .checked_add(i64::from(exponent))
+        .ok_or(AmountError::TooLarge)?;
+    let digits = number.digits.trim_start_matches('0');
+    let magnitude = if shift >= 0 {
+        if shift > 18 || digits.len() as i64 + shift > 18 {
             return Err(AmountError::TooLarge);
         }
-        Ok(if number.negative {
-            -magnitude
-        } else {
-            magnitude
-        })
+        let base: i64 = digits.parse().map_err(|_| AmountError::TooLarge)?;
+        base.checked_mul(10_i64.pow(shift as u32))
+            .ok_or(AmountError::TooLarge)?
+    } else {
+        // Dropping -shift digits must drop only zeros.
+        let drop = usize::try_from(shift.unsigned_abs()).map_err(|_| AmountError::TooPrecise)?;
+        if drop >= digits.len() {
+            return Err(AmountError::TooPrecise);
+        }
+        let (kept, dropped) = digits.split_at(digits.len() - drop);
+        if dropped.bytes().any(|b| b != b'0') {
+            return Err(AmountError::TooPrecise);
+        }
+        if kept.len() > 18 {
+            return Err(AmountError::TooLarge);
+        }
+        kept.parse().map_err(|_| AmountError::TooLarge)?
+    };
+    if magnitude > max_minor {
+        return Err(AmountError::TooLarge);
     }
+    Ok(if number.negative {
+        -magnitude
+    } else {
+        magnitude
+    })
 }
 
 /// A JSON number literal taken apart: sign, all its digits, and the power of ten they are scaled

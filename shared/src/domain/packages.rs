@@ -24,6 +24,78 @@ pub fn valid_package_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// What a project allows for top-ups of an amount the buyer chooses (a mobile app's
+/// PaymentSheet sends `{"amount": 7.00, "currency": "usd"}`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomAmounts {
+    /// The smallest and largest amount, in minor units.
+    pub min: i64,
+    pub max: i64,
+    /// The currencies accepted (lowercase ISO codes).
+    pub currencies: Vec<String>,
+    /// Credits for one major unit of the currency, in ten-thousandths (`12_500`: 1.25 credits
+    /// per dollar).
+    pub credits_per_unit_e4: i64,
+}
+
+/// The prefix of a custom top-up's package id (never a stored package's: `:` is not allowed in
+/// those).
+pub const CUSTOM_PREFIX: &str = "custom:";
+
+/// The package a custom top-up of `amount` (minor units of `currency`) makes, or why it is
+/// refused, in words. Credits are the amount at the project's rate, rounded down to the minor
+/// unit.
+pub fn custom_package(
+    rules: &CustomAmounts,
+    amount: i64,
+    currency: &Currency,
+) -> Result<CreditPackage, String> {
+    if !rules.currencies.iter().any(|c| c == currency.as_str()) {
+        return Err(format!(
+            "{currency} is not accepted for a custom amount; accepted: {}.",
+            rules.currencies.join(", ")
+        ));
+    }
+    if amount < rules.min || amount > rules.max {
+        return Err(format!(
+            "amount must be from {} to {} {currency}.",
+            currency.format_major(rules.min),
+            currency.format_major(rules.max)
+        ));
+    }
+    let credits = i128::from(amount) * i128::from(rules.credits_per_unit_e4) / 10_000;
+    let credits = i64::try_from(credits).map_err(|_| "amount is too large.".to_owned())?;
+    if credits <= 0 {
+        return Err("amount buys no credits at this project's rate.".into());
+    }
+    Ok(CreditPackage {
+        id: format!("{CUSTOM_PREFIX}{amount}:{currency}"),
+        name: format!("{} {currency} of credits", currency.format_major(amount)),
+        description: String::new(),
+        amount,
+        credits,
+        currency: currency.clone(),
+        active: true,
+    })
+}
+
+/// Checks a project's custom-amount rules: bounds from one minor unit up, a rate, currencies.
+pub fn valid_custom_amounts(rules: &CustomAmounts, deployment: &Currency) -> Result<(), String> {
+    if rules.min < 1 || rules.max < rules.min || rules.max > 100_000_000_000 {
+        return Err("customAmounts needs 0 < min ≤ max (at most 1,000,000,000.00).".into());
+    }
+    if !(1..=100_000_000).contains(&rules.credits_per_unit_e4) {
+        return Err("customAmounts.creditsPerUnit must be from 0.0001 to 10000.".into());
+    }
+    if rules.currencies.is_empty() || rules.currencies.iter().any(|c| c != deployment.as_str()) {
+        return Err(format!(
+            "customAmounts.currencies may name only this deployment's currency ({deployment}): credits are kept in it."
+        ));
+    }
+    Ok(())
+}
+
 /// Active packages, cheapest first (ties by id, so the order is stable).
 pub fn active_cheapest_first(mut packages: Vec<CreditPackage>) -> Vec<CreditPackage> {
     packages.retain(|p| p.active);
@@ -34,6 +106,48 @@ pub fn active_cheapest_first(mut packages: Vec<CreditPackage>) -> Vec<CreditPack
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rules() -> CustomAmounts {
+        CustomAmounts {
+            min: 500,
+            max: 50_000,
+            currencies: vec!["usd".into()],
+            credits_per_unit_e4: 12_500,
+        }
+    }
+
+    #[test]
+    fn a_custom_amount_buys_the_projects_rate_within_its_bounds() {
+        let usd = Currency::usd();
+        let seven = custom_package(&rules(), 700, &usd).expect("within bounds");
+        assert_eq!(
+            (seven.id.as_str(), seven.amount, seven.credits),
+            ("custom:700:usd", 700, 875)
+        );
+        // Rounded down to the minor unit.
+        assert_eq!(
+            custom_package(&rules(), 501, &usd).map(|p| p.credits),
+            Ok(626)
+        );
+        assert!(custom_package(&rules(), 499, &usd)
+            .unwrap_err()
+            .contains("from 5.00 to 500.00"));
+        assert!(custom_package(&rules(), 50_001, &usd).is_err());
+        let eur = Currency::parse("eur").expect("eur");
+        assert!(custom_package(&rules(), 700, &eur)
+            .unwrap_err()
+            .contains("not accepted"));
+        assert!(
+            !valid_package_id("custom:700:usd"),
+            "never a stored package's id"
+        );
+        assert!(valid_custom_amounts(&rules(), &usd).is_ok());
+        let other = CustomAmounts {
+            currencies: vec!["eur".into()],
+            ..rules()
+        };
+        assert!(valid_custom_amounts(&other, &usd).is_err());
+    }
 
     fn package(id: &str, amount: i64, active: bool) -> CreditPackage {
         CreditPackage {

@@ -110,6 +110,9 @@ pub struct ProjectSettings {
     /// promotional before paid, oldest).
     #[serde(default)]
     pub spend_order: Option<crate::domain::buckets::SpendOrder>,
+    /// Top-ups of an amount the buyer chooses, within bounds; `None`: packages and tiers only.
+    #[serde(default)]
+    pub custom_amounts: Option<crate::domain::packages::CustomAmounts>,
 }
 
 /// The grace when a project set none: three days.
@@ -122,6 +125,7 @@ impl Default for ProjectSettings {
             past_due_grace_seconds: DEFAULT_PAST_DUE_GRACE_SECONDS,
             credits_low_threshold: None,
             spend_order: None,
+            custom_amounts: None,
         }
     }
 }

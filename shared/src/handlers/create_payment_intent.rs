@@ -5,10 +5,12 @@
 
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::billing::{opt_text, setup_intent_field};
 use crate::api::PaymentIntentCreated;
+use crate::domain::money::{AmountError, Currency};
 use crate::domain::packages::valid_package_id;
 use crate::domain::plans::{tier_purchase_id, valid_plan_id};
 use crate::http::{json_body, ok, respond, ApiError};
@@ -39,10 +41,12 @@ pub(crate) struct CreateIntentBody {
     /// The mobile SDK's API version, for the ephemeral key.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     stripe_version: Option<Value>,
-    /// Refused: prices come from the server.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
-    amount: Option<Value>,
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    /// A top-up of an amount the buyer chooses, in major units (a number or a decimal string,
+    /// parsed exactly), where the project allows custom amounts; with `currency`, instead of
+    /// `creditPackageId` or `tier`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, example = 7.0))]
+    amount: Option<Box<RawValue>>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "usd"))]
     currency: Option<Value>,
 }
 
@@ -54,11 +58,7 @@ pub async fn create_payment_intent(app: &App, req: Request) -> Response<Body> {
 async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     auth::user_id(req)?;
     let body: CreateIntentBody = json_body(req)?;
-    if body.amount.is_some() || body.currency.is_some() {
-        return Err(ApiError::bad_request(
-            "amount and currency are set by the server from the credit package or tier; send creditPackageId or tier.",
-        ));
-    }
+    let custom = custom_amount(&body)?;
     let identifier = opt_text(&body.identifier, "identifier", 255)?;
     let user = scoping::account(app, req, identifier.as_deref())?;
     let payment_sheet = match &body.payment_sheet {
@@ -74,6 +74,14 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     }
     let tier = opt_text(&body.tier, "tier", 64)?;
     let package_id = match (&body.credit_package_id, &tier) {
+        _ if custom.is_some() => {
+            if !matches!(body.credit_package_id, None | Some(Value::Null)) || tier.is_some() {
+                return Err(ApiError::bad_request(
+                    "Give amount and currency, or creditPackageId, or tier: one of them.",
+                ));
+            }
+            String::new()
+        }
         (None | Some(Value::Null), Some(tier)) if valid_plan_id(tier) => tier_purchase_id(tier),
         (None | Some(Value::Null), Some(_)) => {
             return Err(ApiError::bad_request("tier is malformed."))
@@ -110,9 +118,13 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         &scope,
         PurchaseRequest {
             account: &user,
-            item: match &tier {
-                Some(tier) => Item::Tier(tier),
-                None => Item::Package(&package_id),
+            item: match (&custom, &tier) {
+                (Some((amount, currency)), _) => Item::Custom {
+                    amount: *amount,
+                    currency,
+                },
+                (None, Some(tier)) => Item::Tier(tier),
+                (None, None) => Item::Package(&package_id),
             },
             payer: match &setup_intent {
                 Some(setup_intent) => Payer::SavedCard(setup_intent),
@@ -134,6 +146,46 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         ephemeral_key,
     }))
 }
+
+/// The custom amount of a body (minor units) and its currency, when it gives one. The amount is
+/// a JSON number or a decimal string, read from its own digits (`7.005` in USD is refused).
+fn custom_amount(body: &CreateIntentBody) -> Result<Option<(i64, String)>, ApiError> {
+    let (raw, currency) = match (&body.amount, &body.currency) {
+        (None, None | Some(Value::Null)) => return Ok(None),
+        (Some(raw), Some(Value::String(code))) => (raw, code.to_ascii_lowercase()),
+        (Some(_), _) => return Err(ApiError::bad_request("currency is required with amount.")),
+        (None, Some(_)) => return Err(ApiError::bad_request("amount is required with currency.")),
+    };
+    let currency_code = Currency::parse(&currency)
+        .ok_or_else(|| ApiError::bad_request("currency is not a currency code."))?;
+    let literal = match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::String(text)) => text,
+        Ok(Value::Number(_)) => raw.get().to_owned(),
+        _ => {
+            return Err(ApiError::bad_request(
+                "amount must be a number or a decimal string.",
+            ))
+        }
+    };
+    let minor = currency_code
+        .parse_major(&literal, MAX_CUSTOM_MINOR)
+        .map_err(|err| match err {
+            AmountError::NotANumber => {
+                ApiError::bad_request("amount must be a number or a decimal string.")
+            }
+            AmountError::TooPrecise => ApiError::bad_request(format!(
+                "amount is finer than the smallest unit of {currency_code}."
+            )),
+            AmountError::TooLarge => ApiError::bad_request("amount is too large."),
+        })?;
+    if minor <= 0 {
+        return Err(ApiError::bad_request("amount must be greater than zero."));
+    }
+    Ok(Some((minor, currency)))
+}
+
+/// The largest custom amount read, in minor units (the project's own maximum is lower).
+const MAX_CUSTOM_MINOR: i64 = 100_000_000_000;
 
 fn valid_payment_method(id: &str) -> bool {
     id.starts_with("pm_")

@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use crate::api::{PlanView, SettingsView};
 use crate::domain::buckets::SpendOrder;
 use crate::domain::money::{AmountError, Currency};
+use crate::domain::packages::CustomAmounts;
 use crate::domain::plans::PlanUpdate;
 use crate::domain::projects::origin_of;
 use crate::domain::scope::Scope;
@@ -65,6 +66,10 @@ pub async fn plans_or_settings(
                             .map(|raw| minor(raw, "creditsLowThreshold", currency))
                             .transpose()
                     })
+                    .transpose()?,
+                custom_amounts: body
+                    .custom_amounts
+                    .map(|rules| rules.map(|r| custom_amounts(r, currency)).transpose())
                     .transpose()?,
                 spend_order: body
                     .spend_order
@@ -143,6 +148,25 @@ fn minor(raw: &RawValue, name: &str, currency: &Currency) -> Result<i64, ApiErro
         })
 }
 
+fn custom_amounts(body: CustomAmountsBody, currency: &Currency) -> Result<CustomAmounts, ApiError> {
+    let rate = crate::domain::money::parse_scaled(body.credits_per_unit.get(), 4, 100_000_000)
+        .map_err(|_| {
+            ApiError::bad_request(
+                "customAmounts.creditsPerUnit must be a number from 0.0001 to 10000, at most four decimals.",
+            )
+        })?;
+    Ok(CustomAmounts {
+        min: minor(&body.min, "customAmounts.min", currency)?,
+        max: minor(&body.max, "customAmounts.max", currency)?,
+        currencies: body
+            .currencies
+            .iter()
+            .map(|c| c.to_ascii_lowercase())
+            .collect(),
+        credits_per_unit_e4: rate,
+    })
+}
+
 fn plan_update(body: PlanBody, currency: &Currency) -> Result<PlanUpdate, ApiError> {
     Ok(PlanUpdate {
         name: body.name,
@@ -206,6 +230,26 @@ pub(crate) struct SettingsBody {
     #[serde(default, deserialize_with = "present")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>, example = json!(["priority", "expiry", "promotionalFirst", "oldest"])))]
     spend_order: Option<Option<Vec<String>>>,
+    /// Top-ups of an amount the buyer chooses (`{"amount": 7.00, "currency": "usd"}` on
+    /// create-payment-intent), within these bounds; `null` turns them off.
+    #[serde(default, deserialize_with = "present")]
+    custom_amounts: Option<Option<CustomAmountsBody>>,
+}
+
+/// A project's custom-amount rules as a developer sends them: money in major units.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct CustomAmountsBody {
+    #[cfg_attr(feature = "openapi", schema(value_type = f64, example = 5.0))]
+    min: Box<RawValue>,
+    #[cfg_attr(feature = "openapi", schema(value_type = f64, example = 500.0))]
+    max: Box<RawValue>,
+    #[cfg_attr(feature = "openapi", schema(example = json!(["usd"])))]
+    currencies: Vec<String>,
+    /// Credits for one major unit of the currency (at most four decimals).
+    #[cfg_attr(feature = "openapi", schema(value_type = f64, example = 1.25))]
+    credits_per_unit: Box<RawValue>,
 }
 
 /// Origins as `scheme://host[:port]`, nothing after; at most 20.

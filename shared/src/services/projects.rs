@@ -242,6 +242,8 @@ pub struct SettingsChange {
     pub credits_low_threshold: Option<Option<i64>>,
     /// `Some(None)` goes back to the default order.
     pub spend_order: Option<Option<crate::domain::buckets::SpendOrder>>,
+    /// `Some(None)` turns custom amounts off.
+    pub custom_amounts: Option<Option<crate::domain::packages::CustomAmounts>>,
 }
 
 /// The longest grace a past-due subscription may keep its plan.
@@ -271,6 +273,13 @@ pub async fn save_settings(
     }
     if let Some(order) = change.spend_order {
         settings.spend_order = order;
+    }
+    if let Some(rules) = change.custom_amounts {
+        if let Some(rules) = &rules {
+            crate::domain::packages::valid_custom_amounts(rules, &app.config.default_currency)
+                .map_err(Failure::invalid)?;
+        }
+        settings.custom_amounts = rules;
     }
     store.put_settings(&settings).await?;
     app.forget_spend_order(scope);

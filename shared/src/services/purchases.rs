@@ -23,6 +23,12 @@ use crate::App;
 pub enum Item<'a> {
     Package(&'a str),
     Tier(&'a str),
+    /// A top-up of an amount the buyer chose (minor units of the currency), within the
+    /// project's custom-amount rules.
+    Custom {
+        amount: i64,
+        currency: &'a str,
+    },
 }
 
 /// How it is paid.
@@ -67,6 +73,22 @@ pub async fn start_purchase(
             let package = package
                 .filter(|p| p.active && p.currency == app.config.default_currency)
                 .ok_or_else(|| Failure::NotFound("Unknown or inactive credit package.".into()))?;
+            (package, remembered)
+        }
+        Item::Custom { amount, currency } => {
+            let settings = billing::settings(app, scope).await?;
+            let rules = settings.custom_amounts.ok_or_else(|| {
+                Failure::invalid(
+                    "This project does not take custom amounts: prices are set by the server from the credit package or tier; send creditPackageId or tier.",
+                )
+            })?;
+            let currency = crate::domain::money::Currency::parse(currency)
+                .ok_or_else(|| Failure::invalid("currency is not a currency code."))?;
+            let package = crate::domain::packages::custom_package(&rules, amount, &currency)
+                .map_err(Failure::invalid)?;
+            let (_, remembered) = store
+                .package_and_idempotency(&package.id, key_hash.as_deref())
+                .await?;
             (package, remembered)
         }
         Item::Tier(tier) => {

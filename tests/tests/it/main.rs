@@ -7,6 +7,7 @@ mod buckets;
 mod cards;
 mod concurrency;
 mod create_intent;
+mod custom_amounts;
 mod events;
 mod faults;
 mod hostile;
