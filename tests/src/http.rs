@@ -143,6 +143,22 @@ impl TestApp {
     }
 }
 
+impl Reply {
+    /// Fails the test unless this is a 400 whose sentence says `words` (`what`: the request, for
+    /// the failure's message).
+    pub fn assert_refused_saying(&self, words: &str, what: &dyn std::fmt::Display) {
+        assert_eq!(self.status, 400, "{what}: {}", self.body);
+        assert!(
+            self.body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(words),
+            "{what}: {}",
+            self.body
+        );
+    }
+}
+
 pub(crate) async fn read(response: reqwest::Response) -> Reply {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();

@@ -500,15 +500,7 @@ async fn bad_grants_and_reservations_are_400_in_words() {
         ),
     ] {
         let reply = internal(&app, "/internal/credits/grants", body.clone()).await;
-        assert_eq!(reply.status, 400, "{body}: {}", reply.body);
-        assert!(
-            reply.body["error"]
-                .as_str()
-                .unwrap_or_default()
-                .contains(words),
-            "{body}: {}",
-            reply.body
-        );
+        reply.assert_refused_saying(words, &body);
     }
     for (body, words) in [
         (
@@ -530,15 +522,7 @@ async fn bad_grants_and_reservations_are_400_in_words() {
                 Some(&body),
             )
             .await;
-        assert_eq!(reply.status, 400, "{body}: {}", reply.body);
-        assert!(
-            reply.body["error"]
-                .as_str()
-                .unwrap_or_default()
-                .contains(words),
-            "{body}: {}",
-            reply.body
-        );
+        reply.assert_refused_saying(words, &body);
     }
     // Nothing to hold: 402.
     let short = app
