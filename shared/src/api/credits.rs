@@ -106,6 +106,18 @@ pub struct GrantView {
     pub currency: String,
 }
 
+/// An account's own low-balance alert.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AlertView {
+    /// Below this balance `credits.low` is said (over the project's threshold); `null`: the
+    /// project's.
+    pub low_threshold: Option<Major>,
+    /// Whether `credits.low` can be said now (it is again after `credits.recovered`).
+    pub armed: bool,
+}
+
 /// A reservation: credits set aside for work whose cost is known afterwards.
 #[derive(Clone, Debug, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -84,6 +84,9 @@ pub struct SettingsView {
     pub past_due_grace_seconds: i64,
     /// Below this balance `credits.low` is published; `null`: never.
     pub credits_low_threshold: Option<Major>,
+    /// How far above the threshold a balance must rise for `credits.low` to be armed again
+    /// (`credits.recovered`); `null`: a tenth of the threshold.
+    pub credits_low_margin: Option<Major>,
     /// The order spends take from credit buckets in.
     pub spend_order: Vec<&'static str>,
     /// Top-ups of an amount the buyer chooses; `null`: packages and tiers only.
@@ -201,6 +204,7 @@ impl SettingsView {
             credits_low_threshold: settings
                 .credits_low_threshold
                 .map(|t| Major::of(currency, t)),
+            credits_low_margin: settings.credits_low_margin.map(|m| Major::of(currency, m)),
             spend_order: settings.spend_order.clone().unwrap_or_default().names(),
             custom_amounts: settings
                 .custom_amounts

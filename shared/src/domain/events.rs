@@ -26,10 +26,11 @@ pub enum EventKind {
     SubscriptionDuplicateCanceled,
     CreditsExpiring,
     CreditsExpired,
+    CreditsRecovered,
 }
 
 impl EventKind {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::PlanChanged,
         Self::SubscriptionPastDue,
         Self::SubscriptionCanceled,
@@ -41,6 +42,7 @@ impl EventKind {
         Self::SubscriptionDuplicateCanceled,
         Self::CreditsExpiring,
         Self::CreditsExpired,
+        Self::CreditsRecovered,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +58,7 @@ impl EventKind {
             Self::SubscriptionDuplicateCanceled => "subscription.duplicate_canceled",
             Self::CreditsExpiring => "credits.expiring",
             Self::CreditsExpired => "credits.expired",
+            Self::CreditsRecovered => "credits.recovered",
         }
     }
 }
@@ -226,16 +229,27 @@ pub fn invoice_events(
     vec![event(kind, account, data)]
 }
 
-/// What a change of a balance means: it fell to zero or below (`credits.depleted`), or it fell
-/// below the project's threshold (`credits.low`, only when a threshold is set). A balance that
-/// rises, or stays on the same side, says nothing.
+/// An account's low-balance alert: its threshold (the account's own, or its project's), the
+/// margin a balance must rise above it by to re-arm the alert, and whether it is armed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LowAlert {
+    pub threshold: Option<i64>,
+    pub margin: i64,
+    pub armed: bool,
+}
+
+/// What a change of a balance means, and whether the low-balance alert is armed after it. It
+/// fell to zero or below (`credits.depleted`); it fell below the threshold while the alert was
+/// armed (`credits.low`, once: the alert is disarmed); it rose to the threshold plus the margin
+/// while disarmed (`credits.recovered`: armed again). A balance moving up and down around the
+/// threshold says nothing more.
 pub fn balance_events(
     account: &str,
     old: i64,
     new: i64,
-    low_threshold: Option<i64>,
+    alert: LowAlert,
     currency: &str,
-) -> Vec<DomainEvent> {
+) -> (Vec<DomainEvent>, bool) {
     let data = |threshold: Option<i64>| {
         let mut data = json!({ "balance": new, "previousBalance": old, "currency": currency });
         if let (Some(threshold), Some(map)) = (threshold, data.as_object_mut()) {
@@ -243,15 +257,28 @@ pub fn balance_events(
         }
         data
     };
+    let mut events = Vec::new();
     if new <= 0 && old > 0 {
-        return vec![event(EventKind::CreditsDepleted, account, data(None))];
+        events.push(event(EventKind::CreditsDepleted, account, data(None)));
     }
-    match low_threshold {
-        Some(threshold) if new > 0 && new < threshold && old >= threshold => {
-            vec![event(EventKind::CreditsLow, account, data(Some(threshold)))]
+    let Some(threshold) = alert.threshold else {
+        return (events, alert.armed);
+    };
+    let mut armed = alert.armed;
+    if armed && new < threshold {
+        armed = false;
+        if new > 0 {
+            events.push(event(EventKind::CreditsLow, account, data(Some(threshold))));
         }
-        _ => Vec::new(),
+    } else if !armed && new >= threshold.saturating_add(alert.margin.max(0)) {
+        armed = true;
+        events.push(event(
+            EventKind::CreditsRecovered,
+            account,
+            data(Some(threshold)),
+        ));
     }
+    (events, armed)
 }
 
 /// The first refusal of a metric's allowance in a period.
@@ -330,17 +357,51 @@ mod tests {
 
     #[test]
     fn balances_say_low_once_when_crossing_and_depleted_at_zero() {
+        let armed = |threshold| LowAlert {
+            threshold,
+            margin: 100,
+            armed: true,
+        };
         let kinds_of =
-            |old, new, threshold| kinds(&balance_events("u", old, new, threshold, "usd"));
+            |old, new, threshold| kinds(&balance_events("u", old, new, armed(threshold), "usd").0);
         assert_eq!(kinds_of(1_000, 400, Some(500)), [EventKind::CreditsLow]);
-        assert!(kinds_of(400, 300, Some(500)).is_empty());
         assert!(kinds_of(1_000, 400, None).is_empty());
-        assert!(kinds_of(300, 1_000, Some(500)).is_empty());
-        assert_eq!(kinds_of(300, 0, Some(500)), [EventKind::CreditsDepleted]);
+        assert_eq!(kinds_of(300, 0, None), [EventKind::CreditsDepleted]);
         assert_eq!(kinds_of(1_000, 0, None), [EventKind::CreditsDepleted]);
         assert_eq!(kinds_of(50, -20, None), [EventKind::CreditsDepleted]);
-        assert!(kinds_of(0, 0, Some(500)).is_empty());
-        assert_eq!(kinds_of(600, 500, Some(500)), Vec::<EventKind>::new());
+        assert!(kinds_of(0, 0, None).is_empty());
+        assert!(kinds_of(600, 500, Some(500)).is_empty());
+        // Straight to zero: depleted, and the alert is spent too (no low on the way back up).
+        let (events, armed_after) = balance_events("u", 1_000, 0, armed(Some(500)), "usd");
+        assert_eq!(kinds(&events), [EventKind::CreditsDepleted]);
+        assert!(!armed_after);
+    }
+
+    #[test]
+    fn a_balance_wandering_around_its_threshold_says_low_once_and_recovered_once_above_the_margin()
+    {
+        let mut alert = LowAlert {
+            threshold: Some(500),
+            margin: 100,
+            armed: true,
+        };
+        let mut said = Vec::new();
+        let mut old = 1_000;
+        for new in [450, 520, 480, 590, 499, 600, 650, 400, 700] {
+            let (events, armed) = balance_events("u", old, new, alert, "usd");
+            said.extend(kinds(&events));
+            alert.armed = armed;
+            old = new;
+        }
+        assert_eq!(
+            said,
+            [
+                EventKind::CreditsLow,
+                EventKind::CreditsRecovered,
+                EventKind::CreditsLow,
+                EventKind::CreditsRecovered
+            ]
+        );
     }
 
     #[test]
@@ -421,7 +482,7 @@ mod tests {
         );
         assert!(tier_events("u", Some("pro"), Some("pro")).is_empty());
         let names: std::collections::HashSet<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
-        assert_eq!(names.len(), 11);
+        assert_eq!(names.len(), 12);
     }
 
     #[test]

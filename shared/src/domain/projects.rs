@@ -106,6 +106,10 @@ pub struct ProjectSettings {
     /// A balance falling below this (minor units) publishes `credits.low`; `None`: never.
     #[serde(default)]
     pub credits_low_threshold: Option<i64>,
+    /// How far above the threshold a balance must rise to arm `credits.low` again (and say
+    /// `credits.recovered`); `None`: a tenth of the threshold.
+    #[serde(default)]
+    pub credits_low_margin: Option<i64>,
     /// The order spends take from buckets in; `None`: the default (priority, soonest expiry,
     /// promotional before paid, oldest).
     #[serde(default)]
@@ -124,6 +128,7 @@ impl Default for ProjectSettings {
             allowed_origins: Vec::new(),
             past_due_grace_seconds: DEFAULT_PAST_DUE_GRACE_SECONDS,
             credits_low_threshold: None,
+            credits_low_margin: None,
             spend_order: None,
             custom_amounts: None,
         }

@@ -107,6 +107,15 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     }
 }
 
+/// An account's own low-balance threshold (over its project's); `null` removes it.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct AlertBody {
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, example = 2.5))]
+    low_threshold: Option<Box<RawValue>>,
+}
+
 /// An account of the developer's project in a mode: its balance with its buckets, and grants.
 async fn account_route(
     app: &App,
@@ -122,6 +131,30 @@ async fn account_route(
     if req.method().as_str() == "GET" && req.uri().path().ends_with("/balance") {
         let balance = crate::services::accounts::balance(app, &scope, &account).await?;
         return Ok(ok(crate::api::BalanceView::of(&balance)));
+    }
+    if req.uri().path().ends_with("/alerts") {
+        let body: AlertBody = json_body(req)?;
+        let currency = &app.config.default_currency;
+        let threshold = match &body.low_threshold {
+            Some(raw) if raw.get() != "null" => Some(
+                currency
+                    .parse_major(raw.get(), MAX_PACKAGE_MINOR)
+                    .ok()
+                    .filter(|t| *t > 0)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "lowThreshold must be an amount of {currency} above zero, or null."
+                        ))
+                    })?,
+            ),
+            _ => None,
+        };
+        let alert =
+            crate::services::accounts::set_low_threshold(app, &scope, &account, threshold).await?;
+        return Ok(ok(crate::api::AlertView {
+            low_threshold: alert.threshold.map(|t| crate::api::Major::of(currency, t)),
+            armed: alert.armed,
+        }));
     }
     let by = format!("developer:{}", developer.as_str());
     super::grants::grant_route(app, req, async |_| {

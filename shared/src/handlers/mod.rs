@@ -164,6 +164,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/internal/credits/grants/{grant_id}/adjust", "internal-consume-credits"),
     ("POST", "/internal/credits/grants/{grant_id}/void", "internal-consume-credits"),
     ("GET", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/balance", "developer-api"),
+    ("PUT", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/alerts", "developer-api"),
     ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants", "developer-api"),
     ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants/{grant_id}/adjust", "developer-api"),
     ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants/{grant_id}/void", "developer-api"),

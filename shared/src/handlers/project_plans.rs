@@ -67,6 +67,15 @@ pub async fn plans_or_settings(
                             .transpose()
                     })
                     .transpose()?,
+                credits_low_margin: body
+                    .credits_low_margin
+                    .map(|margin| {
+                        margin
+                            .as_deref()
+                            .map(|raw| minor(raw, "creditsLowMargin", currency))
+                            .transpose()
+                    })
+                    .transpose()?,
                 custom_amounts: body
                     .custom_amounts
                     .map(|rules| rules.map(|r| custom_amounts(r, currency)).transpose())
@@ -224,6 +233,11 @@ pub(crate) struct SettingsBody {
     #[serde(default, deserialize_with = "present")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
     credits_low_threshold: Option<Option<Box<RawValue>>>,
+    /// How far above `creditsLowThreshold` a balance must rise for `credits.low` to be armed
+    /// again (and `credits.recovered` said); `null`: a tenth of the threshold.
+    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
+    credits_low_margin: Option<Option<Box<RawValue>>>,
     /// The order spends take from credit buckets in, by criterion: `priority` (higher first),
     /// `expiry` (soonest first), `promotionalFirst` or `paidFirst`, `oldest`. `null`: the
     /// default, `["priority", "expiry", "promotionalFirst", "oldest"]`.

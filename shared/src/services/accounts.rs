@@ -35,3 +35,16 @@ pub async fn history(
 pub async fn packages_on_sale(app: &App, scope: &Scope) -> Result<Vec<CreditPackage>, Failure> {
     Ok(active_cheapest_first(app.packages_for(scope).await?))
 }
+
+/// Sets (or removes) the account's own low-balance threshold; its alert is armed again.
+pub async fn set_low_threshold(
+    app: &App,
+    scope: &Scope,
+    user: &UserId,
+    threshold: Option<i64>,
+) -> Result<crate::adapters::store::AccountAlert, Failure> {
+    Ok(app
+        .store_for(scope)
+        .set_account_threshold(user, threshold)
+        .await?)
+}

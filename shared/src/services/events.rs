@@ -12,10 +12,10 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use crate::adapters::events::{OutgoingEvent, ENTRIES_PER_CALL};
-use crate::adapters::store::{Change, StreamRecord};
+use crate::adapters::store::{AccountAlert, Change, StreamRecord};
 use crate::domain::events::{
     balance_events, duplicate_subscription_events, expiry_events, invoice_events, limit_events,
-    payment_events, subscription_events, tier_events, DomainEvent,
+    payment_events, subscription_events, tier_events, DomainEvent, LowAlert,
 };
 use crate::domain::records::{now_ms, rfc3339};
 use crate::domain::scope::Scope;
@@ -142,12 +142,22 @@ fn outgoing(
     }
 }
 
-/// Every event one stream record means, in order. `thresholds` keeps each scope's low-credit
-/// threshold for the rest of the batch.
+/// What a batch keeps as it goes: each scope's threshold and margin, each account's alert as
+/// read and as the records so far left it, and which record last changed which account's.
+#[derive(Default)]
+struct BatchState {
+    thresholds: HashMap<Scope, (Option<i64>, Option<i64>)>,
+    alerts: HashMap<(Scope, String), (AccountAlert, bool)>,
+    /// Record index, scope, account, armed after it.
+    armed_by: Vec<(usize, Scope, String, bool)>,
+}
+
+/// Every event one stream record means, in order.
 async fn events_of_record(
     app: &App,
     record: &StreamRecord,
-    thresholds: &mut HashMap<Scope, Option<i64>>,
+    index: usize,
+    state: &mut BatchState,
 ) -> Result<Vec<OutgoingEvent>, Failure> {
     let Some((scope, change)) = record.change(app.config.default_mode) else {
         return Ok(Vec::new());
@@ -160,19 +170,47 @@ async fn events_of_record(
             new,
             currency,
         } => {
-            let threshold = match thresholds.get(&scope) {
+            let (project_threshold, margin) = match state.thresholds.get(&scope) {
                 Some(known) => *known,
                 None => {
                     let settings = app.store_for(&scope).settings().await?;
-                    let threshold = settings.and_then(|s| s.credits_low_threshold);
-                    thresholds.insert(scope.clone(), threshold);
-                    threshold
+                    let known = settings
+                        .map(|s| (s.credits_low_threshold, s.credits_low_margin))
+                        .unwrap_or_default();
+                    state.thresholds.insert(scope.clone(), known);
+                    known
+                }
+            };
+            let key = (scope.clone(), account.clone());
+            let (stored, armed) = match state.alerts.get(&key) {
+                Some(known) => *known,
+                None => {
+                    let user = crate::domain::records::UserId::parse(&account)
+                        .ok_or_else(|| Failure::Internal("a balance of no account".into()))?;
+                    let stored = app.store_for(&scope).account_alert(&user).await?;
+                    state.alerts.insert(key.clone(), (stored, stored.armed));
+                    (stored, stored.armed)
                 }
             };
             // The threshold is in the deployment's currency: another currency's balance is
             // only ever depleted.
-            let threshold = threshold.filter(|_| currency == app.config.default_currency.as_str());
-            balance_events(&account, old, new, threshold, &currency)
+            let threshold = stored
+                .threshold
+                .or(project_threshold)
+                .filter(|_| currency == app.config.default_currency.as_str());
+            let alert = LowAlert {
+                threshold,
+                margin: margin.unwrap_or_else(|| threshold.unwrap_or(0) / 10),
+                armed,
+            };
+            let (events, armed_after) = balance_events(&account, old, new, alert, &currency);
+            if armed_after != armed {
+                state.alerts.insert(key, (stored, armed_after));
+                state
+                    .armed_by
+                    .push((index, scope.clone(), account, armed_after));
+            }
+            events
         }
     };
     Ok(events
@@ -193,12 +231,12 @@ pub async fn publish_stream_event(app: &App, event: &Value) -> StreamBatch {
             failed: None,
         };
     };
-    let mut thresholds = HashMap::new();
+    let mut state = BatchState::default();
     // Each event, and the index of the record it comes from.
     let (mut events, mut origins) = (Vec::new(), Vec::new());
     let mut failed: Option<(usize, String)> = None;
     for (index, record) in records.iter().enumerate() {
-        match events_of_record(app, record, &mut thresholds).await {
+        match events_of_record(app, record, index, &mut state).await {
             Ok(made) => {
                 origins.extend(std::iter::repeat_n(index, made.len()));
                 events.extend(made);
@@ -221,6 +259,27 @@ pub async fn publish_stream_event(app: &App, event: &Value) -> StreamBatch {
             break;
         }
         published += chunk.len();
+    }
+    // The alerts the published records armed or disarmed, saved after their events went out (a
+    // record handed over again computes the same events, with the same ids, from the same
+    // state). A save that fails makes the batch go on from that account's first record.
+    let done = failed.as_ref().map_or(records.len(), |(index, _)| *index);
+    let mut last: HashMap<(Scope, String), (usize, bool)> = HashMap::new();
+    for (index, scope, account, armed) in state.armed_by.iter().filter(|c| c.0 < done) {
+        let first = last
+            .get(&(scope.clone(), account.clone()))
+            .map_or(*index, |(first, _)| *first);
+        last.insert((scope.clone(), account.clone()), (first, *armed));
+    }
+    for ((scope, account), (first, armed)) in last {
+        let Some(user) = crate::domain::records::UserId::parse(&account) else {
+            continue;
+        };
+        if let Err(err) = app.store_for(&scope).save_alert_armed(&user, armed).await {
+            if failed.as_ref().is_none_or(|(index, _)| first < *index) {
+                failed = Some((first, format!("saving a balance alert: {err}")));
+            }
+        }
     }
     if published > 0 {
         let kinds: Vec<&str> = events[..published]

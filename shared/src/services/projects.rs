@@ -240,6 +240,8 @@ pub struct SettingsChange {
     pub past_due_grace_seconds: Option<i64>,
     /// `Some(None)` turns `credits.low` off.
     pub credits_low_threshold: Option<Option<i64>>,
+    /// `Some(None)`: a tenth of the threshold.
+    pub credits_low_margin: Option<Option<i64>>,
     /// `Some(None)` goes back to the default order.
     pub spend_order: Option<Option<crate::domain::buckets::SpendOrder>>,
     /// `Some(None)` turns custom amounts off.
@@ -270,6 +272,9 @@ pub async fn save_settings(
     }
     if let Some(threshold) = change.credits_low_threshold {
         settings.credits_low_threshold = threshold;
+    }
+    if let Some(margin) = change.credits_low_margin {
+        settings.credits_low_margin = margin;
     }
     if let Some(order) = change.spend_order {
         settings.spend_order = order;

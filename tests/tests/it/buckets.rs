@@ -459,6 +459,39 @@ async fn grants_replay_refuse_a_changed_body_and_stay_within_the_developers_proj
         .await;
     assert_eq!(shown.status, 200, "{}", shown.body);
     assert_eq!(shown.body["data"]["balance"], json!(3.5));
+    // The account's own low-balance threshold.
+    let alerts = format!("{PROJECTS}/alpha/accounts/ivy/alerts?test_mode=true");
+    let bad = app
+        .call(
+            "PUT",
+            &alerts,
+            Some(&dev),
+            Some(&json!({"lowThreshold": -1})),
+        )
+        .await;
+    bad.assert_refused_saying("lowThreshold", &"a negative threshold");
+    let set = app
+        .call(
+            "PUT",
+            &alerts,
+            Some(&dev),
+            Some(&json!({"lowThreshold": 2.5})),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert_eq!(
+        set.body["data"],
+        json!({"lowThreshold": 2.5, "armed": true})
+    );
+    let bob_alerts = app
+        .call(
+            "PUT",
+            &alerts,
+            Some(&bob),
+            Some(&json!({"lowThreshold": 1})),
+        )
+        .await;
+    assert_eq!(bob_alerts.status, 404, "{}", bob_alerts.body);
     app.assert_invariants().await;
 }
 

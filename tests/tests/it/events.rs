@@ -464,3 +464,71 @@ async fn a_record_that_keeps_failing_is_parked_while_the_records_behind_it_flow_
             .expect("replay");
     assert_eq!(again.replayed, 0);
 }
+
+#[tokio::test]
+async fn a_balance_wandering_around_its_threshold_says_low_once_and_recovered_above_the_margin() {
+    let app = app_with_events().await;
+    let store = app.app.app.store_for(&app.app.app.default_scope());
+    let settings = coffer::domain::projects::ProjectSettings {
+        credits_low_threshold: Some(500),
+        credits_low_margin: Some(100),
+        ..Default::default()
+    };
+    store.put_settings(&settings).await.expect("settings");
+    // Ida's own threshold, 8.00, is over the project's.
+    let ida = coffer::domain::records::UserId::parse("ida").expect("user");
+    store
+        .set_account_threshold(&ida, Some(800))
+        .await
+        .expect("threshold");
+    let backend = coffer_dev::token::issue_service(JWT_SECRET, "app-backend", 300).expect("token");
+    let grant = |user: &'static str, amount: f64, key: &'static str| {
+        let app = &app;
+        let backend = backend.clone();
+        async move {
+            let body =
+                json!({"userId": user, "amount": amount, "reason": "top", "idempotencyKey": key});
+            let reply = app
+                .call(
+                    "POST",
+                    "/internal/credits/grants",
+                    Some(&backend),
+                    Some(&body),
+                )
+                .await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+        }
+    };
+    grant("hal", 10.0, "g1").await;
+    grant("ida", 10.0, "g1").await;
+    // 10.00 → 4.50 (low) → 5.20 → 4.80 → 5.90 (under 5.00 + 1.00) → 6.00 (recovered) → 4.00 (low).
+    assert_eq!(app.spend("hal", json!(5.5), "s1").await.status, 200);
+    grant("hal", 0.7, "g2").await;
+    assert_eq!(app.spend("hal", json!(0.4), "s2").await.status, 200);
+    grant("hal", 1.1, "g3").await;
+    grant("hal", 0.1, "g4").await;
+    assert_eq!(app.spend("hal", json!(2), "s3").await.status, 200);
+    // Ida: 10.00 → 7.00, under her own 8.00 (not the project's 5.00).
+    assert_eq!(app.spend("ida", json!(3), "s1").await.status, 200);
+
+    let said = |events: &[Value], account: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["account"] == account)
+            .filter_map(|e| e["type"].as_str())
+            .filter(|t| t.starts_with("credits."))
+            .map(str::to_owned)
+            .collect()
+    };
+    app.billing_events(Duration::from_secs(30), |events| {
+        said(events, "hal").len() >= 3 && !said(events, "ida").is_empty()
+    })
+    .await;
+    let events = app.billing_events(Duration::from_secs(2), |_| false).await;
+    assert_eq!(
+        said(&events, "hal"),
+        ["credits.low", "credits.recovered", "credits.low"],
+        "{events:#?}"
+    );
+    assert_eq!(said(&events, "ida"), ["credits.low"], "{events:#?}");
+}

@@ -104,6 +104,11 @@ impl Keys {
         key(self.user_pk(user), "BALANCE")
     }
 
+    /// An account's low-balance alert: its own threshold, and whether the alert is armed.
+    pub fn alerts(&self, user: &UserId) -> Item {
+        key(self.user_pk(user), "ALERTS")
+    }
+
     /// What the scheduled job must do for an account at a time: warn of or expire a bucket
     /// (`B`), or end a hold (`H`).
     pub fn due(&self, user: &UserId, what: char, id: &str) -> Item {

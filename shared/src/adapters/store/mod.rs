@@ -53,7 +53,7 @@ pub use usage::{
     leases_pk, meter_pk, Allowance, AllowanceKey, EndedLease, LeaseItem, MeterTag, NewUsage,
     UsageRecord, LEASE_INDEX_SHARDS, USAGE_RECORD_TTL_SECS,
 };
-pub use wallet::{BucketMove, DueNote, DueWhat, WalletRead, DUE_SHARDS};
+pub use wallet::{AccountAlert, BucketMove, DueNote, DueWhat, WalletRead, DUE_SHARDS};
 
 /// Attempts of a transaction that lost a race with another one on the same items.
 const CONFLICT_ATTEMPTS: u32 = 40;

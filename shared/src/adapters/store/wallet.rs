@@ -549,3 +549,84 @@ impl Store {
         Ok(())
     }
 }
+
+/// An account's low-balance alert as stored: its own threshold (over its project's), and whether
+/// the alert is armed (it is until `credits.low` is said, and again after `credits.recovered`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountAlert {
+    pub threshold: Option<i64>,
+    pub armed: bool,
+}
+
+impl Default for AccountAlert {
+    fn default() -> Self {
+        Self {
+            threshold: None,
+            armed: true,
+        }
+    }
+}
+
+impl Store {
+    /// The account's alert (armed, with no threshold of its own, when never set).
+    pub async fn account_alert(&self, user: &UserId) -> Result<AccountAlert, StoreError> {
+        let Some(item) = self.get(self.keys.alerts(user)).await? else {
+            return Ok(AccountAlert::default());
+        };
+        let f = Fields::of(&item);
+        Ok(AccountAlert {
+            threshold: f.opt_int("lowThreshold")?,
+            armed: get_bool(&item, "armed").unwrap_or(true),
+        })
+    }
+
+    /// Records whether the account's alert is armed (after the events that say so went out).
+    pub async fn save_alert_armed(&self, user: &UserId, armed: bool) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.keys.alerts(user)))
+            .update_expression("SET armed = :armed")
+            .expression_attribute_values(
+                ":armed",
+                aws_sdk_dynamodb::types::AttributeValue::Bool(armed),
+            )
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    /// Sets (or with `None` removes) the account's own low-balance threshold; the alert is
+    /// armed again.
+    pub async fn set_account_threshold(
+        &self,
+        user: &UserId,
+        threshold: Option<i64>,
+    ) -> Result<AccountAlert, StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.keys.alerts(user)))
+            .expression_attribute_values(
+                ":armed",
+                aws_sdk_dynamodb::types::AttributeValue::Bool(true),
+            );
+        let update = match threshold {
+            Some(at) => update
+                .update_expression("SET lowThreshold = :at, armed = :armed")
+                .expression_attribute_values(":at", n(at)),
+            None => update.update_expression("SET armed = :armed REMOVE lowThreshold"),
+        };
+        update.send().await.map_err(StoreError::from_sdk)?;
+        Ok(AccountAlert {
+            threshold,
+            armed: true,
+        })
+    }
+}
+
+fn get_bool(item: &Item, name: &str) -> Option<bool> {
+    item.get(name).and_then(|v| v.as_bool().ok()).copied()
+}
