@@ -12,6 +12,7 @@ pub mod money;
 pub mod packages;
 pub mod plans;
 pub mod projects;
+pub mod recharge;
 pub mod reconcile;
 pub mod records;
 pub mod scope;
