@@ -106,6 +106,26 @@ pub struct GrantView {
     pub currency: String,
 }
 
+/// An account's auto-recharge: its settings and where it stands.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RechargeView {
+    /// On, and not turned off since (by the user, the developer, the bounds or failures).
+    pub enabled: bool,
+    pub threshold: Option<Major>,
+    pub amount: Option<Major>,
+    pub setup_intent_id: Option<String>,
+    /// A recharge started and not settled yet.
+    pub in_flight: bool,
+    /// Stripe asks the user to authenticate the recharge in flight.
+    pub awaiting_authentication: bool,
+    pub failures_in_a_row: u32,
+    /// Who or what turned it off: `user`, `developer`, `bounds`, `failures`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "failures"))]
+    pub disabled_by: Option<&'static str>,
+}
+
 /// An account's own low-balance alert.
 #[derive(Clone, Debug, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -91,6 +91,17 @@ pub struct SettingsView {
     pub spend_order: Vec<&'static str>,
     /// Top-ups of an amount the buyer chooses; `null`: packages and tiers only.
     pub custom_amounts: Option<CustomAmountsView>,
+    /// Auto-recharge's bounds; `null`: not offered.
+    pub auto_recharge: Option<RechargeBoundsView>,
+}
+
+/// Auto-recharge's bounds.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RechargeBoundsView {
+    pub max_per_recharge: Major,
+    pub max_per_day: u32,
 }
 
 /// A project's custom-amount rules.
@@ -206,6 +217,10 @@ impl SettingsView {
                 .map(|t| Major::of(currency, t)),
             credits_low_margin: settings.credits_low_margin.map(|m| Major::of(currency, m)),
             spend_order: settings.spend_order.clone().unwrap_or_default().names(),
+            auto_recharge: settings.auto_recharge.map(|b| RechargeBoundsView {
+                max_per_recharge: Major::of(currency, b.max_per_recharge),
+                max_per_day: b.max_per_day,
+            }),
             custom_amounts: settings
                 .custom_amounts
                 .as_ref()

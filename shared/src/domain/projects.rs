@@ -114,6 +114,9 @@ pub struct ProjectSettings {
     /// promotional before paid, oldest).
     #[serde(default)]
     pub spend_order: Option<crate::domain::buckets::SpendOrder>,
+    /// Auto-recharge's bounds; `None`: the project does not offer it.
+    #[serde(default)]
+    pub auto_recharge: Option<crate::domain::recharge::RechargeBounds>,
     /// Top-ups of an amount the buyer chooses, within bounds; `None`: packages and tiers only.
     #[serde(default)]
     pub custom_amounts: Option<crate::domain::packages::CustomAmounts>,
@@ -131,6 +134,7 @@ impl Default for ProjectSettings {
             credits_low_margin: None,
             spend_order: None,
             custom_amounts: None,
+            auto_recharge: None,
         }
     }
 }

@@ -192,6 +192,77 @@ pub enum Told {
     Disabled,
 }
 
+/// An account's auto-recharge: what it asked for, the saved card to charge (the SetupIntent that
+/// saved it), and its state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountRecharge {
+    pub settings: RechargeSettings,
+    pub setup_intent: Option<String>,
+    #[serde(default)]
+    pub state: RechargeState,
+}
+
+/// Who changes an account's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangedBy {
+    User,
+    Developer,
+}
+
+/// The account's auto-recharge after a change of its settings, or why it is refused (in words).
+/// Turning it on needs a saved card and amounts within the project's bounds, and starts afresh
+/// (no failure counted); turning it off records who did. A recharge already in flight is left to
+/// settle: it is never started again nor credited twice.
+pub fn change_settings(
+    current: Option<&AccountRecharge>,
+    settings: RechargeSettings,
+    setup_intent: Option<String>,
+    bounds: Option<&RechargeBounds>,
+    by: ChangedBy,
+) -> Result<AccountRecharge, String> {
+    let state = current.map(|c| c.state.clone()).unwrap_or_default();
+    let setup_intent = setup_intent.or_else(|| current.and_then(|c| c.setup_intent.clone()));
+    if settings.threshold < 0 {
+        return Err("threshold must not be negative.".into());
+    }
+    if !settings.enabled {
+        let mut state = state;
+        state.disabled = Some(match by {
+            ChangedBy::User => Disabled::ByUser,
+            ChangedBy::Developer => Disabled::ByDeveloper,
+        });
+        return Ok(AccountRecharge {
+            settings,
+            setup_intent,
+            state,
+        });
+    }
+    let Some(bounds) = bounds else {
+        return Err("This project does not offer auto-recharge.".into());
+    };
+    if settings.amount <= 0 || settings.amount > bounds.max_per_recharge {
+        return Err(format!(
+            "amount must be above zero and at most the project's {} a recharge.",
+            bounds.max_per_recharge
+        ));
+    }
+    if setup_intent.is_none() {
+        return Err(
+            "setupIntentId (the SetupIntent that saved the card to charge) is required to turn auto-recharge on."
+                .into(),
+        );
+    }
+    let mut state = state;
+    state.disabled = None;
+    state.failures_in_a_row = 0;
+    Ok(AccountRecharge {
+        settings,
+        setup_intent,
+        state,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +353,68 @@ mod tests {
             settle(&state, "rc1", &Outcome::Failed("late".into())),
             (state.clone(), Vec::new())
         );
+    }
+
+    #[test]
+    fn turning_it_on_needs_a_card_and_the_bounds_and_forgives_failures_turning_it_off_says_who() {
+        let bounds = bounds();
+        let failed = AccountRecharge {
+            settings: settings(),
+            setup_intent: Some("seti_1".into()),
+            state: RechargeState {
+                failures_in_a_row: 3,
+                disabled: Some(Disabled::ByFailures),
+                ..RechargeState::default()
+            },
+        };
+        let on = change_settings(
+            Some(&failed),
+            settings(),
+            None,
+            Some(&bounds),
+            ChangedBy::User,
+        )
+        .expect("on again");
+        assert_eq!((on.state.disabled, on.state.failures_in_a_row), (None, 0));
+        assert_eq!(on.setup_intent.as_deref(), Some("seti_1"), "the card kept");
+        let off = change_settings(
+            Some(&on),
+            RechargeSettings {
+                enabled: false,
+                ..settings()
+            },
+            None,
+            Some(&bounds),
+            ChangedBy::Developer,
+        )
+        .expect("off");
+        assert_eq!(off.state.disabled, Some(Disabled::ByDeveloper));
+        assert!(
+            change_settings(None, settings(), None, Some(&bounds), ChangedBy::User)
+                .unwrap_err()
+                .contains("setupIntentId")
+        );
+        assert!(change_settings(
+            None,
+            RechargeSettings {
+                amount: 20_000,
+                ..settings()
+            },
+            Some("seti_1".into()),
+            Some(&bounds),
+            ChangedBy::User
+        )
+        .unwrap_err()
+        .contains("at most"));
+        assert!(change_settings(
+            None,
+            settings(),
+            Some("seti_1".into()),
+            None,
+            ChangedBy::User
+        )
+        .unwrap_err()
+        .contains("does not offer"));
     }
 
     #[test]

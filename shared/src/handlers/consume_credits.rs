@@ -57,6 +57,17 @@ pub async fn internal_consume_credits(app: &App, req: Request) -> Response<Body>
 
 async fn consume_for_jwt_user(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let user = auth::user_id(req)?;
+    if req.uri().path().ends_with("/auto-recharge") {
+        let scope = scoping::end_user_scope(app, req).await?;
+        return super::recharge::recharge_route(
+            app,
+            req,
+            &scope,
+            &user,
+            crate::domain::recharge::ChangedBy::User,
+        )
+        .await;
+    }
     if req.uri().path().contains("/reservations") {
         let scope = scoping::end_user_scope(app, req).await?;
         // A `userId` in the body is not identity here: it is ignored.

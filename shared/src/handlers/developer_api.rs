@@ -132,6 +132,16 @@ async fn account_route(
         let balance = crate::services::accounts::balance(app, &scope, &account).await?;
         return Ok(ok(crate::api::BalanceView::of(&balance)));
     }
+    if req.uri().path().ends_with("/auto-recharge") {
+        return super::recharge::recharge_route(
+            app,
+            req,
+            &scope,
+            &account,
+            crate::domain::recharge::ChangedBy::Developer,
+        )
+        .await;
+    }
     if req.uri().path().ends_with("/alerts") {
         let body: AlertBody = json_body(req)?;
         let currency = &app.config.default_currency;

@@ -13,6 +13,7 @@ pub(crate) mod grants;
 pub(crate) mod payment_history;
 pub(crate) mod project_config;
 pub(crate) mod project_plans;
+pub(crate) mod recharge;
 pub(crate) mod stripe_webhook;
 pub(crate) mod usage;
 
@@ -165,6 +166,10 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/internal/credits/grants/{grant_id}/void", "internal-consume-credits"),
     ("GET", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/balance", "developer-api"),
     ("PUT", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/alerts", "developer-api"),
+    ("GET", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/auto-recharge", "developer-api"),
+    ("PUT", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/auto-recharge", "developer-api"),
+    ("GET", "/api/credits/auto-recharge", "consume-credits"),
+    ("PUT", "/api/credits/auto-recharge", "consume-credits"),
     ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants", "developer-api"),
     ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants/{grant_id}/adjust", "developer-api"),
     ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants/{grant_id}/void", "developer-api"),

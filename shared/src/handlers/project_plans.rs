@@ -76,6 +76,23 @@ pub async fn plans_or_settings(
                             .transpose()
                     })
                     .transpose()?,
+                auto_recharge: body
+                    .auto_recharge
+                    .map(|bounds| {
+                        bounds
+                            .map(|b| {
+                                Ok::<_, ApiError>(crate::domain::recharge::RechargeBounds {
+                                    max_per_recharge: minor(
+                                        &b.max_per_recharge,
+                                        "autoRecharge.maxPerRecharge",
+                                        currency,
+                                    )?,
+                                    max_per_day: b.max_per_day,
+                                })
+                            })
+                            .transpose()
+                    })
+                    .transpose()?,
                 custom_amounts: body
                     .custom_amounts
                     .map(|rules| rules.map(|r| custom_amounts(r, currency)).transpose())
@@ -248,6 +265,21 @@ pub(crate) struct SettingsBody {
     /// create-payment-intent), within these bounds; `null` turns them off.
     #[serde(default, deserialize_with = "present")]
     custom_amounts: Option<Option<CustomAmountsBody>>,
+    /// Auto-recharge's bounds for the project's accounts; `null`: not offered.
+    #[serde(default, deserialize_with = "present")]
+    auto_recharge: Option<Option<RechargeBoundsBody>>,
+}
+
+/// Auto-recharge's bounds: the most one recharge may charge (major units) and the recharges an
+/// account may start a day.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RechargeBoundsBody {
+    #[cfg_attr(feature = "openapi", schema(value_type = f64, example = 50.0))]
+    max_per_recharge: Box<RawValue>,
+    #[cfg_attr(feature = "openapi", schema(example = 3))]
+    max_per_day: u32,
 }
 
 /// A project's custom-amount rules as a developer sends them: money in major units.

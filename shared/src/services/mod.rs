@@ -15,6 +15,7 @@ pub mod ledger_check;
 pub mod metering;
 pub mod projects;
 pub mod purchases;
+pub mod recharge;
 pub mod reconcile;
 pub mod stats_backfill;
 pub mod streams;

@@ -244,6 +244,8 @@ pub struct SettingsChange {
     pub credits_low_margin: Option<Option<i64>>,
     /// `Some(None)` goes back to the default order.
     pub spend_order: Option<Option<crate::domain::buckets::SpendOrder>>,
+    /// `Some(None)`: the project does not offer auto-recharge.
+    pub auto_recharge: Option<Option<crate::domain::recharge::RechargeBounds>>,
     /// `Some(None)` turns custom amounts off.
     pub custom_amounts: Option<Option<crate::domain::packages::CustomAmounts>>,
 }
@@ -278,6 +280,14 @@ pub async fn save_settings(
     }
     if let Some(order) = change.spend_order {
         settings.spend_order = order;
+    }
+    if let Some(bounds) = change.auto_recharge {
+        if bounds.is_some_and(|b| b.max_per_recharge < 1 || !(1..=100).contains(&b.max_per_day)) {
+            return Err(Failure::invalid(
+                "autoRecharge needs maxPerRecharge above zero and maxPerDay from 1 to 100.",
+            ));
+        }
+        settings.auto_recharge = bounds;
     }
     if let Some(rules) = change.custom_amounts {
         if let Some(rules) = &rules {

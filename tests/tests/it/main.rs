@@ -16,6 +16,7 @@ mod metering;
 mod money_defects;
 mod projects;
 mod purchase;
+mod recharge;
 mod secrets;
 mod storefront;
 mod stripe_test_mode;

@@ -104,6 +104,11 @@ impl Keys {
         key(self.user_pk(user), "BALANCE")
     }
 
+    /// An account's auto-recharge: its settings and state, with a version.
+    pub fn recharge(&self, user: &UserId) -> Item {
+        key(self.user_pk(user), "RECHARGE")
+    }
+
     /// An account's low-balance alert: its own threshold, and whether the alert is armed.
     pub fn alerts(&self, user: &UserId) -> Item {
         key(self.user_pk(user), "ALERTS")

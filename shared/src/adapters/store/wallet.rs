@@ -630,3 +630,53 @@ impl Store {
 fn get_bool(item: &Item, name: &str) -> Option<bool> {
     item.get(name).and_then(|v| v.as_bool().ok()).copied()
 }
+
+impl Store {
+    /// The account's auto-recharge and its version; `None`: never set.
+    pub async fn recharge(
+        &self,
+        user: &UserId,
+    ) -> Result<Option<(crate::domain::recharge::AccountRecharge, i64)>, StoreError> {
+        let Some(item) = self.get(self.keys.recharge(user)).await? else {
+            return Ok(None);
+        };
+        let f = Fields::of(&item);
+        let doc: crate::domain::recharge::AccountRecharge = serde_json::from_str(f.text("doc")?)
+            .map_err(|_| {
+                StoreError::Malformed(super::codec::DecodeError {
+                    key: "RECHARGE".into(),
+                    attribute: "doc",
+                    problem: "not an auto-recharge",
+                })
+            })?;
+        Ok(Some((doc, f.int("rver")?)))
+    }
+
+    /// Writes the account's auto-recharge on the version read (`None`: none was). `false`:
+    /// it changed meanwhile; read it again.
+    pub async fn put_recharge(
+        &self,
+        user: &UserId,
+        recharge: &crate::domain::recharge::AccountRecharge,
+        read: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let doc = serde_json::to_string(recharge)
+            .map_err(|e| StoreError::Refused(format!("auto-recharge: {e}")))?;
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.keys.recharge(user)))
+            .update_expression("SET doc = :doc, rver = :next, updatedAt = :now")
+            .expression_attribute_values(":doc", s(doc))
+            .expression_attribute_values(":next", n(read.unwrap_or(0) + 1))
+            .expression_attribute_values(":now", n(crate::domain::records::now_ms()));
+        let update = match read {
+            Some(version) => update
+                .condition_expression("rver = :read")
+                .expression_attribute_values(":read", n(version)),
+            None => update.condition_expression("attribute_not_exists(pk)"),
+        };
+        super::written(update.send().await)
+    }
+}

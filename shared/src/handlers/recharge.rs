@@ -1,0 +1,113 @@
+//! Auto-recharge settings on the wire: the signed-in user's own (`/api/credits/auto-recharge`)
+//! and, for an account of their project, its developer's
+//! (`/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/auto-recharge`).
+
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::billing::setup_intent_field;
+use crate::api::{Major, RechargeView};
+use crate::domain::money::Currency;
+use crate::domain::recharge::{AccountRecharge, ChangedBy, Disabled, RechargeSettings};
+use crate::domain::records::UserId;
+use crate::domain::scope::Scope;
+use crate::http::{json_body, ok, ApiError};
+use crate::services::recharge;
+use crate::App;
+
+/// The largest threshold or amount read, in minor units (the project's bound is lower).
+const MAX_MINOR: i64 = 100_000_000_000;
+
+/// Auto-recharge settings: on or off, the balance below which a recharge starts, what one
+/// recharge buys, and the saved card.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct RechargeBody {
+    #[cfg_attr(feature = "openapi", schema(value_type = bool, required = true))]
+    enabled: Option<Value>,
+    /// Major units.
+    #[cfg_attr(feature = "openapi", schema(value_type = f64, example = 5.0, required = true))]
+    threshold: Option<Box<RawValue>>,
+    /// What one recharge charges, in major units (at most the project's `maxPerRecharge`).
+    #[cfg_attr(feature = "openapi", schema(value_type = f64, example = 20.0, required = true))]
+    amount: Option<Box<RawValue>>,
+    /// The SetupIntent that saved the card to charge (kept when absent).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    setup_intent_id: Option<Value>,
+}
+
+fn money(currency: &Currency, raw: Option<&RawValue>, name: &str) -> Result<i64, ApiError> {
+    let raw = raw.ok_or_else(|| ApiError::bad_request(format!("{name} is required.")))?;
+    currency
+        .parse_major(raw.get(), MAX_MINOR)
+        .ok()
+        .filter(|v| *v >= 0)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{name} must be an amount of {currency} from zero, no finer than its smallest unit."
+            ))
+        })
+}
+
+fn view(currency: &Currency, recharge: Option<&AccountRecharge>) -> RechargeView {
+    let Some(recharge) = recharge else {
+        return RechargeView {
+            enabled: false,
+            threshold: None,
+            amount: None,
+            setup_intent_id: None,
+            in_flight: false,
+            awaiting_authentication: false,
+            failures_in_a_row: 0,
+            disabled_by: None,
+        };
+    };
+    let state = &recharge.state;
+    RechargeView {
+        enabled: recharge.settings.enabled && state.disabled.is_none(),
+        threshold: Some(Major::of(currency, recharge.settings.threshold)),
+        amount: Some(Major::of(currency, recharge.settings.amount)),
+        setup_intent_id: recharge.setup_intent.clone(),
+        in_flight: state.in_flight.is_some(),
+        awaiting_authentication: state.in_flight.as_ref().is_some_and(|f| f.action_required),
+        failures_in_a_row: state.failures_in_a_row,
+        disabled_by: state.disabled.map(|d| match d {
+            Disabled::ByUser => "user",
+            Disabled::ByDeveloper => "developer",
+            Disabled::ByBounds => "bounds",
+            Disabled::ByFailures => "failures",
+        }),
+    }
+}
+
+/// `GET` the account's auto-recharge, or `PUT` new settings.
+pub(crate) async fn recharge_route(
+    app: &App,
+    req: &Request,
+    scope: &Scope,
+    account: &UserId,
+    by: ChangedBy,
+) -> Result<Response<Body>, ApiError> {
+    let currency = &app.config.default_currency;
+    if req.method().as_str() == "GET" {
+        let current = recharge::settings(app, scope, account).await?;
+        return Ok(ok(view(currency, current.as_ref())));
+    }
+    let body: RechargeBody = json_body(req)?;
+    let enabled = match body.enabled {
+        Some(Value::Bool(on)) => on,
+        None => return Err(ApiError::bad_request("enabled is required.")),
+        Some(_) => return Err(ApiError::bad_request("enabled must be true or false.")),
+    };
+    let settings = RechargeSettings {
+        enabled,
+        threshold: money(currency, body.threshold.as_deref(), "threshold")?,
+        amount: money(currency, body.amount.as_deref(), "amount")?,
+    };
+    let setup_intent = setup_intent_field(&body.setup_intent_id)?;
+    let changed = recharge::change(app, scope, account, settings, setup_intent, by).await?;
+    Ok(ok(view(currency, Some(&changed))))
+}
