@@ -180,6 +180,11 @@ impl JsonNumber {
                 if !all_digits(unsigned) {
                     return None;
                 }
+                // Leading zeros say nothing (`e-0000000` is `e-0`).
+                let unsigned = match unsigned.trim_start_matches('0') {
+                    "" => "0",
+                    digits => digits,
+                };
                 // An exponent this long is far outside any amount: saturate, the caller refuses.
                 let magnitude: i64 = if unsigned.len() > 6 {
                     1_000_000
@@ -223,6 +228,14 @@ pub enum AmountError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exponents_leading_zeros_change_nothing() {
+        let usd = Currency::usd();
+        assert_eq!(usd.parse_major("7e-0000000", 1_000_000), Ok(700));
+        let huge = format!("7{}e-0000000", "0".repeat(40));
+        assert_eq!(usd.parse_major(&huge, i64::MAX), Err(AmountError::TooLarge));
+    }
     use serde_json::json;
 
     fn usd() -> Currency {

@@ -82,8 +82,9 @@ pub fn custom_package(
 
 /// Checks a project's custom-amount rules: bounds from one minor unit up, a rate, currencies.
 pub fn valid_custom_amounts(rules: &CustomAmounts, deployment: &Currency) -> Result<(), String> {
-    if rules.min < 1 || rules.max < rules.min || rules.max > 100_000_000_000 {
-        return Err("customAmounts needs 0 < min ≤ max (at most 1,000,000,000.00).".into());
+    // Stripe charges at most 99,999,999 minor units at once.
+    if rules.min < 1 || rules.max < rules.min || rules.max > 99_999_999 {
+        return Err("customAmounts needs 0 < min ≤ max, and max at most 999,999.99 (Stripe's largest charge).".into());
     }
     if !(1..=100_000_000).contains(&rules.credits_per_unit_e4) {
         return Err("customAmounts.creditsPerUnit must be from 0.0001 to 10000.".into());

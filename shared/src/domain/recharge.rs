@@ -253,6 +253,17 @@ pub fn change_settings(
                 .into(),
         );
     }
+    // Off stays off for the other party: a developer never turns a user's opt-out back on, and
+    // a user never undoes the developer's.
+    match (state.disabled, by) {
+        (Some(Disabled::ByUser), ChangedBy::Developer) => {
+            return Err("The account's user turned auto-recharge off; only they can turn it on.".into())
+        }
+        (Some(Disabled::ByDeveloper), ChangedBy::User) => {
+            return Err("Auto-recharge was turned off for this account by the app; it cannot be turned on here.".into())
+        }
+        _ => {}
+    }
     let mut state = state;
     state.disabled = None;
     state.failures_in_a_row = 0;
@@ -375,6 +386,29 @@ mod tests {
             ChangedBy::User,
         )
         .expect("on again");
+        let by_user = change_settings(
+            Some(&on),
+            RechargeSettings {
+                enabled: false,
+                ..settings()
+            },
+            None,
+            Some(&bounds),
+            ChangedBy::User,
+        )
+        .expect("off");
+        assert!(
+            change_settings(
+                Some(&by_user),
+                settings(),
+                None,
+                Some(&bounds),
+                ChangedBy::Developer
+            )
+            .unwrap_err()
+            .contains("only they"),
+            "a developer never turns a user's opt-out back on"
+        );
         assert_eq!((on.state.disabled, on.state.failures_in_a_row), (None, 0));
         assert_eq!(on.setup_intent.as_deref(), Some("seti_1"), "the card kept");
         let off = change_settings(
@@ -389,6 +423,10 @@ mod tests {
         )
         .expect("off");
         assert_eq!(off.state.disabled, Some(Disabled::ByDeveloper));
+        assert!(
+            change_settings(Some(&off), settings(), None, Some(&bounds), ChangedBy::User).is_err(),
+            "a user never undoes the developer's off"
+        );
         assert!(
             change_settings(None, settings(), None, Some(&bounds), ChangedBy::User)
                 .unwrap_err()

@@ -108,6 +108,11 @@ pub(crate) async fn recharge_route(
         amount: money(currency, body.amount.as_deref(), "amount")?,
     };
     let setup_intent = setup_intent_field(&body.setup_intent_id)?;
+    if setup_intent.is_some() && by == ChangedBy::Developer {
+        return Err(ApiError::bad_request(
+            "setupIntentId is the account's user's to give: the card to charge is theirs.",
+        ));
+    }
     let changed = recharge::change(app, scope, account, settings, setup_intent, by).await?;
     Ok(ok(view(currency, Some(&changed))))
 }

@@ -220,6 +220,62 @@ async fn events_of_record(
         .collect())
 }
 
+/// Each account's alert as the records before `until` left it (its stored one when none
+/// changed it).
+fn alerts_as_of(state: &BatchState, until: usize) -> HashMap<(Scope, String), (usize, bool)> {
+    let mut last: HashMap<(Scope, String), (usize, bool)> = HashMap::new();
+    for (index, scope, account, armed) in state.armed_by.iter().filter(|c| c.0 < until) {
+        let key = (scope.clone(), account.clone());
+        let first = last.get(&key).map_or(*index, |(first, _)| *first);
+        last.insert(key, (first, *armed));
+    }
+    last
+}
+
+/// Saves the alerts the records before `done` armed or disarmed. When one save fails, the
+/// batch goes on again from that account's first record: every account is then saved as of
+/// that record, so that the records handed over again start from the state they started from.
+/// Where the batch must go on from (and why), if a save failed.
+async fn save_alerts(app: &App, state: &BatchState, done: usize) -> Option<(usize, String)> {
+    let mut restart: Option<(usize, String)> = None;
+    for ((scope, account), (first, armed)) in alerts_as_of(state, done) {
+        let Some(user) = crate::domain::records::UserId::parse(&account) else {
+            continue;
+        };
+        if let Err(err) = app.store_for(&scope).save_alert_armed(&user, armed).await {
+            if restart.as_ref().is_none_or(|(index, _)| first < *index) {
+                restart = Some((first, format!("saving a balance alert: {err}")));
+            }
+        }
+    }
+    let (from, why) = restart?;
+    // Back to what the records before `from` left (or what was stored): a failure here goes
+    // on from the batch's start, which recomputes everything from the stored state.
+    let before = alerts_as_of(state, from);
+    for (scope, account) in state.alerts.keys() {
+        let key = (scope.clone(), account.clone());
+        let armed = match before.get(&key) {
+            Some((_, armed)) => *armed,
+            None => match state.alerts.get(&key) {
+                Some((stored, _)) => stored.armed,
+                None => continue,
+            },
+        };
+        let Some(user) = crate::domain::records::UserId::parse(account) else {
+            continue;
+        };
+        if app
+            .store_for(scope)
+            .save_alert_armed(&user, armed)
+            .await
+            .is_err()
+        {
+            return Some((0, why));
+        }
+    }
+    Some((from, why))
+}
+
 /// Publishes what a stream event (a Lambda DynamoDB Streams batch) means, record by record in
 /// order, and stops at the first record whose events cannot be made or sent: the records before
 /// it are done. Without a bus configured it publishes nothing.
@@ -264,21 +320,9 @@ pub async fn publish_stream_event(app: &App, event: &Value) -> StreamBatch {
     // record handed over again computes the same events, with the same ids, from the same
     // state). A save that fails makes the batch go on from that account's first record.
     let done = failed.as_ref().map_or(records.len(), |(index, _)| *index);
-    let mut last: HashMap<(Scope, String), (usize, bool)> = HashMap::new();
-    for (index, scope, account, armed) in state.armed_by.iter().filter(|c| c.0 < done) {
-        let first = last
-            .get(&(scope.clone(), account.clone()))
-            .map_or(*index, |(first, _)| *first);
-        last.insert((scope.clone(), account.clone()), (first, *armed));
-    }
-    for ((scope, account), (first, armed)) in last {
-        let Some(user) = crate::domain::records::UserId::parse(&account) else {
-            continue;
-        };
-        if let Err(err) = app.store_for(&scope).save_alert_armed(&user, armed).await {
-            if failed.as_ref().is_none_or(|(index, _)| first < *index) {
-                failed = Some((first, format!("saving a balance alert: {err}")));
-            }
+    if let Some(restart) = save_alerts(app, &state, done).await {
+        if restart.0 < done {
+            failed = Some(restart);
         }
     }
     if published > 0 {

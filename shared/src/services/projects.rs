@@ -276,6 +276,9 @@ pub async fn save_settings(
         settings.credits_low_threshold = threshold;
     }
     if let Some(margin) = change.credits_low_margin {
+        if margin.is_some_and(|m| m < 0) {
+            return Err(Failure::invalid("creditsLowMargin must not be negative."));
+        }
         settings.credits_low_margin = margin;
     }
     if let Some(order) = change.spend_order {

@@ -83,7 +83,13 @@ pub async fn start_purchase(
                 )
             })?;
             let currency = crate::domain::money::Currency::parse(currency)
-                .ok_or_else(|| Failure::invalid("currency is not a currency code."))?;
+                .filter(|c| c == &app.config.default_currency)
+                .ok_or_else(|| {
+                    Failure::invalid(format!(
+                        "currency must be {}, the currency credits are kept in.",
+                        app.config.default_currency
+                    ))
+                })?;
             let package = crate::domain::packages::custom_package(&rules, amount, &currency)
                 .map_err(Failure::invalid)?;
             let (_, remembered) = store

@@ -50,7 +50,10 @@ async fn a_custom_amount_is_paid_at_the_projects_rate_within_its_bounds_and_pars
             json!({"amount": 500.01, "currency": "usd"}),
             "from 5.00 to 500.00",
         ),
-        (json!({"amount": 7, "currency": "eur"}), "not accepted"),
+        (
+            json!({"amount": 7, "currency": "eur"}),
+            "currency must be usd",
+        ),
         (json!({"amount": 7}), "currency is required"),
         (
             json!({"amount": "seven", "currency": "usd"}),
