@@ -135,6 +135,37 @@ impl TestApp {
         })
     }
 
+    /// The test project `alpha` configured in test mode by `developer` (its own localstripe).
+    pub async fn configure_alpha(&self, developer: &str) {
+        let keys = json!({
+            "secretKey": "sk_test_alpha_0123456789abcdefwxyz",
+            "publishableKey": "pk_test_alpha_0123456789abcdef",
+            "webhookSecret": "whsec_alphatestSigningSecret0123456789abcdef",
+        });
+        let token = self.developer_token(developer);
+        let configured = self
+            .call(
+                "PUT",
+                "/api/v1/payments/stripe/projects/alpha/config?test_mode=true",
+                Some(&token),
+                Some(&keys),
+            )
+            .await;
+        assert_eq!(configured.status, 200, "{}", configured.body);
+    }
+
+    /// POST /internal/credits/grants as the allowlisted backend.
+    pub async fn backend_grant(&self, body: &Value) -> Reply {
+        let backend = token::issue_service(JWT_SECRET, "app-backend", 300).expect("service token");
+        self.call(
+            "POST",
+            "/internal/credits/grants",
+            Some(&backend),
+            Some(body),
+        )
+        .await
+    }
+
     /// POST /api/credits/consume as `user`.
     pub async fn spend(&self, user: &str, amount: Value, key: &str) -> Reply {
         let body = json!({"amount": amount, "reason": "test spend", "idempotencyKey": key});

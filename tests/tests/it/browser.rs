@@ -542,23 +542,13 @@ async fn the_storefront_says_which_credits_expire_and_when() {
     let app = spawn_app().await;
     // Three credits that expire in ten days, and two that never do.
     let expires = coffer::domain::records::now_ms() / 1000 + 10 * 24 * 3600;
-    let backend =
-        coffer_dev::token::issue_service(integration_tests::JWT_SECRET, "app-backend", 60)
-            .expect("service token");
     for (key, amount, at) in [("promo", 3, Some(expires)), ("gift", 2, None)] {
         let mut body =
             json!({"userId": "ada", "amount": amount, "reason": "welcome", "idempotencyKey": key});
         if let Some(at) = at {
             body["expiresAt"] = json!(coffer::domain::records::rfc3339(at * 1000));
         }
-        let reply = app
-            .call(
-                "POST",
-                "/internal/credits/grants",
-                Some(&backend),
-                Some(&body),
-            )
-            .await;
+        let reply = app.backend_grant(&body).await;
         assert_eq!(reply.status, 200, "{}", reply.body);
     }
     let page = Browser::open(&app, "credits-expire").await;

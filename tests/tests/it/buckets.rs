@@ -332,20 +332,7 @@ async fn a_reservation_is_captured_once_released_once_and_races_its_own_end_with
 async fn grants_replay_refuse_a_changed_body_and_stay_within_the_developers_project() {
     let app = spawn_app().await;
     let dev = app.developer_token("dev-ann");
-    let keys = json!({
-        "secretKey": "sk_test_alpha_0123456789abcdefwxyz",
-        "publishableKey": "pk_test_alpha_0123456789abcdef",
-        "webhookSecret": "whsec_alphatestSigningSecret0123456789abcdef",
-    });
-    let configured = app
-        .call(
-            "PUT",
-            &format!("{PROJECTS}/alpha/config?test_mode=true"),
-            Some(&dev),
-            Some(&keys),
-        )
-        .await;
-    assert_eq!(configured.status, 200, "{}", configured.body);
+    app.configure_alpha("dev-ann").await;
     let grants = format!("{PROJECTS}/alpha/accounts/ivy/grants?test_mode=true");
     let body = json!({"amount": 3, "reason": "welcome", "priority": 5, "idempotencyKey": "w-1"});
     let first = app.call("POST", &grants, Some(&dev), Some(&body)).await;

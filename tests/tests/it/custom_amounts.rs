@@ -98,21 +98,8 @@ async fn a_custom_amount_is_paid_at_the_projects_rate_within_its_bounds_and_pars
 async fn a_developer_sets_custom_amounts_in_major_units_and_only_in_the_deployments_currency() {
     let app = spawn_app().await;
     let dev = app.developer_token("dev-cal");
-    let keys = json!({
-        "secretKey": "sk_test_alpha_0123456789abcdefwxyz",
-        "publishableKey": "pk_test_alpha_0123456789abcdef",
-        "webhookSecret": "whsec_alphatestSigningSecret0123456789abcdef",
-    });
     let path = "/api/v1/payments/stripe/projects/alpha";
-    let configured = app
-        .call(
-            "PUT",
-            &format!("{path}/config?test_mode=true"),
-            Some(&dev),
-            Some(&keys),
-        )
-        .await;
-    assert_eq!(configured.status, 200, "{}", configured.body);
+    app.configure_alpha("dev-cal").await;
     let settings = format!("{path}/settings?test_mode=true");
     for (rules, words) in [
         (

@@ -481,21 +481,12 @@ async fn a_balance_wandering_around_its_threshold_says_low_once_and_recovered_ab
         .set_account_threshold(&ida, Some(800))
         .await
         .expect("threshold");
-    let backend = coffer_dev::token::issue_service(JWT_SECRET, "app-backend", 300).expect("token");
     let grant = |user: &'static str, amount: f64, key: &'static str| {
         let app = &app;
-        let backend = backend.clone();
         async move {
             let body =
                 json!({"userId": user, "amount": amount, "reason": "top", "idempotencyKey": key});
-            let reply = app
-                .call(
-                    "POST",
-                    "/internal/credits/grants",
-                    Some(&backend),
-                    Some(&body),
-                )
-                .await;
+            let reply = app.backend_grant(&body).await;
             assert_eq!(reply.status, 200, "{}", reply.body);
         }
     };

@@ -103,21 +103,8 @@ async fn a_user_turns_auto_recharge_on_within_the_projects_bounds_and_off_again(
 async fn a_developer_turns_an_accounts_auto_recharge_off_and_only_in_their_project() {
     let app = spawn_app().await;
     let dev = app.developer_token("dev-rae");
-    let keys = json!({
-        "secretKey": "sk_test_alpha_0123456789abcdefwxyz",
-        "publishableKey": "pk_test_alpha_0123456789abcdef",
-        "webhookSecret": "whsec_alphatestSigningSecret0123456789abcdef",
-    });
     let project = "/api/v1/payments/stripe/projects/alpha";
-    let configured = app
-        .call(
-            "PUT",
-            &format!("{project}/config?test_mode=true"),
-            Some(&dev),
-            Some(&keys),
-        )
-        .await;
-    assert_eq!(configured.status, 200, "{}", configured.body);
+    app.configure_alpha("dev-rae").await;
     let bounds = json!({"autoRecharge": {"maxPerRecharge": 50, "maxPerDay": 3}});
     let set = app
         .call(
