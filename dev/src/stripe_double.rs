@@ -35,6 +35,12 @@
 //!   answer is kept and a repeat with the same key and body gets it again, as Stripe does; the
 //!   same key with another body is a 400 `idempotency_error`, and while the first is in flight a
 //!   409. So a create retried after its answer was lost makes one object
+//! - `POST /v1/payment_intents/{id}/confirm` with `off_session` (localstripe refuses the
+//!   parameter): confirmed through localstripe without it; when localstripe then waits for the
+//!   user to authenticate (3-D Secure cards), the double answers as Stripe does for a payment
+//!   made while the user is away: a 402 `card_error` with code `authentication_required` (the
+//!   intent stays waiting, so the user can still complete it with Stripe.js). Recorded, so a
+//!   test counts the charges started
 //! - `GET /_double/requests`: what was asked of the double so far
 //! - `GET /_double/meter_events`: the meter events it accepted, each once
 
@@ -182,7 +188,12 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
         && path.starts_with("/v1/subscriptions/")
         && (update_params.contains_key("proration_behavior")
             || update_params.contains_key("payment_behavior"));
+    let off_session_confirm = method == "POST"
+        && path.starts_with("/v1/payment_intents/")
+        && path.ends_with("/confirm")
+        && update_params.contains_key("off_session");
     let ours = behaviour_update
+        || off_session_confirm
         || path.starts_with("/v1/checkout/sessions")
         || path == "/v1/billing_portal/sessions"
         || path == "/v1/billing_portal/configurations"
@@ -296,6 +307,9 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
                 .trim_start_matches("/_double/checkout/")
                 .trim_end_matches("/complete");
             complete(&double, id, &form(&body)).await
+        }
+        ("POST", p) if off_session_confirm => {
+            confirm_off_session(&double, p, query.as_deref(), &headers, &body).await
         }
         ("POST", p) if behaviour_update => {
             let id = p.trim_start_matches("/v1/subscriptions/");
@@ -786,6 +800,39 @@ async fn subscribe(
         "subscription",
         subscription["id"].as_str().unwrap_or_default().to_owned(),
     ))
+}
+
+/// An off-session confirmation: localstripe's, without the parameter it refuses, with the
+/// answer Stripe gives when the bank asks for the absent user's authentication.
+async fn confirm_off_session(
+    double: &Double,
+    path: &str,
+    query: Option<&str>,
+    headers: &hyper::HeaderMap,
+    body: &[u8],
+) -> Reply {
+    let without: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form_urlencoded::parse(body).filter(|(name, _)| name != "off_session"))
+        .finish();
+    let answer = forward(double, "POST", path, query, headers, Bytes::from(without)).await;
+    if answer.status() != 200 {
+        return answer;
+    }
+    let Ok(collected) = answer.into_body().collect().await;
+    let bytes = collected.to_bytes();
+    let intent: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if intent["status"] == "requires_action" {
+        return reply(
+            402,
+            &json!({"error": {
+                "type": "card_error",
+                "code": "authentication_required",
+                "message": "This payment required an authentication action to complete, but `off_session` was set to true.",
+                "payment_intent": intent,
+            }}),
+        );
+    }
+    json_reply(200, bytes)
 }
 
 /// Passes a request to localstripe as it came and its answer back as it is.

@@ -124,6 +124,42 @@ pub struct RechargeView {
     /// Who or what turned it off: `user`, `developer`, `bounds`, `failures`.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "failures"))]
     pub disabled_by: Option<&'static str>,
+    /// The credit package one recharge buys (`null`: `amount` at the project's rate).
+    pub credit_package_id: Option<String>,
+    /// What the signed-in user needs to authenticate the recharge in flight with Stripe.js
+    /// (`stripe.confirmCardPayment(clientSecret, {payment_method: paymentMethodId})`). Only on
+    /// the user's own route, and only while `awaitingAuthentication`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<RechargeAuthentication>,
+    /// The last recharge that ended.
+    pub last_recharge: Option<LastRecharge>,
+}
+
+/// A recharge waiting for its user to authenticate.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RechargeAuthentication {
+    pub recharge_id: String,
+    pub payment_intent_id: String,
+    pub client_secret: String,
+    pub payment_method_id: Option<String>,
+    pub amount: Major,
+}
+
+/// How the last recharge ended.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct LastRecharge {
+    pub recharge_id: String,
+    pub amount: Major,
+    pub payment_intent_id: Option<String>,
+    /// `succeeded`, `failed` or `canceled` (turned off before it was charged).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "failed"))]
+    pub status: &'static str,
+    /// Stripe's reason, when it failed.
+    pub reason: Option<String>,
 }
 
 /// An account's own low-balance alert.

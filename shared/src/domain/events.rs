@@ -27,10 +27,14 @@ pub enum EventKind {
     CreditsExpiring,
     CreditsExpired,
     CreditsRecovered,
+    RechargeSucceeded,
+    RechargeFailed,
+    RechargeActionRequired,
+    RechargeDisabled,
 }
 
 impl EventKind {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 16] = [
         Self::PlanChanged,
         Self::SubscriptionPastDue,
         Self::SubscriptionCanceled,
@@ -43,6 +47,10 @@ impl EventKind {
         Self::CreditsExpiring,
         Self::CreditsExpired,
         Self::CreditsRecovered,
+        Self::RechargeSucceeded,
+        Self::RechargeFailed,
+        Self::RechargeActionRequired,
+        Self::RechargeDisabled,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +67,10 @@ impl EventKind {
             Self::CreditsExpiring => "credits.expiring",
             Self::CreditsExpired => "credits.expired",
             Self::CreditsRecovered => "credits.recovered",
+            Self::RechargeSucceeded => "recharge.succeeded",
+            Self::RechargeFailed => "recharge.failed",
+            Self::RechargeActionRequired => "recharge.action_required",
+            Self::RechargeDisabled => "recharge.disabled",
         }
     }
 }
@@ -313,6 +325,50 @@ pub fn expiry_events(
         data["expiresAt"] = json!(super::records::rfc3339(at.saturating_mul(1000)));
     }
     vec![event(kind, account, data)]
+}
+
+/// What an account's auto-recharge changing from `old` to `new` says (`domain::recharge::told`):
+/// a recharge that succeeded (its credits committed) or failed (with Stripe's reason), one that
+/// waits for the user to authenticate (with the intent's client secret, for the account's
+/// user only), auto-recharge turned off (and by whom).
+pub fn recharge_events(
+    account: &str,
+    old: Option<&super::recharge::RechargeState>,
+    new: &super::recharge::RechargeState,
+    currency: &str,
+) -> Vec<DomainEvent> {
+    use super::recharge::Told;
+    super::recharge::told(old, new)
+        .into_iter()
+        .map(|told| match told {
+            Told::Succeeded(done) => event(
+                EventKind::RechargeSucceeded,
+                account,
+                json!({"rechargeId": done.id, "paymentIntentId": done.intent,
+                       "amount": done.amount, "currency": currency}),
+            ),
+            Told::Failed(done, reason) => event(
+                EventKind::RechargeFailed,
+                account,
+                json!({"rechargeId": done.id, "paymentIntentId": done.intent,
+                       "amount": done.amount, "currency": currency, "reason": reason,
+                       "failuresInARow": new.failures_in_a_row}),
+            ),
+            Told::ActionRequired(waiting) => event(
+                EventKind::RechargeActionRequired,
+                account,
+                json!({"rechargeId": waiting.id, "paymentIntentId": waiting.intent,
+                       "clientSecret": waiting.client_secret,
+                       "paymentMethodId": waiting.payment_method,
+                       "amount": waiting.amount, "currency": currency}),
+            ),
+            Told::Disabled(why) => event(
+                EventKind::RechargeDisabled,
+                account,
+                json!({"by": why.name()}),
+            ),
+        })
+        .collect()
 }
 
 #[cfg(test)]

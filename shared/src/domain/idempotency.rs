@@ -111,6 +111,21 @@ pub fn payment_intent_confirm(intent_id: &str) -> String {
     format!("coffer-pi-confirm-{intent_id}")
 }
 
+/// An auto-recharge's PaymentIntent: the account's recharge id in its scope, so the stream
+/// handing the same balance change over again (or a retry after Stripe's answer was lost) is
+/// the same charge.
+pub fn recharge(scope: &Scope, account: &UserId, recharge_id: &str) -> String {
+    format!(
+        "coffer-recharge-{}",
+        hash_parts(&[&scope.to_string(), account.as_str(), recharge_id])
+    )
+}
+
+/// The off-session confirmation of an auto-recharge's PaymentIntent: once per intent.
+pub fn recharge_confirm(intent_id: &str) -> String {
+    format!("coffer-recharge-confirm-{intent_id}")
+}
+
 /// The refund of the `n`th payment of a duplicate subscription.
 pub fn duplicate_refund(subscription: &str, n: usize) -> String {
     format!("coffer-dupsub-refund-{subscription}-{n}")

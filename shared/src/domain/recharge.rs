@@ -13,6 +13,13 @@ use serde::{Deserialize, Serialize};
 /// Failures in a row that turn auto-recharge off.
 pub const FAILURES_TO_DISABLE: u32 = 3;
 
+/// How long a payment that asked the user to authenticate waits for them (seconds) before the
+/// recharge counts as failed and the next one may start.
+pub const AUTHENTICATION_WINDOW_SECS: i64 = 86_400;
+
+/// The prefix of a recharge's payment's package id (`recharge:<id>`).
+pub const PACKAGE_PREFIX: &str = "recharge:";
+
 /// What an account asked for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -20,8 +27,13 @@ pub struct RechargeSettings {
     pub enabled: bool,
     /// Below this balance (minor units) a recharge starts.
     pub threshold: i64,
-    /// What one recharge charges (minor units of the deployment's currency).
+    /// What one recharge charges (minor units of the deployment's currency): the package's
+    /// price when a package is named.
     pub amount: i64,
+    /// The credit package one recharge buys; without one, `amount` buys credits at the
+    /// project's custom-amount rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
 }
 
 /// What the project allows.
@@ -44,15 +56,62 @@ pub enum Disabled {
     ByFailures,
 }
 
+impl Disabled {
+    pub fn name(self) -> &'static str {
+        match self {
+            Disabled::ByUser => "user",
+            Disabled::ByDeveloper => "developer",
+            Disabled::ByBounds => "bounds",
+            Disabled::ByFailures => "failures",
+        }
+    }
+}
+
 /// A recharge started and not settled yet.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InFlight {
     pub id: String,
     pub amount: i64,
+    /// When it was decided (Unix seconds).
+    #[serde(default)]
+    pub since: i64,
+    /// Stripe answered the confirmation: the charge is Stripe's now, never asked again.
+    #[serde(default)]
+    pub launched: bool,
+    /// Its PaymentIntent, once created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
     /// Stripe asked the user to authenticate: nothing new starts until it settles.
     #[serde(default)]
     pub action_required: bool,
+    /// What the account's user needs to authenticate (Stripe.js): the intent's client secret
+    /// and the saved card, while `action_required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_method: Option<String>,
+}
+
+/// How a recharge ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Ended {
+    Succeeded,
+    Failed { reason: String },
+    /// Turned off (or no longer needed) before Stripe was asked to charge: nothing charged.
+    Canceled,
+}
+
+/// The last recharge that ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finished {
+    pub id: String,
+    pub amount: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    pub ended: Ended,
 }
 
 /// An account's recharge state.
@@ -67,6 +126,8 @@ pub struct RechargeState {
     pub day: i64,
     pub started_today: u32,
     pub disabled: Option<Disabled>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<Finished>,
 }
 
 /// What a committed balance change decides.
@@ -74,6 +135,14 @@ pub struct RechargeState {
 pub enum Decision {
     /// Start this recharge (its id is the Stripe idempotency key).
     Start(InFlight),
+    /// Go on with the recharge decided earlier that Stripe has not answered yet (the same
+    /// idempotency keys make it the same charge).
+    Resume(InFlight),
+    /// Drop the recharge decided earlier that Stripe was never asked to charge: auto-recharge
+    /// was turned off, or the balance is back above the threshold.
+    Abandon(InFlight),
+    /// The user did not authenticate within the window: the recharge failed.
+    GiveUp(InFlight),
     /// Turn auto-recharge off (the settings are past the project's bounds).
     Disable(Disabled),
     /// Nothing to do.
@@ -96,7 +165,23 @@ pub fn decide(
     balance: i64,
     now: i64,
 ) -> Decision {
-    if !settings.enabled || state.disabled.is_some() {
+    let off = !settings.enabled || state.disabled.is_some();
+    if let Some(current) = &state.in_flight {
+        if !current.launched {
+            return if off || balance >= settings.threshold {
+                Decision::Abandon(current.clone())
+            } else {
+                Decision::Resume(current.clone())
+            };
+        }
+        if current.action_required
+            && now >= current.since.saturating_add(AUTHENTICATION_WINDOW_SECS)
+        {
+            return Decision::GiveUp(current.clone());
+        }
+        return Decision::Nothing(Why::InFlight);
+    }
+    if off {
         return Decision::Nothing(Why::Off);
     }
     if settings.amount <= 0 || settings.amount > bounds.max_per_recharge {
@@ -105,21 +190,20 @@ pub fn decide(
     if balance >= settings.threshold {
         return Decision::Nothing(Why::AboveThreshold);
     }
-    if state.in_flight.is_some() {
-        return Decision::Nothing(Why::InFlight);
-    }
     let today = now.div_euclid(86_400);
     if state.day == today && state.started_today >= bounds.max_per_day {
         return Decision::Nothing(Why::DailyCap);
     }
     Decision::Start(InFlight {
-        id: format!("rc{}", state.started + 1),
+        id: format!("rc{}", state.started.saturating_add(1)),
         amount: settings.amount,
-        action_required: false,
+        since: now,
+        ..InFlight::default()
     })
 }
 
-/// The state after `decision` is written (a start counts toward the day's cap).
+/// The state after `decision` is written (a start counts toward the day's cap; an abandoned
+/// recharge ends as canceled; one given up on is a failure).
 pub fn apply(state: &RechargeState, decision: &Decision, now: i64) -> RechargeState {
     let mut next = state.clone();
     match decision {
@@ -129,67 +213,163 @@ pub fn apply(state: &RechargeState, decision: &Decision, now: i64) -> RechargeSt
                 next.day = today;
                 next.started_today = 0;
             }
-            next.started += 1;
-            next.started_today += 1;
+            next.started = next.started.saturating_add(1);
+            next.started_today = next.started_today.saturating_add(1);
             next.in_flight = Some(recharge.clone());
         }
+        Decision::Abandon(recharge) => {
+            next = settle(state, &recharge.id, &Outcome::Canceled);
+        }
+        Decision::GiveUp(recharge) => {
+            next = settle(
+                state,
+                &recharge.id,
+                &Outcome::Failed("The payment was not authenticated within a day.".into()),
+            );
+        }
         Decision::Disable(why) => next.disabled = Some(*why),
-        Decision::Nothing(_) => {}
+        Decision::Resume(_) | Decision::Nothing(_) => {}
     }
     next
 }
 
-/// How a recharge's payment ended.
+/// What became of a recharge's payment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// Its PaymentIntent was made (not confirmed yet).
+    Created { intent: String },
+    /// Stripe took the confirmation (the payment is succeeding or processing): the webhook
+    /// tells the rest.
+    Launched { intent: String },
     /// Paid, and its credits committed.
     Succeeded,
-    /// Declined or failed, with Stripe's reason.
+    /// Declined or failed, with Stripe's reason (Stripe's answer to the confirmation).
     Failed(String),
+    /// The payment record says it failed (a webhook). A recharge waiting for the user to
+    /// authenticate is not ended by it: the user may still complete it.
+    PaymentFailed,
     /// Stripe asks the user to authenticate (strong customer authentication).
-    ActionRequired,
+    ActionRequired {
+        intent: String,
+        client_secret: String,
+        payment_method: Option<String>,
+    },
+    /// Never charged: dropped before Stripe was asked.
+    Canceled,
 }
 
-/// What an outcome of the recharge `id` tells, and the state after it. An outcome of another
-/// recharge than the one in flight (late, repeated) changes nothing and tells nothing.
-pub fn settle(state: &RechargeState, id: &str, outcome: &Outcome) -> (RechargeState, Vec<Told>) {
+/// The state after an outcome of the recharge `id`. An outcome of another recharge than the
+/// one in flight (late, repeated) changes nothing.
+pub fn settle(state: &RechargeState, id: &str, outcome: &Outcome) -> RechargeState {
     let mut next = state.clone();
     let Some(current) = next.in_flight.as_mut().filter(|f| f.id == id) else {
-        return (next, Vec::new());
+        return next;
     };
-    let mut told = Vec::new();
-    match outcome {
-        Outcome::Succeeded => {
-            next.in_flight = None;
-            next.failures_in_a_row = 0;
-            told.push(Told::Succeeded);
+    let ended = match outcome {
+        Outcome::Created { intent } => {
+            current.intent = Some(intent.clone());
+            return next;
         }
-        Outcome::ActionRequired => {
-            if !current.action_required {
-                current.action_required = true;
-                told.push(Told::ActionRequired);
-            }
+        Outcome::Launched { intent } => {
+            current.launched = true;
+            current.intent = Some(intent.clone());
+            return next;
         }
-        Outcome::Failed(reason) => {
-            next.in_flight = None;
-            next.failures_in_a_row += 1;
-            told.push(Told::Failed(reason.clone()));
+        Outcome::ActionRequired {
+            intent,
+            client_secret,
+            payment_method,
+        } => {
+            current.launched = true;
+            current.intent = Some(intent.clone());
+            current.action_required = true;
+            current.client_secret = Some(client_secret.clone());
+            current.payment_method = payment_method.clone();
+            return next;
+        }
+        Outcome::PaymentFailed if current.action_required => return next,
+        Outcome::PaymentFailed => Ended::Failed {
+            reason: "The payment failed.".into(),
+        },
+        Outcome::Failed(reason) => Ended::Failed {
+            reason: reason.clone(),
+        },
+        Outcome::Succeeded => Ended::Succeeded,
+        Outcome::Canceled if current.launched => return next,
+        Outcome::Canceled => Ended::Canceled,
+    };
+    let finished = Finished {
+        id: current.id.clone(),
+        amount: current.amount,
+        intent: current.intent.clone(),
+        ended,
+    };
+    next.in_flight = None;
+    match &finished.ended {
+        Ended::Succeeded => next.failures_in_a_row = 0,
+        Ended::Failed { .. } => {
+            next.failures_in_a_row = next.failures_in_a_row.saturating_add(1);
             if next.failures_in_a_row >= FAILURES_TO_DISABLE && next.disabled.is_none() {
                 next.disabled = Some(Disabled::ByFailures);
-                told.push(Told::Disabled);
+            }
+        }
+        Ended::Canceled => {}
+    }
+    next.last = Some(finished);
+    next
+}
+
+/// What the app's backend is told (`recharge.*` events) when the state went from `old` to
+/// `new`: each recharge that ended (succeeded only once its credits were committed, since only
+/// that commit settles it), one that asks for authentication, and auto-recharge turning off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Told {
+    Succeeded(Finished),
+    Failed(Finished, String),
+    ActionRequired(InFlight),
+    Disabled(Disabled),
+}
+
+pub fn told(old: Option<&RechargeState>, new: &RechargeState) -> Vec<Told> {
+    let mut said = Vec::new();
+    if let Some(last) = new.last.as_ref() {
+        if old.and_then(|o| o.last.as_ref()).map(|l| &l.id) != Some(&last.id) {
+            match &last.ended {
+                Ended::Succeeded => said.push(Told::Succeeded(last.clone())),
+                Ended::Failed { reason } => said.push(Told::Failed(last.clone(), reason.clone())),
+                Ended::Canceled => {}
             }
         }
     }
-    (next, told)
+    if let Some(current) = new.in_flight.as_ref().filter(|f| f.action_required) {
+        let before = old.and_then(|o| o.in_flight.as_ref());
+        if !before.is_some_and(|b| b.id == current.id && b.action_required) {
+            said.push(Told::ActionRequired(current.clone()));
+        }
+    }
+    if let Some(why) = new.disabled {
+        if old.and_then(|o| o.disabled).is_none() {
+            said.push(Told::Disabled(why));
+        }
+    }
+    said
 }
 
-/// What the app's backend is told (`recharge.*` events).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Told {
-    Succeeded,
-    Failed(String),
-    ActionRequired,
-    Disabled,
+/// The recharge a payment's package id names (`recharge:<id>`), and what the payment's change
+/// means for it: paid and credited, or failed.
+pub fn payment_outcome(
+    package_id: &str,
+    succeeded_and_credited: bool,
+    failed: bool,
+) -> Option<(&str, Outcome)> {
+    let id = package_id.strip_prefix(PACKAGE_PREFIX)?;
+    if succeeded_and_credited {
+        Some((id, Outcome::Succeeded))
+    } else if failed {
+        Some((id, Outcome::PaymentFailed))
+    } else {
+        None
+    }
 }
 
 /// An account's auto-recharge: what it asked for, the saved card to charge (the SetupIntent that
@@ -294,6 +474,16 @@ mod tests {
         }
     }
 
+    fn launched(state: &RechargeState, id: &str) -> RechargeState {
+        settle(
+            state,
+            id,
+            &Outcome::Launched {
+                intent: format!("pi_{id}"),
+            },
+        )
+    }
+
     #[test]
     fn a_balance_below_the_threshold_starts_one_recharge_and_its_redelivery_the_same_one() {
         let state = RechargeState::default();
@@ -303,12 +493,18 @@ mod tests {
             Decision::Start(InFlight {
                 id: "rc1".into(),
                 amount: 2_000,
-                action_required: false
+                ..InFlight::default()
             })
         );
         // Redelivered before the write: the same decision, the same id (the same charge).
         assert_eq!(decide(&settings(), &bounds(), &state, 400, 0), first);
         let after = apply(&state, &first, 0);
+        // Redelivered after the write but before Stripe answered: the same recharge goes on.
+        let Decision::Resume(resumed) = decide(&settings(), &bounds(), &after, 400, 1) else {
+            panic!("resume");
+        };
+        assert_eq!(resumed.id, "rc1");
+        let after = launched(&after, "rc1");
         // Fifty more spends below the threshold: nothing more starts.
         for balance in (0..400).step_by(8) {
             assert_eq!(
@@ -316,12 +512,23 @@ mod tests {
                 Decision::Nothing(Why::InFlight)
             );
         }
+        let paid = settle(&after, "rc1", &Outcome::Succeeded);
+        assert_eq!(
+            told(Some(&after), &paid),
+            [Told::Succeeded(Finished {
+                id: "rc1".into(),
+                amount: 2_000,
+                intent: Some("pi_rc1".into()),
+                ended: Ended::Succeeded
+            })]
+        );
+        assert!(told(Some(&paid), &paid).is_empty(), "told once");
     }
 
     #[test]
     fn three_failures_in_a_row_turn_it_off_and_off_means_off() {
         let mut state = RechargeState::default();
-        let mut told = Vec::new();
+        let mut said = Vec::new();
         for day in 0..3 {
             let now = day * 86_400;
             let decision = decide(&settings(), &bounds(), &state, 100, now);
@@ -329,12 +536,18 @@ mod tests {
                 panic!("{decision:?}");
             };
             let id = recharge.id.clone();
-            state = apply(&state, &decision, now);
-            let (next, said) = settle(&state, &id, &Outcome::Failed("card_declined".into()));
+            state = launched(&apply(&state, &decision, now), &id);
+            let next = settle(&state, &id, &Outcome::Failed("Your card was declined.".into()));
+            said.extend(told(Some(&state), &next));
             state = next;
-            told.extend(said);
         }
-        assert_eq!(told.last(), Some(&Told::Disabled));
+        assert_eq!(said.last(), Some(&Told::Disabled(Disabled::ByFailures)));
+        assert_eq!(
+            said.iter()
+                .filter(|t| matches!(t, Told::Failed(_, reason) if reason == "Your card was declined."))
+                .count(),
+            3
+        );
         assert_eq!(state.disabled, Some(Disabled::ByFailures));
         assert_eq!(
             decide(&settings(), &bounds(), &state, 100, 10 * 86_400),
@@ -344,26 +557,82 @@ mod tests {
     }
 
     #[test]
-    fn an_authentication_asked_for_blocks_new_recharges_until_it_settles() {
+    fn an_authentication_asked_for_blocks_new_recharges_until_it_settles_or_a_day_passes() {
         let state = RechargeState::default();
         let decision = decide(&settings(), &bounds(), &state, 100, 0);
         let state = apply(&state, &decision, 0);
-        let (state, told) = settle(&state, "rc1", &Outcome::ActionRequired);
-        assert_eq!(told, [Told::ActionRequired]);
-        let (state, again) = settle(&state, "rc1", &Outcome::ActionRequired);
-        assert!(again.is_empty(), "told once");
+        let asked = Outcome::ActionRequired {
+            intent: "pi_1".into(),
+            client_secret: "pi_1_secret_x".into(),
+            payment_method: Some("pm_1".into()),
+        };
+        let waiting = settle(&state, "rc1", &asked);
+        let said = told(Some(&state), &waiting);
+        assert!(matches!(&said[..], [Told::ActionRequired(f)] if f.client_secret.as_deref() == Some("pi_1_secret_x")));
+        let again = settle(&waiting, "rc1", &asked);
+        assert!(told(Some(&waiting), &again).is_empty(), "told once");
+        // The webhook of the failed off-session attempt does not end it: the user may still act.
+        assert_eq!(settle(&waiting, "rc1", &Outcome::PaymentFailed), waiting);
         assert_eq!(
-            decide(&settings(), &bounds(), &state, 50, 0),
+            decide(&settings(), &bounds(), &waiting, 50, 0),
             Decision::Nothing(Why::InFlight)
         );
-        let (state, told) = settle(&state, "rc1", &Outcome::Succeeded);
-        assert_eq!(told, [Told::Succeeded]);
-        assert!(state.in_flight.is_none());
+        let paid = settle(&waiting, "rc1", &Outcome::Succeeded);
+        assert!(paid.in_flight.is_none());
         // A late outcome of a settled recharge changes nothing.
+        assert_eq!(settle(&paid, "rc1", &Outcome::Failed("late".into())), paid);
+        // Not authenticated within a day: a failure, and the next may start.
+        let Decision::GiveUp(given_up) =
+            decide(&settings(), &bounds(), &waiting, 50, AUTHENTICATION_WINDOW_SECS)
+        else {
+            panic!("give up");
+        };
+        let failed = apply(&waiting, &Decision::GiveUp(given_up), AUTHENTICATION_WINDOW_SECS);
+        assert_eq!(failed.failures_in_a_row, 1);
+        assert!(matches!(
+            decide(&settings(), &bounds(), &failed, 50, AUTHENTICATION_WINDOW_SECS),
+            Decision::Start(_)
+        ));
+    }
+
+    #[test]
+    fn a_recharge_stripe_never_charged_is_dropped_once_off_or_no_longer_needed() {
+        let state = RechargeState::default();
+        let decision = decide(&settings(), &bounds(), &state, 100, 0);
+        let pending = apply(&state, &decision, 0);
+        let off = RechargeSettings {
+            enabled: false,
+            ..settings()
+        };
+        let Decision::Abandon(dropped) = decide(&off, &bounds(), &pending, 100, 5) else {
+            panic!("abandon");
+        };
+        let after = apply(&pending, &Decision::Abandon(dropped.clone()), 5);
+        assert!(after.in_flight.is_none());
+        assert_eq!(after.failures_in_a_row, 0);
+        assert!(told(Some(&pending), &after).is_empty(), "nothing charged, nothing said");
+        assert!(matches!(
+            decide(&settings(), &bounds(), &pending, 900, 5),
+            Decision::Abandon(_)
+        ));
+        // Once Stripe took it, it is never dropped: it settles through its payment.
+        let taken = launched(&pending, "rc1");
+        assert_eq!(settle(&taken, "rc1", &Outcome::Canceled), taken);
+        assert_eq!(decide(&off, &bounds(), &taken, 100, 5), Decision::Nothing(Why::InFlight));
+    }
+
+    #[test]
+    fn a_payment_names_its_recharge() {
         assert_eq!(
-            settle(&state, "rc1", &Outcome::Failed("late".into())),
-            (state.clone(), Vec::new())
+            payment_outcome("recharge:rc4", true, false),
+            Some(("rc4", Outcome::Succeeded))
         );
+        assert_eq!(
+            payment_outcome("recharge:rc4", false, true),
+            Some(("rc4", Outcome::PaymentFailed))
+        );
+        assert_eq!(payment_outcome("recharge:rc4", false, false), None);
+        assert_eq!(payment_outcome("pack-1", true, false), None);
     }
 
     #[test]
@@ -479,7 +748,7 @@ mod tests {
     fn event() -> impl Strategy<Value = Event> {
         prop_oneof![
             (0i64..1_000).prop_map(Event::Balance),
-            (0u8..4).prop_map(Event::Outcome),
+            (0u8..5).prop_map(Event::Outcome),
             (0i64..50_000).prop_map(Event::Tick),
             Just(Event::TurnOff),
         ]
@@ -509,16 +778,27 @@ mod tests {
                             ids.push(recharge.id.clone());
                             *starts_by_day.entry(now.div_euclid(86_400)).or_default() += 1;
                         }
+                        if let Decision::Resume(recharge) = &decision {
+                            // Going on with a charge Stripe was not asked for yet is a start too.
+                            prop_assert!(settings.enabled && state.disabled.is_none(), "off means off");
+                            prop_assert!(!recharge.launched);
+                        }
                         state = apply(&state, &decision, now);
                     }
                     Event::Outcome(which) => {
                         let id = ids.last().cloned().unwrap_or_default();
                         let outcome = match which {
                             0 => Outcome::Succeeded,
-                            1 => Outcome::ActionRequired,
+                            1 => Outcome::ActionRequired {
+                                intent: "pi".into(),
+                                client_secret: "pi_secret".into(),
+                                payment_method: None,
+                            },
+                            2 => Outcome::Launched { intent: "pi".into() },
+                            3 => Outcome::PaymentFailed,
                             _ => Outcome::Failed("card_declined".into()),
                         };
-                        state = settle(&state, &id, &outcome).0;
+                        state = settle(&state, &id, &outcome);
                     }
                     Event::Tick(by) => now += by,
                     Event::TurnOff => settings.enabled = false,

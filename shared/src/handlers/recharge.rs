@@ -8,9 +8,10 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::billing::setup_intent_field;
-use crate::api::{Major, RechargeView};
+use crate::api::{LastRecharge, Major, RechargeAuthentication, RechargeView};
 use crate::domain::money::Currency;
-use crate::domain::recharge::{AccountRecharge, ChangedBy, Disabled, RechargeSettings};
+use crate::domain::packages::valid_package_id;
+use crate::domain::recharge::{AccountRecharge, ChangedBy, Ended, RechargeSettings};
 use crate::domain::records::UserId;
 use crate::domain::scope::Scope;
 use crate::http::{json_body, ok, ApiError};
@@ -31,9 +32,13 @@ pub(crate) struct RechargeBody {
     /// Major units.
     #[cfg_attr(feature = "openapi", schema(value_type = f64, example = 5.0, required = true))]
     threshold: Option<Box<RawValue>>,
-    /// What one recharge charges, in major units (at most the project's `maxPerRecharge`).
-    #[cfg_attr(feature = "openapi", schema(value_type = f64, example = 20.0, required = true))]
+    /// What one recharge charges, in major units (at most the project's `maxPerRecharge`),
+    /// bought at the project's custom-amount rate; or name a package instead.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, example = 20.0))]
     amount: Option<Box<RawValue>>,
+    /// The credit package one recharge buys, at its price (instead of `amount`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    credit_package_id: Option<Value>,
     /// The SetupIntent that saved the card to charge (kept when absent).
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     setup_intent_id: Option<Value>,
@@ -52,7 +57,7 @@ fn money(currency: &Currency, raw: Option<&RawValue>, name: &str) -> Result<i64,
         })
 }
 
-fn view(currency: &Currency, recharge: Option<&AccountRecharge>) -> RechargeView {
+fn view(currency: &Currency, recharge: Option<&AccountRecharge>, by: ChangedBy) -> RechargeView {
     let Some(recharge) = recharge else {
         return RechargeView {
             enabled: false,
@@ -63,6 +68,9 @@ fn view(currency: &Currency, recharge: Option<&AccountRecharge>) -> RechargeView
             awaiting_authentication: false,
             failures_in_a_row: 0,
             disabled_by: None,
+            credit_package_id: None,
+            authentication: None,
+            last_recharge: None,
         };
     };
     let state = &recharge.state;
@@ -74,11 +82,35 @@ fn view(currency: &Currency, recharge: Option<&AccountRecharge>) -> RechargeView
         in_flight: state.in_flight.is_some(),
         awaiting_authentication: state.in_flight.as_ref().is_some_and(|f| f.action_required),
         failures_in_a_row: state.failures_in_a_row,
-        disabled_by: state.disabled.map(|d| match d {
-            Disabled::ByUser => "user",
-            Disabled::ByDeveloper => "developer",
-            Disabled::ByBounds => "bounds",
-            Disabled::ByFailures => "failures",
+        disabled_by: state.disabled.map(|d| d.name()),
+        credit_package_id: recharge.settings.package.clone(),
+        // The client secret is the account's user's alone: never on the developer's route.
+        authentication: state
+            .in_flight
+            .as_ref()
+            .filter(|f| f.action_required && by == ChangedBy::User)
+            .and_then(|f| {
+                Some(RechargeAuthentication {
+                    recharge_id: f.id.clone(),
+                    payment_intent_id: f.intent.clone()?,
+                    client_secret: f.client_secret.clone()?,
+                    payment_method_id: f.payment_method.clone(),
+                    amount: Major::of(currency, f.amount),
+                })
+            }),
+        last_recharge: state.last.as_ref().map(|last| LastRecharge {
+            recharge_id: last.id.clone(),
+            amount: Major::of(currency, last.amount),
+            payment_intent_id: last.intent.clone(),
+            status: match last.ended {
+                Ended::Succeeded => "succeeded",
+                Ended::Failed { .. } => "failed",
+                Ended::Canceled => "canceled",
+            },
+            reason: match &last.ended {
+                Ended::Failed { reason } => Some(reason.clone()),
+                _ => None,
+            },
         }),
     }
 }
@@ -94,7 +126,7 @@ pub(crate) async fn recharge_route(
     let currency = &app.config.default_currency;
     if req.method().as_str() == "GET" {
         let current = recharge::settings(app, scope, account).await?;
-        return Ok(ok(view(currency, current.as_ref())));
+        return Ok(ok(view(currency, current.as_ref(), by)));
     }
     let body: RechargeBody = json_body(req)?;
     let enabled = match body.enabled {
@@ -102,10 +134,30 @@ pub(crate) async fn recharge_route(
         None => return Err(ApiError::bad_request("enabled is required.")),
         Some(_) => return Err(ApiError::bad_request("enabled must be true or false.")),
     };
+    let package = match &body.credit_package_id {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) if valid_package_id(id) => Some(id.clone()),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "creditPackageId must be a credit package id.",
+            ))
+        }
+    };
+    let amount = match (&package, body.amount.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "Give amount or creditPackageId, not both.",
+            ))
+        }
+        // The package's price, read when the settings are saved.
+        (Some(_), None) => 0,
+        (None, raw) => money(currency, raw, "amount")?,
+    };
     let settings = RechargeSettings {
         enabled,
         threshold: money(currency, body.threshold.as_deref(), "threshold")?,
-        amount: money(currency, body.amount.as_deref(), "amount")?,
+        amount,
+        package,
     };
     let setup_intent = setup_intent_field(&body.setup_intent_id)?;
     if setup_intent.is_some() && by == ChangedBy::Developer {
@@ -114,5 +166,5 @@ pub(crate) async fn recharge_route(
         ));
     }
     let changed = recharge::change(app, scope, account, settings, setup_intent, by).await?;
-    Ok(ok(view(currency, Some(&changed))))
+    Ok(ok(view(currency, Some(&changed), by)))
 }

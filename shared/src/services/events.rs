@@ -13,10 +13,13 @@ use serde_json::{json, Value};
 
 use crate::adapters::events::{OutgoingEvent, ENTRIES_PER_CALL};
 use crate::adapters::store::{AccountAlert, Change, StreamRecord};
+
 use crate::domain::events::{
     balance_events, duplicate_subscription_events, expiry_events, invoice_events, limit_events,
-    payment_events, subscription_events, tier_events, DomainEvent, LowAlert,
+    payment_events, recharge_events, subscription_events, tier_events, DomainEvent, LowAlert,
 };
+use crate::domain::recharge::RechargeBounds;
+use crate::domain::records::UserId;
 use crate::domain::records::{now_ms, rfc3339};
 use crate::domain::scope::Scope;
 use crate::services::streams::{FailedRecord, StreamBatch};
@@ -36,7 +39,7 @@ enum Meaning {
 }
 
 /// The events a change means.
-fn meaning(change: Change) -> Meaning {
+fn meaning(change: Change, currency: &str) -> Meaning {
     Meaning::Events(match change {
         Change::Subscription { account, old, new } => {
             subscription_events(&account, old.as_ref(), &new)
@@ -114,6 +117,12 @@ fn meaning(change: Change) -> Meaning {
             expires_at,
             currency,
         } => expiry_events(&account, true, &bucket, amount, expires_at, &currency),
+        Change::Recharge { account, old, new } => recharge_events(
+            &account,
+            old.as_ref().map(|o| &o.state),
+            &new.state,
+            currency,
+        ),
     })
 }
 
@@ -162,7 +171,7 @@ async fn events_of_record(
     let Some((scope, change)) = record.change(app.config.default_mode) else {
         return Ok(Vec::new());
     };
-    let events = match meaning(change) {
+    let events = match meaning(change, app.config.default_currency.as_str()) {
         Meaning::Events(events) => events,
         Meaning::Balance {
             account,
@@ -276,22 +285,76 @@ async fn save_alerts(app: &App, state: &BatchState, done: usize) -> Option<(usiz
     Some((from, why))
 }
 
-/// Publishes what a stream event (a Lambda DynamoDB Streams batch) means, record by record in
-/// order, and stops at the first record whose events cannot be made or sent: the records before
-/// it are done. Without a bus configured it publishes nothing.
+/// The auto-recharge work of the records, in order: a committed balance may start (or go on
+/// with) its account's recharge, and a recharge's payment settles it (`services::recharge`).
+/// Where it stopped (and why), if a record's work failed: the records before it are done.
+async fn recharge_work(app: &App, records: &[StreamRecord]) -> Option<(usize, String)> {
+    let mut bounds: HashMap<Scope, Option<RechargeBounds>> = HashMap::new();
+    for (index, record) in records.iter().enumerate() {
+        let Some((scope, change)) = record.change(app.config.default_mode) else {
+            continue;
+        };
+        let done = match change {
+            // Credits are kept in the deployment's currency: another currency is never recharged.
+            Change::Balance {
+                account,
+                new,
+                currency,
+                ..
+            } if currency == app.config.default_currency.as_str() => {
+                let offered = match bounds.get(&scope) {
+                    Some(known) => *known,
+                    None => match crate::services::billing::settings(app, &scope).await {
+                        Ok(settings) => {
+                            bounds.insert(scope.clone(), settings.auto_recharge);
+                            settings.auto_recharge
+                        }
+                        Err(err) => return Some((index, format!("{}: {}", err.code(), err.cause()))),
+                    },
+                };
+                match (offered, UserId::parse(&account)) {
+                    (Some(offered), Some(user)) => {
+                        crate::services::recharge::on_balance(app, &scope, &user, new, &offered)
+                            .await
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Change::Payment { payment, .. } => {
+                crate::services::recharge::on_payment(app, &scope, &payment).await
+            }
+            _ => Ok(()),
+        };
+        if let Err(err) = done {
+            return Some((index, format!("auto-recharge: {}: {}", err.code(), err.cause())));
+        }
+    }
+    None
+}
+
+/// Does the auto-recharge work of a stream event (a Lambda DynamoDB Streams batch), then
+/// publishes what it means, record by record in order, and stops at the first record whose work
+/// cannot be done or whose events cannot be made or sent: the records before it are done.
+/// Without a bus configured it publishes nothing.
 pub async fn publish_stream_event(app: &App, event: &Value) -> StreamBatch {
     let records = crate::adapters::store::records_from_event(event);
+    let stopped = recharge_work(app, &records).await;
     let Some(bus) = app.events.as_ref() else {
         return StreamBatch {
             figures: json!({ "records": records.len(), "published": 0 }),
-            failed: None,
+            failed: stopped.map(|(index, cause)| FailedRecord {
+                sequence: records[index].sequence.clone(),
+                first: index == 0,
+                cause,
+            }),
         };
     };
+    let worked = stopped.as_ref().map_or(records.len(), |(index, _)| *index);
     let mut state = BatchState::default();
     // Each event, and the index of the record it comes from.
     let (mut events, mut origins) = (Vec::new(), Vec::new());
     let mut failed: Option<(usize, String)> = None;
-    for (index, record) in records.iter().enumerate() {
+    for (index, record) in records[..worked].iter().enumerate() {
         match events_of_record(app, record, index, &mut state).await {
             Ok(made) => {
                 origins.extend(std::iter::repeat_n(index, made.len()));
@@ -302,6 +365,9 @@ pub async fn publish_stream_event(app: &App, event: &Value) -> StreamBatch {
                 break;
             }
         }
+    }
+    if failed.is_none() {
+        failed = stopped;
     }
     let mut published = 0;
     for (chunk, from) in events

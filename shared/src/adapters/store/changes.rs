@@ -80,6 +80,16 @@ pub enum Change {
         period: String,
         limit: i64,
     },
+    /// An account's auto-recharge settings or state.
+    Recharge {
+        account: String,
+        old: Option<crate::domain::recharge::AccountRecharge>,
+        new: crate::domain::recharge::AccountRecharge,
+    },
+}
+
+fn recharge_doc(item: Option<&Item>) -> Option<crate::domain::recharge::AccountRecharge> {
+    serde_json::from_str(get_s(item?, "doc")?).ok()
 }
 
 fn subscription_doc(item: Option<&Item>) -> Option<SubscriptionState> {
@@ -187,6 +197,11 @@ impl StreamRecord {
                     currency: f.text("currency").ok()?.to_owned(),
                 }
             }
+            ("RECHARGE", rest) if rest.starts_with("USER#") => Change::Recharge {
+                account: rest.strip_prefix("USER#")?.to_owned(),
+                old: recharge_doc(old),
+                new: recharge_doc(Some(new))?,
+            },
             ("LIMIT", rest) if rest.starts_with("LIMIT#") && old.is_none() => {
                 let f = Fields::of(new);
                 Change::LimitReached {

@@ -149,6 +149,20 @@ pub struct AttentionItem {
 impl Store {
     /// Records a new pending payment and, with it, the client's idempotency key, in one
     /// transaction. `Ok(Some(record))` means another request already claimed the key first.
+    /// Records a payment made by Coffer on its own (an auto-recharge), pending, unless its
+    /// intent was recorded already (a retry after the first record): `false` then.
+    pub async fn record_payment_once(&self, payment: &PaymentRecord) -> Result<bool, StoreError> {
+        super::written(
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(payment_to_item(&self.keys, payment)))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await,
+        )
+    }
+
     pub async fn record_payment(
         &self,
         payment: &PaymentRecord,

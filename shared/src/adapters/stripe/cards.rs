@@ -5,10 +5,25 @@ use std::collections::HashMap;
 
 use stripe_client_core::StripeRequest;
 use stripe_core::customer::{UpdateCustomer, UpdateCustomerInvoiceSettings};
-use stripe_core::payment_intent::ConfirmPaymentIntent;
+use stripe_core::payment_intent::{
+    CancelPaymentIntent, ConfirmPaymentIntent, ConfirmPaymentIntentOffSession,
+};
 use stripe_core::setup_intent::{CreateSetupIntent, RetrieveSetupIntent};
 
-use super::{Call, Intent, Resend, StripeApi, StripeFailure};
+use super::client::CallError;
+use super::{map_error, Call, Intent, Resend, StripeApi, StripeFailure};
+
+/// What Stripe answered a charge made while the user is away.
+#[derive(Debug)]
+pub enum OffSession {
+    /// Stripe took it: succeeded or processing (the webhook tells the end).
+    Taken(Intent),
+    /// The bank asks the user to authenticate (`authentication_required`, or the intent waits
+    /// for an action): only the user can finish it, on a page, with the intent's client secret.
+    NeedsAuthentication,
+    /// Declined or failed, with Stripe's sentence.
+    Declined(String),
+}
 
 /// The fields of a SetupIntent that Coffer reads.
 #[derive(Debug, miniserde::Deserialize)]
@@ -61,6 +76,59 @@ impl StripeApi {
             .build()
             .call::<Intent>(self, Resend::Keyed(idempotency_key))
             .await
+    }
+
+    /// Confirms a PaymentIntent that carries the saved card of a user who is not there
+    /// (`off_session`), once per `idempotency_key`.
+    pub async fn confirm_off_session(
+        &self,
+        id: &str,
+        idempotency_key: &str,
+    ) -> Result<OffSession, StripeFailure> {
+        let answer = ConfirmPaymentIntent::new(id)
+            .off_session(ConfirmPaymentIntentOffSession::Bool(true))
+            .build()
+            .call_raw::<Intent>(self, Resend::Keyed(idempotency_key))
+            .await?;
+        match answer {
+            Ok(intent) if intent.status.as_deref() == Some("requires_action") => {
+                Ok(OffSession::NeedsAuthentication)
+            }
+            Ok(intent)
+                if matches!(
+                    intent.status.as_deref(),
+                    Some("succeeded" | "processing" | "requires_capture")
+                ) =>
+            {
+                Ok(OffSession::Taken(intent))
+            }
+            Ok(intent) => Ok(OffSession::Declined(format!(
+                "The payment was not taken (status {}).",
+                intent.status.as_deref().unwrap_or("unknown")
+            ))),
+            Err(CallError::Stripe(details, 402))
+                if details.code.as_deref() == Some("authentication_required") =>
+            {
+                Ok(OffSession::NeedsAuthentication)
+            }
+            Err(CallError::Stripe(details, 402)) => Ok(OffSession::Declined(
+                details
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "The card was declined.".into()),
+            )),
+            Err(other) => Err(map_error(other)),
+        }
+    }
+
+    /// Cancels a PaymentIntent no one will confirm (a recharge dropped before it was charged,
+    /// or one the user never authenticated).
+    pub async fn cancel_intent(&self, id: &str) -> Result<(), StripeFailure> {
+        CancelPaymentIntent::new(id)
+            .build()
+            .call::<Intent>(self, Resend::Retries(2))
+            .await
+            .map(|_| ())
     }
 
     /// Makes the card the customer's default for subscriptions and invoices.

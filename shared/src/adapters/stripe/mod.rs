@@ -12,7 +12,7 @@ pub use billing::{
     CheckoutItem, CheckoutSession, Customer, Invoice, MeterEventOut, MeterSent, PriceChange,
     Session, Subscription, META_ACCOUNT, META_PLAN, META_SCOPE,
 };
-pub use cards::SetupIntent;
+pub use cards::{OffSession, SetupIntent};
 pub use raw::{valid_api_version, EphemeralKey};
 
 use std::collections::HashMap;
@@ -32,6 +32,8 @@ pub const META_PACKAGE: &str = "coffer_package_id";
 pub const META_CREDITS: &str = "coffer_credits";
 /// On a tier purchase: the plan it buys.
 pub const META_TIER: &str = "coffer_tier";
+/// On an auto-recharge's payment: the account's recharge id.
+pub const META_RECHARGE: &str = "coffer_recharge";
 
 /// Time allowed for one Stripe attempt.
 pub const STRIPE_TIMEOUT: Duration = Duration::from_secs(5);
