@@ -41,6 +41,11 @@
 //!   made while the user is away: a 402 `card_error` with code `authentication_required` (the
 //!   intent stays waiting, so the user can still complete it with Stripe.js). Recorded, so a
 //!   test counts the charges started
+//! - `POST /_double/lose-answers` `path_suffix=<end of a path>&count=<n>`: the next `n` `POST`s
+//!   whose path ends so are done (through localstripe, their answers kept by idempotency key as
+//!   always) and then answered with a 500 `api_error`, as when Stripe did the work and the
+//!   answer never reached Coffer (a count of 0 stops it). A test injects the fault between
+//!   Stripe's answer and Coffer's write with it
 //! - `GET /_double/requests`: what was asked of the double so far
 //! - `GET /_double/meter_events`: the meter events it accepted, each once
 
@@ -74,6 +79,8 @@ struct State {
     /// Answers kept by idempotency key: the request (path and body) and, once answered, the
     /// status and body (`None` while in flight).
     idempotent: HashMap<String, KeptRequest>,
+    /// Answers to lose: a path's ending and how many more.
+    lose_answers: Vec<(String, u32)>,
     /// PaymentIntent listings by their `created` bounds: when read, and the intents newest first.
     intent_lists: HashMap<(i64, i64), (std::time::Instant, Vec<Value>)>,
 }
@@ -294,6 +301,19 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
                 .unwrap_or_default();
             reply(200, &Value::Array(accepted))
         }
+        ("POST", "/_double/lose-answers") => {
+            let params = form(&body);
+            let count = params.get("count").and_then(|c| c.parse().ok()).unwrap_or(1);
+            match (params.get("path_suffix"), double.state.lock()) {
+                (Some(suffix), Ok(mut state)) => {
+                    // A count of 0 stops losing them.
+                    state.lose_answers.retain(|(other, _)| other != suffix);
+                    state.lose_answers.push((suffix.clone(), count));
+                    reply(200, &json!({"path_suffix": suffix, "count": count}))
+                }
+                _ => stripe_error(400, "path_suffix is required"),
+            }
+        }
         ("GET", "/_double/requests") => {
             let recorded = double
                 .state
@@ -334,7 +354,30 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
         }
         _ => forward(&double, &method, &path, query.as_deref(), &headers, body).await,
     };
+    if method == "POST" && !path.starts_with("/_double/") && lose_answer(&double, &path) {
+        return Ok(reply(
+            500,
+            &json!({"error": {"type": "api_error",
+                              "message": "The test double lost this answer: the request was done."}}),
+        ));
+    }
     Ok(answer)
+}
+
+/// Whether the answer to a `POST` to `path` is to be lost (one fewer to lose then).
+fn lose_answer(double: &Double, path: &str) -> bool {
+    let Ok(mut state) = double.state.lock() else {
+        return false;
+    };
+    let Some(rule) = state
+        .lose_answers
+        .iter_mut()
+        .find(|(suffix, left)| *left > 0 && path.ends_with(suffix.as_str()))
+    else {
+        return false;
+    };
+    rule.1 -= 1;
+    true
 }
 
 /// A page of the intents created in `[created[gte], created[lt])`, newest first.

@@ -33,6 +33,8 @@ pub struct TestApp {
     pub proxies: Option<Proxies>,
     pub(crate) delivered: AtomicUsize,
     pub(crate) invariant_checks: AtomicUsize,
+    /// Faults injected other than through the proxies (answers the test double lost).
+    pub injected: AtomicUsize,
     /// Webhooks registered with a localstripe (base URL, id), muted when the test ends.
     pub(crate) webhooks: std::sync::Mutex<Vec<(String, String)>>,
     /// The queue a rule on the test's event bus fills (with `SecretSetup::events`).
@@ -110,7 +112,8 @@ impl TestApp {
         let line = json!({
             "scenario": scenario,
             "events": self.delivered.load(Ordering::SeqCst),
-            "faults": self.proxies.as_ref().map_or(0, Proxies::faults),
+            "faults": self.proxies.as_ref().map_or(0, Proxies::faults)
+                + self.injected.load(Ordering::SeqCst),
             "invariantChecks": self.invariant_checks.load(Ordering::SeqCst),
             "result": if std::thread::panicking() || !described { "FAILED" } else { "passed" },
         });
@@ -341,6 +344,7 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
         proxies,
         delivered: AtomicUsize::new(0),
         invariant_checks: AtomicUsize::new(0),
+        injected: AtomicUsize::new(0),
         webhooks: std::sync::Mutex::new(registered),
         events_queue,
         received_events: std::sync::Mutex::new(Vec::new()),

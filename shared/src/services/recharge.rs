@@ -65,11 +65,7 @@ pub async fn change(
             .ok_or_else(|| Failure::invalid("creditPackageId names no credit package on sale."))?;
         settings.amount = package.amount;
     }
-    if let Some(setup_intent) = setup_intent.as_deref() {
-        // The card must be the account's own, saved: read back from Stripe, never trusted.
-        let stripe = app.stripe_for(scope).await?;
-        billing::saved_card(app, scope, &stripe, user, setup_intent).await?;
-    }
+    let mut card_checked = false;
     for _ in 0..ATTEMPTS {
         let current = store.recharge(user).await?;
         let next = change_settings(
@@ -80,6 +76,12 @@ pub async fn change(
             by,
         )
         .map_err(Failure::invalid)?;
+        if let (Some(setup_intent), false) = (setup_intent.as_deref(), card_checked) {
+            // The card must be the account's own, saved: read back from Stripe, never trusted.
+            let stripe = app.stripe_for(scope).await?;
+            billing::saved_card(app, scope, &stripe, user, setup_intent).await?;
+            card_checked = true;
+        }
         if store
             .put_recharge(user, &next, current.map(|(_, v)| v))
             .await?
@@ -97,7 +99,8 @@ pub async fn change(
 }
 
 /// A committed balance of the account (read from the stream): starts, goes on with, drops or
-/// gives up on its recharge as the rules decide.
+/// gives up on its recharge as the rules decide. The record only wakes it: a charge is decided
+/// on the balance read now, so a record handed over again after the credits landed starts none.
 pub async fn on_balance(
     app: &App,
     scope: &Scope,
@@ -111,12 +114,24 @@ pub async fn on_balance(
             return Ok(());
         };
         let now = now_ms() / 1000;
-        let decision = decide(&recharge.settings, bounds, &recharge.state, balance, now);
+        let mut decision = decide(&recharge.settings, bounds, &recharge.state, balance, now);
+        if matches!(decision, Decision::Start(_) | Decision::Resume(_)) {
+            // The record may be old (the stream hands records over again, and late): a charge
+            // is decided on the balance committed now, never on a stale one.
+            let now_balance = match store.balance(account).await? {
+                Some(read) if read.currency == app.config.default_currency => read.balance,
+                _ => return Ok(()),
+            };
+            decision = decide(&recharge.settings, bounds, &recharge.state, now_balance, now);
+        }
         match &decision {
             Decision::Nothing(_) => return Ok(()),
             Decision::Resume(flight) => {
                 tracing::info!(recharge_id = %flight.id, "auto-recharge goes on");
                 return launch(app, scope, account, &recharge, flight).await;
+            }
+            Decision::Abandon(flight) if flight.intent.is_some() => {
+                return drop_unless_taken(app, scope, account, flight).await;
             }
             _ => {}
         }
@@ -161,9 +176,23 @@ pub async fn on_payment(app: &App, scope: &Scope, payment: &PaymentRecord) -> Re
     let Some((id, outcome)) = payment_outcome(&payment.package_id, succeeded, failed) else {
         return Ok(());
     };
-    record_outcome(app, scope, &payment.user_id, id, &outcome)
-        .await
-        .map(|_| ())
+    let account = &payment.user_id;
+    record_outcome(app, scope, account, id, &outcome).await?;
+    if outcome != Outcome::Succeeded {
+        // A failed charge is not tried again blindly: the next committed balance decides.
+        return Ok(());
+    }
+    // Paid and credited, and the balance may still be below the threshold: the next recharge
+    // may start now (within the day's cap), as a spend would start it.
+    let Some(bounds) = billing::settings(app, scope).await?.auto_recharge else {
+        return Ok(());
+    };
+    match app.store_for(scope).balance(account).await? {
+        Some(now) if now.currency == app.config.default_currency => {
+            on_balance(app, scope, account, now.balance, &bounds).await
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Writes what became of the recharge `id` (nothing when it changes nothing). The state after.
@@ -252,10 +281,11 @@ async fn launch(
         return Ok(());
     }
     if !now.settings.enabled || now.state.disabled.is_some() {
-        record_outcome(app, scope, account, &flight.id, &Outcome::Canceled).await?;
-        cancel(app, scope, &intent.id).await;
-        tracing::info!(recharge_id = %flight.id, "auto-recharge turned off before the charge; dropped");
-        return Ok(());
+        let flight = InFlight {
+            intent: Some(intent.id.clone()),
+            ..flight.clone()
+        };
+        return drop_unless_taken(app, scope, account, &flight).await;
     }
     let answer = stripe
         .confirm_off_session(&intent.id, &idempotency::recharge_confirm(&intent.id))
@@ -281,6 +311,38 @@ async fn launch(
     };
     tracing::info!(recharge_id = %flight.id, intent_id = %intent.id, outcome = kind, "auto-recharge charge answered");
     record_outcome(app, scope, account, &flight.id, &outcome).await?;
+    Ok(())
+}
+
+/// Drops a recharge that Coffer never saw Stripe take, unless Stripe did take it (its
+/// confirmation's answer was lost): a charge Stripe took is never dropped, it settles through its
+/// payment like any other. A dropped one's intent is canceled.
+async fn drop_unless_taken(
+    app: &App,
+    scope: &Scope,
+    account: &UserId,
+    flight: &InFlight,
+) -> Result<(), Failure> {
+    let Some(intent_id) = flight.intent.as_deref() else {
+        record_outcome(app, scope, account, &flight.id, &Outcome::Canceled).await?;
+        return Ok(());
+    };
+    let intent = app.stripe_for(scope).await?.retrieve_intent(intent_id).await?;
+    let taken = matches!(
+        intent.status.as_deref(),
+        Some("succeeded" | "processing" | "requires_capture")
+    );
+    if taken {
+        let launched = Outcome::Launched {
+            intent: intent_id.to_owned(),
+        };
+        record_outcome(app, scope, account, &flight.id, &launched).await?;
+        tracing::info!(recharge_id = %flight.id, intent_id = %intent_id, "auto-recharge was taken by Stripe before it was turned off; it settles through its payment");
+        return Ok(());
+    }
+    cancel(app, scope, intent_id).await;
+    record_outcome(app, scope, account, &flight.id, &Outcome::Canceled).await?;
+    tracing::info!(recharge_id = %flight.id, "auto-recharge dropped before it was charged");
     Ok(())
 }
 

@@ -11,8 +11,25 @@ const DECLINED_AT_CHARGE: &str = "4000000000000341";
 /// `POST /api/stripe/setup-intent` as `user`, then the card confirmed as Stripe.js does in the
 /// browser. Returns the SetupIntent id.
 pub(crate) async fn saved_card(app: &TestApp, user: &str, card: &str) -> String {
+    saved_card_in(app, user, "", &app.stripe_base.clone(), card).await
+}
+
+/// [`saved_card`] in the project and mode `query` names (`?project_id=…&test_mode=…`, or empty
+/// for the default), whose Stripe is at `stripe_base`.
+pub(crate) async fn saved_card_in(
+    app: &TestApp,
+    user: &str,
+    query: &str,
+    stripe_base: &str,
+    card: &str,
+) -> String {
     let setup = app
-        .post("/api/stripe/setup-intent", Some(user), "{}", &[])
+        .post(
+            &format!("/api/stripe/setup-intent{query}"),
+            Some(user),
+            "{}",
+            &[],
+        )
         .await;
     assert_eq!(setup.status, 200, "setup-intent: {}", setup.body);
     let id = setup.body["data"]["setupIntentId"]
@@ -27,31 +44,51 @@ pub(crate) async fn saved_card(app: &TestApp, user: &str, card: &str) -> String 
     assert!(setup.body["data"]["customerId"]
         .as_str()
         .is_some_and(|c| c.starts_with("cus_")));
-    let confirmed = browser_confirm(app, &id, &secret, card).await;
+    let confirmed = browser_confirm(app, stripe_base, &id, &secret, card).await;
     assert_eq!(confirmed["status"], "succeeded", "{confirmed}");
     id
 }
 
 /// What Stripe.js's `confirmCardSetup` sends: the publishable key and the client secret, no
-/// secret key.
-async fn browser_confirm(app: &TestApp, id: &str, secret: &str, card: &str) -> Value {
-    app.http
-        .post(format!("{}/v1/setup_intents/{id}/confirm", app.stripe_base))
-        .json(&json!({
-            "key": "pk_test_coffer_local",
-            "use_stripe_sdk": true,
-            "client_secret": secret,
-            "payment_method_data": {
-                "type": "card",
-                "card": {"number": card, "exp_month": "12", "exp_year": "34", "cvc": "123"},
-            },
-        }))
-        .send()
+/// secret key. A card that asks for 3-D Secure is authenticated as the user would in Stripe.js's
+/// dialog (localstripe's stand-in confirms once more).
+async fn browser_confirm(
+    app: &TestApp,
+    stripe_base: &str,
+    id: &str,
+    secret: &str,
+    card: &str,
+) -> Value {
+    let confirm = |body: Value| {
+        let request = app
+            .http
+            .post(format!("{stripe_base}/v1/setup_intents/{id}/confirm"))
+            .json(&body);
+        async move {
+            request
+                .send()
+                .await
+                .expect("confirm at localstripe")
+                .json::<Value>()
+                .await
+                .expect("JSON")
+        }
+    };
+    let first = confirm(json!({
+        "key": "pk_test_coffer_local",
+        "use_stripe_sdk": true,
+        "client_secret": secret,
+        "payment_method_data": {
+            "type": "card",
+            "card": {"number": card, "exp_month": "12", "exp_year": "34", "cvc": "123"},
+        },
+    }))
+    .await;
+    if first["status"] != "requires_action" {
+        return first;
+    }
+    confirm(json!({"key": "pk_test_coffer_local", "use_stripe_sdk": true, "client_secret": secret}))
         .await
-        .expect("confirm at localstripe")
-        .json()
-        .await
-        .expect("JSON")
 }
 
 async fn buy(app: &TestApp, user: &str, body: Value, key: &str) -> integration_tests::Reply {
