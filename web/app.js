@@ -1,7 +1,8 @@
 // The storefront's script: plain JavaScript over Coffer's API, no build step. It reads its
 // settings from ./config.json (the API's base URL, Stripe's publishable key and where Stripe.js
 // is), signs in with a local token (local stack only), buys packages with Stripe.js and a card
-// form, spends credits, and subscribes, cancels and resumes a plan.
+// form, spends credits, subscribes, cancels and resumes a plan, and sets auto-recharge (and
+// confirms a recharge the bank asks the user to authenticate).
 'use strict';
 
 const state = {
@@ -14,6 +15,7 @@ const state = {
   currency: 'usd',
   plans: [],
   subscription: null,
+  recharge: null,
   busy: false,
 };
 const $ = (id) => document.getElementById(id);
@@ -252,6 +254,7 @@ function showSignedIn() {
   $('signed-in').hidden = !signedIn;
   $('account').hidden = !signedIn;
   $('spend-section').hidden = !signedIn;
+  $('recharge-section').hidden = !signedIn;
   $('history-section').hidden = !signedIn;
   $('who').textContent = state.name || '';
 }
@@ -408,10 +411,136 @@ async function loadHistory() {
   $('history').replaceChildren(...rows);
 }
 
+// ---- auto-recharge ------------------------------------------------------------------------
+
+const DISABLED_WORDS = {
+  user: 'Off.',
+  developer: 'Off: turned off by the shop.',
+  bounds: 'Off: your settings are past what the shop allows now. Turn it on again with new amounts.',
+  failures: 'Off: the last three payments failed. Check your card and turn it on again.',
+};
+
+function showRecharge(view) {
+  state.recharge = view;
+  let words;
+  if (view.enabled) {
+    words = `On: below ${money(view.threshold)}, buys credits for ${money(view.amount)}.`;
+    if (view.inFlight && !view.awaitingAuthentication) words += ' A recharge is under way.';
+  } else {
+    words = view.disabledBy ? DISABLED_WORDS[view.disabledBy] || 'Off.' : 'Off.';
+  }
+  $('recharge-state').textContent = words;
+  const last = view.lastRecharge;
+  let lastWords = '';
+  if (last && last.status === 'succeeded') lastWords = `The last recharge, ${money(last.amount)}, was paid.`;
+  if (last && last.status === 'failed') lastWords = `The last recharge, ${money(last.amount)}, failed: ${last.reason || 'the payment failed.'}`;
+  $('recharge-last').textContent = lastWords;
+  const asked = view.authentication;
+  $('recharge-action').hidden = !asked;
+  if (asked) {
+    $('recharge-action-words').textContent = `Your bank asks you to confirm the recharge of ${money(asked.amount)}.`;
+  }
+  if (view.threshold !== null && view.threshold !== undefined && document.activeElement !== $('recharge-threshold')) {
+    $('recharge-threshold').value = view.threshold;
+  }
+  if (view.amount !== null && view.amount !== undefined && document.activeElement !== $('recharge-amount')) {
+    $('recharge-amount').value = view.amount;
+  }
+  $('recharge-off').hidden = !view.enabled;
+}
+
+async function loadRecharge() {
+  showRecharge(await api('/api/credits/auto-recharge'));
+}
+
+// After a spend: a recharge starts from the committed balance a moment later, so the page looks
+// again until it settles or asks the user for something.
+function watchRecharge(before) {
+  if (!state.recharge || !state.recharge.enabled) return;
+  const settled = (view) => view.awaitingAuthentication
+    || (!view.inFlight && JSON.stringify(view.lastRecharge) !== JSON.stringify(before && before.lastRecharge));
+  watch(() => api('/api/credits/auto-recharge'), settled, (view) => {
+    showRecharge(view);
+    loadAccount().catch(() => {});
+  }).then((view) => {
+    if (!view) return;
+    showRecharge(view);
+    if (view.awaitingAuthentication) say(`Your bank asks you to confirm the recharge of ${money(view.authentication.amount)}.`);
+    loadAccount().catch(() => {});
+  });
+}
+
+function rechargeAmounts() {
+  const threshold = Number($('recharge-threshold').value);
+  const amount = Number($('recharge-amount').value);
+  if (!($('recharge-threshold').value !== '' && threshold >= 0)) {
+    $('recharge-threshold').focus();
+    throw new Error('Enter the balance below which to recharge (zero or more).');
+  }
+  if (!(amount > 0)) {
+    $('recharge-amount').focus();
+    throw new Error('Enter how much one recharge buys (more than zero).');
+  }
+  return { threshold, amount };
+}
+
+async function turnRechargeOn() {
+  await act('Turning auto-recharge on: checking your card…', async () => {
+    const amounts = rechargeAmounts();
+    const saved = await saveCard();
+    const view = await api('/api/credits/auto-recharge', {
+      method: 'PUT',
+      body: JSON.stringify({ enabled: true, threshold: amounts.threshold, amount: amounts.amount, setupIntentId: saved.setupIntentId }),
+    });
+    showRecharge(view);
+    say(`Auto-recharge is on: when your balance falls below ${money(view.threshold)}, your card buys credits for ${money(view.amount)}.`);
+  });
+}
+
+async function turnRechargeOff() {
+  await act('Turning auto-recharge off…', async () => {
+    const now = state.recharge || {};
+    const view = await api('/api/credits/auto-recharge', {
+      method: 'PUT',
+      body: JSON.stringify({ enabled: false, threshold: now.threshold || 0, amount: now.amount || 0 }),
+    });
+    showRecharge(view);
+    say('Auto-recharge is off. No new payment will be started.');
+  });
+}
+
+// The bank asked the user to authenticate a recharge: Stripe.js shows its dialog, and the credits
+// come with the payment's webhook.
+async function confirmRecharge() {
+  const asked = state.recharge && state.recharge.authentication;
+  if (!asked) return;
+  await act(`Confirming the recharge of ${money(asked.amount)}…`, async () => {
+    if (!state.stripe) throw new Error(state.cardProblem || 'Card payments are off.');
+    const before = await api('/api/stripe/balance');
+    const options = asked.paymentMethodId ? { payment_method: asked.paymentMethodId } : undefined;
+    const result = await state.stripe.confirmCardPayment(asked.clientSecret, options);
+    if (!result || result.error) throw new Error(stripeWords(result && result.error));
+    $('recharge-action').hidden = true;
+    say(`Recharge of ${money(asked.amount)} confirmed. Waiting for it to reach your balance…`);
+    const received = (now) => {
+      showBalance(now);
+      say(`Recharge received: +${credits(now.balance - before.balance)} credits. Your balance is ${money(now.balance, now.currency)}.`);
+      loadHistory().catch(() => {});
+      // The recharge is settled just after its credits land.
+      watch(() => api('/api/credits/auto-recharge'), (view) => !view.inFlight, showRecharge)
+        .then((view) => view && showRecharge(view));
+    };
+    const after = await watch(() => api('/api/stripe/balance'), (now) => now.balance !== before.balance, received);
+    if (after) received(after);
+    else say('Your payment was confirmed. The balance will change here as soon as Stripe confirms it.');
+  });
+}
+
 async function loadAccount() {
   if (!state.token) return;
   showBalance(await api('/api/stripe/balance'));
   showSubscription(await api('/api/v1/payments/stripe/my-subscription'));
+  await loadRecharge().catch(() => {});
   await loadHistory();
 }
 
@@ -574,6 +703,7 @@ async function spend(amount, reason) {
     say(`Spent ${money(amount)} on “${reason}”. Your balance is ${money(answer.balance)}.`);
     $('spend-form').reset();
     await loadHistory();
+    watchRecharge(state.recharge);
   });
 }
 
@@ -597,6 +727,12 @@ $('sign-out').addEventListener('click', async () => {
 });
 $('cancel-subscription').addEventListener('click', () => cancelOrResume(false));
 $('resume-subscription').addEventListener('click', () => cancelOrResume(true));
+$('recharge-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  turnRechargeOn();
+});
+$('recharge-off').addEventListener('click', () => turnRechargeOff());
+$('recharge-confirm').addEventListener('click', () => confirmRecharge());
 $('spend-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const amount = Number($('spend-amount').value);

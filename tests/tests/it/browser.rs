@@ -565,3 +565,96 @@ async fn the_storefront_says_which_credits_expire_and_when() {
     );
     page.screenshot("credits-expire").await;
 }
+
+/// Clicks localstripe's 3-D Secure dialog's "Complete authentication" when it is shown.
+async fn authenticate_if_asked(page: &Browser) {
+    let authenticate = "//button[normalize-space(.)='Complete authentication']";
+    if let Ok(button) = page.client.find(Locator::XPath(authenticate)).await {
+        let _ = button.click().await;
+    }
+}
+
+#[tokio::test]
+async fn auto_recharge_is_set_on_the_page_and_a_recharge_the_bank_asks_about_is_confirmed_there() {
+    let app = crate::recharge::offering(3).await;
+    let opening = json!({"userId": "val", "amount": 6, "reason": "opening credits", "idempotencyKey": "val-open"});
+    let reply = app.backend_grant(&opening).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let page = Browser::open(&app, "auto-recharge").await;
+    page.sign_in("val").await;
+    page.wait_text("#recharge-state", UI_SECS, |t| t == "Off.")
+        .await;
+    // A card whose bank asks for 3-D Secure, saved when auto-recharge is turned on.
+    page.fill_card("4000002500003155").await;
+    page.type_into("When the balance falls below", "5").await;
+    page.type_into("Buy credits for", "20").await;
+    page.button("Turn on auto-recharge")
+        .await
+        .click()
+        .await
+        .expect("click");
+    let page = &page;
+    let on = eventually(UI_SECS, move || async move {
+        authenticate_if_asked(page).await;
+        let shown = page.text("#recharge-state").await;
+        shown.starts_with("On:").then_some(shown)
+    })
+    .await;
+    match on {
+        Some(shown) => assert_eq!(shown, "On: below $5.00, buys credits for $20.00."),
+        None => page.fail("auto-recharge never showed as on").await,
+    }
+    // A spend takes the balance below 5.00: the recharge the stream starts asks the user.
+    page.type_into("Amount", "1.5").await;
+    page.type_into("What for", "one report").await;
+    page.button("Spend").await.click().await.expect("click");
+    page.wait_text("#recharge-action-words", 60, |t| {
+        t == "Your bank asks you to confirm the recharge of $20.00."
+    })
+    .await;
+    page.screenshot("auto-recharge-asks").await;
+    page.button("Confirm the payment")
+        .await
+        .click()
+        .await
+        .expect("click");
+    let landed = settle(
+        move || async move {
+            authenticate_if_asked(page).await;
+            let shown = page.text("#balance").await;
+            (shown == usd(24.5)).then_some(shown)
+        },
+        async {
+            let view = app
+                .call("GET", "/api/credits/auto-recharge", Some(&app.token("val")), None)
+                .await;
+            let intent = view.body["data"]["authentication"]["paymentIntentId"]
+                .as_str()
+                .or(view.body["data"]["lastRecharge"]["paymentIntentId"].as_str())
+                .map(str::to_owned);
+            if let Some(intent) = intent {
+                app.redeliver_intent_event("payment_intent.succeeded", &intent)
+                    .await;
+            }
+        },
+    )
+    .await;
+    if landed.is_none() {
+        page.fail("the confirmed recharge never reached the balance")
+            .await;
+    }
+    page.wait_text("#recharge-last", 60, |t| {
+        t == "The last recharge, $20.00, was paid."
+    })
+    .await;
+    assert_eq!(app.balance("val").await, 24.5);
+    page.button("Turn off auto-recharge")
+        .await
+        .click()
+        .await
+        .expect("click");
+    page.wait_text("#recharge-state", UI_SECS, |t| t == "Off.")
+        .await;
+    app.assert_invariants().await;
+    page.screenshot("auto-recharge").await;
+}

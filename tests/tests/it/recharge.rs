@@ -205,7 +205,7 @@ async fn a_developer_turns_an_accounts_auto_recharge_off_and_only_in_their_proje
 
 /// A test app whose default project offers auto-recharge (at most 50.00 a recharge and
 /// `max_per_day` a day), with billing events on, following the table's stream.
-async fn offering(max_per_day: u32) -> TestApp {
+pub(crate) async fn offering(max_per_day: u32) -> TestApp {
     let app = spawn_app_with(SecretSetup {
         events: true,
         ..SecretSetup::default()
