@@ -303,7 +303,10 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
         }
         ("POST", "/_double/lose-answers") => {
             let params = form(&body);
-            let count = params.get("count").and_then(|c| c.parse().ok()).unwrap_or(1);
+            let count = params
+                .get("count")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1);
             match (params.get("path_suffix"), double.state.lock()) {
                 (Some(suffix), Ok(mut state)) => {
                     // A count of 0 stops losing them.

@@ -538,7 +538,44 @@ mod tests {
         );
         assert!(tier_events("u", Some("pro"), Some("pro")).is_empty());
         let names: std::collections::HashSet<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
-        assert_eq!(names.len(), 12);
+        assert_eq!(names.len(), EventKind::ALL.len(), "each kind its own name");
+    }
+
+    #[test]
+    fn a_recharge_says_how_it_ended_once_and_the_secret_only_when_authentication_is_asked() {
+        use crate::domain::recharge::{settle, InFlight, Outcome, RechargeState};
+        let flying = RechargeState {
+            started: 1,
+            in_flight: Some(InFlight {
+                id: "rc1".into(),
+                amount: 2_000,
+                launched: true,
+                intent: Some("pi_1".into()),
+                ..InFlight::default()
+            }),
+            ..RechargeState::default()
+        };
+        let asked = settle(
+            &flying,
+            "rc1",
+            &Outcome::ActionRequired {
+                intent: "pi_1".into(),
+                client_secret: "pi_1_secret_s".into(),
+                payment_method: Some("pm_1".into()),
+            },
+        );
+        let said = recharge_events("u", Some(&flying), &asked, "usd");
+        assert_eq!(kinds(&said), [EventKind::RechargeActionRequired]);
+        assert_eq!(said[0].data["clientSecret"], "pi_1_secret_s");
+        let paid = settle(&asked, "rc1", &Outcome::Succeeded);
+        let said = recharge_events("u", Some(&asked), &paid, "usd");
+        assert_eq!(kinds(&said), [EventKind::RechargeSucceeded]);
+        assert_eq!(
+            said[0].data,
+            json!({"rechargeId": "rc1", "paymentIntentId": "pi_1", "amount": 2000, "currency": "usd"})
+        );
+        assert!(said[0].data.get("clientSecret").is_none());
+        assert!(recharge_events("u", Some(&paid), &paid, "usd").is_empty());
     }
 
     #[test]

@@ -98,7 +98,9 @@ pub struct InFlight {
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Ended {
     Succeeded,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     /// Turned off (or no longer needed) before Stripe was asked to charge: nothing charged.
     Canceled,
 }
@@ -464,6 +466,7 @@ mod tests {
             enabled: true,
             threshold: 500,
             amount: 2_000,
+            package: None,
         }
     }
 
@@ -537,14 +540,20 @@ mod tests {
             };
             let id = recharge.id.clone();
             state = launched(&apply(&state, &decision, now), &id);
-            let next = settle(&state, &id, &Outcome::Failed("Your card was declined.".into()));
+            let next = settle(
+                &state,
+                &id,
+                &Outcome::Failed("Your card was declined.".into()),
+            );
             said.extend(told(Some(&state), &next));
             state = next;
         }
         assert_eq!(said.last(), Some(&Told::Disabled(Disabled::ByFailures)));
         assert_eq!(
             said.iter()
-                .filter(|t| matches!(t, Told::Failed(_, reason) if reason == "Your card was declined."))
+                .filter(
+                    |t| matches!(t, Told::Failed(_, reason) if reason == "Your card was declined.")
+                )
                 .count(),
             3
         );
@@ -568,7 +577,9 @@ mod tests {
         };
         let waiting = settle(&state, "rc1", &asked);
         let said = told(Some(&state), &waiting);
-        assert!(matches!(&said[..], [Told::ActionRequired(f)] if f.client_secret.as_deref() == Some("pi_1_secret_x")));
+        assert!(
+            matches!(&said[..], [Told::ActionRequired(f)] if f.client_secret.as_deref() == Some("pi_1_secret_x"))
+        );
         let again = settle(&waiting, "rc1", &asked);
         assert!(told(Some(&waiting), &again).is_empty(), "told once");
         // The webhook of the failed off-session attempt does not end it: the user may still act.
@@ -582,15 +593,29 @@ mod tests {
         // A late outcome of a settled recharge changes nothing.
         assert_eq!(settle(&paid, "rc1", &Outcome::Failed("late".into())), paid);
         // Not authenticated within a day: a failure, and the next may start.
-        let Decision::GiveUp(given_up) =
-            decide(&settings(), &bounds(), &waiting, 50, AUTHENTICATION_WINDOW_SECS)
-        else {
+        let Decision::GiveUp(given_up) = decide(
+            &settings(),
+            &bounds(),
+            &waiting,
+            50,
+            AUTHENTICATION_WINDOW_SECS,
+        ) else {
             panic!("give up");
         };
-        let failed = apply(&waiting, &Decision::GiveUp(given_up), AUTHENTICATION_WINDOW_SECS);
+        let failed = apply(
+            &waiting,
+            &Decision::GiveUp(given_up),
+            AUTHENTICATION_WINDOW_SECS,
+        );
         assert_eq!(failed.failures_in_a_row, 1);
         assert!(matches!(
-            decide(&settings(), &bounds(), &failed, 50, AUTHENTICATION_WINDOW_SECS),
+            decide(
+                &settings(),
+                &bounds(),
+                &failed,
+                50,
+                AUTHENTICATION_WINDOW_SECS
+            ),
             Decision::Start(_)
         ));
     }
@@ -610,7 +635,10 @@ mod tests {
         let after = apply(&pending, &Decision::Abandon(dropped.clone()), 5);
         assert!(after.in_flight.is_none());
         assert_eq!(after.failures_in_a_row, 0);
-        assert!(told(Some(&pending), &after).is_empty(), "nothing charged, nothing said");
+        assert!(
+            told(Some(&pending), &after).is_empty(),
+            "nothing charged, nothing said"
+        );
         assert!(matches!(
             decide(&settings(), &bounds(), &pending, 900, 5),
             Decision::Abandon(_)
@@ -618,7 +646,10 @@ mod tests {
         // Once Stripe took it, it is never dropped: it settles through its payment.
         let taken = launched(&pending, "rc1");
         assert_eq!(settle(&taken, "rc1", &Outcome::Canceled), taken);
-        assert_eq!(decide(&off, &bounds(), &taken, 100, 5), Decision::Nothing(Why::InFlight));
+        assert_eq!(
+            decide(&off, &bounds(), &taken, 100, 5),
+            Decision::Nothing(Why::InFlight)
+        );
     }
 
     #[test]

@@ -309,7 +309,9 @@ async fn recharge_work(app: &App, records: &[StreamRecord]) -> Option<(usize, St
                             bounds.insert(scope.clone(), settings.auto_recharge);
                             settings.auto_recharge
                         }
-                        Err(err) => return Some((index, format!("{}: {}", err.code(), err.cause()))),
+                        Err(err) => {
+                            return Some((index, format!("{}: {}", err.code(), err.cause())))
+                        }
                     },
                 };
                 match (offered, UserId::parse(&account)) {
@@ -326,7 +328,10 @@ async fn recharge_work(app: &App, records: &[StreamRecord]) -> Option<(usize, St
             _ => Ok(()),
         };
         if let Err(err) = done {
-            return Some((index, format!("auto-recharge: {}: {}", err.code(), err.cause())));
+            return Some((
+                index,
+                format!("auto-recharge: {}: {}", err.code(), err.cause()),
+            ));
         }
     }
     None

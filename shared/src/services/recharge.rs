@@ -21,8 +21,8 @@ use crate::domain::idempotency;
 use crate::domain::ledger::PaymentRecord;
 use crate::domain::packages::CreditPackage;
 use crate::domain::recharge::{
-    apply, change_settings, decide, payment_outcome, settle, AccountRecharge, ChangedBy,
-    Decision, InFlight, Outcome, RechargeBounds, RechargeSettings, PACKAGE_PREFIX,
+    apply, change_settings, decide, payment_outcome, settle, AccountRecharge, ChangedBy, Decision,
+    InFlight, Outcome, RechargeBounds, RechargeSettings, PACKAGE_PREFIX,
 };
 use crate::domain::records::{now_ms, PaymentStatus, UserId};
 use crate::domain::scope::Scope;
@@ -122,7 +122,13 @@ pub async fn on_balance(
                 Some(read) if read.currency == app.config.default_currency => read.balance,
                 _ => return Ok(()),
             };
-            decision = decide(&recharge.settings, bounds, &recharge.state, now_balance, now);
+            decision = decide(
+                &recharge.settings,
+                bounds,
+                &recharge.state,
+                now_balance,
+                now,
+            );
         }
         match &decision {
             Decision::Nothing(_) => return Ok(()),
@@ -154,7 +160,10 @@ pub async fn on_balance(
                 }
             }
             Decision::Disable(why) => {
-                tracing::info!(why = why.name(), "auto-recharge turned off: past the project's bounds")
+                tracing::info!(
+                    why = why.name(),
+                    "auto-recharge turned off: past the project's bounds"
+                )
             }
             Decision::Resume(_) | Decision::Nothing(_) => {}
         }
@@ -212,10 +221,7 @@ async fn record_outcome(
         if state == recharge.state {
             return Ok(Some(recharge));
         }
-        let next = AccountRecharge {
-            state,
-            ..recharge
-        };
+        let next = AccountRecharge { state, ..recharge };
         if store.put_recharge(account, &next, Some(version)).await? {
             return Ok(Some(next));
         }
@@ -238,13 +244,15 @@ async fn launch(
 ) -> Result<(), Failure> {
     let stripe = app.stripe_for(scope).await?;
     let card = match recharge.setup_intent.as_deref() {
-        None => Err("No saved card to charge: save a card and turn auto-recharge on again.".to_owned()),
+        None => {
+            Err("No saved card to charge: save a card and turn auto-recharge on again.".to_owned())
+        }
         Some(setup_intent) => {
             match billing::saved_card(app, scope, &stripe, account, setup_intent).await {
                 Ok(card) => Ok(card),
-                Err(Failure::NotFound(_) | Failure::Conflict(_)) => Err(
-                    "The saved card can no longer be charged: save a card again.".to_owned(),
-                ),
+                Err(Failure::NotFound(_) | Failure::Conflict(_)) => {
+                    Err("The saved card can no longer be charged: save a card again.".to_owned())
+                }
                 Err(other) => return Err(other),
             }
         }
@@ -261,8 +269,10 @@ async fn launch(
             return Ok(());
         }
     };
-    let intent = create_intent(app, scope, &stripe, account, flight, &package, &customer, &card)
-        .await?;
+    let intent = create_intent(
+        app, scope, &stripe, account, flight, &package, &customer, &card,
+    )
+    .await?;
     let payment = PaymentRecord::pending(&intent.id, account.clone(), &package, now_ms());
     app.store_for(scope).record_payment_once(&payment).await?;
     let created = Outcome::Created {
@@ -327,7 +337,11 @@ async fn drop_unless_taken(
         record_outcome(app, scope, account, &flight.id, &Outcome::Canceled).await?;
         return Ok(());
     };
-    let intent = app.stripe_for(scope).await?.retrieve_intent(intent_id).await?;
+    let intent = app
+        .stripe_for(scope)
+        .await?
+        .retrieve_intent(intent_id)
+        .await?;
     let taken = matches!(
         intent.status.as_deref(),
         Some("succeeded" | "processing" | "requires_capture")
@@ -384,7 +398,10 @@ async fn package_of(
     Ok(match i64::try_from(credits) {
         Ok(credits) if credits > 0 => Ok(CreditPackage {
             id,
-            name: format!("Auto-recharge: {} {currency}", currency.format_major(flight.amount)),
+            name: format!(
+                "Auto-recharge: {} {currency}",
+                currency.format_major(flight.amount)
+            ),
             description: String::new(),
             amount: flight.amount,
             credits,
@@ -442,7 +459,10 @@ async fn create_intent(
 /// is never confirmed by Coffer, and one the user completes anyway is credited as paid).
 async fn cancel(app: &App, scope: &Scope, intent: &str) {
     let result = match app.stripe_for(scope).await {
-        Ok(stripe) => stripe.cancel_intent(intent).await.map_err(|e| e.to_string()),
+        Ok(stripe) => stripe
+            .cancel_intent(intent)
+            .await
+            .map_err(|e| e.to_string()),
         Err(err) => Err(err.to_string()),
     };
     if let Err(err) = result {

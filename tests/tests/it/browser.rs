@@ -626,7 +626,12 @@ async fn auto_recharge_is_set_on_the_page_and_a_recharge_the_bank_asks_about_is_
         },
         async {
             let view = app
-                .call("GET", "/api/credits/auto-recharge", Some(&app.token("val")), None)
+                .call(
+                    "GET",
+                    "/api/credits/auto-recharge",
+                    Some(&app.token("val")),
+                    None,
+                )
                 .await;
             let intent = view.body["data"]["authentication"]["paymentIntentId"]
                 .as_str()

@@ -10,7 +10,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use coffer::domain::records::UserId;
-use integration_tests::{eventually, join_all, settle, spawn_app, spawn_app_with, SecretSetup, TestApp};
+use integration_tests::{
+    eventually, join_all, settle, spawn_app, spawn_app_with, SecretSetup, TestApp,
+};
 use serde_json::{json, Value};
 
 use crate::cards::saved_card;
@@ -228,8 +230,10 @@ pub(crate) async fn offering(max_per_day: u32) -> TestApp {
 /// buy `amount`.
 async fn turned_on(app: &TestApp, user: &str, card: &str, opening: f64, amount: f64) {
     let granted = app
-        .backend_grant(&json!({"userId": user, "amount": opening, "reason": "opening credits",
-                               "idempotencyKey": format!("opening-{user}")}))
+        .backend_grant(
+            &json!({"userId": user, "amount": opening, "reason": "opening credits",
+                               "idempotencyKey": format!("opening-{user}")}),
+        )
         .await;
     assert_eq!(granted.status, 200, "{}", granted.body);
     let card = saved_card(app, user, card).await;
@@ -263,7 +267,10 @@ async fn charges(app: &TestApp) -> HashSet<String> {
         .iter()
         .filter(|r| r["params"].get("off_session").is_some())
         .filter_map(|r| r["path"].as_str())
-        .filter_map(|p| p.strip_prefix("/v1/payment_intents/")?.strip_suffix("/confirm"))
+        .filter_map(|p| {
+            p.strip_prefix("/v1/payment_intents/")?
+                .strip_suffix("/confirm")
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -380,7 +387,10 @@ async fn fifty_spends_crossing_the_threshold_start_one_recharge_credited_once_an
     // Stripe's retry of the paid webhook credits nothing twice.
     redeliver_paid(&app, "ria").await;
     assert_eq!(app.balance("ria").await, 22.5);
-    assert_eq!(view(&app, "ria").await["lastRecharge"]["status"], "succeeded");
+    assert_eq!(
+        view(&app, "ria").await["lastRecharge"]["status"],
+        "succeeded"
+    );
     app.assert_invariants().await;
 }
 
@@ -394,7 +404,11 @@ async fn a_card_declined_three_times_turns_auto_recharge_off_and_no_fourth_charg
             (stored(&app, "dee").await.state.failures_in_a_row == attempt).then_some(())
         })
         .await;
-        assert!(failed.is_some(), "attempt {attempt}: {:?}", stored(&app, "dee").await.state);
+        assert!(
+            failed.is_some(),
+            "attempt {attempt}: {:?}",
+            stored(&app, "dee").await.state
+        );
     }
     let state = stored(&app, "dee").await.state;
     assert_eq!(
@@ -441,10 +455,15 @@ async fn a_card_asking_for_authentication_says_so_with_the_secret_for_the_user_o
     .await
     .expect("action required");
     let asked = &waiting["authentication"];
-    let intent = asked["paymentIntentId"].as_str().expect("intent").to_owned();
+    let intent = asked["paymentIntentId"]
+        .as_str()
+        .expect("intent")
+        .to_owned();
     let secret = asked["clientSecret"].as_str().expect("secret").to_owned();
     assert!(secret.starts_with(&intent), "{asked}");
-    assert!(asked["paymentMethodId"].as_str().is_some_and(|p| p.starts_with("pm_")));
+    assert!(asked["paymentMethodId"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("pm_")));
     let events = app
         .billing_events(Duration::from_secs(60), |events| {
             !of_kind(events, "recharge.action_required", "tom").is_empty()
@@ -459,7 +478,12 @@ async fn a_card_asking_for_authentication_says_so_with_the_secret_for_the_user_o
     assert_eq!(charges(&app).await.len(), 1);
     // The user turns auto-recharge off meanwhile: no new charge ever, and the one waiting is
     // still theirs to complete.
-    let off = put(&app, "tom", json!({"enabled": false, "threshold": 5, "amount": 20})).await;
+    let off = put(
+        &app,
+        "tom",
+        json!({"enabled": false, "threshold": 5, "amount": 20}),
+    )
+    .await;
     assert_eq!(off.status, 200, "{}", off.body);
     hand_over_balance(&app, "tom", 400, "after-off").await;
     // The user authenticates as Stripe.js does on the storefront (localstripe's 3-D Secure).
@@ -521,7 +545,10 @@ async fn the_projects_daily_cap_holds() {
     assert_eq!(charges(&app).await.len(), 2, "two a day");
     let state = stored(&app, "cap").await.state;
     assert_eq!((state.started, state.started_today), (2, 2));
-    assert!(state.disabled.is_none(), "the cap pauses, it does not turn off");
+    assert!(
+        state.disabled.is_none(),
+        "the cap pauses, it does not turn off"
+    );
     app.assert_invariants().await;
 }
 
@@ -550,7 +577,11 @@ async fn stripe_charging_and_the_answer_never_reaching_coffer_is_the_same_charge
     .await;
     assert!(charged.is_some(), "Stripe charged");
     app.injected.fetch_add(1, Ordering::SeqCst);
-    let flight = stored(&app, "lou").await.state.in_flight.expect("in flight");
+    let flight = stored(&app, "lou")
+        .await
+        .state
+        .in_flight
+        .expect("in flight");
     assert_eq!(flight.intent.as_deref(), Some(intent.as_str()));
     assert!(!flight.launched, "Coffer never heard the answer");
     // The answers come through again, and the stream hands the record over again: the same

@@ -365,3 +365,89 @@ async fn stripe_test_mode_a_saved_card_pays_and_a_declined_one_is_refused() {
         }
     }
 }
+
+/// Auto-recharge against Stripe's test mode: the stream starts an off-session charge of the
+/// saved card; `pm_card_visa` is taken (and credited once its event, built from Stripe's real
+/// intent, is delivered), `pm_card_chargeDeclined` fails with Stripe's reason. (Stripe's 3-D
+/// Secure test cards also ask for authentication when the card is saved, which only a browser
+/// can give, so the action-required case runs against the test double only.)
+#[tokio::test]
+#[ignore = "needs a Stripe test-mode key: scripts/test-stripe.sh"]
+async fn stripe_test_mode_auto_recharge_charges_the_saved_card_off_session() {
+    let app = real_app().await;
+    let store = app.app.app.store_for(&app.app.app.default_scope());
+    let settings = coffer::domain::projects::ProjectSettings {
+        auto_recharge: Some(coffer::domain::recharge::RechargeBounds {
+            max_per_recharge: 5_000,
+            max_per_day: 3,
+        }),
+        ..Default::default()
+    };
+    store.put_settings(&settings).await.expect("settings");
+    app.follow_stream().await;
+    for (card, paid) in [("pm_card_visa", true), ("pm_card_chargeDeclined", false)] {
+        let user = format!("suite-{}", uuid::Uuid::new_v4().simple());
+        let granted = app
+            .backend_grant(&json!({"userId": user, "amount": 6, "reason": "opening",
+                                   "idempotencyKey": format!("open-{user}")}))
+            .await;
+        assert_eq!(granted.status, 200, "{}", granted.body);
+        let setup = post(&app, "/api/stripe/setup-intent", &user, json!({})).await;
+        assert_eq!(setup.status, 200, "{}", setup.body);
+        let id = setup.body["data"]["setupIntentId"].as_str().expect("id");
+        let confirmed = app
+            .stripe_post(
+                &format!("/v1/setup_intents/{id}/confirm"),
+                &[("payment_method", card)],
+            )
+            .await;
+        assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+        let on = app
+            .call(
+                "PUT",
+                "/api/credits/auto-recharge",
+                Some(&app.token(&user)),
+                Some(&json!({"enabled": true, "threshold": 5, "amount": 20, "setupIntentId": id})),
+            )
+            .await;
+        assert_eq!(on.status, 200, "{}", on.body);
+        let spent = app.spend(&user, json!(1.5), "suite-spend").await;
+        assert_eq!(spent.status, 200, "{}", spent.body);
+        let account = coffer::domain::records::UserId::parse(&user).expect("id");
+        let ended = integration_tests::eventually(90, || async {
+            let (recharge, _) = store.recharge(&account).await.ok()??;
+            let state = recharge.state;
+            match (&state.in_flight, &state.last) {
+                (Some(f), _) if f.launched => f.intent.clone().map(|i| (i, None)),
+                (None, Some(last)) => Some((
+                    last.intent.clone().unwrap_or_default(),
+                    Some(last.ended.clone()),
+                )),
+                _ => None,
+            }
+        })
+        .await
+        .expect("the recharge was answered");
+        let (intent, ended) = ended;
+        if paid {
+            let at_stripe = stripe_get(&app, &format!("/v1/payment_intents/{intent}")).await;
+            assert_eq!(at_stripe["status"], "succeeded", "{at_stripe}");
+            assert_eq!(at_stripe["amount"], 2000);
+            let delivered = app
+                .deliver_event("payment_intent.succeeded", &at_stripe)
+                .await;
+            assert_eq!(delivered.status, 200, "{}", delivered.body);
+            let landed = integration_tests::eventually(60, || async {
+                (app.balance(&user).await == 24.5).then_some(())
+            })
+            .await;
+            assert!(landed.is_some(), "balance {}", app.balance(&user).await);
+        } else {
+            assert!(
+                matches!(ended, Some(coffer::domain::recharge::Ended::Failed { ref reason }) if reason.to_lowercase().contains("declined")),
+                "{ended:?}"
+            );
+            assert_eq!(app.balance(&user).await, 4.5);
+        }
+    }
+}

@@ -83,8 +83,8 @@ pub enum Change {
     /// An account's auto-recharge settings or state.
     Recharge {
         account: String,
-        old: Option<crate::domain::recharge::AccountRecharge>,
-        new: crate::domain::recharge::AccountRecharge,
+        old: Option<Box<crate::domain::recharge::AccountRecharge>>,
+        new: Box<crate::domain::recharge::AccountRecharge>,
     },
 }
 
@@ -199,8 +199,8 @@ impl StreamRecord {
             }
             ("RECHARGE", rest) if rest.starts_with("USER#") => Change::Recharge {
                 account: rest.strip_prefix("USER#")?.to_owned(),
-                old: recharge_doc(old),
-                new: recharge_doc(Some(new))?,
+                old: recharge_doc(old).map(Box::new),
+                new: Box::new(recharge_doc(Some(new))?),
             },
             ("LIMIT", rest) if rest.starts_with("LIMIT#") && old.is_none() => {
                 let f = Fields::of(new);
