@@ -111,13 +111,14 @@ pub fn payment_intent_confirm(intent_id: &str) -> String {
     format!("coffer-pi-confirm-{intent_id}")
 }
 
-/// An auto-recharge's PaymentIntent: the account's recharge id in its scope, so the stream
-/// handing the same balance change over again (or a retry after Stripe's answer was lost) is
-/// the same charge.
-pub fn recharge(scope: &Scope, account: &UserId, recharge_id: &str) -> String {
+/// An auto-recharge's PaymentIntent: the account's recharge id in its scope's mark (which names
+/// the deployment, so two deployments sharing a Stripe account never share a key), so the
+/// stream handing the same balance change over again (or a retry after Stripe's answer was
+/// lost) is the same charge.
+pub fn recharge(scope_mark: &str, account: &UserId, recharge_id: &str) -> String {
     format!(
         "coffer-recharge-{}",
-        hash_parts(&[&scope.to_string(), account.as_str(), recharge_id])
+        hash_parts(&[scope_mark, account.as_str(), recharge_id])
     )
 }
 

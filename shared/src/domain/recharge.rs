@@ -17,6 +17,10 @@ pub const FAILURES_TO_DISABLE: u32 = 3;
 /// recharge counts as failed and the next one may start.
 pub const AUTHENTICATION_WINDOW_SECS: i64 = 86_400;
 
+/// How long a charge Stripe took may go without its payment settling it (seconds) before Coffer
+/// asks Stripe what became of it (a webhook lost for good, a payment that failed later).
+pub const CHECK_AFTER_SECS: i64 = 3_600;
+
 /// The prefix of a recharge's payment's package id (`recharge:<id>`).
 pub const PACKAGE_PREFIX: &str = "recharge:";
 
@@ -128,8 +132,18 @@ pub struct RechargeState {
     pub day: i64,
     pub started_today: u32,
     pub disabled: Option<Disabled>,
+    /// The account's user turned it off (only they turn it on again).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub user_off: bool,
+    /// The project's developer turned it off (the user cannot turn it on again).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub developer_off: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<Finished>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// What a committed balance change decides.
@@ -145,6 +159,9 @@ pub enum Decision {
     Abandon(InFlight),
     /// The user did not authenticate within the window: the recharge failed.
     GiveUp(InFlight),
+    /// Stripe took the charge an hour ago and its payment has not settled it: ask Stripe what
+    /// became of it.
+    Check(InFlight),
     /// Turn auto-recharge off (the settings are past the project's bounds).
     Disable(Disabled),
     /// Nothing to do.
@@ -180,6 +197,9 @@ pub fn decide(
             && now >= current.since.saturating_add(AUTHENTICATION_WINDOW_SECS)
         {
             return Decision::GiveUp(current.clone());
+        }
+        if !current.action_required && now >= current.since.saturating_add(CHECK_AFTER_SECS) {
+            return Decision::Check(current.clone());
         }
         return Decision::Nothing(Why::InFlight);
     }
@@ -230,7 +250,7 @@ pub fn apply(state: &RechargeState, decision: &Decision, now: i64) -> RechargeSt
             );
         }
         Decision::Disable(why) => next.disabled = Some(*why),
-        Decision::Resume(_) | Decision::Nothing(_) => {}
+        Decision::Resume(_) | Decision::Check(_) | Decision::Nothing(_) => {}
     }
     next
 }
@@ -275,6 +295,9 @@ pub fn settle(state: &RechargeState, id: &str, outcome: &Outcome) -> RechargeSta
         Outcome::Launched { intent } => {
             current.launched = true;
             current.intent = Some(intent.clone());
+            // Stripe took it: nothing is left for the user to authenticate.
+            current.action_required = false;
+            current.client_secret = None;
             return next;
         }
         Outcome::ActionRequired {
@@ -289,7 +312,9 @@ pub fn settle(state: &RechargeState, id: &str, outcome: &Outcome) -> RechargeSta
             current.payment_method = payment_method.clone();
             return next;
         }
-        Outcome::PaymentFailed if current.action_required => return next,
+        // Stripe's own answer to the confirmation settles a recharge not answered yet (the
+        // webhook of an off-session attempt that asks for authentication says "failed" too).
+        Outcome::PaymentFailed if current.action_required || !current.launched => return next,
         Outcome::PaymentFailed => Ended::Failed {
             reason: "The payment failed.".into(),
         },
@@ -306,6 +331,7 @@ pub fn settle(state: &RechargeState, id: &str, outcome: &Outcome) -> RechargeSta
         intent: current.intent.clone(),
         ended,
     };
+    let since = current.since;
     next.in_flight = None;
     match &finished.ended {
         Ended::Succeeded => next.failures_in_a_row = 0,
@@ -315,7 +341,12 @@ pub fn settle(state: &RechargeState, id: &str, outcome: &Outcome) -> RechargeSta
                 next.disabled = Some(Disabled::ByFailures);
             }
         }
-        Ended::Canceled => {}
+        Ended::Canceled => {
+            // Never charged: it does not count toward the day's cap.
+            if next.day == since.div_euclid(86_400) {
+                next.started_today = next.started_today.saturating_sub(1);
+            }
+        }
     }
     next.last = Some(finished);
     next
@@ -408,12 +439,20 @@ pub fn change_settings(
     if settings.threshold < 0 {
         return Err("threshold must not be negative.".into());
     }
+    // Earlier states kept who turned it off only in `disabled`.
+    let mut state = state;
+    state.user_off |= state.disabled == Some(Disabled::ByUser);
+    state.developer_off |= state.disabled == Some(Disabled::ByDeveloper);
     if !settings.enabled {
-        let mut state = state;
-        state.disabled = Some(match by {
+        // Each party's off is its own: turning it off never clears the other's.
+        match by {
+            ChangedBy::User => state.user_off = true,
+            ChangedBy::Developer => state.developer_off = true,
+        }
+        state.disabled = state.disabled.or(Some(match by {
             ChangedBy::User => Disabled::ByUser,
             ChangedBy::Developer => Disabled::ByDeveloper,
-        });
+        }));
         return Ok(AccountRecharge {
             settings,
             setup_intent,
@@ -436,19 +475,38 @@ pub fn change_settings(
         );
     }
     // Off stays off for the other party: a developer never turns a user's opt-out back on, and
-    // a user never undoes the developer's.
-    match (state.disabled, by) {
-        (Some(Disabled::ByUser), ChangedBy::Developer) => {
+    // a user never undoes the developer's. Each may lift their own off while the other's stands
+    // (it stays off, said as the other's).
+    match by {
+        ChangedBy::Developer if state.user_off && !state.developer_off => {
             return Err("The account's user turned auto-recharge off; only they can turn it on.".into())
         }
-        (Some(Disabled::ByDeveloper), ChangedBy::User) => {
+        ChangedBy::User if state.developer_off && !state.user_off => {
             return Err("Auto-recharge was turned off for this account by the app; it cannot be turned on here.".into())
         }
-        _ => {}
+        ChangedBy::User if state.developer_off => {
+            state.user_off = false;
+            state.disabled = Some(Disabled::ByDeveloper);
+        }
+        ChangedBy::Developer if state.user_off => {
+            state.developer_off = false;
+            state.disabled = Some(Disabled::ByUser);
+        }
+        ChangedBy::User => {
+            // The user, whose card it is, turns it on again: earlier failures are forgiven.
+            state.user_off = false;
+            state.disabled = None;
+            state.failures_in_a_row = 0;
+        }
+        ChangedBy::Developer => {
+            // The developer lifts their own off; what failures or the bounds turned off stays off
+            // until the user, whose card it is, turns it on.
+            state.developer_off = false;
+            if matches!(state.disabled, Some(Disabled::ByDeveloper) | None) {
+                state.disabled = None;
+            }
+        }
     }
-    let mut state = state;
-    state.disabled = None;
-    state.failures_in_a_row = 0;
     Ok(AccountRecharge {
         settings,
         setup_intent,
@@ -653,6 +711,143 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_payment_webhook_before_stripes_answer_or_while_the_user_authenticates_ends_nothing()
+    {
+        let state = RechargeState::default();
+        let decision = decide(&settings(), &bounds(), &state, 100, 0);
+        let created = settle(
+            &apply(&state, &decision, 0),
+            "rc1",
+            &Outcome::Created {
+                intent: "pi_1".into(),
+            },
+        );
+        assert_eq!(settle(&created, "rc1", &Outcome::PaymentFailed), created);
+        let taken = launched(&created, "rc1");
+        let failed = settle(&taken, "rc1", &Outcome::PaymentFailed);
+        assert!(failed.in_flight.is_none());
+        assert_eq!(failed.failures_in_a_row, 1);
+    }
+
+    #[test]
+    fn a_recharge_never_charged_does_not_count_toward_the_days_cap() {
+        let bounds = RechargeBounds {
+            max_per_day: 1,
+            ..bounds()
+        };
+        let state = RechargeState::default();
+        let decision = decide(&settings(), &bounds, &state, 100, 10);
+        let started = apply(&state, &decision, 10);
+        assert_eq!(started.started_today, 1);
+        let Decision::Abandon(dropped) = decide(&settings(), &bounds, &started, 900, 20) else {
+            panic!("abandon");
+        };
+        let dropped = apply(&started, &Decision::Abandon(dropped), 20);
+        assert_eq!(dropped.started_today, 0);
+        assert!(matches!(
+            decide(&settings(), &bounds, &dropped, 100, 30),
+            Decision::Start(_)
+        ));
+    }
+
+    #[test]
+    fn a_charge_stripe_took_that_nothing_settles_is_checked_after_an_hour() {
+        let state = RechargeState::default();
+        let decision = decide(&settings(), &bounds(), &state, 100, 0);
+        let taken = launched(&apply(&state, &decision, 0), "rc1");
+        assert_eq!(
+            decide(&settings(), &bounds(), &taken, 100, CHECK_AFTER_SECS - 1),
+            Decision::Nothing(Why::InFlight)
+        );
+        assert!(matches!(
+            decide(&settings(), &bounds(), &taken, 100, CHECK_AFTER_SECS),
+            Decision::Check(_)
+        ));
+    }
+
+    #[test]
+    fn each_partys_off_is_its_own_and_either_may_lift_only_theirs() {
+        let on = change_settings(
+            None,
+            settings(),
+            Some("seti_1".into()),
+            Some(&bounds()),
+            ChangedBy::User,
+        )
+        .expect("on");
+        let off = RechargeSettings {
+            enabled: false,
+            ..settings()
+        };
+        let user_off = change_settings(
+            Some(&on),
+            off.clone(),
+            None,
+            Some(&bounds()),
+            ChangedBy::User,
+        )
+        .expect("user off");
+        // The developer turning it off too never clears the user's off…
+        let both_off = change_settings(
+            Some(&user_off),
+            off,
+            None,
+            Some(&bounds()),
+            ChangedBy::Developer,
+        )
+        .expect("developer off");
+        // …so the developer lifting theirs leaves it off, said as the user's.
+        let developer_lifts = change_settings(
+            Some(&both_off),
+            settings(),
+            None,
+            Some(&bounds()),
+            ChangedBy::Developer,
+        )
+        .expect("the developer lifts their own");
+        assert_eq!(developer_lifts.state.disabled, Some(Disabled::ByUser));
+        assert!(matches!(
+            decide(&settings(), &bounds(), &developer_lifts.state, 0, 0),
+            Decision::Nothing(Why::Off)
+        ));
+        assert!(change_settings(
+            Some(&developer_lifts),
+            settings(),
+            None,
+            Some(&bounds()),
+            ChangedBy::Developer
+        )
+        .is_err());
+        // After three failures the developer cannot charge the user's card again: only the user.
+        let failed = AccountRecharge {
+            state: RechargeState {
+                disabled: Some(Disabled::ByFailures),
+                failures_in_a_row: 3,
+                ..RechargeState::default()
+            },
+            ..on
+        };
+        let by_developer = change_settings(
+            Some(&failed),
+            settings(),
+            None,
+            Some(&bounds()),
+            ChangedBy::Developer,
+        )
+        .expect("nothing of the developer's to lift");
+        assert_eq!(by_developer.state.disabled, Some(Disabled::ByFailures));
+        let by_user = change_settings(
+            Some(&failed),
+            settings(),
+            None,
+            Some(&bounds()),
+            ChangedBy::User,
+        )
+        .expect("the user turns it on");
+        assert_eq!(by_user.state.disabled, None);
+    }
+
+    #[test]
     fn a_payment_names_its_recharge() {
         assert_eq!(
             payment_outcome("recharge:rc4", true, false),
@@ -808,6 +1003,12 @@ mod tests {
                             prop_assert!(!ids.contains(&recharge.id), "a new id each time");
                             ids.push(recharge.id.clone());
                             *starts_by_day.entry(now.div_euclid(86_400)).or_default() += 1;
+                        }
+                        if let Decision::Abandon(recharge) = &decision {
+                            // Never charged: it does not count toward its day's cap.
+                            if let Some(n) = starts_by_day.get_mut(&recharge.since.div_euclid(86_400)) {
+                                *n = n.saturating_sub(1);
+                            }
                         }
                         if let Decision::Resume(recharge) = &decision {
                             // Going on with a charge Stripe was not asked for yet is a start too.

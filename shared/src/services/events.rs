@@ -338,8 +338,9 @@ async fn recharge_work(app: &App, records: &[StreamRecord]) -> Option<(usize, St
 }
 
 /// Does the auto-recharge work of a stream event (a Lambda DynamoDB Streams batch), then
-/// publishes what it means, record by record in order, and stops at the first record whose work
-/// cannot be done or whose events cannot be made or sent: the records before it are done.
+/// publishes what it means, record by record in order. The batch goes on from the first record
+/// whose work could not be done or whose events could not be made or sent: the records before it
+/// are done.
 /// Without a bus configured it publishes nothing.
 pub async fn publish_stream_event(app: &App, event: &Value) -> StreamBatch {
     let records = crate::adapters::store::records_from_event(event);
@@ -354,12 +355,11 @@ pub async fn publish_stream_event(app: &App, event: &Value) -> StreamBatch {
             }),
         };
     };
-    let worked = stopped.as_ref().map_or(records.len(), |(index, _)| *index);
     let mut state = BatchState::default();
     // Each event, and the index of the record it comes from.
     let (mut events, mut origins) = (Vec::new(), Vec::new());
     let mut failed: Option<(usize, String)> = None;
-    for (index, record) in records[..worked].iter().enumerate() {
+    for (index, record) in records.iter().enumerate() {
         match events_of_record(app, record, index, &mut state).await {
             Ok(made) => {
                 origins.extend(std::iter::repeat_n(index, made.len()));
@@ -371,8 +371,13 @@ pub async fn publish_stream_event(app: &App, event: &Value) -> StreamBatch {
             }
         }
     }
-    if failed.is_none() {
-        failed = stopped;
+    // The events go out whatever the auto-recharge work did (a record whose work failed is
+    // handed over again, and its events then go out again with the same ids): a charge Stripe
+    // refuses to answer never holds back another account's events.
+    if let Some((index, cause)) = stopped {
+        if failed.as_ref().is_none_or(|(first, _)| index < *first) {
+            failed = Some((index, cause));
+        }
     }
     let mut published = 0;
     for (chunk, from) in events

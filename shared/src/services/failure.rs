@@ -109,7 +109,7 @@ impl From<StripeFailure> for Failure {
     fn from(err: StripeFailure) -> Self {
         match err {
             StripeFailure::CardDeclined(message) => Self::CardDeclined(message),
-            StripeFailure::Upstream(_) | StripeFailure::Missing(_) => {
+            StripeFailure::Upstream(_) | StripeFailure::Missing(_) | StripeFailure::Refused(_) => {
                 Self::Stripe(error_chain(&err))
             }
             StripeFailure::Config(_) => Self::Internal(error_chain(&err)),

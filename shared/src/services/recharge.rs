@@ -14,8 +14,8 @@
 use std::collections::HashMap;
 
 use crate::adapters::stripe::{
-    Intent, NewIntent, OffSession, StripeApi, META_CREDITS, META_PACKAGE, META_RECHARGE,
-    META_SCOPE, META_USER,
+    Intent, NewIntent, OffSession, StripeApi, StripeFailure, META_CREDITS, META_PACKAGE,
+    META_RECHARGE, META_SCOPE, META_USER,
 };
 use crate::domain::idempotency;
 use crate::domain::ledger::PaymentRecord;
@@ -58,12 +58,36 @@ pub async fn change(
     let store = app.store_for(scope);
     let bounds = super::billing::settings(app, scope).await?.auto_recharge;
     let mut settings = settings;
-    if let Some(package_id) = settings.package.as_deref() {
-        let (package, _) = store.package_and_idempotency(package_id, None).await?;
-        let package = package
-            .filter(|p| p.active && p.currency == app.config.default_currency)
-            .ok_or_else(|| Failure::invalid("creditPackageId names no credit package on sale."))?;
-        settings.amount = package.amount;
+    if settings.enabled && bounds.is_some() {
+        // What one recharge buys must be on sale here: a package, or an amount the project's
+        // custom-amount rules allow (at their rate).
+        match settings.package.as_deref() {
+            Some(package_id) => {
+                let (package, _) = store.package_and_idempotency(package_id, None).await?;
+                let package = package
+                    .filter(|p| p.active && p.currency == app.config.default_currency)
+                    .ok_or_else(|| {
+                        Failure::invalid("creditPackageId names no credit package on sale.")
+                    })?;
+                settings.amount = package.amount;
+            }
+            None => {
+                let rules = super::billing::settings(app, scope)
+                    .await?
+                    .custom_amounts
+                    .ok_or_else(|| {
+                        Failure::invalid(
+                            "This project sells credits in packages only: give creditPackageId instead of amount.",
+                        )
+                    })?;
+                crate::domain::packages::custom_package(
+                    &rules,
+                    settings.amount,
+                    &app.config.default_currency,
+                )
+                .map_err(Failure::invalid)?;
+            }
+        }
     }
     let mut card_checked = false;
     for _ in 0..ATTEMPTS {
@@ -98,9 +122,10 @@ pub async fn change(
     ))
 }
 
-/// A committed balance of the account (read from the stream): starts, goes on with, drops or
-/// gives up on its recharge as the rules decide. The record only wakes it: a charge is decided
-/// on the balance read now, so a record handed over again after the credits landed starts none.
+/// A committed balance of the account (read from the stream): starts, goes on with, drops,
+/// gives up on or checks its recharge as the rules decide. The record only wakes it: what it
+/// decides about a charge is decided on the balance read now, so a record handed over again
+/// (or late) after the credits landed starts none and drops none.
 pub async fn on_balance(
     app: &App,
     scope: &Scope,
@@ -115,9 +140,10 @@ pub async fn on_balance(
         };
         let now = now_ms() / 1000;
         let mut decision = decide(&recharge.settings, bounds, &recharge.state, balance, now);
-        if matches!(decision, Decision::Start(_) | Decision::Resume(_)) {
-            // The record may be old (the stream hands records over again, and late): a charge
-            // is decided on the balance committed now, never on a stale one.
+        if matches!(
+            decision,
+            Decision::Start(_) | Decision::Resume(_) | Decision::Abandon(_)
+        ) {
             let now_balance = match store.balance(account).await? {
                 Some(read) if read.currency == app.config.default_currency => read.balance,
                 _ => return Ok(()),
@@ -136,10 +162,12 @@ pub async fn on_balance(
                 tracing::info!(recharge_id = %flight.id, "auto-recharge goes on");
                 return launch(app, scope, account, &recharge, flight).await;
             }
-            Decision::Abandon(flight) if flight.intent.is_some() => {
-                return drop_unless_taken(app, scope, account, flight).await;
+            Decision::Abandon(flight) => {
+                return drop_unless_taken(app, scope, account, flight).await
             }
-            _ => {}
+            Decision::GiveUp(flight) => return give_up(app, scope, account, flight).await,
+            Decision::Check(flight) => return check(app, scope, account, flight).await,
+            Decision::Start(_) | Decision::Disable(_) => {}
         }
         let next = AccountRecharge {
             state: apply(&recharge.state, &decision, now),
@@ -148,25 +176,11 @@ pub async fn on_balance(
         if !store.put_recharge(account, &next, Some(version)).await? {
             continue;
         }
-        match decision {
-            Decision::Start(flight) => {
-                tracing::info!(recharge_id = %flight.id, amount = flight.amount, "auto-recharge started");
-                return launch(app, scope, account, &next, &flight).await;
-            }
-            Decision::Abandon(flight) | Decision::GiveUp(flight) => {
-                tracing::info!(recharge_id = %flight.id, "auto-recharge dropped before it was paid");
-                if let Some(intent) = &flight.intent {
-                    cancel(app, scope, intent).await;
-                }
-            }
-            Decision::Disable(why) => {
-                tracing::info!(
-                    why = why.name(),
-                    "auto-recharge turned off: past the project's bounds"
-                )
-            }
-            Decision::Resume(_) | Decision::Nothing(_) => {}
+        if let Decision::Start(flight) = &decision {
+            tracing::info!(recharge_id = %flight.id, amount = flight.amount, "auto-recharge started");
+            return launch(app, scope, account, &next, flight).await;
         }
+        tracing::info!("auto-recharge turned off: the settings are past the project's bounds");
         return Ok(());
     }
     Err(Failure::Unavailable(
@@ -175,7 +189,8 @@ pub async fn on_balance(
 }
 
 /// A recharge's payment changed (read from the stream): paid and credited settles it as
-/// succeeded; failed, as failed.
+/// succeeded; failed, as failed (unless the recharge still waits for Stripe's answer, or for
+/// the user to authenticate).
 pub async fn on_payment(app: &App, scope: &Scope, payment: &PaymentRecord) -> Result<(), Failure> {
     let succeeded = payment.status == PaymentStatus::Succeeded && payment.credited;
     let failed = matches!(
@@ -231,10 +246,57 @@ async fn record_outcome(
     ))
 }
 
-/// Asks Stripe for the recharge `flight` decided: the saved card (read back, the account's
-/// own), a PaymentIntent keyed by the recharge, the payment recorded as pending, then the
-/// off-session confirmation keyed by the intent. Every step can be asked again and gives the
-/// same answer, so a failure anywhere is retried by the stream from the start.
+/// What a PaymentIntent's state says of its recharge; `None` while it waits to be confirmed.
+fn classify(intent: &Intent, card: Option<&str>) -> Option<Outcome> {
+    let waits_for_user = || {
+        Some(Outcome::ActionRequired {
+            intent: intent.id.clone(),
+            client_secret: intent.client_secret.clone()?,
+            payment_method: intent
+                .payment_method
+                .clone()
+                .or_else(|| card.map(str::to_owned)),
+        })
+    };
+    match intent.status.as_deref() {
+        Some("succeeded" | "processing" | "requires_capture") => Some(Outcome::Launched {
+            intent: intent.id.clone(),
+        }),
+        Some("requires_action") => waits_for_user(),
+        Some("requires_payment_method") => match &intent.last_payment_error {
+            Some(error) if error.code.as_deref() == Some("authentication_required") => {
+                waits_for_user()
+            }
+            Some(error) => Some(Outcome::Failed(
+                error
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "The card was declined.".into()),
+            )),
+            None => Some(Outcome::Failed("The payment has no card to charge.".into())),
+        },
+        Some("canceled") => Some(Outcome::Failed("The payment was canceled.".into())),
+        _ => None,
+    }
+}
+
+/// A refusal Stripe will give again (a decline, a parameter, the object's state) ends the
+/// recharge as failed, in Stripe's words; anything else is retried by the stream.
+fn refused(err: StripeFailure) -> Result<String, Failure> {
+    match err {
+        StripeFailure::CardDeclined(reason)
+        | StripeFailure::Refused(reason)
+        | StripeFailure::Missing(reason) => Ok(reason),
+        other => Err(other.into()),
+    }
+}
+
+/// Asks Stripe for the recharge `flight` decided. Before its PaymentIntent exists: the saved
+/// card (read back, the account's own), the intent keyed by the recharge, the payment recorded
+/// as pending, the intent written on the recharge, then the off-session confirmation keyed by
+/// the intent. Once it exists, the intent is read back and never made again from today's
+/// settings: confirmed if it still waits for that, else settled by what Stripe says of it.
+/// Every step gives the same answer when asked again, so the stream retries from the start.
 async fn launch(
     app: &App,
     scope: &Scope,
@@ -243,6 +305,21 @@ async fn launch(
     flight: &InFlight,
 ) -> Result<(), Failure> {
     let stripe = app.stripe_for(scope).await?;
+    if let Some(intent_id) = flight.intent.as_deref() {
+        let intent = match stripe.retrieve_intent(intent_id).await {
+            Ok(intent) => intent,
+            Err(err) => {
+                let reason = refused(err)?;
+                record_outcome(app, scope, account, &flight.id, &Outcome::Failed(reason)).await?;
+                return Ok(());
+            }
+        };
+        if let Some(outcome) = classify(&intent, None) {
+            record_outcome(app, scope, account, &flight.id, &outcome).await?;
+            return Ok(());
+        }
+        return confirm(app, scope, account, flight, &stripe, &intent).await;
+    }
     let card = match recharge.setup_intent.as_deref() {
         None => {
             Err("No saved card to charge: save a card and turn auto-recharge on again.".to_owned())
@@ -269,10 +346,19 @@ async fn launch(
             return Ok(());
         }
     };
-    let intent = create_intent(
+    let intent = match create_intent(
         app, scope, &stripe, account, flight, &package, &customer, &card,
     )
-    .await?;
+    .await
+    {
+        Ok(intent) => intent,
+        Err(CreateFailed::Stripe(err)) => {
+            let reason = refused(err)?;
+            record_outcome(app, scope, account, &flight.id, &Outcome::Failed(reason)).await?;
+            return Ok(());
+        }
+        Err(CreateFailed::Other(failure)) => return Err(failure),
+    };
     let payment = PaymentRecord::pending(&intent.id, account.clone(), &package, now_ms());
     app.store_for(scope).record_payment_once(&payment).await?;
     let created = Outcome::Created {
@@ -281,7 +367,6 @@ async fn launch(
     let Some(now) = record_outcome(app, scope, account, &flight.id, &created).await? else {
         return Ok(());
     };
-    // Off means off: turned off (or settled) since it was decided, it is never charged.
     let still_ours = now
         .state
         .in_flight
@@ -290,6 +375,7 @@ async fn launch(
     if !still_ours {
         return Ok(());
     }
+    // Off means off: turned off since it was decided, it is never charged.
     if !now.settings.enabled || now.state.disabled.is_some() {
         let flight = InFlight {
             intent: Some(intent.id.clone()),
@@ -297,27 +383,47 @@ async fn launch(
         };
         return drop_unless_taken(app, scope, account, &flight).await;
     }
+    confirm(app, scope, account, flight, &stripe, &intent).await
+}
+
+/// Confirms the recharge's intent off-session (keyed by the intent: asked again, the same
+/// answer) and writes what Stripe answered.
+async fn confirm(
+    app: &App,
+    scope: &Scope,
+    account: &UserId,
+    flight: &InFlight,
+    stripe: &StripeApi,
+    intent: &Intent,
+) -> Result<(), Failure> {
     let answer = stripe
         .confirm_off_session(&intent.id, &idempotency::recharge_confirm(&intent.id))
-        .await?;
+        .await;
     let outcome = match answer {
-        OffSession::Taken(_) => Outcome::Launched {
+        Ok(OffSession::Taken) => Outcome::Launched {
             intent: intent.id.clone(),
         },
-        OffSession::NeedsAuthentication => Outcome::ActionRequired {
-            intent: intent.id.clone(),
-            client_secret: intent
-                .client_secret
-                .clone()
-                .ok_or_else(|| Failure::Stripe("stripe returned no client secret".into()))?,
-            payment_method: Some(card),
-        },
-        OffSession::Declined(reason) => Outcome::Failed(reason),
+        Ok(OffSession::NeedsAuthentication) => {
+            let waiting = Intent {
+                status: Some("requires_action".into()),
+                ..stripe.retrieve_intent(&intent.id).await?
+            };
+            classify(&waiting, intent.payment_method.as_deref())
+                .ok_or_else(|| Failure::Stripe("stripe returned no client secret".into()))?
+        }
+        Ok(OffSession::Declined(reason)) => Outcome::Failed(reason),
+        Err(err) => {
+            // Refused (the intent is no longer waiting for a confirmation): what Stripe says
+            // of it now settles the recharge.
+            let reason = refused(err)?;
+            let now = stripe.retrieve_intent(&intent.id).await?;
+            classify(&now, None).unwrap_or(Outcome::Failed(reason))
+        }
     };
     let kind = match &outcome {
         Outcome::Launched { .. } => "taken",
         Outcome::ActionRequired { .. } => "authentication required",
-        _ => "declined",
+        _ => "not taken",
     };
     tracing::info!(recharge_id = %flight.id, intent_id = %intent.id, outcome = kind, "auto-recharge charge answered");
     record_outcome(app, scope, account, &flight.id, &outcome).await?;
@@ -326,7 +432,8 @@ async fn launch(
 
 /// Drops a recharge that Coffer never saw Stripe take, unless Stripe did take it (its
 /// confirmation's answer was lost): a charge Stripe took is never dropped, it settles through its
-/// payment like any other. A dropped one's intent is canceled.
+/// payment like any other. A dropped one's intent is canceled first; the recharge ends as
+/// canceled only once Stripe canceled it.
 async fn drop_unless_taken(
     app: &App,
     scope: &Scope,
@@ -335,34 +442,99 @@ async fn drop_unless_taken(
 ) -> Result<(), Failure> {
     let Some(intent_id) = flight.intent.as_deref() else {
         record_outcome(app, scope, account, &flight.id, &Outcome::Canceled).await?;
+        tracing::info!(recharge_id = %flight.id, "auto-recharge dropped before it was charged");
         return Ok(());
     };
-    let intent = app
+    let stripe = app.stripe_for(scope).await?;
+    match stripe.cancel_intent(intent_id).await {
+        Ok(()) => {
+            record_outcome(app, scope, account, &flight.id, &Outcome::Canceled).await?;
+            tracing::info!(recharge_id = %flight.id, "auto-recharge dropped before it was charged");
+            Ok(())
+        }
+        Err(err) => {
+            // Not cancelable: Stripe took it (or failed it). What it says now settles it.
+            let reason = refused(err)?;
+            let now = stripe.retrieve_intent(intent_id).await?;
+            let outcome = classify(&now, None).unwrap_or(Outcome::Failed(reason));
+            tracing::info!(recharge_id = %flight.id, intent_id = %intent_id, "auto-recharge could not be dropped; settled by what Stripe says of it");
+            record_outcome(app, scope, account, &flight.id, &outcome).await?;
+            Ok(())
+        }
+    }
+}
+
+/// The user did not authenticate within the window: the intent is canceled and the recharge
+/// failed, unless Stripe took it meanwhile (then its payment settles it).
+async fn give_up(
+    app: &App,
+    scope: &Scope,
+    account: &UserId,
+    flight: &InFlight,
+) -> Result<(), Failure> {
+    let late = Outcome::Failed("The payment was not authenticated within a day.".into());
+    let Some(intent_id) = flight.intent.as_deref() else {
+        record_outcome(app, scope, account, &flight.id, &late).await?;
+        return Ok(());
+    };
+    let stripe = app.stripe_for(scope).await?;
+    match stripe.cancel_intent(intent_id).await {
+        Ok(()) => {
+            record_outcome(app, scope, account, &flight.id, &late).await?;
+        }
+        Err(err) => {
+            refused(err)?;
+            let now = stripe.retrieve_intent(intent_id).await?;
+            let outcome = match classify(&now, None) {
+                Some(Outcome::ActionRequired { .. }) | None => late,
+                Some(other) => other,
+            };
+            record_outcome(app, scope, account, &flight.id, &outcome).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A charge Stripe took an hour ago that its payment has not settled: a payment that failed
+/// later settles it as failed; one paid and credited (its stream record lost), as succeeded.
+/// One paid and not credited yet waits for its webhook or the reconcile job.
+async fn check(
+    app: &App,
+    scope: &Scope,
+    account: &UserId,
+    flight: &InFlight,
+) -> Result<(), Failure> {
+    let Some(intent_id) = flight.intent.as_deref() else {
+        return Ok(());
+    };
+    let now = app
         .stripe_for(scope)
         .await?
         .retrieve_intent(intent_id)
         .await?;
-    let taken = matches!(
-        intent.status.as_deref(),
-        Some("succeeded" | "processing" | "requires_capture")
-    );
-    if taken {
-        let launched = Outcome::Launched {
-            intent: intent_id.to_owned(),
-        };
-        record_outcome(app, scope, account, &flight.id, &launched).await?;
-        tracing::info!(recharge_id = %flight.id, intent_id = %intent_id, "auto-recharge was taken by Stripe before it was turned off; it settles through its payment");
-        return Ok(());
-    }
-    cancel(app, scope, intent_id).await;
-    record_outcome(app, scope, account, &flight.id, &Outcome::Canceled).await?;
-    tracing::info!(recharge_id = %flight.id, "auto-recharge dropped before it was charged");
+    let outcome = match classify(&now, None) {
+        Some(Outcome::Launched { .. }) => {
+            let credited = app
+                .store_for(scope)
+                .payment(intent_id)
+                .await?
+                .is_some_and(|p| p.credited);
+            if !credited {
+                tracing::warn!(recharge_id = %flight.id, intent_id = %intent_id, "auto-recharge paid an hour ago and not credited yet");
+                return Ok(());
+            }
+            Outcome::Succeeded
+        }
+        Some(other) => other,
+        None => return Ok(()),
+    };
+    record_outcome(app, scope, account, &flight.id, &outcome).await?;
     Ok(())
 }
 
-/// What one recharge buys: the named package at its price, or the amount at the project's
-/// custom-amount rate (one credit unit per currency unit without one). In words when it can no
-/// longer be bought.
+/// What one recharge buys: the named package at its price, or the amount as a custom top-up
+/// (within the project's custom-amount bounds, at its rate; a project without custom amounts
+/// sells packages only). In words when it can no longer be bought.
 async fn package_of(
     app: &App,
     scope: &Scope,
@@ -390,26 +562,30 @@ async fn package_of(
             )),
         });
     }
-    let rate = billing::settings(app, scope)
-        .await?
-        .custom_amounts
-        .map_or(10_000, |rules| rules.credits_per_unit_e4);
-    let credits = i128::from(flight.amount) * i128::from(rate) / 10_000;
-    Ok(match i64::try_from(credits) {
-        Ok(credits) if credits > 0 => Ok(CreditPackage {
-            id,
-            name: format!(
-                "Auto-recharge: {} {currency}",
-                currency.format_major(flight.amount)
-            ),
-            description: String::new(),
-            amount: flight.amount,
-            credits,
-            currency,
-            active: true,
+    let Some(rules) = billing::settings(app, scope).await?.custom_amounts else {
+        return Ok(Err(
+            "This project sells credits in packages only: choose a credit package for auto-recharge."
+                .into(),
+        ));
+    };
+    Ok(
+        crate::domain::packages::custom_package(&rules, flight.amount, &currency).map(|package| {
+            CreditPackage {
+                id,
+                name: format!(
+                    "Auto-recharge: {} {currency}",
+                    currency.format_major(flight.amount)
+                ),
+                ..package
+            }
         }),
-        _ => Err("The recharge amount buys no credits at this project's rate.".into()),
-    })
+    )
+}
+
+/// Why the intent was not made: Stripe's answer, or Coffer's own failure.
+enum CreateFailed {
+    Stripe(StripeFailure),
+    Other(Failure),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -422,9 +598,10 @@ async fn create_intent(
     package: &CreditPackage,
     customer: &str,
     card: &str,
-) -> Result<Intent, Failure> {
+) -> Result<Intent, CreateFailed> {
+    let mark = app.scope_mark(scope);
     let metadata = HashMap::from([
-        (META_SCOPE.to_string(), app.scope_mark(scope)),
+        (META_SCOPE.to_string(), mark.clone()),
         (META_USER.to_string(), account.as_str().to_owned()),
         (META_PACKAGE.to_string(), package.id.clone()),
         (META_CREDITS.to_string(), package.credits.to_string()),
@@ -439,33 +616,19 @@ async fn create_intent(
                 payment_method: Some(card),
                 customer: Some(customer),
             },
-            &idempotency::recharge(scope, account, &flight.id),
+            &idempotency::recharge(&mark, account, &flight.id),
         )
-        .await?;
+        .await
+        .map_err(CreateFailed::Stripe)?;
     if intent.amount != package.amount
         || !intent
             .currency
             .eq_ignore_ascii_case(package.currency.as_str())
     {
-        return Err(Failure::Stripe(format!(
+        return Err(CreateFailed::Other(Failure::Stripe(format!(
             "stripe returned intent {} with another amount or currency",
             intent.id
-        )));
+        ))));
     }
     Ok(intent)
-}
-
-/// Cancels a recharge's intent no one will confirm; a failure is logged and left (the intent
-/// is never confirmed by Coffer, and one the user completes anyway is credited as paid).
-async fn cancel(app: &App, scope: &Scope, intent: &str) {
-    let result = match app.stripe_for(scope).await {
-        Ok(stripe) => stripe
-            .cancel_intent(intent)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(err) => Err(err.to_string()),
-    };
-    if let Err(err) = result {
-        tracing::warn!(intent_id = %intent, error = %err, "a dropped auto-recharge's intent was not canceled");
-    }
 }

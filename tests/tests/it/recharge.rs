@@ -40,12 +40,21 @@ async fn a_user_turns_auto_recharge_on_within_the_projects_bounds_and_off_again(
         .await
         .assert_refused_saying("does not offer", &"no bounds yet");
     let store = app.app.app.store_for(&app.app.app.default_scope());
-    let settings = coffer::domain::projects::ProjectSettings {
+    let packages_only = coffer::domain::projects::ProjectSettings {
         auto_recharge: Some(coffer::domain::recharge::RechargeBounds {
             max_per_recharge: 5_000,
             max_per_day: 3,
         }),
         ..Default::default()
+    };
+    store.put_settings(&packages_only).await.expect("settings");
+    // A project that sells packages only: an amount would buy credits at a rate it never set.
+    put(&app, "rex", on.clone())
+        .await
+        .assert_refused_saying("packages only", &"no custom amounts");
+    let settings = coffer::domain::projects::ProjectSettings {
+        custom_amounts: Some(custom_amounts()),
+        ..packages_only
     };
     store.put_settings(&settings).await.expect("settings");
     for (body, words) in [
@@ -73,6 +82,10 @@ async fn a_user_turns_auto_recharge_on_within_the_projects_bounds_and_off_again(
         (
             json!({"enabled": true, "threshold": 5, "amount": 20, "creditPackageId": "standard"}),
             "not both",
+        ),
+        (
+            json!({"enabled": true, "threshold": 5, "amount": 0.5, "setupIntentId": card}),
+            "amount must be from",
         ),
         (
             json!({"enabled": true, "threshold": 5, "creditPackageId": "no such"}),
@@ -157,7 +170,8 @@ async fn a_developer_turns_an_accounts_auto_recharge_off_and_only_in_their_proje
     let dev = app.developer_token("dev-rae");
     let project = "/api/v1/payments/stripe/projects/alpha";
     app.configure_alpha("dev-rae").await;
-    let bounds = json!({"autoRecharge": {"maxPerRecharge": 50, "maxPerDay": 3}});
+    let bounds = json!({"autoRecharge": {"maxPerRecharge": 50, "maxPerDay": 3},
+                        "customAmounts": {"min": 1, "max": 100, "currencies": ["usd"], "creditsPerUnit": 1}});
     let set = app
         .call(
             "PUT",
@@ -206,7 +220,18 @@ async fn a_developer_turns_an_accounts_auto_recharge_off_and_only_in_their_proje
 }
 
 /// A test app whose default project offers auto-recharge (at most 50.00 a recharge and
-/// `max_per_day` a day), with billing events on, following the table's stream.
+/// `max_per_day` a day) and custom top-ups at one credit a dollar, with billing events on,
+/// following the table's stream.
+/// Custom top-ups of 1.00 to 100.00 USD at one credit a dollar.
+fn custom_amounts() -> coffer::domain::packages::CustomAmounts {
+    coffer::domain::packages::CustomAmounts {
+        min: 100,
+        max: 10_000,
+        currencies: vec!["usd".into()],
+        credits_per_unit_e4: 10_000,
+    }
+}
+
 pub(crate) async fn offering(max_per_day: u32) -> TestApp {
     let app = spawn_app_with(SecretSetup {
         events: true,
@@ -219,6 +244,7 @@ pub(crate) async fn offering(max_per_day: u32) -> TestApp {
             max_per_recharge: 5_000,
             max_per_day,
         }),
+        custom_amounts: Some(custom_amounts()),
         ..Default::default()
     };
     store.put_settings(&settings).await.expect("settings");

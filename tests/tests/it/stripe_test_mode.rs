@@ -381,6 +381,12 @@ async fn stripe_test_mode_auto_recharge_charges_the_saved_card_off_session() {
             max_per_recharge: 5_000,
             max_per_day: 3,
         }),
+        custom_amounts: Some(coffer::domain::packages::CustomAmounts {
+            min: 100,
+            max: 10_000,
+            currencies: vec!["usd".into()],
+            credits_per_unit_e4: 10_000,
+        }),
         ..Default::default()
     };
     store.put_settings(&settings).await.expect("settings");

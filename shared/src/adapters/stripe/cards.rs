@@ -17,7 +17,7 @@ use super::{map_error, Call, Intent, Resend, StripeApi, StripeFailure};
 #[derive(Debug)]
 pub enum OffSession {
     /// Stripe took it: succeeded or processing (the webhook tells the end).
-    Taken(Intent),
+    Taken,
     /// The bank asks the user to authenticate (`authentication_required`, or the intent waits
     /// for an action): only the user can finish it, on a page, with the intent's client secret.
     NeedsAuthentication,
@@ -100,7 +100,7 @@ impl StripeApi {
                     Some("succeeded" | "processing" | "requires_capture")
                 ) =>
             {
-                Ok(OffSession::Taken(intent))
+                Ok(OffSession::Taken)
             }
             Ok(intent) => Ok(OffSession::Declined(format!(
                 "The payment was not taken (status {}).",

@@ -54,6 +54,17 @@ pub struct Intent {
     pub client_secret: Option<String>,
     pub metadata: Option<HashMap<String, String>>,
     pub created: Option<i64>,
+    /// The card it charges (its id).
+    pub payment_method: Option<String>,
+    /// Why the last attempt failed, when it did.
+    pub last_payment_error: Option<PaymentError>,
+}
+
+/// Stripe's account of a failed payment attempt.
+#[derive(Debug, Clone, miniserde::Deserialize)]
+pub struct PaymentError {
+    pub code: Option<String>,
+    pub message: Option<String>,
 }
 
 /// One page of PaymentIntents.
@@ -269,6 +280,10 @@ pub enum StripeFailure {
     /// Stripe has no such object (404) in this account and mode.
     #[error("stripe has no such object: {0}")]
     Missing(String),
+    /// Stripe refused the request as made (a 400: the object's state, a parameter, an
+    /// idempotency key used with other parameters); asking again changes nothing.
+    #[error("stripe refused the request: {0}")]
+    Refused(String),
     /// Coffer built a request it should not have.
     #[error("stripe request could not be made: {0}")]
     Config(String),
@@ -288,6 +303,12 @@ pub(crate) fn map_error(err: CallError) -> StripeFailure {
                 .message
                 .clone()
                 .unwrap_or_else(|| "not found".into()),
+        ),
+        CallError::Stripe(details, 400) => StripeFailure::Refused(
+            details
+                .message
+                .clone()
+                .unwrap_or_else(|| "the request was refused".into()),
         ),
         CallError::Stripe(details, status) => StripeFailure::Upstream(format!(
             "stripe answered {status}: {}",
