@@ -102,6 +102,10 @@ pub struct SettingsView {
 pub struct RechargeBoundsView {
     pub max_per_recharge: Major,
     pub max_per_day: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_threshold: Option<Major>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_amount: Option<Major>,
 }
 
 /// A project's custom-amount rules.
@@ -220,6 +224,8 @@ impl SettingsView {
             auto_recharge: settings.auto_recharge.map(|b| RechargeBoundsView {
                 max_per_recharge: Major::of(currency, b.max_per_recharge),
                 max_per_day: b.max_per_day,
+                default_threshold: b.default_threshold.map(|t| Major::of(currency, t)),
+                default_amount: b.default_amount.map(|a| Major::of(currency, a)),
             }),
             custom_amounts: settings
                 .custom_amounts

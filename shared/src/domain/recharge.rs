@@ -46,6 +46,12 @@ pub struct RechargeSettings {
 pub struct RechargeBounds {
     pub max_per_recharge: i64,
     pub max_per_day: u32,
+    /// What an account that names no threshold gets (minor units).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_threshold: Option<i64>,
+    /// What one recharge of an account that names neither an amount nor a package charges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_amount: Option<i64>,
 }
 
 /// Why auto-recharge was turned off.
@@ -532,6 +538,8 @@ mod tests {
         RechargeBounds {
             max_per_recharge: 10_000,
             max_per_day: 2,
+            default_threshold: None,
+            default_amount: None,
         }
     }
 

@@ -88,6 +88,20 @@ pub async fn plans_or_settings(
                                         currency,
                                     )?,
                                     max_per_day: b.max_per_day,
+                                    default_threshold: b
+                                        .default_threshold
+                                        .as_deref()
+                                        .map(|raw| {
+                                            minor(raw, "autoRecharge.defaultThreshold", currency)
+                                        })
+                                        .transpose()?,
+                                    default_amount: b
+                                        .default_amount
+                                        .as_deref()
+                                        .map(|raw| {
+                                            minor(raw, "autoRecharge.defaultAmount", currency)
+                                        })
+                                        .transpose()?,
                                 })
                             })
                             .transpose()
@@ -280,6 +294,12 @@ pub(crate) struct RechargeBoundsBody {
     max_per_recharge: Box<RawValue>,
     #[cfg_attr(feature = "openapi", schema(example = 3))]
     max_per_day: u32,
+    /// The threshold of an account that names none (major units).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, example = 5.0))]
+    default_threshold: Option<Box<RawValue>>,
+    /// What one recharge charges for an account that names neither an amount nor a package.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, example = 20.0))]
+    default_amount: Option<Box<RawValue>>,
 }
 
 /// A project's custom-amount rules as a developer sends them: money in major units.

@@ -11,7 +11,7 @@ use super::billing::setup_intent_field;
 use crate::api::{LastRecharge, Major, RechargeAuthentication, RechargeView};
 use crate::domain::money::Currency;
 use crate::domain::packages::valid_package_id;
-use crate::domain::recharge::{AccountRecharge, ChangedBy, Ended, RechargeSettings};
+use crate::domain::recharge::{AccountRecharge, ChangedBy, Ended};
 use crate::domain::records::UserId;
 use crate::domain::scope::Scope;
 use crate::http::{json_body, ok, ApiError};
@@ -29,11 +29,12 @@ const MAX_MINOR: i64 = 100_000_000_000;
 pub(crate) struct RechargeBody {
     #[cfg_attr(feature = "openapi", schema(value_type = bool, required = true))]
     enabled: Option<Value>,
-    /// Major units.
-    #[cfg_attr(feature = "openapi", schema(value_type = f64, example = 5.0, required = true))]
+    /// Major units (the project's `defaultThreshold` when left out).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, example = 5.0))]
     threshold: Option<Box<RawValue>>,
-    /// What one recharge charges, in major units (at most the project's `maxPerRecharge`),
-    /// bought at the project's custom-amount rate; or name a package instead.
+    /// What one recharge charges, in major units (at most the project's `maxPerRecharge`), a
+    /// custom top-up the project allows; or name a package instead. Left out: the project's
+    /// `defaultAmount`.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, example = 20.0))]
     amount: Option<Box<RawValue>>,
     /// The credit package one recharge buys, at its price (instead of `amount`).
@@ -143,19 +144,24 @@ pub(crate) async fn recharge_route(
             ))
         }
     };
+    // Left out: the project's default (the package's price when a package is named).
     let amount = match (&package, body.amount.as_deref()) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
                 "Give amount or creditPackageId, not both.",
             ))
         }
-        // The package's price, read when the settings are saved.
-        (Some(_), None) => 0,
-        (None, raw) => money(currency, raw, "amount")?,
+        (_, None) => None,
+        (None, raw) => Some(money(currency, raw, "amount")?),
     };
-    let settings = RechargeSettings {
+    let threshold = body
+        .threshold
+        .as_deref()
+        .map(|raw| money(currency, Some(raw), "threshold"))
+        .transpose()?;
+    let settings = recharge::Asked {
         enabled,
-        threshold: money(currency, body.threshold.as_deref(), "threshold")?,
+        threshold,
         amount,
         package,
     };

@@ -290,6 +290,15 @@ pub async fn save_settings(
                 "autoRecharge needs maxPerRecharge above zero and maxPerDay from 1 to 100.",
             ));
         }
+        if bounds.is_some_and(|b| {
+            b.default_amount
+                .is_some_and(|a| a < 1 || a > b.max_per_recharge)
+                || b.default_threshold.is_some_and(|t| t < 0)
+        }) {
+            return Err(Failure::invalid(
+                "autoRecharge's defaultAmount must be above zero and at most maxPerRecharge, and its defaultThreshold not negative.",
+            ));
+        }
         settings.auto_recharge = bounds;
     }
     if let Some(rules) = change.custom_amounts {

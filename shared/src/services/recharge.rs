@@ -46,18 +46,49 @@ pub async fn settings(
         .map(|(recharge, _)| recharge))
 }
 
+/// Settings as asked for: a threshold or an amount left out is the project's default (or,
+/// turning it off, what the account had).
+pub struct Asked {
+    pub enabled: bool,
+    pub threshold: Option<i64>,
+    pub amount: Option<i64>,
+    pub package: Option<String>,
+}
+
 /// Changes the account's auto-recharge settings.
 pub async fn change(
     app: &App,
     scope: &Scope,
     user: &UserId,
-    settings: RechargeSettings,
+    asked: Asked,
     setup_intent: Option<String>,
     by: ChangedBy,
 ) -> Result<AccountRecharge, Failure> {
     let store = app.store_for(scope);
     let bounds = super::billing::settings(app, scope).await?.auto_recharge;
-    let mut settings = settings;
+    let had = store.recharge(user).await?.map(|(r, _)| r.settings);
+    let threshold = asked
+        .threshold
+        .or(bounds.and_then(|b| b.default_threshold))
+        .or(had.as_ref().filter(|_| !asked.enabled).map(|h| h.threshold));
+    let amount = asked
+        .amount
+        .or(bounds.and_then(|b| b.default_amount))
+        .or(had.as_ref().filter(|_| !asked.enabled).map(|h| h.amount));
+    let missing = |name: &str| {
+        Failure::invalid(format!(
+            "{name} is required (this project sets no default)."
+        ))
+    };
+    let mut settings = RechargeSettings {
+        enabled: asked.enabled,
+        threshold: threshold.ok_or_else(|| missing("threshold"))?,
+        amount: match &asked.package {
+            Some(_) => 0,
+            None => amount.ok_or_else(|| missing("amount"))?,
+        },
+        package: asked.package,
+    };
     if settings.enabled && bounds.is_some() {
         // What one recharge buys must be on sale here: a package, or an amount the project's
         // custom-amount rules allow (at their rate).

@@ -44,6 +44,8 @@ async fn a_user_turns_auto_recharge_on_within_the_projects_bounds_and_off_again(
         auto_recharge: Some(coffer::domain::recharge::RechargeBounds {
             max_per_recharge: 5_000,
             max_per_day: 3,
+            default_threshold: None,
+            default_amount: None,
         }),
         ..Default::default()
     };
@@ -71,6 +73,10 @@ async fn a_user_turns_auto_recharge_on_within_the_projects_bounds_and_off_again(
             "threshold",
         ),
         (json!({"threshold": 5, "amount": 20}), "enabled"),
+        (
+            json!({"enabled": true, "amount": 20, "setupIntentId": card}),
+            "threshold is required",
+        ),
         (
             json!({"enabled": true, "threshold": 5, "amount": 20.001}),
             "amount",
@@ -170,7 +176,8 @@ async fn a_developer_turns_an_accounts_auto_recharge_off_and_only_in_their_proje
     let dev = app.developer_token("dev-rae");
     let project = "/api/v1/payments/stripe/projects/alpha";
     app.configure_alpha("dev-rae").await;
-    let bounds = json!({"autoRecharge": {"maxPerRecharge": 50, "maxPerDay": 3},
+    let bounds = json!({"autoRecharge": {"maxPerRecharge": 50, "maxPerDay": 3,
+                                         "defaultThreshold": 2, "defaultAmount": 10},
                         "customAmounts": {"min": 1, "max": 100, "currencies": ["usd"], "creditsPerUnit": 1}});
     let set = app
         .call(
@@ -183,7 +190,7 @@ async fn a_developer_turns_an_accounts_auto_recharge_off_and_only_in_their_proje
     assert_eq!(set.status, 200, "{}", set.body);
     assert_eq!(
         set.body["data"]["autoRecharge"],
-        json!({"maxPerRecharge": 50.0, "maxPerDay": 3})
+        json!({"maxPerRecharge": 50.0, "maxPerDay": 3, "defaultThreshold": 2.0, "defaultAmount": 10.0})
     );
     let card = crate::cards::saved_card_in(
         &app,
@@ -198,10 +205,13 @@ async fn a_developer_turns_an_accounts_auto_recharge_off_and_only_in_their_proje
             "PUT",
             "/api/credits/auto-recharge?project_id=alpha&test_mode=true",
             Some(&app.token("tia")),
-            Some(&json!({"enabled": true, "threshold": 2, "amount": 10, "setupIntentId": card})),
+            Some(&json!({"enabled": true, "setupIntentId": card})),
         )
         .await;
     assert_eq!(user_on.status, 200, "{}", user_on.body);
+    // Left out, the threshold and the amount are the project's defaults.
+    assert_eq!(user_on.body["data"]["threshold"], 2.0);
+    assert_eq!(user_on.body["data"]["amount"], 10.0);
     let path = format!("{project}/accounts/tia/auto-recharge?test_mode=true");
     let off = app
         .call(
@@ -243,6 +253,8 @@ pub(crate) async fn offering(max_per_day: u32) -> TestApp {
         auto_recharge: Some(coffer::domain::recharge::RechargeBounds {
             max_per_recharge: 5_000,
             max_per_day,
+            default_threshold: None,
+            default_amount: None,
         }),
         custom_amounts: Some(custom_amounts()),
         ..Default::default()

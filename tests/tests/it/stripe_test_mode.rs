@@ -380,6 +380,8 @@ async fn stripe_test_mode_auto_recharge_charges_the_saved_card_off_session() {
         auto_recharge: Some(coffer::domain::recharge::RechargeBounds {
             max_per_recharge: 5_000,
             max_per_day: 3,
+            default_threshold: None,
+            default_amount: None,
         }),
         custom_amounts: Some(coffer::domain::packages::CustomAmounts {
             min: 100,
