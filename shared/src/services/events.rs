@@ -315,15 +315,19 @@ async fn recharge_work(app: &App, records: &[StreamRecord]) -> Option<(usize, St
                     },
                 };
                 match (offered, UserId::parse(&account)) {
+                    // Boxed: the recharge's future is deep, and the stream consumer's whole
+                    // future would otherwise pass the compiler's layout depth.
                     (Some(offered), Some(user)) => {
-                        crate::services::recharge::on_balance(app, &scope, &user, new, &offered)
-                            .await
+                        Box::pin(crate::services::recharge::on_balance(
+                            app, &scope, &user, new, &offered,
+                        ))
+                        .await
                     }
                     _ => Ok(()),
                 }
             }
             Change::Payment { payment, .. } => {
-                crate::services::recharge::on_payment(app, &scope, &payment).await
+                Box::pin(crate::services::recharge::on_payment(app, &scope, &payment)).await
             }
             _ => Ok(()),
         };
