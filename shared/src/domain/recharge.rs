@@ -182,6 +182,15 @@ pub enum Why {
     DailyCap,
 }
 
+/// Whether auto-recharge is off for the account: turned off by anyone, past the bounds, or
+/// after `FAILURES_TO_DISABLE` failures in a row (until the user turns it on again).
+pub fn is_off(settings: &RechargeSettings, state: &RechargeState) -> bool {
+    !settings.enabled || state.disabled.is_some() || state.failures_in_a_row >= FAILURES_TO_DISABLE
+}
+
+/// How long after it was decided a recharge Stripe was never asked to charge may still go on.
+pub const RESUME_WITHIN_SECS: i64 = 3600;
+
 /// What a committed balance of `balance` decides at `now` (Unix seconds).
 pub fn decide(
     settings: &RechargeSettings,
@@ -190,10 +199,14 @@ pub fn decide(
     balance: i64,
     now: i64,
 ) -> Decision {
-    let off = !settings.enabled || state.disabled.is_some();
+    let off = is_off(settings, state);
     if let Some(current) = &state.in_flight {
         if !current.launched {
-            return if off || balance >= settings.threshold {
+            // Never charged yet: it goes on only as it was decided, within today's bounds and
+            // soon after (an older one is dropped; the next balance decides afresh).
+            let stale = current.amount > bounds.max_per_recharge
+                || now >= current.since.saturating_add(RESUME_WITHIN_SECS);
+            return if off || stale || balance >= settings.threshold {
                 Decision::Abandon(current.clone())
             } else {
                 Decision::Resume(current.clone())
@@ -275,7 +288,7 @@ pub enum Outcome {
     Failed(String),
     /// The payment record says it failed (a webhook). A recharge waiting for the user to
     /// authenticate is not ended by it: the user may still complete it.
-    PaymentFailed,
+    PaymentFailed(Option<String>),
     /// Stripe asks the user to authenticate (strong customer authentication).
     ActionRequired {
         intent: String,
@@ -320,9 +333,11 @@ pub fn settle(state: &RechargeState, id: &str, outcome: &Outcome) -> RechargeSta
         }
         // Stripe's own answer to the confirmation settles a recharge not answered yet (the
         // webhook of an off-session attempt that asks for authentication says "failed" too).
-        Outcome::PaymentFailed if current.action_required || !current.launched => return next,
-        Outcome::PaymentFailed => Ended::Failed {
-            reason: "The payment failed.".into(),
+        Outcome::PaymentFailed(_) if current.action_required || !current.launched => return next,
+        Outcome::PaymentFailed(reason) => Ended::Failed {
+            reason: reason
+                .clone()
+                .unwrap_or_else(|| "The payment failed.".into()),
         },
         Outcome::Failed(reason) => Ended::Failed {
             reason: reason.clone(),
@@ -343,7 +358,9 @@ pub fn settle(state: &RechargeState, id: &str, outcome: &Outcome) -> RechargeSta
         Ended::Succeeded => next.failures_in_a_row = 0,
         Ended::Failed { .. } => {
             next.failures_in_a_row = next.failures_in_a_row.saturating_add(1);
-            if next.failures_in_a_row >= FAILURES_TO_DISABLE && next.disabled.is_none() {
+            // Off by failures whoever else turned it off: only the user lifts it (the
+            // developer's or the user's own off stays recorded in its own flag).
+            if next.failures_in_a_row >= FAILURES_TO_DISABLE {
                 next.disabled = Some(Disabled::ByFailures);
             }
         }
@@ -387,7 +404,9 @@ pub fn told(old: Option<&RechargeState>, new: &RechargeState) -> Vec<Told> {
         }
     }
     if let Some(why) = new.disabled {
-        if old.and_then(|o| o.disabled).is_none() {
+        let was = old.and_then(|o| o.disabled);
+        // Off from on, or off by failures from off for another reason: said once.
+        if was.is_none() || (why == Disabled::ByFailures && was != Some(Disabled::ByFailures)) {
             said.push(Told::Disabled(why));
         }
     }
@@ -405,7 +424,7 @@ pub fn payment_outcome(
     if succeeded_and_credited {
         Some((id, Outcome::Succeeded))
     } else if failed {
-        Some((id, Outcome::PaymentFailed))
+        Some((id, Outcome::PaymentFailed(None)))
     } else {
         None
     }
@@ -492,6 +511,7 @@ pub fn change_settings(
         }
         ChangedBy::User if state.developer_off => {
             state.user_off = false;
+            state.failures_in_a_row = 0;
             state.disabled = Some(Disabled::ByDeveloper);
         }
         ChangedBy::Developer if state.user_off => {
@@ -509,7 +529,8 @@ pub fn change_settings(
             // until the user, whose card it is, turns it on.
             state.developer_off = false;
             if matches!(state.disabled, Some(Disabled::ByDeveloper) | None) {
-                state.disabled = None;
+                state.disabled = (state.failures_in_a_row >= FAILURES_TO_DISABLE)
+                    .then_some(Disabled::ByFailures);
             }
         }
     }
@@ -551,6 +572,107 @@ mod tests {
                 intent: format!("pi_{id}"),
             },
         )
+    }
+
+    #[test]
+    fn failures_while_the_developer_had_it_off_keep_it_off_until_the_user_turns_it_on() {
+        let mut state = RechargeState {
+            started: 3,
+            failures_in_a_row: 2,
+            in_flight: Some(InFlight {
+                id: "rc3".into(),
+                amount: 2_000,
+                launched: true,
+                intent: Some("pi_rc3".into()),
+                ..InFlight::default()
+            }),
+            ..RechargeState::default()
+        };
+        let current = AccountRecharge {
+            settings: settings(),
+            setup_intent: Some("seti_1".into()),
+            state: state.clone(),
+        };
+        let off = RechargeSettings {
+            enabled: false,
+            ..settings()
+        };
+        let by_developer = change_settings(
+            Some(&current),
+            off,
+            None,
+            Some(&bounds()),
+            ChangedBy::Developer,
+        )
+        .expect("off");
+        state = by_developer.state.clone();
+        let failed = settle(&state, "rc3", &Outcome::Failed("declined".into()));
+        assert_eq!(failed.failures_in_a_row, 3);
+        assert!(told(Some(&state), &failed).contains(&Told::Disabled(Disabled::ByFailures)));
+        let back_on = change_settings(
+            Some(&AccountRecharge {
+                state: failed.clone(),
+                ..by_developer.clone()
+            }),
+            settings(),
+            None,
+            Some(&bounds()),
+            ChangedBy::Developer,
+        )
+        .expect("the developer lifts their own off");
+        assert!(is_off(&back_on.settings, &back_on.state));
+        assert_eq!(
+            decide(&back_on.settings, &bounds(), &back_on.state, 0, 10),
+            Decision::Nothing(Why::Off)
+        );
+        // Even a state whose label was lost stays off by its count.
+        let unlabeled = RechargeState {
+            disabled: None,
+            ..back_on.state.clone()
+        };
+        assert_eq!(
+            decide(&settings(), &bounds(), &unlabeled, 0, 10),
+            Decision::Nothing(Why::Off)
+        );
+        let by_user = change_settings(
+            Some(&back_on),
+            settings(),
+            None,
+            Some(&bounds()),
+            ChangedBy::User,
+        )
+        .expect("the user turns it on");
+        assert!(!is_off(&by_user.settings, &by_user.state));
+    }
+
+    #[test]
+    fn a_recharge_never_charged_goes_on_only_within_the_bounds_and_the_hour() {
+        let state = RechargeState {
+            started: 1,
+            in_flight: Some(InFlight {
+                id: "rc1".into(),
+                amount: 2_000,
+                since: 100,
+                ..InFlight::default()
+            }),
+            ..RechargeState::default()
+        };
+        assert!(matches!(
+            decide(&settings(), &bounds(), &state, 0, 200),
+            Decision::Resume(_)
+        ));
+        let lower = RechargeBounds {
+            max_per_recharge: 1_000,
+            ..bounds()
+        };
+        assert!(matches!(
+            decide(&settings(), &lower, &state, 0, 200),
+            Decision::Abandon(_)
+        ));
+        assert!(matches!(
+            decide(&settings(), &bounds(), &state, 0, 100 + RESUME_WITHIN_SECS),
+            Decision::Abandon(_)
+        ));
     }
 
     #[test]
@@ -649,7 +771,10 @@ mod tests {
         let again = settle(&waiting, "rc1", &asked);
         assert!(told(Some(&waiting), &again).is_empty(), "told once");
         // The webhook of the failed off-session attempt does not end it: the user may still act.
-        assert_eq!(settle(&waiting, "rc1", &Outcome::PaymentFailed), waiting);
+        assert_eq!(
+            settle(&waiting, "rc1", &Outcome::PaymentFailed(None)),
+            waiting
+        );
         assert_eq!(
             decide(&settings(), &bounds(), &waiting, 50, 0),
             Decision::Nothing(Why::InFlight)
@@ -730,9 +855,12 @@ mod tests {
                 intent: "pi_1".into(),
             },
         );
-        assert_eq!(settle(&created, "rc1", &Outcome::PaymentFailed), created);
+        assert_eq!(
+            settle(&created, "rc1", &Outcome::PaymentFailed(None)),
+            created
+        );
         let taken = launched(&created, "rc1");
-        let failed = settle(&taken, "rc1", &Outcome::PaymentFailed);
+        let failed = settle(&taken, "rc1", &Outcome::PaymentFailed(None));
         assert!(failed.in_flight.is_none());
         assert_eq!(failed.failures_in_a_row, 1);
     }
@@ -863,7 +991,7 @@ mod tests {
         );
         assert_eq!(
             payment_outcome("recharge:rc4", false, true),
-            Some(("rc4", Outcome::PaymentFailed))
+            Some(("rc4", Outcome::PaymentFailed(None)))
         );
         assert_eq!(payment_outcome("recharge:rc4", false, false), None);
         assert_eq!(payment_outcome("pack-1", true, false), None);
@@ -1035,7 +1163,7 @@ mod tests {
                                 payment_method: None,
                             },
                             2 => Outcome::Launched { intent: "pi".into() },
-                            3 => Outcome::PaymentFailed,
+                            3 => Outcome::PaymentFailed(None),
                             _ => Outcome::Failed("card_declined".into()),
                         };
                         state = settle(&state, &id, &outcome);

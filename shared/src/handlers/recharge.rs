@@ -15,6 +15,7 @@ use crate::domain::recharge::{AccountRecharge, ChangedBy, Ended};
 use crate::domain::records::UserId;
 use crate::domain::scope::Scope;
 use crate::http::{json_body, ok, ApiError};
+use crate::scoping;
 use crate::services::recharge;
 use crate::App;
 
@@ -76,7 +77,7 @@ fn view(currency: &Currency, recharge: Option<&AccountRecharge>, by: ChangedBy) 
     };
     let state = &recharge.state;
     RechargeView {
-        enabled: recharge.settings.enabled && state.disabled.is_none(),
+        enabled: !crate::domain::recharge::is_off(&recharge.settings, state),
         threshold: Some(Major::of(currency, recharge.settings.threshold)),
         amount: Some(Major::of(currency, recharge.settings.amount)),
         setup_intent_id: recharge.setup_intent.clone(),
@@ -159,6 +160,10 @@ pub(crate) async fn recharge_route(
         .as_deref()
         .map(|raw| money(currency, Some(raw), "threshold"))
         .transpose()?;
+    if enabled {
+        // A project that does not take payments in this mode charges no card.
+        scoping::require_active(app, scope).await?;
+    }
     let settings = recharge::Asked {
         enabled,
         threshold,

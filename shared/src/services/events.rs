@@ -319,7 +319,12 @@ async fn recharge_work(app: &App, records: &[StreamRecord]) -> Option<(usize, St
                     // future would otherwise pass the compiler's layout depth.
                     (Some(offered), Some(user)) => {
                         Box::pin(crate::services::recharge::on_balance(
-                            app, &scope, &user, new, &offered,
+                            app,
+                            &scope,
+                            &user,
+                            new,
+                            &offered,
+                            crate::services::recharge::Wake::MayStart,
                         ))
                         .await
                     }
@@ -328,6 +333,39 @@ async fn recharge_work(app: &App, records: &[StreamRecord]) -> Option<(usize, St
             }
             Change::Payment { payment, .. } => {
                 Box::pin(crate::services::recharge::on_payment(app, &scope, &payment)).await
+            }
+            // The account's recharge changed with one never charged in flight (left waiting by
+            // an attempt that failed, or turned off meanwhile): woken on the balance as it is
+            // now, it goes on or is dropped without waiting for the next spend. It never starts
+            // one: only a committed balance or a paid recharge does, once each.
+            Change::Recharge { account, new, .. }
+                if new.state.in_flight.as_ref().is_some_and(|f| !f.launched) =>
+            {
+                let offered = match bounds.get(&scope) {
+                    Some(known) => *known,
+                    None => match crate::services::billing::settings(app, &scope).await {
+                        Ok(settings) => {
+                            bounds.insert(scope.clone(), settings.auto_recharge);
+                            settings.auto_recharge
+                        }
+                        Err(err) => {
+                            return Some((index, format!("{}: {}", err.code(), err.cause())))
+                        }
+                    },
+                };
+                match (offered, UserId::parse(&account)) {
+                    (Some(offered), Some(user)) => {
+                        Box::pin(crate::services::recharge::on_account(
+                            app,
+                            &scope,
+                            &user,
+                            &offered,
+                            crate::services::recharge::Wake::GoOn,
+                        ))
+                        .await
+                    }
+                    _ => Ok(()),
+                }
             }
             _ => Ok(()),
         };

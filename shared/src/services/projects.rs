@@ -33,6 +33,19 @@ pub async fn registered(app: &App, id: &ProjectId) -> Result<Option<Project>, Fa
     Ok(app.project(id).await?)
 }
 
+/// Whether the scope takes payments now: the deployment's own, or a project active in the
+/// mode, read afresh from the registry (auto-recharge asks just before it charges a card).
+pub async fn takes_payments(app: &App, scope: &Scope) -> Result<bool, Failure> {
+    if app.is_deployment_scope(scope) {
+        return Ok(true);
+    }
+    Ok(app
+        .store
+        .project(&scope.project)
+        .await?
+        .is_some_and(|project| project.active_in(scope.mode)))
+}
+
 /// The developer's projects.
 pub async fn of_developer(app: &App, developer: &UserId) -> Result<Vec<Project>, Failure> {
     Ok(app.store.projects_of(developer).await?)

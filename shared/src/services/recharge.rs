@@ -21,13 +21,13 @@ use crate::domain::idempotency;
 use crate::domain::ledger::PaymentRecord;
 use crate::domain::packages::CreditPackage;
 use crate::domain::recharge::{
-    apply, change_settings, decide, payment_outcome, settle, AccountRecharge, ChangedBy, Decision,
-    InFlight, Outcome, RechargeBounds, RechargeSettings, PACKAGE_PREFIX,
+    apply, change_settings, decide, is_off, payment_outcome, settle, AccountRecharge, ChangedBy,
+    Decision, InFlight, Outcome, RechargeBounds, RechargeSettings, PACKAGE_PREFIX,
 };
 use crate::domain::records::{now_ms, PaymentStatus, UserId};
 use crate::domain::scope::Scope;
-use crate::services::billing;
 use crate::services::Failure;
+use crate::services::{billing, projects};
 use crate::App;
 
 /// Attempts of a settings change that lost its race.
@@ -163,14 +163,22 @@ pub async fn on_balance(
     account: &UserId,
     balance: i64,
     bounds: &RechargeBounds,
+    wake: Wake,
 ) -> Result<(), Failure> {
     let store = app.store_for(scope);
+    // A project that no longer takes payments in this mode charges no card: as if turned off
+    // (nothing new starts; one never charged is dropped).
+    let taking = projects::takes_payments(app, scope).await?;
     for _ in 0..ATTEMPTS {
         let Some((recharge, version)) = store.recharge(account).await? else {
             return Ok(());
         };
         let now = now_ms() / 1000;
-        let mut decision = decide(&recharge.settings, bounds, &recharge.state, balance, now);
+        let rules = RechargeSettings {
+            enabled: recharge.settings.enabled && taking,
+            ..recharge.settings.clone()
+        };
+        let mut decision = decide(&rules, bounds, &recharge.state, balance, now);
         if matches!(
             decision,
             Decision::Start(_) | Decision::Resume(_) | Decision::Abandon(_)
@@ -179,16 +187,13 @@ pub async fn on_balance(
                 Some(read) if read.currency == app.config.default_currency => read.balance,
                 _ => return Ok(()),
             };
-            decision = decide(
-                &recharge.settings,
-                bounds,
-                &recharge.state,
-                now_balance,
-                now,
-            );
+            decision = decide(&rules, bounds, &recharge.state, now_balance, now);
         }
         match &decision {
             Decision::Nothing(_) => return Ok(()),
+            // Only a committed balance, a paid recharge or a change of the settings starts one:
+            // a failed recharge is never followed by another without one of them.
+            Decision::Start(_) if wake == Wake::GoOn => return Ok(()),
             Decision::Resume(flight) => {
                 tracing::info!(recharge_id = %flight.id, "auto-recharge goes on");
                 return launch(app, scope, account, &recharge, flight).await;
@@ -232,6 +237,20 @@ pub async fn on_payment(app: &App, scope: &Scope, payment: &PaymentRecord) -> Re
         return Ok(());
     };
     let account = &payment.user_id;
+    let outcome = match outcome {
+        // Stripe's own reason, read back from the intent (the record says only "failed").
+        Outcome::PaymentFailed(None) => {
+            let stripe = app.stripe_for(scope).await?;
+            match stripe.retrieve_intent(&payment.intent_id).await {
+                Ok(intent) => match classify(&intent, None) {
+                    Some(Outcome::Failed(reason)) => Outcome::PaymentFailed(Some(reason)),
+                    _ => Outcome::PaymentFailed(None),
+                },
+                Err(_) => Outcome::PaymentFailed(None),
+            }
+        }
+        other => other,
+    };
     record_outcome(app, scope, account, id, &outcome).await?;
     if outcome != Outcome::Succeeded {
         // A failed charge is not tried again blindly: the next committed balance decides.
@@ -242,9 +261,30 @@ pub async fn on_payment(app: &App, scope: &Scope, payment: &PaymentRecord) -> Re
     let Some(bounds) = billing::settings(app, scope).await?.auto_recharge else {
         return Ok(());
     };
+    on_account(app, scope, account, &bounds, Wake::MayStart).await
+}
+
+/// What woke an account's recharge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// A committed balance, a paid recharge, or its settings changed: a recharge may start.
+    MayStart,
+    /// Its own state changed: only one decided earlier goes on (or is dropped, given up on or
+    /// checked); none starts.
+    GoOn,
+}
+
+/// The account's recharge woken on its balance as it is now.
+pub async fn on_account(
+    app: &App,
+    scope: &Scope,
+    account: &UserId,
+    bounds: &RechargeBounds,
+    wake: Wake,
+) -> Result<(), Failure> {
     match app.store_for(scope).balance(account).await? {
         Some(now) if now.currency == app.config.default_currency => {
-            on_balance(app, scope, account, now.balance, &bounds).await
+            on_balance(app, scope, account, now.balance, bounds, wake).await
         }
         _ => Ok(()),
     }
@@ -398,23 +438,44 @@ async fn launch(
     let Some(now) = record_outcome(app, scope, account, &flight.id, &created).await? else {
         return Ok(());
     };
-    let still_ours = now
+    if now.state.in_flight.as_ref().map(|f| &f.id) != Some(&flight.id) {
+        return Ok(());
+    }
+    confirm(app, scope, account, flight, &stripe, &intent).await
+}
+
+/// Whether the recharge `flight` may be confirmed now, read just before each confirmation (the
+/// first, and any retry of it): still the one in flight and never charged, auto-recharge on
+/// for the account, and the project taking payments in this mode.
+enum Gate {
+    Go,
+    /// Settled or replaced meanwhile: nothing to do.
+    Gone,
+    /// Turned off since it was decided: it is never charged.
+    Off,
+}
+
+async fn gate(
+    app: &App,
+    scope: &Scope,
+    account: &UserId,
+    flight: &InFlight,
+) -> Result<Gate, Failure> {
+    let Some((now, _)) = app.store_for(scope).recharge(account).await? else {
+        return Ok(Gate::Gone);
+    };
+    let ours = now
         .state
         .in_flight
         .as_ref()
         .is_some_and(|f| f.id == flight.id && !f.launched);
-    if !still_ours {
-        return Ok(());
+    if !ours {
+        return Ok(Gate::Gone);
     }
-    // Off means off: turned off since it was decided, it is never charged.
-    if !now.settings.enabled || now.state.disabled.is_some() {
-        let flight = InFlight {
-            intent: Some(intent.id.clone()),
-            ..flight.clone()
-        };
-        return drop_unless_taken(app, scope, account, &flight).await;
+    if is_off(&now.settings, &now.state) || !projects::takes_payments(app, scope).await? {
+        return Ok(Gate::Off);
     }
-    confirm(app, scope, account, flight, &stripe, &intent).await
+    Ok(Gate::Go)
 }
 
 /// Confirms the recharge's intent off-session (keyed by the intent: asked again, the same
@@ -427,6 +488,18 @@ async fn confirm(
     stripe: &StripeApi,
     intent: &Intent,
 ) -> Result<(), Failure> {
+    // Off means off: checked on the state as it is now, just before Stripe is asked.
+    match gate(app, scope, account, flight).await? {
+        Gate::Go => {}
+        Gate::Gone => return Ok(()),
+        Gate::Off => {
+            let flight = InFlight {
+                intent: Some(intent.id.clone()),
+                ..flight.clone()
+            };
+            return drop_unless_taken(app, scope, account, &flight).await;
+        }
+    }
     let answer = stripe
         .confirm_off_session(&intent.id, &idempotency::recharge_confirm(&intent.id))
         .await;
