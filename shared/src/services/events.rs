@@ -386,7 +386,9 @@ async fn recharge_work(app: &App, records: &[StreamRecord]) -> Option<(usize, St
 /// Without a bus configured it publishes nothing.
 pub async fn publish_stream_event(app: &App, event: &Value) -> StreamBatch {
     let records = crate::adapters::store::records_from_event(event);
-    let stopped = recharge_work(app, &records).await;
+    // Boxed: the recharge work's future is deep (each step waits on Stripe and the table),
+    // and inline it would pass the compiler's layout depth in the function's own future.
+    let stopped = Box::pin(recharge_work(app, &records)).await;
     let Some(bus) = app.events.as_ref() else {
         return StreamBatch {
             figures: json!({ "records": records.len(), "published": 0 }),
