@@ -17,7 +17,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", 
 
 ADAPTERS = {"store", "stripe", "secrets", "events", "net"}
 TOP = {"handlers", "services", "domain", "jobs", "api", "app", "auth", "calls", "config",
-       "http", "runtime", "scoping", "telemetry", "openapi"}
+       "http", "runtime", "scoping", "telemetry", "openapi", "formats"}
 
 # Each node, and the nodes it may import. Below the edge (http, api, auth, scoping) nothing
 # knows HTTP; adapters know only the domain and their own plumbing; the domain knows nothing.
@@ -44,8 +44,10 @@ RULES = {
     # Handlers parse, call a use case and answer: never an adapter.
     "handlers": BASE | {"api", "app", "auth", "http", "scoping", "services", "telemetry"},
     "jobs": BASE | {"app", "services", "telemetry"},
-    "runtime": {"app", "telemetry", "config"},
-    "openapi": BASE | {"api", "handlers", "http", "adapters::stripe", "services"},
+    # The project's response format, applied to every end-user answer after its handler.
+    "formats": BASE | {"app", "http", "scoping"},
+    "runtime": {"app", "formats", "telemetry", "config"},
+    "openapi": BASE | {"api", "formats", "handlers", "http", "adapters::stripe", "services"},
 }
 
 

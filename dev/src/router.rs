@@ -344,8 +344,13 @@ async fn routed(
             )
         }
     };
-    let response =
-        coffer::calls::as_function(function, handlers::call(function, &api.app, request)).await;
+    // The project's response format, applied as the function's runtime applies it.
+    let format = coffer::formats::scope_of(&api.app, &request);
+    let response = coffer::calls::as_function(function, async {
+        let answer = handlers::call(function, &api.app, request).await;
+        coffer::formats::shaped(&api.app, format, answer).await
+    })
+    .await;
     let status = response.status().as_u16();
     tracing::info!(method = %method, path = %path, status, "handled");
     let mut builder = hyper::Response::builder().status(status);

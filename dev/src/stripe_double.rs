@@ -46,6 +46,9 @@
 //!   always) and then answered with a 500 `api_error`, as when Stripe did the work and the
 //!   answer never reached Coffer (a count of 0 stops it). A test injects the fault between
 //!   Stripe's answer and Coffer's write with it
+//! - `POST /v1/subscriptions`, `GET /v1/subscriptions/{id}`: a subscription made with
+//!   `trial_period_days` that localstripe leaves `incomplete` with no invoice is answered as
+//!   Stripe shows it, `trialing` with `trial_start` and `trial_end` (its card is saved later)
 //! - `GET /_double/requests`: what was asked of the double so far
 //! - `GET /_double/meter_events`: the meter events it accepted, each once
 
@@ -346,7 +349,10 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
             if let Err(message) = settle_pending_updates(&double, Some(id)).await {
                 return Ok(stripe_error(502, &message));
             }
-            forward(&double, &method, &path, query.as_deref(), &headers, body).await
+            trialing(forward(&double, &method, &path, query.as_deref(), &headers, body).await).await
+        }
+        ("POST", "/v1/subscriptions") => {
+            trialing(forward(&double, &method, &path, query.as_deref(), &headers, body).await).await
         }
         ("POST", p) if p.starts_with("/v1/invoices/") && p.ends_with("/pay") => {
             let answer = forward(&double, &method, &path, query.as_deref(), &headers, body).await;
@@ -365,6 +371,29 @@ async fn handle(double: Arc<Double>, req: hyper::Request<Incoming>) -> Result<Re
         ));
     }
     Ok(answer)
+}
+
+/// A subscription in its trial as Stripe shows it: localstripe leaves one made with
+/// `trial_period_days` `incomplete` with no invoice; Stripe says `trialing`, with `trial_end`.
+async fn trialing(answer: Reply) -> Reply {
+    let (parts, body) = answer.into_parts();
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    let Ok(mut subscription) = serde_json::from_slice::<Value>(&bytes) else {
+        return hyper::Response::from_parts(parts, Full::new(bytes));
+    };
+    let days = subscription["trial_period_days"].as_i64();
+    let start = subscription["start_date"].as_i64();
+    if let (Some(days), Some(start)) = (days, start) {
+        if subscription["status"] == "incomplete" && subscription["latest_invoice"].is_null() {
+            subscription["status"] = json!("trialing");
+            subscription["trial_start"] = json!(start);
+            subscription["trial_end"] = json!(start + days * 86_400);
+        }
+    }
+    hyper::Response::from_parts(parts, Full::new(Bytes::from(subscription.to_string())))
 }
 
 /// Whether the answer to a `POST` to `path` is to be lost (one fewer to lose then).

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod calls;
 pub mod config;
 pub mod domain;
+pub mod formats;
 pub mod handlers;
 pub mod http;
 pub mod jobs;

@@ -3,9 +3,13 @@
 //! the bodies they parse; the routes come from `handlers::ROUTES`, and a route without a
 //! description here fails `document()`, so a new route cannot go undocumented.
 
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{
+    AdditionalProperties, AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Schema,
+    SchemaType, Type,
+};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
@@ -215,6 +219,7 @@ fn schemas() -> Vec<(String, RefOr<Schema>)> {
         handlers::usage::UsageBody,
     );
     all.push(("Error".into(), error_schema()));
+    all.push(("PlainError".into(), plain_error_schema()));
     all.sort_by(|a, b| a.0.cmp(&b.0));
     all.dedup_by(|a, b| a.0 == b.0);
     all
@@ -294,6 +299,59 @@ fn envelope(data: &Data) -> RefOr<Schema> {
             }
         }
     }
+}
+
+/// The wire types whose `clientSecret` the plain format also names `client_secret`.
+const ALIASED: &[&str] = &[
+    "PaymentIntentCreated",
+    "SetupIntentCreated",
+    "SubscriptionCreated",
+    "SubscriptionUpdated",
+];
+
+/// An end-user route's answer in a project's plain format (`responseFormat: plain`): the
+/// answer's own fields (with `client_secret` beside `clientSecret`), or the list itself.
+fn plain_success(data: &Data) -> RefOr<Schema> {
+    match data {
+        Data::Ack => ObjectBuilder::new().into(),
+        Data::One(schema) => {
+            let aliased = matches!(schema, RefOr::Ref(r)
+                if ALIASED.iter().any(|name| r.ref_location.ends_with(&format!("/{name}"))));
+            if aliased {
+                AllOfBuilder::new()
+                    .item(schema.clone())
+                    .item(ObjectBuilder::new().property(
+                        "client_secret",
+                        ObjectBuilder::new()
+                            .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                            .description(Some(
+                                "`clientSecret` again, by the name apps written for other backends read.",
+                            )),
+                    ))
+                    .into()
+            } else {
+                schema.clone()
+            }
+        }
+        Data::List(schema) | Data::Page(schema) => ArrayBuilder::new().items(schema.clone()).into(),
+    }
+}
+
+/// A plain-format error: `{"error": <a sentence>}`.
+fn plain_error_schema() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .description(Some(
+            "An error of an end-user route in a project's plain format: the same sentence and status, no code.",
+        ))
+        .property(
+            "error",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .examples([serde_json::json!("Not enough credits.")]),
+        )
+        .required("error")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .into()
 }
 
 /// Every error status a route may answer.
@@ -443,8 +501,31 @@ pub fn try_document() -> Result<OpenApi, String> {
                     .build(),
             ));
         }
-        let mut responses = ResponsesBuilder::new().response(
-            "200",
+        // End-user routes answer in the project's format: the envelope, or plain.
+        let success = if doc.auth == Auth::User {
+            let mut ok = ResponseBuilder::new()
+                .description("Done: in the envelope, or (a project set to `responseFormat: plain`) the answer's own fields.")
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(
+                            AnyOfBuilder::new()
+                                .item(envelope(&doc.data))
+                                .item(plain_success(&doc.data)),
+                        ))
+                        .build(),
+                );
+            if matches!(doc.data, Data::Page(_)) {
+                ok = ok.header(
+                    "Next-Cursor",
+                    HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(Type::String))
+                        .description(Some("Plain format: give it as `cursor` for the next page; absent on the last."))
+                        .build(),
+                );
+            }
+            ok
+        } else {
             ResponseBuilder::new()
                 .description("Done, in the envelope.")
                 .content(
@@ -452,8 +533,9 @@ pub fn try_document() -> Result<OpenApi, String> {
                     ContentBuilder::new()
                         .schema(Some(envelope(&doc.data)))
                         .build(),
-                ),
-        );
+                )
+        };
+        let mut responses = ResponsesBuilder::new().response("200", success);
         let mut statuses: Vec<u16> = vec![400, 404, 500, 503];
         if doc.auth != Auth::Stripe {
             statuses.extend([401, 403]);
@@ -494,7 +576,11 @@ pub fn try_document() -> Result<OpenApi, String> {
                     .content(
                         "application/json",
                         ContentBuilder::new()
-                            .schema(Some(schema_ref_named("Error")))
+                            .schema(Some(
+                                AnyOfBuilder::new()
+                                    .item(schema_ref_named("Error"))
+                                    .item(schema_ref_named("PlainError")),
+                            ))
                             .build(),
                     )
                     .build(),
@@ -597,8 +683,12 @@ pub fn try_document() -> Result<OpenApi, String> {
                 .description(Some(
                     "Prepaid credits, plans, subscriptions and usage limits on Stripe. Every answer is \
                      JSON in an envelope: `{\"success\": true, \"data\": …}` or `{\"success\": false, \
-                     \"error\": <a sentence>, \"code\": <a code>}`. Money is shown in major units of its \
-                     currency.",
+                     \"error\": <a sentence>, \"code\": <a code>}`. A project may set its end-user \
+                     routes to the plain format (`responseFormat: plain` in its settings), for apps \
+                     written against another backend: the answer's own fields at the top level (a list \
+                     is the array, its next cursor the `Next-Cursor` header; `client_secret` beside \
+                     `clientSecret`) and `{\"error\": <a sentence>}`. Money is shown in major units of \
+                     its currency.",
                 )),
         )
         .servers(Some(servers))
@@ -648,6 +738,18 @@ fn operation_id(method: &str, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_routes_that_follow_a_projects_format_are_the_end_user_routes() {
+        for (method, path, _) in ROUTES {
+            let doc = doc(method, path).expect("described");
+            assert_eq!(
+                crate::formats::end_user_route(path),
+                doc.auth == Auth::User,
+                "{method} {path}"
+            );
+        }
+    }
 
     #[test]
     fn every_route_is_described_once() {

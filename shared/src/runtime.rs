@@ -25,8 +25,9 @@ where
     let app = boot().await?;
     lambda_http::run(service_fn(move |req: Request| {
         let req = strip_base_path(req, app.config.base_path());
+        let format = crate::formats::scope_of(app, &req);
         let response = handler(app, req);
-        async move { Ok::<_, Error>(response.await) }
+        async move { Ok::<_, Error>(crate::formats::shaped(app, format, response.await).await) }
     }))
     .await
 }

@@ -59,6 +59,12 @@ fn requested_scope(app: &App, req: &Request) -> Result<Scope, ApiError> {
     Ok(Scope::new(project, requested_mode(req, default_mode)?))
 }
 
+/// The scope a request's query names (not checked to exist): `None` when the query is
+/// malformed. For the answer's format only; routes resolve their scope below.
+pub fn named_scope(app: &App, req: &Request) -> Option<Scope> {
+    requested_scope(app, req).ok()
+}
+
 /// The scope of an end-user (contract) route.
 pub async fn end_user_scope(app: &App, req: &Request) -> Result<Scope, ApiError> {
     let scope = requested_scope(app, req)?;

@@ -79,6 +79,7 @@ fn plan(id: &str, rank: i32, price: Option<&str>, amount: Option<i64>, included:
         meter_events: BTreeMap::new(),
         included_credits_expire: false,
         rollover_cap: None,
+        trial_days: None,
     }
 }
 

@@ -55,6 +55,9 @@ pub struct PlanView {
     pub included_credits_expire: bool,
     /// Rolling over: at most this much of earlier periods' included credits is kept.
     pub rollover_cap: Option<Major>,
+    /// Free days before the first payment of a recurring plan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trial_days: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
 }
@@ -197,6 +200,7 @@ impl PlanView {
             meter_events: plan.meter_events.clone(),
             included_credits_expire: plan.included_credits_expire,
             rollover_cap: plan.rollover_cap.map(|cap| Major::of(currency, cap)),
+            trial_days: plan.trial_days,
             active: None,
         }
     }

@@ -93,6 +93,12 @@ pub struct SettingsView {
     pub custom_amounts: Option<CustomAmountsView>,
     /// Auto-recharge's bounds; `null`: not offered.
     pub auto_recharge: Option<RechargeBoundsView>,
+    /// How the end-user routes answer: `envelope` or `plain`.
+    #[cfg_attr(feature = "openapi", schema(example = "envelope"))]
+    pub response_format: &'static str,
+    /// The Stripe API version of PaymentSheet's ephemeral key on every create-payment-intent
+    /// answer that did not ask for one; `null`: PaymentSheet's fields only when asked for.
+    pub payment_sheet_version: Option<String>,
 }
 
 /// Auto-recharge's bounds.
@@ -119,6 +125,9 @@ pub struct CustomAmountsView {
     /// Credits for one major unit of the currency.
     #[cfg_attr(feature = "openapi", schema(value_type = f64, example = 1.25))]
     pub credits_per_unit: serde_json::Value,
+    /// The unit of a request's `amount`: `major` or `minor`.
+    #[cfg_attr(feature = "openapi", schema(example = "major"))]
+    pub unit: &'static str,
 }
 
 /// Credits sold, spent and outstanding.
@@ -235,7 +244,10 @@ impl SettingsView {
                     max: Major::of(currency, rules.max),
                     currencies: rules.currencies.clone(),
                     credits_per_unit: rate_value(rules.credits_per_unit_e4),
+                    unit: rules.unit.as_str(),
                 }),
+            response_format: settings.response_format.unwrap_or_default().as_str(),
+            payment_sheet_version: settings.payment_sheet_version.clone(),
         }
     }
 }

@@ -21,9 +21,8 @@ use crate::adapters::secrets::{SecretsCache, SecretsError, StripeSecrets};
 use crate::adapters::store::{Keys, Store, StoreError};
 use crate::adapters::stripe::{StripeApi, StripeFailure};
 use crate::config::{Config, ConfigError};
-use crate::domain::buckets::SpendOrder;
 use crate::domain::packages::CreditPackage;
-use crate::domain::projects::Project;
+use crate::domain::projects::{Project, ProjectSettings};
 use crate::domain::scope::{ProjectId, Scope};
 
 /// Why a scope's Stripe client could not be had: its secret, or the client built from it.
@@ -52,8 +51,9 @@ pub struct App {
     /// A Stripe client per scope, with the key it was built from.
     stripe: Mutex<HashMap<Scope, (Arc<StripeSecrets>, StripeApi)>>,
     packages: ShortCache<Vec<CreditPackage>, Scope>,
-    /// Each scope's spend order (its settings'), for a minute.
-    spend_orders: ShortCache<SpendOrder, Scope>,
+    /// Each scope's settings, for a minute (its spend order, response format and PaymentSheet
+    /// version; rules of money read them afresh).
+    settings: ShortCache<ProjectSettings, Scope>,
     projects: ShortCache<Project, ProjectId>,
     /// Where billing events go (only the functions that publish them have a bus configured).
     pub events: Option<EventBus>,
@@ -242,7 +242,7 @@ impl App {
             project_secrets: SecretsCache::new(secrets_manager, Some(CACHE_TTL)),
             stripe: Mutex::new(HashMap::new()),
             packages: ShortCache::new(CACHE_TTL),
-            spend_orders: ShortCache::new(CACHE_TTL),
+            settings: ShortCache::new(CACHE_TTL),
             projects: ShortCache::new(CACHE_TTL),
             events: None,
             usage: UsageCache::new(usage_cache),
@@ -259,32 +259,40 @@ impl App {
         scope.project.is_default() && scope.mode == self.config.default_mode
     }
 
+    /// The scope's settings as this instance kept them (for a minute): for what may lag a
+    /// change by that long (the spend order, the response format, the PaymentSheet version).
+    /// Settings no code can read are the defaults, with the error in the log for an operator:
+    /// they never stop a spend or an answer.
+    pub async fn cached_settings(&self, scope: &Scope) -> Result<ProjectSettings, StoreError> {
+        if let Some(settings) = self.settings.get(scope) {
+            return Ok(settings);
+        }
+        let settings = match self.store_for(scope).settings().await {
+            Ok(settings) => settings.unwrap_or_default(),
+            Err(StoreError::Malformed(err)) => {
+                tracing::error!(cause = %err, "the scope's settings cannot be read; using the defaults");
+                ProjectSettings::default()
+            }
+            Err(other) => return Err(other),
+        };
+        self.settings.put(scope.clone(), settings.clone());
+        Ok(settings)
+    }
+
     /// The table through the scope's keys, spending in the scope's order (its settings', kept
     /// for a minute).
     pub async fn spending_store(&self, scope: &Scope) -> Result<Store, StoreError> {
-        let order = match self.spend_orders.get(scope) {
-            Some(order) => order,
-            None => {
-                let order = match self.store_for(scope).settings().await {
-                    Ok(settings) => settings.and_then(|s| s.spend_order).unwrap_or_default(),
-                    // Settings no code can read never stop a spend: the default order, and
-                    // the error in the log for an operator.
-                    Err(StoreError::Malformed(err)) => {
-                        tracing::error!(cause = %err, "the scope's settings cannot be read; spending in the default order");
-                        SpendOrder::default()
-                    }
-                    Err(other) => return Err(other),
-                };
-                self.spend_orders.put(scope.clone(), order.clone());
-                order
-            }
-        };
+        let order = self
+            .cached_settings(scope)
+            .await?
+            .spend_order
+            .unwrap_or_default();
         Ok(self.store_for(scope).with_spend_order(order))
     }
 
-    /// Forgets a scope's spend order (its settings changed here).
-    pub fn forget_spend_order(&self, scope: &Scope) {
-        self.spend_orders.remove(scope);
+    /// Forgets a scope's settings (they changed here).
+    pub fn forget_settings(&self, scope: &Scope) {
+        self.settings.remove(scope);
     }
 
     /// The table through the scope's keys.

@@ -1,6 +1,6 @@
 //! Credit packages: what a user can buy, for how much, and how many credits it gives.
 
-use crate::domain::money::Currency;
+use crate::domain::money::{AmountError, Currency};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CreditPackage {
@@ -37,6 +37,70 @@ pub struct CustomAmounts {
     /// Credits for one major unit of the currency, in ten-thousandths (`12_500`: 1.25 credits
     /// per dollar).
     pub credits_per_unit_e4: i64,
+    /// The unit a request's `amount` is in: major (`7.00`, the default) or minor (`700`,
+    /// Stripe's own convention, as apps built on its PaymentSheet samples send it).
+    #[serde(default)]
+    pub unit: AmountUnit,
+}
+
+/// The unit a custom amount is written in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AmountUnit {
+    #[default]
+    Major,
+    Minor,
+}
+
+impl AmountUnit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Major => "major",
+            Self::Minor => "minor",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Major, Self::Minor]
+            .into_iter()
+            .find(|u| u.as_str() == text)
+    }
+}
+
+/// The largest custom amount read, in minor units (a project's own maximum is far lower).
+const MAX_CUSTOM_MINOR: i64 = 100_000_000_000;
+
+/// A custom amount as written in a request (the digits of a JSON number or of a decimal
+/// string), in minor units of `currency`, read in the project's unit: never through a float.
+/// `7.005` in major USD, `7.5` in minor units, zero and negatives are refused in words.
+pub fn custom_amount_minor(
+    unit: AmountUnit,
+    literal: &str,
+    currency: &Currency,
+) -> Result<i64, String> {
+    let exponent = match unit {
+        AmountUnit::Major => currency.exponent(),
+        AmountUnit::Minor => 0,
+    };
+    let minor =
+        crate::domain::money::parse_scaled(literal, exponent, MAX_CUSTOM_MINOR).map_err(|err| {
+            match (err, unit) {
+                (AmountError::NotANumber, _) => {
+                    "amount must be a number or a decimal string.".to_owned()
+                }
+                (AmountError::TooPrecise, AmountUnit::Major) => {
+                    format!("amount is finer than the smallest unit of {currency}.")
+                }
+                (AmountError::TooPrecise, AmountUnit::Minor) => format!(
+                "amount is in minor units of {currency} (700 is 7.00) and must be a whole number."
+            ),
+                (AmountError::TooLarge, _) => "amount is too large.".to_owned(),
+            }
+        })?;
+    if minor <= 0 {
+        return Err("amount must be greater than zero.".into());
+    }
+    Ok(minor)
 }
 
 /// The prefix of a custom top-up's package id (never a stored package's: `:` is not allowed in
@@ -114,7 +178,40 @@ mod tests {
             max: 50_000,
             currencies: vec!["usd".into()],
             credits_per_unit_e4: 12_500,
+            unit: AmountUnit::Major,
         }
+    }
+
+    #[test]
+    fn a_custom_amount_is_read_exactly_in_the_projects_unit() {
+        let usd = Currency::usd();
+        assert_eq!(
+            custom_amount_minor(AmountUnit::Major, "7.00", &usd),
+            Ok(700)
+        );
+        assert_eq!(custom_amount_minor(AmountUnit::Major, "7", &usd), Ok(700));
+        assert_eq!(custom_amount_minor(AmountUnit::Minor, "700", &usd), Ok(700));
+        assert_eq!(custom_amount_minor(AmountUnit::Minor, "7E2", &usd), Ok(700));
+        assert!(custom_amount_minor(AmountUnit::Major, "7.005", &usd)
+            .unwrap_err()
+            .contains("finer"));
+        assert!(custom_amount_minor(AmountUnit::Minor, "700.5", &usd)
+            .unwrap_err()
+            .contains("whole number"));
+        for bad in ["0", "-700", "0.00"] {
+            assert!(
+                custom_amount_minor(AmountUnit::Minor, bad, &usd).is_err(),
+                "{bad}"
+            );
+            assert!(
+                custom_amount_minor(AmountUnit::Major, bad, &usd).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(custom_amount_minor(AmountUnit::Major, "1e40", &usd).is_err());
+        assert!(custom_amount_minor(AmountUnit::Major, "seven", &usd).is_err());
+        let jpy = Currency::parse("jpy").expect("jpy");
+        assert_eq!(custom_amount_minor(AmountUnit::Major, "700", &jpy), Ok(700));
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub struct Plan {
     /// is kept when a new period's come in; the rest expires then. `None`: all of it.
     #[serde(default)]
     pub rollover_cap: Option<i64>,
+    /// A recurring plan's free days before its first payment (collected later, with the card
+    /// saved by a SetupIntent); `None`: paid from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_days: Option<u32>,
 }
 
 impl Plan {
@@ -137,6 +141,7 @@ pub fn free_plan(plans: &[Plan]) -> Plan {
             meter_events: BTreeMap::new(),
             included_credits_expire: false,
             rollover_cap: None,
+            trial_days: None,
         })
 }
 
@@ -207,6 +212,9 @@ pub struct PlanUpdate {
     /// `null` removes the cap.
     #[serde(default, with = "double_option")]
     pub rollover_cap: Option<Option<i64>>,
+    /// `null`: no trial.
+    #[serde(default, with = "double_option")]
+    pub trial_days: Option<Option<u32>>,
 }
 
 mod double_option {
@@ -250,6 +258,7 @@ pub fn apply_plan_update(
             meter_events: BTreeMap::new(),
             included_credits_expire: false,
             rollover_cap: None,
+            trial_days: None,
         },
     };
     if let Some(name) = update.name {
@@ -317,6 +326,12 @@ pub fn apply_plan_update(
             return Err("rolloverCap must be a whole number from 0, or null.".into());
         }
         plan.rollover_cap = cap;
+    }
+    if let Some(days) = update.trial_days {
+        if days.is_some_and(|d| !(1..=730).contains(&d)) {
+            return Err("trialDays must be from 1 to 730, or null.".into());
+        }
+        plan.trial_days = days;
     }
     if let Some(free) = update.free {
         plan.free = free;
@@ -529,6 +544,7 @@ pub(crate) fn sample_plan(id: &str, rank: i32, price: Option<&str>, amount: Opti
         meter_events: BTreeMap::new(),
         included_credits_expire: false,
         rollover_cap: None,
+        trial_days: None,
     }
 }
 

@@ -120,6 +120,41 @@ pub struct ProjectSettings {
     /// Top-ups of an amount the buyer chooses, within bounds; `None`: packages and tiers only.
     #[serde(default)]
     pub custom_amounts: Option<crate::domain::packages::CustomAmounts>,
+    /// How the end-user routes answer; `None`: the envelope.
+    #[serde(default)]
+    pub response_format: Option<ResponseFormat>,
+    /// When set, every PaymentIntent made for a client to confirm (create-payment-intent without
+    /// `paymentSheet`) answers with the customer and an ephemeral key for Stripe's PaymentSheet,
+    /// made with this API version: for an app that never asks for them.
+    #[serde(default)]
+    pub payment_sheet_version: Option<String>,
+}
+
+/// How a project's end-user routes answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseFormat {
+    /// `{"success": true, "data": …}` and `{"success": false, "error", "code"}` (the contract's).
+    #[default]
+    Envelope,
+    /// The answer's own fields at the top level (with the names other backends' apps read) and
+    /// `{"error": <a sentence>}`: for apps written against another backend.
+    Plain,
+}
+
+impl ResponseFormat {
+    pub const ALL: &'static [ResponseFormat] = &[ResponseFormat::Envelope, ResponseFormat::Plain];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Envelope => "envelope",
+            Self::Plain => "plain",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|f| f.as_str() == text)
+    }
 }
 
 /// The grace when a project set none: three days.
@@ -135,6 +170,8 @@ impl Default for ProjectSettings {
             spend_order: None,
             custom_amounts: None,
             auto_recharge: None,
+            response_format: None,
+            payment_sheet_version: None,
         }
     }
 }

@@ -157,6 +157,10 @@ pub(crate) struct SubscribeBody {
     /// default before the subscription is created, so its first invoice is paid at once.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "seti_1Q"))]
     setup_intent_id: Option<Value>,
+    /// The account's own Stripe customer (as create-customer answered), for apps that send it;
+    /// any other customer is 403. The customer is always the account's, given or not.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "cus_Q1"))]
+    customer_id: Option<Value>,
 }
 
 async fn create_subscription(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
@@ -176,7 +180,11 @@ async fn create_subscription(app: &App, req: &Request) -> Result<Response<Body>,
             })?,
         ),
     };
+    let customer_id = opt_text(&body.customer_id, "customerId", 255)?;
     let scope = active_scope(app, req).await?;
+    if let Some(customer_id) = customer_id.as_deref() {
+        subscriptions::own_customer(app, &scope, &account, customer_id).await?;
+    }
     let made = subscriptions::subscribe(
         app,
         &scope,

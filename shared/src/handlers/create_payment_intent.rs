@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::billing::{opt_text, setup_intent_field};
 use crate::api::PaymentIntentCreated;
-use crate::domain::money::{AmountError, Currency};
+use crate::domain::money::Currency;
 use crate::domain::packages::valid_package_id;
 use crate::domain::plans::{tier_purchase_id, valid_plan_id};
 use crate::http::{json_body, ok, respond, ApiError};
@@ -41,9 +41,9 @@ pub(crate) struct CreateIntentBody {
     /// The mobile SDK's API version, for the ephemeral key.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     stripe_version: Option<Value>,
-    /// A top-up of an amount the buyer chooses, in major units (a number or a decimal string,
-    /// parsed exactly), where the project allows custom amounts; with `currency`, instead of
-    /// `creditPackageId` or `tier`.
+    /// A top-up of an amount the buyer chooses, in the project's unit (major by default, `7.00`;
+    /// or minor, `700`), a number or a decimal string parsed exactly, where the project allows
+    /// custom amounts; with `currency`, instead of `creditPackageId` or `tier`.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, example = 7.0))]
     amount: Option<Box<RawValue>>,
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "usd"))]
@@ -119,10 +119,7 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         PurchaseRequest {
             account: &user,
             item: match (&custom, &tier) {
-                (Some((amount, currency)), _) => Item::Custom {
-                    amount: *amount,
-                    currency,
-                },
+                (Some((amount, currency)), _) => Item::Custom { amount, currency },
                 (None, Some(tier)) => Item::Tier(tier),
                 (None, None) => Item::Package(&package_id),
             },
@@ -134,6 +131,7 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
             },
             client_key: client_key.as_deref(),
             sheet_version: stripe_version.as_deref().filter(|_| payment_sheet),
+            sheet_by_default: body.payment_sheet.is_none(),
         },
     )
     .await?;
@@ -147,45 +145,29 @@ async fn run(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     }))
 }
 
-/// The custom amount of a body (minor units) and its currency, when it gives one. The amount is
-/// a JSON number or a decimal string, read from its own digits (`7.005` in USD is refused).
-fn custom_amount(body: &CreateIntentBody) -> Result<Option<(i64, String)>, ApiError> {
+/// The custom amount of a body (its own digits, read later in the project's unit) and its
+/// currency, when it gives one.
+fn custom_amount(body: &CreateIntentBody) -> Result<Option<(String, String)>, ApiError> {
     let (raw, currency) = match (&body.amount, &body.currency) {
         (None, None | Some(Value::Null)) => return Ok(None),
         (Some(raw), Some(Value::String(code))) => (raw, code.to_ascii_lowercase()),
         (Some(_), _) => return Err(ApiError::bad_request("currency is required with amount.")),
         (None, Some(_)) => return Err(ApiError::bad_request("amount is required with currency.")),
     };
-    let currency_code = Currency::parse(&currency)
-        .ok_or_else(|| ApiError::bad_request("currency is not a currency code."))?;
+    if Currency::parse(&currency).is_none() {
+        return Err(ApiError::bad_request("currency is not a currency code."));
+    }
     let literal = match serde_json::from_str::<Value>(raw.get()) {
-        Ok(Value::String(text)) => text,
-        Ok(Value::Number(_)) => raw.get().to_owned(),
+        Ok(Value::String(text)) if text.len() <= 64 => text,
+        Ok(Value::Number(_)) if raw.get().len() <= 64 => raw.get().to_owned(),
         _ => {
             return Err(ApiError::bad_request(
                 "amount must be a number or a decimal string.",
             ))
         }
     };
-    let minor = currency_code
-        .parse_major(&literal, MAX_CUSTOM_MINOR)
-        .map_err(|err| match err {
-            AmountError::NotANumber => {
-                ApiError::bad_request("amount must be a number or a decimal string.")
-            }
-            AmountError::TooPrecise => ApiError::bad_request(format!(
-                "amount is finer than the smallest unit of {currency_code}."
-            )),
-            AmountError::TooLarge => ApiError::bad_request("amount is too large."),
-        })?;
-    if minor <= 0 {
-        return Err(ApiError::bad_request("amount must be greater than zero."));
-    }
-    Ok(Some((minor, currency)))
+    Ok(Some((literal, currency)))
 }
-
-/// The largest custom amount read, in minor units (the project's own maximum is lower).
-const MAX_CUSTOM_MINOR: i64 = 100_000_000_000;
 
 fn valid_payment_method(id: &str) -> bool {
     id.starts_with("pm_")

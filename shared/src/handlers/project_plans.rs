@@ -17,9 +17,9 @@ use serde_json::value::RawValue;
 use crate::api::{PlanView, SettingsView};
 use crate::domain::buckets::SpendOrder;
 use crate::domain::money::{AmountError, Currency};
-use crate::domain::packages::CustomAmounts;
+use crate::domain::packages::{AmountUnit, CustomAmounts};
 use crate::domain::plans::PlanUpdate;
-use crate::domain::projects::origin_of;
+use crate::domain::projects::{origin_of, ResponseFormat};
 use crate::domain::scope::Scope;
 use crate::http::{json_body, ok, ApiError};
 use crate::services::projects::{self, SettingsChange};
@@ -111,6 +111,16 @@ pub async fn plans_or_settings(
                     .custom_amounts
                     .map(|rules| rules.map(|r| custom_amounts(r, currency)).transpose())
                     .transpose()?,
+                response_format: body
+                    .response_format
+                    .as_deref()
+                    .map(|text| {
+                        ResponseFormat::parse(text).ok_or_else(|| {
+                            ApiError::bad_request("responseFormat must be envelope or plain.")
+                        })
+                    })
+                    .transpose()?,
+                payment_sheet_version: body.payment_sheet_version,
                 spend_order: body
                     .spend_order
                     .map(|order| {
@@ -162,6 +172,10 @@ pub(crate) struct PlanBody {
     #[serde(default, deserialize_with = "present")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
     rollover_cap: Option<Option<Box<RawValue>>>,
+    /// A recurring plan's free days before its first payment (1-730); `null`: none. Subscribing
+    /// without a card answers with a SetupIntent's client secret to save one.
+    #[serde(default, deserialize_with = "present")]
+    trial_days: Option<Option<u32>>,
 }
 
 /// A field given (even as `null`) is `Some`.
@@ -204,6 +218,12 @@ fn custom_amounts(body: CustomAmountsBody, currency: &Currency) -> Result<Custom
             .map(|c| c.to_ascii_lowercase())
             .collect(),
         credits_per_unit_e4: rate,
+        unit: match body.unit.as_deref() {
+            None => AmountUnit::Major,
+            Some(text) => AmountUnit::parse(text).ok_or_else(|| {
+                ApiError::bad_request("customAmounts.unit must be major or minor.")
+            })?,
+        },
     })
 }
 
@@ -251,6 +271,7 @@ fn plan_update(body: PlanBody, currency: &Currency) -> Result<PlanUpdate, ApiErr
                     .transpose()
             })
             .transpose()?,
+        trial_days: body.trial_days,
     })
 }
 
@@ -282,6 +303,16 @@ pub(crate) struct SettingsBody {
     /// Auto-recharge's bounds for the project's accounts; `null`: not offered.
     #[serde(default, deserialize_with = "present")]
     auto_recharge: Option<Option<RechargeBoundsBody>>,
+    /// How the end-user routes answer: `envelope` (the default) or `plain` (the answer's fields
+    /// at the top level and `{"error": <a sentence>}`, for apps written against another backend).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "plain"))]
+    response_format: Option<String>,
+    /// A Stripe API version (`2024-06-20`): create-payment-intent without `paymentSheet`
+    /// answers with PaymentSheet's customer and ephemeral key too, made with this version (for
+    /// a mobile app that never asks for them). `null` turns it off.
+    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "2024-06-20"))]
+    payment_sheet_version: Option<Option<String>>,
 }
 
 /// Auto-recharge's bounds: the most one recharge may charge (major units) and the recharges an
@@ -316,6 +347,10 @@ pub(crate) struct CustomAmountsBody {
     /// Credits for one major unit of the currency (at most four decimals).
     #[cfg_attr(feature = "openapi", schema(value_type = f64, example = 1.25))]
     credits_per_unit: Box<RawValue>,
+    /// The unit of a request's `amount`: `major` (`7.00`, the default) or `minor` (`700`, as
+    /// apps built on Stripe's PaymentSheet samples send it).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "minor"))]
+    unit: Option<String>,
 }
 
 /// Origins as `scheme://host[:port]`, nothing after; at most 20.

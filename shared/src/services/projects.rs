@@ -261,6 +261,9 @@ pub struct SettingsChange {
     pub auto_recharge: Option<Option<crate::domain::recharge::RechargeBounds>>,
     /// `Some(None)` turns custom amounts off.
     pub custom_amounts: Option<Option<crate::domain::packages::CustomAmounts>>,
+    pub response_format: Option<crate::domain::projects::ResponseFormat>,
+    /// `Some(None)`: PaymentSheet's fields only when a request asks for them.
+    pub payment_sheet_version: Option<Option<String>>,
 }
 
 /// The longest grace a past-due subscription may keep its plan.
@@ -321,7 +324,21 @@ pub async fn save_settings(
         }
         settings.custom_amounts = rules;
     }
+    if let Some(format) = change.response_format {
+        settings.response_format = Some(format);
+    }
+    if let Some(version) = change.payment_sheet_version {
+        if version
+            .as_deref()
+            .is_some_and(|v| !crate::adapters::stripe::valid_api_version(v))
+        {
+            return Err(Failure::invalid(
+                "paymentSheetVersion must be a Stripe API version such as 2024-06-20.",
+            ));
+        }
+        settings.payment_sheet_version = version;
+    }
     store.put_settings(&settings).await?;
-    app.forget_spend_order(scope);
+    app.forget_settings(scope);
     Ok(settings)
 }

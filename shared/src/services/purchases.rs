@@ -23,10 +23,10 @@ use crate::App;
 pub enum Item<'a> {
     Package(&'a str),
     Tier(&'a str),
-    /// A top-up of an amount the buyer chose (minor units of the currency), within the
-    /// project's custom-amount rules.
+    /// A top-up of an amount the buyer chose, within the project's custom-amount rules:
+    /// `amount` is the request's own digits, read in the project's unit (major or minor).
     Custom {
-        amount: i64,
+        amount: &'a str,
         currency: &'a str,
     },
 }
@@ -47,6 +47,9 @@ pub struct PurchaseRequest<'a> {
     pub client_key: Option<&'a str>,
     /// The mobile SDK's API version, when the answer also carries PaymentSheet's fields.
     pub sheet_version: Option<&'a str>,
+    /// Without `sheet_version`, a client's purchase carries PaymentSheet's fields when the
+    /// project names a version for them (`paymentSheetVersion`): the request did not say.
+    pub sheet_by_default: bool,
 }
 
 /// The intent the client pays (or that was paid with the saved card).
@@ -90,6 +93,9 @@ pub async fn start_purchase(
                         app.config.default_currency
                     ))
                 })?;
+            let amount =
+                crate::domain::packages::custom_amount_minor(rules.unit, amount, &currency)
+                    .map_err(Failure::invalid)?;
             let package = crate::domain::packages::custom_package(&rules, amount, &currency)
                 .map_err(Failure::invalid)?;
             let (_, remembered) = store
@@ -123,7 +129,13 @@ pub async fn start_purchase(
         Payer::SavedCard(setup_intent) => Some(setup_intent),
         Payer::Client { .. } => None,
     };
-    let sheet = match request.sheet_version {
+    let project_version = match (&request.payer, request.sheet_version) {
+        (Payer::Client { .. }, None) if request.sheet_by_default => {
+            app.cached_settings(scope).await?.payment_sheet_version
+        }
+        _ => None,
+    };
+    let sheet = match request.sheet_version.or(project_version.as_deref()) {
         Some(version) => Some(sheet_fields(app, scope, user, version).await?),
         None => None,
     };

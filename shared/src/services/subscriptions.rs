@@ -8,7 +8,8 @@ use std::collections::HashMap;
 
 use crate::adapters::store::Store;
 use crate::adapters::stripe::{
-    PriceChange, StripeFailure, Subscription, META_ACCOUNT, META_PLAN, META_SCOPE, META_USER,
+    PriceChange, StripeFailure, Subscription, META_ACCOUNT, META_PLAN, META_SCOPE, META_TRIAL,
+    META_USER,
 };
 use crate::domain::idempotency;
 use crate::domain::plans::{
@@ -316,7 +317,7 @@ async fn create_at_stripe(
     ]);
     let key = idempotency::subscription_create(scope, account, generation, price, setup_intent);
     let subscription = match stripe
-        .create_subscription(&customer, price, metadata, &key)
+        .create_subscription(&customer, price, metadata, plan.trial_days, &key)
         .await
     {
         // Stripe (or localstripe) will not start it without a card on the customer.
@@ -327,8 +328,42 @@ async fn create_at_stripe(
         }
         other => other?,
     };
-    let secret = stripe.confirmation_secret(&subscription).await?;
+    let mut secret = stripe.confirmation_secret(&subscription).await?;
+    if secret.is_none() && setup_intent.is_none() && plan.trial_days.is_some() {
+        // A trial with no card yet: the first payment is collected later, with the card a
+        // SetupIntent saves now (Stripe's own pending SetupIntent when it made one, else
+        // Coffer's, keyed by the subscription so a retry gets the same one back).
+        let metadata = HashMap::from([
+            (META_ACCOUNT.to_owned(), account.as_str().to_owned()),
+            (META_USER.to_owned(), account.as_str().to_owned()),
+            (META_SCOPE.to_owned(), app.scope_mark(scope)),
+            (META_TRIAL.to_owned(), subscription.id.clone()),
+        ]);
+        let key = idempotency::card_setup(&format!("trial-{}", subscription.id));
+        let setup = stripe
+            .create_setup_intent(&customer, metadata, &key)
+            .await?;
+        secret = Some(
+            setup
+                .client_secret
+                .ok_or_else(|| Failure::Stripe("stripe returned no client secret".into()))?,
+        );
+    }
     Ok((subscription, secret))
+}
+
+/// Whether `customer_id` (from a request) is the account's own Stripe customer in the scope:
+/// forbidden otherwise, as for any customer of someone else's.
+pub async fn own_customer(
+    app: &App,
+    scope: &Scope,
+    account: &UserId,
+    customer_id: &str,
+) -> Result<(), Failure> {
+    match app.store_for(scope).customer_link(account).await? {
+        crate::adapters::store::CustomerLink::Ready(id) if id == customer_id => Ok(()),
+        _ => Err(Failure::Forbidden),
+    }
 }
 
 /// A page of the account's payments (purchases and invoices), newest first, and the boundary

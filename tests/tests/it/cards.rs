@@ -52,7 +52,7 @@ pub(crate) async fn saved_card_in(
 /// What Stripe.js's `confirmCardSetup` sends: the publishable key and the client secret, no
 /// secret key. A card that asks for 3-D Secure is authenticated as the user would in Stripe.js's
 /// dialog (localstripe's stand-in confirms once more).
-async fn browser_confirm(
+pub(crate) async fn browser_confirm(
     app: &TestApp,
     stripe_base: &str,
     id: &str,

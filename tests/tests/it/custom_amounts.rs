@@ -34,6 +34,7 @@ async fn a_custom_amount_is_paid_at_the_projects_rate_within_its_bounds_and_pars
             max: 50_000,
             currencies: vec!["usd".into()],
             credits_per_unit_e4: 12_500,
+            unit: coffer::domain::packages::AmountUnit::Major,
         }),
         ..Default::default()
     };
@@ -130,7 +131,7 @@ async fn a_developer_sets_custom_amounts_in_major_units_and_only_in_the_deployme
     assert_eq!(saved.status, 200, "{}", saved.body);
     assert_eq!(
         saved.body["data"]["customAmounts"],
-        json!({"min": 5.0, "max": 500.0, "currencies": ["usd"], "creditsPerUnit": 1.25})
+        json!({"min": 5.0, "max": 500.0, "currencies": ["usd"], "creditsPerUnit": 1.25, "unit": "major"})
     );
     let user = app.token("cid");
     let made = app
@@ -142,6 +143,36 @@ async fn a_developer_sets_custom_amounts_in_major_units_and_only_in_the_deployme
         )
         .await;
     assert_eq!(made.status, 200, "{}", made.body);
+    // In minor units (as PaymentSheet's samples send them): 1250 is 12.50, 12.5 is refused.
+    let minor = json!({"customAmounts": {"min": 5, "max": 500, "currencies": ["usd"], "creditsPerUnit": 1.25, "unit": "minor"}});
+    let saved = app.call("PUT", &settings, Some(&dev), Some(&minor)).await;
+    assert_eq!(
+        saved.body["data"]["customAmounts"]["unit"], "minor",
+        "{}",
+        saved.body
+    );
+    let bad_unit = json!({"customAmounts": {"min": 5, "max": 500, "currencies": ["usd"], "creditsPerUnit": 1.25, "unit": "cents"}});
+    app.call("PUT", &settings, Some(&dev), Some(&bad_unit))
+        .await
+        .assert_refused_saying("major or minor", &bad_unit);
+    let pay = |amount: Value| {
+        let user = user.clone();
+        let app = &app;
+        async move {
+            app.call(
+                "POST",
+                "/api/stripe/create-payment-intent?project_id=alpha&test_mode=true",
+                Some(&user),
+                Some(&json!({"amount": amount, "currency": "usd"})),
+            )
+            .await
+        }
+    };
+    let cents = pay(json!(1250)).await;
+    assert_eq!(cents.status, 200, "{}", cents.body);
+    pay(json!(12.5))
+        .await
+        .assert_refused_saying("whole number", &"12.5 in minor units");
     let off = app
         .call(
             "PUT",

@@ -9,6 +9,7 @@ mod concurrency;
 mod create_intent;
 mod custom_amounts;
 mod events;
+mod existing_apps;
 mod faults;
 mod hostile;
 mod lifecycle;

@@ -239,6 +239,7 @@ fn custom_amounts() -> coffer::domain::packages::CustomAmounts {
         max: 10_000,
         currencies: vec!["usd".into()],
         credits_per_unit_e4: 10_000,
+        unit: coffer::domain::packages::AmountUnit::Major,
     }
 }
 

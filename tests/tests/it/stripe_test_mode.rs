@@ -388,6 +388,7 @@ async fn stripe_test_mode_auto_recharge_charges_the_saved_card_off_session() {
             max: 10_000,
             currencies: vec!["usd".into()],
             credits_per_unit_e4: 10_000,
+            unit: coffer::domain::packages::AmountUnit::Major,
         }),
         ..Default::default()
     };

@@ -38,6 +38,8 @@ use crate::domain::money::Currency;
 /// Metadata keys on customers, subscriptions and Checkout sessions.
 pub const META_ACCOUNT: &str = "coffer_account";
 pub const META_PLAN: &str = "coffer_plan_id";
+/// On a SetupIntent made for a trial subscription: its card becomes the customer's default.
+pub const META_TRIAL: &str = "coffer_trial_subscription";
 /// The project and mode (`project/mode`) a subscription was made in.
 pub const META_SCOPE: &str = "coffer_scope";
 
@@ -356,14 +358,19 @@ impl StripeApi {
         customer_id: &str,
         price_id: &str,
         metadata: HashMap<String, String>,
+        trial_days: Option<u32>,
         idempotency_key: &str,
     ) -> Result<Subscription, StripeFailure> {
         let mut item = CreateSubscriptionItems::new();
         item.plan = Some(price_id.to_owned());
-        CreateSubscription::new()
+        let mut request = CreateSubscription::new()
             .customer(customer_id)
             .items(vec![item])
-            .metadata(metadata)
+            .metadata(metadata);
+        if let Some(days) = trial_days {
+            request = request.trial_period_days(days);
+        }
+        request
             .build()
             .call::<Subscription>(self, Resend::Keyed(idempotency_key))
             .await

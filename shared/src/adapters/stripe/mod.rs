@@ -10,7 +10,7 @@ pub mod webhook;
 
 pub use billing::{
     CheckoutItem, CheckoutSession, Customer, Invoice, MeterEventOut, MeterSent, PriceChange,
-    Session, Subscription, META_ACCOUNT, META_PLAN, META_SCOPE,
+    Session, Subscription, META_ACCOUNT, META_PLAN, META_SCOPE, META_TRIAL,
 };
 pub use cards::{OffSession, SetupIntent};
 pub use raw::{valid_api_version, EphemeralKey};

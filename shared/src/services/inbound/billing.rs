@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use crate::adapters::store::{CreditOutcome, IncludedOutcome, InvoiceRecord, MoveOutcome};
 use crate::adapters::stripe::webhook::Event;
-use crate::adapters::stripe::{META_ACCOUNT, META_CREDITS, META_PACKAGE, META_SCOPE, META_USER};
+use crate::adapters::stripe::{
+    META_ACCOUNT, META_CREDITS, META_PACKAGE, META_SCOPE, META_TRIAL, META_USER,
+};
 use crate::domain::buckets::{included_terms, Terms};
 use crate::domain::ledger::EntryKind;
 use crate::domain::ledger::{CreditMove, IncludedGrant, PaidIntent, PaymentRecord};
@@ -420,6 +422,23 @@ pub async fn setup_succeeded(app: &App, scope: &Scope, event: &Event) -> Result<
     let Some(account) = store.customer_account(customer).await? else {
         return Ok(());
     };
+    // A SetupIntent Coffer made for a trial: its card pays the subscription when the trial
+    // ends. Read back from Stripe (the account's own customer, succeeded) before it is used.
+    if text(&event.data.object, &format!("/metadata/{META_TRIAL}")).is_some() {
+        if let Some(setup_id) = text(&event.data.object, "/id") {
+            let stripe = app.stripe_for(scope).await?;
+            match billing::saved_card(app, scope, &stripe, &account, setup_id).await {
+                Ok((customer, card)) => {
+                    stripe.set_default_card(&customer, &card).await?;
+                    tracing::info!("trial subscription's card saved as the customer's default");
+                }
+                Err(Failure::NotFound(_) | Failure::Conflict(_)) => {
+                    tracing::warn!("setup intent is not this account's saved card; ignored");
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
     let record = store.subscription_record(&account).await?;
     if let Some(state) = record.state {
         sync_subscription(app, scope, &state.subscription_id).await?;

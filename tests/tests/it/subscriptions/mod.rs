@@ -100,7 +100,7 @@ pub(crate) async fn redeliver_invoice(app: &TestApp, subscription: &str) {
     assert_eq!(reply.status, 200, "invoice event: {}", reply.body);
 }
 
-async fn complete_checkout(app: &TestApp, session_id: &str) -> Value {
+pub(crate) async fn complete_checkout(app: &TestApp, session_id: &str) -> Value {
     let done = app
         .stripe_post_at(
             &app.double_base,
