@@ -4,7 +4,9 @@
 #   2. Redocly CLI lints it (redocly.yaml: the recommended rules);
 #   3. Schemathesis sends generated requests, valid and not, to every operation of a local stack
 #      of its own (schemathesis.toml: checks, examples per operation, seed) and fails on any 5xx
-#      and on any answer whose status, content type or body the document does not describe.
+#      and on any answer whose status, content type or body the document does not describe;
+#   4. the TypeScript client's types are generated from it as committed, type-check, and its
+#      tests run the seed flows against that stack.
 # Uses DynamoDB Local, moto and localstripe on the test ports: scripts/test.sh's when it runs
 # them, else its own, which it stops. Stops the stack it starts.
 set -euo pipefail
@@ -95,6 +97,30 @@ python3 "$ROOT/scripts/schemathesis-summary.py" "$STATE_DIR/schemathesis/report.
   "$STATE_DIR/schemathesis.log" >&2 || echo "(no summary; the run is in .stack/test/schemathesis.log)" >&2
 if [ "$status" -ne 0 ]; then
   failed+=("Schemathesis, exit $status (each failure, its request, answer and a curl line to replay it: .stack/test/schemathesis.log)")
+fi
+
+# The TypeScript client (clients/typescript): its types are what openapi-typescript generates
+# from openapi.json now, it type-checks, and its tests run the seed flows against this stack.
+CLIENT="$ROOT/clients/typescript"
+say "openapi: the TypeScript client, generated, type-checked and run against http://127.0.0.1:$PORT"
+if [ ! -f "$CLIENT/node_modules/.package-lock.json" ] \
+  || [ "$CLIENT/package-lock.json" -nt "$CLIENT/node_modules/.package-lock.json" ]; then
+  (cd "$CLIENT" && npm ci --silent --no-audit --no-fund >/dev/null)
+fi
+(cd "$CLIENT" && npx --no-install openapi-typescript "$ROOT/openapi.json" \
+  --output "$STATE_DIR/schema.d.ts" >/dev/null 2>&1)
+if ! diff -q "$CLIENT/src/schema.d.ts" "$STATE_DIR/schema.d.ts" >/dev/null; then
+  failed+=("the TypeScript client's types are stale: regenerate them (cd clients/typescript && npm run generate) and commit src/schema.d.ts")
+fi
+client_user="ts-$run_id"
+if ! (cd "$CLIENT" && COFFER_CLIENT_URL="http://127.0.0.1:$PORT" COFFER_CLIENT_USER="$client_user" \
+  COFFER_CLIENT_TOKEN="$("$DEV" token "$client_user" 3600)" \
+  COFFER_CLIENT_SERVICE_TOKEN="$COFFER_FUZZ_SERVICE_TOKEN" \
+  COFFER_CLIENT_STRIPE_URL="$STRIPE_API_BASE" npm test) >"$STATE_DIR/typescript-client.log" 2>&1; then
+  tail -n 40 "$STATE_DIR/typescript-client.log" >&2
+  failed+=("the TypeScript client's type check or tests (.stack/test/typescript-client.log)")
+else
+  grep -E '^# (pass|fail)' "$STATE_DIR/typescript-client.log" >&2 || true
 fi
 
 say "openapi: the stack's log holds no secret"

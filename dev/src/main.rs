@@ -21,6 +21,8 @@
 //! - `coffer-dev webhook-events`: the Stripe event types to send to a webhook endpoint.
 //! - `coffer-dev plans link <plan> <price-id> [--project <id>] [--live]`: link a plan to a
 //!   Stripe price; `plans get <plan> …`: show a plan with its price; `plans list …`.
+//! - `coffer-dev settings ['<json>'] [--project <id>] [--live]`: a scope's settings, changed
+//!   first by the JSON the developer route takes (the deployment's own account has no developer).
 //!
 //! `grant`, `reconcile` and `check` act on `TABLE_NAME` with the caller's AWS credentials
 //! (IAM is the authorization), locally or against a deployed stack.
@@ -47,7 +49,7 @@ pub const DEFAULT_JWT_SECRET: &str = "coffer-local-jwt-secret";
 pub const LOCAL_BACKEND_ROLE: &str = "arn:aws:iam::000000000000:role/app-backend";
 
 const USAGE: &str = "usage: coffer-dev up | token [--service|--developer] <name> [ttl-seconds] | \
-sign <event.json> [secret] | grant <user-id> <amount> <reason> <key> | reconcile [hours] | check | backfill-stats [lead-seconds] | attention | events | replay-parked <stats|billing-events> [queue-url] | register-projects | webhook-events | plans link <plan> <price-id> | plans get <plan> | plans list | openapi";
+sign <event.json> [secret] | grant <user-id> <amount> <reason> <key> | reconcile [hours] | check | backfill-stats [lead-seconds] | attention | events | replay-parked <stats|billing-events> [queue-url] | register-projects | webhook-events | plans link <plan> <price-id> | plans get <plan> | plans list | settings ['<json>'] | openapi";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -62,6 +64,7 @@ async fn main() -> ExitCode {
         Some("backfill-stats") => ops::backfill_stats(&args[1..]).await,
         Some("attention") => ops::attention().await,
         Some("plans") => ops::plans(&args[1..]).await,
+        Some("settings") => ops::settings(&args[1..]).await,
         Some("events") => events().await,
         Some("replay-parked") => ops::replay_parked(&args[1..]).await,
         Some("register-projects") => ops::register_projects().await,

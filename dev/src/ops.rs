@@ -137,11 +137,13 @@ pub async fn attention() -> Result<(), String> {
 
 /// `plans link <plan> <price-id> | plans get <plan> | plans list`, in the default project and
 /// the deployment's mode unless `--project <id>` and/or `--live`/`--test` say otherwise.
-pub async fn plans(args: &[String]) -> Result<(), String> {
-    use coffer::domain::plans::{apply_plan_update, PlanUpdate};
+/// The scope `--project <id>`, `--live` and `--test` name (default: the deployment's own), and
+/// the other words.
+fn scope_and_words<'a>(
+    app: &coffer::App,
+    args: &'a [String],
+) -> Result<(coffer::domain::scope::Scope, Vec<&'a str>), String> {
     use coffer::domain::scope::{Mode, ProjectId, Scope};
-
-    let app = app().await?;
     let mut scope = app.default_scope();
     let mut words = Vec::new();
     let mut rest = args.iter();
@@ -159,7 +161,43 @@ pub async fn plans(args: &[String]) -> Result<(), String> {
             word => words.push(word),
         }
     }
-    let scope = Scope::new(scope.project, scope.mode);
+    Ok((Scope::new(scope.project, scope.mode), words))
+}
+
+/// `settings [--project <id>] [--live|--test] ['<json>']`: a scope's settings, changed first
+/// by the JSON the developer route takes (`{"responseFormat": "plain"}`): how the operator sets
+/// the deployment's own account, which no developer owns.
+pub async fn settings(args: &[String]) -> Result<(), String> {
+    let app = app().await?;
+    let (scope, words) = scope_and_words(&app, args)?;
+    let currency = app.config.default_currency.clone();
+    match words.as_slice() {
+        [] => {}
+        [json] => {
+            let change = coffer::handlers::settings_change_from_json(json, &currency)?;
+            coffer::services::projects::save_settings(&app, &scope, change)
+                .await
+                .map_err(|e| format!("{}: {}", e.code(), e.cause()))?;
+        }
+        _ => return Err("usage: settings [--project <id>] [--live|--test] ['<json>']".into()),
+    }
+    let settings = coffer::services::projects::settings(&app, &scope)
+        .await
+        .map_err(|e| format!("{}: {}", e.code(), e.cause()))?;
+    let mut shown = serde_json::json!(coffer::api::SettingsView::of(&settings, &currency));
+    shown["scope"] = scope.to_string().into();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&shown).unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub async fn plans(args: &[String]) -> Result<(), String> {
+    use coffer::domain::plans::{apply_plan_update, PlanUpdate};
+
+    let app = app().await?;
+    let (scope, words) = scope_and_words(&app, args)?;
     let store = app.store_for(&scope);
     let currency = app.config.default_currency.clone();
     let show = |plan: &coffer::domain::plans::Plan| {

@@ -25,6 +25,7 @@ pub use credit_packages::credit_packages;
 pub use developer_api::developer_api;
 pub use payment_history::payment_history;
 pub use project_config::project_config;
+pub use project_plans::settings_change_from_json;
 pub use stripe_webhook::stripe_webhook;
 pub use usage::usage;
 

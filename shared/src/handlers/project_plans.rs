@@ -54,89 +54,100 @@ pub async fn plans_or_settings(
             currency,
         ))),
         ("PUT", None) => {
-            let body: SettingsBody = json_body(req)?;
-            let change = SettingsChange {
-                allowed_origins: body.allowed_origins.map(valid_origins).transpose()?,
-                past_due_grace_seconds: body.past_due_grace_seconds,
-                credits_low_threshold: body
-                    .credits_low_threshold
-                    .map(|threshold| {
-                        threshold
-                            .as_deref()
-                            .map(|raw| minor(raw, "creditsLowThreshold", currency))
-                            .transpose()
-                    })
-                    .transpose()?,
-                credits_low_margin: body
-                    .credits_low_margin
-                    .map(|margin| {
-                        margin
-                            .as_deref()
-                            .map(|raw| minor(raw, "creditsLowMargin", currency))
-                            .transpose()
-                    })
-                    .transpose()?,
-                auto_recharge: body
-                    .auto_recharge
-                    .map(|bounds| {
-                        bounds
-                            .map(|b| {
-                                Ok::<_, ApiError>(crate::domain::recharge::RechargeBounds {
-                                    max_per_recharge: minor(
-                                        &b.max_per_recharge,
-                                        "autoRecharge.maxPerRecharge",
-                                        currency,
-                                    )?,
-                                    max_per_day: b.max_per_day,
-                                    default_threshold: b
-                                        .default_threshold
-                                        .as_deref()
-                                        .map(|raw| {
-                                            minor(raw, "autoRecharge.defaultThreshold", currency)
-                                        })
-                                        .transpose()?,
-                                    default_amount: b
-                                        .default_amount
-                                        .as_deref()
-                                        .map(|raw| {
-                                            minor(raw, "autoRecharge.defaultAmount", currency)
-                                        })
-                                        .transpose()?,
-                                })
-                            })
-                            .transpose()
-                    })
-                    .transpose()?,
-                custom_amounts: body
-                    .custom_amounts
-                    .map(|rules| rules.map(|r| custom_amounts(r, currency)).transpose())
-                    .transpose()?,
-                response_format: body
-                    .response_format
-                    .as_deref()
-                    .map(|text| {
-                        ResponseFormat::parse(text).ok_or_else(|| {
-                            ApiError::bad_request("responseFormat must be envelope or plain.")
-                        })
-                    })
-                    .transpose()?,
-                payment_sheet_version: body.payment_sheet_version,
-                spend_order: body
-                    .spend_order
-                    .map(|order| {
-                        order
-                            .as_deref()
-                            .map(SpendOrder::parse)
-                            .transpose()
-                            .map_err(ApiError::bad_request)
-                    })
-                    .transpose()?,
-            };
+            let change = settings_change(json_body(req)?, currency)?;
             let settings = projects::save_settings(app, scope, change).await?;
             Ok(ok(SettingsView::of(&settings, currency)))
         }
         _ => Err(ApiError::NotFound("No such route.".into())),
     }
+}
+
+/// A settings change as a developer sends it (money in major units), checked.
+fn settings_change(body: SettingsBody, currency: &Currency) -> Result<SettingsChange, ApiError> {
+    Ok(SettingsChange {
+        allowed_origins: body.allowed_origins.map(valid_origins).transpose()?,
+        past_due_grace_seconds: body.past_due_grace_seconds,
+        credits_low_threshold: body
+            .credits_low_threshold
+            .map(|threshold| {
+                threshold
+                    .as_deref()
+                    .map(|raw| minor(raw, "creditsLowThreshold", currency))
+                    .transpose()
+            })
+            .transpose()?,
+        credits_low_margin: body
+            .credits_low_margin
+            .map(|margin| {
+                margin
+                    .as_deref()
+                    .map(|raw| minor(raw, "creditsLowMargin", currency))
+                    .transpose()
+            })
+            .transpose()?,
+        auto_recharge: body
+            .auto_recharge
+            .map(|bounds| {
+                bounds
+                    .map(|b| {
+                        Ok::<_, ApiError>(crate::domain::recharge::RechargeBounds {
+                            max_per_recharge: minor(
+                                &b.max_per_recharge,
+                                "autoRecharge.maxPerRecharge",
+                                currency,
+                            )?,
+                            max_per_day: b.max_per_day,
+                            default_threshold: b
+                                .default_threshold
+                                .as_deref()
+                                .map(|raw| minor(raw, "autoRecharge.defaultThreshold", currency))
+                                .transpose()?,
+                            default_amount: b
+                                .default_amount
+                                .as_deref()
+                                .map(|raw| minor(raw, "autoRecharge.defaultAmount", currency))
+                                .transpose()?,
+                        })
+                    })
+                    .transpose()
+            })
+            .transpose()?,
+        custom_amounts: body
+            .custom_amounts
+            .map(|rules| rules.map(|r| custom_amounts(r, currency)).transpose())
+            .transpose()?,
+        response_format: body
+            .response_format
+            .as_deref()
+            .map(|text| {
+                ResponseFormat::parse(text).ok_or_else(|| {
+                    ApiError::bad_request("responseFormat must be envelope or plain.")
+                })
+            })
+            .transpose()?,
+        payment_sheet_version: body.payment_sheet_version,
+        spend_order: body
+            .spend_order
+            .map(|order| {
+                order
+                    .as_deref()
+                    .map(SpendOrder::parse)
+                    .transpose()
+                    .map_err(ApiError::bad_request)
+            })
+            .transpose()?,
+    })
+}
+
+/// A settings change from its JSON text, as the developer route takes it (for the operator's
+/// `coffer-dev settings`, on the deployment's own account); the refusal in words.
+pub fn settings_change_from_json(
+    text: &str,
+    currency: &Currency,
+) -> Result<SettingsChange, String> {
+    let body: SettingsBody =
+        serde_json::from_str(text).map_err(|e| format!("the settings are not valid: {e}"))?;
+    settings_change(body, currency).map_err(|e| e.to_string())
 }
 
 /// A plan change as a developer sends it: money in major units, as everywhere in the API.
