@@ -103,24 +103,31 @@ fi
 # from openapi.json now, it type-checks, and its tests run the seed flows against this stack.
 CLIENT="$ROOT/clients/typescript"
 say "openapi: the TypeScript client, generated, type-checked and run against http://127.0.0.1:$PORT"
+client_log="$STATE_DIR/typescript-client.log"
+: >"$client_log"
 if [ ! -f "$CLIENT/node_modules/.package-lock.json" ] \
   || [ "$CLIENT/package-lock.json" -nt "$CLIENT/node_modules/.package-lock.json" ]; then
-  (cd "$CLIENT" && npm ci --silent --no-audit --no-fund >/dev/null)
+  if ! (cd "$CLIENT" && npm ci --no-audit --no-fund) >>"$client_log" 2>&1; then
+    tail -n 20 "$client_log" >&2
+    failed+=("npm ci in clients/typescript (.stack/test/typescript-client.log)")
+  fi
 fi
-(cd "$CLIENT" && npx --no-install openapi-typescript "$ROOT/openapi.json" \
-  --output "$STATE_DIR/schema.d.ts" >/dev/null 2>&1)
-if ! diff -q "$CLIENT/src/schema.d.ts" "$STATE_DIR/schema.d.ts" >/dev/null; then
+if ! (cd "$CLIENT" && npx --no-install openapi-typescript "$ROOT/openapi.json" \
+  --output "$STATE_DIR/schema.d.ts") >>"$client_log" 2>&1; then
+  tail -n 20 "$client_log" >&2
+  failed+=("openapi-typescript could not generate the client's types (.stack/test/typescript-client.log)")
+elif ! diff -q "$CLIENT/src/schema.d.ts" "$STATE_DIR/schema.d.ts" >/dev/null; then
   failed+=("the TypeScript client's types are stale: regenerate them (cd clients/typescript && npm run generate) and commit src/schema.d.ts")
 fi
 client_user="ts-$run_id"
 if ! (cd "$CLIENT" && COFFER_CLIENT_URL="http://127.0.0.1:$PORT" COFFER_CLIENT_USER="$client_user" \
   COFFER_CLIENT_TOKEN="$("$DEV" token "$client_user" 3600)" \
   COFFER_CLIENT_SERVICE_TOKEN="$COFFER_FUZZ_SERVICE_TOKEN" \
-  COFFER_CLIENT_STRIPE_URL="$STRIPE_API_BASE" npm test) >"$STATE_DIR/typescript-client.log" 2>&1; then
-  tail -n 40 "$STATE_DIR/typescript-client.log" >&2
+  COFFER_CLIENT_STRIPE_URL="$STRIPE_API_BASE" npm test) >>"$client_log" 2>&1; then
+  tail -n 40 "$client_log" >&2
   failed+=("the TypeScript client's type check or tests (.stack/test/typescript-client.log)")
 else
-  grep -E '^# (pass|fail)' "$STATE_DIR/typescript-client.log" >&2 || true
+  grep -E '^# (pass|fail)' "$client_log" >&2 || true
 fi
 
 say "openapi: the stack's log holds no secret"

@@ -135,8 +135,6 @@ pub async fn attention() -> Result<(), String> {
     Ok(())
 }
 
-/// `plans link <plan> <price-id> | plans get <plan> | plans list`, in the default project and
-/// the deployment's mode unless `--project <id>` and/or `--live`/`--test` say otherwise.
 /// The scope `--project <id>`, `--live` and `--test` name (default: the deployment's own), and
 /// the other words.
 fn scope_and_words<'a>(
@@ -193,6 +191,8 @@ pub async fn settings(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// `plans link <plan> <price-id> | plans get <plan> | plans list`, in the default project and
+/// the deployment's mode unless `--project <id>` and/or `--live`/`--test` say otherwise.
 pub async fn plans(args: &[String]) -> Result<(), String> {
     use coffer::domain::plans::{apply_plan_update, PlanUpdate};
 

@@ -59,6 +59,14 @@ pub async fn shaped(app: &App, scope: Option<Scope>, response: Response<Body>) -
     let Some(scope) = scope else {
         return response;
     };
+    // Only a project that exists has a format (and a setting kept in memory): a query naming
+    // any other answers in the envelope, and fills no cache.
+    if !app.is_deployment_scope(&scope) {
+        match app.project(&scope.project).await {
+            Ok(Some(project)) if project.modes.contains_key(&scope.mode) => {}
+            _ => return response,
+        }
+    }
     match app.cached_settings(&scope).await {
         Ok(settings) if settings.response_format == Some(ResponseFormat::Plain) => plain(response),
         Ok(_) => response,

@@ -552,7 +552,14 @@ pub fn try_document() -> Result<OpenApi, String> {
         for status in statuses {
             responses = responses.response(
                 status.to_string(),
-                RefOr::Ref(Ref::new(format!("#/components/responses/Error{status}"))),
+                RefOr::Ref(Ref::new(format!(
+                    "#/components/responses/{}{status}",
+                    if doc.auth == Auth::User {
+                        "UserError"
+                    } else {
+                        "Error"
+                    }
+                ))),
             );
         }
         op = op.responses(responses.build());
@@ -573,6 +580,24 @@ pub fn try_document() -> Result<OpenApi, String> {
                 format!("Error{status}"),
                 ResponseBuilder::new()
                     .description(error_meaning(*status))
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(schema_ref_named("Error")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        }))
+        // An end-user route's errors: in the envelope, or in its project's plain format.
+        .responses_from_iter(ERROR_STATUSES.iter().map(|status| {
+            (
+                format!("UserError{status}"),
+                ResponseBuilder::new()
+                    .description(format!(
+                        "{} In the envelope, or `{{\"error\": <the sentence>}}` for a project set to the plain format.",
+                        error_meaning(*status)
+                    ))
                     .content(
                         "application/json",
                         ContentBuilder::new()

@@ -69,8 +69,8 @@ function sentence(body: unknown): { message: string; code: string | undefined } 
 
 /**
  * The `data` of an answer in the envelope, typed by its route; a refusal throws a CofferError
- * with Coffer's sentence. (A project set to the plain format answers without the envelope: read
- * such answers' fields directly.)
+ * with Coffer's sentence. A success in the plain format (a project set so for apps written
+ * against another backend) throws a PlainAnswerError carrying the answer: the request was done.
  */
 export function dataOf<Body>(result: {
   data?: Body;
@@ -85,9 +85,21 @@ export function dataOf<Body>(result: {
   if (typeof body === "object" && body !== null && (body as { success?: unknown }).success === true) {
     return (body as { data: DataOf<Body> }).data;
   }
-  throw new CofferError(
-    result.response.status,
-    "The answer is not in the envelope: this project answers in the plain format.",
-    undefined,
-  );
+  throw new PlainAnswerError(result.response, body);
+}
+
+/**
+ * A success that is not in the envelope: the project answers in the plain format. The request
+ * was done (do not send it again with another key); its answer is `body`.
+ */
+export class PlainAnswerError extends Error {
+  constructor(
+    readonly response: Response,
+    readonly body: unknown,
+  ) {
+    super(
+      "The request succeeded, but this project answers in the plain format: its answer is this error's body.",
+    );
+    this.name = "PlainAnswerError";
+  }
 }

@@ -1845,7 +1845,7 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
-                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+                "application/json": components["schemas"]["Error"];
             };
         };
         /** @description No valid token (`unauthorized`). */
@@ -1854,7 +1854,7 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
-                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+                "application/json": components["schemas"]["Error"];
             };
         };
         /** @description Not enough credits (`insufficient_credits`) or the card was declined (`card_declined`). */
@@ -1863,7 +1863,7 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
-                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+                "application/json": components["schemas"]["Error"];
             };
         };
         /** @description The caller may not do this (`forbidden`). */
@@ -1872,7 +1872,7 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
-                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+                "application/json": components["schemas"]["Error"];
             };
         };
         /** @description No such project, mode, package, plan or record (`not_found`). */
@@ -1881,7 +1881,7 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
-                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+                "application/json": components["schemas"]["Error"];
             };
         };
         /** @description It conflicts with what exists, or the key was used for another request (`conflict`). */
@@ -1890,7 +1890,7 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
-                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+                "application/json": components["schemas"]["Error"];
             };
         };
         /** @description The body is too large (`payload_too_large`). */
@@ -1899,7 +1899,7 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
-                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+                "application/json": components["schemas"]["Error"];
             };
         };
         /** @description Beyond the plan's allowance, with no overage (`limit_reached`). */
@@ -1908,7 +1908,7 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
-                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+                "application/json": components["schemas"]["Error"];
             };
         };
         /** @description Coffer failed (`internal_error`); nothing was half-done. */
@@ -1917,7 +1917,7 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
-                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+                "application/json": components["schemas"]["Error"];
             };
         };
         /** @description Stripe failed (`stripe_error`). */
@@ -1926,11 +1926,110 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
-                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+                "application/json": components["schemas"]["Error"];
             };
         };
         /** @description A dependency is unavailable, or units are held by other instances (`service_unavailable`, `retry_later`): try again. */
         Error503: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description The request is malformed (`invalid_request`), or the Stripe signature or key is wrong (`invalid_signature`, `invalid_credentials`). In the envelope, or `{"error": <the sentence>}` for a project set to the plain format. */
+        UserError400: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+            };
+        };
+        /** @description No valid token (`unauthorized`). In the envelope, or `{"error": <the sentence>}` for a project set to the plain format. */
+        UserError401: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+            };
+        };
+        /** @description Not enough credits (`insufficient_credits`) or the card was declined (`card_declined`). In the envelope, or `{"error": <the sentence>}` for a project set to the plain format. */
+        UserError402: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+            };
+        };
+        /** @description The caller may not do this (`forbidden`). In the envelope, or `{"error": <the sentence>}` for a project set to the plain format. */
+        UserError403: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+            };
+        };
+        /** @description No such project, mode, package, plan or record (`not_found`). In the envelope, or `{"error": <the sentence>}` for a project set to the plain format. */
+        UserError404: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+            };
+        };
+        /** @description It conflicts with what exists, or the key was used for another request (`conflict`). In the envelope, or `{"error": <the sentence>}` for a project set to the plain format. */
+        UserError409: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+            };
+        };
+        /** @description The body is too large (`payload_too_large`). In the envelope, or `{"error": <the sentence>}` for a project set to the plain format. */
+        UserError413: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+            };
+        };
+        /** @description Beyond the plan's allowance, with no overage (`limit_reached`). In the envelope, or `{"error": <the sentence>}` for a project set to the plain format. */
+        UserError429: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+            };
+        };
+        /** @description Coffer failed (`internal_error`); nothing was half-done. In the envelope, or `{"error": <the sentence>}` for a project set to the plain format. */
+        UserError500: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+            };
+        };
+        /** @description Stripe failed (`stripe_error`). In the envelope, or `{"error": <the sentence>}` for a project set to the plain format. */
+        UserError502: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"] | components["schemas"]["PlainError"];
+            };
+        };
+        /** @description A dependency is unavailable, or units are held by other instances (`service_unavailable`, `retry_later`): try again. In the envelope, or `{"error": <the sentence>}` for a project set to the plain format. */
+        UserError503: {
             headers: {
                 [name: string]: unknown;
             };
@@ -1973,12 +2072,12 @@ export interface operations {
                     } | components["schemas"]["RechargeView"];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            500: components["responses"]["Error500"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            500: components["responses"]["UserError500"];
+            503: components["responses"]["UserError503"];
         };
     };
     put_api_credits_auto_recharge: {
@@ -2012,13 +2111,13 @@ export interface operations {
                     } | components["schemas"]["RechargeView"];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            413: components["responses"]["Error413"];
-            500: components["responses"]["Error500"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            413: components["responses"]["UserError413"];
+            500: components["responses"]["UserError500"];
+            503: components["responses"]["UserError503"];
         };
     };
     post_api_credits_consume: {
@@ -2052,15 +2151,15 @@ export interface operations {
                     } | components["schemas"]["SpendResult"];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            402: components["responses"]["Error402"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            409: components["responses"]["Error409"];
-            413: components["responses"]["Error413"];
-            500: components["responses"]["Error500"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            402: components["responses"]["UserError402"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            409: components["responses"]["UserError409"];
+            413: components["responses"]["UserError413"];
+            500: components["responses"]["UserError500"];
+            503: components["responses"]["UserError503"];
         };
     };
     post_api_credits_reservations: {
@@ -2094,15 +2193,15 @@ export interface operations {
                     } | components["schemas"]["ReservationView"];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            402: components["responses"]["Error402"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            409: components["responses"]["Error409"];
-            413: components["responses"]["Error413"];
-            500: components["responses"]["Error500"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            402: components["responses"]["UserError402"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            409: components["responses"]["UserError409"];
+            413: components["responses"]["UserError413"];
+            500: components["responses"]["UserError500"];
+            503: components["responses"]["UserError503"];
         };
     };
     post_api_credits_reservations_reservation_id_capture: {
@@ -2138,14 +2237,14 @@ export interface operations {
                     } | components["schemas"]["ReservationView"];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            409: components["responses"]["Error409"];
-            413: components["responses"]["Error413"];
-            500: components["responses"]["Error500"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            409: components["responses"]["UserError409"];
+            413: components["responses"]["UserError413"];
+            500: components["responses"]["UserError500"];
+            503: components["responses"]["UserError503"];
         };
     };
     post_api_credits_reservations_reservation_id_release: {
@@ -2177,13 +2276,13 @@ export interface operations {
                     } | components["schemas"]["ReservationView"];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            409: components["responses"]["Error409"];
-            500: components["responses"]["Error500"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            409: components["responses"]["UserError409"];
+            500: components["responses"]["UserError500"];
+            503: components["responses"]["UserError503"];
         };
     };
     post_api_portal_checkout: {
@@ -2217,15 +2316,15 @@ export interface operations {
                     } | components["schemas"]["GatewayCheckoutCreated"];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            409: components["responses"]["Error409"];
-            413: components["responses"]["Error413"];
-            500: components["responses"]["Error500"];
-            502: components["responses"]["Error502"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            409: components["responses"]["UserError409"];
+            413: components["responses"]["UserError413"];
+            500: components["responses"]["UserError500"];
+            502: components["responses"]["UserError502"];
+            503: components["responses"]["UserError503"];
         };
     };
     get_api_stripe_balance: {
@@ -2255,12 +2354,12 @@ export interface operations {
                     } | components["schemas"]["BalanceView"];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            500: components["responses"]["Error500"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            500: components["responses"]["UserError500"];
+            503: components["responses"]["UserError503"];
         };
     };
     post_api_stripe_create_customer: {
@@ -2294,15 +2393,15 @@ export interface operations {
                     } | components["schemas"]["CustomerCreated"];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            409: components["responses"]["Error409"];
-            413: components["responses"]["Error413"];
-            500: components["responses"]["Error500"];
-            502: components["responses"]["Error502"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            409: components["responses"]["UserError409"];
+            413: components["responses"]["UserError413"];
+            500: components["responses"]["UserError500"];
+            502: components["responses"]["UserError502"];
+            503: components["responses"]["UserError503"];
         };
     };
     post_api_stripe_create_payment_intent: {
@@ -2342,16 +2441,16 @@ export interface operations {
                     });
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            402: components["responses"]["Error402"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            409: components["responses"]["Error409"];
-            413: components["responses"]["Error413"];
-            500: components["responses"]["Error500"];
-            502: components["responses"]["Error502"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            402: components["responses"]["UserError402"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            409: components["responses"]["UserError409"];
+            413: components["responses"]["UserError413"];
+            500: components["responses"]["UserError500"];
+            502: components["responses"]["UserError502"];
+            503: components["responses"]["UserError503"];
         };
     };
     post_api_stripe_create_subscription: {
@@ -2388,16 +2487,16 @@ export interface operations {
                     });
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            402: components["responses"]["Error402"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            409: components["responses"]["Error409"];
-            413: components["responses"]["Error413"];
-            500: components["responses"]["Error500"];
-            502: components["responses"]["Error502"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            402: components["responses"]["UserError402"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            409: components["responses"]["UserError409"];
+            413: components["responses"]["UserError413"];
+            500: components["responses"]["UserError500"];
+            502: components["responses"]["UserError502"];
+            503: components["responses"]["UserError503"];
         };
     };
     get_api_stripe_credit_packages: {
@@ -2427,12 +2526,12 @@ export interface operations {
                     } | components["schemas"]["CreditPackageView"][];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            500: components["responses"]["Error500"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            500: components["responses"]["UserError500"];
+            503: components["responses"]["UserError503"];
         };
     };
     get_api_stripe_payment_history: {
@@ -2470,12 +2569,12 @@ export interface operations {
                     } | components["schemas"]["HistoryLine"][];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            500: components["responses"]["Error500"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            500: components["responses"]["UserError500"];
+            503: components["responses"]["UserError503"];
         };
     };
     get_api_stripe_plans: {
@@ -2505,12 +2604,12 @@ export interface operations {
                     } | components["schemas"]["PlanView"][];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            500: components["responses"]["Error500"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            500: components["responses"]["UserError500"];
+            503: components["responses"]["UserError503"];
         };
     };
     post_api_stripe_setup_intent: {
@@ -2547,15 +2646,15 @@ export interface operations {
                     });
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            409: components["responses"]["Error409"];
-            413: components["responses"]["Error413"];
-            500: components["responses"]["Error500"];
-            502: components["responses"]["Error502"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            409: components["responses"]["UserError409"];
+            413: components["responses"]["UserError413"];
+            500: components["responses"]["UserError500"];
+            502: components["responses"]["UserError502"];
+            503: components["responses"]["UserError503"];
         };
     };
     post_api_stripe_webhook: {
@@ -2623,12 +2722,12 @@ export interface operations {
                     } | components["schemas"]["UsageOverview"];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            500: components["responses"]["Error500"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            500: components["responses"]["UserError500"];
+            503: components["responses"]["UserError503"];
         };
     };
     get_api_v1_payments_projects: {
@@ -2727,14 +2826,14 @@ export interface operations {
                     } | components["schemas"]["SubscriptionCanceled"];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            413: components["responses"]["Error413"];
-            500: components["responses"]["Error500"];
-            502: components["responses"]["Error502"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            413: components["responses"]["UserError413"];
+            500: components["responses"]["UserError500"];
+            502: components["responses"]["UserError502"];
+            503: components["responses"]["UserError503"];
         };
     };
     post_api_v1_payments_stripe_checkout_session: {
@@ -2768,15 +2867,15 @@ export interface operations {
                     } | components["schemas"]["CheckoutCreated"];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            409: components["responses"]["Error409"];
-            413: components["responses"]["Error413"];
-            500: components["responses"]["Error500"];
-            502: components["responses"]["Error502"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            409: components["responses"]["UserError409"];
+            413: components["responses"]["UserError413"];
+            500: components["responses"]["UserError500"];
+            502: components["responses"]["UserError502"];
+            503: components["responses"]["UserError503"];
         };
     };
     post_api_v1_payments_stripe_customer_portal: {
@@ -2810,14 +2909,14 @@ export interface operations {
                     } | components["schemas"]["PortalCreated"];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            413: components["responses"]["Error413"];
-            500: components["responses"]["Error500"];
-            502: components["responses"]["Error502"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            413: components["responses"]["UserError413"];
+            500: components["responses"]["UserError500"];
+            502: components["responses"]["UserError502"];
+            503: components["responses"]["UserError503"];
         };
     };
     get_api_v1_payments_stripe_my_payments: {
@@ -2857,12 +2956,12 @@ export interface operations {
                     } | components["schemas"]["AccountPaymentLine"][];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            500: components["responses"]["Error500"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            500: components["responses"]["UserError500"];
+            503: components["responses"]["UserError503"];
         };
     };
     get_api_v1_payments_stripe_my_subscription: {
@@ -2894,12 +2993,12 @@ export interface operations {
                     } | components["schemas"]["MySubscription"];
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            500: components["responses"]["Error500"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            500: components["responses"]["UserError500"];
+            503: components["responses"]["UserError503"];
         };
     };
     put_api_v1_payments_stripe_projects_project_id_accounts_account_id_alerts: {
@@ -3748,15 +3847,15 @@ export interface operations {
                     });
                 };
             };
-            400: components["responses"]["Error400"];
-            401: components["responses"]["Error401"];
-            403: components["responses"]["Error403"];
-            404: components["responses"]["Error404"];
-            409: components["responses"]["Error409"];
-            413: components["responses"]["Error413"];
-            500: components["responses"]["Error500"];
-            502: components["responses"]["Error502"];
-            503: components["responses"]["Error503"];
+            400: components["responses"]["UserError400"];
+            401: components["responses"]["UserError401"];
+            403: components["responses"]["UserError403"];
+            404: components["responses"]["UserError404"];
+            409: components["responses"]["UserError409"];
+            413: components["responses"]["UserError413"];
+            500: components["responses"]["UserError500"];
+            502: components["responses"]["UserError502"];
+            503: components["responses"]["UserError503"];
         };
     };
     post_api_v1_payments_stripe_webhooks_project_id_mode: {

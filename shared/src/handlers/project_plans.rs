@@ -22,7 +22,7 @@ use crate::domain::plans::PlanUpdate;
 use crate::domain::projects::{origin_of, ResponseFormat};
 use crate::domain::scope::Scope;
 use crate::http::{json_body, ok, ApiError};
-use crate::services::projects::{self, SettingsChange};
+use crate::services::projects::{self, CustomAmountsChange, SettingsChange};
 use crate::App;
 
 pub async fn plans_or_settings(
@@ -114,7 +114,14 @@ fn settings_change(body: SettingsBody, currency: &Currency) -> Result<SettingsCh
             .transpose()?,
         custom_amounts: body
             .custom_amounts
-            .map(|rules| rules.map(|r| custom_amounts(r, currency)).transpose())
+            .map(|rules| {
+                rules
+                    .map(|r| {
+                        custom_amounts(r, currency)
+                            .map(|(rules, unit)| CustomAmountsChange { rules, unit })
+                    })
+                    .transpose()
+            })
             .transpose()?,
         response_format: body
             .response_format
@@ -213,14 +220,25 @@ fn minor(raw: &RawValue, name: &str, currency: &Currency) -> Result<i64, ApiErro
         })
 }
 
-fn custom_amounts(body: CustomAmountsBody, currency: &Currency) -> Result<CustomAmounts, ApiError> {
+fn custom_amounts(
+    body: CustomAmountsBody,
+    currency: &Currency,
+) -> Result<(CustomAmounts, Option<AmountUnit>), ApiError> {
     let rate = crate::domain::money::parse_scaled(body.credits_per_unit.get(), 4, 100_000_000)
         .map_err(|_| {
             ApiError::bad_request(
                 "customAmounts.creditsPerUnit must be a number from 0.0001 to 10000, at most four decimals.",
             )
         })?;
-    Ok(CustomAmounts {
+    let unit = body
+        .unit
+        .as_deref()
+        .map(|text| {
+            AmountUnit::parse(text)
+                .ok_or_else(|| ApiError::bad_request("customAmounts.unit must be major or minor."))
+        })
+        .transpose()?;
+    let rules = CustomAmounts {
         min: minor(&body.min, "customAmounts.min", currency)?,
         max: minor(&body.max, "customAmounts.max", currency)?,
         currencies: body
@@ -229,13 +247,9 @@ fn custom_amounts(body: CustomAmountsBody, currency: &Currency) -> Result<Custom
             .map(|c| c.to_ascii_lowercase())
             .collect(),
         credits_per_unit_e4: rate,
-        unit: match body.unit.as_deref() {
-            None => AmountUnit::Major,
-            Some(text) => AmountUnit::parse(text).ok_or_else(|| {
-                ApiError::bad_request("customAmounts.unit must be major or minor.")
-            })?,
-        },
-    })
+        unit: unit.unwrap_or_default(),
+    };
+    Ok((rules, unit))
 }
 
 fn plan_update(body: PlanBody, currency: &Currency) -> Result<PlanUpdate, ApiError> {

@@ -260,10 +260,18 @@ pub struct SettingsChange {
     /// `Some(None)`: the project does not offer auto-recharge.
     pub auto_recharge: Option<Option<crate::domain::recharge::RechargeBounds>>,
     /// `Some(None)` turns custom amounts off.
-    pub custom_amounts: Option<Option<crate::domain::packages::CustomAmounts>>,
+    pub custom_amounts: Option<Option<CustomAmountsChange>>,
     pub response_format: Option<crate::domain::projects::ResponseFormat>,
     /// `Some(None)`: PaymentSheet's fields only when a request asks for them.
     pub payment_sheet_version: Option<Option<String>>,
+}
+
+/// New custom-amount rules, and the unit of a request's amount when the change names one (left
+/// out, the unit stays as it was: a change of the bounds never turns a mobile app's cents into
+/// dollars).
+pub struct CustomAmountsChange {
+    pub rules: crate::domain::packages::CustomAmounts,
+    pub unit: Option<crate::domain::packages::AmountUnit>,
 }
 
 /// The longest grace a past-due subscription may keep its plan.
@@ -318,6 +326,12 @@ pub async fn save_settings(
         settings.auto_recharge = bounds;
     }
     if let Some(rules) = change.custom_amounts {
+        let rules = rules.map(|CustomAmountsChange { mut rules, unit }| {
+            rules.unit = unit
+                .or(settings.custom_amounts.as_ref().map(|kept| kept.unit))
+                .unwrap_or_default();
+            rules
+        });
         if let Some(rules) = &rules {
             crate::domain::packages::valid_custom_amounts(rules, &app.config.default_currency)
                 .map_err(Failure::invalid)?;

@@ -145,7 +145,6 @@ pub async fn subscribe(
     let account = request.account;
     let plans = billing::plans(app, scope).await?;
     let plan = recurring_plan(&plans, request.plan_id, request.price_id)?.clone();
-    let price = plan.price_id.clone().unwrap_or_default();
     let store = app.store_for(scope);
 
     let mut record = store.subscription_record(account).await?;
@@ -164,6 +163,9 @@ pub async fn subscribe(
         record = store.subscription_record(account).await?;
     }
     let live = record.state.as_ref().is_some_and(|s| s.status.is_live());
+    // A plan's trial is the account's first subscription's only: an account that ever had one
+    // (canceled, ended or replaced) pays from the start.
+    let trial = plan.trial_days.filter(|_| record.state.is_none());
     // PaymentSheet's customer and key first: a failure here leaves nothing to undo.
     let sheet = match (request.sheet_version, live) {
         (Some(version), false) => Some(sheet_fields(app, scope, account, version).await?),
@@ -201,9 +203,9 @@ pub async fn subscribe(
         scope,
         account,
         &plan,
-        &price,
         generation,
         request.setup_intent,
+        trial,
     )
     .await;
     let (subscription, secret) = match created {
@@ -299,10 +301,11 @@ async fn create_at_stripe(
     scope: &Scope,
     account: &UserId,
     plan: &Plan,
-    price: &str,
     generation: &str,
     setup_intent: Option<&str>,
+    trial_days: Option<u32>,
 ) -> Result<(Subscription, Option<String>), Failure> {
+    let price = plan.price_id.as_deref().unwrap_or_default();
     let stripe = app.stripe_for(scope).await?;
     let customer = ensure_customer(app, scope, &stripe, account, None, None).await?;
     if let Some(setup_intent) = setup_intent {
@@ -317,7 +320,7 @@ async fn create_at_stripe(
     ]);
     let key = idempotency::subscription_create(scope, account, generation, price, setup_intent);
     let subscription = match stripe
-        .create_subscription(&customer, price, metadata, plan.trial_days, &key)
+        .create_subscription(&customer, price, metadata, trial_days, &key)
         .await
     {
         // Stripe (or localstripe) will not start it without a card on the customer.
@@ -329,7 +332,7 @@ async fn create_at_stripe(
         other => other?,
     };
     let mut secret = stripe.confirmation_secret(&subscription).await?;
-    if secret.is_none() && setup_intent.is_none() && plan.trial_days.is_some() {
+    if secret.is_none() && setup_intent.is_none() && trial_days.is_some() {
         // A trial with no card yet: the first payment is collected later, with the card a
         // SetupIntent saves now (Stripe's own pending SetupIntent when it made one, else
         // Coffer's, keyed by the subscription so a retry gets the same one back).
@@ -494,6 +497,14 @@ pub async fn change_plan(
     let fresh = stripe
         .retrieve_subscription(&current.subscription_id)
         .await?;
+    // In a trial nothing was paid: a change now would give the higher plan for a prorated $0
+    // (or hold one never paid for). The plan changes once the trial ends and its first
+    // invoice is paid.
+    if fresh.status == "trialing" {
+        return Err(Failure::Conflict(
+            "The subscription is in its trial: its plan can change once the trial ends and the first payment is made.".into(),
+        ));
+    }
     let item = fresh
         .item_id()
         .ok_or_else(|| Failure::Stripe("the subscription has no item".into()))?

@@ -168,6 +168,14 @@ async fn a_developer_sets_custom_amounts_in_major_units_and_only_in_the_deployme
             .await
         }
     };
+    // Raising the bounds without naming the unit keeps it: cents stay cents.
+    let wider = json!({"customAmounts": {"min": 5, "max": 900, "currencies": ["usd"], "creditsPerUnit": 1.25}});
+    let saved = app.call("PUT", &settings, Some(&dev), Some(&wider)).await;
+    assert_eq!(
+        saved.body["data"]["customAmounts"]["unit"], "minor",
+        "{}",
+        saved.body
+    );
     let cents = pay(json!(1250)).await;
     assert_eq!(cents.status, 200, "{}", cents.body);
     pay(json!(12.5))

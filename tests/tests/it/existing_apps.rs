@@ -190,12 +190,19 @@ async fn the_mobile_app_pays_a_custom_amount_and_subscribes_with_paymentsheets_f
     .await;
     plain_error(&fraction, 400);
 
-    // Someone else's customer: 403.
+    // Someone else's customer (a real one, of another user): 403.
+    let other = send(
+        &app,
+        "/api/stripe/create-customer",
+        &app.token("nina"),
+        json!({"email": "nina@example.com", "name": "Nina"}),
+    )
+    .await;
     let theirs = send(
         &app,
         "/api/stripe/create-subscription",
         &token,
-        json!({"customerId": "cus_someone_else", "priceId": price}),
+        json!({"customerId": field(&other.body, "customerId"), "priceId": price}),
     )
     .await;
     plain_error(&theirs, 403);
@@ -258,6 +265,54 @@ async fn the_mobile_app_pays_a_custom_amount_and_subscribes_with_paymentsheets_f
         .await;
     assert_eq!(now.body["status"], "trialing", "{}", now.body);
     assert_eq!(now.body["subscriptionId"], subscription.as_str());
+    assert_eq!(
+        credits(&app, "milo").await,
+        700,
+        "a trial grants no credits"
+    );
+    // Nothing was paid: the plan cannot be raised during the trial.
+    let upgrade = send(
+        &app,
+        "/api/v1/payments/stripe/update-subscription",
+        &token,
+        json!({"planId": "pro-monthly"}),
+    )
+    .await;
+    plain_error(&upgrade, 409);
+    // A trial is the first subscription's only: canceled and made again, it is paid at once
+    // (with the card PaymentSheet saved).
+    let canceled = send(
+        &app,
+        "/api/v1/payments/stripe/cancel-subscription",
+        &token,
+        json!({"immediately": true}),
+    )
+    .await;
+    assert_eq!(canceled.status, 200, "{}", canceled.body);
+    let again = send(
+        &app,
+        "/api/stripe/create-subscription",
+        &token,
+        json!({"customerId": customer_id, "priceId": price}),
+    )
+    .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    let second = field(&again.body, "subscriptionId").to_owned();
+    let stripe_subscription = app
+        .http
+        .get(format!("{}/v1/subscriptions/{second}", app.stripe_base))
+        .bearer_auth(&app.stripe_key)
+        .send()
+        .await
+        .expect("localstripe")
+        .json::<Value>()
+        .await
+        .expect("json");
+    assert!(
+        stripe_subscription["trial_period_days"].is_null(),
+        "no second trial: {stripe_subscription}"
+    );
+    assert_ne!(stripe_subscription["status"], "trialing");
     app.assert_invariants().await;
 }
 
@@ -332,6 +387,41 @@ async fn a_project_left_in_the_envelope_answers_as_the_contract_says() {
         .await;
     assert_eq!(packages.status, 200);
     assert!(packages.body.is_array(), "{}", packages.body);
+    send(
+        &app,
+        "/api/stripe/create-payment-intent",
+        &app.token("enzo"),
+        json!({"creditPackageId": "standard"}),
+    )
+    .await;
+    let page = app
+        .http
+        .get(format!(
+            "{}/api/stripe/payment-history?limit=1",
+            app.base_url
+        ))
+        .bearer_auth(app.token("enzo"))
+        .send()
+        .await
+        .expect("history");
+    let cursor = page
+        .headers()
+        .get("next-cursor")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("a Next-Cursor header: there is a second payment");
+    let first: Value = page.json().await.expect("json");
+    assert_eq!(first.as_array().map(Vec::len), Some(1), "{first}");
+    let rest = app
+        .call(
+            "GET",
+            &format!("/api/stripe/payment-history?limit=1&cursor={cursor}"),
+            Some(&app.token("enzo")),
+            None,
+        )
+        .await;
+    assert_eq!(rest.body.as_array().map(Vec::len), Some(1), "{}", rest.body);
+    assert_ne!(rest.body[0]["id"], first[0]["id"]);
     let dev = app.developer_token("dev-enzo");
     let projects = app
         .call("GET", "/api/v1/payments/projects", Some(&dev), None)
