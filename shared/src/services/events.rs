@@ -294,7 +294,12 @@ async fn recharge_work(app: &App, records: &[StreamRecord]) -> Option<(usize, St
         let Some((scope, change)) = record.change(app.config.default_mode) else {
             continue;
         };
-        let done = match change {
+        use crate::services::recharge::{on_account, on_balance, on_payment, Wake};
+        // What wakes the account's recharge: a committed balance (it may start one), or its own
+        // change with one never charged in flight (left waiting by an attempt that failed, or
+        // turned off meanwhile: woken on the balance as it is now, it goes on or is dropped
+        // without waiting for the next spend, and never starts one). A payment settles its own.
+        let (account, balance, wake) = match change {
             // Credits are kept in the deployment's currency: another currency is never recharged.
             Change::Balance {
                 account,
@@ -302,70 +307,42 @@ async fn recharge_work(app: &App, records: &[StreamRecord]) -> Option<(usize, St
                 currency,
                 ..
             } if currency == app.config.default_currency.as_str() => {
-                let offered = match bounds.get(&scope) {
-                    Some(known) => *known,
-                    None => match crate::services::billing::settings(app, &scope).await {
-                        Ok(settings) => {
-                            bounds.insert(scope.clone(), settings.auto_recharge);
-                            settings.auto_recharge
-                        }
-                        Err(err) => {
-                            return Some((index, format!("{}: {}", err.code(), err.cause())))
-                        }
-                    },
-                };
-                match (offered, UserId::parse(&account)) {
-                    // Boxed: the recharge's future is deep, and the stream consumer's whole
-                    // future would otherwise pass the compiler's layout depth.
-                    (Some(offered), Some(user)) => {
-                        Box::pin(crate::services::recharge::on_balance(
-                            app,
-                            &scope,
-                            &user,
-                            new,
-                            &offered,
-                            crate::services::recharge::Wake::MayStart,
-                        ))
-                        .await
-                    }
-                    _ => Ok(()),
-                }
+                (account, Some(new), Wake::MayStart)
             }
-            Change::Payment { payment, .. } => {
-                Box::pin(crate::services::recharge::on_payment(app, &scope, &payment)).await
-            }
-            // The account's recharge changed with one never charged in flight (left waiting by
-            // an attempt that failed, or turned off meanwhile): woken on the balance as it is
-            // now, it goes on or is dropped without waiting for the next spend. It never starts
-            // one: only a committed balance or a paid recharge does, once each.
             Change::Recharge { account, new, .. }
                 if new.state.in_flight.as_ref().is_some_and(|f| !f.launched) =>
             {
-                let offered = match bounds.get(&scope) {
-                    Some(known) => *known,
-                    None => match crate::services::billing::settings(app, &scope).await {
-                        Ok(settings) => {
-                            bounds.insert(scope.clone(), settings.auto_recharge);
-                            settings.auto_recharge
-                        }
-                        Err(err) => {
-                            return Some((index, format!("{}: {}", err.code(), err.cause())))
-                        }
-                    },
-                };
-                match (offered, UserId::parse(&account)) {
-                    (Some(offered), Some(user)) => {
-                        Box::pin(crate::services::recharge::on_account(
-                            app,
-                            &scope,
-                            &user,
-                            &offered,
-                            crate::services::recharge::Wake::GoOn,
-                        ))
-                        .await
-                    }
-                    _ => Ok(()),
+                (account, None, Wake::GoOn)
+            }
+            Change::Payment { payment, .. } => {
+                if let Err(err) = Box::pin(on_payment(app, &scope, &payment)).await {
+                    return Some((
+                        index,
+                        format!("auto-recharge: {}: {}", err.code(), err.cause()),
+                    ));
                 }
+                continue;
+            }
+            _ => continue,
+        };
+        let offered = match bounds.get(&scope) {
+            Some(known) => *known,
+            None => match crate::services::billing::settings(app, &scope).await {
+                Ok(settings) => {
+                    bounds.insert(scope.clone(), settings.auto_recharge);
+                    settings.auto_recharge
+                }
+                Err(err) => return Some((index, format!("{}: {}", err.code(), err.cause()))),
+            },
+        };
+        // Boxed: the recharge's future is deep, and the stream consumer's whole future would
+        // otherwise pass the compiler's layout depth.
+        let done = match (offered, UserId::parse(&account), balance) {
+            (Some(offered), Some(user), Some(balance)) => {
+                Box::pin(on_balance(app, &scope, &user, balance, &offered, wake)).await
+            }
+            (Some(offered), Some(user), None) => {
+                Box::pin(on_account(app, &scope, &user, &offered, wake)).await
             }
             _ => Ok(()),
         };

@@ -51,6 +51,19 @@ async fn credits(app: &TestApp, account: &str) -> i64 {
         .map_or(0, |b| b.balance)
 }
 
+/// An object as localstripe holds it.
+async fn at_stripe(app: &TestApp, path: &str) -> Value {
+    app.http
+        .get(format!("{}{path}", app.stripe_base))
+        .bearer_auth(&app.stripe_key)
+        .send()
+        .await
+        .expect("localstripe")
+        .json::<Value>()
+        .await
+        .expect("json")
+}
+
 /// An error as those apps read it: `{"error": <a sentence>}` and nothing else.
 fn plain_error(reply: &integration_tests::Reply, status: u16) {
     assert_eq!(reply.status, status, "{}", reply.body);
@@ -226,30 +239,12 @@ async fn the_mobile_app_pays_a_custom_amount_and_subscribes_with_paymentsheets_f
         browser_confirm(&app, &app.stripe_base, setup, &secret, "4242424242424242").await;
     assert_eq!(confirmed["status"], "succeeded", "{confirmed}");
     // …and Stripe says so: the card becomes what pays when the trial ends.
-    let setup_object = app
-        .http
-        .get(format!("{}/v1/setup_intents/{setup}", app.stripe_base))
-        .bearer_auth(&app.stripe_key)
-        .send()
-        .await
-        .expect("localstripe")
-        .json::<Value>()
-        .await
-        .expect("json");
+    let setup_object = at_stripe(&app, &format!("/v1/setup_intents/{setup}")).await;
     let event = app
         .deliver_event("setup_intent.succeeded", &setup_object)
         .await;
     assert_eq!(event.status, 200, "{}", event.body);
-    let stripe_customer = app
-        .http
-        .get(format!("{}/v1/customers/{customer_id}", app.stripe_base))
-        .bearer_auth(&app.stripe_key)
-        .send()
-        .await
-        .expect("localstripe")
-        .json::<Value>()
-        .await
-        .expect("json");
+    let stripe_customer = at_stripe(&app, &format!("/v1/customers/{customer_id}")).await;
     assert_eq!(
         stripe_customer["invoice_settings"]["default_payment_method"],
         setup_object["payment_method"],
@@ -298,16 +293,7 @@ async fn the_mobile_app_pays_a_custom_amount_and_subscribes_with_paymentsheets_f
     .await;
     assert_eq!(again.status, 200, "{}", again.body);
     let second = field(&again.body, "subscriptionId").to_owned();
-    let stripe_subscription = app
-        .http
-        .get(format!("{}/v1/subscriptions/{second}", app.stripe_base))
-        .bearer_auth(&app.stripe_key)
-        .send()
-        .await
-        .expect("localstripe")
-        .json::<Value>()
-        .await
-        .expect("json");
+    let stripe_subscription = at_stripe(&app, &format!("/v1/subscriptions/{second}")).await;
     assert!(
         stripe_subscription["trial_period_days"].is_null(),
         "no second trial: {stripe_subscription}"
