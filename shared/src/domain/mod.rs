@@ -19,3 +19,4 @@ pub mod scope;
 pub mod stats;
 pub mod subscriptions;
 pub mod usage;
+pub mod webhooks;
