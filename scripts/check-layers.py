@@ -15,7 +15,7 @@ from collections import defaultdict
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "src")
 
-ADAPTERS = {"store", "stripe", "secrets", "events", "net"}
+ADAPTERS = {"store", "stripe", "secrets", "events", "net", "outbound", "queue"}
 TOP = {"handlers", "services", "domain", "jobs", "api", "app", "auth", "calls", "config",
        "http", "runtime", "scoping", "telemetry", "openapi", "formats"}
 
@@ -30,12 +30,16 @@ RULES = {
     "adapters::net": set(),
     "adapters::secrets": BASE | {"calls", "config", "telemetry"},
     "adapters::events": BASE | {"calls", "telemetry"},
+    "adapters::queue": BASE | {"calls", "telemetry"},
+    "adapters::outbound": BASE | {"adapters::net", "telemetry"},
     "adapters::store": BASE | {"calls", "telemetry"},
     "adapters::stripe": BASE | {"adapters::net", "calls", "telemetry"},
     "app": BASE | {"adapters::net", "adapters::secrets", "adapters::events", "adapters::store",
-                   "adapters::stripe", "calls", "config", "telemetry"},
+                   "adapters::stripe", "adapters::queue", "adapters::outbound", "calls",
+                   "config", "telemetry"},
     "services": BASE | {"app", "adapters::events", "adapters::store", "adapters::stripe",
-                        "adapters::secrets", "calls", "config", "telemetry"},
+                        "adapters::secrets", "adapters::queue", "adapters::outbound", "calls",
+                        "config", "telemetry"},
     # The HTTP edge: the envelope and errors, wire types, identity, the request's scope.
     "api": BASE,
     "auth": BASE | {"http"},

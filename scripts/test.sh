@@ -15,7 +15,7 @@ COFFER_STAGE_LOG="$(mktemp -t coffer-stages.XXXXXX)"
 finish() { stop_all; stage_times; rm -f "$COFFER_STAGE_LOG"; }
 trap finish EXIT
 say "installing what the tests need (project-local tools; apt only when missing)"
-ensure_tools aws-sam-cli cfn-lint "$SCHEMATHESIS"
+ensure_tools aws-sam-cli cfn-lint "$SCHEMATHESIS" standardwebhooks
 trap 'exit 130' INT TERM
 
 # Ports of their own, so that tests can run beside a running local stack.

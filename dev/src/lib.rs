@@ -12,6 +12,7 @@ pub mod setup;
 pub mod streams;
 pub mod stripe_double;
 pub mod token;
+pub mod webhooks;
 
 /// Re-signs a sample API Gateway event holding a Stripe webhook body: the body is kept byte for
 /// byte and the `stripe-signature` header is replaced with one made now with `secret`.

@@ -121,6 +121,15 @@ async fn up() -> Result<(), String> {
         config.stripe_api_base = Some(double);
     }
     let sdk = app::load_sdk_config().await;
+    // Projects' own webhooks: their deliveries queue (in moto), read below as the deliverer's
+    // event source mapping reads it deployed. Locally an endpoint may be on this machine.
+    let webhooks_queue = setup::queue(
+        &setup::sqs_client(&sdk),
+        &format!("{}-webhooks", config.table_name),
+    )
+    .await?;
+    config.webhook_queue_url = Some(webhooks_queue.clone());
+    config.webhooks_local = true;
     let app = App::new(config, &sdk);
 
     setup::table_and_packages(&app.store).await?;
@@ -161,6 +170,7 @@ async fn up() -> Result<(), String> {
     let api = Arc::new(api);
     // What the stats function's event source mapping does when deployed.
     coffer_dev::streams::start(api.clone(), &sdk).await?;
+    coffer_dev::webhooks::start(api.clone(), &sdk, webhooks_queue);
     router::serve(listener, api)
         .await
         .map_err(|e| format!("server stopped: {e}"))

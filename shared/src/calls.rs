@@ -65,6 +65,7 @@ mod recorder {
         secret_id: Option<String>,
         project_prefix: Option<String>,
         bus: Option<String>,
+        queue: Option<String>,
     }
 
     impl Recorder {
@@ -79,6 +80,7 @@ mod recorder {
                 secret_id: config.secret_id.clone(),
                 project_prefix: config.project_secret_prefix.clone(),
                 bus: config.event_bus_name.clone(),
+                queue: config.webhook_queue_url.clone(),
             })
         }
 
@@ -176,6 +178,19 @@ mod recorder {
                 } else {
                     buses
                 }
+            } else if service.contains("sqs") {
+                let url = text(body, "QueueUrl").unwrap_or_default();
+                let queue = if self.queue.as_deref() == Some(url.as_str()) {
+                    "WebhookDeliveriesQueue".to_owned()
+                } else {
+                    format!("unknown:queue/{url}")
+                };
+                // SendMessageBatch is allowed by IAM's sqs:SendMessage.
+                let action = match operation {
+                    "SendMessageBatch" => "SendMessage",
+                    other => other,
+                };
+                vec![(format!("sqs:{action}"), queue)]
             } else {
                 vec![(
                     format!("{service}:{operation}"),
@@ -256,7 +271,30 @@ mod recorder {
                 secret_id: Some("coffer/t/stripe".into()),
                 project_prefix: Some("coffer/t/projects".into()),
                 bus: Some("coffer-t-billing".into()),
+                queue: Some("http://sqs/123/coffer-t-webhooks".into()),
             }
+        }
+
+        #[test]
+        fn a_batch_of_deliveries_is_iams_send_message_on_the_webhook_queue() {
+            let r = recorder();
+            assert_eq!(
+                r.actions(
+                    "SQS",
+                    "SendMessageBatch",
+                    &json!({"QueueUrl": "http://sqs/123/coffer-t-webhooks"})
+                ),
+                vec![("sqs:SendMessage".into(), "WebhookDeliveriesQueue".into())]
+            );
+            assert_eq!(
+                r.actions(
+                    "SQS",
+                    "SendMessage",
+                    &json!({"QueueUrl": "http://sqs/other"})
+                )[0]
+                .1,
+                "unknown:queue/http://sqs/other"
+            );
         }
 
         #[test]

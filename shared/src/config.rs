@@ -47,6 +47,15 @@ pub struct Config {
     /// The EventBridge bus billing events go to (`EVENT_BUS_NAME`); `None`: this function
     /// publishes none.
     pub event_bus_name: Option<String>,
+    /// The SQS queue of webhook deliveries (`WEBHOOK_QUEUE_URL`); `None`: this function sends
+    /// to none.
+    pub webhook_queue_url: Option<String>,
+    /// Local stacks only (`COFFER_WEBHOOKS_LOCAL=1`): webhooks may go to this machine over
+    /// plain http. Never set by the SAM template.
+    pub webhooks_local: bool,
+    /// Tests only (`COFFER_WEBHOOK_RETRY_SCALE`, default 1): the webhook retry schedule and its
+    /// three days, scaled (0.001: seconds become milliseconds). Never set by the SAM template.
+    pub webhook_retry_scale: f64,
     /// How old a metered usage record must be before it is reported (`METER_SETTLE_SECONDS`,
     /// default 60): longer than any write of a record takes to commit and reach the index, so
     /// that a record is never written behind the watermark.
@@ -132,6 +141,9 @@ impl Config {
             stripe_api_base_per_project: Vec::new(),
             organisation_claim: DEFAULT_ORGANISATION_CLAIM.to_owned(),
             event_bus_name: None,
+            webhook_queue_url: None,
+            webhooks_local: false,
+            webhook_retry_scale: 1.0,
             meter_settle: DEFAULT_METER_SETTLE,
             usage_cache: DEFAULT_USAGE_CACHE,
             usage_lease: DEFAULT_USAGE_LEASE,
@@ -252,6 +264,20 @@ impl Config {
                 ),
             },
             event_bus_name: non_empty("EVENT_BUS_NAME").map(|name| name.trim().to_owned()),
+            webhook_queue_url: non_empty("WEBHOOK_QUEUE_URL").map(|url| url.trim().to_owned()),
+            webhooks_local: non_empty("COFFER_WEBHOOKS_LOCAL").as_deref() == Some("1"),
+            webhook_retry_scale: match non_empty("COFFER_WEBHOOK_RETRY_SCALE") {
+                None => 1.0,
+                Some(text) => text
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|scale| scale.is_finite() && *scale > 0.0 && *scale <= 1.0)
+                    .ok_or(ConfigError {
+                        name: "COFFER_WEBHOOK_RETRY_SCALE",
+                        problem: "must be a number above 0 and at most 1",
+                    })?,
+            },
             meter_settle: match non_empty("METER_SETTLE_SECONDS") {
                 None => DEFAULT_METER_SETTLE,
                 Some(text) => text

@@ -189,6 +189,56 @@ pub async fn meter_usage_job(app: &'static App, event: LambdaEvent<Value>) -> Re
     Ok(answer)
 }
 
+/// The webhook deliverer (an SQS queue of deliveries, each one event to one endpoint): every
+/// message of the batch at once, each bounded by the endpoint timeout, so that a slow endpoint
+/// never holds up another's delivery. A message whose part could not be done (the table, the
+/// queue) is handed back to SQS (`batchItemFailures`); the rest are done.
+pub async fn webhook_deliver_job(
+    app: &'static App,
+    event: LambdaEvent<Value>,
+) -> Result<Value, Error> {
+    Ok(deliver_webhook_batch(app, &event.payload).await)
+}
+
+/// The same for an SQS batch as Lambda hands it over (the local stack's queue reader too):
+/// `{"batchItemFailures": [...]}`.
+pub async fn deliver_webhook_batch(app: &App, payload: &Value) -> Value {
+    let records: Vec<(String, String)> = payload
+        .get("Records")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|record| {
+            let text = |key: &str| {
+                record
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            (text("messageId"), text("body"))
+        })
+        .collect();
+    let outcomes = futures_util::future::join_all(
+        records
+            .iter()
+            .map(|(_, body)| crate::services::webhooks::deliver_message(app, body)),
+    )
+    .await;
+    let failures: Vec<Value> = records
+        .iter()
+        .zip(outcomes)
+        .filter_map(|((id, _), outcome)| match outcome {
+            Ok(()) => None,
+            Err(err) => {
+                tracing::error!(code = err.code(), cause = %err.cause(), "webhook delivery handed back");
+                Some(json!({ "itemIdentifier": id }))
+            }
+        })
+        .collect();
+    json!({ "batchItemFailures": failures })
+}
+
 #[cfg(test)]
 mod stream_answer_tests {
     use super::*;

@@ -74,6 +74,7 @@ const MODE: &[&str] = &["test_mode"];
 const DEV_PAGE: &[&str] = &["test_mode", "limit", "cursor", "status"];
 const DEV_ALL: &[&str] = &["project_id", "test_mode"];
 const DEV_ALL_PAGE: &[&str] = &["project_id", "test_mode", "limit", "cursor", "status"];
+const DEV_LOG: &[&str] = &["test_mode", "limit", "cursor"];
 
 fn doc(method: &str, path: &str) -> Option<Doc> {
     use Auth::*;
@@ -147,6 +148,14 @@ fn doc(method: &str, path: &str) -> Option<Doc> {
         ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants") => d("Grant an account promotional credits (exactly once per idempotencyKey)", "Developer accounts", Developer, MODE, Some(schema_ref::<handlers::grants::GrantBody>()), One(schema_ref::<GrantView>()), &[409], false),
         ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants/{grant_id}/adjust") => d("Adjust a grant (never taking back what was spent)", "Developer accounts", Developer, MODE, Some(schema_ref::<handlers::grants::GrantChangeBody>()), One(schema_ref::<GrantView>()), &[404, 409], false),
         ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants/{grant_id}/void") => d("Void what is left of a grant", "Developer accounts", Developer, MODE, Some(schema_ref::<handlers::grants::GrantChangeBody>()), One(schema_ref::<GrantView>()), &[404, 409], false),
+        ("GET", "/api/v1/payments/stripe/projects/{project_id}/webhooks") => d("A project's webhook endpoints in a mode", "Developer webhooks", Developer, MODE, None, List(schema_ref::<WebhookEndpointView>()), &[], false),
+        ("POST", "/api/v1/payments/stripe/projects/{project_id}/webhooks") => d("Add a webhook endpoint: its signing secret is in the answer, once", "Developer webhooks", Developer, MODE, Some(schema_ref::<handlers::webhooks::EndpointBody>()), One(schema_ref::<WebhookEndpointSecret>()), &[409], false),
+        ("GET", "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}") => d("One webhook endpoint", "Developer webhooks", Developer, MODE, None, One(schema_ref::<WebhookEndpointView>()), &[], false),
+        ("PUT", "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}") => d("Change a webhook endpoint's URL or event types, or turn it off or on", "Developer webhooks", Developer, MODE, Some(schema_ref::<handlers::webhooks::EndpointBody>()), One(schema_ref::<WebhookEndpointView>()), &[], false),
+        ("DELETE", "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}") => d("Delete a webhook endpoint", "Developer webhooks", Developer, MODE, None, One(schema_ref::<WebhookEndpointView>()), &[], false),
+        ("POST", "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}/rotate-secret") => d("A new signing secret (in the answer, once); the old one signs beside it for 24 h", "Developer webhooks", Developer, MODE, None, One(schema_ref::<WebhookEndpointSecret>()), &[], false),
+        ("GET", "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}/attempts") => d("An endpoint's delivery attempts (kept 30 days), newest first", "Developer webhooks", Developer, DEV_LOG, None, Page(schema_ref::<WebhookAttemptView>()), &[], false),
+        ("POST", "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}/resend") => d("Send an event (kept 30 days) to the endpoint again", "Developer webhooks", Developer, MODE, Some(schema_ref::<handlers::webhooks::ResendBody>()), One(schema_ref::<WebhookEndpointView>()), &[503], false),
         _ => return None,
     })
 }
@@ -194,6 +203,11 @@ fn schemas() -> Vec<(String, RefOr<Schema>)> {
         SettingsView,
         ScopeStats,
         SubscriptionLine,
+        WebhookEndpointView,
+        WebhookEndpointSecret,
+        WebhookAttemptView,
+        handlers::webhooks::EndpointBody,
+        handlers::webhooks::ResendBody,
         crate::adapters::stripe::webhook::Event,
         handlers::create_payment_intent::CreateIntentBody,
         handlers::consume_credits::ConsumeBody,
@@ -659,6 +673,10 @@ pub fn try_document() -> Result<OpenApi, String> {
         (
             "Developer reports",
             "Payments, subscriptions and counters across a developer's projects.",
+        ),
+        (
+            "Developer webhooks",
+            "A project's own webhook endpoints: Standard Webhooks signatures, retries, the delivery log.",
         ),
         (
             "Developer accounts",

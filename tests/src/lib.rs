@@ -5,6 +5,7 @@
 
 mod http;
 pub mod proxy;
+pub mod receiver;
 pub mod seed;
 mod settings;
 mod store;

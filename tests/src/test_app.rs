@@ -249,6 +249,20 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
     } else {
         None
     };
+    let webhooks_queue = if secret_setup.webhooks {
+        let url = setup::queue(
+            &setup::sqs_client(&sdk),
+            &format!("coffer-test-{id}-webhooks"),
+        )
+        .await
+        .expect("the test's webhook queue in moto");
+        config.webhook_queue_url = Some(url.clone());
+        config.webhooks_local = true;
+        config.webhook_retry_scale = 1.0 / 3600.0;
+        Some(url)
+    } else {
+        None
+    };
     setup::table_and_packages(&App::new(config.clone(), &sdk).store)
         .await
         .expect("create the test table");
@@ -314,6 +328,9 @@ pub async fn spawn_app_with(secret_setup: SecretSetup) -> TestApp {
     api.contract = Some(contract());
     let api = Arc::new(api);
     tokio::spawn(router::serve(listener, api.clone()));
+    if let Some(queue) = webhooks_queue {
+        coffer_dev::webhooks::start(api.clone(), &sdk, queue);
+    }
     let base_url = format!("http://127.0.0.1:{port}");
     let mut registered = Vec::new();
     if !secret_setup.no_webhook && real.is_none() {

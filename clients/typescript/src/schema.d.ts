@@ -673,6 +673,94 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/payments/stripe/projects/{project_id}/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A project's webhook endpoints in a mode */
+        get: operations["get_api_v1_payments_stripe_projects_project_id_webhooks"];
+        put?: never;
+        /** Add a webhook endpoint: its signing secret is in the answer, once */
+        post: operations["post_api_v1_payments_stripe_projects_project_id_webhooks"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One webhook endpoint */
+        get: operations["get_api_v1_payments_stripe_projects_project_id_webhooks_endpoint_id"];
+        /** Change a webhook endpoint's URL or event types, or turn it off or on */
+        put: operations["put_api_v1_payments_stripe_projects_project_id_webhooks_endpoint_id"];
+        post?: never;
+        /** Delete a webhook endpoint */
+        delete: operations["delete_api_v1_payments_stripe_projects_project_id_webhooks_endpoint_id"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}/attempts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An endpoint's delivery attempts (kept 30 days), newest first */
+        get: operations["get_api_v1_payments_stripe_projects_project_id_webhooks_endpoint_id_attempts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}/resend": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Send an event (kept 30 days) to the endpoint again */
+        post: operations["post_api_v1_payments_stripe_projects_project_id_webhooks_endpoint_id_resend"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}/rotate-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A new signing secret (in the answer, once); the old one signs beside it for 24 h */
+        post: operations["post_api_v1_payments_stripe_projects_project_id_webhooks_endpoint_id_rotate_secret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/payments/stripe/update-subscription": {
         parameters: {
             query?: never;
@@ -1120,6 +1208,20 @@ export interface components {
             projectId: string;
             userId: string;
         };
+        /** @description A new endpoint: its URL and the event types it takes (left out: all). */
+        EndpointBody: {
+            /** @description Off stops deliveries; on again starts afresh. */
+            enabled?: boolean | null;
+            /**
+             * @example [
+             *       "payment.succeeded",
+             *       "plan.changed"
+             *     ]
+             */
+            events?: string[] | null;
+            /** @example https://app.example.com/hooks/coffer */
+            url?: string | null;
+        };
         /** @description Every error: a sentence for people and a stable code for programs. */
         Error: {
             /**
@@ -1566,6 +1668,10 @@ export interface components {
             setupIntentId?: string | null;
             threshold?: null | components["schemas"]["Major"];
         };
+        /** @description The event to send again. */
+        ResendBody: {
+            eventId: string;
+        };
         /** @description A reservation: credits set aside for work whose cost is known afterwards. */
         ReservationView: {
             /** @description What was held. */
@@ -1830,6 +1936,52 @@ export interface components {
         };
         ValidateBody: {
             secretKey?: string | null;
+        };
+        /** @description One delivery attempt, as kept 30 days. */
+        WebhookAttemptView: {
+            /** @description The first 1 KB of the answer, or why there was none. */
+            answer: string;
+            at: string;
+            /** Format: int32 */
+            attempt: number;
+            eventId: string;
+            eventType: string;
+            /** Format: int64 */
+            latencyMs: number;
+            /** @description `delivered`, `retrying`, `failed` or `gone`. */
+            outcome: string;
+            /**
+             * Format: int32
+             * @description The endpoint's status; `null` when it gave none (timeout, connection error, refused
+             *     address).
+             */
+            status?: number | null;
+        };
+        /** @description An endpoint with its signing secret: shown this once (when made or rotated). */
+        WebhookEndpointSecret: {
+            endpoint: components["schemas"]["WebhookEndpointView"];
+            /**
+             * @description The Standard Webhooks signing secret (`whsec_…`): keep it; it is not shown again.
+             * @example whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+             */
+            secret: string;
+        };
+        /** @description A project's webhook endpoint (its signing secret is shown only when made or rotated). */
+        WebhookEndpointView: {
+            createdAt: string;
+            /** @description Why Coffer disabled it: `gone` (it answered 410) or `failing` (three days of failures). */
+            disabledReason?: string | null;
+            enabled: boolean;
+            /** @description The event types sent; `null`: all. */
+            events?: string[] | null;
+            /** @description Since when its deliveries have failed, none succeeding. */
+            failingSince?: string | null;
+            /** @example ep_3f2a */
+            id: string;
+            /** @description Until when a rotated-out secret still signs beside the current one. */
+            previousSecretUntil?: string | null;
+            /** @example https://app.example.com/hooks/coffer */
+            url: string;
         };
         /** @description The webhook URLs to paste into the Stripe Dashboard, and the events to select. */
         WebhookUrls: {
@@ -3800,6 +3952,314 @@ export interface operations {
                 content: {
                     "application/json": {
                         data: components["schemas"]["WebhookUrls"];
+                        /** @enum {boolean} */
+                        success: true;
+                    };
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+        };
+    };
+    get_api_v1_payments_stripe_projects_project_id_webhooks: {
+        parameters: {
+            query?: {
+                /** @description Stripe's test mode (true) or live mode (false). */
+                test_mode?: boolean;
+            };
+            header?: never;
+            path: {
+                project_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Done, in the envelope. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["WebhookEndpointView"][];
+                        /** @enum {boolean} */
+                        success: true;
+                    };
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+        };
+    };
+    post_api_v1_payments_stripe_projects_project_id_webhooks: {
+        parameters: {
+            query?: {
+                /** @description Stripe's test mode (true) or live mode (false). */
+                test_mode?: boolean;
+            };
+            header?: never;
+            path: {
+                project_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["EndpointBody"];
+            };
+        };
+        responses: {
+            /** @description Done, in the envelope. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["WebhookEndpointSecret"];
+                        /** @enum {boolean} */
+                        success: true;
+                    };
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            409: components["responses"]["Error409"];
+            413: components["responses"]["Error413"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+        };
+    };
+    get_api_v1_payments_stripe_projects_project_id_webhooks_endpoint_id: {
+        parameters: {
+            query?: {
+                /** @description Stripe's test mode (true) or live mode (false). */
+                test_mode?: boolean;
+            };
+            header?: never;
+            path: {
+                project_id: string;
+                endpoint_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Done, in the envelope. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["WebhookEndpointView"];
+                        /** @enum {boolean} */
+                        success: true;
+                    };
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+        };
+    };
+    put_api_v1_payments_stripe_projects_project_id_webhooks_endpoint_id: {
+        parameters: {
+            query?: {
+                /** @description Stripe's test mode (true) or live mode (false). */
+                test_mode?: boolean;
+            };
+            header?: never;
+            path: {
+                project_id: string;
+                endpoint_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EndpointBody"];
+            };
+        };
+        responses: {
+            /** @description Done, in the envelope. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["WebhookEndpointView"];
+                        /** @enum {boolean} */
+                        success: true;
+                    };
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            413: components["responses"]["Error413"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+        };
+    };
+    delete_api_v1_payments_stripe_projects_project_id_webhooks_endpoint_id: {
+        parameters: {
+            query?: {
+                /** @description Stripe's test mode (true) or live mode (false). */
+                test_mode?: boolean;
+            };
+            header?: never;
+            path: {
+                project_id: string;
+                endpoint_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Done, in the envelope. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["WebhookEndpointView"];
+                        /** @enum {boolean} */
+                        success: true;
+                    };
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+        };
+    };
+    get_api_v1_payments_stripe_projects_project_id_webhooks_endpoint_id_attempts: {
+        parameters: {
+            query?: {
+                /** @description Stripe's test mode (true) or live mode (false). */
+                test_mode?: boolean;
+                /** @description Items per page (1–100). */
+                limit?: number;
+                /** @description The previous page's `nextCursor`. */
+                cursor?: string;
+            };
+            header?: never;
+            path: {
+                project_id: string;
+                endpoint_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Done, in the envelope. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["WebhookAttemptView"][];
+                        /** @description Give it as `cursor` for the next page; absent on the last. */
+                        nextCursor?: string;
+                        /** @enum {boolean} */
+                        success: true;
+                    };
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+        };
+    };
+    post_api_v1_payments_stripe_projects_project_id_webhooks_endpoint_id_resend: {
+        parameters: {
+            query?: {
+                /** @description Stripe's test mode (true) or live mode (false). */
+                test_mode?: boolean;
+            };
+            header?: never;
+            path: {
+                project_id: string;
+                endpoint_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ResendBody"];
+            };
+        };
+        responses: {
+            /** @description Done, in the envelope. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["WebhookEndpointView"];
+                        /** @enum {boolean} */
+                        success: true;
+                    };
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            413: components["responses"]["Error413"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+        };
+    };
+    post_api_v1_payments_stripe_projects_project_id_webhooks_endpoint_id_rotate_secret: {
+        parameters: {
+            query?: {
+                /** @description Stripe's test mode (true) or live mode (false). */
+                test_mode?: boolean;
+            };
+            header?: never;
+            path: {
+                project_id: string;
+                endpoint_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Done, in the envelope. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["WebhookEndpointSecret"];
                         /** @enum {boolean} */
                         success: true;
                     };

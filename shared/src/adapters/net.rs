@@ -85,15 +85,20 @@ pub fn root_store(extra_pem: Option<&[u8]>) -> (rustls::RootCertStore, usize) {
     (roots, added)
 }
 
-fn build(extra_pem: Option<&[u8]>) -> Http {
-    let (roots, _) = root_store(extra_pem);
-    let tls = match safe_defaults() {
+/// The TLS configuration every client uses: ring's safe defaults and the given roots.
+pub fn tls_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
+    match safe_defaults() {
         Some(builder) => builder.with_root_certificates(roots),
         // ring has suites for TLS 1.2 and 1.3 (a unit test checks it), so this is not reached;
         // were it, rustls' process default (ring, the one provider linked) is the fallback.
         None => rustls::ClientConfig::builder().with_root_certificates(roots),
     }
-    .with_no_client_auth();
+    .with_no_client_auth()
+}
+
+fn build(extra_pem: Option<&[u8]>) -> Http {
+    let (roots, _) = root_store(extra_pem);
+    let tls = tls_config(roots);
     let mut tcp = TcpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);

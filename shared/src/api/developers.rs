@@ -318,3 +318,99 @@ fn rate_value(e4: i64) -> serde_json::Value {
         .map(serde_json::Value::from)
         .unwrap_or(serde_json::Value::Null)
 }
+
+/// A project's webhook endpoint (its signing secret is shown only when made or rotated).
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEndpointView {
+    #[cfg_attr(feature = "openapi", schema(example = "ep_3f2a"))]
+    pub id: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "https://app.example.com/hooks/coffer")
+    )]
+    pub url: String,
+    /// The event types sent; `null`: all.
+    pub events: Option<Vec<String>>,
+    pub enabled: bool,
+    /// Why Coffer disabled it: `gone` (it answered 410) or `failing` (three days of failures).
+    pub disabled_reason: Option<String>,
+    /// Since when its deliveries have failed, none succeeding.
+    pub failing_since: Option<String>,
+    /// Until when a rotated-out secret still signs beside the current one.
+    pub previous_secret_until: Option<String>,
+    pub created_at: String,
+}
+
+impl WebhookEndpointView {
+    pub fn of(endpoint: &crate::domain::webhooks::Endpoint) -> Self {
+        let now = crate::domain::records::now_ms() / 1000;
+        Self {
+            id: endpoint.id.clone(),
+            url: endpoint.url.clone(),
+            events: endpoint.events.clone(),
+            enabled: endpoint.enabled,
+            disabled_reason: endpoint.disabled_reason.clone(),
+            failing_since: endpoint
+                .failing_since
+                .map(|s| rfc3339(s.saturating_mul(1000))),
+            previous_secret_until: endpoint
+                .secrets
+                .iter()
+                .filter_map(|s| s.expires_at)
+                .filter(|until| *until > now)
+                .max()
+                .map(|until| rfc3339(until.saturating_mul(1000))),
+            created_at: rfc3339(endpoint.created_at.saturating_mul(1000)),
+        }
+    }
+}
+
+/// An endpoint with its signing secret: shown this once (when made or rotated).
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEndpointSecret {
+    pub endpoint: WebhookEndpointView,
+    /// The Standard Webhooks signing secret (`whsec_…`): keep it; it is not shown again.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    )]
+    pub secret: String,
+}
+
+/// One delivery attempt, as kept 30 days.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAttemptView {
+    pub event_id: String,
+    pub event_type: String,
+    pub attempt: u32,
+    pub at: String,
+    /// The endpoint's status; `null` when it gave none (timeout, connection error, refused
+    /// address).
+    pub status: Option<u16>,
+    pub latency_ms: i64,
+    /// `delivered`, `retrying`, `failed` or `gone`.
+    pub outcome: String,
+    /// The first 1 KB of the answer, or why there was none.
+    pub answer: String,
+}
+
+impl WebhookAttemptView {
+    pub fn of(attempt: &crate::domain::webhooks::Attempt) -> Self {
+        Self {
+            event_id: attempt.event_id.clone(),
+            event_type: attempt.event_type.clone(),
+            attempt: attempt.attempt,
+            at: rfc3339(attempt.at_ms),
+            status: attempt.status,
+            latency_ms: attempt.latency_ms,
+            outcome: attempt.outcome.clone(),
+            answer: attempt.answer.clone(),
+        }
+    }
+}

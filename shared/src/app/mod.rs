@@ -57,6 +57,10 @@ pub struct App {
     projects: ShortCache<Project, ProjectId>,
     /// Where billing events go (only the functions that publish them have a bus configured).
     pub events: Option<EventBus>,
+    /// The queue of webhook deliveries (only the functions that send to it have one).
+    pub deliveries: Option<crate::adapters::queue::DeliveryQueue>,
+    /// The client that calls developers' webhook endpoints, made on first use.
+    outbound: std::sync::OnceLock<crate::adapters::outbound::Outbound>,
     /// What the usage path keeps in memory here (`USAGE_CACHE_MS`).
     pub usage: UsageCache,
 }
@@ -187,6 +191,20 @@ impl App {
                 bus,
             )
         });
+        let deliveries = config.webhook_queue_url.clone().map(|url| {
+            let mut sqs = aws_sdk_sqs::config::Builder::from(sdk).http_client(sdk_http.clone());
+            if let Some(endpoint) = endpoint_override("AWS_ENDPOINT_URL_SQS") {
+                sqs = sqs.endpoint_url(endpoint);
+            }
+            #[cfg(feature = "call-log")]
+            if let Some(recorder) = crate::calls::Recorder::from_env(&config) {
+                sqs = sqs.interceptor(recorder);
+            }
+            crate::adapters::queue::DeliveryQueue::new(
+                aws_sdk_sqs::Client::from_conf(sqs.build()),
+                url,
+            )
+        });
         let mut app = Self::assemble(
             http,
             config,
@@ -194,7 +212,19 @@ impl App {
             aws_sdk_secretsmanager::Client::from_conf(secrets.build()),
         );
         app.events = events;
+        app.deliveries = deliveries;
         app
+    }
+
+    /// The client that calls developers' webhook endpoints (made on first use: most functions
+    /// never call one).
+    pub fn outbound(&self) -> &crate::adapters::outbound::Outbound {
+        self.outbound.get_or_init(|| {
+            crate::adapters::outbound::Outbound::new(
+                self.config.webhooks_local,
+                std::time::Duration::from_secs(crate::domain::webhooks::TIMEOUT_SECS),
+            )
+        })
     }
 
     /// The same from ready clients (tests point them at fault-injecting proxies).
@@ -245,6 +275,8 @@ impl App {
             settings: ShortCache::new(CACHE_TTL),
             projects: ShortCache::new(CACHE_TTL),
             events: None,
+            deliveries: None,
+            outbound: std::sync::OnceLock::new(),
             usage: UsageCache::new(usage_cache),
         }
     }

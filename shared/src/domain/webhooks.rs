@@ -104,6 +104,27 @@ impl Endpoint {
     }
 }
 
+/// One attempt to deliver an event to an endpoint, as the developer's log shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub event_id: String,
+    pub event_type: String,
+    /// 1 for the first attempt of a delivery (a re-send starts again at 1).
+    pub attempt: u32,
+    /// When it was made (Unix milliseconds).
+    pub at_ms: i64,
+    /// The endpoint's status code; `None` when it gave none (timeout, connection error,
+    /// an address refused at send time).
+    pub status: Option<u16>,
+    pub latency_ms: i64,
+    /// `delivered`, `retrying` (tried again later), `failed` (not tried again), `gone` (410:
+    /// the endpoint is disabled).
+    pub outcome: String,
+    /// The first `ANSWER_KEPT_BYTES` of the answer (lossy UTF-8), or why there was none.
+    pub answer: String,
+}
+
 /// A new signing secret from 32 random bytes.
 pub fn new_secret(random: &[u8; 32]) -> String {
     format!(
@@ -162,10 +183,11 @@ pub fn verdict(status: Option<u16>) -> Verdict {
     }
 }
 
-/// When the delivery whose first attempt was at `first` is tried again after its `attempt`th
-/// attempt (1-based) failed at `now`: the schedule's wait (times `scale`, for tests) with up to
-/// a fifth of jitter either way (`jitter` in 0..1). `None`: it has been tried for three days.
-pub fn next_attempt(first: i64, attempt: u32, now: i64, scale: f64, jitter: f64) -> Option<i64> {
+/// When (Unix milliseconds) the delivery whose first attempt was at `first` (Unix seconds) is
+/// tried again after its `attempt`th attempt (1-based) failed at `now_ms`: the schedule's wait
+/// (times `scale`, for tests) with up to a fifth of jitter either way (`jitter` in 0..1).
+/// `None`: it has been tried for three days.
+pub fn next_attempt(first: i64, attempt: u32, now_ms: i64, scale: f64, jitter: f64) -> Option<i64> {
     let step = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
     let base = BACKOFF_SECS
         .get(step)
@@ -174,10 +196,11 @@ pub fn next_attempt(first: i64, attempt: u32, now: i64, scale: f64, jitter: f64)
         .unwrap_or(5);
     let jittered = base as f64 * (0.8 + 0.4 * jitter.clamp(0.0, 1.0)) * scale.max(0.0);
     let wait_ms = (jittered * 1000.0).round() as i64;
-    let due_ms = now.saturating_mul(1000).saturating_add(wait_ms.max(0));
-    let limit_ms = (first.saturating_add((RETRY_FOR_SECS as f64 * scale.max(0.0)) as i64))
-        .saturating_mul(1000);
-    (due_ms <= limit_ms.max(now.saturating_mul(1000))).then_some(due_ms)
+    let due_ms = now_ms.saturating_add(wait_ms.max(0));
+    let limit_ms = first
+        .saturating_mul(1000)
+        .saturating_add((RETRY_FOR_SECS as f64 * 1000.0 * scale.max(0.0)) as i64);
+    (due_ms <= limit_ms).then_some(due_ms)
 }
 
 /// An endpoint after an attempt's verdict at `now`: a success clears its failing time; a 410
@@ -414,7 +437,7 @@ mod tests {
         let mut at = 0;
         let mut waits = Vec::new();
         for attempt in 1.. {
-            match next_attempt(0, attempt, at, 1.0, 0.5) {
+            match next_attempt(0, attempt, at * 1000, 1.0, 0.5) {
                 Some(due_ms) => {
                     waits.push(due_ms / 1000 - at);
                     at = due_ms / 1000;

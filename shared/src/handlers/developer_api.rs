@@ -79,6 +79,9 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     if path.contains("/accounts/") {
         return account_route(app, req, &developer, scope).await;
     }
+    if path.contains("/webhooks") {
+        return super::webhooks::webhooks_route(app, req, scope).await;
+    }
     if path.ends_with("/payments") {
         let query = payment_query(req, &developer)?;
         let (lines, next) = merged_page(app, &developer, &[scope], &query).await?;

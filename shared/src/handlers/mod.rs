@@ -16,6 +16,7 @@ pub(crate) mod project_plans;
 pub(crate) mod recharge;
 pub(crate) mod stripe_webhook;
 pub(crate) mod usage;
+pub(crate) mod webhooks;
 
 pub use balance::balance;
 pub use billing::billing;
@@ -175,6 +176,14 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants/{grant_id}/adjust", "developer-api"),
     ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants/{grant_id}/void", "developer-api"),
     ("GET", "/api/usage", "usage"),
+    ("GET", "/api/v1/payments/stripe/projects/{project_id}/webhooks", "developer-api"),
+    ("POST", "/api/v1/payments/stripe/projects/{project_id}/webhooks", "developer-api"),
+    ("GET", "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}", "developer-api"),
+    ("PUT", "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}", "developer-api"),
+    ("DELETE", "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}", "developer-api"),
+    ("POST", "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}/rotate-secret", "developer-api"),
+    ("GET", "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}/attempts", "developer-api"),
+    ("POST", "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}/resend", "developer-api"),
 ];
 
 /// Runs the handler of the named function.

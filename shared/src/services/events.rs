@@ -366,7 +366,7 @@ pub async fn publish_stream_event(app: &App, event: &Value) -> StreamBatch {
     // Boxed: the recharge work's future is deep (each step waits on Stripe and the table),
     // and inline it would pass the compiler's layout depth in the function's own future.
     let stopped = Box::pin(recharge_work(app, &records)).await;
-    let Some(bus) = app.events.as_ref() else {
+    if app.events.is_none() && app.deliveries.is_none() {
         return StreamBatch {
             figures: json!({ "records": records.len(), "published": 0 }),
             failed: stopped.map(|(index, cause)| FailedRecord {
@@ -405,10 +405,20 @@ pub async fn publish_stream_event(app: &App, event: &Value) -> StreamBatch {
         .chunks(ENTRIES_PER_CALL)
         .zip(origins.chunks(ENTRIES_PER_CALL))
     {
-        if let Err(err) = bus.publish(chunk).await {
-            // Every event of the records before this chunk's first record went out; that
-            // record's are sent again (same ids) when the batch goes on from it.
-            failed = Some((from[0], err.to_string()));
+        // To the bus, and to the projects' own webhook endpoints (through their queue). Every
+        // event of the records before this chunk's first record went out; that record's are
+        // sent again (same ids) when the batch goes on from it.
+        if let Some(bus) = app.events.as_ref() {
+            if let Err(err) = bus.publish(chunk).await {
+                failed = Some((from[0], err.to_string()));
+                break;
+            }
+        }
+        if let Err(err) = crate::services::webhooks::fan_out(app, chunk).await {
+            failed = Some((
+                from[0],
+                format!("webhooks: {}: {}", err.code(), err.cause()),
+            ));
             break;
         }
         published += chunk.len();

@@ -21,5 +21,6 @@ pub mod stats_backfill;
 pub mod streams;
 pub mod subscriptions;
 pub mod usage;
+pub mod webhooks;
 
 pub use failure::Failure;

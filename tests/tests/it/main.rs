@@ -15,6 +15,7 @@ mod hostile;
 mod lifecycle;
 mod metering;
 mod money_defects;
+mod outbound_webhooks;
 mod projects;
 mod purchase;
 mod recharge;

@@ -20,6 +20,9 @@
 //! | usage record      | `USE#<sha256>`      | `USE`            | the first answer to a usage key; gsi1 `LEASED#<lease>` when taken from a lease |
 //! | usage lease       | `LEASE#<acct>#<metric>#<period>` | `<lease id>` | a block of an allowance held by one instance |
 //! | limit reached     | `LIMIT#<acct>#<metric>#<period>` | `LIMIT` | first refusal in the period (an event) |
+//! | webhook endpoint  | `WEBHOOKS`          | `EP#<id>`        | url, event types, signing secrets; `ver` |
+//! | webhook event     | `WHEVENT#<event id>`| `EVENT`          | the event as sent, for re-sending; TTL 30 d |
+//! | webhook attempt   | `WHATT#<endpoint>`  | `<ms>#<event>#<n>` | status, latency, first 1 KB; TTL 30 d |
 
 pub use crate::domain::idempotency::hash_parts;
 use std::collections::HashMap;
@@ -135,6 +138,25 @@ impl Keys {
 
     pub fn plan(&self, id: &str) -> Item {
         key(self.plans_pk(), format!("PLAN#{id}"))
+    }
+
+    /// A scope's webhook endpoints (one Query lists them all).
+    pub fn webhooks_pk(&self) -> String {
+        format!("{}WEBHOOKS", self.prefix)
+    }
+
+    pub fn webhook_endpoint(&self, id: &str) -> Item {
+        key(self.webhooks_pk(), format!("EP#{id}"))
+    }
+
+    /// An event kept (30 days) so that it can be sent to an endpoint again.
+    pub fn webhook_event(&self, event_id: &str) -> Item {
+        key(format!("{}WHEVENT#{event_id}", self.prefix), "EVENT")
+    }
+
+    /// An endpoint's delivery attempts, oldest first by `<ms>#<event>#<attempt>`.
+    pub fn webhook_attempts_pk(&self, endpoint_id: &str) -> String {
+        format!("{}WHATT#{endpoint_id}", self.prefix)
     }
 
     pub fn settings(&self) -> Item {

@@ -82,5 +82,6 @@ mod history;
 mod marks;
 mod plans;
 mod subscriptions;
+mod webhooks;
 
 pub use history::{valid_account_boundary, AccountPayment};

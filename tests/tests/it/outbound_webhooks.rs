@@ -1,0 +1,379 @@
+//! Projects' own webhooks, over the wire: a developer's endpoint on a local receiver gets each
+//! event once, signed, as the Standard Webhooks library verifies it; failures are tried again
+//! with backoff; a 410 disables; a rotated secret still verifies for its overlap; another
+//! developer sees nothing; metadata addresses are refused, saved or redirected to; a receiver
+//! that hangs never delays another project's deliveries.
+
+use std::time::{Duration, Instant};
+
+use integration_tests::receiver::{verify_with_library, Answer, Receiver};
+use integration_tests::{eventually, spawn_app_with, SecretSetup, TestApp};
+use serde_json::{json, Value};
+
+async fn with_webhooks() -> TestApp {
+    let app = spawn_app_with(SecretSetup {
+        webhooks: true,
+        ..SecretSetup::default()
+    })
+    .await;
+    app.follow_stream().await;
+    app
+}
+
+/// `project` configured in test mode by `developer`, with `credits.low` below 5.00.
+async fn configured(app: &TestApp, project: &str, developer: &str) {
+    let token = app.developer_token(developer);
+    let keys = json!({
+        "secretKey": format!("sk_test_{project}_0123456789abcdefwxyz"),
+        "publishableKey": format!("pk_test_{project}_0123456789abcdef"),
+        "webhookSecret": format!("whsec_{project}testSigningSecret0123456789abcdef"),
+    });
+    let path = format!("/api/v1/payments/stripe/projects/{project}");
+    let made = app
+        .call(
+            "PUT",
+            &format!("{path}/config?test_mode=true"),
+            Some(&token),
+            Some(&keys),
+        )
+        .await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    let settings = app
+        .call(
+            "PUT",
+            &format!("{path}/settings?test_mode=true"),
+            Some(&token),
+            Some(&json!({"creditsLowThreshold": 5})),
+        )
+        .await;
+    assert_eq!(settings.status, 200, "{}", settings.body);
+}
+
+/// A new endpoint of `project` at `url`; its id and signing secret.
+async fn endpoint(app: &TestApp, project: &str, developer: &str, url: &str) -> (String, String) {
+    let made = app
+        .call(
+            "POST",
+            &format!("/api/v1/payments/stripe/projects/{project}/webhooks?test_mode=true"),
+            Some(&app.developer_token(developer)),
+            Some(&json!({"url": url, "events": ["credits.low"]})),
+        )
+        .await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    let secret = made.body["data"]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let id = made.body["data"]["endpoint"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    (id, secret)
+}
+
+/// `credits.low` for `account` of `project`: 10.00 granted by the developer, 6.00 spent.
+async fn credits_low(app: &TestApp, project: &str, developer: &str, account: &str) {
+    let granted = app
+        .call(
+            "POST",
+            &format!(
+                "/api/v1/payments/stripe/projects/{project}/accounts/{account}/grants?test_mode=true"
+            ),
+            Some(&app.developer_token(developer)),
+            Some(&json!({"amount": 10, "reason": "welcome", "idempotencyKey": format!("g-{account}")})),
+        )
+        .await;
+    assert_eq!(granted.status, 200, "{}", granted.body);
+    let spent = app
+        .call(
+            "POST",
+            &format!("/api/credits/consume?project_id={project}&test_mode=true"),
+            Some(&app.token(account)),
+            Some(&json!({"amount": 6, "reason": "work", "idempotencyKey": format!("s-{account}")})),
+        )
+        .await;
+    assert_eq!(spent.status, 200, "{}", spent.body);
+}
+
+async fn received(
+    receiver: &Receiver,
+    count: usize,
+    secs: u64,
+) -> Vec<integration_tests::receiver::Received> {
+    eventually(secs, || async {
+        let got = receiver.received();
+        (got.len() >= count).then_some(got)
+    })
+    .await
+    .unwrap_or_else(|| receiver.received())
+}
+
+async fn attempts(app: &TestApp, project: &str, developer: &str, id: &str) -> Vec<Value> {
+    let log = app
+        .call(
+            "GET",
+            &format!(
+                "/api/v1/payments/stripe/projects/{project}/webhooks/{id}/attempts?test_mode=true"
+            ),
+            Some(&app.developer_token(developer)),
+            None,
+        )
+        .await;
+    assert_eq!(log.status, 200, "{}", log.body);
+    log.body["data"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn each_event_reaches_its_endpoint_once_signed_as_the_standard_webhooks_library_verifies() {
+    let app = with_webhooks().await;
+    configured(&app, "alpha", "dev-wes").await;
+    let receiver = Receiver::start(Answer::Status(204)).await;
+    let (id, secret) = endpoint(&app, "alpha", "dev-wes", &receiver.url).await;
+    credits_low(&app, "alpha", "dev-wes", "ana").await;
+    let got = received(&receiver, 1, 60).await;
+    assert_eq!(got.len(), 1, "one delivery");
+    let event = verify_with_library(&secret, &got[0])
+        .await
+        .expect("the library verifies it");
+    assert_eq!(event["type"], "credits.low");
+    assert_eq!(event["account"], "ana");
+    assert_eq!(event["project"], "alpha");
+    assert_eq!(
+        got[0].headers["webhook-id"],
+        event["id"].as_str().expect("id")
+    );
+    // Signed with another secret, the library refuses it (the check can fail).
+    let other = coffer::domain::webhooks::new_secret(&[1; 32]);
+    assert!(verify_with_library(&other, &got[0]).await.is_err());
+    // Once: nothing more comes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.received().len(), 1, "delivered once");
+    let log = attempts(&app, "alpha", "dev-wes", &id).await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["outcome"], "delivered");
+    assert_eq!(log[0]["status"], 204);
+    // Sent again on the developer's word: the same event, the same webhook-id.
+    let resent = app
+        .call(
+            "POST",
+            &format!("/api/v1/payments/stripe/projects/alpha/webhooks/{id}/resend?test_mode=true"),
+            Some(&app.developer_token("dev-wes")),
+            Some(&json!({"eventId": event["id"]})),
+        )
+        .await;
+    assert_eq!(resent.status, 200, "{}", resent.body);
+    let again = received(&receiver, 2, 30).await;
+    assert_eq!(again.len(), 2);
+    assert_eq!(
+        again[1].headers["webhook-id"],
+        again[0].headers["webhook-id"]
+    );
+    verify_with_library(&secret, &again[1])
+        .await
+        .expect("verifies");
+}
+
+#[tokio::test]
+async fn a_receiver_failing_five_times_gets_the_event_on_the_sixth_try_with_backoff() {
+    let app = with_webhooks().await;
+    configured(&app, "alpha", "dev-fay").await;
+    let receiver = Receiver::start(Answer::Status(200)).await;
+    receiver.script(vec![Answer::Status(500); 5]);
+    let (id, secret) = endpoint(&app, "alpha", "dev-fay", &receiver.url).await;
+    credits_low(&app, "alpha", "dev-fay", "bo").await;
+    let got = received(&receiver, 6, 90).await;
+    assert_eq!(got.len(), 6, "five failures, then the delivery");
+    for delivery in &got {
+        verify_with_library(&secret, delivery)
+            .await
+            .expect("each try is signed");
+        assert_eq!(delivery.headers["webhook-id"], got[0].headers["webhook-id"]);
+    }
+    // The waits follow the schedule (5 s, 5 min, 30 min, 2 h, 5 h at the tests' 1/3600 scale),
+    // each at least four fifths of it (the jitter), and they grow.
+    let scheduled_ms = [5.0, 300.0, 1800.0, 7200.0, 18_000.0].map(|s| s * 1000.0 / 3600.0);
+    let gaps: Vec<Duration> = got
+        .windows(2)
+        .map(|w| w[1].at.duration_since(w[0].at))
+        .collect();
+    for (gap, wait) in gaps.iter().zip(scheduled_ms) {
+        assert!(
+            gap.as_secs_f64() * 1000.0 >= wait * 0.8,
+            "a wait of {gap:?} is shorter than the schedule's {wait} ms: {gaps:?}"
+        );
+    }
+    assert!(gaps[4] > gaps[1], "{gaps:?}");
+    let log = attempts(&app, "alpha", "dev-fay", &id).await;
+    let outcomes: Vec<&str> = log.iter().filter_map(|a| a["outcome"].as_str()).collect();
+    assert_eq!(outcomes.len(), 6, "{log:?}");
+    assert_eq!(outcomes[0], "delivered", "newest first: {outcomes:?}");
+    assert!(
+        outcomes[1..].iter().all(|o| *o == "retrying"),
+        "{outcomes:?}"
+    );
+    assert_eq!(log[1]["status"], 500);
+}
+
+#[tokio::test]
+async fn a_410_disables_the_endpoint_and_nothing_more_is_sent() {
+    let app = with_webhooks().await;
+    configured(&app, "alpha", "dev-gil").await;
+    let receiver = Receiver::start(Answer::Status(410)).await;
+    let (id, _) = endpoint(&app, "alpha", "dev-gil", &receiver.url).await;
+    credits_low(&app, "alpha", "dev-gil", "cy").await;
+    assert_eq!(received(&receiver, 1, 60).await.len(), 1);
+    let seen = eventually(20, || async {
+        let now = app
+            .call(
+                "GET",
+                &format!("/api/v1/payments/stripe/projects/alpha/webhooks/{id}?test_mode=true"),
+                Some(&app.developer_token("dev-gil")),
+                None,
+            )
+            .await;
+        (now.body["data"]["enabled"] == false).then_some(now.body)
+    })
+    .await
+    .expect("disabled");
+    assert_eq!(seen["data"]["disabledReason"], "gone");
+    credits_low(&app, "alpha", "dev-gil", "cy2").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(receiver.received().len(), 1, "nothing after the 410");
+    let log = attempts(&app, "alpha", "dev-gil", &id).await;
+    assert_eq!(log[0]["outcome"], "gone");
+}
+
+#[tokio::test]
+async fn a_rotated_secret_keeps_the_old_one_valid_beside_the_new_for_the_overlap() {
+    let app = with_webhooks().await;
+    configured(&app, "alpha", "dev-hal").await;
+    let receiver = Receiver::start(Answer::Status(200)).await;
+    let (id, old) = endpoint(&app, "alpha", "dev-hal", &receiver.url).await;
+    let rotated = app
+        .call(
+            "POST",
+            &format!(
+                "/api/v1/payments/stripe/projects/alpha/webhooks/{id}/rotate-secret?test_mode=true"
+            ),
+            Some(&app.developer_token("dev-hal")),
+            None,
+        )
+        .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let new = rotated.body["data"]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    assert_ne!(new, old);
+    assert!(rotated.body["data"]["endpoint"]["previousSecretUntil"].is_string());
+    credits_low(&app, "alpha", "dev-hal", "di").await;
+    let got = received(&receiver, 1, 60).await;
+    assert_eq!(got.len(), 1);
+    verify_with_library(&new, &got[0])
+        .await
+        .expect("the new secret verifies");
+    verify_with_library(&old, &got[0])
+        .await
+        .expect("the old one too, for a day");
+    // The listing never shows a secret.
+    let listed = app
+        .call(
+            "GET",
+            "/api/v1/payments/stripe/projects/alpha/webhooks?test_mode=true",
+            Some(&app.developer_token("dev-hal")),
+            None,
+        )
+        .await;
+    assert!(
+        !listed.body.to_string().contains("whsec_"),
+        "{}",
+        listed.body
+    );
+}
+
+#[tokio::test]
+async fn another_developers_endpoints_are_404_and_metadata_addresses_are_refused() {
+    let app = with_webhooks().await;
+    configured(&app, "alpha", "dev-ida").await;
+    let receiver = Receiver::start(Answer::Status(200)).await;
+    let (id, _) = endpoint(&app, "alpha", "dev-ida", &receiver.url).await;
+    let outsider = app.developer_token("dev-jon");
+    for (method, path) in [
+        (
+            "GET",
+            format!("/api/v1/payments/stripe/projects/alpha/webhooks/{id}?test_mode=true"),
+        ),
+        (
+            "DELETE",
+            format!("/api/v1/payments/stripe/projects/alpha/webhooks/{id}?test_mode=true"),
+        ),
+        (
+            "GET",
+            "/api/v1/payments/stripe/projects/alpha/webhooks?test_mode=true".to_owned(),
+        ),
+        (
+            "GET",
+            format!("/api/v1/payments/stripe/projects/alpha/webhooks/{id}/attempts?test_mode=true"),
+        ),
+    ] {
+        let reply = app.call(method, &path, Some(&outsider), None).await;
+        assert_eq!(reply.status, 404, "{method} {path}: {}", reply.body);
+    }
+    for url in [
+        "https://169.254.169.254/latest/meta-data/",
+        "http://169.254.169.254/latest/meta-data/",
+        "https://[fd00:ec2::254]/",
+        "https://10.1.2.3/hook",
+    ] {
+        let refused = app
+            .call(
+                "POST",
+                "/api/v1/payments/stripe/projects/alpha/webhooks?test_mode=true",
+                Some(&app.developer_token("dev-ida")),
+                Some(&json!({"url": url})),
+            )
+            .await;
+        assert_eq!(refused.status, 400, "{url}: {}", refused.body);
+    }
+    // A receiver that redirects to the metadata address: the redirect is never followed.
+    let redirecting = Receiver::start(Answer::Redirect(
+        "http://169.254.169.254/latest/meta-data/".into(),
+    ))
+    .await;
+    let (bad, _) = endpoint(&app, "alpha", "dev-ida", &redirecting.url).await;
+    credits_low(&app, "alpha", "dev-ida", "ed").await;
+    assert_eq!(received(&redirecting, 1, 60).await.len(), 1);
+    let log = eventually(20, || async {
+        let log = attempts(&app, "alpha", "dev-ida", &bad).await;
+        (!log.is_empty()).then_some(log)
+    })
+    .await
+    .expect("an attempt");
+    assert_eq!(log[0]["status"], 302);
+    assert_eq!(log[0]["outcome"], "failed", "not followed, not tried again");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(redirecting.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_receiver_that_hangs_never_delays_another_projects_deliveries() {
+    let app = with_webhooks().await;
+    configured(&app, "alpha", "dev-kim").await;
+    configured(&app, "beta", "dev-lou").await;
+    let hanging = Receiver::start(Answer::Hang).await;
+    let quick = Receiver::start(Answer::Status(200)).await;
+    endpoint(&app, "alpha", "dev-kim", &hanging.url).await;
+    endpoint(&app, "beta", "dev-lou", &quick.url).await;
+    // The hanging project's event first, then the other's.
+    credits_low(&app, "alpha", "dev-kim", "fi").await;
+    assert_eq!(received(&hanging, 1, 60).await.len(), 1);
+    let started = Instant::now();
+    credits_low(&app, "beta", "dev-lou", "gus").await;
+    assert_eq!(received(&quick, 1, 60).await.len(), 1);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "the other project's delivery took {took:?} beside a receiver hanging for 10 s"
+    );
+}
