@@ -155,7 +155,7 @@ fn doc(method: &str, path: &str) -> Option<Doc> {
         ("DELETE", "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}") => d("Delete a webhook endpoint", "Developer webhooks", Developer, MODE, None, One(schema_ref::<WebhookEndpointView>()), &[], false),
         ("POST", "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}/rotate-secret") => d("A new signing secret (in the answer, once); the old one signs beside it for 24 h", "Developer webhooks", Developer, MODE, None, One(schema_ref::<WebhookEndpointSecret>()), &[], false),
         ("GET", "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}/attempts") => d("An endpoint's delivery attempts (kept 30 days), newest first", "Developer webhooks", Developer, DEV_LOG, None, Page(schema_ref::<WebhookAttemptView>()), &[], false),
-        ("POST", "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}/resend") => d("Send an event (kept 30 days) to the endpoint again", "Developer webhooks", Developer, MODE, Some(schema_ref::<handlers::webhooks::ResendBody>()), One(schema_ref::<WebhookEndpointView>()), &[503], false),
+        ("POST", "/api/v1/payments/stripe/projects/{project_id}/webhooks/{endpoint_id}/resend") => d("Send an event (kept 30 days) to the endpoint again", "Developer webhooks", Developer, MODE, Some(schema_ref::<handlers::webhooks::ResendBody>()), One(schema_ref::<WebhookEndpointView>()), &[409, 503], false),
         _ => return None,
     })
 }

@@ -63,6 +63,8 @@ pub struct Answer {
     /// The first bytes of the answer (lossy UTF-8), or why there was none.
     pub text: String,
     pub latency_ms: i64,
+    /// No answer because the host resolves only to addresses a delivery never goes to.
+    pub refused: bool,
 }
 
 /// The delivery client (cheap to clone).
@@ -114,6 +116,7 @@ impl Outbound {
                     status: None,
                     text: "the request could not be made (the URL or a header is malformed)".into(),
                     latency_ms: 0,
+                    refused: true,
                 }
             }
         };
@@ -121,10 +124,14 @@ impl Outbound {
             let response = self.client.request(request).await.map_err(|err| {
                 // The cause's words only (no URL with a query string, no header).
                 let mut cause: &dyn std::error::Error = &err;
+                let mut refused = false;
                 while let Some(inner) = cause.source() {
                     cause = inner;
+                    refused |= cause
+                        .downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
                 }
-                format!("no answer: {cause}")
+                (format!("no answer: {cause}"), refused)
             })?;
             let status = response.status().as_u16();
             let mut body = response.into_body();
@@ -140,23 +147,26 @@ impl Outbound {
                     Some(Err(_)) | None => break,
                 }
             }
-            Ok::<_, String>((status, String::from_utf8_lossy(&kept).into_owned()))
+            Ok::<_, (String, bool)>((status, String::from_utf8_lossy(&kept).into_owned()))
         };
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok((status, text))) => Answer {
                 status: Some(status),
                 text,
                 latency_ms: elapsed(started),
+                refused: false,
             },
-            Ok(Err(why)) => Answer {
+            Ok(Err((why, refused))) => Answer {
                 status: None,
                 text: why,
                 latency_ms: elapsed(started),
+                refused,
             },
             Err(_) => Answer {
                 status: None,
                 text: format!("no answer within {} s", self.timeout.as_secs()),
                 latency_ms: elapsed(started),
+                refused: false,
             },
         }
     }

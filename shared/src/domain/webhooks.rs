@@ -2,7 +2,7 @@
 //! Standard Webhooks specification), when it is tried again, and which addresses are never
 //! called. Pure rules; the sending and the queue are the adapters'.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -60,6 +60,10 @@ pub struct Endpoint {
     /// Since when its deliveries have failed with none succeeding (Unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing_since: Option<i64>,
+    /// When a delivery last failed (a failure longer ago than the retry window starts a new
+    /// streak: the endpoint must fail continuously to be disabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_at: Option<i64>,
 }
 
 impl Endpoint {
@@ -81,25 +85,24 @@ impl Endpoint {
             .collect()
     }
 
-    /// The endpoint with `fresh` as its secret; the current one signs beside it for a day.
+    /// The endpoint with `fresh` as its secret; the current one signs beside it for a day. At
+    /// most one earlier secret is kept (rotated again, the one before is dropped), so the
+    /// signature header stays two signatures long.
     pub fn rotated(mut self, fresh: String, now: i64) -> Self {
-        let mut kept: Vec<SigningSecret> = self
+        let previous = self
             .secrets
             .into_iter()
-            .filter(|s| s.expires_at.is_none_or(|until| now < until))
+            .find(|s| s.expires_at.is_none())
             .map(|mut s| {
-                s.expires_at = Some(s.expires_at.unwrap_or(now + ROTATION_OVERLAP_SECS));
+                s.expires_at = Some(now + ROTATION_OVERLAP_SECS);
                 s
-            })
-            .collect();
-        kept.insert(
-            0,
-            SigningSecret {
-                secret: fresh,
-                expires_at: None,
-            },
-        );
-        self.secrets = kept;
+            });
+        self.secrets = std::iter::once(SigningSecret {
+            secret: fresh,
+            expires_at: None,
+        })
+        .chain(previous)
+        .collect();
         self
     }
 }
@@ -214,14 +217,26 @@ pub fn after_attempt(
 ) -> (Endpoint, bool) {
     let was_enabled = endpoint.enabled;
     match verdict {
-        Verdict::Delivered => endpoint.failing_since = None,
+        Verdict::Delivered => {
+            endpoint.failing_since = None;
+            endpoint.last_failed_at = None;
+        }
         Verdict::Gone => {
             endpoint.enabled = false;
             endpoint.disabled_reason = Some("gone".into());
         }
         Verdict::Retry | Verdict::Refused => {
-            let since = *endpoint.failing_since.get_or_insert(now);
             let limit = (DISABLE_AFTER_SECS as f64 * scale.max(0.0)) as i64;
+            let window = (RETRY_FOR_SECS as f64 * scale.max(0.0)) as i64;
+            // A quiet gap longer than the retry window: an old streak is over.
+            if endpoint
+                .last_failed_at
+                .is_some_and(|last| now.saturating_sub(last) > window.max(1))
+            {
+                endpoint.failing_since = None;
+            }
+            endpoint.last_failed_at = Some(now);
+            let since = *endpoint.failing_since.get_or_insert(now);
             if now.saturating_sub(since) >= limit.max(1) {
                 endpoint.enabled = false;
                 endpoint.disabled_reason = Some("failing".into());
@@ -323,7 +338,7 @@ pub fn address_allowed(ip: IpAddr, local: bool) -> bool {
             if v4.is_loopback() {
                 return local;
             }
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_private()
                 || v4.is_link_local()
                 || v4.is_unspecified()
@@ -332,7 +347,7 @@ pub fn address_allowed(ip: IpAddr, local: bool) -> bool {
                 || v4.is_documentation()
                 || a == 0
                 || (a == 100 && (64..=127).contains(&b))
-                || (a == 192 && b == 0)
+                || (a == 192 && b == 0 && c == 0)
                 || (a == 198 && (18..=19).contains(&b))
                 || a >= 240
                 || v4 == Ipv4Addr::new(169, 254, 169, 254))
@@ -341,14 +356,16 @@ pub fn address_allowed(ip: IpAddr, local: bool) -> bool {
             if v6.is_loopback() {
                 return local;
             }
-            let first = v6.segments()[0];
-            !(v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
-                || (first == 0x64 && v6.segments()[1] == 0xff9b)
-                || first == 0x2001 && v6.segments()[1] == 0xdb8)
+            let seg = v6.segments();
+            // Only global unicast (2000::/3), less the ranges that carry or translate an IPv4
+            // address (6to4, Teredo) or are set aside (documentation, ORCHID).
+            (seg[0] & 0xe000) == 0x2000
+                && seg[0] != 0x2002
+                && !(seg[0] == 0x2001
+                    && (seg[1] == 0
+                        || seg[1] == 0xdb8
+                        || (seg[1] & 0xfff0) == 0x0010
+                        || (seg[1] & 0xfff0) == 0x0020))
         }
     }
 }
@@ -384,6 +401,7 @@ mod tests {
             }],
             created_at: 0,
             failing_since: None,
+            last_failed_at: None,
         }
     }
 
@@ -410,13 +428,16 @@ mod tests {
         );
         let header = signature(&rotated.signing_secrets(1_000), "m", 1, b"{}");
         assert_eq!(header.split(' ').count(), 2);
-        // Rotated twice: the first one keeps its own end, never extended.
+        // Rotated again: the one before is dropped; only the last one signs beside the new.
         let twice = rotated.rotated(new_secret(&[3; 32]), 2_000);
-        assert_eq!(twice.secrets.len(), 3);
+        assert_eq!(twice.secrets.len(), 2);
+        assert_eq!(twice.secrets[1].secret, new_secret(&[9; 32]));
         assert_eq!(
-            twice.secrets[2].expires_at,
-            Some(1_000 + ROTATION_OVERLAP_SECS)
+            twice.secrets[1].expires_at,
+            Some(2_000 + ROTATION_OVERLAP_SECS)
         );
+        let many = (0..200).fold(twice, |e, n| e.rotated(new_secret(&[n as u8; 32]), 3_000));
+        assert_eq!(many.signing_secrets(3_000).len(), 2);
     }
 
     #[test]
@@ -458,9 +479,26 @@ mod tests {
         assert!(!off && failing.failing_since == Some(100));
         let (ok, _) = after_attempt(failing.clone(), &Verdict::Delivered, 200, 1.0);
         assert_eq!(ok.failing_since, None);
-        let (late, off) = after_attempt(failing, &Verdict::Retry, 100 + DISABLE_AFTER_SECS, 1.0);
+        // Failing on and off for three days, never quiet longer than the retry window.
+        let mut streak = failing;
+        for day in 1..=2 {
+            let (next, off) = after_attempt(streak, &Verdict::Retry, 100 + day * 86_400, 1.0);
+            assert!(!off);
+            streak = next;
+        }
+        let (late, off) = after_attempt(
+            streak.clone(),
+            &Verdict::Retry,
+            100 + DISABLE_AFTER_SECS,
+            1.0,
+        );
         assert!(off && !late.enabled);
         assert_eq!(late.disabled_reason.as_deref(), Some("failing"));
+        // One failure weeks after the last one starts a new streak: not disabled.
+        let weeks = 100 + 2 * 86_400 + 30 * 86_400;
+        let (fresh, off) = after_attempt(streak, &Verdict::Retry, weeks, 1.0);
+        assert!(!off && fresh.enabled);
+        assert_eq!(fresh.failing_since, Some(weeks));
     }
 
     #[test]
@@ -496,6 +534,29 @@ mod tests {
         assert!(check_url("http://127.0.0.1:8099/hook", false).is_err());
         assert!(check_url("https://169.254.169.254/", true).is_err());
         assert!(address_allowed("93.184.216.34".parse().expect("ip"), false));
+        assert!(
+            address_allowed("192.0.78.9".parse().expect("ip"), false),
+            "WordPress.com"
+        );
+        assert!(address_allowed(
+            "2606:4700::6810:85e5".parse().expect("ip"),
+            false
+        ));
+        for embedded in [
+            "::a9fe:a9fe",
+            "::ffff:0:a9fe:a9fe",
+            "2002:a9fe:a9fe::",
+            "2001::1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "fec0::1",
+            "fd00:ec2::254",
+        ] {
+            assert!(
+                !address_allowed(embedded.parse().expect("ip"), false),
+                "{embedded}"
+            );
+        }
         assert!(!address_allowed(
             "169.254.169.254".parse().expect("ip"),
             true

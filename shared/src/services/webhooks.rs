@@ -22,9 +22,16 @@ use crate::App;
 
 const ATTEMPTS: usize = 5;
 
+/// Said when Coffer disabled one of the project's endpoints.
+pub const ENDPOINT_DISABLED: &str = "webhook.endpoint_disabled";
+
 /// The event types an endpoint may ask for.
 pub fn event_types() -> Vec<&'static str> {
-    EventKind::ALL.iter().map(|kind| kind.name()).collect()
+    EventKind::ALL
+        .iter()
+        .map(|kind| kind.name())
+        .chain([ENDPOINT_DISABLED])
+        .collect()
 }
 
 fn random_secret() -> String {
@@ -75,6 +82,7 @@ pub async fn create(
         }],
         created_at: now_ms() / 1000,
         failing_since: None,
+        last_failed_at: None,
     };
     if !store.put_webhook_endpoint(&endpoint, None).await? {
         return Err(Failure::Conflict(
@@ -244,15 +252,15 @@ pub async fn fan_out(app: &App, events: &[OutgoingEvent]) -> Result<usize, Failu
             let found = app.store_for(&scope).webhook_endpoints().await?;
             endpoints.insert(scope.clone(), found.into_iter().map(|(e, _)| e).collect());
         }
-        let wanting: Vec<&Endpoint> = endpoints
-            .get(&scope)
-            .into_iter()
-            .flatten()
-            .filter(|endpoint| endpoint.wants(&event.detail_type))
-            .collect();
-        if wanting.is_empty() {
+        let of_scope = endpoints.get(&scope).map(Vec::as_slice).unwrap_or_default();
+        // A project with endpoints keeps every event (30 days), so that any can be re-sent.
+        if of_scope.is_empty() {
             continue;
         }
+        let wanting: Vec<&Endpoint> = of_scope
+            .iter()
+            .filter(|endpoint| endpoint.wants(&event.detail_type))
+            .collect();
         let id = event
             .detail
             .get("id")
@@ -292,6 +300,11 @@ pub async fn resend(
     event_id: &str,
 ) -> Result<(), Failure> {
     let endpoint = get(app, scope, endpoint_id).await?;
+    if !endpoint.enabled {
+        return Err(Failure::Conflict(
+            "The endpoint is disabled: turn it on (PUT enabled: true) to send to it.".into(),
+        ));
+    }
     let queue = app
         .deliveries
         .as_ref()
@@ -393,6 +406,7 @@ pub async fn deliver_message(app: &App, body: &str) -> Result<(), Failure> {
             status: None,
             text: why,
             latency_ms: 0,
+            refused: true,
         },
         Ok(_) => {
             let headers = [
@@ -413,14 +427,29 @@ pub async fn deliver_message(app: &App, body: &str) -> Result<(), Failure> {
                 .await
         }
     };
-    let refused_address = answer.status.is_none() && answer.text.contains("never go");
-    let mut judged = verdict(answer.status);
-    if refused_address {
-        judged = Verdict::Refused;
-    }
+    // An address a delivery never goes to is not tried again (the endpoint's URL must change).
+    let judged = if answer.refused {
+        Verdict::Refused
+    } else {
+        verdict(answer.status)
+    };
     let scale = app.config.webhook_retry_scale;
+    // The endpoint's failing time, or its end (a 410; three days failing).
+    let mut disabled = false;
+    for _ in 0..ATTEMPTS {
+        let Some((current, version)) = store.webhook_endpoint(&endpoint.id).await? else {
+            break;
+        };
+        let (next, off) = after_attempt(current.clone(), &judged, at_secs, scale);
+        if next == current || store.put_webhook_endpoint(&next, Some(version)).await? {
+            disabled = off;
+            break;
+        }
+    }
     let retry_at = match judged {
-        Verdict::Retry => next_attempt(first, delivery.attempt, now_ms(), scale, jitter()),
+        Verdict::Retry if !disabled => {
+            next_attempt(first, delivery.attempt, now_ms(), scale, jitter())
+        }
         _ => None,
     };
     let outcome = match (&judged, retry_at) {
@@ -449,18 +478,6 @@ pub async fn deliver_message(app: &App, body: &str) -> Result<(), Failure> {
         outcome,
         "webhook delivery attempted"
     );
-    // The endpoint's failing time, or its end (a 410; three days failing).
-    let mut disabled = false;
-    for _ in 0..ATTEMPTS {
-        let Some((current, version)) = store.webhook_endpoint(&endpoint.id).await? else {
-            break;
-        };
-        let (next, off) = after_attempt(current.clone(), &judged, at_secs, scale);
-        if next == current || store.put_webhook_endpoint(&next, Some(version)).await? {
-            disabled = off;
-            break;
-        }
-    }
     if disabled {
         tracing::warn!(endpoint_id = %endpoint.id, "webhook endpoint disabled");
         tell_disabled(app, &scope, &endpoint, outcome).await;
@@ -487,7 +504,7 @@ async fn tell_disabled(app: &App, scope: &Scope, endpoint: &Endpoint, outcome: &
     let at = now_ms();
     let detail = serde_json::json!({
         "id": format!("whd_{}_{}", endpoint.id, at),
-        "type": "webhook.endpoint_disabled",
+        "type": ENDPOINT_DISABLED,
         "project": scope.project.as_str(),
         "mode": scope.mode.as_str(),
         "account": Value::Null,
@@ -498,7 +515,7 @@ async fn tell_disabled(app: &App, scope: &Scope, endpoint: &Endpoint, outcome: &
         },
     });
     let event = OutgoingEvent {
-        detail_type: "webhook.endpoint_disabled".into(),
+        detail_type: ENDPOINT_DISABLED.into(),
         time_secs: at / 1000,
         detail,
     };

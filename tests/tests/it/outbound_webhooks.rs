@@ -221,6 +221,21 @@ async fn a_410_disables_the_endpoint_and_nothing_more_is_sent() {
     configured(&app, "alpha", "dev-gil").await;
     let receiver = Receiver::start(Answer::Status(410)).await;
     let (id, _) = endpoint(&app, "alpha", "dev-gil", &receiver.url).await;
+    // Another endpoint of the project, taking every event: it is told.
+    let watcher = Receiver::start(Answer::Status(200)).await;
+    let told = app
+        .call(
+            "POST",
+            "/api/v1/payments/stripe/projects/alpha/webhooks?test_mode=true",
+            Some(&app.developer_token("dev-gil")),
+            Some(&json!({"url": watcher.url, "events": ["webhook.endpoint_disabled"]})),
+        )
+        .await;
+    assert_eq!(told.status, 200, "{}", told.body);
+    let watcher_secret = told.body["data"]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
     credits_low(&app, "alpha", "dev-gil", "cy").await;
     assert_eq!(received(&receiver, 1, 60).await.len(), 1);
     let seen = eventually(20, || async {
@@ -242,6 +257,24 @@ async fn a_410_disables_the_endpoint_and_nothing_more_is_sent() {
     assert_eq!(receiver.received().len(), 1, "nothing after the 410");
     let log = attempts(&app, "alpha", "dev-gil", &id).await;
     assert_eq!(log[0]["outcome"], "gone");
+    let notice = received(&watcher, 1, 30).await;
+    assert_eq!(notice.len(), 1, "the developer is told");
+    let event = verify_with_library(&watcher_secret, &notice[0])
+        .await
+        .expect("signed");
+    assert_eq!(event["type"], "webhook.endpoint_disabled");
+    assert_eq!(event["data"]["endpointId"], id.as_str());
+    assert_eq!(event["data"]["reason"], "gone");
+    // A disabled endpoint takes no re-send.
+    let resend = app
+        .call(
+            "POST",
+            &format!("/api/v1/payments/stripe/projects/alpha/webhooks/{id}/resend?test_mode=true"),
+            Some(&app.developer_token("dev-gil")),
+            Some(&json!({"eventId": event["id"]})),
+        )
+        .await;
+    assert_eq!(resend.status, 409, "{}", resend.body);
 }
 
 #[tokio::test]
@@ -336,6 +369,22 @@ async fn another_developers_endpoints_are_404_and_metadata_addresses_are_refused
             .await;
         assert_eq!(refused.status, 400, "{url}: {}", refused.body);
     }
+    // An event of another project cannot be re-sent here (events are kept per project).
+    configured(&app, "beta", "dev-jon").await;
+    let other = Receiver::start(Answer::Status(200)).await;
+    endpoint(&app, "beta", "dev-jon", &other.url).await;
+    credits_low(&app, "beta", "dev-jon", "zed").await;
+    let theirs = received(&other, 1, 60).await;
+    let their_id = theirs[0].headers["webhook-id"].clone();
+    let stolen = app
+        .call(
+            "POST",
+            &format!("/api/v1/payments/stripe/projects/alpha/webhooks/{id}/resend?test_mode=true"),
+            Some(&app.developer_token("dev-ida")),
+            Some(&json!({"eventId": their_id})),
+        )
+        .await;
+    assert_eq!(stolen.status, 404, "{}", stolen.body);
     // A receiver that redirects to the metadata address: the redirect is never followed.
     let redirecting = Receiver::start(Answer::Redirect(
         "http://169.254.169.254/latest/meta-data/".into(),
