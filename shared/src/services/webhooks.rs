@@ -370,15 +370,17 @@ pub async fn deliver_message(app: &App, body: &str) -> Result<(), Failure> {
         tracing::warn!("a webhook delivery names no scope; dropped");
         return Ok(());
     };
-    let queue = app
-        .deliveries
-        .as_ref()
-        .ok_or_else(|| Failure::Unavailable("no webhook queue is configured".into()))?;
+    // The queue is needed only to send a delivery again (not due yet, or failed).
+    let queue = || {
+        app.deliveries
+            .as_ref()
+            .ok_or_else(|| Failure::Unavailable("no webhook queue is configured".into()))
+    };
     let now = now_ms();
     // Not due yet (SQS delays at most 15 minutes): back on the queue for the rest of the wait.
     if delivery.due > now + 50 {
         let again: Vec<_> = delivery.message(now).into_iter().collect();
-        return queue
+        return queue()?
             .send(&again)
             .await
             .map_err(|e| Failure::Unavailable(e.to_string()));
@@ -490,7 +492,7 @@ pub async fn deliver_message(app: &App, body: &str) -> Result<(), Failure> {
             ..delivery
         };
         let again: Vec<_> = next.message(now_ms()).into_iter().collect();
-        queue
+        queue()?
             .send(&again)
             .await
             .map_err(|e| Failure::Unavailable(e.to_string()))?;
