@@ -401,14 +401,24 @@ pub async fn take_events(
                 serde_json::from_str(body).map_err(|e| format!("an event is not JSON: {e}"))?;
             events.push(event.get("detail").cloned().unwrap_or(event));
         }
-        if let Some(handle) = message.receipt_handle() {
-            sqs.delete_message()
-                .queue_url(queue_url)
-                .receipt_handle(handle)
-                .send()
-                .await
-                .map_err(|e| format!("delete: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
-        }
+        take_off(sqs, queue_url, message).await?;
     }
     Ok(events)
+}
+
+/// Deletes a received message from its queue (done with it).
+pub async fn take_off(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    message: &aws_sdk_sqs::types::Message,
+) -> Result<(), String> {
+    if let Some(handle) = message.receipt_handle() {
+        sqs.delete_message()
+            .queue_url(queue_url)
+            .receipt_handle(handle)
+            .send()
+            .await
+            .map_err(|e| format!("delete: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
+    }
+    Ok(())
 }

@@ -577,14 +577,7 @@ pub async fn replay_parked(
                 replayed.still_failing += 1;
                 continue;
             }
-            if let Some(handle) = message.receipt_handle() {
-                sqs.delete_message()
-                    .queue_url(queue_url)
-                    .receipt_handle(handle)
-                    .send()
-                    .await
-                    .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())?;
-            }
+            crate::setup::take_off(&sqs, queue_url, message).await?;
             replayed.replayed += 1;
         }
     }

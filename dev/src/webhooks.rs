@@ -98,14 +98,7 @@ async fn handle(
         if failed.contains(message.message_id().unwrap_or_default()) {
             continue;
         }
-        if let Some(handle) = message.receipt_handle() {
-            sqs.delete_message()
-                .queue_url(queue_url)
-                .receipt_handle(handle)
-                .send()
-                .await
-                .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())?;
-        }
+        crate::setup::take_off(sqs, queue_url, message).await?;
     }
     Ok(())
 }

@@ -51,6 +51,22 @@ async fn credits(app: &TestApp, account: &str) -> i64 {
         .map_or(0, |b| b.balance)
 }
 
+/// The mobile app's create-subscription, as its document has it.
+async fn subscribe(
+    app: &TestApp,
+    token: &str,
+    customer: &str,
+    price: &str,
+) -> integration_tests::Reply {
+    send(
+        app,
+        "/api/stripe/create-subscription",
+        token,
+        json!({"customerId": customer, "priceId": price}),
+    )
+    .await
+}
+
 /// An object as localstripe holds it.
 async fn at_stripe(app: &TestApp, path: &str) -> Value {
     app.http
@@ -211,21 +227,9 @@ async fn the_mobile_app_pays_a_custom_amount_and_subscribes_with_paymentsheets_f
         json!({"email": "nina@example.com", "name": "Nina"}),
     )
     .await;
-    let theirs = send(
-        &app,
-        "/api/stripe/create-subscription",
-        &token,
-        json!({"customerId": field(&other.body, "customerId"), "priceId": price}),
-    )
-    .await;
+    let theirs = subscribe(&app, &token, field(&other.body, "customerId"), &price).await;
     plain_error(&theirs, 403);
-    let subscribed = send(
-        &app,
-        "/api/stripe/create-subscription",
-        &token,
-        json!({"customerId": customer_id, "priceId": price}),
-    )
-    .await;
+    let subscribed = subscribe(&app, &token, &customer_id, &price).await;
     assert_eq!(subscribed.status, 200, "{}", subscribed.body);
     let subscription = field(&subscribed.body, "subscriptionId").to_owned();
     let secret = field(&subscribed.body, "clientSecret").to_owned();
@@ -284,13 +288,7 @@ async fn the_mobile_app_pays_a_custom_amount_and_subscribes_with_paymentsheets_f
     )
     .await;
     assert_eq!(canceled.status, 200, "{}", canceled.body);
-    let again = send(
-        &app,
-        "/api/stripe/create-subscription",
-        &token,
-        json!({"customerId": customer_id, "priceId": price}),
-    )
-    .await;
+    let again = subscribe(&app, &token, &customer_id, &price).await;
     assert_eq!(again.status, 200, "{}", again.body);
     let second = field(&again.body, "subscriptionId").to_owned();
     let stripe_subscription = at_stripe(&app, &format!("/v1/subscriptions/{second}")).await;
