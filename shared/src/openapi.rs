@@ -252,12 +252,7 @@ fn error_schema() -> RefOr<Schema> {
                 .enum_values(Some([false])),
         )
         .required("success")
-        .property(
-            "error",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .examples([serde_json::json!("Not enough credits.")]),
-        )
+        .property("error", error_sentence())
         .required("error")
         .property(
             "code",
@@ -351,18 +346,20 @@ fn plain_success(data: &Data) -> RefOr<Schema> {
     }
 }
 
+/// An error's sentence, in either format.
+fn error_sentence() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .examples([serde_json::json!("Not enough credits.")])
+}
+
 /// A plain-format error: `{"error": <a sentence>}`.
 fn plain_error_schema() -> RefOr<Schema> {
     ObjectBuilder::new()
         .description(Some(
             "An error of an end-user route in a project's plain format: the same sentence and status, no code.",
         ))
-        .property(
-            "error",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .examples([serde_json::json!("Not enough credits.")]),
-        )
+        .property("error", error_sentence())
         .required("error")
         .additional_properties(Some(AdditionalProperties::FreeForm(false)))
         .into()

@@ -1962,7 +1962,7 @@ export interface components {
             endpoint: components["schemas"]["WebhookEndpointView"];
             /**
              * @description The Standard Webhooks signing secret (`whsec_…`): keep it; it is not shown again.
-             * @example whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+             * @example whsec_<32 random bytes in base64>
              */
             secret: string;
         };

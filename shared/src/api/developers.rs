@@ -376,7 +376,7 @@ pub struct WebhookEndpointSecret {
     /// The Standard Webhooks signing secret (`whsec_…`): keep it; it is not shown again.
     #[cfg_attr(
         feature = "openapi",
-        schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        schema(example = "whsec_<32 random bytes in base64>")
     )]
     pub secret: String,
 }

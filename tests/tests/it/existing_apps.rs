@@ -67,6 +67,17 @@ async fn subscribe(
     .await
 }
 
+/// The caller's subscription, read in the project's plain format.
+async fn my_subscription(app: &TestApp, token: &str) -> integration_tests::Reply {
+    app.call(
+        "GET",
+        "/api/v1/payments/stripe/my-subscription",
+        Some(token),
+        None,
+    )
+    .await
+}
+
 /// An object as localstripe holds it.
 async fn at_stripe(app: &TestApp, path: &str) -> Value {
     app.http
@@ -254,14 +265,7 @@ async fn the_mobile_app_pays_a_custom_amount_and_subscribes_with_paymentsheets_f
         setup_object["payment_method"],
         "{stripe_customer}"
     );
-    let now = app
-        .call(
-            "GET",
-            "/api/v1/payments/stripe/my-subscription",
-            Some(&token),
-            None,
-        )
-        .await;
+    let now = my_subscription(&app, &token).await;
     assert_eq!(now.body["status"], "trialing", "{}", now.body);
     assert_eq!(now.body["subscriptionId"], subscription.as_str());
     assert_eq!(
@@ -322,14 +326,7 @@ async fn the_gateway_portal_gets_its_checkout_url_and_the_plan_once_checkout_com
         .deliver_event("checkout.session.completed", &session)
         .await;
     assert_eq!(event.status, 200, "{}", event.body);
-    let now = app
-        .call(
-            "GET",
-            "/api/v1/payments/stripe/my-subscription",
-            Some(&token),
-            None,
-        )
-        .await;
+    let now = my_subscription(&app, &token).await;
     assert_eq!(now.body["planId"], "pro-monthly", "{}", now.body);
     // A redirect outside the project's origins: 400, said as the portal reads errors.
     let outside = send(
