@@ -117,13 +117,16 @@ impl TestApp {
             "invariantChecks": self.invariant_checks.load(Ordering::SeqCst),
             "result": if std::thread::panicking() || !described { "FAILED" } else { "passed" },
         });
+        // One write call per line: tests run concurrently, and `writeln!` would write the
+        // line in pieces that another test's line can land between.
         use std::io::Write;
+        let text = format!("{line}\n");
         if let Ok(mut file) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
         {
-            let _ = writeln!(file, "{line}");
+            let _ = file.write_all(text.as_bytes());
         }
     }
 }
