@@ -176,6 +176,22 @@ const PAGE_FILES: &[(&str, &str, &str)] = &[
         "application/json",
         crate::contract::DOCUMENT,
     ),
+    // The developer console (`web/console/`).
+    (
+        "/console/",
+        "text/html; charset=utf-8",
+        include_str!("../../web/console/index.html"),
+    ),
+    (
+        "/console/console.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/console/console.js"),
+    ),
+    (
+        "/console/console.css",
+        "text/css; charset=utf-8",
+        include_str!("../../web/console/console.css"),
+    ),
 ];
 
 /// Redoc's standalone bundle, installed by `scripts/stack.sh` (npm, into `.local-tools`) and
@@ -209,15 +225,24 @@ async fn local_token(api: &LocalApi, body: Incoming) -> Reply {
     let Ok(collected) = Limited::new(body, 4096).collect().await else {
         return refused("The body is too large.");
     };
-    let name = serde_json::from_slice::<Value>(&collected.to_bytes())
-        .ok()
-        .and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_owned))
+    let asked = serde_json::from_slice::<Value>(&collected.to_bytes()).unwrap_or(Value::Null);
+    // The console signs a developer in (the developer claim), the storefront a user.
+    let developer = asked.get("developer").and_then(Value::as_bool) == Some(true);
+    let name = asked
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
         .filter(|n| n.len() <= 64 && !n.trim().is_empty())
         .and_then(|n| coffer::domain::records::UserId::parse(n.trim()));
     let Some(name) = name else {
         return refused("Give a name of 1 to 64 characters.");
     };
-    match crate::token::issue(&api.jwt_secret, name.as_str(), 3600) {
+    let token = if developer {
+        crate::token::issue_developer(&api.jwt_secret, name.as_str(), 3600)
+    } else {
+        crate::token::issue(&api.jwt_secret, name.as_str(), 3600)
+    };
+    match token {
         Ok(token) => reply(
             200,
             json!({"success": true, "data": {"token": token, "expiresIn": 3600}}).to_string(),
@@ -247,6 +272,24 @@ async fn route(api: Arc<LocalApi>, req: hyper::Request<Incoming>, request_id: St
     }
     if method == "GET" && path == "/redoc.standalone.js" {
         return redoc_bundle();
+    }
+    if method == "GET" && path == "/console" {
+        return hyper::Response::builder()
+            .status(308)
+            .header("location", "/console/")
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())));
+    }
+    if method == "GET" && path == "/console/config.json" {
+        // The local stack's console: the API on the same origin, developers signed in by name.
+        return hyper::Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .header("cache-control", "no-store")
+            .body(Full::new(Bytes::from(
+                json!({"apiBase": "", "local": true}).to_string(),
+            )))
+            .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())));
     }
     if method == "GET" && path == "/config.json" {
         return hyper::Response::builder()
