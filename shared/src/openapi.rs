@@ -75,6 +75,7 @@ const DEV_PAGE: &[&str] = &["test_mode", "limit", "cursor", "status"];
 const DEV_ALL: &[&str] = &["project_id", "test_mode"];
 const DEV_ALL_PAGE: &[&str] = &["project_id", "test_mode", "limit", "cursor", "status"];
 const DEV_LOG: &[&str] = &["test_mode", "limit", "cursor"];
+const DEV_DAYS: &[&str] = &["test_mode", "days"];
 
 fn doc(method: &str, path: &str) -> Option<Doc> {
     use Auth::*;
@@ -144,6 +145,8 @@ fn doc(method: &str, path: &str) -> Option<Doc> {
         ("GET", "/api/credits/auto-recharge") => d("The caller's auto-recharge settings and where it stands", "Credits", User, SCOPE, None, One(schema_ref::<RechargeView>()), &[], false),
         ("PUT", "/api/credits/auto-recharge") => d("Change the caller's auto-recharge settings: below the threshold, the saved card is charged off-session for one recharge at a time", "Credits", User, SCOPE, Some(schema_ref::<handlers::recharge::RechargeBody>()), One(schema_ref::<RechargeView>()), &[], false),
         ("PUT", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/alerts") => d("Set an account's own low-balance threshold (over its project's; null removes it); its alert is armed again", "Developer accounts", Developer, MODE, Some(schema_ref::<handlers::developer_api::AlertBody>()), One(schema_ref::<AlertView>()), &[], false),
+        ("GET", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}") => d("An account at a glance: balance and buckets, subscription, usage against its plan's limits, newest ledger entries and payments", "Developer accounts", Developer, MODE, None, One(schema_ref::<AccountOverview>()), &[], false),
+        ("GET", "/api/v1/payments/stripe/projects/{project_id}/stats/daily") => d("A project's stats per day (UTC) in a mode: revenue, refunds, credits sold and spent, active subscriptions", "Developer reports", Developer, DEV_DAYS, None, One(schema_ref::<DailyStats>()), &[], false),
         ("GET", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/balance") => d("An account's balance with its buckets", "Developer accounts", Developer, MODE, None, One(schema_ref::<BalanceView>()), &[], false),
         ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants") => d("Grant an account promotional credits (exactly once per idempotencyKey)", "Developer accounts", Developer, MODE, Some(schema_ref::<handlers::grants::GrantBody>()), One(schema_ref::<GrantView>()), &[409], false),
         ("POST", "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/grants/{grant_id}/adjust") => d("Adjust a grant (never taking back what was spent)", "Developer accounts", Developer, MODE, Some(schema_ref::<handlers::grants::GrantChangeBody>()), One(schema_ref::<GrantView>()), &[404, 409], false),
@@ -202,6 +205,8 @@ fn schemas() -> Vec<(String, RefOr<Schema>)> {
         WebhookUrls,
         SettingsView,
         ScopeStats,
+        DailyStats,
+        AccountOverview,
         SubscriptionLine,
         WebhookEndpointView,
         WebhookEndpointSecret,
@@ -420,6 +425,14 @@ fn query_parameter(name: &str) -> ParameterBuilder {
                 .maximum(Some(100))
                 .into(),
             "Items per page (1–100).",
+        ),
+        "days" => (
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
+                .maximum(Some(90))
+                .into(),
+            "How many days up to today (1–90, default 30).",
         ),
         "cursor" => (
             ObjectBuilder::new()

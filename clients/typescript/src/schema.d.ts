@@ -396,6 +396,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An account at a glance: balance and buckets, subscription, usage against its plan's limits, newest ledger entries and payments */
+        get: operations["get_api_v1_payments_stripe_projects_project_id_accounts_account_id"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/payments/stripe/projects/{project_id}/accounts/{account_id}/alerts": {
         parameters: {
             query?: never;
@@ -615,6 +632,23 @@ export interface paths {
         get: operations["get_api_v1_payments_stripe_projects_project_id_settings"];
         /** Change a project's settings in a mode */
         put: operations["put_api_v1_payments_stripe_projects_project_id_settings"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/payments/stripe/projects/{project_id}/stats/daily": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A project's stats per day (UTC) in a mode: revenue, refunds, credits sold and spent, active subscriptions */
+        get: operations["get_api_v1_payments_stripe_projects_project_id_stats_daily"];
+        put?: never;
         post?: never;
         delete?: never;
         options?: never;
@@ -969,6 +1003,24 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description An account of a project at a glance: what its developer's console shows. */
+        AccountOverview: {
+            accountId: string;
+            balance: components["schemas"]["BalanceView"];
+            /** @description The newest ledger entries (up to 50). */
+            ledger: components["schemas"]["LedgerLine"][];
+            /** @description `false` when the account has more entries than shown. */
+            ledgerComplete: boolean;
+            mode: components["schemas"]["Mode"];
+            /** @description `true` when there are older ones (the payments listing pages through them). */
+            morePayments: boolean;
+            /** @description The newest payments and grants (up to 20). */
+            payments: components["schemas"]["HistoryLine"][];
+            projectId: string;
+            subscription?: null | components["schemas"]["SubscriptionLine"];
+            /** @description Its plan, and each metric's use against the plan's limit this period. */
+            usage: components["schemas"]["UsageOverview"];
+        };
         /** @description A payment of the account: a credit or tier purchase, or a subscription invoice. */
         AccountPaymentLine: {
             amount?: null | components["schemas"]["Major"];
@@ -1200,6 +1252,42 @@ export interface components {
             /** @example cus_Q1 */
             customerId: string;
         };
+        /** @description A project's stats per day in one mode, oldest day first, today last. */
+        DailyStats: {
+            /** @description The currency the credits are shown in. */
+            currency: string;
+            days: components["schemas"]["DayStats"][];
+            mode: components["schemas"]["Mode"];
+            projectId: string;
+        };
+        /** @description One day of a project's stats in one mode. */
+        DayStats: {
+            /**
+             * Format: int64
+             * @description Active subscriptions (trialing, active or past due) at the end of the day.
+             */
+            activeSubscriptions: number;
+            creditsSold: components["schemas"]["Major"];
+            creditsSpent: components["schemas"]["Major"];
+            /**
+             * @description The UTC day.
+             * @example 2026-12-07
+             */
+            date: string;
+            /** @description Money refunded that day, by currency code. */
+            refunds: {
+                [key: string]: components["schemas"]["Major"];
+            };
+            /** @description Money received that day (payments credited), by currency code. */
+            revenue: {
+                [key: string]: components["schemas"]["Major"];
+            };
+            /**
+             * Format: int64
+             * @description How many more (or fewer) there were at the end of the day than at its start.
+             */
+            subscriptionsChange: number;
+        };
         /** @description A payment as its developer sees it: the history line and where it belongs. */
         DeveloperPayment: components["schemas"]["HistoryLine"] & {
             /** @description Whether its credits were added. */
@@ -1369,6 +1457,17 @@ export interface components {
              * @example failed
              */
             status: string;
+        };
+        /** @description One ledger entry of an account. */
+        LedgerLine: {
+            /** @description Signed: credits in are positive, credits out negative. */
+            amount: components["schemas"]["Major"];
+            createdAt: string;
+            currency: string;
+            entryId: string;
+            /** @example purchase */
+            kind: string;
+            reason?: string | null;
         };
         /**
          * @description An amount in major units of its currency (minor units inside Coffer).
@@ -3153,6 +3252,42 @@ export interface operations {
             503: components["responses"]["UserError503"];
         };
     };
+    get_api_v1_payments_stripe_projects_project_id_accounts_account_id: {
+        parameters: {
+            query?: {
+                /** @description Stripe's test mode (true) or live mode (false). */
+                test_mode?: boolean;
+            };
+            header?: never;
+            path: {
+                project_id: string;
+                account_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Done, in the envelope. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["AccountOverview"];
+                        /** @enum {boolean} */
+                        success: true;
+                    };
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+        };
+    };
     put_api_v1_payments_stripe_projects_project_id_accounts_account_id_alerts: {
         parameters: {
             query?: {
@@ -3848,6 +3983,43 @@ export interface operations {
             403: components["responses"]["Error403"];
             404: components["responses"]["Error404"];
             413: components["responses"]["Error413"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+        };
+    };
+    get_api_v1_payments_stripe_projects_project_id_stats_daily: {
+        parameters: {
+            query?: {
+                /** @description Stripe's test mode (true) or live mode (false). */
+                test_mode?: boolean;
+                /** @description How many days up to today (1–90, default 30). */
+                days?: number;
+            };
+            header?: never;
+            path: {
+                project_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Done, in the envelope. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        data: components["schemas"]["DailyStats"];
+                        /** @enum {boolean} */
+                        success: true;
+                    };
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            403: components["responses"]["Error403"];
+            404: components["responses"]["Error404"];
             500: components["responses"]["Error500"];
             503: components["responses"]["Error503"];
         };

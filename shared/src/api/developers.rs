@@ -158,6 +158,80 @@ pub struct ScopeStats {
     pub active_subscriptions: i64,
 }
 
+/// One day of a project's stats in one mode.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct DayStats {
+    /// The UTC day.
+    #[cfg_attr(feature = "openapi", schema(example = "2026-12-07"))]
+    pub date: String,
+    /// Money received that day (payments credited), by currency code.
+    pub revenue: BTreeMap<String, Major>,
+    /// Money refunded that day, by currency code.
+    pub refunds: BTreeMap<String, Major>,
+    pub credits_sold: Major,
+    pub credits_spent: Major,
+    /// Active subscriptions (trialing, active or past due) at the end of the day.
+    pub active_subscriptions: i64,
+    /// How many more (or fewer) there were at the end of the day than at its start.
+    pub subscriptions_change: i64,
+}
+
+/// A project's stats per day in one mode, oldest day first, today last.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct DailyStats {
+    pub project_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Mode))]
+    pub mode: &'static str,
+    /// The currency the credits are shown in.
+    pub currency: String,
+    pub days: Vec<DayStats>,
+}
+
+/// One ledger entry of an account.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerLine {
+    pub entry_id: String,
+    #[cfg_attr(feature = "openapi", schema(example = "purchase"))]
+    pub kind: String,
+    /// Signed: credits in are positive, credits out negative.
+    pub amount: Major,
+    pub currency: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// An account of a project at a glance: what its developer's console shows.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AccountOverview {
+    pub project_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Mode))]
+    pub mode: &'static str,
+    pub account_id: String,
+    pub balance: BalanceView,
+    /// Its subscription as last read from Stripe; absent when it never had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<SubscriptionLine>,
+    /// Its plan, and each metric's use against the plan's limit this period.
+    pub usage: UsageOverview,
+    /// The newest ledger entries (up to 50).
+    pub ledger: Vec<LedgerLine>,
+    /// `false` when the account has more entries than shown.
+    pub ledger_complete: bool,
+    /// The newest payments and grants (up to 20).
+    pub payments: Vec<HistoryLine>,
+    /// `true` when there are older ones (the payments listing pages through them).
+    pub more_payments: bool,
+}
+
 /// A subscription as its developer sees it.
 #[derive(Clone, Debug, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -265,22 +339,11 @@ impl ScopeStats {
                 )
             })
             .collect();
-        let by_currency = |prefix: &str| {
-            counters
-                .0
-                .iter()
-                .filter_map(|(name, value)| {
-                    let code = name.strip_prefix(prefix)?;
-                    let currency = Currency::parse(code)?;
-                    Some((code.to_owned(), Major::of(&currency, *value)))
-                })
-                .collect()
-        };
         Self {
             project_id: scope.project.as_str().to_owned(),
             mode: scope.mode.as_str(),
-            revenue: by_currency("revenue_"),
-            refunds: by_currency("refunds_"),
+            revenue: by_currency(counters, "revenue_"),
+            refunds: by_currency(counters, "refunds_"),
             payments,
             credits: CreditTotals {
                 sold: Major::of(currency, count("credits_sold")),
@@ -288,8 +351,58 @@ impl ScopeStats {
                 outstanding: Major::of(currency, count("credits_outstanding")),
                 currency: currency.as_str().to_owned(),
             },
-            // Not counted per scope yet: the subscriptions listing shows them.
-            active_subscriptions: 0,
+            active_subscriptions: count("subscriptions_active"),
+        }
+    }
+}
+
+/// Counters named `<prefix><currency>` as amounts by currency code.
+fn by_currency(counters: &StatsDelta, prefix: &str) -> BTreeMap<String, Major> {
+    counters
+        .0
+        .iter()
+        .filter_map(|(name, value)| {
+            let code = name.strip_prefix(prefix)?;
+            let currency = Currency::parse(code)?;
+            Some((code.to_owned(), Major::of(&currency, *value)))
+        })
+        .collect()
+}
+
+impl DailyStats {
+    pub fn of(scope: &Scope, days: &[crate::domain::stats::Day], currency: &Currency) -> Self {
+        Self {
+            project_id: scope.project.as_str().to_owned(),
+            mode: scope.mode.as_str(),
+            currency: currency.as_str().to_owned(),
+            days: days
+                .iter()
+                .map(|day| {
+                    let count = |name: &str| day.change.0.get(name).copied().unwrap_or(0);
+                    DayStats {
+                        date: day.date.clone(),
+                        revenue: by_currency(&day.change, "revenue_"),
+                        refunds: by_currency(&day.change, "refunds_"),
+                        credits_sold: Major::of(currency, count("credits_sold")),
+                        credits_spent: Major::of(currency, count("credits_spent")),
+                        active_subscriptions: day.active_subscriptions,
+                        subscriptions_change: count("subscriptions_active"),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+impl LedgerLine {
+    pub fn of(entry: &crate::domain::records::EntryLine) -> Self {
+        Self {
+            entry_id: entry.entry_id.clone(),
+            kind: entry.kind.clone(),
+            amount: Major::of(&entry.currency, entry.amount),
+            currency: entry.currency.as_str().to_owned(),
+            created_at: rfc3339(entry.created_at_ms),
+            reason: entry.reason.clone(),
         }
     }
 }

@@ -182,6 +182,18 @@ impl Balance {
     }
 }
 
+/// One ledger entry of an account, as its developer reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryLine {
+    pub entry_id: String,
+    pub kind: String,
+    /// Signed credits, minor units.
+    pub amount: i64,
+    pub currency: Currency,
+    pub created_at_ms: i64,
+    pub reason: Option<String>,
+}
+
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
     let now = OffsetDateTime::now_utc();

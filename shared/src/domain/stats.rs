@@ -128,6 +128,104 @@ pub fn entry_added(kind: &str, amount: i64) -> StatsDelta {
     delta
 }
 
+/// What an account's subscription, as it stands, counts for: one active subscription or none.
+pub fn subscription_contribution(
+    state: Option<&crate::domain::subscriptions::SubscriptionState>,
+) -> StatsDelta {
+    let mut delta = StatsDelta::default();
+    if state.is_some_and(|s| s.status.counts_as_active()) {
+        delta.add("subscriptions_active".into(), 1);
+    }
+    delta
+}
+
+/// The counters kept per day as well as in total: money received and refunded, credits sold
+/// and spent, and the change in active subscriptions.
+pub fn daily_part(delta: &StatsDelta) -> StatsDelta {
+    StatsDelta(
+        delta
+            .0
+            .iter()
+            .filter(|(name, _)| {
+                name.starts_with("revenue_")
+                    || name.starts_with("refunds_")
+                    || matches!(
+                        name.as_str(),
+                        "credits_sold" | "credits_spent" | "subscriptions_active"
+                    )
+            })
+            .map(|(name, by)| (name.clone(), *by))
+            .collect(),
+    )
+}
+
+/// The UTC day (`YYYY-MM-DD`) of a time in Unix seconds.
+pub fn day_of(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    // Days since 1970-01-01 to a civil date (proleptic Gregorian), by 400-year eras.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// One day of a scope's series.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Day {
+    pub date: String,
+    /// What changed on that day (`daily_part` counters).
+    pub change: StatsDelta,
+    /// Active subscriptions at the end of that day.
+    pub active_subscriptions: i64,
+}
+
+/// The last `days` days up to `today_secs` (oldest first), each with its changes and the active
+/// subscriptions at its end: today's are `active_now`, each earlier day's are the next day's
+/// less that next day's change. `changes` holds the days that changed (any order; others are
+/// zero). A day's figure is never shown below zero (changes counted before a backfill).
+pub fn series(
+    changes: &[(String, StatsDelta)],
+    active_now: i64,
+    today_secs: i64,
+    days: u32,
+) -> Vec<Day> {
+    let mut out: Vec<Day> = (0..i64::from(days))
+        .rev()
+        .map(|back| {
+            let date = day_of(today_secs.saturating_sub(back.saturating_mul(86_400)));
+            let mut change = StatsDelta::default();
+            for (day, delta) in changes {
+                if *day == date {
+                    change.merge(delta);
+                }
+            }
+            Day {
+                date,
+                change,
+                active_subscriptions: 0,
+            }
+        })
+        .collect();
+    let mut active = active_now;
+    for day in out.iter_mut().rev() {
+        day.active_subscriptions = active.max(0);
+        let changed = day
+            .change
+            .0
+            .get("subscriptions_active")
+            .copied()
+            .unwrap_or(0);
+        active = active.saturating_sub(changed);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +288,80 @@ mod tests {
         assert_eq!(total.0["credits_sold"], 1200);
         assert_eq!(total.0["credits_spent"], 200);
         assert_eq!(total.0["credits_outstanding"], 900);
+    }
+
+    #[test]
+    fn days_are_utc_calendar_dates() {
+        assert_eq!(day_of(0), "1970-01-01");
+        assert_eq!(day_of(1_700_000_000), "2023-11-14");
+        assert_eq!(day_of(951_782_400), "2000-02-29");
+        assert_eq!(day_of(-1), "1969-12-31");
+        assert_eq!(day_of(4_102_444_799), "2099-12-31");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn days_agree_with_the_time_crate(secs in -10_000_000_000i64..10_000_000_000) {
+            let date = time::OffsetDateTime::from_unix_timestamp(secs).expect("in range").date();
+            let expected = format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day());
+            proptest::prop_assert_eq!(day_of(secs), expected);
+        }
+    }
+
+    #[test]
+    fn only_money_credits_and_subscriptions_are_kept_per_day() {
+        let mut delta = StatsDelta::default();
+        for (name, by) in [
+            ("payments_succeeded", 1),
+            ("revenue_usd", 700),
+            ("refunds_eur", 5),
+            ("credits_sold", 10),
+            ("credits_spent", 3),
+            ("credits_outstanding", 7),
+            ("subscriptions_active", -1),
+        ] {
+            delta.add(name.into(), by);
+        }
+        let kept = daily_part(&delta);
+        assert_eq!(
+            kept.0.keys().cloned().collect::<Vec<_>>(),
+            [
+                "credits_sold",
+                "credits_spent",
+                "refunds_eur",
+                "revenue_usd",
+                "subscriptions_active"
+            ]
+        );
+    }
+
+    #[test]
+    fn active_subscriptions_are_walked_back_from_today() {
+        let today = 1_700_000_000; // 2023-11-14
+        let mut up = StatsDelta::default();
+        up.add("subscriptions_active".into(), 2);
+        let mut down = StatsDelta::default();
+        down.add("subscriptions_active".into(), -1);
+        down.add("revenue_usd".into(), 500);
+        let days = series(
+            &[
+                ("2023-11-14".into(), down.clone()),
+                ("2023-11-12".into(), up),
+                ("2023-10-01".into(), down),
+            ],
+            4,
+            today,
+            4,
+        );
+        let dates: Vec<_> = days.iter().map(|d| d.date.as_str()).collect();
+        assert_eq!(
+            dates,
+            ["2023-11-11", "2023-11-12", "2023-11-13", "2023-11-14"]
+        );
+        let active: Vec<_> = days.iter().map(|d| d.active_subscriptions).collect();
+        assert_eq!(active, [3, 5, 5, 4]);
+        assert_eq!(days[3].change.0["revenue_usd"], 500);
+        assert!(days[2].change.is_empty());
     }
 
     mod recounting {

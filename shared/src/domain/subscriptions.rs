@@ -59,6 +59,12 @@ impl SubscriptionStatus {
         }
     }
 
+    /// A subscription counted among a project's active subscriptions in its stats: paying, in
+    /// its trial, or past due within Stripe's retries (not yet canceled or unpaid).
+    pub fn counts_as_active(self) -> bool {
+        matches!(self, Self::Trialing | Self::Active | Self::PastDue)
+    }
+
     /// A subscription that still counts as the user's one live subscription.
     pub fn is_live(self) -> bool {
         matches!(

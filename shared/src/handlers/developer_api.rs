@@ -18,7 +18,10 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::developer_payments::{developer_scopes, merged_page, payment_query};
-use crate::api::{CreditPackageView, ProjectSummary, ScopeStats, SubscriptionLine};
+use crate::api::{
+    AccountOverview, CreditPackageView, DailyStats, HistoryLine, LedgerLine, ProjectSummary,
+    ScopeStats, SubscriptionLine,
+};
 use crate::domain::money::{AmountError, Currency};
 use crate::domain::packages::{valid_package_id, CreditPackage};
 use crate::domain::scope::Scope;
@@ -76,6 +79,27 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     if path.ends_with("/subscriptions") {
         return Ok(ok_page(subscription_lines(app, &scope).await?, None));
     }
+    if path.ends_with("/stats/daily") {
+        let days = match scoping::query_value(req, "days")? {
+            None => 30,
+            Some(text) => text
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=developers::MAX_SERIES_DAYS).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "days must be from 1 to {}.",
+                        developers::MAX_SERIES_DAYS
+                    ))
+                })?,
+        };
+        let series = developers::daily(app, &scope, days).await?;
+        return Ok(ok(DailyStats::of(
+            &scope,
+            &series,
+            &app.config.default_currency,
+        )));
+    }
     if path.contains("/accounts/") {
         return account_route(app, req, &developer, scope).await;
     }
@@ -131,6 +155,30 @@ async fn account_route(
         .and_then(|p| p.first("account_id"))
         .and_then(crate::auth::UserId::parse)
         .ok_or_else(|| ApiError::bad_request("account_id is malformed."))?;
+    if req.method().as_str() == "GET"
+        && req
+            .path_parameters_ref()
+            .and_then(|p| p.first("account_id"))
+            .is_some()
+        && req.uri().path().trim_end_matches('/').rsplit('/').nth(1) == Some("accounts")
+    {
+        let facts = developers::account(app, &scope, &account).await?;
+        return Ok(ok(AccountOverview {
+            project_id: scope.project.as_str().to_owned(),
+            mode: scope.mode.as_str(),
+            account_id: account.as_str().to_owned(),
+            balance: crate::api::BalanceView::of(&facts.balance),
+            subscription: facts
+                .subscription
+                .as_ref()
+                .map(|state| SubscriptionLine::of(&scope, account.as_str(), state)),
+            usage: super::usage::usage_view(facts.usage),
+            ledger: facts.ledger.0.iter().map(LedgerLine::of).collect(),
+            ledger_complete: facts.ledger.1,
+            payments: facts.history.iter().map(HistoryLine::of).collect(),
+            more_payments: facts.more_history,
+        }));
+    }
     if req.method().as_str() == "GET" && req.uri().path().ends_with("/balance") {
         let balance = crate::services::accounts::balance(app, &scope, &account).await?;
         return Ok(ok(crate::api::BalanceView::of(&balance)));

@@ -32,20 +32,25 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         let account = scoping::account(app, req, scoping::identifier_param(req)?)?;
         let scope = scoping::end_user_scope(app, req).await?;
         let standing = usage_overview(app, &scope, &account).await?;
-        Ok(ok(UsageOverview {
-            plan_id: standing.plan_id,
-            metrics: standing
-                .metrics
-                .into_iter()
-                .map(|m| MetricUsage {
-                    remaining: (m.limit - m.used).max(0),
-                    metric: m.metric,
-                    used: m.used,
-                    limit: m.limit,
-                    resets_at: m.resets_at,
-                })
-                .collect(),
-        }))
+        Ok(ok(usage_view(standing)))
+    }
+}
+
+/// An account's usage on the wire: each metric's use, limit and what remains.
+pub(crate) fn usage_view(standing: crate::services::usage::UsageStanding) -> UsageOverview {
+    UsageOverview {
+        plan_id: standing.plan_id,
+        metrics: standing
+            .metrics
+            .into_iter()
+            .map(|m| MetricUsage {
+                remaining: (m.limit - m.used).max(0),
+                metric: m.metric,
+                used: m.used,
+                limit: m.limit,
+                resets_at: m.resets_at,
+            })
+            .collect(),
     }
 }
 

@@ -57,6 +57,71 @@ pub async fn stats(app: &App, scope: &Scope) -> Result<StatsDelta, Failure> {
     Ok(app.store_for(scope).stats().await?)
 }
 
+/// The most days a stats series covers.
+pub const MAX_SERIES_DAYS: u32 = 90;
+
+/// A scope's last `days` days (oldest first, today's included): what changed each day and the
+/// active subscriptions at its end.
+pub async fn daily(
+    app: &App,
+    scope: &Scope,
+    days: u32,
+) -> Result<Vec<crate::domain::stats::Day>, Failure> {
+    let days = days.clamp(1, MAX_SERIES_DAYS);
+    let store = app.store_for(scope);
+    let today = crate::domain::records::now_ms() / 1000;
+    let from = crate::domain::stats::day_of(today - i64::from(days - 1) * 86_400);
+    let to = crate::domain::stats::day_of(today);
+    let changes = store.stats_days(&from, &to).await?;
+    let active_now = store
+        .stats()
+        .await?
+        .0
+        .get("subscriptions_active")
+        .copied()
+        .unwrap_or(0);
+    Ok(crate::domain::stats::series(
+        &changes, active_now, today, days,
+    ))
+}
+
+/// How many ledger entries an account lookup reads at most, and shows.
+pub const LEDGER_READ: usize = 2_000;
+pub const LEDGER_SHOWN: usize = 50;
+/// How many payments and grants an account lookup shows.
+pub const HISTORY_SHOWN: i32 = 20;
+
+/// An account of a scope, as its developer looks it up.
+pub struct AccountFacts {
+    pub balance: crate::domain::records::Balance,
+    pub subscription: Option<SubscriptionState>,
+    pub usage: crate::services::usage::UsageStanding,
+    /// The newest entries, and whether every entry was read.
+    pub ledger: (Vec<crate::domain::records::EntryLine>, bool),
+    pub history: Vec<crate::domain::records::HistoryItem>,
+    pub more_history: bool,
+}
+
+pub async fn account(app: &App, scope: &Scope, account: &UserId) -> Result<AccountFacts, Failure> {
+    let store = app.store_for(scope);
+    let balance = crate::services::accounts::balance(app, scope, account).await?;
+    let subscription = store.subscription_record(account).await?.state;
+    let usage = crate::services::usage::usage_overview(app, scope, account).await?;
+    let (mut entries, complete) = store.ledger_entries(account, LEDGER_READ).await?;
+    let all_shown = complete && entries.len() <= LEDGER_SHOWN;
+    entries.truncate(LEDGER_SHOWN);
+    let (history, next) =
+        crate::services::accounts::history(app, scope, account, HISTORY_SHOWN, None).await?;
+    Ok(AccountFacts {
+        balance,
+        subscription,
+        usage,
+        ledger: (entries, all_shown),
+        history,
+        more_history: next.is_some(),
+    })
+}
+
 /// What a payment listing is asked for.
 pub struct PaymentQuery {
     pub limit: usize,

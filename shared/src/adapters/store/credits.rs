@@ -66,6 +66,50 @@ impl Store {
         }))
     }
 
+    /// The account's ledger entries, newest first, of the first `read_at_most` read (entries
+    /// are keyed by id, not time); `true` when that was all of them.
+    pub async fn ledger_entries(
+        &self,
+        user: &UserId,
+        read_at_most: usize,
+    ) -> Result<(Vec<crate::domain::records::EntryLine>, bool), StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :entry)")
+            .expression_attribute_values(":pk", super::codec::s(self.keys.user_pk(user)))
+            .expression_attribute_values(":entry", super::codec::s("ENTRY#"))
+            .projection_expression("entryId, kind, amount, currency, createdAt, reason")
+            .into_paginator()
+            .send();
+        let mut items = Vec::new();
+        let mut complete = true;
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(StoreError::from_sdk)?;
+            items.extend(page.items().iter().cloned());
+            if items.len() >= read_at_most {
+                complete = page.last_evaluated_key().is_none() && items.len() == read_at_most;
+                items.truncate(read_at_most);
+                break;
+            }
+        }
+        let mut lines = Vec::with_capacity(items.len());
+        for item in &items {
+            let f = super::codec::Fields::of(item);
+            lines.push(crate::domain::records::EntryLine {
+                entry_id: f.text("entryId")?.to_owned(),
+                kind: f.text("kind")?.to_owned(),
+                amount: f.int("amount")?,
+                currency: f.currency("currency")?,
+                created_at_ms: f.opt_int("createdAt")?.unwrap_or(0),
+                reason: f.opt_text("reason")?.map(str::to_owned),
+            });
+        }
+        lines.sort_by(|a, b| (b.created_at_ms, &b.entry_id).cmp(&(a.created_at_ms, &a.entry_id)));
+        Ok((lines, complete))
+    }
+
     /// Moves credits for `user` as the entry `entry_id` of `kind`, exactly once per entry id: a
     /// negative move is a spend from the live buckets in the spend order, a positive one a
     /// bucket of `terms` (promotional, never expiring, when `None`).

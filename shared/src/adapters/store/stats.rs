@@ -26,7 +26,11 @@ use super::codec::{get_s, n, payment_from_item, s, Fields, Item};
 use super::keys::{hash_parts, key, split_scope};
 use super::{Store, StoreError};
 use crate::domain::records::now_ms;
-use crate::domain::stats::{contribution, entry_added, recount, Counted, StatsDelta};
+use crate::domain::stats::{
+    contribution, daily_part, day_of, entry_added, recount, subscription_contribution, Counted,
+    StatsDelta,
+};
+use crate::domain::subscriptions::SubscriptionState;
 
 /// How many items a scope's counters are spread over.
 pub const STATS_SHARDS: u32 = 4;
@@ -58,15 +62,21 @@ pub enum StatsOutcome {
     Nothing,
 }
 
-/// What a record counts for: a payment as it now stands (`None` image: removed), or a new
-/// entry's change. `None` when it counts for nothing.
+/// What a record counts for: a payment or an account's subscription as it now stands (`None`
+/// image: removed), or a new entry's change. `None` when it counts for nothing.
 enum Counts {
     Payment {
         prefix: String,
+        /// The payment's intent id, or `sub:<account>` for an account's subscription: what its
+        /// count record is named after.
         intent: String,
         now: StatsDelta,
-        /// What the record's old image counts for (`None`: no old image).
+        /// In epoch 0, what the record's old image is taken as counted for (`None`: nothing;
+        /// always `None` for a subscription, which the counters never held before).
         before: Option<StatsDelta>,
+        /// What this change itself changed (the new image's counts less the old's), for the
+        /// day it was made.
+        change: StatsDelta,
     },
     Entry {
         prefix: String,
@@ -95,11 +105,27 @@ fn record_counts(record: &StreamRecord) -> Option<Counts> {
             .as_ref()
             .and_then(|item| payment_from_item(item).ok())
             .map(|payment| contribution(&payment));
+        let change = now.minus(&before.clone().unwrap_or_default());
         return Some(Counts::Payment {
             prefix: prefix.to_owned(),
             intent: rest.trim_start_matches("PAY#").to_owned(),
             now,
             before,
+            change,
+        });
+    }
+    if sk == "SUB" && rest.starts_with("ACCT#") {
+        let state = |item: Option<&Item>| -> Option<SubscriptionState> {
+            serde_json::from_str(get_s(item?, "doc")?).ok()
+        };
+        let now = subscription_contribution(state(record.new.as_ref()).as_ref());
+        let before = subscription_contribution(state(record.old.as_ref()).as_ref());
+        return Some(Counts::Payment {
+            prefix: prefix.to_owned(),
+            intent: format!("sub:{}", rest.trim_start_matches("ACCT#")),
+            change: now.minus(&before),
+            now,
+            before: None,
         });
     }
     if sk.starts_with("ENTRY#") && rest.starts_with("USER#") && record.event_name == "INSERT" {
@@ -151,6 +177,14 @@ fn shard_key(prefix: &str, epoch: i64, shard: u32) -> Item {
         key(format!("{prefix}STATS"), format!("SHARD#{epoch}#{shard}"))
     }
 }
+
+/// A scope's changes of one day, spread over the shards like its counters.
+fn day_key(prefix: &str, day: &str, shard: u32) -> Item {
+    key(format!("{prefix}STATS"), format!("DAY#{day}#{shard}"))
+}
+
+/// How long a day of the series is kept (well beyond the 30 days the console charts).
+const DAY_TTL_SECS: i64 = 400 * 24 * 60 * 60;
 
 fn counted_key(prefix: &str, intent: &str, epoch: i64) -> Item {
     key(format!("{prefix}STATSPAY#{intent}"), format!("E#{epoch}"))
@@ -273,9 +307,13 @@ impl Store {
         let Some(counts) = record_counts(record) else {
             return Ok(StatsOutcome::Nothing);
         };
-        let prefix = match &counts {
-            Counts::Payment { prefix, .. } | Counts::Entry { prefix, .. } => prefix.clone(),
+        let (prefix, change) = match &counts {
+            Counts::Payment { prefix, change, .. } => (prefix.clone(), daily_part(change)),
+            Counts::Entry { prefix, delta, .. } => (prefix.clone(), daily_part(delta)),
         };
+        if !change.is_empty() {
+            self.count_day(record, &prefix, &change).await?;
+        }
         let epoch = match epochs.get(&prefix) {
             Some(epoch) => epoch.clone(),
             None => {
@@ -347,6 +385,89 @@ impl Store {
             Ok(()) => StatsOutcome::Counted,
             Err(_) => StatsOutcome::AlreadyCounted,
         })
+    }
+
+    /// Adds one record's change to the day it was made, at most once per stream record (its
+    /// own marker, apart from the totals' ones): the day series are kept from the stream only,
+    /// whatever the epoch, and a retried batch adds nothing.
+    async fn count_day(
+        &self,
+        record: &StreamRecord,
+        prefix: &str,
+        change: &StatsDelta,
+    ) -> Result<(), StoreError> {
+        let secs = record.created_at_secs.unwrap_or_else(|| now_ms() / 1000);
+        let day = day_of(secs);
+        let mut marker = key(format!("STATSDAY#{}", record.event_id), "STATSDAY");
+        marker.insert("expiresAt".into(), n(now_ms() / 1000 + MARKER_TTL_SECS));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(marker))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(StoreError::build)?;
+        let shard = u32::from_str_radix(&hash_parts(&[&record.event_id])[..4], 16).unwrap_or(0)
+            % STATS_SHARDS;
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(day_key(prefix, &day, shard)))
+            .expression_attribute_values(":expires", n(secs.saturating_add(DAY_TTL_SECS)));
+        let mut adds = Vec::new();
+        for (i, (name, by)) in change.0.iter().enumerate() {
+            adds.push(format!("#c{i} :c{i}"));
+            update = update
+                .expression_attribute_names(format!("#c{i}"), format!("c_{name}"))
+                .expression_attribute_values(format!(":c{i}"), n(*by));
+        }
+        let update =
+            update.update_expression(format!("SET expiresAt = :expires ADD {}", adds.join(", ")));
+        let items = vec![
+            TransactWriteItem::builder().put(put).build(),
+            TransactWriteItem::builder()
+                .update(update.build().map_err(StoreError::build)?)
+                .build(),
+        ];
+        // A condition that failed: the marker is there, the day counted this record before.
+        let _ = self.transact(items).await?;
+        Ok(())
+    }
+
+    /// A scope's changes per day from `from` to `to` (`YYYY-MM-DD`, both included), the shards
+    /// of each day summed; days with no change are absent.
+    pub async fn stats_days(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<(String, StatsDelta)>, StoreError> {
+        let prefix = self.keys.prefix().to_owned();
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(format!("{prefix}STATS")))
+            .expression_attribute_values(":from", s(format!("DAY#{from}")))
+            // `~` sorts after the digits and `#` of a day's shard keys.
+            .expression_attribute_values(":to", s(format!("DAY#{to}~")))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let mut days: std::collections::BTreeMap<String, StatsDelta> = Default::default();
+        for item in &items {
+            let Some(day) = get_s(item, "sk")
+                .and_then(|sk| sk.strip_prefix("DAY#"))
+                .and_then(|rest| rest.split('#').next())
+            else {
+                continue;
+            };
+            days.entry(day.to_owned())
+                .or_default()
+                .merge(&counters_of(item)?);
+        }
+        Ok(days.into_iter().collect())
     }
 
     fn add_counts(
@@ -475,17 +596,7 @@ impl Store {
             .collect();
         let mut total = epoch.baseline.unwrap_or_default();
         for item in self.get_many(keys).await? {
-            let mut shard = StatsDelta::default();
-            for (name, value) in &item {
-                let (Some(name), AttributeValue::N(text)) = (name.strip_prefix("c_"), value) else {
-                    continue;
-                };
-                let count: i64 = text.parse().map_err(|_| {
-                    StoreError::Refused(format!("stats counter {name} is not a whole number"))
-                })?;
-                shard.0.insert(name.to_owned(), count);
-            }
-            total.merge(&shard);
+            total.merge(&counters_of(&item)?);
         }
         Ok(total)
     }
@@ -524,6 +635,21 @@ impl Store {
         }
         Ok(page)
     }
+}
+
+/// The counters (`c_<name>` numbers) of a shard or day item.
+fn counters_of(item: &Item) -> Result<StatsDelta, StoreError> {
+    let mut counters = StatsDelta::default();
+    for (name, value) in item {
+        let (Some(name), AttributeValue::N(text)) = (name.strip_prefix("c_"), value) else {
+            continue;
+        };
+        let count: i64 = text.parse().map_err(|_| {
+            StoreError::Refused(format!("stats counter {name} is not a whole number"))
+        })?;
+        counters.0.insert(name.to_owned(), count);
+    }
+    Ok(counters)
 }
 
 /// What a backfill reads from one page of the table.
