@@ -734,12 +734,93 @@ async fn stats_count_each_payment_and_entry_once_from_the_change_stream() {
     assert_eq!(stats["revenue"]["usd"], json!(20.0));
     assert_eq!(stats["credits"]["sold"], json!(25.0));
     assert_eq!(stats["credits"]["outstanding"], json!(22.5));
-    // Another developer's stats do not include alpha.
+    // The same figures, on today's line of the daily series; the 29 days before have none.
+    let dev = app.developer_token("dev-ann");
+    let daily = app
+        .call("GET", &format!("{API}/alpha/stats/daily?test_mode=true"), Some(&dev), None)
+        .await;
+    assert_eq!(daily.status, 200, "{}", daily.body);
+    let days = daily.body["data"]["days"].as_array().unwrap();
+    assert_eq!(days.len(), 30);
+    let today = days.last().unwrap();
+    assert_eq!(today["date"], json!(time::OffsetDateTime::now_utc().date().to_string()));
+    assert_eq!(today["revenue"]["usd"], json!(20.0));
+    assert_eq!(today["creditsSold"], json!(25.0));
+    assert_eq!(today["creditsSpent"], json!(2.5));
+    for day in &days[..29] {
+        assert_eq!(day["revenue"], json!({}), "{day}");
+        assert_eq!(day["creditsSold"], json!(0.0), "{day}");
+    }
+    let week = app
+        .call("GET", &format!("{API}/alpha/stats/daily?test_mode=true&days=7"), Some(&dev), None)
+        .await;
+    assert_eq!(week.body["data"]["days"].as_array().map(Vec::len), Some(7));
+    for days in ["0", "91", "x"] {
+        let bad = app
+            .call("GET", &format!("{API}/alpha/stats/daily?days={days}"), Some(&dev), None)
+            .await;
+        assert_eq!(bad.status, 400, "{}", bad.body);
+    }
+    // Another developer's stats do not include alpha, and its series is not theirs to read.
     let bob = app.developer_token("dev-bob");
     let theirs = app
         .call("GET", "/api/v1/payments/stats", Some(&bob), None)
         .await;
     assert_eq!(theirs.body["data"], json!([]));
+    let series = app
+        .call("GET", &format!("{API}/alpha/stats/daily"), Some(&bob), None)
+        .await;
+    assert_eq!(series.status, 404, "{}", series.body);
+}
+
+#[tokio::test]
+async fn a_developer_looks_an_account_up_at_a_glance() {
+    let app = spawn_app().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+    let intent = buy(&app, "ula", "alpha", "test").await;
+    assert!(settled(&app, "ula", "alpha", "test", std::slice::from_ref(&intent), json!(12.5)).await);
+    let token = app.token("ula");
+    let spend = json!({"amount": 2.5, "reason": "job", "idempotencyKey": "look-1"});
+    let spent = app
+        .call("POST", "/api/credits/consume?project_id=alpha&test_mode=true", Some(&token), Some(&spend))
+        .await;
+    assert_eq!(spent.status, 200, "{}", spent.body);
+    let dev = app.developer_token("dev-ann");
+    let reply = app
+        .call("GET", &format!("{API}/alpha/accounts/ula?test_mode=true"), Some(&dev), None)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let account = &reply.body["data"];
+    assert_eq!(account["accountId"], "ula");
+    assert_eq!(account["balance"]["balance"], json!(10.0));
+    assert!(account.get("subscription").is_none(), "{account}");
+    assert_eq!(account["usage"]["planId"], "free");
+    let kinds: Vec<(&str, f64)> = account["ledger"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["amount"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(kinds, [("spend", -2.5), ("purchase", 12.5)]);
+    assert_eq!(account["ledgerComplete"], true);
+    assert_eq!(account["payments"][0]["id"], json!(intent));
+    assert_eq!(account["morePayments"], false);
+    // An account with nothing yet reads as empty, not as an error.
+    let nobody = app
+        .call("GET", &format!("{API}/alpha/accounts/nobody"), Some(&dev), None)
+        .await;
+    assert_eq!(nobody.status, 200, "{}", nobody.body);
+    assert_eq!(nobody.body["data"]["ledger"], json!([]));
+    // Another developer, or the user themself, cannot look it up.
+    let bob = app.developer_token("dev-bob");
+    let theirs = app
+        .call("GET", &format!("{API}/alpha/accounts/ula"), Some(&bob), None)
+        .await;
+    assert_eq!(theirs.status, 404, "{}", theirs.body);
+    let own = app
+        .call("GET", &format!("{API}/alpha/accounts/ula"), Some(&token), None)
+        .await;
+    assert!(matches!(own.status, 401 | 403), "{}", own.body);
 }
 
 #[tokio::test]
@@ -764,6 +845,61 @@ async fn a_stream_batch_delivered_twice_is_counted_once() {
     }
     let stats = stats_of(&app, "dev-ann", "alpha").await;
     assert_eq!(stats["credits"]["outstanding"], json!(7.0));
+}
+
+#[tokio::test]
+async fn active_subscriptions_are_counted_once_in_total_and_per_day() {
+    let app = spawn_app().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+    let doc = |status: &str| {
+        json!({"S": json!({
+            "subscriptionId": "sub_1", "planId": "pro", "status": status,
+            "currentPeriodEnd": 0, "cancelAtPeriodEnd": false, "observedAtMs": 1
+        }).to_string()})
+    };
+    let image = |status: &str| json!({"pk": {"S": "P#alpha#test#ACCT#amy"}, "sk": {"S": "SUB"}, "doc": doc(status)});
+    let record = |id: &str, seq: &str, old: Option<Value>, new: Value| {
+        let mut change = json!({"NewImage": new, "SequenceNumber": seq});
+        if let Some(old) = old {
+            change["OldImage"] = old;
+        }
+        json!({"eventID": format!("{id}-{}", app.table), "eventName": "MODIFY", "dynamodb": change})
+    };
+    let count = |records: Vec<Value>| {
+        let event = json!({"Records": records});
+        let app = &app;
+        async move {
+            let batch = coffer::calls::as_function(
+                "stats",
+                coffer::jobs::count_stream_event(&app.app.app, &event),
+            )
+            .await;
+            assert!(batch.failed.is_none(), "{batch:?}");
+        }
+    };
+    let dev = app.developer_token("dev-ann");
+    let today = || async {
+        let reply = app
+            .call("GET", &format!("{API}/alpha/stats/daily?days=2"), Some(&dev), None)
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body["data"]["days"][1].clone()
+    };
+    // Incomplete, then active: one active subscription, the active record delivered twice.
+    let started = vec![
+        record("a", "100", None, image("incomplete")),
+        record("b", "101", Some(image("incomplete")), image("active")),
+    ];
+    count(started.clone()).await;
+    count(started).await;
+    assert_eq!(stats_of(&app, "dev-ann", "alpha").await["activeSubscriptions"], json!(1));
+    let day = today().await;
+    assert_eq!((day["activeSubscriptions"].clone(), day["subscriptionsChange"].clone()), (json!(1), json!(1)));
+    // Canceled: none, and the day's change nets to zero.
+    count(vec![record("c", "102", Some(image("active")), image("canceled"))]).await;
+    assert_eq!(stats_of(&app, "dev-ann", "alpha").await["activeSubscriptions"], json!(0));
+    let day = today().await;
+    assert_eq!((day["activeSubscriptions"].clone(), day["subscriptionsChange"].clone()), (json!(0), json!(0)));
 }
 
 #[tokio::test]
