@@ -20,7 +20,7 @@ const GOOD_CARD: &str = "4242424242424242";
 /// Saved without trouble, declined when charged (localstripe, as Stripe's test card).
 const DECLINED_AT_CHARGE: &str = "4000000000000341";
 /// How long the page may take to answer a click (Stripe.js and the API are local).
-const UI_SECS: u64 = 20;
+pub(crate) const UI_SECS: u64 = 20;
 
 const CHROMIUM_ARGS: &[&str] = &[
     "--headless=new",
@@ -36,8 +36,8 @@ const CHROMIUM_ARGS: &[&str] = &[
 ];
 
 /// One Chromium session on a fresh profile, closed (and its profile removed) when dropped.
-struct Browser {
-    client: Client,
+pub(crate) struct Browser {
+    pub(crate) client: Client,
     scenario: &'static str,
     driver: String,
     session: Option<String>,
@@ -45,7 +45,12 @@ struct Browser {
 }
 
 impl Browser {
-    async fn open(app: &TestApp, scenario: &'static str) -> Browser {
+    pub(crate) async fn open(app: &TestApp, scenario: &'static str) -> Browser {
+        Self::open_at(app, scenario, "/").await
+    }
+
+    /// A session on the page at `path` of the app's local stack.
+    pub(crate) async fn open_at(app: &TestApp, scenario: &'static str, path: &str) -> Browser {
         let driver = std::env::var("CHROMEDRIVER_URL").unwrap_or_else(|_| {
             panic!("CHROMEDRIVER_URL is not set: run the browser tests through scripts/test.sh, which starts chromedriver")
         });
@@ -76,18 +81,18 @@ impl Browser {
         };
         browser
             .client
-            .goto(&format!("{}/", app.base_url))
+            .goto(&format!("{}{path}", app.base_url))
             .await
             .expect("open the page");
         browser
     }
 
-    async fn find(&self, css: &str) -> Option<fantoccini::elements::Element> {
+    pub(crate) async fn find(&self, css: &str) -> Option<fantoccini::elements::Element> {
         self.client.find(Locator::Css(css)).await.ok()
     }
 
     /// The element's shown text ("" while it is absent or hidden).
-    async fn text(&self, css: &str) -> String {
+    pub(crate) async fn text(&self, css: &str) -> String {
         match self.find(css).await {
             Some(element) => element.text().await.unwrap_or_default(),
             None => String::new(),
@@ -96,7 +101,12 @@ impl Browser {
 
     /// Waits until the text of `css` satisfies `want`; the text. On timeout: a screenshot and
     /// a failure that says what the page showed.
-    async fn wait_text(&self, css: &str, secs: u64, want: impl Fn(&str) -> bool) -> String {
+    pub(crate) async fn wait_text(
+        &self,
+        css: &str,
+        secs: u64,
+        want: impl Fn(&str) -> bool,
+    ) -> String {
         let want = &want;
         let found = eventually(secs, move || async move {
             let text = self.text(css).await;
@@ -112,7 +122,7 @@ impl Browser {
         }
     }
 
-    async fn fail(&self, what: &str) -> ! {
+    pub(crate) async fn fail(&self, what: &str) -> ! {
         self.screenshot(&format!("{}-failed", self.scenario)).await;
         panic!(
             "{}: {what}; the page says {:?}, balance {:?}, subscription {:?}",
@@ -124,7 +134,11 @@ impl Browser {
     }
 
     /// An enabled element, once the page shows it.
-    async fn ready(&self, locator: Locator<'_>, what: &str) -> fantoccini::elements::Element {
+    pub(crate) async fn ready(
+        &self,
+        locator: Locator<'_>,
+        what: &str,
+    ) -> fantoccini::elements::Element {
         let found = eventually(UI_SECS, move || async move {
             let element = self.client.find(locator).await.ok()?;
             let usable = element.is_displayed().await.unwrap_or(false)
@@ -139,14 +153,14 @@ impl Browser {
     }
 
     /// The button whose label starts with `label`.
-    async fn button(&self, label: &str) -> fantoccini::elements::Element {
+    pub(crate) async fn button(&self, label: &str) -> fantoccini::elements::Element {
         let xpath = format!("//button[starts-with(normalize-space(.), '{label}')]");
         self.ready(Locator::XPath(&xpath), &format!("the button {label:?}"))
             .await
     }
 
     /// Types into the field labelled `label` (a `<label for>` or an `aria-label`).
-    async fn type_into(&self, label: &str, text: &str) {
+    pub(crate) async fn type_into(&self, label: &str, text: &str) {
         let xpath = format!(
             "//input[@aria-label='{label}' or @id=//label[normalize-space(.)='{label}']/@for]"
         );
@@ -165,7 +179,7 @@ impl Browser {
             .await;
     }
 
-    async fn type_into_focused(&self, keys: &str) {
+    pub(crate) async fn type_into_focused(&self, keys: &str) {
         self.client
             .active_element()
             .await
@@ -219,12 +233,25 @@ impl Browser {
             .expect("watch the balance");
     }
 
-    async fn screenshot(&self, name: &str) {
+    pub(crate) async fn screenshot(&self, name: &str) {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.stack/screenshots");
         let _ = self.client.execute("window.scrollTo(0, 0);", vec![]).await;
         if let Ok(png) = self.client.screenshot().await {
             let _ = std::fs::create_dir_all(&dir);
             let _ = std::fs::write(dir.join(format!("{name}.png")), png);
+        }
+    }
+}
+
+impl Browser {
+    /// A screenshot of one element (scrolled into view), e.g. a panel for the README.
+    pub(crate) async fn screenshot_of(&self, css: &str, name: &str) {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.stack/screenshots");
+        if let Some(element) = self.find(css).await {
+            if let Ok(png) = element.screenshot().await {
+                let _ = std::fs::create_dir_all(&dir);
+                let _ = std::fs::write(dir.join(format!("{name}.png")), png);
+            }
         }
     }
 }

@@ -6,6 +6,7 @@ mod browser;
 mod buckets;
 mod cards;
 mod concurrency;
+mod console;
 mod create_intent;
 mod custom_amounts;
 mod events;

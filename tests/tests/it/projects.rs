@@ -37,7 +37,7 @@ async fn configure(app: &TestApp, developer: &str, project: &str, mode: &str) ->
 }
 
 /// Configures the project, registers its webhook with its localstripe and adds one package.
-async fn open_project(app: &TestApp, developer: &str, project: &str, mode: &str) {
+pub(crate) async fn open_project(app: &TestApp, developer: &str, project: &str, mode: &str) {
     let (status, body) = configure(app, developer, project, mode).await;
     assert_eq!(status, 200, "configure {project}/{mode}: {body}");
     let secret = keys(project, mode)["webhookSecret"]
@@ -72,6 +72,17 @@ async fn add_package(app: &TestApp, developer: &str, project: &str, mode: &str) 
 
 /// A user of `project` in `mode` buys the `ten` package with a card at the project's Stripe.
 async fn buy(app: &TestApp, user: &str, project: &str, mode: &str) -> String {
+    buy_package(app, user, project, mode, "ten").await
+}
+
+/// `user` pays for `package` of the project's mode with a good card; the intent.
+pub(crate) async fn buy_package(
+    app: &TestApp,
+    user: &str,
+    project: &str,
+    mode: &str,
+    package: &str,
+) -> String {
     let query = format!("project_id={project}&test_mode={}", test_mode(mode));
     let token = app.token(user);
     let created = app
@@ -79,7 +90,7 @@ async fn buy(app: &TestApp, user: &str, project: &str, mode: &str) -> String {
             "POST",
             &format!("/api/stripe/create-payment-intent?{query}"),
             Some(&token),
-            Some(&json!({"creditPackageId": "ten"})),
+            Some(&json!({"creditPackageId": package})),
         )
         .await;
     assert_eq!(created.status, 200, "create: {}", created.body);
@@ -147,7 +158,7 @@ async fn redeliver_succeeded(app: &TestApp, project: &str, mode: &str, intent: &
 
 /// Waits until `user` has `expected` credits in the project's mode, redelivering the intents'
 /// events once if localstripe's did not arrive.
-async fn settled(
+pub(crate) async fn settled(
     app: &TestApp,
     user: &str,
     project: &str,
@@ -737,13 +748,21 @@ async fn stats_count_each_payment_and_entry_once_from_the_change_stream() {
     // The same figures, on today's line of the daily series; the 29 days before have none.
     let dev = app.developer_token("dev-ann");
     let daily = app
-        .call("GET", &format!("{API}/alpha/stats/daily?test_mode=true"), Some(&dev), None)
+        .call(
+            "GET",
+            &format!("{API}/alpha/stats/daily?test_mode=true"),
+            Some(&dev),
+            None,
+        )
         .await;
     assert_eq!(daily.status, 200, "{}", daily.body);
     let days = daily.body["data"]["days"].as_array().unwrap();
     assert_eq!(days.len(), 30);
     let today = days.last().unwrap();
-    assert_eq!(today["date"], json!(time::OffsetDateTime::now_utc().date().to_string()));
+    assert_eq!(
+        today["date"],
+        json!(time::OffsetDateTime::now_utc().date().to_string())
+    );
     assert_eq!(today["revenue"]["usd"], json!(20.0));
     assert_eq!(today["creditsSold"], json!(25.0));
     assert_eq!(today["creditsSpent"], json!(2.5));
@@ -752,12 +771,22 @@ async fn stats_count_each_payment_and_entry_once_from_the_change_stream() {
         assert_eq!(day["creditsSold"], json!(0.0), "{day}");
     }
     let week = app
-        .call("GET", &format!("{API}/alpha/stats/daily?test_mode=true&days=7"), Some(&dev), None)
+        .call(
+            "GET",
+            &format!("{API}/alpha/stats/daily?test_mode=true&days=7"),
+            Some(&dev),
+            None,
+        )
         .await;
     assert_eq!(week.body["data"]["days"].as_array().map(Vec::len), Some(7));
     for days in ["0", "91", "x"] {
         let bad = app
-            .call("GET", &format!("{API}/alpha/stats/daily?days={days}"), Some(&dev), None)
+            .call(
+                "GET",
+                &format!("{API}/alpha/stats/daily?days={days}"),
+                Some(&dev),
+                None,
+            )
             .await;
         assert_eq!(bad.status, 400, "{}", bad.body);
     }
@@ -778,16 +807,36 @@ async fn a_developer_looks_an_account_up_at_a_glance() {
     let app = spawn_app().await;
     open_project(&app, "dev-ann", "alpha", "test").await;
     let intent = buy(&app, "ula", "alpha", "test").await;
-    assert!(settled(&app, "ula", "alpha", "test", std::slice::from_ref(&intent), json!(12.5)).await);
+    assert!(
+        settled(
+            &app,
+            "ula",
+            "alpha",
+            "test",
+            std::slice::from_ref(&intent),
+            json!(12.5)
+        )
+        .await
+    );
     let token = app.token("ula");
     let spend = json!({"amount": 2.5, "reason": "job", "idempotencyKey": "look-1"});
     let spent = app
-        .call("POST", "/api/credits/consume?project_id=alpha&test_mode=true", Some(&token), Some(&spend))
+        .call(
+            "POST",
+            "/api/credits/consume?project_id=alpha&test_mode=true",
+            Some(&token),
+            Some(&spend),
+        )
         .await;
     assert_eq!(spent.status, 200, "{}", spent.body);
     let dev = app.developer_token("dev-ann");
     let reply = app
-        .call("GET", &format!("{API}/alpha/accounts/ula?test_mode=true"), Some(&dev), None)
+        .call(
+            "GET",
+            &format!("{API}/alpha/accounts/ula?test_mode=true"),
+            Some(&dev),
+            None,
+        )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let account = &reply.body["data"];
@@ -807,18 +856,33 @@ async fn a_developer_looks_an_account_up_at_a_glance() {
     assert_eq!(account["morePayments"], false);
     // An account with nothing yet reads as empty, not as an error.
     let nobody = app
-        .call("GET", &format!("{API}/alpha/accounts/nobody"), Some(&dev), None)
+        .call(
+            "GET",
+            &format!("{API}/alpha/accounts/nobody"),
+            Some(&dev),
+            None,
+        )
         .await;
     assert_eq!(nobody.status, 200, "{}", nobody.body);
     assert_eq!(nobody.body["data"]["ledger"], json!([]));
     // Another developer, or the user themself, cannot look it up.
     let bob = app.developer_token("dev-bob");
     let theirs = app
-        .call("GET", &format!("{API}/alpha/accounts/ula"), Some(&bob), None)
+        .call(
+            "GET",
+            &format!("{API}/alpha/accounts/ula"),
+            Some(&bob),
+            None,
+        )
         .await;
     assert_eq!(theirs.status, 404, "{}", theirs.body);
     let own = app
-        .call("GET", &format!("{API}/alpha/accounts/ula"), Some(&token), None)
+        .call(
+            "GET",
+            &format!("{API}/alpha/accounts/ula"),
+            Some(&token),
+            None,
+        )
         .await;
     assert!(matches!(own.status, 401 | 403), "{}", own.body);
 }
@@ -880,7 +944,12 @@ async fn active_subscriptions_are_counted_once_in_total_and_per_day() {
     let dev = app.developer_token("dev-ann");
     let today = || async {
         let reply = app
-            .call("GET", &format!("{API}/alpha/stats/daily?days=2"), Some(&dev), None)
+            .call(
+                "GET",
+                &format!("{API}/alpha/stats/daily?days=2"),
+                Some(&dev),
+                None,
+            )
             .await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         reply.body["data"]["days"][1].clone()
@@ -892,14 +961,38 @@ async fn active_subscriptions_are_counted_once_in_total_and_per_day() {
     ];
     count(started.clone()).await;
     count(started).await;
-    assert_eq!(stats_of(&app, "dev-ann", "alpha").await["activeSubscriptions"], json!(1));
+    assert_eq!(
+        stats_of(&app, "dev-ann", "alpha").await["activeSubscriptions"],
+        json!(1)
+    );
     let day = today().await;
-    assert_eq!((day["activeSubscriptions"].clone(), day["subscriptionsChange"].clone()), (json!(1), json!(1)));
+    assert_eq!(
+        (
+            day["activeSubscriptions"].clone(),
+            day["subscriptionsChange"].clone()
+        ),
+        (json!(1), json!(1))
+    );
     // Canceled: none, and the day's change nets to zero.
-    count(vec![record("c", "102", Some(image("active")), image("canceled"))]).await;
-    assert_eq!(stats_of(&app, "dev-ann", "alpha").await["activeSubscriptions"], json!(0));
+    count(vec![record(
+        "c",
+        "102",
+        Some(image("active")),
+        image("canceled"),
+    )])
+    .await;
+    assert_eq!(
+        stats_of(&app, "dev-ann", "alpha").await["activeSubscriptions"],
+        json!(0)
+    );
     let day = today().await;
-    assert_eq!((day["activeSubscriptions"].clone(), day["subscriptionsChange"].clone()), (json!(0), json!(0)));
+    assert_eq!(
+        (
+            day["activeSubscriptions"].clone(),
+            day["subscriptionsChange"].clone()
+        ),
+        (json!(0), json!(0))
+    );
 }
 
 #[tokio::test]
