@@ -30,7 +30,9 @@ async function call(method, path, body) {
   }
   if (!response.ok || answer.success === false) {
     const reason = answer.error || `the request failed (${response.status})`;
-    throw new Error(response.status === 401 ? `Sign in again: ${reason}` : reason);
+    if (response.status === 401) throw new Error(`Sign in again: ${reason}`);
+    if (response.status === 403) throw new Error(`This token may not do that (${reason}): sign in as the project's developer.`);
+    throw new Error(reason);
   }
   return answer;
 }
@@ -507,8 +509,9 @@ async function start() {
     state.api = "";
     state.local = false;
   }
+  // A token always works (deployed it is the only way); the local stack also signs in by name.
   $("local-sign-in").hidden = !state.local;
-  $("token-sign-in").hidden = state.local;
+  $("token-sign-in").hidden = false;
   wire();
 }
 

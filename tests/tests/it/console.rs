@@ -248,3 +248,40 @@ async fn a_developer_runs_their_project_from_the_console() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_developer_signs_in_with_their_token_and_sees_only_their_projects() {
+    let app = console_app().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+    open_project(&app, "dev-bob", "beta", "test").await;
+    let page = Browser::open_at(&app, "console-token", "/console/").await;
+    // As deployed: the identity provider's JWT, pasted.
+    page.type_into(
+        "Your developer token (a JWT from your identity provider)",
+        &app.developer_token("dev-bob"),
+    )
+    .await;
+    page.button("Use this token")
+        .await
+        .click()
+        .await
+        .expect("sign in");
+    let projects = page
+        .wait_text("#projects", UI_SECS, |t| t.contains("beta active"))
+        .await;
+    assert!(!projects.contains("alpha"), "{projects}");
+    // A user's token is not a developer's: the page says so in words.
+    let page = Browser::open_at(&app, "console-user-token", "/console/").await;
+    page.type_into(
+        "Your developer token (a JWT from your identity provider)",
+        &app.token("ula"),
+    )
+    .await;
+    page.button("Use this token")
+        .await
+        .click()
+        .await
+        .expect("sign in");
+    let said = page.wait_text("#message", UI_SECS, |t| !t.is_empty()).await;
+    assert!(said.to_lowercase().contains("developer"), "{said}");
+}
