@@ -140,10 +140,12 @@ mod tests {
         let filters = Filters::of_template().expect("the template's filters");
         assert!(!filters.of("stats").is_empty());
         assert!(!filters.of("billing-events").is_empty());
-        // The stats function sees payments and entries, nothing else.
+        // The stats function sees payments, subscriptions and entries, nothing else.
         assert!(filters.passes("stats", &record("PAY")));
+        assert!(filters.passes("stats", &record("SUB")));
         assert!(filters.passes("stats", &record("ENTRY#001")));
         assert!(!filters.passes("stats", &record("BALANCE")));
+        assert!(!filters.passes("stats", &record("TIER")));
         // The billing events function sees the items that mean events.
         for sk in ["SUB", "TIER", "PAY", "INV", "BALANCE", "LIMIT", "DUPSUB"] {
             assert!(filters.passes("billing-events", &record(sk)), "{sk}");

@@ -214,6 +214,15 @@ fn redoc_bundle() -> Reply {
     }
 }
 
+/// `127.0.0.1`, `localhost` or `[::1]`, with any port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    matches!(name, "127.0.0.1" | "localhost" | "::1")
+}
+
 /// Local stack only: a local user's token for a name (the storefront's sign-in; no password).
 async fn local_token(api: &LocalApi, body: Incoming) -> Reply {
     let refused = |message: &str| {
@@ -300,6 +309,19 @@ async fn route(api: Arc<LocalApi>, req: hyper::Request<Incoming>, request_id: St
             .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())));
     }
     if method == "POST" && path == "/_local/token" {
+        // Only a page of the loopback origin mints tokens: a page elsewhere that points a name
+        // at 127.0.0.1 (DNS rebinding) carries its own name as the Host.
+        let host = req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        if !loopback_host(host) {
+            return reply(
+                403,
+                json!({"success": false, "error": "Tokens are given to the local stack's own pages only.", "code": "forbidden"}).to_string(),
+            );
+        }
         return local_token(&api, req.into_body()).await;
     }
     let matched = handlers::ROUTES.iter().find_map(|(m, pattern, function)| {
@@ -559,4 +581,28 @@ fn reply(status: u16, body: String) -> Reply {
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
+}
+
+#[cfg(test)]
+mod loopback_tests {
+    #[test]
+    fn only_loopback_names_mint_tokens() {
+        for host in [
+            "127.0.0.1:3000",
+            "localhost:3000",
+            "[::1]:3000",
+            "127.0.0.1",
+        ] {
+            assert!(super::loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example:3000",
+            "127.0.0.1.evil.example",
+            "",
+            "[::2]:1",
+            "localhost.evil",
+        ] {
+            assert!(!super::loopback_host(host), "{host}");
+        }
+    }
 }

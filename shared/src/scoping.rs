@@ -209,6 +209,22 @@ pub fn account(app: &App, req: &Request, identifier: Option<&str>) -> Result<Use
     }
 }
 
+/// The route the request matched, as API Gateway names it (`/…/accounts/{account_id}`): what a
+/// handler serving several routes dispatches on, so that an id that looks like a route's last
+/// segment (an account named `subscriptions`) is never taken for it. The path itself when the
+/// request carries no route key.
+pub fn route_template(req: &Request) -> String {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context
+            .route_key
+            .as_deref()
+            .and_then(|key| key.split_once(' '))
+            .map(|(_, path)| path.to_owned())
+            .unwrap_or_else(|| req.uri().path().to_owned()),
+        _ => req.uri().path().to_owned(),
+    }
+}
+
 /// A query parameter given at most once, owned.
 pub fn query_value(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
     Ok(query_param(req, name)?.map(str::to_owned))

@@ -501,13 +501,17 @@ function wire() {
 }
 
 async function start() {
+  // Without its settings the page would send the token to wherever it is hosted: it stops.
   try {
-    const config = await (await fetch("./config.json", { cache: "no-store" })).json();
-    state.api = (config.apiBase || "").replace(/\/+$/, "");
-    state.local = Boolean(config.local);
+    const response = await fetch("./config.json", { cache: "no-store" });
+    if (!response.ok) throw new Error(String(response.status));
+    const config = await response.json();
+    if (typeof config.apiBase !== "string") throw new Error("no apiBase");
+    state.api = config.apiBase.replace(/\/+$/, "");
+    state.local = config.local === true;
   } catch (_) {
-    state.api = "";
-    state.local = false;
+    say("This console has no readable config.json beside it, so it does not know the API's address: write {\"apiBase\": \"https://…\"} there (docs/console.md).", true);
+    return;
   }
   // A token always works (deployed it is the only way); the local stack also signs in by name.
   $("local-sign-in").hidden = !state.local;

@@ -48,7 +48,7 @@ pub async fn developer_api(app: &App, req: Request) -> Response<Body> {
 
 async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
     let developer = scoping::developer(app, req)?;
-    let path = req.uri().path().to_owned();
+    let path = scoping::route_template(req);
     if path == "/api/v1/payments/projects" {
         let projects = projects::of_developer(app, &developer).await?;
         let data: Vec<_> = projects.iter().map(ProjectSummary::of).collect();
@@ -101,7 +101,7 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         )));
     }
     if path.contains("/accounts/") {
-        return account_route(app, req, &developer, scope).await;
+        return account_route(app, req, &path, &developer, scope).await;
     }
     if path.contains("/webhooks") {
         return super::webhooks::webhooks_route(app, req, scope).await;
@@ -147,6 +147,7 @@ pub(crate) struct AlertBody {
 async fn account_route(
     app: &App,
     req: &Request,
+    route: &str,
     developer: &crate::auth::UserId,
     scope: Scope,
 ) -> Result<Response<Body>, ApiError> {
@@ -155,13 +156,7 @@ async fn account_route(
         .and_then(|p| p.first("account_id"))
         .and_then(crate::auth::UserId::parse)
         .ok_or_else(|| ApiError::bad_request("account_id is malformed."))?;
-    if req.method().as_str() == "GET"
-        && req
-            .path_parameters_ref()
-            .and_then(|p| p.first("account_id"))
-            .is_some()
-        && req.uri().path().trim_end_matches('/').rsplit('/').nth(1) == Some("accounts")
-    {
+    if req.method().as_str() == "GET" && route.ends_with("/accounts/{account_id}") {
         let facts = developers::account(app, &scope, &account).await?;
         return Ok(ok(AccountOverview {
             project_id: scope.project.as_str().to_owned(),
@@ -179,11 +174,11 @@ async fn account_route(
             more_payments: facts.more_history,
         }));
     }
-    if req.method().as_str() == "GET" && req.uri().path().ends_with("/balance") {
+    if req.method().as_str() == "GET" && route.ends_with("/balance") {
         let balance = crate::services::accounts::balance(app, &scope, &account).await?;
         return Ok(ok(crate::api::BalanceView::of(&balance)));
     }
-    if req.uri().path().ends_with("/auto-recharge") {
+    if route.ends_with("/auto-recharge") {
         return super::recharge::recharge_route(
             app,
             req,
@@ -193,7 +188,7 @@ async fn account_route(
         )
         .await;
     }
-    if req.uri().path().ends_with("/alerts") {
+    if route.ends_with("/alerts") {
         let body: AlertBody = json_body(req)?;
         let currency = &app.config.default_currency;
         let threshold = match &body.low_threshold {

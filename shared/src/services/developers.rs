@@ -85,9 +85,10 @@ pub async fn daily(
     ))
 }
 
-/// How many ledger entries an account lookup reads at most, and shows.
-pub const LEDGER_READ: usize = 2_000;
+/// How many ledger entries an account lookup shows, and how many it reads at most from an
+/// account whose entries were written before they were listed by time.
 pub const LEDGER_SHOWN: usize = 50;
+pub const LEDGER_READ: usize = 1_000;
 /// How many payments and grants an account lookup shows.
 pub const HISTORY_SHOWN: i32 = 20;
 
@@ -107,16 +108,16 @@ pub async fn account(app: &App, scope: &Scope, account: &UserId) -> Result<Accou
     let balance = crate::services::accounts::balance(app, scope, account).await?;
     let subscription = store.subscription_record(account).await?.state;
     let usage = crate::services::usage::usage_overview(app, scope, account).await?;
-    let (mut entries, complete) = store.ledger_entries(account, LEDGER_READ).await?;
-    let all_shown = complete && entries.len() <= LEDGER_SHOWN;
-    entries.truncate(LEDGER_SHOWN);
+    let ledger = store
+        .ledger_entries(account, LEDGER_SHOWN, LEDGER_READ)
+        .await?;
     let (history, next) =
         crate::services::accounts::history(app, scope, account, HISTORY_SHOWN, None).await?;
     Ok(AccountFacts {
         balance,
         subscription,
         usage,
-        ledger: (entries, all_shown),
+        ledger,
         history,
         more_history: next.is_some(),
     })

@@ -283,5 +283,8 @@ async fn a_developer_signs_in_with_their_token_and_sees_only_their_projects() {
         .await
         .expect("sign in");
     let said = page.wait_text("#message", UI_SECS, |t| !t.is_empty()).await;
-    assert!(said.to_lowercase().contains("developer"), "{said}");
+    assert_eq!(
+        said,
+        "This token may not do that (not allowed): sign in as the project's developer."
+    );
 }

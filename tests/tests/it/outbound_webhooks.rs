@@ -426,3 +426,69 @@ async fn a_receiver_that_hangs_never_delays_another_projects_deliveries() {
         "the other project's delivery took {took:?} beside a receiver hanging for 10 s"
     );
 }
+
+/// Retries run at 1/3600 of real time in tests: three days are 72 s.
+#[tokio::test]
+async fn an_endpoint_failing_for_three_days_is_disabled_and_its_developer_told() {
+    let app = with_webhooks().await;
+    configured(&app, "alpha", "dev-ivy").await;
+    let receiver = Receiver::start(Answer::Status(500)).await;
+    let (id, _) = endpoint(&app, "alpha", "dev-ivy", &receiver.url).await;
+    let watcher = Receiver::start(Answer::Status(200)).await;
+    let told = app
+        .call(
+            "POST",
+            "/api/v1/payments/stripe/projects/alpha/webhooks?test_mode=true",
+            Some(&app.developer_token("dev-ivy")),
+            Some(&json!({"url": watcher.url, "events": ["webhook.endpoint_disabled"]})),
+        )
+        .await;
+    assert_eq!(told.status, 200, "{}", told.body);
+    let started = Instant::now();
+    credits_low(&app, "alpha", "dev-ivy", "fay").await;
+    // One event's retries end with its retry window, as the failing streak reaches three days:
+    // a second event half-way keeps the endpoint failing past them, as a live project would.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    credits_low(&app, "alpha", "dev-ivy", "fay2").await;
+    let disabled = eventually(100, || async {
+        let now = app
+            .call(
+                "GET",
+                &format!("/api/v1/payments/stripe/projects/alpha/webhooks/{id}?test_mode=true"),
+                Some(&app.developer_token("dev-ivy")),
+                None,
+            )
+            .await;
+        (now.body["data"]["enabled"] == false).then_some(now.body)
+    })
+    .await
+    .expect("disabled after three (scaled) days of failures");
+    let after = started.elapsed();
+    assert_eq!(disabled["data"]["disabledReason"], "failing");
+    assert!(
+        after >= Duration::from_secs(70),
+        "not before three scaled days: {after:?}"
+    );
+    // Tried again and again, with growing gaps, before that.
+    let tries = receiver.received();
+    assert!(tries.len() >= 6, "{} tries", tries.len());
+    let gaps: Vec<Duration> = tries
+        .iter()
+        .filter(|r| r.body.contains("\"fay\""))
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|w| w[1].at - w[0].at)
+        .collect();
+    assert!(gaps.last() > gaps.first(), "backoff grows: {gaps:?}");
+    let notice = received(&watcher, 1, 30).await;
+    assert_eq!(notice.len(), 1, "the developer is told once");
+    assert!(notice[0].body.contains("\"failing\""), "{}", notice[0].body);
+    // Nothing more is sent to it.
+    let count = receiver.received().len();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        receiver.received().len(),
+        count,
+        "nothing after it was disabled"
+    );
+}

@@ -854,6 +854,81 @@ async fn a_developer_looks_an_account_up_at_a_glance() {
     assert_eq!(account["ledgerComplete"], true);
     assert_eq!(account["payments"][0]["id"], json!(intent));
     assert_eq!(account["morePayments"], false);
+    // A busy account: the newest 50 entries by time, and word that there are more.
+    let grant = json!({"amount": 100, "reason": "welcome", "idempotencyKey": "busy-grant"});
+    let granted = app
+        .call(
+            "POST",
+            &format!("{API}/alpha/accounts/vic/grants"),
+            Some(&dev),
+            Some(&grant),
+        )
+        .await;
+    assert_eq!(granted.status, 200, "{}", granted.body);
+    let vic = app.token("vic");
+    for i in 0..55 {
+        let spend = json!({"amount": 0.5, "reason": format!("job {i}"), "idempotencyKey": format!("busy-{i}")});
+        let spent = app
+            .call(
+                "POST",
+                "/api/credits/consume?project_id=alpha&test_mode=true",
+                Some(&vic),
+                Some(&spend),
+            )
+            .await;
+        assert_eq!(spent.status, 200, "{}", spent.body);
+    }
+    let busy = app
+        .call(
+            "GET",
+            &format!("{API}/alpha/accounts/vic"),
+            Some(&dev),
+            None,
+        )
+        .await;
+    let ledger = busy.body["data"]["ledger"].as_array().unwrap();
+    assert_eq!(ledger.len(), 50);
+    assert_eq!(busy.body["data"]["ledgerComplete"], false);
+    assert_eq!(ledger[0]["reason"], "job 54", "newest first");
+    assert!(
+        ledger.iter().all(|e| e["kind"] == "spend"),
+        "the grant is older than all shown"
+    );
+    let times: Vec<time::OffsetDateTime> = ledger
+        .iter()
+        .map(|e| {
+            let text = e["createdAt"].as_str().unwrap();
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .unwrap()
+        })
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+    // Ids that read like a route's last segment are accounts like any other.
+    for (path, id) in [
+        ("accounts/subscriptions", "subscriptions"),
+        ("accounts/payments", "payments"),
+    ] {
+        let odd = app
+            .call("GET", &format!("{API}/alpha/{path}"), Some(&dev), None)
+            .await;
+        assert_eq!(odd.status, 200, "{}", odd.body);
+        assert_eq!(odd.body["data"]["accountId"], id, "{}", odd.body);
+    }
+    let balance = app
+        .call(
+            "GET",
+            &format!("{API}/alpha/accounts/accounts/balance"),
+            Some(&dev),
+            None,
+        )
+        .await;
+    assert_eq!(balance.status, 200, "{}", balance.body);
+    assert!(
+        balance.body["data"].get("accountId").is_none(),
+        "{}",
+        balance.body
+    );
+    assert_eq!(balance.body["data"]["balance"], json!(0.0));
     // An account with nothing yet reads as empty, not as an error.
     let nobody = app
         .call(
@@ -993,6 +1068,43 @@ async fn active_subscriptions_are_counted_once_in_total_and_per_day() {
         ),
         (json!(0), json!(0))
     );
+
+    // End to end: a subscription written to the table reaches the counters through the
+    // stream and the stats function's filter, as deployed.
+    use coffer::domain::scope::{Mode, ProjectId, Scope};
+    use coffer::domain::subscriptions::{SubscriptionState, SubscriptionStatus};
+    app.follow_stream().await;
+    let scope = Scope::new(ProjectId::parse("alpha").expect("id"), Mode::Test);
+    let store = app.app.app.store_for(&scope);
+    let state = SubscriptionState {
+        subscription_id: "sub_2".into(),
+        plan_id: "pro".into(),
+        status: SubscriptionStatus::Trialing,
+        current_period_end: 0,
+        cancel_at_period_end: false,
+        past_due_since: None,
+        observed_at_ms: 1,
+        customer_id: String::new(),
+        price_id: String::new(),
+        held_plan_id: None,
+        held_until: None,
+    };
+    let bob = coffer::domain::records::UserId::parse("bob").expect("id");
+    assert!(store
+        .write_subscription(&bob, 0, Some(&state), None)
+        .await
+        .expect("written"));
+    let counted = eventually(30, || async {
+        let stats = stats_of(&app, "dev-ann", "alpha").await;
+        (stats["activeSubscriptions"] == json!(1)).then_some(())
+    })
+    .await;
+    assert!(
+        counted.is_some(),
+        "the stream brings the subscription to the stats"
+    );
+    let day = today().await;
+    assert_eq!(day["subscriptionsChange"], json!(1), "{day}");
 }
 
 #[tokio::test]

@@ -66,47 +66,70 @@ impl Store {
         }))
     }
 
-    /// The account's ledger entries, newest first, of the first `read_at_most` read (entries
-    /// are keyed by id, not time); `true` when that was all of them.
+    /// The account's `shown` newest ledger entries, newest first, and whether that is all of
+    /// them. Entries are listed by time in gsi2; an account whose entries there are fewer than
+    /// `shown` may have entries written before they were listed, so its partition is read too
+    /// (at most `read_at_most` items, in key order) and merged.
     pub async fn ledger_entries(
         &self,
         user: &UserId,
+        shown: usize,
         read_at_most: usize,
     ) -> Result<(Vec<crate::domain::records::EntryLine>, bool), StoreError> {
-        let mut pages = self
+        let ask = i32::try_from(shown.saturating_add(1)).unwrap_or(i32::MAX);
+        let listed = self
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :entry)")
-            .expression_attribute_values(":pk", super::codec::s(self.keys.user_pk(user)))
-            .expression_attribute_values(":entry", super::codec::s("ENTRY#"))
-            .projection_expression("entryId, kind, amount, currency, createdAt, reason")
-            .into_paginator()
-            .send();
-        let mut items = Vec::new();
-        let mut complete = true;
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(StoreError::from_sdk)?;
-            items.extend(page.items().iter().cloned());
-            if items.len() >= read_at_most {
-                complete = page.last_evaluated_key().is_none() && items.len() == read_at_most;
-                items.truncate(read_at_most);
-                break;
+            .index_name(keys::GSI2)
+            .key_condition_expression("gsi2pk = :pk")
+            .expression_attribute_values(":pk", s(self.keys.ledger_pk(user)))
+            .scan_index_forward(false)
+            .limit(ask)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let mut items: Vec<Item> = listed.items().to_vec();
+        let mut complete = items.len() <= shown;
+        if complete {
+            let mut pages = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :entry)")
+                .expression_attribute_values(":pk", s(self.keys.user_pk(user)))
+                .expression_attribute_values(":entry", s("ENTRY#"))
+                .into_paginator()
+                .send();
+            let mut read = 0usize;
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(StoreError::from_sdk)?;
+                read = read.saturating_add(page.items().len());
+                items.extend(page.items().iter().cloned());
+                if read >= read_at_most {
+                    complete = page.last_evaluated_key().is_none();
+                    break;
+                }
             }
         }
-        let mut lines = Vec::with_capacity(items.len());
+        let mut lines: Vec<crate::domain::records::EntryLine> = Vec::with_capacity(items.len());
         for item in &items {
-            let f = super::codec::Fields::of(item);
-            lines.push(crate::domain::records::EntryLine {
+            let f = Fields::of(item);
+            let line = crate::domain::records::EntryLine {
                 entry_id: f.text("entryId")?.to_owned(),
                 kind: f.text("kind")?.to_owned(),
                 amount: f.int("amount")?,
                 currency: f.currency("currency")?,
                 created_at_ms: f.opt_int("createdAt")?.unwrap_or(0),
                 reason: f.opt_text("reason")?.map(str::to_owned),
-            });
+            };
+            if !lines.iter().any(|l| l.entry_id == line.entry_id) {
+                lines.push(line);
+            }
         }
         lines.sort_by(|a, b| (b.created_at_ms, &b.entry_id).cmp(&(a.created_at_ms, &a.entry_id)));
+        complete = complete && lines.len() <= shown;
+        lines.truncate(shown);
         Ok((lines, complete))
     }
 

@@ -6,7 +6,7 @@
 //! | payment           | `PAY#<intent id>`   | `PAY`            | gsi1: `USER#<user>#PAY` / `<ms>#<pi>`    |
 //! | needs attention   | `ATTENTION`         | `PAY#<intent id>`| a succeeded payment that was not credited|
 //! | idempotency key   | `IDEM#<sha256>`     | `IDEM`           | user + client key → intent; TTL 24 h     |
-//! | ledger entry      | `USER#<user>`       | `ENTRY#<id>`     | immutable, signed minor units            |
+//! | ledger entry      | `USER#<user>`       | `ENTRY#<id>`     | immutable, signed minor units; gsi2: `USER#<user>#LEDGER` / `<ms>#<id>` |
 //! | balance           | `USER#<user>`       | `BALANCE`        | running sum of the user's entries        |
 //! | plan              | `PLANS`             | `PLAN#<id>`      | one Query lists them all                 |
 //! | settings          | `SETTINGS`          | `SETTINGS`       | redirect origins, past_due grace         |
@@ -278,6 +278,11 @@ impl Keys {
     /// The partition of an account's subscription invoices in gsi1.
     pub fn bills_pk(&self, account: &UserId) -> String {
         format!("{}USER#{}#BILL", self.prefix, account.as_str())
+    }
+
+    /// The partition of a user's ledger entries in gsi2, by time (newest last).
+    pub fn ledger_pk(&self, user: &UserId) -> String {
+        format!("{}USER#{}#LEDGER", self.prefix, user.as_str())
     }
 
     /// The partition of a user's history in gsi1.

@@ -100,12 +100,21 @@ fn record_counts(record: &StreamRecord) -> Option<Counts> {
                 }
             },
         };
-        let before = record
-            .old
-            .as_ref()
-            .and_then(|item| payment_from_item(item).ok())
-            .map(|payment| contribution(&payment));
-        let change = now.minus(&before.clone().unwrap_or_default());
+        let old = record.old.as_ref().map(payment_from_item);
+        let before = match &old {
+            Some(Ok(payment)) => Some(contribution(payment)),
+            _ => None,
+        };
+        // What this change changed, for its day; unknown when the old image does not decode
+        // (the day then gets nothing rather than the payment's whole value again).
+        let change = if matches!(old, Some(Err(_))) {
+            tracing::error!(
+                "a payment's old image in the stream does not decode; its day not counted"
+            );
+            StatsDelta::default()
+        } else {
+            now.minus(&before.clone().unwrap_or_default())
+        };
         return Some(Counts::Payment {
             prefix: prefix.to_owned(),
             intent: rest.trim_start_matches("PAY#").to_owned(),
@@ -115,11 +124,25 @@ fn record_counts(record: &StreamRecord) -> Option<Counts> {
         });
     }
     if sk == "SUB" && rest.starts_with("ACCT#") {
-        let state = |item: Option<&Item>| -> Option<SubscriptionState> {
-            serde_json::from_str(get_s(item?, "doc")?).ok()
+        let doc = |item: Option<&Item>| item.and_then(|i| get_s(i, "doc")).map(str::to_owned);
+        let (new_doc, old_doc) = (doc(record.new.as_ref()), doc(record.old.as_ref()));
+        if record.new.is_some() && new_doc == old_doc {
+            // A write of the item's lock or times only: the subscription did not change.
+            return None;
+        }
+        // No doc: the item holds only the create lock, no subscription yet.
+        let state = |doc: &Option<String>| -> Result<Option<SubscriptionState>, ()> {
+            doc.as_deref()
+                .map(serde_json::from_str::<SubscriptionState>)
+                .transpose()
+                .map_err(|_| ())
         };
-        let now = subscription_contribution(state(record.new.as_ref()).as_ref());
-        let before = subscription_contribution(state(record.old.as_ref()).as_ref());
+        let (Ok(now), Ok(before)) = (state(&new_doc), state(&old_doc)) else {
+            tracing::error!("a subscription in the stream does not decode; not counted");
+            return None;
+        };
+        let now = subscription_contribution(now.as_ref());
+        let before = subscription_contribution(before.as_ref());
         return Some(Counts::Payment {
             prefix: prefix.to_owned(),
             intent: format!("sub:{}", rest.trim_start_matches("ACCT#")),
@@ -307,13 +330,18 @@ impl Store {
         let Some(counts) = record_counts(record) else {
             return Ok(StatsOutcome::Nothing);
         };
-        let (prefix, change) = match &counts {
-            Counts::Payment { prefix, change, .. } => (prefix.clone(), daily_part(change)),
-            Counts::Entry { prefix, delta, .. } => (prefix.clone(), daily_part(delta)),
+        let prefix = match &counts {
+            Counts::Payment { prefix, change, .. } => {
+                // A payment's or subscription's day: under a marker of its own (the totals'
+                // count is the recount's, versioned per payment).
+                let change = daily_part(change);
+                if !change.is_empty() {
+                    self.count_day(record, prefix, &change).await?;
+                }
+                prefix.clone()
+            }
+            Counts::Entry { prefix, .. } => prefix.clone(),
         };
-        if !change.is_empty() {
-            self.count_day(record, &prefix, &change).await?;
-        }
         let epoch = match epochs.get(&prefix) {
             Some(epoch) => epoch.clone(),
             None => {
@@ -350,23 +378,27 @@ impl Store {
                 delta,
                 ..
             } => {
-                if created_at_ms < epoch.cutoff_ms {
-                    // Made before the cutoff: the epoch's baseline counts it.
-                    return Ok(StatsOutcome::Nothing);
-                }
-                self.count_entry(record, &prefix, epoch.epoch, &delta).await
+                // Made before the cutoff, the epoch's baseline counts it in the totals; its day
+                // is counted either way, under the same marker.
+                let totals = (created_at_ms >= epoch.cutoff_ms).then_some(epoch.epoch);
+                self.count_entry(record, &prefix, totals, &delta).await
             }
         }
     }
 
-    /// A new entry, once per stream record (its marker).
+    /// A new entry, once per stream record (its marker): into the totals of `epoch` (none: the
+    /// baseline counts it) and into its day, in one transaction.
     async fn count_entry(
         &self,
         record: &StreamRecord,
         prefix: &str,
-        epoch: i64,
+        epoch: Option<i64>,
         delta: &StatsDelta,
     ) -> Result<StatsOutcome, StoreError> {
+        let day = daily_part(delta);
+        if epoch.is_none() && day.is_empty() {
+            return Ok(StatsOutcome::Nothing);
+        }
         let mut marker = key(format!("STATSREC#{}", record.event_id), "STATSREC");
         marker.insert("expiresAt".into(), n(now_ms() / 1000 + MARKER_TTL_SECS));
         let put = Put::builder()
@@ -377,37 +409,29 @@ impl Store {
             .map_err(StoreError::build)?;
         let shard = u32::from_str_radix(&hash_parts(&[&record.event_id])[..4], 16).unwrap_or(0)
             % STATS_SHARDS;
-        let items = vec![
-            TransactWriteItem::builder().put(put).build(),
-            self.add_counts(prefix, epoch, shard, delta)?,
-        ];
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        if let Some(epoch) = epoch {
+            items.push(self.add_counts(prefix, epoch, shard, delta)?);
+        }
+        if !day.is_empty() {
+            items.push(self.add_to_day(record, prefix, shard, &day)?);
+        }
         Ok(match self.transact(items).await? {
             Ok(()) => StatsOutcome::Counted,
             Err(_) => StatsOutcome::AlreadyCounted,
         })
     }
 
-    /// Adds one record's change to the day it was made, at most once per stream record (its
-    /// own marker, apart from the totals' ones): the day series are kept from the stream only,
-    /// whatever the epoch, and a retried batch adds nothing.
-    async fn count_day(
+    /// The update that adds `change` to the day `record` was made (its shard of that day).
+    fn add_to_day(
         &self,
         record: &StreamRecord,
         prefix: &str,
+        shard: u32,
         change: &StatsDelta,
-    ) -> Result<(), StoreError> {
+    ) -> Result<TransactWriteItem, StoreError> {
         let secs = record.created_at_secs.unwrap_or_else(|| now_ms() / 1000);
         let day = day_of(secs);
-        let mut marker = key(format!("STATSDAY#{}", record.event_id), "STATSDAY");
-        marker.insert("expiresAt".into(), n(now_ms() / 1000 + MARKER_TTL_SECS));
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(marker))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(StoreError::build)?;
-        let shard = u32::from_str_radix(&hash_parts(&[&record.event_id])[..4], 16).unwrap_or(0)
-            % STATS_SHARDS;
         let mut update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(day_key(prefix, &day, shard)))
@@ -421,11 +445,33 @@ impl Store {
         }
         let update =
             update.update_expression(format!("SET expiresAt = :expires ADD {}", adds.join(", ")));
+        Ok(TransactWriteItem::builder()
+            .update(update.build().map_err(StoreError::build)?)
+            .build())
+    }
+
+    /// Adds a payment's or subscription's change to the day it was made, at most once per
+    /// stream record (a marker of its own): the day series are kept from the stream only,
+    /// whatever the epoch, and a retried batch adds nothing.
+    async fn count_day(
+        &self,
+        record: &StreamRecord,
+        prefix: &str,
+        change: &StatsDelta,
+    ) -> Result<(), StoreError> {
+        let mut marker = key(format!("STATSDAY#{}", record.event_id), "STATSDAY");
+        marker.insert("expiresAt".into(), n(now_ms() / 1000 + MARKER_TTL_SECS));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(marker))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(StoreError::build)?;
+        let shard = u32::from_str_radix(&hash_parts(&[&record.event_id])[..4], 16).unwrap_or(0)
+            % STATS_SHARDS;
         let items = vec![
             TransactWriteItem::builder().put(put).build(),
-            TransactWriteItem::builder()
-                .update(update.build().map_err(StoreError::build)?)
-                .build(),
+            self.add_to_day(record, prefix, shard, change)?,
         ];
         // A condition that failed: the marker is there, the day counted this record before.
         let _ = self.transact(items).await?;
