@@ -14,6 +14,8 @@ pub enum Answer {
     Status(u16),
     /// A 302 to this location.
     Redirect(String),
+    /// This status, asking to be tried again no sooner than this many seconds (`Retry-After`).
+    RetryAfter(u16, u64),
     /// Accept, read the request, never answer.
     Hang,
 }
@@ -72,6 +74,9 @@ impl Receiver {
                         }
                         Answer::Status(status) => format!(
                             "HTTP/1.1 {status} Scripted\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                        ),
+                        Answer::RetryAfter(status, secs) => format!(
+                            "HTTP/1.1 {status} Busy\r\nretry-after: {secs}\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbusy"
                         ),
                         Answer::Redirect(location) => format!(
                             "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"

@@ -65,6 +65,8 @@ pub struct Answer {
     pub latency_ms: i64,
     /// No answer because the host resolves only to addresses a delivery never goes to.
     pub refused: bool,
+    /// The answer's `Retry-After`, when it gives whole seconds.
+    pub retry_after_secs: Option<i64>,
 }
 
 /// The delivery client (cheap to clone).
@@ -117,6 +119,7 @@ impl Outbound {
                     text: "the request could not be made (the URL or a header is malformed)".into(),
                     latency_ms: 0,
                     refused: true,
+                    retry_after_secs: None,
                 }
             }
         };
@@ -134,6 +137,12 @@ impl Outbound {
                 (format!("no answer: {cause}"), refused)
             })?;
             let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|secs| *secs >= 0);
             let mut body = response.into_body();
             let mut kept: Vec<u8> = Vec::new();
             while kept.len() < ANSWER_KEPT_BYTES {
@@ -147,26 +156,30 @@ impl Outbound {
                     Some(Err(_)) | None => break,
                 }
             }
-            Ok::<_, (String, bool)>((status, String::from_utf8_lossy(&kept).into_owned()))
+            let text = String::from_utf8_lossy(&kept).into_owned();
+            Ok::<_, (String, bool)>((status, text, retry_after))
         };
         match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(Ok((status, text))) => Answer {
+            Ok(Ok((status, text, retry_after_secs))) => Answer {
                 status: Some(status),
                 text,
                 latency_ms: elapsed(started),
                 refused: false,
+                retry_after_secs,
             },
             Ok(Err((why, refused))) => Answer {
                 status: None,
                 text: why,
                 latency_ms: elapsed(started),
                 refused,
+                retry_after_secs: None,
             },
             Err(_) => Answer {
                 status: None,
                 text: format!("no answer within {} s", self.timeout.as_secs()),
                 latency_ms: elapsed(started),
                 refused: false,
+                retry_after_secs: None,
             },
         }
     }

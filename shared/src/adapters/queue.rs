@@ -17,6 +17,17 @@ pub enum QueueError {
     Refused(usize, String),
 }
 
+/// One message to queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub body: String,
+    /// Seconds before it may be received (at most `MAX_DELAY_SECS`).
+    pub delay_secs: i64,
+    /// Whose it is (its `MessageGroupId`): on a standard queue, SQS's fair queuing keeps one
+    /// tenant's backlog from delaying the others' messages.
+    pub tenant: String,
+}
+
 #[derive(Clone)]
 pub struct DeliveryQueue {
     client: aws_sdk_sqs::Client,
@@ -35,18 +46,19 @@ impl DeliveryQueue {
         &self.url
     }
 
-    /// Sends each message body after its delay (seconds, at most `MAX_DELAY_SECS`), ten to a
-    /// call; an error when any was not accepted (the caller sends them all again: a delivery
-    /// sent twice is delivered twice, with the same `webhook-id`).
-    pub async fn send(&self, messages: &[(String, i64)]) -> Result<(), QueueError> {
+    /// Sends each message after its delay, ten to a call; an error when any was not accepted
+    /// (the caller sends them all again: a delivery sent twice is delivered twice, with the same
+    /// `webhook-id`).
+    pub async fn send(&self, messages: &[Message]) -> Result<(), QueueError> {
         for chunk in messages.chunks(ENTRIES_PER_CALL) {
             let mut request = self.client.send_message_batch().queue_url(&self.url);
-            for (index, (body, delay)) in chunk.iter().enumerate() {
-                let delay = i32::try_from((*delay).clamp(0, MAX_DELAY_SECS)).unwrap_or(0);
+            for (index, message) in chunk.iter().enumerate() {
+                let delay = i32::try_from(message.delay_secs.clamp(0, MAX_DELAY_SECS)).unwrap_or(0);
                 let entry = SendMessageBatchRequestEntry::builder()
                     .id(index.to_string())
-                    .message_body(body)
+                    .message_body(&message.body)
                     .delay_seconds(delay)
+                    .message_group_id(&message.tenant)
                     .build()
                     .map_err(|e| QueueError::Call(e.to_string()))?;
                 request = request.entries(entry);

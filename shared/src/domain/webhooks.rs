@@ -191,6 +191,20 @@ pub fn verdict(status: Option<u16>) -> Verdict {
 /// (times `scale`, for tests) with up to a fifth of jitter either way (`jitter` in 0..1).
 /// `None`: it has been tried for three days.
 pub fn next_attempt(first: i64, attempt: u32, now_ms: i64, scale: f64, jitter: f64) -> Option<i64> {
+    next_attempt_after(first, attempt, now_ms, scale, jitter, None)
+}
+
+/// As `next_attempt`, no sooner than the receiver asked (`retry_after_secs`, its `Retry-After`
+/// on a 429 or 503, at most the schedule's longest wait): `None` when that is past the three
+/// days.
+pub fn next_attempt_after(
+    first: i64,
+    attempt: u32,
+    now_ms: i64,
+    scale: f64,
+    jitter: f64,
+    retry_after_secs: Option<i64>,
+) -> Option<i64> {
     let step = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
     let base = BACKOFF_SECS
         .get(step)
@@ -199,7 +213,11 @@ pub fn next_attempt(first: i64, attempt: u32, now_ms: i64, scale: f64, jitter: f
         .unwrap_or(5);
     let jittered = base as f64 * (0.8 + 0.4 * jitter.clamp(0.0, 1.0)) * scale.max(0.0);
     let wait_ms = (jittered * 1000.0).round() as i64;
-    let due_ms = now_ms.saturating_add(wait_ms.max(0));
+    let asked_ms = retry_after_secs
+        .map(|secs| secs.clamp(0, BACKOFF_SECS.last().copied().unwrap_or(0)))
+        .unwrap_or(0)
+        .saturating_mul(1000);
+    let due_ms = now_ms.saturating_add(wait_ms.max(0).max(asked_ms));
     let limit_ms = first
         .saturating_mul(1000)
         .saturating_add((RETRY_FOR_SECS as f64 * 1000.0 * scale.max(0.0)) as i64);
@@ -471,6 +489,33 @@ mod tests {
         // Jitter stays within a fifth either way.
         assert_eq!(next_attempt(0, 2, 0, 1.0, 0.0), Some(240_000));
         assert_eq!(next_attempt(0, 2, 0, 1.0, 1.0), Some(360_000));
+    }
+
+    #[test]
+    fn a_receivers_retry_after_is_a_floor_capped_by_the_schedule_and_the_window() {
+        // Asked for a minute after the first failure: a minute, not 5 s.
+        assert_eq!(
+            next_attempt_after(0, 1, 0, 1.0, 0.5, Some(60)),
+            Some(60_000)
+        );
+        // Asking for less than the schedule changes nothing.
+        assert_eq!(
+            next_attempt_after(0, 3, 0, 1.0, 0.5, Some(60)),
+            Some(1_800_000)
+        );
+        // A day is capped at the longest wait (10 h).
+        assert_eq!(
+            next_attempt_after(0, 1, 0, 1.0, 0.5, Some(86_400)),
+            Some(36_000_000)
+        );
+        // Past the three days: given up.
+        let late = (RETRY_FOR_SECS - 30) * 1000;
+        assert_eq!(next_attempt_after(0, 1, late, 1.0, 0.5, Some(60)), None);
+        assert_eq!(
+            next_attempt_after(0, 1, late, 1.0, 0.5, None),
+            Some(late + 5_000)
+        );
+        assert_eq!(next_attempt_after(0, 1, 0, 1.0, 0.5, Some(-5)), Some(5_000));
     }
 
     #[test]

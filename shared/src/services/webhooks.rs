@@ -14,8 +14,8 @@ use crate::domain::events::EventKind;
 use crate::domain::records::now_ms;
 use crate::domain::scope::{Mode, ProjectId, Scope};
 use crate::domain::webhooks::{
-    after_attempt, check_url, new_secret, next_attempt, signature, valid_event_types, verdict,
-    Attempt, Endpoint, Verdict, MAX_ENDPOINTS,
+    after_attempt, check_url, new_secret, next_attempt_after, signature, valid_event_types,
+    verdict, Attempt, Endpoint, Verdict, MAX_ENDPOINTS,
 };
 use crate::services::Failure;
 use crate::App;
@@ -218,10 +218,17 @@ impl Delivery {
         ))
     }
 
-    /// The message and its delay: whole seconds, rounded up (SQS never hands it over early).
-    fn message(&self, now_ms: i64) -> Option<(String, i64)> {
+    /// The message, its delay in whole seconds, rounded up (SQS never hands it over early), and
+    /// its tenant: the project's mode, so that one project's backlog never delays another's.
+    fn message(&self, now_ms: i64) -> Option<crate::adapters::queue::Message> {
         let delay = ((self.due - now_ms).max(0) + 999).div_euclid(1000);
-        serde_json::to_string(self).ok().map(|body| (body, delay))
+        serde_json::to_string(self)
+            .ok()
+            .map(|body| crate::adapters::queue::Message {
+                body,
+                delay_secs: delay,
+                tenant: format!("{}#{}", self.project, self.mode),
+            })
     }
 }
 
@@ -409,6 +416,7 @@ pub async fn deliver_message(app: &App, body: &str) -> Result<(), Failure> {
             text: why,
             latency_ms: 0,
             refused: true,
+            retry_after_secs: None,
         },
         Ok(_) => {
             let headers = [
@@ -450,7 +458,11 @@ pub async fn deliver_message(app: &App, body: &str) -> Result<(), Failure> {
     }
     let retry_at = match judged {
         Verdict::Retry if !disabled => {
-            next_attempt(first, delivery.attempt, now_ms(), scale, jitter())
+            // A busy receiver's Retry-After (429, 503) is a floor under the schedule's wait.
+            let asked = matches!(answer.status, Some(429 | 503))
+                .then_some(answer.retry_after_secs)
+                .flatten();
+            next_attempt_after(first, delivery.attempt, now_ms(), scale, jitter(), asked)
         }
         _ => None,
     };

@@ -5,11 +5,12 @@
 //! Screenshots go to `.stack/screenshots/` (the README's are copies of them).
 
 use fantoccini::key::Key;
+use integration_tests::eventually;
 use integration_tests::receiver::{verify_with_library, Answer, Receiver};
-use integration_tests::{eventually, spawn_app_with, SecretSetup, TestApp};
 use serde_json::json;
 
 use crate::browser::{Browser, UI_SECS};
+use crate::outbound_webhooks::with_webhooks;
 use crate::projects::{buy_package, open_project, settled};
 
 /// How long the stream, the stats and a delivery may take to show (the stream is polled).
@@ -31,19 +32,23 @@ async fn todays_bar(page: &Browser, series: &str) -> Option<f64> {
     value.as_str()?.parse().ok()
 }
 
-async fn console_app() -> TestApp {
-    let app = spawn_app_with(SecretSetup {
-        webhooks: true,
-        ..SecretSetup::default()
-    })
+/// Signs in as deployed: a token pasted (the identity provider's JWT).
+async fn sign_in_with(page: &Browser, token: &str) {
+    page.type_into(
+        "Your developer token (a JWT from your identity provider)",
+        token,
+    )
     .await;
-    app.follow_stream().await;
-    app
+    page.button("Use this token")
+        .await
+        .click()
+        .await
+        .expect("sign in");
 }
 
 #[tokio::test]
 async fn a_developer_runs_their_project_from_the_console() {
-    let app = console_app().await;
+    let app = with_webhooks().await;
     open_project(&app, "dev-ann", "alpha", "test").await;
     let receiver = Receiver::start(Answer::Status(200)).await;
     let page = Browser::open_at(&app, "console", "/console/").await;
@@ -95,6 +100,53 @@ async fn a_developer_runs_their_project_from_the_console() {
             .any(|p| p["id"] == "starter" && p["creditAmount"] == json!(6.0))),
         "{}",
         on_sale.body
+    );
+
+    // A plan with limits, from its form; a limit that is not a number is refused in words.
+    page.type_into("Plan id", "team").await;
+    page.type_into("Plan name", "Team").await;
+    page.type_into("Limits (metric=number, comma-separated)", "requests=many")
+        .await;
+    page.button("Save the plan")
+        .await
+        .click()
+        .await
+        .expect("save");
+    page.wait_text("#message", UI_SECS, |t| {
+        t.contains("should read metric=number")
+    })
+    .await;
+    page.type_into(
+        "Limits (metric=number, comma-separated)",
+        "requests=1000, exports=10",
+    )
+    .await;
+    page.button("Save the plan")
+        .await
+        .click()
+        .await
+        .expect("save");
+    page.wait_text("#message", UI_SECS, |t| t == "Plan team is saved.")
+        .await;
+    page.wait_text("#plans", UI_SECS, |t| t.contains("requests=1000"))
+        .await;
+    let plans = app
+        .call(
+            "GET",
+            "/api/v1/payments/stripe/projects/alpha/plans?test_mode=true",
+            Some(&app.developer_token("dev-ann")),
+            None,
+        )
+        .await;
+    let team = plans.body["data"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["id"] == "team").cloned())
+        .unwrap_or_default();
+    assert_eq!(
+        team["limits"],
+        json!({"requests": 1000, "exports": 10}),
+        "{}",
+        plans.body
     );
 
     // An endpoint for payments; its secret is shown once.
@@ -251,37 +303,19 @@ async fn a_developer_runs_their_project_from_the_console() {
 
 #[tokio::test]
 async fn a_developer_signs_in_with_their_token_and_sees_only_their_projects() {
-    let app = console_app().await;
+    let app = with_webhooks().await;
     open_project(&app, "dev-ann", "alpha", "test").await;
     open_project(&app, "dev-bob", "beta", "test").await;
     let page = Browser::open_at(&app, "console-token", "/console/").await;
     // As deployed: the identity provider's JWT, pasted.
-    page.type_into(
-        "Your developer token (a JWT from your identity provider)",
-        &app.developer_token("dev-bob"),
-    )
-    .await;
-    page.button("Use this token")
-        .await
-        .click()
-        .await
-        .expect("sign in");
+    sign_in_with(&page, &app.developer_token("dev-bob")).await;
     let projects = page
         .wait_text("#projects", UI_SECS, |t| t.contains("beta active"))
         .await;
     assert!(!projects.contains("alpha"), "{projects}");
     // A user's token is not a developer's: the page says so in words.
     let page = Browser::open_at(&app, "console-user-token", "/console/").await;
-    page.type_into(
-        "Your developer token (a JWT from your identity provider)",
-        &app.token("ula"),
-    )
-    .await;
-    page.button("Use this token")
-        .await
-        .click()
-        .await
-        .expect("sign in");
+    sign_in_with(&page, &app.token("ula")).await;
     let said = page.wait_text("#message", UI_SECS, |t| !t.is_empty()).await;
     assert_eq!(
         said,

@@ -10,7 +10,7 @@ use integration_tests::receiver::{verify_with_library, Answer, Receiver};
 use integration_tests::{eventually, spawn_app_with, SecretSetup, TestApp};
 use serde_json::{json, Value};
 
-async fn with_webhooks() -> TestApp {
+pub(crate) async fn with_webhooks() -> TestApp {
     let app = spawn_app_with(SecretSetup {
         webhooks: true,
         ..SecretSetup::default()
@@ -491,4 +491,23 @@ async fn an_endpoint_failing_for_three_days_is_disabled_and_its_developer_told()
         count,
         "nothing after it was disabled"
     );
+}
+
+#[tokio::test]
+async fn a_busy_receivers_retry_after_is_waited_for() {
+    let app = with_webhooks().await;
+    configured(&app, "alpha", "dev-jo").await;
+    let receiver = Receiver::start(Answer::Status(200)).await;
+    receiver.script(vec![Answer::RetryAfter(429, 4)]);
+    let (id, _) = endpoint(&app, "alpha", "dev-jo", &receiver.url).await;
+    credits_low(&app, "alpha", "dev-jo", "gus").await;
+    let got = received(&receiver, 2, 60).await;
+    assert_eq!(got.len(), 2, "tried again after the 429");
+    let gap = got[1].at - got[0].at;
+    // The scaled schedule alone would try again within about a second.
+    assert!(gap >= Duration::from_secs(4), "waited as asked: {gap:?}");
+    let log = attempts(&app, "alpha", "dev-jo", &id).await;
+    assert_eq!(log[1]["status"], 429);
+    assert_eq!(log[1]["outcome"], "retrying");
+    assert_eq!(log[0]["outcome"], "delivered");
 }

@@ -399,16 +399,7 @@ impl Store {
         if epoch.is_none() && day.is_empty() {
             return Ok(StatsOutcome::Nothing);
         }
-        let mut marker = key(format!("STATSREC#{}", record.event_id), "STATSREC");
-        marker.insert("expiresAt".into(), n(now_ms() / 1000 + MARKER_TTL_SECS));
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(marker))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(StoreError::build)?;
-        let shard = u32::from_str_radix(&hash_parts(&[&record.event_id])[..4], 16).unwrap_or(0)
-            % STATS_SHARDS;
+        let (put, shard) = self.record_marker(record, "STATSREC")?;
         let mut items = vec![TransactWriteItem::builder().put(put).build()];
         if let Some(epoch) = epoch {
             items.push(self.add_counts(prefix, epoch, shard, delta)?);
@@ -420,6 +411,22 @@ impl Store {
             Ok(()) => StatsOutcome::Counted,
             Err(_) => StatsOutcome::AlreadyCounted,
         })
+    }
+
+    /// The marker (`<kind>#<stream event id>`) that lets a record count once, written only if
+    /// absent, and the shard the record's counts go to.
+    fn record_marker(&self, record: &StreamRecord, kind: &str) -> Result<(Put, u32), StoreError> {
+        let mut marker = key(format!("{kind}#{}", record.event_id), kind);
+        marker.insert("expiresAt".into(), n(now_ms() / 1000 + MARKER_TTL_SECS));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(marker))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(StoreError::build)?;
+        let shard = u32::from_str_radix(&hash_parts(&[&record.event_id])[..4], 16).unwrap_or(0)
+            % STATS_SHARDS;
+        Ok((put, shard))
     }
 
     /// The update that adds `change` to the day `record` was made (its shard of that day).
@@ -459,16 +466,7 @@ impl Store {
         prefix: &str,
         change: &StatsDelta,
     ) -> Result<(), StoreError> {
-        let mut marker = key(format!("STATSDAY#{}", record.event_id), "STATSDAY");
-        marker.insert("expiresAt".into(), n(now_ms() / 1000 + MARKER_TTL_SECS));
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(marker))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(StoreError::build)?;
-        let shard = u32::from_str_radix(&hash_parts(&[&record.event_id])[..4], 16).unwrap_or(0)
-            % STATS_SHARDS;
+        let (put, shard) = self.record_marker(record, "STATSDAY")?;
         let items = vec![
             TransactWriteItem::builder().put(put).build(),
             self.add_to_day(record, prefix, shard, change)?,
