@@ -64,11 +64,6 @@ pub async fn create(
     check_url(url, app.config.webhooks_local).map_err(Failure::invalid)?;
     let events = checked_types(events)?;
     let store = app.store_for(scope);
-    if store.webhook_endpoints().await?.len() >= MAX_ENDPOINTS {
-        return Err(Failure::Conflict(format!(
-            "A project has at most {MAX_ENDPOINTS} webhook endpoints in a mode."
-        )));
-    }
     let secret = random_secret();
     let endpoint = Endpoint {
         id: format!("ep_{}", uuid::Uuid::new_v4().simple()),
@@ -84,10 +79,11 @@ pub async fn create(
         failing_since: None,
         last_failed_at: None,
     };
-    if !store.put_webhook_endpoint(&endpoint, None).await? {
-        return Err(Failure::Conflict(
-            "The endpoint could not be created; try again.".into(),
-        ));
+    // The count and the endpoint in one transaction: concurrent adds never pass the cap.
+    if !store.add_webhook_endpoint(&endpoint, MAX_ENDPOINTS).await? {
+        return Err(Failure::Conflict(format!(
+            "A project has at most {MAX_ENDPOINTS} webhook endpoints in a mode."
+        )));
     }
     tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint created");
     Ok((endpoint, secret))

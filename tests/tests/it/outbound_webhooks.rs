@@ -511,3 +511,76 @@ async fn a_busy_receivers_retry_after_is_waited_for() {
     assert_eq!(log[1]["outcome"], "retrying");
     assert_eq!(log[0]["outcome"], "delivered");
 }
+
+#[tokio::test]
+async fn concurrent_adds_never_pass_twenty_endpoints_and_a_delete_makes_room() {
+    let app = with_webhooks().await;
+    configured(&app, "alpha", "dev-kit").await;
+    let token = app.developer_token("dev-kit");
+    let path = "/api/v1/payments/stripe/projects/alpha/webhooks?test_mode=true";
+    let adds = (0..25).map(|i| {
+        let body = json!({"url": format!("http://127.0.0.1:9/hook-{i}")});
+        let (app, token) = (&app, &token);
+        async move { app.call("POST", path, Some(token), Some(&body)).await }
+    });
+    let answers = integration_tests::join_all(adds.collect::<Vec<_>>()).await;
+    let made: Vec<&Value> = answers
+        .iter()
+        .filter(|a| a.status == 200)
+        .map(|a| &a.body)
+        .collect();
+    let refused = answers.iter().filter(|a| a.status == 409).count();
+    assert_eq!(
+        (made.len(), refused),
+        (20, 5),
+        "{:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    let listed = app.call("GET", path, Some(&token), None).await;
+    assert_eq!(listed.body["data"].as_array().map(Vec::len), Some(20));
+    let full = app
+        .call(
+            "POST",
+            path,
+            Some(&token),
+            Some(&json!({"url": "http://127.0.0.1:9/late"})),
+        )
+        .await;
+    assert_eq!(full.status, 409, "{}", full.body);
+    assert!(
+        full.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("at most 20"),
+        "{}",
+        full.body
+    );
+    // A delete (twice: the second changes nothing) makes room for exactly one.
+    let id = made[0]["data"]["endpoint"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let one = format!("/api/v1/payments/stripe/projects/alpha/webhooks/{id}?test_mode=true");
+    let deleted = app.call("DELETE", &one, Some(&token), None).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    let again = app.call("DELETE", &one, Some(&token), None).await;
+    assert_eq!(again.status, 404, "{}", again.body);
+    let room = app
+        .call(
+            "POST",
+            path,
+            Some(&token),
+            Some(&json!({"url": "http://127.0.0.1:9/room"})),
+        )
+        .await;
+    assert_eq!(room.status, 200, "{}", room.body);
+    let over = app
+        .call(
+            "POST",
+            path,
+            Some(&token),
+            Some(&json!({"url": "http://127.0.0.1:9/over"})),
+        )
+        .await;
+    assert_eq!(over.status, 409, "{}", over.body);
+}

@@ -21,6 +21,7 @@
 //! | usage lease       | `LEASE#<acct>#<metric>#<period>` | `<lease id>` | a block of an allowance held by one instance |
 //! | limit reached     | `LIMIT#<acct>#<metric>#<period>` | `LIMIT` | first refusal in the period (an event) |
 //! | webhook endpoint  | `WEBHOOKS`          | `EP#<id>`        | url, event types, signing secrets; `ver` |
+//! | endpoint count    | `WEBHOOKCOUNT`      | `COUNT`          | `n`: added with each endpoint, in one transaction, never past the cap |
 //! | webhook event     | `WHEVENT#<event id>`| `EVENT`          | the event as sent, for re-sending; TTL 30 d |
 //! | webhook attempt   | `WHATT#<endpoint>`  | `<ms>#<event>#<n>` | status, latency, first 1 KB; TTL 30 d |
 
@@ -147,6 +148,11 @@ impl Keys {
 
     pub fn webhook_endpoint(&self, id: &str) -> Item {
         key(self.webhooks_pk(), format!("EP#{id}"))
+    }
+
+    /// How many endpoints the scope has (apart from them, so listing them reads endpoints only).
+    pub fn webhook_count(&self) -> Item {
+        key(format!("{}WEBHOOKCOUNT", self.prefix), "COUNT")
     }
 
     /// An event kept (30 days) so that it can be sent to an endpoint again.

@@ -2,7 +2,7 @@
 //! version), the events kept for re-sending, and each endpoint's delivery attempts (kept 30
 //! days by the table's TTL on `expiresAt`).
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Update};
 
 use super::*;
 use crate::domain::webhooks::{Attempt, Endpoint, KEEP_SECS};
@@ -49,14 +49,54 @@ impl Store {
         written(put.send().await)
     }
 
+    /// Writes a new endpoint and counts it, in one transaction, unless the scope has `max`
+    /// already: `false` then.
+    pub async fn add_webhook_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        max: usize,
+    ) -> Result<bool, StoreError> {
+        let mut item = self.keys.webhook_endpoint(&endpoint.id);
+        item.insert("doc".into(), s(to_doc(endpoint)?));
+        item.insert("ver".into(), n(1));
+        item.insert("updatedAt".into(), n(now_ms()));
+        let count = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(self.keys.webhook_count()))
+            .update_expression("ADD n :one")
+            .condition_expression("attribute_not_exists(n) OR n < :max")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(i64::try_from(max).unwrap_or(i64::MAX)))
+            .build()
+            .map_err(StoreError::build)?;
+        let items = vec![
+            self.put_new(item)?,
+            TransactWriteItem::builder().update(count).build(),
+        ];
+        Ok(self.transact(items).await?.is_ok())
+    }
+
+    /// Deletes an endpoint and takes it off the count, once.
     pub async fn delete_webhook_endpoint(&self, id: &str) -> Result<(), StoreError> {
-        self.client
-            .delete_item()
+        let delete = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(self.keys.webhook_endpoint(id)))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
+            .condition_expression("attribute_exists(pk)")
+            .build()
+            .map_err(StoreError::build)?;
+        let count = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(self.keys.webhook_count()))
+            .update_expression("ADD n :less")
+            .expression_attribute_values(":less", n(-1))
+            .build()
+            .map_err(StoreError::build)?;
+        let items = vec![
+            TransactWriteItem::builder().delete(delete).build(),
+            TransactWriteItem::builder().update(count).build(),
+        ];
+        // A condition that failed: it was deleted meanwhile (and taken off the count then).
+        let _ = self.transact(items).await?;
         Ok(())
     }
 
