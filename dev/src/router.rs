@@ -275,6 +275,9 @@ async fn route(api: Arc<LocalApi>, req: hyper::Request<Incoming>, request_id: St
                 .status(200)
                 .header("content-type", *content_type)
                 .header("cache-control", "no-store")
+                // No other site may frame the pages (a meta tag cannot say this).
+                .header("content-security-policy", "frame-ancestors 'none'")
+                .header("x-frame-options", "DENY")
                 .body(Full::new(Bytes::from_static(text.as_bytes())))
                 .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())));
         }

@@ -213,10 +213,16 @@ pub fn next_attempt_after(
         .unwrap_or(5);
     let jittered = base as f64 * (0.8 + 0.4 * jitter.clamp(0.0, 1.0)) * scale.max(0.0);
     let wait_ms = (jittered * 1000.0).round() as i64;
-    let asked_ms = retry_after_secs
-        .map(|secs| secs.clamp(0, BACKOFF_SECS.last().copied().unwrap_or(0)))
+    // Up to a fifth more than asked, so that deliveries told the same wait spread out.
+    let longest_ms = BACKOFF_SECS
+        .last()
+        .copied()
         .unwrap_or(0)
         .saturating_mul(1000);
+    let asked_ms = retry_after_secs
+        .map(|secs| secs.clamp(0, longest_ms / 1000) as f64 * 1000.0)
+        .map(|ms| ((ms * (1.0 + 0.2 * jitter.clamp(0.0, 1.0))).round() as i64).min(longest_ms))
+        .unwrap_or(0);
     let due_ms = now_ms.saturating_add(wait_ms.max(0).max(asked_ms));
     let limit_ms = first
         .saturating_mul(1000)
@@ -493,29 +499,21 @@ mod tests {
 
     #[test]
     fn a_receivers_retry_after_is_a_floor_capped_by_the_schedule_and_the_window() {
-        // Asked for a minute after the first failure: a minute, not 5 s.
-        assert_eq!(
-            next_attempt_after(0, 1, 0, 1.0, 0.5, Some(60)),
-            Some(60_000)
-        );
+        let after =
+            |attempt, now, jitter, asked| next_attempt_after(0, attempt, now, 1.0, jitter, asked);
+        // Asked for a minute after the first failure: a minute (and up to a fifth), not 5 s.
+        assert_eq!(after(1, 0, 0.0, Some(60)), Some(60_000));
+        assert_eq!(after(1, 0, 0.5, Some(60)), Some(66_000));
+        assert_eq!(after(1, 0, 1.0, Some(60)), Some(72_000));
         // Asking for less than the schedule changes nothing.
-        assert_eq!(
-            next_attempt_after(0, 3, 0, 1.0, 0.5, Some(60)),
-            Some(1_800_000)
-        );
-        // A day is capped at the longest wait (10 h).
-        assert_eq!(
-            next_attempt_after(0, 1, 0, 1.0, 0.5, Some(86_400)),
-            Some(36_000_000)
-        );
+        assert_eq!(after(3, 0, 0.5, Some(60)), Some(1_800_000));
+        // A day is capped at the longest wait (10 h), jitter included.
+        assert_eq!(after(1, 0, 1.0, Some(86_400)), Some(36_000_000));
         // Past the three days: given up.
         let late = (RETRY_FOR_SECS - 30) * 1000;
-        assert_eq!(next_attempt_after(0, 1, late, 1.0, 0.5, Some(60)), None);
-        assert_eq!(
-            next_attempt_after(0, 1, late, 1.0, 0.5, None),
-            Some(late + 5_000)
-        );
-        assert_eq!(next_attempt_after(0, 1, 0, 1.0, 0.5, Some(-5)), Some(5_000));
+        assert_eq!(after(1, late, 0.5, Some(60)), None);
+        assert_eq!(after(1, late, 0.5, None), Some(late + 5_000));
+        assert_eq!(after(1, 0, 0.5, Some(-5)), Some(5_000));
     }
 
     #[test]

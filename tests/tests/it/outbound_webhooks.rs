@@ -483,7 +483,7 @@ async fn an_endpoint_failing_for_three_days_is_disabled_and_its_developer_told()
     let notice = received(&watcher, 1, 30).await;
     assert_eq!(notice.len(), 1, "the developer is told once");
     assert!(notice[0].body.contains("\"failing\""), "{}", notice[0].body);
-    // Nothing more is sent to it.
+    // Nothing more is sent to it, and the developer was told once.
     let count = receiver.received().len();
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(
@@ -491,6 +491,7 @@ async fn an_endpoint_failing_for_three_days_is_disabled_and_its_developer_told()
         count,
         "nothing after it was disabled"
     );
+    assert_eq!(watcher.received().len(), 1, "told once");
 }
 
 #[tokio::test]
@@ -498,14 +499,14 @@ async fn a_busy_receivers_retry_after_is_waited_for() {
     let app = with_webhooks().await;
     configured(&app, "alpha", "dev-jo").await;
     let receiver = Receiver::start(Answer::Status(200)).await;
-    receiver.script(vec![Answer::RetryAfter(429, 4)]);
+    receiver.script(vec![Answer::RetryAfter(429, 8)]);
     let (id, _) = endpoint(&app, "alpha", "dev-jo", &receiver.url).await;
     credits_low(&app, "alpha", "dev-jo", "gus").await;
     let got = received(&receiver, 2, 60).await;
     assert_eq!(got.len(), 2, "tried again after the 429");
     let gap = got[1].at - got[0].at;
     // The scaled schedule alone would try again within about a second.
-    assert!(gap >= Duration::from_secs(4), "waited as asked: {gap:?}");
+    assert!(gap >= Duration::from_secs(8), "waited as asked: {gap:?}");
     let log = attempts(&app, "alpha", "dev-jo", &id).await;
     assert_eq!(log[1]["status"], 429);
     assert_eq!(log[1]["outcome"], "retrying");

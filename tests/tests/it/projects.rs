@@ -1441,3 +1441,104 @@ async fn under_a_custom_domains_base_path_every_route_answers_and_webhook_urls_c
         .await;
     assert_eq!(elsewhere.status, 404);
 }
+
+/// An entry as a version before the ledger index wrote it (no gsi2 keys), worth nothing.
+async fn legacy_entry(app: &TestApp, account: &str, id: &str, created_at_ms: i64) {
+    use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+    let item = [
+        ("pk", S(format!("P#alpha#test#USER#{account}"))),
+        ("sk", S(format!("ENTRY#{id}"))),
+        ("kind", S("grant".into())),
+        ("entryId", S(id.into())),
+        ("amount", N("0".into())),
+        ("currency", S("usd".into())),
+        ("createdAt", N(created_at_ms.to_string())),
+        ("reason", S(id.into())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    app.app
+        .app
+        .store
+        .put_raw(item)
+        .await
+        .expect("an entry of the earlier layout");
+}
+
+#[tokio::test]
+async fn the_account_lookup_merges_entries_from_before_the_ledger_index_and_prefers_the_index() {
+    let app = spawn_app().await;
+    open_project(&app, "dev-ann", "alpha", "test").await;
+    let dev = app.developer_token("dev-ann");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    for i in 0..3 {
+        legacy_entry(&app, "lee", &format!("legacy-{i}"), now - 60_000 + i * 1000).await;
+    }
+    let grant = json!({"amount": 100, "reason": "welcome", "idempotencyKey": "lee-grant"});
+    let granted = app
+        .call(
+            "POST",
+            &format!("{API}/alpha/accounts/lee/grants"),
+            Some(&dev),
+            Some(&grant),
+        )
+        .await;
+    assert_eq!(granted.status, 200, "{}", granted.body);
+    let lee = app.token("lee");
+    let spend = |i: usize| {
+        let body = json!({"amount": 1, "reason": format!("job {i}"), "idempotencyKey": format!("lee-{i}")});
+        let (app, lee) = (&app, &lee);
+        async move {
+            let spent = app
+                .call(
+                    "POST",
+                    "/api/credits/consume?project_id=alpha&test_mode=true",
+                    Some(lee),
+                    Some(&body),
+                )
+                .await;
+            assert_eq!(spent.status, 200, "{}", spent.body);
+        }
+    };
+    spend(0).await;
+    let look = || async {
+        let reply = app
+            .call(
+                "GET",
+                &format!("{API}/alpha/accounts/lee"),
+                Some(&dev),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body["data"].clone()
+    };
+    // Few indexed entries: the earlier ones are read too, merged by time, each once.
+    let account = look().await;
+    let reasons: Vec<&str> = account["ledger"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["job 0", "welcome", "legacy-2", "legacy-1", "legacy-0"]
+    );
+    assert_eq!(account["ledgerComplete"], true);
+    // Many indexed entries: the index alone gives the newest; an unindexed entry is not read.
+    for i in 1..=50 {
+        spend(i).await;
+    }
+    legacy_entry(&app, "lee", "legacy-late", now + 3_600_000).await;
+    let account = look().await;
+    let ledger = account["ledger"].as_array().unwrap();
+    assert_eq!(ledger.len(), 50);
+    assert_eq!(account["ledgerComplete"], false);
+    assert_eq!(ledger[0]["reason"], "job 50");
+    assert!(
+        ledger.iter().all(|e| e["entryId"] != "legacy-late"),
+        "read from the index"
+    );
+}
