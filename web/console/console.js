@@ -4,7 +4,7 @@
 // their identity provider's JWT (kept in this page's memory only).
 "use strict";
 
-const state = { api: "", token: "", local: false, project: null, testMode: "true", endpoint: null, account: null };
+const state = { api: "", token: "", local: false, project: null, testMode: "true", account: null };
 const $ = (id) => document.getElementById(id);
 
 function say(text, isError) {
@@ -379,7 +379,6 @@ function showSecret(secret, what) {
 }
 
 async function loadDeliveries(endpoint) {
-  state.endpoint = endpoint.id;
   const { data } = await call("GET", scoped(`/webhooks/${endpoint.id}/attempts?limit=20`));
   const target = $("deliveries");
   target.replaceChildren();

@@ -69,6 +69,19 @@ pub struct Answer {
     pub retry_after_secs: Option<i64>,
 }
 
+impl Answer {
+    /// No attempt made: the address is one a delivery never goes to (`why`, in words).
+    pub fn refused(why: impl Into<String>) -> Self {
+        Self {
+            status: None,
+            text: why.into(),
+            latency_ms: 0,
+            refused: true,
+            retry_after_secs: None,
+        }
+    }
+}
+
 /// The delivery client (cheap to clone).
 #[derive(Clone)]
 pub struct Outbound {
@@ -114,13 +127,9 @@ impl Outbound {
         let request = match request.body(Full::new(body)) {
             Ok(request) => request,
             Err(_) => {
-                return Answer {
-                    status: None,
-                    text: "the request could not be made (the URL or a header is malformed)".into(),
-                    latency_ms: 0,
-                    refused: true,
-                    retry_after_secs: None,
-                }
+                return Answer::refused(
+                    "the request could not be made (the URL or a header is malformed)",
+                )
             }
         };
         let attempt = async {

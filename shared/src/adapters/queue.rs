@@ -42,10 +42,6 @@ impl DeliveryQueue {
         }
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// Sends each message after its delay, ten to a call; an error when any was not accepted
     /// (the caller sends them all again: a delivery sent twice is delivered twice, with the same
     /// `webhook-id`).

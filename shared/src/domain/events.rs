@@ -120,11 +120,10 @@ pub fn subscription_events(
     // The plan the subscription gives: while it is paid for (or in its grace), its plan; none
     // before the first payment or once it ended.
     let plan_of = |state: &SubscriptionState| {
-        matches!(
-            state.status,
-            SubscriptionStatus::Active | SubscriptionStatus::Trialing | SubscriptionStatus::PastDue
-        )
-        .then(|| state.plan_id.clone())
+        state
+            .status
+            .counts_as_active()
+            .then(|| state.plan_id.clone())
     };
     let (before, after) = (old.and_then(plan_of), plan_of(new));
     if before != after {

@@ -189,15 +189,9 @@ pub fn verdict(status: Option<u16>) -> Verdict {
 /// When (Unix milliseconds) the delivery whose first attempt was at `first` (Unix seconds) is
 /// tried again after its `attempt`th attempt (1-based) failed at `now_ms`: the schedule's wait
 /// (times `scale`, for tests) with up to a fifth of jitter either way (`jitter` in 0..1).
-/// `None`: it has been tried for three days.
-pub fn next_attempt(first: i64, attempt: u32, now_ms: i64, scale: f64, jitter: f64) -> Option<i64> {
-    next_attempt_after(first, attempt, now_ms, scale, jitter, None)
-}
-
-/// As `next_attempt`, no sooner than the receiver asked (`retry_after_secs`, its `Retry-After`
-/// on a 429 or 503, at most the schedule's longest wait): `None` when that is past the three
-/// days.
-pub fn next_attempt_after(
+/// No sooner than the receiver asked (`retry_after_secs`, its `Retry-After` on a 429 or 503,
+/// at most the schedule's longest wait). `None`: that is past the three days.
+pub fn next_attempt(
     first: i64,
     attempt: u32,
     now_ms: i64,
@@ -482,7 +476,7 @@ mod tests {
         let mut at = 0;
         let mut waits = Vec::new();
         for attempt in 1.. {
-            match next_attempt(0, attempt, at * 1000, 1.0, 0.5) {
+            match next_attempt(0, attempt, at * 1000, 1.0, 0.5, None) {
                 Some(due_ms) => {
                     waits.push(due_ms / 1000 - at);
                     at = due_ms / 1000;
@@ -493,14 +487,13 @@ mod tests {
         assert_eq!(&waits[..6], &[5, 300, 1800, 7200, 18_000, 36_000]);
         assert!(at <= RETRY_FOR_SECS && at > RETRY_FOR_SECS - 36_000, "{at}");
         // Jitter stays within a fifth either way.
-        assert_eq!(next_attempt(0, 2, 0, 1.0, 0.0), Some(240_000));
-        assert_eq!(next_attempt(0, 2, 0, 1.0, 1.0), Some(360_000));
+        assert_eq!(next_attempt(0, 2, 0, 1.0, 0.0, None), Some(240_000));
+        assert_eq!(next_attempt(0, 2, 0, 1.0, 1.0, None), Some(360_000));
     }
 
     #[test]
     fn a_receivers_retry_after_is_a_floor_capped_by_the_schedule_and_the_window() {
-        let after =
-            |attempt, now, jitter, asked| next_attempt_after(0, attempt, now, 1.0, jitter, asked);
+        let after = |attempt, now, jitter, asked| next_attempt(0, attempt, now, 1.0, jitter, asked);
         // Asked for a minute after the first failure: a minute (and up to a fifth), not 5 s.
         assert_eq!(after(1, 0, 0.0, Some(60)), Some(60_000));
         assert_eq!(after(1, 0, 0.5, Some(60)), Some(66_000));

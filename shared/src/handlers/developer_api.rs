@@ -104,7 +104,7 @@ async fn route(app: &App, req: &Request) -> Result<Response<Body>, ApiError> {
         return account_route(app, req, &path, &developer, scope).await;
     }
     if path.contains("/webhooks") {
-        return super::webhooks::webhooks_route(app, req, scope).await;
+        return super::webhooks::webhooks_route(app, req, &path, scope).await;
     }
     if path.ends_with("/payments") {
         let query = payment_query(req, &developer)?;

@@ -59,13 +59,14 @@ fn event_list(value: &Option<Value>) -> Result<Option<Option<Vec<String>>>, ApiE
 pub(crate) async fn webhooks_route(
     app: &App,
     req: &Request,
+    route: &str,
     scope: Scope,
 ) -> Result<Response<Body>, ApiError> {
     let endpoint_id = req
         .path_parameters_ref()
         .and_then(|p| p.first("endpoint_id"))
         .map(str::to_owned);
-    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let path = route;
     match (req.method().as_str(), endpoint_id) {
         ("GET", None) => {
             let endpoints = webhooks::list(app, &scope).await?;

@@ -117,6 +117,13 @@ impl From<StripeFailure> for Failure {
     }
 }
 
+/// The delivery queue refused or could not be reached: worth trying again.
+impl From<crate::adapters::queue::QueueError> for Failure {
+    fn from(err: crate::adapters::queue::QueueError) -> Self {
+        Self::Unavailable(error_chain(&err))
+    }
+}
+
 /// A secret that cannot be read or is incomplete is a configuration or dependency problem.
 impl From<SecretsError> for Failure {
     fn from(err: SecretsError) -> Self {

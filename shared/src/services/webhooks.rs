@@ -14,8 +14,8 @@ use crate::domain::events::EventKind;
 use crate::domain::records::now_ms;
 use crate::domain::scope::{Mode, ProjectId, Scope};
 use crate::domain::webhooks::{
-    after_attempt, check_url, new_secret, next_attempt_after, signature, valid_event_types,
-    verdict, Attempt, Endpoint, Verdict, MAX_ENDPOINTS,
+    after_attempt, check_url, new_secret, next_attempt, signature, valid_event_types, verdict,
+    Attempt, Endpoint, Verdict, MAX_ENDPOINTS,
 };
 use crate::services::Failure;
 use crate::App;
@@ -287,10 +287,7 @@ pub async fn fan_out(app: &App, events: &[OutgoingEvent]) -> Result<usize, Failu
             messages.extend(delivery.message(now));
         }
     }
-    queue
-        .send(&messages)
-        .await
-        .map_err(|e| Failure::Unavailable(e.to_string()))?;
+    queue.send(&messages).await?;
     Ok(messages.len())
 }
 
@@ -334,8 +331,7 @@ pub async fn resend(
     };
     queue
         .send(&delivery.message(now).into_iter().collect::<Vec<_>>())
-        .await
-        .map_err(|e| Failure::Unavailable(e.to_string()))?;
+        .await?;
     tracing::info!(endpoint_id = %endpoint_id, event_id = %event_id, "webhook re-send queued");
     Ok(())
 }
@@ -383,10 +379,7 @@ pub async fn deliver_message(app: &App, body: &str) -> Result<(), Failure> {
     // Not due yet (SQS delays at most 15 minutes): back on the queue for the rest of the wait.
     if delivery.due > now + 50 {
         let again: Vec<_> = delivery.message(now).into_iter().collect();
-        return queue()?
-            .send(&again)
-            .await
-            .map_err(|e| Failure::Unavailable(e.to_string()));
+        return queue()?.send(&again).await.map_err(Failure::from);
     }
     let store = app.store_for(&scope);
     let Some((endpoint, _)) = store.webhook_endpoint(&delivery.endpoint).await? else {
@@ -407,13 +400,7 @@ pub async fn deliver_message(app: &App, body: &str) -> Result<(), Failure> {
     };
     let answer = match check_url(&endpoint.url, app.config.webhooks_local) {
         // Checked again at send time (the rules may be stricter than when it was saved).
-        Err(why) => crate::adapters::outbound::Answer {
-            status: None,
-            text: why,
-            latency_ms: 0,
-            refused: true,
-            retry_after_secs: None,
-        },
+        Err(why) => crate::adapters::outbound::Answer::refused(why),
         Ok(_) => {
             let headers = [
                 ("webhook-id", delivery.event.clone()),
@@ -458,7 +445,7 @@ pub async fn deliver_message(app: &App, body: &str) -> Result<(), Failure> {
             let asked = matches!(answer.status, Some(429 | 503))
                 .then_some(answer.retry_after_secs)
                 .flatten();
-            next_attempt_after(first, delivery.attempt, now_ms(), scale, jitter(), asked)
+            next_attempt(first, delivery.attempt, now_ms(), scale, jitter(), asked)
         }
         _ => None,
     };
@@ -500,10 +487,7 @@ pub async fn deliver_message(app: &App, body: &str) -> Result<(), Failure> {
             ..delivery
         };
         let again: Vec<_> = next.message(now_ms()).into_iter().collect();
-        queue()?
-            .send(&again)
-            .await
-            .map_err(|e| Failure::Unavailable(e.to_string()))?;
+        queue()?.send(&again).await?;
     }
     Ok(())
 }

@@ -307,6 +307,12 @@ pub fn entry_to_item(keys: &Keys, entry: &NewEntry<'_>) -> Item {
     item.insert("amount".into(), n(entry.amount));
     item.insert("currency".into(), s(entry.currency.as_str()));
     item.insert("createdAt".into(), n(entry.created_at_ms));
+    // Every entry in time order, for its developer's account lookup.
+    item.insert("gsi2pk".into(), s(keys.ledger_pk(entry.user)));
+    item.insert(
+        "gsi2sk".into(),
+        s(super::keys::history_sk(entry.created_at_ms, entry.entry_id)),
+    );
     item
 }
 

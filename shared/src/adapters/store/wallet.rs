@@ -177,12 +177,6 @@ impl Store {
                 item.insert("doomedInHolds".into(), n(step.doomed));
             }
             annotate(step, &mut item);
-            // Every entry in time order, for its developer's account lookup.
-            item.insert("gsi2pk".into(), s(self.keys.ledger_pk(user)));
-            item.insert(
-                "gsi2sk".into(),
-                s(super::keys::history_sk(now_ms, &step.entry_id)),
-            );
             if step.kind.shows_in_history() && !item.contains_key("gsi1pk") {
                 item.insert("gsi1pk".into(), s(self.keys.history_pk(user)));
                 item.insert(

@@ -5,7 +5,6 @@ use crate::adapters::store::{Allowance, AllowanceKey, Store};
 use crate::domain::plans::Plan;
 use crate::domain::records::{now_ms, rfc3339, UserId};
 use crate::domain::scope::Scope;
-use crate::domain::subscriptions::SubscriptionStatus;
 use crate::domain::usage::{period_for, Period, UsageTerms};
 use crate::services::billing::{self, entitlement_among};
 use crate::services::Failure;
@@ -34,12 +33,7 @@ async fn standing(
     // higher plan a downgrade holds to the end of the paid period.
     let subscribed = now.subscription.as_ref().filter(|s| {
         (s.plan_id == now.plan.id || s.held_plan_id.as_deref() == Some(now.plan.id.as_str()))
-            && matches!(
-                s.status,
-                SubscriptionStatus::Active
-                    | SubscriptionStatus::Trialing
-                    | SubscriptionStatus::PastDue
-            )
+            && s.status.counts_as_active()
     });
     let period = period_for(subscribed.map(|s| s.current_period_end), now_ms() / 1000);
     let customer = subscribed

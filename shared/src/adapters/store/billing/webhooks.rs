@@ -8,6 +8,15 @@ use super::*;
 use crate::domain::webhooks::{Attempt, Endpoint, KEEP_SECS};
 
 impl Store {
+    /// An endpoint's item at version `ver`.
+    fn endpoint_item(&self, endpoint: &Endpoint, ver: i64) -> Result<Item, StoreError> {
+        let mut item = self.keys.webhook_endpoint(&endpoint.id);
+        item.insert("doc".into(), s(to_doc(endpoint)?));
+        item.insert("ver".into(), n(ver));
+        item.insert("updatedAt".into(), n(now_ms()));
+        Ok(item)
+    }
+
     /// Every endpoint of the scope, with its version.
     pub async fn webhook_endpoints(&self) -> Result<Vec<(Endpoint, i64)>, StoreError> {
         let items = self.partition(&self.keys.webhooks_pk()).await?;
@@ -31,10 +40,7 @@ impl Store {
         endpoint: &Endpoint,
         read: Option<i64>,
     ) -> Result<bool, StoreError> {
-        let mut item = self.keys.webhook_endpoint(&endpoint.id);
-        item.insert("doc".into(), s(to_doc(endpoint)?));
-        item.insert("ver".into(), n(read.unwrap_or(0) + 1));
-        item.insert("updatedAt".into(), n(now_ms()));
+        let item = self.endpoint_item(endpoint, read.unwrap_or(0) + 1)?;
         let put = self
             .client
             .put_item()
@@ -56,10 +62,7 @@ impl Store {
         endpoint: &Endpoint,
         max: usize,
     ) -> Result<bool, StoreError> {
-        let mut item = self.keys.webhook_endpoint(&endpoint.id);
-        item.insert("doc".into(), s(to_doc(endpoint)?));
-        item.insert("ver".into(), n(1));
-        item.insert("updatedAt".into(), n(now_ms()));
+        let item = self.endpoint_item(endpoint, 1)?;
         let count = Update::builder()
             .table_name(&self.table)
             .set_key(Some(self.keys.webhook_count()))
